@@ -1,0 +1,214 @@
+"""Process-wide logging: JSON lines for machines, readable lines for people.
+
+Why two formats: under systemd (or docker, or a pipe) stderr is read by a
+program, and one JSON object per line keeps the round number and peer id as
+fields that ``jq`` and log shippers can filter on. At a terminal a person reads
+it, so the same fields are appended as ``key=value``.
+
+Why the priority prefix: when stderr is the journal (systemd sets
+``$JOURNAL_STREAM``), a ``<N>`` prefix lets journald store each line's level,
+so ``journalctl -p warning`` works; journald strips the prefix, so
+``journalctl -o cat`` still shows plain JSON.
+
+Callers add fields with ``logger.info("...", extra={"round": 3, "peer": pid})``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any, TextIO
+
+from .errors import ConfigError
+
+__all__ = [
+    "NOISY_LOGGERS",
+    "JsonFormatter",
+    "TextFormatter",
+    "configure_logging",
+    "parse_level",
+    "set_level",
+]
+
+NOISY_LOGGERS: tuple[str, ...] = (
+    "libp2p",
+    "multiaddr",
+    "async_service",
+    "transformers",
+    "urllib3",
+    "filelock",
+    "huggingface_hub",
+    "aiohttp.access",
+)
+"""Third-party loggers that flood INFO/DEBUG; they stay at WARNING (or quieter)."""
+
+_LEVELS: dict[str, int] = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_RECORD_ATTRIBUTES = frozenset(
+    vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None)).keys()
+) | {"message", "asctime", "taskName"}
+
+# syslog priorities for the journal's "<N>" line prefix (see sd-daemon(3)).
+_SYSLOG_PRIORITY: dict[int, int] = {
+    logging.CRITICAL: 2,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
+    logging.DEBUG: 7,
+}
+
+_OWN_HANDLER_ATTRIBUTE = "_fedswarm_handler"
+
+
+def parse_level(level: str) -> int:
+    """Turn "info"/"INFO"/"warning"... into a logging level; ``ConfigError`` if unknown."""
+    number = _LEVELS.get(level.strip().lower()) if isinstance(level, str) else None
+    if number is None:
+        raise ConfigError(f"log level: expected one of {', '.join(_LEVELS)}, got {level!r}")
+    return number
+
+
+def record_extras(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields a caller passed with ``extra=``, in the order they were given."""
+    return {k: v for k, v in vars(record).items() if k not in _RECORD_ATTRIBUTES}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, the ``extra`` fields, exc."""
+
+    def __init__(self, *, journal_priority: bool = False) -> None:
+        super().__init__()
+        self.journal_priority = journal_priority
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": _iso_timestamp(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record_extras(record).items():
+            # An extra named like a core field must not overwrite it.
+            entry[key if key not in entry else f"extra_{key}"] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        # default=str: an extra that is not JSON (a Path, a peer id object) is
+        # written as text rather than losing the whole line.
+        line = json.dumps(entry, default=str, ensure_ascii=False)
+        if self.journal_priority:
+            return f"<{_syslog_priority(record.levelno)}>{line}"
+        return line
+
+
+class TextFormatter(logging.Formatter):
+    """``HH:MM:SS.mmm LEVEL logger: message key=value ...`` for a person at a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        millis = int(record.msecs)
+        line = f"{stamp}.{millis:03d} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        extras = record_extras(record)
+        if extras:
+            line += " " + " ".join(f"{k}={v}" for k, v in extras.items())
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        if record.stack_info:
+            line += "\n" + self.formatStack(record.stack_info)
+        return line
+
+
+def configure_logging(
+    level: str,
+    *,
+    json_output: bool | None = None,
+    stream: TextIO | None = None,
+) -> None:
+    """Set up the root logger once per process; calling again replaces, never duplicates.
+
+    ``json_output=None`` picks JSON unless stderr is a terminal; the environment
+    variable ``FEDSWARM_LOG_FORMAT=json|text`` overrides that guess (useful in a
+    container that allocates a tty). ``stream`` defaults to ``sys.stderr``.
+    Raises ``ConfigError`` for an unknown level, before changing anything.
+    """
+    number = parse_level(level)
+    out = stream if stream is not None else sys.stderr
+    use_json = _choose_json(out) if json_output is None else json_output
+    formatter: logging.Formatter = (
+        JsonFormatter(journal_priority=_is_journal(out)) if use_json else TextFormatter()
+    )
+
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    setattr(handler, _OWN_HANDLER_ATTRIBUTE, True)
+
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, _OWN_HANDLER_ATTRIBUTE, False):
+            root.removeHandler(old)
+            old.close()
+    root.addHandler(handler)
+    # Python warnings (e.g. from transformers) become log records in the same format.
+    logging.captureWarnings(True)
+    _apply_level(number)
+
+
+def set_level(level: str) -> None:
+    """Change the log level at run time (the daemon calls this on SIGHUP)."""
+    _apply_level(parse_level(level))
+
+
+def _apply_level(number: int) -> None:
+    logging.getLogger().setLevel(number)
+    noisy_level = max(number, logging.WARNING)
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(noisy_level)
+
+
+def _choose_json(stream: TextIO) -> bool:
+    forced = os.environ.get("FEDSWARM_LOG_FORMAT", "").strip().lower()
+    if forced == "json":
+        return True
+    if forced == "text":
+        return False
+    try:
+        return not stream.isatty()
+    except (AttributeError, ValueError):  # closed or unusual stream: a machine reads it
+        return True
+
+
+def _is_journal(stream: TextIO) -> bool:
+    """Whether ``stream`` is the journald socket systemd named in ``$JOURNAL_STREAM``."""
+    expected = os.environ.get("JOURNAL_STREAM")
+    if not expected:
+        return False
+    try:
+        device_text, inode_text = expected.split(":", 1)
+        info = os.fstat(stream.fileno())
+        return info.st_dev == int(device_text) and info.st_ino == int(inode_text)
+    except (ValueError, OSError, AttributeError):
+        return False
+
+
+def _syslog_priority(levelno: int) -> int:
+    for threshold in (logging.CRITICAL, logging.ERROR, logging.WARNING, logging.INFO):
+        if levelno >= threshold:
+            return _SYSLOG_PRIORITY[threshold]
+    return _SYSLOG_PRIORITY[logging.DEBUG]
+
+
+def _iso_timestamp(created: float) -> str:
+    """UTC, millisecond precision, with a Z: sorts as text and parses everywhere."""
+    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+    return f"{seconds}.{int((created % 1) * 1000):03d}Z"
