@@ -1,0 +1,201 @@
+"""The daemon's configuration file: TOML validated into typed settings.
+
+One file per organisation, written by ``fedswarm init`` with comments. Relative
+paths are resolved against the file's folder so a configuration directory can be
+moved as a whole. Every error names the file, the table and the key.
+
+Secrets' paths can be overridden from the environment (``FEDSWARM_IDENTITY``,
+``FEDSWARM_API_TOKEN_FILE``), so a systemd credential or a mounted secret can be
+used without editing the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from fedswarm.learning.settings import DataSettings, LoraSettings, ModelSettings, TrainSettings
+
+from .config_schema import build_section
+from .errors import ConfigError
+
+SECURE_AGGREGATION_CHOICES = ("bfv-mask-shamir-v1", "none")
+
+
+@dataclass
+class NodeSettings:
+    """Who this daemon is and where it keeps its state."""
+
+    org: str
+    identity: str = "identity.key"
+    roster: str = "roster.toml"
+    state_dir: str = "state"
+    listen: str = "/ip4/127.0.0.1/tcp/4001"
+    bootstrap: list[str] = field(default_factory=list)
+    enable_mdns: bool = False
+    mdns_interface: str | None = None
+    enable_dht: bool = False
+    max_blob_mb: int = 512
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    def __post_init__(self) -> None:
+        if not self.org.strip():
+            raise ValueError("org: must not be empty")
+        if self.max_blob_mb <= 0:
+            raise ValueError("max_blob_mb: must be positive")
+
+
+@dataclass
+class ApiSettings:
+    """The local status API and dashboard. Loopback by default: it is not meant for the internet."""
+
+    host: str = "127.0.0.1"
+    port: int = 8470
+    token_file: str = "api.token"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port: {self.port} is not a TCP port")
+
+
+@dataclass
+class FederationSettings:
+    """How this daemon takes part in rounds."""
+
+    mode: Literal["lora_avg", "fedmkt"] = "lora_avg"
+    rounds: int = 0
+    group_size: int = 4
+    round_deadline_s: float = 120.0
+    secure_aggregation: str = "bfv-mask-shamir-v1"
+    wait_for_peers: int = 0
+    wait_for_peers_s: float = 120.0
+    heartbeat_s: float = 2.0
+    peer_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.rounds < 0:
+            raise ValueError("rounds: must be >= 0 (0 means run until stopped)")
+        if self.group_size < 3:
+            raise ValueError(
+                "group_size: must be >= 3 (in a group of two the average reveals the other's update)"
+            )
+        if self.round_deadline_s <= 0:
+            raise ValueError("round_deadline_s: must be positive")
+        if self.secure_aggregation not in SECURE_AGGREGATION_CHOICES:
+            raise ValueError(
+                f"secure_aggregation: expected one of {', '.join(SECURE_AGGREGATION_CHOICES)}, "
+                f"got {self.secure_aggregation!r}"
+            )
+
+
+@dataclass
+class Config:
+    """The whole configuration, with every path already resolved."""
+
+    source: Path
+    node: NodeSettings
+    api: ApiSettings
+    federation: FederationSettings
+    model: ModelSettings
+    lora: LoraSettings
+    data: DataSettings
+    train: TrainSettings
+
+    @property
+    def base_dir(self) -> Path:
+        return self.source.parent
+
+    def path(self, value: str) -> Path:
+        """Resolve a path from the file relative to the file's folder."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    @property
+    def identity_path(self) -> Path:
+        return self.path(os.environ.get("FEDSWARM_IDENTITY", self.node.identity))
+
+    @property
+    def roster_path(self) -> Path:
+        return self.path(self.node.roster)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.path(os.environ.get("FEDSWARM_STATE_DIR", self.node.state_dir))
+
+    @property
+    def token_path(self) -> Path:
+        return self.path(os.environ.get("FEDSWARM_API_TOKEN_FILE", self.api.token_file))
+
+
+_SECTIONS: dict[str, type] = {
+    "node": NodeSettings,
+    "api": ApiSettings,
+    "federation": FederationSettings,
+    "model": ModelSettings,
+    "lora": LoraSettings,
+    "data": DataSettings,
+    "train": TrainSettings,
+}
+_REQUIRED_SECTIONS = ("node", "model", "data")
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a configuration file. Raises ``ConfigError`` naming what is wrong."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    try:
+        document = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    return config_from_dict(document, source=path.resolve())
+
+
+def config_from_dict(document: dict[str, Any], *, source: Path) -> Config:
+    unknown = sorted(set(document) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown table [{unknown[0]}]")
+    for name in _REQUIRED_SECTIONS:
+        if name not in document:
+            raise ConfigError(f"{source}: [{name}] missing (required)")
+    sections = {
+        name: build_section(cls, document.get(name, {}), section=name, source=str(source))
+        for name, cls in _SECTIONS.items()
+    }
+    config = Config(source=source, **sections)
+    _resolve_learning_paths(config)
+    return config
+
+
+def _resolve_learning_paths(config: Config) -> None:
+    """Make the model and data paths absolute, so the trainer does not depend on the cwd."""
+    model_path = config.path(config.model.path)
+    # A hub id ("org/name") is allowed when the machine is online; only rewrite real paths.
+    if model_path.exists() or config.model.path.startswith((".", "/", "~")):
+        config.model.path = str(model_path)
+    config.data.train_path = str(config.path(config.data.train_path))
+    if config.data.eval_path:
+        config.data.eval_path = str(config.path(config.data.eval_path))
+
+
+def check_files(config: Config) -> None:
+    """Check that the files the config names exist and are usable, before anything starts."""
+    if not Path(config.model.path).exists() and config.model.path.startswith("/"):
+        raise ConfigError(f"{config.source}: [model] path: {config.model.path} does not exist")
+    if not Path(config.data.train_path).is_file():
+        raise ConfigError(
+            f"{config.source}: [data] train_path: {config.data.train_path} is not a file"
+        )
+    if config.data.eval_path and not Path(config.data.eval_path).is_file():
+        raise ConfigError(f"{config.source}: [data] eval_path: {config.data.eval_path} is not a file")
+    if not config.roster_path.is_file():
+        raise ConfigError(f"{config.source}: [node] roster: {config.roster_path} is not a file")
+    if not config.identity_path.is_file():
+        raise ConfigError(f"{config.source}: [node] identity: {config.identity_path} is not a file")

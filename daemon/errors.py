@@ -1,0 +1,35 @@
+"""Exceptions raised by the daemon layer.
+
+Each names one thing that went wrong so the CLI can turn it into a one-line
+message and an exit code, instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class DaemonError(Exception):
+    """Base class for errors raised by ``fedswarm.daemon``."""
+
+
+class ConfigError(DaemonError):
+    """The configuration is invalid. The message names the key (or file) and the problem."""
+
+
+class StateError(DaemonError):
+    """The state directory or its SQLite database cannot be used."""
+
+
+class DiskFullError(StateError):
+    """A write to the state directory failed because the disk is full.
+
+    Raised instead of a bare ``OSError`` so the round can be rolled back and the
+    previous checkpoint kept.
+    """
+
+
+class RoundAbortedError(DaemonError):
+    """A round could not aggregate (too few peers, deadline passed); local training goes on."""
+
+
+class DemoError(DaemonError):
+    """``fedswarm demo`` could not complete."""

@@ -1,0 +1,87 @@
+"""Bad configuration is refused with a message naming the file, table and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fedswarm.daemon.config import load_config
+from fedswarm.daemon.errors import ConfigError
+
+MINIMAL = """
+[node]
+org = "bank-a"
+
+[model]
+path = "model"
+
+[data]
+train_path = "train.jsonl"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_minimal_config_loads_with_defaults_and_resolves_paths(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL))
+    assert config.node.org == "bank-a"
+    assert config.federation.group_size == 4
+    assert config.federation.secure_aggregation == "bfv-mask-shamir-v1"
+    assert config.data.train_path == str(tmp_path / "train.jsonl")
+    assert config.state_dir == tmp_path / "state"
+
+
+def test_missing_required_key_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[node\] org: missing"):
+        load_config(write(tmp_path, MINIMAL.replace('org = "bank-a"', "")))
+
+
+def test_missing_required_table_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[data\] missing"):
+        load_config(write(tmp_path, MINIMAL.split("[data]")[0]))
+
+
+def test_wrong_type_is_named_with_the_value(tmp_path: Path) -> None:
+    text = MINIMAL + "\n[train]\nlr = \"fast\"\n"
+    with pytest.raises(ConfigError, match=r"\[train\] lr: expected a number, got str 'fast'"):
+        load_config(write(tmp_path, text))
+
+
+def test_unknown_key_is_refused_not_ignored(tmp_path: Path) -> None:
+    text = MINIMAL + "\n[federation]\ngroup_sise = 5\n"
+    with pytest.raises(ConfigError, match=r"\[federation\]: unknown key 'group_sise'"):
+        load_config(write(tmp_path, text))
+
+
+def test_group_of_two_is_refused_with_the_reason(tmp_path: Path) -> None:
+    text = MINIMAL + "\n[federation]\ngroup_size = 2\n"
+    with pytest.raises(ConfigError, match="group_size: must be >= 3"):
+        load_config(write(tmp_path, text))
+
+
+def test_unknown_protocol_is_refused(tmp_path: Path) -> None:
+    text = MINIMAL + '\n[federation]\nsecure_aggregation = "rot13"\n'
+    with pytest.raises(ConfigError, match="secure_aggregation"):
+        load_config(write(tmp_path, text))
+
+
+def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "[node\norg=")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_environment_overrides_secret_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEDSWARM_IDENTITY", "/run/credentials/fedswarm/identity.key")
+    config = load_config(write(tmp_path, MINIMAL))
+    assert config.identity_path == Path("/run/credentials/fedswarm/identity.key")

@@ -1,0 +1,74 @@
+"""The SQLite state: schema versioning, round log, rollback of interrupted rounds."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from fedswarm.daemon.errors import StateError
+from fedswarm.daemon.state import SCHEMA_VERSION, StateStore
+
+
+def test_new_store_is_at_current_schema_in_wal_mode(tmp_path: Path) -> None:
+    store = StateStore.open(tmp_path)
+    assert store.schema_version() == SCHEMA_VERSION
+    mode = sqlite3.connect(store.path).execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+    assert store.integrity_ok()
+
+
+def test_round_log_round_trips_json_columns(tmp_path: Path) -> None:
+    store = StateStore.open(tmp_path)
+    store.begin_round(1)
+    store.update_round(1, status="complete", members=["a", "b", "c"], eval_loss_after=1.5)
+    (record,) = store.rounds()
+    assert record.members == ["a", "b", "c"]
+    assert record.status == "complete"
+    assert store.last_finished_round() == 1
+
+
+def test_interrupted_round_is_rolled_back_on_reopen(tmp_path: Path) -> None:
+    store = StateStore.open(tmp_path)
+    store.begin_round(1)
+    store.update_round(1, status="complete")
+    store.begin_round(2)
+    store.close()
+    reopened = StateStore.open(tmp_path)
+    assert reopened.mark_interrupted_rounds() == [2]
+    assert reopened.last_finished_round() == 1
+    assert [r.status for r in reopened.rounds()] == ["complete", "rolled_back"]
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    StateStore.open(tmp_path).close()
+    db = sqlite3.connect(tmp_path / "fedswarm.sqlite")
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    db.commit()
+    db.close()
+    with pytest.raises(StateError, match="newer fedswarm"):
+        StateStore.open(tmp_path)
+
+
+def test_unknown_round_field_is_a_programming_error(tmp_path: Path) -> None:
+    store = StateStore.open(tmp_path)
+    store.begin_round(1)
+    with pytest.raises(ValueError, match="unknown round fields"):
+        store.update_round(1, colour="blue")
+
+
+def test_rejections_are_counted_by_kind(tmp_path: Path) -> None:
+    store = StateStore.open(tmp_path)
+    store.add_rejection("peer-x", "plain-update", "update contains NaN or Inf")
+    store.add_rejection("peer-y", "plain-update", "wrong size")
+    store.add_rejection(None, "gossip", "bad signature")
+    assert store.rejection_counts() == {"plain-update": 2, "gossip": 1}
+    assert store.rejections()[0]["reason"] == "bad signature"
+
+
+def test_unwritable_state_directory_is_a_state_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StateError, match="cannot create state directory"):
+        StateStore.open(blocker / "state")
