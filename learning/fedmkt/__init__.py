@@ -1,0 +1,112 @@
+"""FedMKT: mutual knowledge transfer between peers running different models.
+
+Each peer runs its model over a shared public data set, keeps the top-k next-token
+logits per position, and sends them (with its vocabulary) to the others. A receiver maps
+the sender's tokens into its own vocabulary, aligns the two tokenisations of every
+example by dynamic time warping, and distils from sparse soft targets. See
+``docs/fedmkt.md`` for the algorithm and what is revealed to whom.
+"""
+
+from fedswarm.learning.fedmkt.alignment import TokenAlignment, align_tokens, dtw_path
+from fedswarm.learning.fedmkt.boundary import (
+    BoundaryStyle,
+    TokenizerCard,
+    detect_boundary_style,
+    normalise_token,
+)
+from fedswarm.learning.fedmkt.distill import (
+    ExampleTargets,
+    PeerExample,
+    SparseTargets,
+    collate_targets,
+    example_targets,
+    fedmkt_loss,
+    sparse_distillation_loss,
+)
+from fedswarm.learning.fedmkt.errors import (
+    FedMKTError,
+    KnowledgeError,
+    KnowledgeFormatError,
+    KnowledgeNonFiniteError,
+    KnowledgePublicSetMismatchError,
+    KnowledgeShapeError,
+    KnowledgeVocabRangeError,
+    PublicDataError,
+    PublicDataHashMismatchError,
+    UnsupportedTokenizerError,
+    VocabMappingCacheError,
+)
+from fedswarm.learning.fedmkt.knowledge import (
+    ExampleKnowledge,
+    PublicKnowledge,
+    compute_public_knowledge,
+)
+from fedswarm.learning.fedmkt.public_data import (
+    PublicDataset,
+    content_sha256,
+    load_public_dataset,
+)
+from fedswarm.learning.fedmkt.settings import FedMKTSettings
+from fedswarm.learning.fedmkt.trainer import (
+    DistillStats,
+    Participant,
+    RoundReport,
+    accept_peer_knowledge,
+    build_example_targets,
+    distill,
+    evaluate_lm_loss,
+    mutual_round,
+    train_causal_lm,
+)
+from fedswarm.learning.fedmkt.vocab_mapping import (
+    VocabMapping,
+    VocabMappingCache,
+    build_vocab_mapping,
+)
+
+__all__ = [
+    "BoundaryStyle",
+    "DistillStats",
+    "ExampleKnowledge",
+    "ExampleTargets",
+    "FedMKTError",
+    "FedMKTSettings",
+    "KnowledgeError",
+    "KnowledgeFormatError",
+    "KnowledgeNonFiniteError",
+    "KnowledgePublicSetMismatchError",
+    "KnowledgeShapeError",
+    "KnowledgeVocabRangeError",
+    "Participant",
+    "PeerExample",
+    "PublicDataError",
+    "PublicDataHashMismatchError",
+    "PublicDataset",
+    "PublicKnowledge",
+    "RoundReport",
+    "SparseTargets",
+    "TokenAlignment",
+    "TokenizerCard",
+    "UnsupportedTokenizerError",
+    "VocabMapping",
+    "VocabMappingCache",
+    "VocabMappingCacheError",
+    "accept_peer_knowledge",
+    "align_tokens",
+    "build_example_targets",
+    "build_vocab_mapping",
+    "collate_targets",
+    "compute_public_knowledge",
+    "content_sha256",
+    "detect_boundary_style",
+    "distill",
+    "dtw_path",
+    "evaluate_lm_loss",
+    "example_targets",
+    "fedmkt_loss",
+    "load_public_dataset",
+    "mutual_round",
+    "normalise_token",
+    "sparse_distillation_loss",
+    "train_causal_lm",
+]
