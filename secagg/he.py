@@ -1,0 +1,241 @@
+"""BFV work (TenSEAL) that runs in worker processes.
+
+Why processes: TenSEAL never releases the GIL, so encrypting a 4 M-value update in a
+thread would freeze the daemon's event loop and its libp2p thread for seconds.  Every
+function here is a picklable top-level function taking a frozen job dataclass, and
+returns its own CPU time so the caller can account for it.  Workers silence file
+descriptor 1 because TenSEAL's C++ code prints warnings straight to stdout; the parent
+process's stdout is never touched.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import multiprocessing
+import os
+import secrets
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import tenseal as ts
+from fedswarm.secagg.errors import ContextMismatchError, SecretKeyMissingError, VectorShapeError
+from fedswarm.secagg.masking import apply_mask
+from fedswarm.secagg.params import SecAggParams, batching_plain_modulus
+from fedswarm.secagg.quantise import QuantisationGrid, decode_sum, encode_contribution
+
+_stdout_silenced = False
+
+
+def silence_native_stdout() -> None:
+    """Point fd 1 at /dev/null, but only inside a worker process, once."""
+    global _stdout_silenced
+    if _stdout_silenced or multiprocessing.parent_process() is None:
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    _stdout_silenced = True
+
+
+def make_executor(max_workers: int = 1) -> concurrent.futures.ProcessPoolExecutor:
+    """A process pool for HE work, started with 'spawn' (never fork a libp2p/trio process)."""
+    return concurrent.futures.ProcessPoolExecutor(
+        max_workers=max_workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=silence_native_stdout,
+    )
+
+
+def context_hash(context_payload: bytes) -> bytes:
+    """The hash every message of the round binds (sha256 of D's context payload)."""
+    return hashlib.sha256(context_payload).digest()
+
+
+@dataclass(frozen=True)
+class ContextKeys:
+    public_context: bytes
+    secret_context: bytes
+    plain_modulus: int
+    cpu_s: float
+
+
+def create_context(params: SecAggParams) -> ContextKeys:
+    """A fresh BFV key pair; the public serialisation carries no secret/relin/galois keys."""
+    silence_native_stdout()
+    start = time.process_time()
+    params.validate()
+    plain_modulus = batching_plain_modulus(params.poly_modulus_degree, params.plain_modulus_bits)
+    context = ts.context(
+        ts.SCHEME_TYPE.BFV,
+        poly_modulus_degree=params.poly_modulus_degree,
+        plain_modulus=plain_modulus,
+        coeff_mod_bit_sizes=list(params.coeff_mod_bit_sizes),
+        n_threads=1,
+    )
+    public = context.serialize(
+        save_public_key=True,
+        save_secret_key=False,
+        save_relin_keys=False,
+        save_galois_keys=False,
+    )
+    secret = context.serialize(
+        save_public_key=True,
+        save_secret_key=True,
+        save_relin_keys=False,
+        save_galois_keys=False,
+    )
+    return ContextKeys(public, secret, plain_modulus, time.process_time() - start)
+
+
+def load_public_context(public_context: bytes) -> ts.Context:
+    """Deserialise a context and refuse one that carries a secret key."""
+    try:
+        context = ts.context_from(public_context, n_threads=1)
+    except Exception as exc:  # TenSEAL raises bare ValueError/RuntimeError on garbage
+        raise ContextMismatchError(f"cannot load BFV context: {exc}") from exc
+    if context.is_private():
+        raise ContextMismatchError("published context contains a secret key")
+    return context
+
+
+def encrypt_vector(context: ts.Context, values: np.ndarray, slot_count: int) -> list[bytes]:
+    """Encrypt values (ints in [0, p)) as ceil(n / slots) serialised BFV ciphertexts."""
+    out = []
+    for start in range(0, values.size, slot_count):
+        chunk = values[start : start + slot_count].tolist()
+        out.append(ts.bfv_vector(context, chunk).serialize())
+    return out
+
+
+@dataclass(frozen=True)
+class EncryptJob:
+    """Everything a worker needs to turn an update into a masked ciphertext upload."""
+
+    public_context: bytes
+    update: np.ndarray
+    weight: float
+    params: SecAggParams
+    group_size: int
+    masks: tuple[tuple[bytes, int], ...]  # (derived key, +1/-1): pairwise and self masks
+
+
+@dataclass(frozen=True)
+class EncryptOutput:
+    chunks: list[bytes]
+    n_values: int
+    cpu_s: float
+
+
+def masked_contribution(job: EncryptJob) -> np.ndarray:
+    """Quantised contribution plus all masks, mod p (what A and D could at most see)."""
+    grid = QuantisationGrid.for_group(job.params, job.group_size)
+    rng = np.random.default_rng(int.from_bytes(secrets.token_bytes(16), "big"))
+    values = encode_contribution(job.update, job.weight, job.params, grid, rng)
+    for key, sign in job.masks:
+        apply_mask(values, key, sign, grid.plain_modulus)
+    return values
+
+
+def encrypt_contribution(job: EncryptJob) -> EncryptOutput:
+    """Clip, quantise, mask and encrypt one member's update (runs in a worker)."""
+    silence_native_stdout()
+    start = time.process_time()
+    values = masked_contribution(job)
+    context = load_public_context(job.public_context)
+    chunks = encrypt_vector(context, values, job.params.slot_count)
+    return EncryptOutput(chunks, values.size, time.process_time() - start)
+
+
+class CiphertextAccumulator:
+    """A's running sum: adds each upload in place, so it never holds more than one upload.
+
+    Runs in A's process: deserialising and adding costs about 0.1 s per million values,
+    cheaper than shipping every ciphertext to a worker and back.
+    """
+
+    def __init__(self, public_context: bytes, n_values: int, slot_count: int) -> None:
+        self._context = load_public_context(public_context)
+        self._n_values = n_values
+        self._slot_count = slot_count
+        self._sum: list[ts.BFVVector] | None = None
+        self.count = 0
+        self.cpu_s = 0.0
+
+    def add(self, chunks: list[bytes]) -> None:
+        start = time.process_time()
+        expected = -(-self._n_values // self._slot_count)
+        if len(chunks) != expected:
+            raise VectorShapeError(f"expected {expected} ciphertexts, got {len(chunks)}")
+        try:
+            vectors = [ts.bfv_vector_from(self._context, c) for c in chunks]
+        except Exception as exc:
+            raise ContextMismatchError(
+                f"ciphertext does not load under this context: {exc}"
+            ) from exc
+        for i, vector in enumerate(vectors):
+            want = min(self._slot_count, self._n_values - i * self._slot_count)
+            if vector.size() != want:
+                raise VectorShapeError(f"ciphertext {i} holds {vector.size()} values, not {want}")
+        if self._sum is None:
+            self._sum = vectors
+        else:
+            for total, vector in zip(self._sum, vectors, strict=True):
+                total.add_(vector)
+        self.count += 1
+        self.cpu_s += time.process_time() - start
+
+    def serialise(self) -> list[bytes]:
+        if self._sum is None:
+            raise VectorShapeError("nothing was added")
+        start = time.process_time()
+        out = [v.serialize() for v in self._sum]
+        self.cpu_s += time.process_time() - start
+        return out
+
+
+def decrypt_chunks(
+    secret_context: bytes, chunks: list[bytes], n_values: int, plain_modulus: int
+) -> np.ndarray:
+    """Decrypt to int64 values in [0, p); refuses a context without a secret key."""
+    context = ts.context_from(secret_context, n_threads=1)
+    if not context.is_private():
+        raise SecretKeyMissingError("this context has no secret key: cannot decrypt")
+    parts = [np.asarray(ts.bfv_vector_from(context, c).decrypt(), dtype=np.int64) for c in chunks]
+    values = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    if values.size != n_values:
+        raise VectorShapeError(f"decrypted {values.size} values, expected {n_values}")
+    np.remainder(values, plain_modulus, out=values)  # TenSEAL returns centred values
+    return values
+
+
+@dataclass(frozen=True)
+class DecryptJob:
+    """D's final step: decrypt the sum, strip the non-cancelling masks, dequantise."""
+
+    secret_context: bytes
+    chunks: list[bytes]
+    n_values: int
+    params: SecAggParams
+    group_size: int
+    masks: tuple[tuple[bytes, int], ...]  # (derived key, sign) exactly as members added them
+
+
+@dataclass(frozen=True)
+class DecryptOutput:
+    average: np.ndarray
+    total_weight: float
+    cpu_s: float
+
+
+def decrypt_and_unmask(job: DecryptJob) -> DecryptOutput:
+    """Runs in a worker: the only place the plaintext sum ever exists."""
+    silence_native_stdout()
+    start = time.process_time()
+    grid = QuantisationGrid.for_group(job.params, job.group_size)
+    values = decrypt_chunks(job.secret_context, job.chunks, job.n_values, grid.plain_modulus)
+    for key, sign in job.masks:
+        apply_mask(values, key, -sign, grid.plain_modulus)
+    average, total_weight = decode_sum(values, grid)
+    return DecryptOutput(average, total_weight, time.process_time() - start)

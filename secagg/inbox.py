@@ -1,0 +1,140 @@
+"""Receives, verifies and buffers a round's messages so steps can arrive in any order.
+
+A fast peer may send step n+1 before a slow member has finished step n, so messages are
+kept per (step, sender) until the session asks for them.  Anything that fails a check
+is recorded in `rejected` and dropped: a bad or foreign message never ends the session.
+The buffer holds at most one message per (step, sender), so it is bounded by the group.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from fedswarm.secagg.errors import (
+    ContextMismatchError,
+    ProtocolViolationError,
+    ReplayError,
+    SecAggError,
+    UnexpectedStepError,
+)
+from fedswarm.secagg.messages import Message, RoundBinding, Step, decode_message
+from fedswarm.secagg.signing import Verifier
+from fedswarm.secagg.transport import Transport
+
+MAX_REJECTED = 1000
+
+
+@dataclass(frozen=True)
+class Roles:
+    """Who may send which step to whom in this group and round."""
+
+    members: frozenset[str]
+    aggregator: str
+    decryptor: str
+
+    def check(self, step: Step, sender: str, recipient: str) -> None:
+        """Raise UnexpectedStepError if sender may not send step to recipient."""
+        if sender not in self.members:
+            raise ProtocolViolationError(f"{sender!r} is not a member of this group")
+        rules: dict[Step, tuple[str | None, str | None]] = {
+            Step.CONTEXT: (self.decryptor, None),
+            Step.UPLOAD: (None, self.aggregator),
+            Step.SURVIVORS: (self.aggregator, None),
+            Step.SUM: (self.aggregator, self.decryptor),
+            Step.UNMASK: (None, self.decryptor),
+            Step.RESULT: (self.decryptor, None),
+        }
+        allowed_sender, allowed_recipient = rules.get(step, (None, None))
+        if allowed_sender is not None and sender != allowed_sender:
+            raise UnexpectedStepError(f"{step.name} may only come from {allowed_sender!r}")
+        if allowed_recipient is not None and recipient != allowed_recipient:
+            raise UnexpectedStepError(f"{step.name} may only go to {allowed_recipient!r}")
+        if step is Step.ABORT and sender not in (self.aggregator, self.decryptor):
+            raise UnexpectedStepError("only the aggregator or decryptor may abort")
+
+
+class Inbox:
+    """The session's only reader of the transport."""
+
+    def __init__(
+        self, transport: Transport, binding: RoundBinding, me: str, verify: Verifier, roles: Roles
+    ) -> None:
+        self._transport = transport
+        self._binding = binding
+        self._me = me
+        self._verify = verify
+        self._roles = roles
+        self._context_hash: bytes | None = None
+        self._buffer: dict[tuple[Step, str], Message] = {}
+        self._seen: set[tuple[Step, str]] = set()
+        self.rejected: list[SecAggError] = []
+        self.bytes_received = 0
+
+    def set_context(self, context_hash: bytes) -> None:
+        """Fix the round's context; drop buffered messages bound to any other."""
+        self._context_hash = context_hash
+        for key, message in list(self._buffer.items()):
+            if message.context_hash != context_hash and message.step is not Step.CONTEXT:
+                del self._buffer[key]
+                self._reject(ContextMismatchError(f"{message.step.name} under another context"))
+
+    def _reject(self, error: SecAggError) -> None:
+        if len(self.rejected) < MAX_REJECTED:
+            self.rejected.append(error)
+
+    def accept(self, transport_sender: str, data: bytes) -> None:
+        """Check one raw message and buffer it, or record why it was rejected."""
+        self.bytes_received += len(data)
+        try:
+            message = decode_message(
+                data, self._binding, self._me, self._verify, self._context_hash
+            )
+            if message.sender != transport_sender:
+                raise ProtocolViolationError("signed sender differs from the transport sender")
+            self._roles.check(message.step, message.sender, message.recipient)
+            key = (message.step, message.sender)
+            if key in self._seen:
+                raise ReplayError(f"duplicate {message.step.name} from {message.sender!r}")
+            self._seen.add(key)
+            self._buffer[key] = message
+        except SecAggError as error:
+            self._reject(error)
+
+    def take(self, step: Step, sender: str) -> Message | None:
+        return self._buffer.pop((step, sender), None)
+
+    async def next(
+        self, steps: Collection[Step], senders: Collection[str], deadline: float
+    ) -> Message | None:
+        """The next buffered or arriving message of one of steps from one of senders.
+
+        Returns None once the monotonic deadline passes.
+        """
+        while True:
+            for key in self._buffer:
+                if key[0] in steps and key[1] in senders:
+                    return self._buffer.pop(key)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            try:
+                sender, data = await self._transport.receive(remaining)
+            except TimeoutError:
+                return None
+            self.accept(sender, data)
+
+    async def gather(
+        self, step: Step, senders: Collection[str], deadline: float
+    ) -> dict[str, Message]:
+        """Messages of one step from as many of senders as arrive before the deadline."""
+        wanted = set(senders)
+        got: dict[str, Message] = {}
+        while wanted:
+            message = await self.next((step,), wanted, deadline)
+            if message is None:
+                break
+            got[message.sender] = message
+            wanted.discard(message.sender)
+        return got

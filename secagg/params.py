@@ -1,0 +1,128 @@
+"""Parameters of the BFV + pairwise-mask + Shamir protocol, and their security check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from fedswarm.secagg.errors import ParameterSecurityError
+
+PROTOCOL_NAME = "bfv-mask-shamir-v1"
+
+# Largest total coefficient-modulus bit count per ring dimension that still gives the
+# stated classical security for a ternary secret, from the HomomorphicEncryption.org
+# security standard (Albrecht et al., 2018, table 1), the table SEAL itself enforces.
+HE_STANDARD_MAX_COEFF_BITS: dict[int, dict[int, int]] = {
+    128: {1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881},
+    192: {1024: 19, 2048: 37, 4096: 75, 8192: 152, 16384: 305, 32768: 611},
+    256: {1024: 14, 2048: 29, 4096: 58, 8192: 118, 16384: 237, 32768: 476},
+}
+
+ClipMode = Literal["coordinate", "l2"]
+Quantisation = Literal["stochastic", "nearest"]
+
+
+@dataclass(frozen=True)
+class SecAggParams:
+    """Knobs of one secure-aggregation round; every member of a group must use the same.
+
+    clip_norm bounds what a member can contribute.  With clip_mode="coordinate" every
+    coordinate is clamped to [-clip_norm, clip_norm]; with "l2" the whole update is scaled
+    down to L2 norm <= clip_norm (which also bounds every coordinate by clip_norm).  The
+    quantisation grid is sized from that per-coordinate bound, max_weight and the group
+    size so that the sum of k members never wraps the plain modulus (BFV wraps silently).
+    """
+
+    poly_modulus_degree: int = 4096
+    coeff_mod_bit_sizes: tuple[int, ...] = (60, 49)
+    plain_modulus_bits: int = 30
+    clip_norm: float = 1.0
+    clip_mode: ClipMode = "coordinate"
+    quantisation: Quantisation = "stochastic"
+    max_weight: float = 1024.0
+    weight_resolution: float = 1.0 / 1024.0
+
+    @property
+    def slot_count(self) -> int:
+        """Values per BFV ciphertext (batching packs one value per slot)."""
+        return self.poly_modulus_degree
+
+    def security_bits(self) -> int:
+        """Classical security level (128, 192 or 256) these parameters reach, 0 if none."""
+        total = sum(self.coeff_mod_bit_sizes)
+        best = 0
+        for level, table in sorted(HE_STANDARD_MAX_COEFF_BITS.items()):
+            limit = table.get(self.poly_modulus_degree)
+            if limit is not None and total <= limit:
+                best = level
+        return best
+
+    def validate(self) -> None:
+        """Raise ParameterSecurityError unless the parameters are safe and usable."""
+        n = self.poly_modulus_degree
+        if n not in HE_STANDARD_MAX_COEFF_BITS[128]:
+            raise ParameterSecurityError(f"poly_modulus_degree {n} is not a supported power of two")
+        if len(self.coeff_mod_bit_sizes) < 2 or any(
+            not 20 <= b <= 60 for b in self.coeff_mod_bit_sizes
+        ):
+            raise ParameterSecurityError(
+                f"coeff_mod_bit_sizes {self.coeff_mod_bit_sizes} needs >= 2 primes of 20..60 bits"
+            )
+        if self.security_bits() < 128:
+            raise ParameterSecurityError(
+                f"N={n} with {sum(self.coeff_mod_bit_sizes)} coefficient bits is below 128-bit "
+                f"security (limit {HE_STANDARD_MAX_COEFF_BITS[128][n]} bits)"
+            )
+        if not 17 <= self.plain_modulus_bits <= 40:
+            raise ParameterSecurityError("plain_modulus_bits must be in 17..40")
+        if self.plain_modulus_bits + 20 > self.coeff_mod_bit_sizes[0]:
+            raise ParameterSecurityError(
+                "plain modulus too large for the first coefficient prime: no noise budget left"
+            )
+        if not (self.clip_norm > 0 and self.clip_norm < float("inf")):
+            raise ParameterSecurityError("clip_norm must be a positive finite number")
+        if self.clip_mode not in ("coordinate", "l2"):
+            raise ParameterSecurityError(f"unknown clip_mode {self.clip_mode!r}")
+        if self.quantisation not in ("stochastic", "nearest"):
+            raise ParameterSecurityError(f"unknown quantisation {self.quantisation!r}")
+        if not (0 < self.weight_resolution <= self.max_weight < float("inf")):
+            raise ParameterSecurityError("need 0 < weight_resolution <= max_weight < inf")
+
+
+def _is_prime(n: int) -> bool:
+    """Deterministic Miller-Rabin, exact for n < 3.3e24 (far above any plain modulus)."""
+    if n < 2:
+        return False
+    small = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41)
+    for p in small:
+        if n % p == 0:
+            return n == p
+    d, r = n - 1, 0
+    while d % 2 == 0:
+        d //= 2
+        r += 1
+    for a in small:
+        x = pow(a, d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(r - 1):
+            x = x * x % n
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
+
+
+def batching_plain_modulus(poly_modulus_degree: int, bits: int) -> int:
+    """Largest prime below 2**bits that is 1 mod 2N, so BFV batching (SIMD slots) works.
+
+    Deterministic, so every member derives the same modulus from the same parameters.
+    """
+    step = 2 * poly_modulus_degree
+    candidate = ((1 << bits) - 1) // step * step + 1
+    while candidate > step:
+        if candidate < (1 << bits) and _is_prime(candidate):
+            return candidate
+        candidate -= step
+    raise ParameterSecurityError(f"no {bits}-bit batching prime for N={poly_modulus_degree}")

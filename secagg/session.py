@@ -1,0 +1,625 @@
+"""One member's side of a secure-aggregation round (the daemon's entry point).
+
+Every member of a group calls run_secure_aggregation concurrently with the same
+GroupSpec.  Roles come from assign_roles; each step waits at most step_timeout_s for
+peers and treats silent peers as dropped.  Steps (see messages.Step):
+
+CONTEXT  D publishes a fresh public BFV context (no secret/relin/galois keys).
+KEYS     everyone publishes two X25519 public keys and a self-mask seed commitment.
+SHARES   everyone Box-encrypts to every other member its Shamir shares of its mask
+         private key and self-mask seed.  The mask set M = who completed both steps.
+UPLOAD   everyone clips, quantises, masks and encrypts (in a worker) and sends to A.
+SURVIVORS A adds uploads in place as they arrive, sends the sum to D (SUM) and the
+         signed survivor set S to everyone.
+CONFIRM  members tell each other which survivor set they saw; any disagreement
+         aborts before a single share is revealed (defeats a split-view aggregator).
+UNMASK   members send D seed shares for S and mask-key shares for M \\ S, never both.
+RESULT   D reconstructs, decrypts, unmasks, dequantises and publishes the signed average.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import nacl.exceptions
+import nacl.public
+import numpy as np
+from fedswarm.secagg.errors import (
+    ContextMismatchError,
+    MessageFormatError,
+    NotEnoughSurvivorsError,
+    ParameterSecurityError,
+    ProtocolViolationError,
+    RoleUnavailableError,
+    RoundAbortedError,
+    SecAggError,
+    SurvivorSetMismatchError,
+    VectorShapeError,
+)
+from fedswarm.secagg.he import (
+    CiphertextAccumulator,
+    DecryptJob,
+    DecryptOutput,
+    EncryptJob,
+    EncryptOutput,
+    create_context,
+    decrypt_and_unmask,
+    encrypt_contribution,
+    load_public_context,
+    make_executor,
+)
+from fedswarm.secagg.inbox import Inbox, Roles
+from fedswarm.secagg.masking import (
+    derive_mask_key,
+    pairwise_secret,
+    pairwise_sign,
+    public_key_of,
+    self_mask_commitment,
+)
+from fedswarm.secagg.messages import RoundBinding, Step, encode_message
+from fedswarm.secagg.params import SecAggParams, batching_plain_modulus
+from fedswarm.secagg.payloads import (
+    ABORT_NOT_ENOUGH_SURVIVORS,
+    MASK_KEY_SHARE,
+    SEED_SHARE,
+    AbortPayload,
+    ContextPayload,
+    DigestPayload,
+    KeysPayload,
+    ResultPayload,
+    ShareBundle,
+    SumPayload,
+    SurvivorsPayload,
+    UnmaskPayload,
+    UploadPayload,
+)
+from fedswarm.secagg.quantise import check_update, quantise_weight
+from fedswarm.secagg.roles import assign_roles
+from fedswarm.secagg.shamir import Share, reconstruct_secret, split_secret, threshold_for
+from fedswarm.secagg.shares import ShareVault
+from fedswarm.secagg.signing import Signer, Verifier
+from fedswarm.secagg.transport import Transport
+
+MIN_GROUP_SIZE = 3  # with two members the average reveals the other member's update
+ROLE_WAIT_FACTOR = 3  # waits on A or D cover their own waits on peers plus their work
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """Which round of which group this is; members are sorted peer ids, self included."""
+
+    federation_id: str
+    group_id: str
+    round: int
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AggregationResult:
+    """What a member gets back: the group's weighted average and how it was made."""
+
+    average: np.ndarray
+    total_weight: float
+    survivors: tuple[str, ...]
+    dropped: tuple[str, ...]
+    aggregator: str
+    decryptor: str
+    timings: dict[str, float]
+    bytes_sent: int
+    bytes_received: int
+    rejected: tuple[str, ...] = field(default=())
+
+
+async def run_secure_aggregation(
+    spec: GroupSpec,
+    signer: Signer,
+    verify: Verifier,
+    update: np.ndarray,
+    weight: float,
+    transport: Transport,
+    params: SecAggParams,
+    *,
+    step_timeout_s: float = 60.0,
+    executor: concurrent.futures.ProcessPoolExecutor | None = None,
+) -> AggregationResult:
+    """Run this member's side of one round and return the group's average.
+
+    Raises NonFiniteUpdateError / VectorShapeError / InvalidWeightError before anything is
+    sent, NotEnoughSurvivorsError or RoleUnavailableError when the round cannot finish,
+    and ProtocolViolationError subclasses when a peer breaks the protocol.
+    """
+    params.validate()
+    _check_spec(spec, signer.peer_id)
+    flat = check_update(update)
+    quantise_weight(weight, params)
+    own_executor = executor is None
+    pool = make_executor(1) if executor is None else executor
+    try:
+        session = _Session(
+            spec, signer, verify, flat, weight, transport, params, step_timeout_s, pool
+        )
+        average, total_weight, survivors, dropped = await session.run()
+    finally:
+        if own_executor:
+            pool.shutdown(wait=False, cancel_futures=True)
+    return AggregationResult(
+        average=average.reshape(np.shape(update)),
+        total_weight=total_weight,
+        survivors=survivors,
+        dropped=dropped,
+        aggregator=session.aggregator,
+        decryptor=session.decryptor,
+        timings=session.timings,
+        bytes_sent=session.bytes_sent,
+        bytes_received=session.inbox.bytes_received,
+        rejected=tuple(f"{type(e).__name__}: {e}" for e in session.inbox.rejected),
+    )
+
+
+def _check_spec(spec: GroupSpec, me: str) -> None:
+    if tuple(sorted(set(spec.members))) != spec.members:
+        raise ProtocolViolationError("GroupSpec.members must be sorted and distinct")
+    if me not in spec.members:
+        raise ProtocolViolationError(f"{me!r} is not a member of group {spec.group_id!r}")
+    if len(spec.members) < MIN_GROUP_SIZE:
+        raise ParameterSecurityError(f"groups need at least {MIN_GROUP_SIZE} members")
+    if spec.round < 0:
+        raise ProtocolViolationError("round must be non-negative")
+
+
+class _Session:
+    """State of one member in one round; run() walks the steps in order."""
+
+    def __init__(
+        self,
+        spec: GroupSpec,
+        signer: Signer,
+        verify: Verifier,
+        flat: np.ndarray,
+        weight: float,
+        transport: Transport,
+        params: SecAggParams,
+        step_timeout_s: float,
+        executor: concurrent.futures.ProcessPoolExecutor,
+    ) -> None:
+        self.spec = spec
+        self.signer = signer
+        self.me = signer.peer_id
+        self.flat = flat
+        self.weight = weight
+        self.transport = transport
+        self.params = params
+        self.timeout = step_timeout_s
+        self.executor = executor
+        self.k = len(spec.members)
+        self.t = threshold_for(self.k)
+        self.n_values = flat.size + 1  # plus the weight slot
+        self.aggregator, self.decryptor = assign_roles(spec.members, spec.round, spec.group_id)
+        self.binding = RoundBinding(spec.federation_id, spec.group_id, spec.round)
+        roles = Roles(frozenset(spec.members), self.aggregator, self.decryptor)
+        self.inbox = Inbox(transport, self.binding, self.me, verify, roles)
+        self.context_hash = bytes(32)
+        self.public_context = b""
+        self.secret_context = b""
+        self.keys: dict[str, KeysPayload] = {}
+        self.vault = ShareVault()
+        self.timings: dict[str, float] = {"cpu_s": 0.0}
+        self.bytes_sent = 0
+        self._mark = time.monotonic()
+        self._start = self._mark
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.timings[f"{name}_s"] = now - self._mark
+        self._mark = now
+
+    def _local_cpu(self, fn: Callable[[], T]) -> T:
+        """Run a synchronous step on the loop thread and charge its CPU to this member."""
+        start = time.thread_time()
+        try:
+            return fn()
+        finally:
+            self.timings["cpu_s"] += time.thread_time() - start
+
+    async def _in_pool(self, fn: Callable[[Any], T], job: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, fn, job)
+
+    def _deadline(self, factor: float = 1.0) -> float:
+        return time.monotonic() + self.timeout * factor
+
+    def _mask_binding(self) -> bytes:
+        return self.binding.to_bytes() + self.context_hash
+
+    async def _send(self, recipient: str, step: Step, payload: bytes) -> bool:
+        """Sign and send; False when the transport says the peer is unreachable."""
+        data = self._local_cpu(
+            lambda: encode_message(
+                self.signer, self.binding, step, recipient, self.context_hash, payload
+            )
+        )
+        try:
+            await self.transport.send(recipient, data)
+        except Exception:  # any transport failure means "peer unreachable" here
+            return False
+        self.bytes_sent += len(data)
+        return True
+
+    async def _broadcast(self, recipients: Iterable[str], step: Step, payload: bytes) -> None:
+        targets = [p for p in recipients if p != self.me]
+        await asyncio.gather(*(self._send(p, step, payload) for p in targets))
+
+    async def _abort(self, reason: str) -> None:
+        payload = AbortPayload(ABORT_NOT_ENOUGH_SURVIVORS, reason).encode()
+        await self._broadcast(self.spec.members, Step.ABORT, payload)
+
+    # -- the round ------------------------------------------------------------------
+
+    async def run(self) -> tuple[np.ndarray, float, tuple[str, ...], tuple[str, ...]]:
+        await self._context_step()
+        self._lap("context")
+        await self._keys_step()
+        self._lap("keys")
+        mask_set = await self._shares_step()
+        self._lap("shares")
+        upload = await self._encrypt(mask_set)
+        self._lap("encrypt")
+        if self.me == self.aggregator:
+            survivors_bytes = await self._aggregate(upload, mask_set)
+        else:
+            sent = await self._send(
+                self.aggregator,
+                Step.UPLOAD,
+                UploadPayload(mask_set, upload.n_values, upload.chunks).encode(),
+            )
+            del upload
+            survivors_bytes = await self._receive_survivors(mask_set, uploaded=sent)
+        self._lap("aggregate")
+        survivors = SurvivorsPayload.decode(survivors_bytes)
+        digest = hashlib.sha256(survivors_bytes).digest()
+        await self._confirm(survivors, digest)
+        self._lap("confirm")
+        revealed = self.vault.reveal(survivors.survivors, survivors.dropped)
+        unmask = UnmaskPayload(digest, revealed)
+        if self.me == self.decryptor:
+            result = await self._decrypt(survivors, digest, unmask)
+        else:
+            await self._send(self.decryptor, Step.UNMASK, unmask.encode())
+            result = await self._receive_result(survivors)
+        self._lap("unmask_result")
+        self.timings["total_s"] = time.monotonic() - self._start
+        return result.average, result.total_weight, result.survivors, result.dropped
+
+    async def _context_step(self) -> None:
+        params = self.params
+        if self.me == self.decryptor:
+            keys = await self._in_pool(create_context, params)
+            self.timings["cpu_s"] += keys.cpu_s
+            self.secret_context = keys.secret_context
+            self.public_context = keys.public_context
+            payload = ContextPayload(
+                params.poly_modulus_degree,
+                keys.plain_modulus,
+                params.coeff_mod_bit_sizes,
+                keys.public_context,
+            ).encode()
+            self.context_hash = hashlib.sha256(payload).digest()
+            self.inbox.set_context(self.context_hash)
+            await self._broadcast(self.spec.members, Step.CONTEXT, payload)
+            return
+        message = await self.inbox.next(
+            (Step.CONTEXT,), (self.decryptor,), self._deadline(ROLE_WAIT_FACTOR)
+        )
+        if message is None:
+            raise RoleUnavailableError(f"decryptor {self.decryptor!r} published no context")
+        context = ContextPayload.decode(message.payload)
+        expected_p = batching_plain_modulus(params.poly_modulus_degree, params.plain_modulus_bits)
+        if (
+            context.poly_modulus_degree != params.poly_modulus_degree
+            or context.plain_modulus != expected_p
+            or context.coeff_mod_bit_sizes != params.coeff_mod_bit_sizes
+        ):
+            raise ContextMismatchError("decryptor's context uses other BFV parameters")
+        self._local_cpu(lambda: load_public_context(context.context))
+        self.public_context = context.context
+        self.context_hash = hashlib.sha256(message.payload).digest()
+        self.inbox.set_context(self.context_hash)
+
+    async def _keys_step(self) -> None:
+        self._share_key = nacl.public.PrivateKey.generate()
+        self._mask_key = nacl.public.PrivateKey.generate()
+        self._seed = secrets.token_bytes(32)
+        mine = KeysPayload(
+            bytes(self._share_key.public_key),
+            bytes(self._mask_key.public_key),
+            self_mask_commitment(self._seed, self._mask_binding()),
+            self.n_values,
+        )
+        self.keys[self.me] = mine
+        await self._broadcast(self.spec.members, Step.KEYS, mine.encode())
+        others = [p for p in self.spec.members if p != self.me]
+        for sender, message in (
+            await self.inbox.gather(Step.KEYS, others, self._deadline())
+        ).items():
+            try:
+                theirs = KeysPayload.decode(message.payload)
+                if theirs.n_values != self.n_values:
+                    raise VectorShapeError(
+                        f"{sender!r} has {theirs.n_values - 1} parameters, we have "
+                        f"{self.n_values - 1}"
+                    )
+            except SecAggError as error:
+                self.inbox.rejected.append(error)
+                continue
+            self.keys[sender] = theirs
+        if len(self.keys) < self.t:
+            raise NotEnoughSurvivorsError(f"only {len(self.keys)} members sent keys, need {self.t}")
+
+    def _index(self, peer: str) -> int:
+        return self.spec.members.index(peer) + 1
+
+    async def _shares_step(self) -> tuple[str, ...]:
+        mask_shares, seed_shares = self._local_cpu(
+            lambda: (
+                split_secret(bytes(self._mask_key), self.k, self.t),
+                split_secret(self._seed, self.k, self.t),
+            )
+        )
+        peers = [p for p in self.keys if p != self.me]
+        own_index = self._index(self.me) - 1
+        self.vault.store(self.me, ShareBundle(mask_shares[own_index], seed_shares[own_index]))
+
+        async def send_bundle(peer: str) -> None:
+            i = self._index(peer) - 1
+            box = nacl.public.Box(
+                self._share_key, nacl.public.PublicKey(self.keys[peer].share_public_key)
+            )
+            sealed = box.encrypt(ShareBundle(mask_shares[i], seed_shares[i]).encode())
+            await self._send(peer, Step.SHARES, bytes(sealed))
+
+        await asyncio.gather(*(send_bundle(p) for p in peers))
+        received = await self.inbox.gather(Step.SHARES, peers, self._deadline())
+        for sender, message in received.items():
+            try:
+                box = nacl.public.Box(
+                    self._share_key, nacl.public.PublicKey(self.keys[sender].share_public_key)
+                )
+                bundle = ShareBundle.decode(box.decrypt(message.payload))
+            except nacl.exceptions.CryptoError:
+                self.inbox.rejected.append(
+                    ProtocolViolationError(f"undecryptable shares from {sender!r}")
+                )
+                continue
+            except MessageFormatError as error:
+                self.inbox.rejected.append(error)
+                continue
+            mine = self._index(self.me)
+            if bundle.mask_key_share.x != mine or bundle.seed_share.x != mine:
+                self.inbox.rejected.append(
+                    ProtocolViolationError(f"{sender!r} sent shares for another index")
+                )
+                continue
+            self.vault.store(sender, bundle)
+        mask_set = tuple(sorted(self.vault.owners))
+        if len(mask_set) < self.t:
+            raise NotEnoughSurvivorsError(
+                f"only {len(mask_set)} members shared keys, need {self.t}"
+            )
+        return mask_set
+
+    async def _encrypt(self, mask_set: tuple[str, ...]) -> EncryptOutput:
+        binding = self._mask_binding()
+
+        def mask_keys() -> tuple[tuple[bytes, int], ...]:
+            masks = [(derive_mask_key(self._seed, binding, b"self"), 1)]
+            for peer in mask_set:
+                if peer != self.me:
+                    secret = pairwise_secret(bytes(self._mask_key), self.keys[peer].mask_public_key)
+                    masks.append(
+                        (derive_mask_key(secret, binding, b"pair"), pairwise_sign(self.me, peer))
+                    )
+            return tuple(masks)
+
+        job = EncryptJob(
+            self.public_context,
+            self.flat,
+            self.weight,
+            self.params,
+            self.k,
+            self._local_cpu(mask_keys),
+        )
+        output = await self._in_pool(encrypt_contribution, job)
+        self.timings["cpu_s"] += output.cpu_s
+        return output
+
+    async def _aggregate(self, own: EncryptOutput, mask_set: tuple[str, ...]) -> bytes:
+        """A: add uploads in place as they arrive; publish the sum and the survivor set."""
+        accumulator = self._local_cpu(
+            lambda: CiphertextAccumulator(
+                self.public_context, self.n_values, self.params.slot_count
+            )
+        )
+        accumulator.add(own.chunks)
+        del own
+        survivors = [self.me]
+        waiting = {p for p in mask_set if p != self.me}
+        deadline = self._deadline()
+        while waiting:
+            message = await self.inbox.next((Step.UPLOAD,), waiting, deadline)
+            if message is None:
+                break
+            sender = message.sender
+            waiting.discard(sender)
+            try:
+                upload = UploadPayload.decode(message.payload, self.params.slot_count)
+                del message
+                if upload.mask_set != mask_set:
+                    raise SurvivorSetMismatchError(
+                        f"{upload.mask_set} masked with another set than {mask_set}"
+                    )
+                if upload.n_values != self.n_values:
+                    raise VectorShapeError(
+                        f"upload has {upload.n_values} values, not {self.n_values}"
+                    )
+                accumulator.add(upload.chunks)
+            except SecAggError as error:
+                self.inbox.rejected.append(error)
+                continue
+            survivors.append(sender)
+            del upload
+        self.timings["cpu_s"] += accumulator.cpu_s
+        if len(survivors) < self.t:
+            await self._abort(f"{len(survivors)} uploads, need {self.t}")
+            raise NotEnoughSurvivorsError(f"only {len(survivors)} members uploaded, need {self.t}")
+        survivors_bytes = SurvivorsPayload(tuple(sorted(survivors)), mask_set).encode()
+        digest = hashlib.sha256(survivors_bytes).digest()
+        summed = SumPayload(digest, self.n_values, accumulator.serialise()).encode()
+        del accumulator
+        await asyncio.gather(
+            self._send(self.decryptor, Step.SUM, summed),
+            self._broadcast(self.spec.members, Step.SURVIVORS, survivors_bytes),
+        )
+        return survivors_bytes
+
+    async def _receive_survivors(self, mask_set: tuple[str, ...], uploaded: bool) -> bytes:
+        message = await self.inbox.next(
+            (Step.SURVIVORS, Step.ABORT), (self.aggregator,), self._deadline(ROLE_WAIT_FACTOR)
+        )
+        if message is None:
+            raise RoleUnavailableError(f"aggregator {self.aggregator!r} sent no survivor set")
+        if message.step is Step.ABORT:
+            raise _abort_error(message.payload)
+        survivors = SurvivorsPayload.decode(message.payload)
+        if self.me in survivors.survivors:
+            if not uploaded:
+                raise SurvivorSetMismatchError("listed as survivor but my upload was not sent")
+            if survivors.mask_set != mask_set:
+                raise SurvivorSetMismatchError("survivor set names another mask set than mine")
+        if len(survivors.survivors) < self.t:
+            raise SurvivorSetMismatchError("aggregator listed fewer than t survivors")
+        return message.payload
+
+    async def _confirm(self, survivors: SurvivorsPayload, digest: bytes) -> None:
+        """Check that every survivor saw the same survivor set before revealing shares."""
+        await self._broadcast(survivors.mask_set, Step.CONFIRM, DigestPayload(digest).encode())
+        others = [p for p in survivors.survivors if p != self.me]
+        confirmations = await self.inbox.gather(Step.CONFIRM, others, self._deadline())
+        agreeing = 1 if self.me in survivors.survivors else 0
+        for sender, message in confirmations.items():
+            if DigestPayload.decode(message.payload).digest != digest:
+                raise SurvivorSetMismatchError(f"{sender!r} saw another survivor set")
+            agreeing += 1
+        if agreeing < self.t:
+            raise NotEnoughSurvivorsError(f"only {agreeing} survivors confirmed, need {self.t}")
+
+    async def _decrypt(
+        self, survivors: SurvivorsPayload, digest: bytes, own: UnmaskPayload
+    ) -> ResultPayload:
+        """D: gather the sum and t unmask messages, reconstruct, decrypt, publish."""
+        message = await self.inbox.next(
+            (Step.SUM,), (self.aggregator,), self._deadline(ROLE_WAIT_FACTOR)
+        )
+        if message is None:
+            raise RoleUnavailableError(f"aggregator {self.aggregator!r} sent no sum")
+        summed = SumPayload.decode(message.payload, self.params.slot_count)
+        del message
+        if summed.survivors_digest != digest:
+            raise SurvivorSetMismatchError("the sum is bound to another survivor set")
+        if summed.n_values != self.n_values:
+            raise VectorShapeError(f"sum has {summed.n_values} values, not {self.n_values}")
+        answers: list[UnmaskPayload] = [own]
+        waiting = {p for p in survivors.mask_set if p != self.me}
+        deadline = self._deadline()
+        while waiting and len(answers) < self.t:
+            reply = await self.inbox.next((Step.UNMASK,), waiting, deadline)
+            if reply is None:
+                break
+            waiting.discard(reply.sender)
+            try:
+                unmask = UnmaskPayload.decode(reply.payload)
+                if unmask.survivors_digest != digest:
+                    raise SurvivorSetMismatchError(
+                        f"{reply.sender!r} answered another survivor set"
+                    )
+            except SecAggError as error:
+                self.inbox.rejected.append(error)
+                continue
+            answers.append(unmask)
+        if len(answers) < self.t:
+            await self._abort(f"{len(answers)} unmask answers, need {self.t}")
+            raise NotEnoughSurvivorsError(
+                f"only {len(answers)} members helped unmask, need {self.t}"
+            )
+        masks = self._local_cpu(lambda: self._masks_to_remove(survivors, answers))
+        job = DecryptJob(
+            self.secret_context, summed.chunks, self.n_values, self.params, self.k, masks
+        )
+        del summed
+        output: DecryptOutput = await self._in_pool(decrypt_and_unmask, job)
+        self.timings["cpu_s"] += output.cpu_s
+        result = ResultPayload(
+            survivors.survivors, survivors.dropped, output.total_weight, output.average
+        )
+        await self._broadcast(self.spec.members, Step.RESULT, result.encode())
+        return result
+
+    def _masks_to_remove(
+        self, survivors: SurvivorsPayload, answers: list[UnmaskPayload]
+    ) -> tuple[tuple[bytes, int], ...]:
+        """Self masks of survivors, and pairwise masks between survivors and dropped peers."""
+        collected: dict[tuple[str, int], list[Share]] = {}
+        for answer in answers:
+            for item in answer.shares:
+                collected.setdefault((item.owner, item.kind), []).append(item.share)
+        binding = self._mask_binding()
+        masks: list[tuple[bytes, int]] = []
+        for owner in survivors.survivors:
+            seed = reconstruct_secret(collected.get((owner, SEED_SHARE), []), self.t)
+            if self_mask_commitment(seed, binding) != self.keys[owner].seed_commitment:
+                raise ProtocolViolationError(
+                    f"reconstructed seed of {owner!r} fails its commitment"
+                )
+            masks.append((derive_mask_key(seed, binding, b"self"), 1))
+        for gone in survivors.dropped:
+            private = reconstruct_secret(collected.get((gone, MASK_KEY_SHARE), []), self.t)
+            if public_key_of(private) != self.keys[gone].mask_public_key:
+                raise ProtocolViolationError(f"reconstructed mask key of {gone!r} is wrong")
+            for owner in survivors.survivors:
+                secret = pairwise_secret(private, self.keys[owner].mask_public_key)
+                masks.append(
+                    (derive_mask_key(secret, binding, b"pair"), pairwise_sign(owner, gone))
+                )
+        return tuple(masks)
+
+    async def _receive_result(self, survivors: SurvivorsPayload) -> ResultPayload:
+        message = await self.inbox.next(
+            (Step.RESULT, Step.ABORT), (self.decryptor,), self._deadline(ROLE_WAIT_FACTOR)
+        )
+        if message is None:
+            raise RoleUnavailableError(f"decryptor {self.decryptor!r} published no result")
+        if message.step is Step.ABORT:
+            raise _abort_error(message.payload)
+        result = ResultPayload.decode(message.payload)
+        if result.average.size != self.flat.size:
+            raise VectorShapeError(f"result has {result.average.size} values, not {self.flat.size}")
+        if result.survivors != survivors.survivors or result.dropped != survivors.dropped:
+            raise SurvivorSetMismatchError("the result covers another survivor set")
+        return result
+
+
+def _abort_error(payload: bytes) -> RoundAbortedError:
+    abort = AbortPayload.decode(payload)
+    if abort.code == ABORT_NOT_ENOUGH_SURVIVORS:
+        return NotEnoughSurvivorsError(f"round aborted: {abort.reason}")
+    return RoundAbortedError(f"round aborted: {abort.reason}")
