@@ -1,0 +1,40 @@
+"""Build the libp2p host with the only safe options: TCP + Noise + Yamux.
+
+py-libp2p's default security options also accept secio and *plaintext*
+dialers, and its default muxer list includes Mplex. We pass explicit
+single-entry maps so a peer that cannot speak Noise and Yamux never gets a
+connection. Must be called on the p2p (trio) thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import multiaddr
+from libp2p import new_host
+from libp2p.abc import IHost
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
+
+from .identity import Identity
+
+
+def build_host(
+    identity: Identity, listen: Sequence[str] = (), *, enable_mdns: bool = False
+) -> IHost:
+    """A libp2p host keyed by ``identity`` that negotiates only Noise and Yamux."""
+    key_pair = create_new_key_pair(identity.seed)
+    noise = NoiseTransport(key_pair, noise_privkey=create_new_x25519_key_pair().private_key)
+    return new_host(
+        key_pair=key_pair,
+        sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},
+        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
+        listen_addrs=[multiaddr.Multiaddr(a) for a in listen] or None,
+        enable_mDNS=enable_mdns,
+        enable_quic=False,
+    )
