@@ -1,0 +1,150 @@
+"""The JSON API returns what the daemon view says, as strict JSON, and survives bad input."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from fedswarm.webui.config import DashboardConfig
+from fedswarm.webui.errors import DashboardConfigError
+
+STATUS_KEYS = {
+    "org",
+    "federation_id",
+    "peer_id",
+    "round",
+    "state",
+    "uptime_s",
+    "version",
+    "device",
+    "secure_aggregation",
+    "mode",
+    "rounds_target",
+    "rounds_completed",
+    "peers_up",
+    "eval_loss_start",
+    "eval_loss_last",
+    "adapter_fingerprint",
+    "listen_addrs",
+}
+
+
+async def get_json(client: TestClient[Any, Any], path: str, auth: dict[str, str]) -> Any:
+    response = await client.get(path, headers=auth)
+    assert response.status == 200, path
+    assert response.content_type == "application/json"
+    return json.loads(await response.text())  # strict parse of the raw text
+
+
+async def test_status_has_overview_fields(
+    client: TestClient[Any, Any], auth: dict[str, str]
+) -> None:
+    status = await get_json(client, "/api/status", auth)
+    assert status.keys() >= STATUS_KEYS
+    assert status["round"] == 3
+
+
+async def test_peers_is_a_list_of_roster_members(
+    client: TestClient[Any, Any], auth: dict[str, str], hostile_org: str
+) -> None:
+    peers = await get_json(client, "/api/peers", auth)
+    assert [p["org"] for p in peers] == ["org-1-news", hostile_org, "org-3-code"]
+    assert {"peer_id", "addrs", "last_seen", "latency_ms", "up", "is_self"} <= peers[0].keys()
+
+
+async def test_rounds_lists_the_round_log(
+    client: TestClient[Any, Any], auth: dict[str, str]
+) -> None:
+    rounds = await get_json(client, "/api/rounds", auth)
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert rounds[0]["aggregator"] != rounds[0]["decryptor"]
+
+
+async def test_rounds_limit_is_passed_to_the_view(
+    client: TestClient[Any, Any], auth: dict[str, str]
+) -> None:
+    rounds = await get_json(client, "/api/rounds?limit=1", auth)
+    assert [r["round"] for r in rounds] == [2]
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "abc", "1e9x", ""])
+async def test_bad_rounds_limit_gets_400(
+    client: TestClient[Any, Any], auth: dict[str, str], bad: str
+) -> None:
+    response = await client.get("/api/rounds", params={"limit": bad}, headers=auth)
+    assert response.status == 400
+    assert "limit" in (await response.json())["error"]
+
+
+async def test_rounds_limit_is_capped_by_config(
+    make_client: Any, fake_view: Any, auth: dict[str, str]
+) -> None:
+    fake_view.round_log = [dict(fake_view.round_log[0], round=i) for i in range(1, 11)]
+    client = await make_client(DashboardConfig(rounds_limit=4))
+    rounds = await get_json(client, "/api/rounds?limit=999", auth)
+    assert [r["round"] for r in rounds] == [7, 8, 9, 10]
+
+
+async def test_training_has_steps_rounds_and_samples(
+    client: TestClient[Any, Any], auth: dict[str, str]
+) -> None:
+    training = await get_json(client, "/api/training", auth)
+    assert len(training["steps"]) == 6
+    assert [r["round"] for r in training["rounds"]] == [1, 2]
+    assert training["samples"][0]["output"] == "<script>alert(2)</script>"
+
+
+async def test_security_reports_parameters_and_rejections(
+    client: TestClient[Any, Any], auth: dict[str, str]
+) -> None:
+    security = await get_json(client, "/api/security", auth)
+    assert security["secure_aggregation"]["security_bits"] == 128
+    assert security["rejected_counts"] == {"blob": 1}
+    assert security["rejected"][0]["reason"] == "not on roster"
+
+
+async def test_nan_in_view_data_becomes_null_not_invalid_json(
+    client: TestClient[Any, Any], auth: dict[str, str]
+) -> None:
+    traffic = await get_json(client, "/api/traffic", auth)
+    assert traffic["odd"] is None
+    assert traffic["bytes_sent"] == 3000
+
+
+async def test_metrics_is_prometheus_text(
+    client: TestClient[Any, Any], auth: dict[str, str]
+) -> None:
+    response = await client.get("/metrics", headers=auth)
+    assert response.status == 200
+    assert response.content_type == "text/plain"
+    assert "fedswarm_round 3" in await response.text()
+
+
+async def test_failing_view_gets_503_and_server_keeps_serving(
+    client: TestClient[Any, Any], auth: dict[str, str], fake_view: Any
+) -> None:
+    fake_view.fail = True
+    response = await client.get("/api/status", headers=auth)
+    assert response.status == 503
+    assert "view broke" not in await response.text()  # internals stay in the log
+    fake_view.fail = False
+    assert (await client.get("/api/status", headers=auth)).status == 200
+
+
+async def test_json_is_not_served_as_html(
+    client: TestClient[Any, Any], auth: dict[str, str], hostile_org: str
+) -> None:
+    response = await client.get("/api/peers", headers=auth)
+    assert response.content_type == "application/json"
+    assert hostile_org in {p["org"] for p in await response.json()}
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"keepalive_s": 0}, {"client_buffer_events": 0}, {"cookie_name": "a b"}, {"rounds_limit": 0}],
+)
+def test_out_of_range_config_is_refused(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(DashboardConfigError):
+        DashboardConfig(**kwargs)

@@ -1,0 +1,365 @@
+// fedswarm dashboard. Plain JS, no build step. Reads only the documented JSON API
+// (docs/api.md) and the server-sent event stream at /api/events.
+//
+// Everything shown comes from peers or the daemon and is untrusted: it is put on
+// the page with textContent / DOM nodes only, never with innerHTML.
+"use strict";
+
+(function () {
+  const state = {
+    status: null, peers: [], rounds: [], training: null, security: null, traffic: null,
+    round: null, names: new Map(), charts: {}, events: 0,
+  };
+  window.fedswarmDashboard = state; // for operators' consoles and the browser test
+
+  // ---------- small DOM helpers (text only) ----------
+  function byId(id) { return document.getElementById(id); }
+  function setText(id, value) {
+    const node = byId(id);
+    if (node) node.textContent = value === null || value === undefined || value === "" ? "–" : String(value);
+  }
+  function el(tag, opts, children) {
+    const node = document.createElement(tag);
+    if (opts) {
+      if (opts.cls) node.className = opts.cls;
+      if (opts.title !== undefined && opts.title !== null) node.title = String(opts.title);
+      if (opts.text !== undefined) node.textContent = opts.text === null ? "–" : String(opts.text);
+    }
+    for (const child of children || []) node.appendChild(child);
+    return node;
+  }
+  function td(value, cls) { return el("td", { cls: cls, text: value === undefined ? null : value }); }
+  function fillBody(tableId, rows, makeRow) {
+    const body = byId(tableId).tBodies[0];
+    const fresh = document.createElement("tbody");
+    for (const row of rows) fresh.appendChild(makeRow(row));
+    body.replaceWith(fresh);
+  }
+
+  // ---------- formatting ----------
+  function num(x, digits) {
+    if (typeof x !== "number" || !isFinite(x)) return null;
+    return x.toFixed(digits === undefined ? 3 : digits);
+  }
+  function bytes(n) {
+    if (typeof n !== "number" || !isFinite(n)) return null;
+    const units = ["B", "KB", "MB", "GB", "TB"];
+    let i = 0; let v = n;
+    while (v >= 1000 && i < units.length - 1) { v /= 1000; i += 1; }
+    return (i === 0 ? String(v) : v.toFixed(1)) + " " + units[i];
+  }
+  function duration(s) {
+    if (typeof s !== "number" || !isFinite(s)) return null;
+    s = Math.floor(s);
+    const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
+    if (d) return d + "d " + h + "h " + m + "m";
+    if (h) return h + "h " + m + "m " + (s % 60) + "s";
+    if (m) return m + "m " + (s % 60) + "s";
+    return (s % 60) + "s";
+  }
+  function toDate(ts) {
+    if (typeof ts === "number" && isFinite(ts)) return new Date(ts < 1e12 ? ts * 1000 : ts);
+    if (typeof ts === "string" && ts) { const d = new Date(ts); return isNaN(d.getTime()) ? null : d; }
+    return null;
+  }
+  function ago(ts) {
+    const d = toDate(ts);
+    if (!d) return null;
+    const s = Math.max(0, (Date.now() - d.getTime()) / 1000);
+    return duration(s) + " ago";
+  }
+  function clock(ts) { const d = toDate(ts); return d ? d.toLocaleTimeString() : null; }
+  function short(id) { return typeof id === "string" && id.length > 16 ? id.slice(0, 8) + "…" + id.slice(-6) : id; }
+  function nameOf(id) { return state.names.get(id) || short(id); }
+  function list(items) {
+    if (!Array.isArray(items)) return null;
+    return items.map(nameOf).join(", ");
+  }
+  function count(items) { return Array.isArray(items) ? items.length : items; }
+
+  // ---------- fetching ----------
+  async function getJSON(path) {
+    const response = await fetch(path, { credentials: "same-origin", cache: "no-store" });
+    if (response.status === 401) { setLive(false, "not authorised — reopen the link with ?token="); throw new Error("401"); }
+    if (!response.ok) throw new Error(path + " answered " + response.status);
+    return response.json();
+  }
+
+  async function refreshAll() {
+    const parts = await Promise.allSettled([
+      getJSON("/api/status"), getJSON("/api/peers"), getJSON("/api/rounds"),
+      getJSON("/api/training"), getJSON("/api/security"), getJSON("/api/traffic"),
+    ]);
+    const value = (i) => (parts[i].status === "fulfilled" ? parts[i].value : null);
+    if (value(1)) { state.peers = value(1); rememberNames(state.peers); renderPeers(); }
+    if (value(4)) { state.security = value(4); rememberNames(state.security.roster || []); renderSecurity(); }
+    if (value(0)) { state.status = value(0); renderOverview(); }
+    if (value(5)) { state.traffic = value(5); renderTraffic(); }
+    if (value(2)) { state.rounds = value(2); renderRounds(); }
+    if (value(3)) { state.training = value(3); renderTraining(); }
+  }
+
+  let refreshTimer = null;
+  function refreshSoon() {
+    if (refreshTimer !== null) return;
+    refreshTimer = setTimeout(() => { refreshTimer = null; refreshAll().catch(() => {}); }, 250);
+  }
+
+  function rememberNames(entries) {
+    for (const entry of entries) {
+      if (entry && typeof entry.peer_id === "string" && typeof entry.org === "string") {
+        state.names.set(entry.peer_id, entry.org);
+      }
+    }
+  }
+
+  // ---------- rendering ----------
+  function showRound(round) {
+    if (typeof round !== "number") return;
+    state.round = round;
+    setText("ov-round", round);
+  }
+
+  function renderOverview() {
+    const s = state.status || {};
+    setText("hdr-org", s.org);
+    if (s.org) document.title = "fedswarm — " + s.org;
+    setText("ov-org", s.org);
+    setText("ov-federation", s.federation_id);
+    setText("ov-peer-id", s.peer_id);
+    setText("ov-addrs", Array.isArray(s.listen_addrs) ? s.listen_addrs.join("  ") : s.listen_addrs);
+    showRound(s.round);
+    setText("ov-rounds-progress",
+      s.rounds_target ? (s.rounds_completed ?? "–") + " of " + s.rounds_target + " completed"
+        : (s.rounds_completed !== undefined ? s.rounds_completed + " completed" : ""));
+    setText("ov-state", s.state);
+    setText("ov-mode", s.mode);
+    const total = state.peers.length;
+    setText("ov-peers-up", s.peers_up !== undefined ? s.peers_up : state.peers.filter((p) => p.up && !p.is_self).length);
+    setText("ov-peers-total", total ? "of " + Math.max(0, total - 1) + " other roster members" : "");
+    setText("ov-eval-last", num(s.eval_loss_last));
+    setText("ov-eval-start", s.eval_loss_start !== undefined && s.eval_loss_start !== null ? "started at " + num(s.eval_loss_start) : "");
+    setText("ov-uptime", duration(s.uptime_s));
+    setText("ov-version", s.version);
+    setText("ov-device", typeof s.device === "object" && s.device !== null ? JSON.stringify(s.device) : s.device);
+    setText("ov-secagg", typeof s.secure_aggregation === "object" && s.secure_aggregation !== null
+      ? JSON.stringify(s.secure_aggregation) : s.secure_aggregation);
+    setText("ov-fingerprint", s.adapter_fingerprint);
+  }
+
+  function renderTraffic() {
+    const t = state.traffic || {};
+    setText("tr-bytes-sent", bytes(t.bytes_sent));
+    setText("tr-bytes-received", bytes(t.bytes_received));
+    setText("tr-blobs-sent", t.blobs_sent);
+    setText("tr-blobs-received", t.blobs_received);
+  }
+
+  function renderPeers() {
+    fillBody("peers-table", state.peers, (p) => {
+      const status = el("td", null, [el("span", { cls: "badge " + (p.up ? "up" : "down"), text: p.up ? "up" : "down" })]);
+      if (p.is_self) status.appendChild(el("span", { cls: "badge self", text: "this daemon" }));
+      return el("tr", null, [
+        status,
+        td(p.org),
+        el("td", { cls: "mono", title: p.peer_id, text: short(p.peer_id) }),
+        td(Array.isArray(p.addrs) ? p.addrs.join(" ") : p.addrs, "mono"),
+        el("td", { title: clock(p.last_seen), text: p.is_self ? "now" : ago(p.last_seen) }),
+        td(typeof p.latency_ms === "number" ? num(p.latency_ms, 1) + " ms" : null, "num"),
+        td(p.round, "num"),
+        td(p.state),
+        el("td", { cls: "mono", title: p.fingerprint, text: short(p.fingerprint) }),
+        td(p.version),
+      ]);
+    });
+    if (state.status) renderOverview();
+  }
+
+  function roundTimesChart() {
+    const rounds = state.rounds;
+    const labels = rounds.map((r) => String(r.round));
+    const series = (key) => rounds.map((r) => (typeof r[key] === "number" ? r[key] : null));
+    upsertChart("roundTimes", "chart-round-times", {
+      type: "bar",
+      data: {
+        labels: labels,
+        datasets: [
+          { label: "train s", data: series("train_s"), backgroundColor: "#2f6fde" },
+          { label: "aggregate s", data: series("aggregate_s"), backgroundColor: "#e39d2d" },
+          { label: "apply s", data: series("apply_s"), backgroundColor: "#1a7f37" },
+        ],
+      },
+      options: { scales: { x: { stacked: true, title: { display: true, text: "round" } }, y: { stacked: true, title: { display: true, text: "seconds" } } } },
+    });
+  }
+
+  function renderRounds() {
+    const rows = state.rounds.slice().reverse();
+    fillBody("rounds-table", rows, (r) => {
+      const members = r.group ?? r.members;
+      const ok = r.status === "complete" || r.status === "local_only" || r.status === "initial";
+      return el("tr", null, [
+        td(r.round, "num"),
+        el("td", { cls: ok ? "status-ok" : (r.status === "aborted" || r.status === "failed" ? "status-bad" : ""), text: r.status ?? null }),
+        el("td", { title: Array.isArray(members) ? members.join("\n") : null, text: list(members) ?? members ?? null }),
+        td(nameOf(r.aggregator) ?? null),
+        td(nameOf(r.decryptor) ?? null),
+        el("td", { title: list(r.survivors), text: count(r.survivors) ?? null, cls: "num" }),
+        el("td", { title: list(r.dropped), text: Array.isArray(r.dropped) ? (r.dropped.length ? list(r.dropped) : "none") : (r.dropped ?? null) }),
+        td(bytes(r.bytes_sent), "num"),
+        td(bytes(r.bytes_received), "num"),
+        td(num(r.train_s, 2), "num"),
+        td(num(r.aggregate_s, 2), "num"),
+        td(num(r.apply_s, 2), "num"),
+        td(r.protocol ?? null),
+        td(r.note ?? null),
+      ]);
+    });
+    roundTimesChart();
+  }
+
+  function upsertChart(key, canvasId, config) {
+    if (typeof window.Chart !== "function") return; // tables still show everything
+    const existing = state.charts[key];
+    if (existing) {
+      existing.data.labels = config.data.labels;
+      config.data.datasets.forEach((ds, i) => {
+        if (existing.data.datasets[i]) existing.data.datasets[i].data = ds.data;
+      });
+      existing.update("none");
+      return;
+    }
+    config.options = Object.assign({ responsive: true, maintainAspectRatio: false, animation: false,
+      spanGaps: true, interaction: { mode: "index", intersect: false } }, config.options || {});
+    state.charts[key] = new window.Chart(byId(canvasId), config);
+  }
+
+  function renderTraining() {
+    const t = state.training || {};
+    const perRound = Array.isArray(t.rounds) ? t.rounds : [];
+    const series = (key) => perRound.map((r) => (typeof r[key] === "number" ? r[key] : null));
+    upsertChart("roundLoss", "chart-round-loss", {
+      type: "line",
+      data: {
+        labels: perRound.map((r) => String(r.round)),
+        datasets: [
+          { label: "train loss", data: series("train_loss"), borderColor: "#2f6fde", backgroundColor: "#2f6fde" },
+          { label: "eval before aggregation", data: series("eval_loss_before"), borderColor: "#e39d2d", backgroundColor: "#e39d2d" },
+          { label: "eval after aggregation", data: series("eval_loss_after"), borderColor: "#1a7f37", backgroundColor: "#1a7f37" },
+        ],
+      },
+      options: { scales: { x: { title: { display: true, text: "round" } }, y: { title: { display: true, text: "loss" } } } },
+    });
+    fillBody("loss-table", perRound.slice().reverse(), (r) => el("tr", null, [
+      td(r.round, "num"), td(num(r.train_loss), "num"), td(num(r.eval_loss_before), "num"), td(num(r.eval_loss_after), "num"),
+    ]));
+
+    const steps = Array.isArray(t.steps) ? t.steps : [];
+    upsertChart("stepLoss", "chart-step-loss", {
+      type: "line",
+      data: {
+        labels: steps.map((s) => s.round + ":" + s.step),
+        datasets: [{ label: "training loss per step", data: steps.map((s) => (typeof s.loss === "number" ? s.loss : null)),
+          borderColor: "#7a4cc2", backgroundColor: "#7a4cc2", pointRadius: 0, borderWidth: 1.5 }],
+      },
+      options: { scales: { x: { title: { display: true, text: "round:step" }, ticks: { maxTicksLimit: 12 } } } },
+    });
+    const last = steps.length ? steps[steps.length - 1] : null;
+    setText("steps-summary", steps.length
+      ? steps.length + " steps recorded; latest: round " + last.round + " step " + last.step + ", loss " + num(last.loss)
+      : "no steps recorded yet");
+
+    const samples = Array.isArray(t.samples) ? t.samples.slice().sort((a, b) => (b.round ?? 0) - (a.round ?? 0)) : [];
+    const box = document.createElement("div");
+    box.id = "samples";
+    if (!samples.length) box.appendChild(el("p", { cls: "muted", text: "no samples yet" }));
+    for (const s of samples) {
+      box.appendChild(el("div", { cls: "sample" }, [
+        el("div", { cls: "muted", text: "round " + s.round }),
+        el("pre", { cls: "prompt", text: s.prompt ?? "" }),
+        el("pre", { text: s.output ?? "" }),
+      ]));
+    }
+    byId("samples").replaceWith(box);
+  }
+
+  function renderSecurity() {
+    const s = state.security || {};
+    setText("sec-federation", s.federation_id);
+    setText("sec-roster-fp", s.roster_fingerprint);
+    setText("sec-transport", s.transport);
+    const params = s.secure_aggregation && typeof s.secure_aggregation === "object" ? Object.entries(s.secure_aggregation) : [];
+    fillBody("secagg-table", params, ([key, value]) => el("tr", null, [
+      el("th", { text: key }),
+      td(typeof value === "object" && value !== null ? JSON.stringify(value) : value),
+    ]));
+    fillBody("roster-table", Array.isArray(s.roster) ? s.roster : [], (m) => el("tr", null, [
+      td(m.org), el("td", { cls: "mono", text: m.peer_id ?? null }), el("td", { cls: "mono", text: m.key_fingerprint ?? null }),
+    ]));
+    const counts = s.rejected_counts && typeof s.rejected_counts === "object" ? Object.entries(s.rejected_counts) : [];
+    fillBody("rejected-counts", counts.length ? counts : [["none", 0]], ([kind, n]) => el("tr", null, [td(kind), td(n, "num")]));
+    const rejected = Array.isArray(s.rejected) ? s.rejected.slice().sort((a, b) => (toDate(b.ts) ?? 0) - (toDate(a.ts) ?? 0)) : [];
+    fillBody("rejected-table", rejected, (r) => el("tr", null, [
+      td(clock(r.ts) ?? r.ts), el("td", { cls: "mono", title: r.peer_id, text: nameOf(r.peer_id) ?? null }), td(r.kind), td(r.reason),
+    ]));
+  }
+
+  // ---------- live events ----------
+  function setLive(on, text) {
+    byId("live-dot").className = "dot " + (on ? "on" : "off");
+    setText("live-text", text);
+  }
+
+  function logEvent(event) {
+    const log = byId("event-log");
+    const summary = Object.entries(event).filter(([k]) => k !== "type")
+      .map(([k, v]) => k + "=" + (typeof v === "object" ? JSON.stringify(v) : String(v))).join(" ");
+    log.insertBefore(el("li", { text: new Date().toLocaleTimeString() + "  " + String(event.type) + "  " + summary }), log.firstChild);
+    while (log.children.length > 50) log.removeChild(log.lastChild);
+  }
+
+  function appendStep(event) {
+    const chart = state.charts.stepLoss;
+    if (!chart || typeof event.loss !== "number") return;
+    chart.data.labels.push(event.round + ":" + event.step);
+    chart.data.datasets[0].data.push(event.loss);
+    chart.update("none");
+  }
+
+  function onEvent(message) {
+    let event;
+    try { event = JSON.parse(message.data); } catch (e) { return; }
+    if (!event || typeof event !== "object") return;
+    state.events += 1;
+    setText("ov-last-event", new Date().toLocaleTimeString() + " — " + String(event.type));
+    if (event.type === "resync") { refreshAll().catch(() => {}); return; }
+    if (typeof event.round === "number" && (state.round === null || event.round >= state.round)) showRound(event.round);
+    if (typeof event.state === "string" && event.type !== "peer") setText("ov-state", event.state);
+    if (event.type === "step" || event.type === "train_step") { appendStep(event); return; }
+    logEvent(event);
+    refreshSoon();
+  }
+
+  function connectEvents() {
+    const source = new EventSource("/api/events");
+    source.onopen = () => { setLive(true, "live"); refreshSoon(); };
+    source.onmessage = onEvent;
+    source.onerror = () => { setLive(false, "reconnecting…"); };
+  }
+
+  // ---------- tabs ----------
+  function showTab() {
+    const name = (location.hash || "#overview").slice(1);
+    const known = ["overview", "peers", "rounds", "training", "security"];
+    const current = known.includes(name) ? name : "overview";
+    for (const tab of known) byId("tab-" + tab).hidden = tab !== current;
+    for (const link of document.querySelectorAll(".tabs a")) link.classList.toggle("active", link.dataset.tab === current);
+  }
+
+  window.addEventListener("hashchange", showTab);
+  showTab();
+  refreshAll().catch(() => {});
+  connectEvents();
+  setInterval(() => refreshAll().catch(() => {}), 30000);
+  setInterval(() => { if (state.peers.length) renderPeers(); }, 5000);
+})();

@@ -1,0 +1,52 @@
+"""The narrow, read-only interface through which the dashboard sees a daemon.
+
+The web layer never imports the daemon: the daemon hands ``create_app`` an object
+with these methods. Every method returns plain JSON-ready data and must be cheap
+(it runs on the event loop), so the daemon answers from memory or from small
+SQLite queries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+
+class DaemonView(Protocol):
+    """What the dashboard and the JSON API may read from a running daemon."""
+
+    def overview(self) -> dict[str, Any]:
+        """org, federation_id, peer_id, round, state, uptime_s, version, device,
+        secure_aggregation, mode, rounds_target, rounds_completed, peers_up, eval_loss_start,
+        eval_loss_last, adapter_fingerprint, listen_addrs."""
+
+    def peers(self) -> list[dict[str, Any]]:
+        """One entry per roster member: org, peer_id, addrs, last_seen, latency_ms, round, state,
+        fingerprint, version, up (bool), is_self (bool)."""
+
+    def rounds(self, limit: int = 200) -> list[dict[str, Any]]:
+        """The round log (oldest first): round, status, group members, aggregator, decryptor,
+        survivors, dropped, bytes_sent, bytes_received, train_s, aggregate_s, apply_s,
+        train_loss, eval_loss_before, eval_loss_after, protocol, staleness, note."""
+
+    def training(self) -> dict[str, Any]:
+        """{"steps": [{round, step, loss, ts}], "rounds": [{round, train_loss, eval_loss_before,
+        eval_loss_after}], "samples": [{round, prompt, output}], "eval_loss_start": float|None}"""
+
+    def security(self) -> dict[str, Any]:
+        """{"federation_id", "roster": [{org, peer_id, key_fingerprint}], "roster_fingerprint",
+        "secure_aggregation": {"protocol", "poly_modulus_degree", "coeff_mod_bit_sizes",
+        "plain_modulus_bits", "security_bits", "threshold_rule", ...}, "transport": "...",
+        "rejected": [{ts, peer_id, kind, reason}], "rejected_counts": {kind: n}}"""
+
+    def traffic(self) -> dict[str, Any]:
+        """{"bytes_sent", "bytes_received", "blobs_sent", "blobs_received", "per_round": [...]}"""
+
+    def metrics_text(self) -> str:
+        """Prometheus text exposition of the daemon's counters and gauges."""
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
+        """A queue that receives every live event ({"type": ..., ...}) from now on."""
+
+    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        """Stop delivering events to ``queue``."""
