@@ -1,0 +1,41 @@
+"""The gossip simulation (real planner + agreement + weighting) reaches the weighted average."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from fedswarm.bench.gossip import SimulationConfig, main, simulate
+
+
+@pytest.mark.parametrize("n_peers", [16, 64])
+def test_no_dropout_converges_within_log_g_n_plus_two_rounds(n_peers: int) -> None:
+    group_size = 4
+    budget = math.ceil(math.log(n_peers, group_size)) + 2
+    result = simulate(SimulationConfig(n_peers, group_size, rounds=budget, dim=100, seed=3))
+    assert result.rounds_to(1e-3) is not None
+    assert result.rounds_to(1e-3) <= budget  # type: ignore[operator]
+    assert result.peers_aggregated == [n_peers] * budget
+
+
+def test_awkward_federation_size_still_converges() -> None:
+    """17 peers do not fill a grid; mass conservation still leads everyone to the target."""
+    result = simulate(SimulationConfig(17, 4, rounds=12, dim=50, seed=5))
+    assert result.deviations[-1] < 1e-3
+
+
+def test_dropouts_never_break_mass_conservation_and_still_make_progress() -> None:
+    result = simulate(SimulationConfig(32, 4, rounds=12, dim=50, dropout=0.3, seed=7))
+    assert result.mass_drift < 1e-9
+    assert result.deviations[-1] < result.deviations[0]
+
+
+def test_benchmark_cli_writes_json_with_summary(tmp_path, capsys) -> None:
+    path = tmp_path / "gossip.json"
+    main(["--group", "4", "--rounds", "3", "--sizes", "16", "--dropout", "0", "--dim", "8",
+          "--json", str(path)])
+    report = json.loads(path.read_text())
+    assert report["summary"]["rounds_to_1e-3"] == {"16": 2}
+    assert "numpy" in report["machine"]
+    assert "rounds<1e-3" in capsys.readouterr().out
