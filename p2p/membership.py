@@ -1,0 +1,255 @@
+"""Live membership view from signed heartbeats.
+
+Each node publishes a small :class:`Heartbeat` on one topic every few seconds;
+:class:`Membership` keeps ``{peer_id: PeerView}`` for the daemon's grouping
+and the dashboard. Heartbeats are signed envelopes (see :mod:`.envelope`), so
+sender, federation and age are already checked by the node; here we also
+refuse heartbeats whose body disagrees with the envelope or is stale.
+
+Rate: GossipSub in py-libp2p throttles each forwarding peer per topic
+(``NodeConfig.gossip_max_msgs_per_s``, 200 by default here). 64 members every
+``interval_s=5`` s make ~13 msg/s through every relay, far below that; a
+random jitter of up to 20% keeps members from publishing in lockstep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+from .errors import GossipRejectedError, P2PError
+
+log = logging.getLogger("fedswarm.p2p.membership")
+
+HEARTBEAT_TOPIC = "heartbeat"
+_MAX_ADDRS = 8
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """What a peer says about itself, every few seconds."""
+
+    peer_id: str
+    org: str
+    addrs: tuple[str, ...]
+    round: int
+    state: str
+    adapter_fingerprint: str
+    version: str
+    sent_at: float
+
+    def encode(self) -> bytes:
+        doc = asdict(self)
+        doc["addrs"] = list(self.addrs)
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Heartbeat:
+        """Parse and type-check; :class:`GossipRejectedError` when malformed."""
+        try:
+            doc = json.loads(raw.decode("utf-8"))
+            addrs = doc["addrs"]
+            if not isinstance(addrs, list) or not all(isinstance(a, str) for a in addrs):
+                raise TypeError("addrs must be a list of strings")
+            hb = cls(
+                peer_id=_str(doc, "peer_id"),
+                org=_str(doc, "org"),
+                addrs=tuple(addrs[:_MAX_ADDRS]),
+                round=_int(doc, "round"),
+                state=_str(doc, "state"),
+                adapter_fingerprint=_str(doc, "adapter_fingerprint"),
+                version=_str(doc, "version"),
+                sent_at=float(doc["sent_at"]),
+            )
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+            raise GossipRejectedError(f"malformed heartbeat: {exc}") from exc
+        return hb
+
+
+def _str(doc: dict[str, object], key: str) -> str:
+    value = doc[key]
+    if not isinstance(value, str):
+        raise TypeError(f"{key} must be a string")
+    return value
+
+
+def _int(doc: dict[str, object], key: str) -> int:
+    value = doc[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise TypeError(f"{key} must be a non-negative integer")
+    return value
+
+
+@dataclass
+class PeerView:
+    """The latest known state of one peer."""
+
+    last_seen: float
+    latency_ms: float | None
+    round: int
+    state: str
+    fingerprint: str
+    addrs: tuple[str, ...]
+    up: bool = True
+    org: str = ""
+    version: str = ""
+
+
+class _Node(Protocol):
+    """The part of P2PNode that membership uses (keeps this module testable)."""
+
+    @property
+    def peer_id(self) -> str: ...
+
+    @property
+    def listen_addrs(self) -> list[str]: ...
+
+    async def publish(self, topic: str, payload: bytes) -> None: ...
+
+    async def subscribe(self, topic: str) -> None: ...
+
+    def latency_ms(self, peer_id: str) -> float | None: ...
+
+    def add_peer_addrs(self, peer_id: str, addrs: list[str] | tuple[str, ...]) -> None: ...
+
+
+@dataclass
+class MembershipConfig:
+    interval_s: float = 5.0
+    max_age_s: float = 60.0  # heartbeats older than this are refused
+    down_after_s: float = 20.0  # a peer is "up" if heard from within this
+    version: str = "0"
+
+
+@dataclass
+class _LocalState:
+    round: int = 0
+    state: str = "idle"
+    adapter_fingerprint: str = ""
+
+
+class Membership:
+    """Publishes our heartbeats and folds peers' heartbeats into a live view.
+
+    Wire it to the node: pass :meth:`handle_gossip` (or call it from the
+    daemon's ``on_gossip`` for ``HEARTBEAT_TOPIC``), then ``await start()``.
+    """
+
+    def __init__(self, node: _Node, org: str, config: MembershipConfig | None = None) -> None:
+        self._node = node
+        self._org = org
+        self.config = config or MembershipConfig()
+        self._local = _LocalState()
+        self._view: dict[str, PeerView] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.rejected = 0
+
+    def update_local(
+        self, *, round: int | None = None, state: str | None = None, fingerprint: str | None = None
+    ) -> None:
+        """Change what our next heartbeat says."""
+        if round is not None:
+            self._local.round = round
+        if state is not None:
+            self._local.state = state
+        if fingerprint is not None:
+            self._local.adapter_fingerprint = fingerprint
+
+    def heartbeat(self) -> Heartbeat:
+        return Heartbeat(
+            peer_id=self._node.peer_id,
+            org=self._org,
+            addrs=tuple(self._node.listen_addrs[:_MAX_ADDRS]),
+            round=self._local.round,
+            state=self._local.state,
+            adapter_fingerprint=self._local.adapter_fingerprint,
+            version=self.config.version,
+            sent_at=time.time(),
+        )
+
+    async def start(self) -> None:
+        await self._node.subscribe(HEARTBEAT_TOPIC)
+        self._task = asyncio.create_task(self._run(), name="fedswarm-membership")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def publish_now(self) -> None:
+        await self._node.publish(HEARTBEAT_TOPIC, self.heartbeat().encode())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.publish_now()
+            except P2PError as exc:
+                log.warning("heartbeat not published: %s", exc)
+            jitter = random.uniform(0.8, 1.2)
+            await asyncio.sleep(self.config.interval_s * jitter)
+
+    async def handle_gossip(self, topic: str, sender: str, payload: bytes) -> None:
+        """``on_gossip`` callback: folds heartbeats in, ignores other topics."""
+        if topic != HEARTBEAT_TOPIC:
+            return
+        try:
+            self.accept(sender, payload)
+        except GossipRejectedError as exc:
+            self.rejected += 1
+            log.warning("heartbeat from %s refused: %s", sender, exc)
+
+    def accept(self, sender: str, payload: bytes, now: float | None = None) -> Heartbeat:
+        """Validate one heartbeat (already signature-checked by the node)."""
+        hb = Heartbeat.decode(payload)
+        now = time.time() if now is None else now
+        if hb.peer_id != sender:
+            raise GossipRejectedError(f"heartbeat names {hb.peer_id} but was signed by {sender}")
+        if not (now - self.config.max_age_s <= hb.sent_at <= now + self.config.max_age_s):
+            raise GossipRejectedError(f"heartbeat is stale (sent_at={hb.sent_at:.0f})")
+        current = self._view.get(sender)
+        if current is not None and hb.sent_at < current.last_seen:
+            raise GossipRejectedError("heartbeat older than one already seen")
+        self._view[sender] = PeerView(
+            last_seen=hb.sent_at,
+            latency_ms=self._node.latency_ms(sender),
+            round=hb.round,
+            state=hb.state,
+            fingerprint=hb.adapter_fingerprint,
+            addrs=hb.addrs,
+            up=True,
+            org=hb.org,
+            version=hb.version,
+        )
+        self._node.add_peer_addrs(sender, hb.addrs)
+        return hb
+
+    def view(self, now: float | None = None) -> dict[str, PeerView]:
+        """A snapshot of every peer ever heard from, with ``up`` recomputed."""
+        now = time.time() if now is None else now
+        out: dict[str, PeerView] = {}
+        for pid, v in self._view.items():
+            out[pid] = PeerView(**{**asdict(v), "up": now - v.last_seen <= self.config.down_after_s})
+        return out
+
+    def up_peers(self, timeout_s: float | None = None, now: float | None = None) -> set[str]:
+        """Peers heard from within ``timeout_s`` (default ``down_after_s``)."""
+        now = time.time() if now is None else now
+        limit = self.config.down_after_s if timeout_s is None else timeout_s
+        return {pid for pid, v in self._view.items() if now - v.last_seen <= limit}
+
+
+__all__ = [
+    "HEARTBEAT_TOPIC",
+    "Heartbeat",
+    "Membership",
+    "MembershipConfig",
+    "PeerView",
+]

@@ -1,0 +1,74 @@
+"""Shared fixtures for p2p tests: real identities, rosters and nodes on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from fedswarm.p2p.framing import BlobHeader
+from fedswarm.p2p.identity import Identity
+from fedswarm.p2p.node import NodeConfig, P2PNode
+from fedswarm.p2p.roster import Member, Roster
+
+
+class Inbox:
+    """Collects what a node's handlers received."""
+
+    def __init__(self) -> None:
+        self.blobs: list[tuple[BlobHeader, bytes]] = []
+        self.gossip: list[tuple[str, str, bytes]] = []
+        self.fail_blobs = False
+
+    async def on_blob(self, header: BlobHeader, data: bytes) -> None:
+        if self.fail_blobs:
+            raise RuntimeError("handler exploded on purpose")
+        self.blobs.append((header, data))
+
+    async def on_gossip(self, topic: str, sender: str, payload: bytes) -> None:
+        self.gossip.append((topic, sender, payload))
+
+
+def make_roster(identities: list[Identity], federation_id: str = "test-fed") -> Roster:
+    return Roster(
+        federation_id,
+        tuple(Member(org=f"org{i}", peer_id=ident.peer_id) for i, ident in enumerate(identities)),
+    )
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
+    """Poll a condition (bounded): network tests may not sleep a fixed time."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return predicate()
+
+
+@pytest.fixture
+async def node_factory() -> AsyncIterator[Callable[..., Any]]:
+    """Start nodes on 127.0.0.1 and always stop them."""
+    nodes: list[P2PNode] = []
+
+    async def make(
+        identity: Identity, roster: Roster, config: NodeConfig | None = None
+    ) -> tuple[P2PNode, Inbox]:
+        inbox = Inbox()
+        node = P2PNode(
+            identity,
+            roster,
+            config or NodeConfig(),
+            on_blob=inbox.on_blob,
+            on_gossip=inbox.on_gossip,
+        )
+        await node.start()
+        nodes.append(node)
+        return node, inbox
+
+    yield make
+    for node in nodes:
+        await node.stop()
