@@ -250,6 +250,17 @@
       },
       options: { scales: { x: { title: { display: true, text: "round" } }, y: { title: { display: true, text: "loss" } } } },
     });
+    upsertChart("overviewLoss", "chart-overview-loss", {
+      type: "line",
+      data: {
+        labels: perRound.map((r) => String(r.round)),
+        datasets: [
+          { label: "eval before aggregation", data: series("eval_loss_before"), borderColor: "#e39d2d", backgroundColor: "#e39d2d" },
+          { label: "eval after aggregation", data: series("eval_loss_after"), borderColor: "#1a7f37", backgroundColor: "#1a7f37" },
+        ],
+      },
+      options: { scales: { x: { title: { display: true, text: "round" } } } },
+    });
     fillBody("loss-table", perRound.slice().reverse(), (r) => el("tr", null, [
       td(r.round, "num"), td(num(r.train_loss), "num"), td(num(r.eval_loss_before), "num"), td(num(r.eval_loss_after), "num"),
     ]));

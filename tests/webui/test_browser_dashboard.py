@@ -1,0 +1,90 @@
+"""The real page in headless Chromium against a fake-view server with real SSE.
+
+Checks what an operator sees: peers up, a loss chart with one point per round,
+hostile peer text shown as text (no script runs), live updates without reload,
+and no Content-Security-Policy violations.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+WAIT_MS = 10_000
+
+
+async def open_dashboard(browser: Any, base_url: str, token: str) -> tuple[Any, list[str]]:
+    """Open the dashboard; return the page and a list that collects alerts and console errors."""
+    problems: list[str] = []
+    context = await browser.new_context(viewport={"width": 1366, "height": 900})
+    page = await context.new_page()
+    page.on("dialog", lambda dialog: problems.append(f"dialog: {dialog.message}"))
+    page.on(
+        "console",
+        lambda msg: problems.append(f"console {msg.type}: {msg.text}")
+        if msg.type == "error"
+        else None,
+    )
+    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    await page.goto(f"{base_url}/?token={token}")
+    return page, problems
+
+
+async def test_dashboard_shows_state_and_updates_live(
+    browser: Any,
+    client: TestClient[Any, Any],
+    fake_view: Any,
+    token: str,
+    hostile_org: str,
+    tmp_path: Path,
+) -> None:
+    expect = pytest.importorskip("playwright.async_api").expect
+    base_url = str(client.make_url("")).rstrip("/")
+    page, problems = await open_dashboard(browser, base_url, token)
+    assert "token" not in page.url  # the secret left the address bar
+
+    await expect(page.locator("#ov-peers-up")).to_have_text("2", timeout=WAIT_MS)
+    await expect(page.locator("#live-text")).to_have_text("live", timeout=WAIT_MS)
+    assert await page.text_content("#ov-round") == "3"
+    assert await page.text_content("#ov-org") == "org-1-news"
+
+    # Live: the round number changes without a reload.
+    await page.evaluate("window.__noReloadMarker = 42")
+    fake_view.round = 7
+    fake_view.status["state"] = "aggregating"
+    fake_view.push({"type": "state", "state": "aggregating", "round": 7})
+    await expect(page.locator("#ov-round")).to_have_text("7", timeout=WAIT_MS)
+    assert await page.text_content("#ov-state") == "aggregating"
+    assert await page.evaluate("window.__noReloadMarker") == 42
+
+    # Peers: the hostile org name is shown literally, and nothing it contains ran.
+    await page.click("a[data-tab=peers]")
+    await page.wait_for_selector("#peers-table tbody tr >> nth=2", timeout=WAIT_MS)
+    cells = await page.locator("#peers-table tbody td").all_text_contents()
+    assert hostile_org in cells
+    assert await page.locator("#peers-table img, #peers-table script").count() == 0
+
+    # Training: one chart point per round for each loss series, and a table beside it.
+    await page.click("a[data-tab=training]")
+    points = await page.evaluate(
+        "window.fedswarmDashboard.charts.roundLoss.data.datasets.map("
+        "d => d.data.filter(v => typeof v === 'number').length)"
+    )
+    assert points == [2, 2, 2]
+    assert await page.locator("#loss-table tbody tr").count() == 2
+    await page.screenshot(path=str(tmp_path / "dashboard-training.png"), full_page=True)
+    sample_texts = await page.locator("#samples pre").all_text_contents()
+    assert "<script>alert(2)</script>" in sample_texts
+
+    # Security tab renders the parameters.
+    await page.click("a[data-tab=security]")
+    assert "128" in (await page.locator("#secagg-table").text_content() or "")
+
+    await page.click("a[data-tab=overview]")
+    await page.screenshot(path=str(tmp_path / "dashboard-fake.png"), full_page=True)
+    assert problems == []
