@@ -12,7 +12,6 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-
 from fedswarm.secagg.he import make_executor
 from fedswarm.secagg.messages import peek_binding
 from fedswarm.secagg.params import SecAggParams

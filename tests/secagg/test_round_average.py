@@ -7,7 +7,6 @@ import concurrent.futures
 
 import numpy as np
 import pytest
-
 from fedswarm.secagg.params import SecAggParams
 from fedswarm.secagg.quantise import QuantisationGrid
 from fedswarm.secagg.session import AggregationResult, run_secure_aggregation

@@ -1,0 +1,95 @@
+"""Members dropping out before upload or during unmasking; too few survivors aborts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fedswarm.secagg.errors import NotEnoughSurvivorsError
+from fedswarm.secagg.messages import Step
+from fedswarm.secagg.quantise import QuantisationGrid
+from fedswarm.secagg.roles import assign_roles
+from fedswarm.secagg.session import AggregationResult
+
+from .conftest import SMALL_PARAMS, Group, MemberCrashed, random_updates
+from .test_round_average import N_PARAMS, run_group, weighted_average
+
+TIMEOUT = 1.5
+
+
+def ordinary_members(group: Group) -> list[str]:
+    """Members that are neither aggregator nor decryptor (those may drop safely)."""
+    a, d = assign_roles(group.members, group.spec.round, group.spec.group_id)
+    return [m for m in group.members if m not in (a, d)]
+
+
+def check_survivor_average(results, group, updates, weights, survivors, k):
+    idx = [group.members.index(s) for s in survivors]
+    expected = weighted_average([updates[i] for i in idx], [weights[i] for i in idx])
+    w_total = sum(weights[i] for i in idx)
+    bound = QuantisationGrid.for_group(SMALL_PARAMS, k).error_bound(w_total)
+    alive = [r for r in results if isinstance(r, AggregationResult)]
+    assert alive
+    for r in alive:
+        assert r.survivors == tuple(sorted(survivors))
+        assert r.total_weight == pytest.approx(w_total)
+        assert np.max(np.abs(r.average.astype(np.float64) - expected)) <= bound + 1e-6
+        assert np.array_equal(r.average, alive[0].average)
+
+
+@pytest.mark.parametrize("n_drop", [1, 2])
+async def test_dropouts_before_upload_give_exact_survivor_average(n_drop, pool):
+    k = 5  # t = 3, so up to k - t = 2 may drop
+    group = Group(k)
+    updates = random_updates(k, N_PARAMS, seed=n_drop)
+    weights = [1.0] * k
+    droppers = ordinary_members(group)[:n_drop]
+    results = await run_group(
+        group,
+        updates,
+        weights,
+        pool,
+        drop_at={m: int(Step.UPLOAD) for m in droppers},
+        timeout=TIMEOUT,
+    )
+    for m, r in zip(group.members, results, strict=True):
+        if m in droppers:
+            assert isinstance(r, MemberCrashed)
+        else:
+            assert isinstance(r, AggregationResult), r
+            assert set(r.dropped) == set(droppers)
+    survivors = [m for m in group.members if m not in droppers]
+    check_survivor_average(results, group, updates, weights, survivors, k)
+
+
+async def test_survivor_dropping_during_unmasking_still_gives_average(pool):
+    k = 8  # t = 5: two drop before upload, one more during unmasking, five remain
+    group = Group(k)
+    updates = random_updates(k, N_PARAMS, seed=11)
+    weights = [float(i + 1) for i in range(k)]
+    ordinary = ordinary_members(group)
+    drop_at = {ordinary[0]: int(Step.UPLOAD), ordinary[1]: int(Step.UPLOAD)}
+    drop_at[ordinary[2]] = int(Step.UNMASK)
+    results = await run_group(group, updates, weights, pool, drop_at=drop_at, timeout=TIMEOUT)
+    survivors = [m for m in group.members if m not in (ordinary[0], ordinary[1])]
+    # the member that vanished while unmasking was in the sum, so it is a survivor
+    check_survivor_average(results, group, updates, weights, survivors, k)
+
+
+async def test_fewer_than_threshold_survivors_aborts_cleanly_for_everyone(pool):
+    k = 5
+    group = Group(k)
+    updates = random_updates(k, N_PARAMS, seed=3)
+    droppers = ordinary_members(group)  # 3 drop, leaving A and D: 2 < t = 3
+    results = await run_group(
+        group,
+        updates,
+        [1.0] * k,
+        pool,
+        drop_at={m: int(Step.UPLOAD) for m in droppers},
+        timeout=TIMEOUT,
+    )
+    for m, r in zip(group.members, results, strict=True):
+        if m in droppers:
+            assert isinstance(r, MemberCrashed)
+        else:
+            assert isinstance(r, NotEnoughSurvivorsError), r
