@@ -71,6 +71,7 @@ class Inbox:
         self._seen: set[tuple[Step, str]] = set()
         self.rejected: list[SecAggError] = []
         self.bytes_received = 0
+        self.cpu_s = 0.0  # CPU spent checking messages (sha256 of large payloads)
 
     def set_context(self, context_hash: bytes) -> None:
         """Fix the round's context; drop buffered messages bound to any other."""
@@ -87,6 +88,13 @@ class Inbox:
     def accept(self, transport_sender: str, data: bytes) -> None:
         """Check one raw message and buffer it, or record why it was rejected."""
         self.bytes_received += len(data)
+        start = time.thread_time()
+        try:
+            self._accept(transport_sender, data)
+        finally:
+            self.cpu_s += time.thread_time() - start
+
+    def _accept(self, transport_sender: str, data: bytes) -> None:
         try:
             message = decode_message(
                 data, self._binding, self._me, self._verify, self._context_hash

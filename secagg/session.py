@@ -299,6 +299,7 @@ class _Session:
             result = await self._receive_result(survivors)
         self._lap("unmask_result")
         self.timings["total_s"] = time.monotonic() - self._start
+        self.timings["cpu_s"] += self.inbox.cpu_s
         return result.average, result.total_weight, result.survivors, result.dropped
 
     async def _context_step(self) -> None:
@@ -433,7 +434,7 @@ class _Session:
 
         job = EncryptJob(
             self.public_context,
-            self.flat,
+            self.flat.astype(np.float32),  # half the bytes to pickle; the worker widens it
             self.weight,
             self.params,
             self.k,

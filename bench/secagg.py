@@ -1,0 +1,359 @@
+"""Benchmark one secure-aggregation round against plaintext and shared-key CKKS baselines.
+
+    python -m fedswarm.bench.secagg --params 4000000 --group 8 --json out.json
+
+Runs all k members of one round in this process over an in-memory transport, with the
+real spawn process pool doing the HE work, then measures:
+  * per-peer CPU seconds (worker CPU + CPU the member spent on the event loop),
+  * bytes sent / received per peer and at the aggregator A and decryptor D,
+  * peak RSS of an aggregator-only replay (a fresh process that receives the recorded
+    uploads one at a time through A's code path), and of the whole benchmark process,
+  * plaintext fp32 averaging over the same star topology, and a single-shared-key CKKS
+    baseline (N=8192, [60, 40, 40], scale 2^40) for one peer's update.
+Prints a table and writes JSON with machine and library versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fedswarm.secagg.he import (
+    CiphertextAccumulator,
+    load_public_context,
+    make_executor,
+    silence_native_stdout,
+)
+from fedswarm.secagg.messages import RoundBinding, Step, decode_message, peek_binding
+from fedswarm.secagg.params import PROTOCOL_NAME, SecAggParams
+from fedswarm.secagg.payloads import ContextPayload, UploadPayload
+from fedswarm.secagg.roles import assign_roles
+from fedswarm.secagg.session import AggregationResult, GroupSpec, run_secure_aggregation
+from fedswarm.secagg.signing import Ed25519Signer, verifier_from_keys
+
+TARGET_PEER_CPU_S = 3.0
+TARGET_BYTES_RATIO = 4.5
+TARGET_A_RSS_MB = 1500.0
+
+
+class RecordingTransport:
+    """In-memory queues; copies every message addressed to the aggregator to disk."""
+
+    def __init__(
+        self, queues: dict[str, asyncio.Queue[tuple[str, bytes]]], me: str, record: Path
+    ) -> None:
+        self.queues, self.me, self.record = queues, me, record
+
+    async def send(self, recipient: str, data: bytes) -> None:
+        _, step, _ = peek_binding(data)
+        if step in (Step.UPLOAD, Step.CONTEXT) and recipient == self.record.name:
+            (self.record / f"{int(step)}-{self.me}.msg").write_bytes(data)
+        await self.queues[recipient].put((self.me, data))
+
+    async def receive(self, timeout: float) -> tuple[str, bytes]:
+        return await asyncio.wait_for(self.queues[self.me].get(), timeout)
+
+
+@dataclass(frozen=True)
+class RoundRun:
+    results: list[AggregationResult]
+    wall_s: float
+    members: tuple[str, ...]
+
+
+async def _run_round(
+    n_params: int, k: int, params: SecAggParams, workdir: Path, keys_file: Path
+) -> RoundRun:
+    members = tuple(f"peer-{i:02d}" for i in range(k))
+    spec = GroupSpec("bench-fed", "bench-group", 1, members)
+    aggregator, _ = assign_roles(members, spec.round, spec.group_id)
+    record = workdir / aggregator
+    record.mkdir()
+    signers = {m: Ed25519Signer.generate(m) for m in members}
+    keys_file.write_text(json.dumps({m: s.verify_key.hex() for m, s in signers.items()}))
+    verify = verifier_from_keys({m: s.verify_key for m, s in signers.items()})
+    queues: dict[str, asyncio.Queue[tuple[str, bytes]]] = {m: asyncio.Queue() for m in members}
+    rng = np.random.default_rng(0)
+    updates = [rng.uniform(-0.5, 0.5, n_params).astype(np.float32) for _ in members]
+    executor = make_executor(min(2, os.cpu_count() or 1))
+    try:
+        # warm the workers so process start-up is not charged to the round
+        list(executor.map(silence_native_stdout_and_import, range(2)))
+        start = time.monotonic()
+        results = await asyncio.gather(
+            *(
+                run_secure_aggregation(
+                    spec,
+                    signers[m],
+                    verify,
+                    updates[i],
+                    1.0,
+                    RecordingTransport(queues, m, record),
+                    params,
+                    step_timeout_s=600.0,
+                    executor=executor,
+                )
+                for i, m in enumerate(members)
+            )
+        )
+        wall = time.monotonic() - start
+    finally:
+        executor.shutdown(wait=True)
+    expected = np.mean(np.stack(updates), axis=0)
+    error = float(np.max(np.abs(results[0].average - expected)))
+    print(f"max |secagg - plaintext| = {error:.3g}", file=sys.stderr)
+    return RoundRun(list(results), wall, members)
+
+
+def silence_native_stdout_and_import(_: int) -> int:
+    silence_native_stdout()
+    return os.getpid()
+
+
+def replay_aggregator(record: Path, keys_file: Path, n_params: int) -> dict[str, float]:
+    """A's receive-and-add path in a fresh process: its peak RSS is A's footprint."""
+    keys = {m: bytes.fromhex(h) for m, h in json.loads(keys_file.read_text()).items()}
+    verify = verifier_from_keys(keys)
+    binding = RoundBinding("bench-fed", "bench-group", 1)
+    me = record.name
+    params = SecAggParams()
+    context_file = next(record.glob(f"{int(Step.CONTEXT)}-*.msg"))
+    context_message = decode_message(context_file.read_bytes(), binding, me, verify)
+    context = ContextPayload.decode(context_message.payload)
+    load_public_context(context.context)
+    accumulator = CiphertextAccumulator(context.context, n_params + 1, params.slot_count)
+    start = time.process_time()
+    for path in sorted(record.glob(f"{int(Step.UPLOAD)}-*.msg")):
+        message = decode_message(path.read_bytes(), binding, me, verify)
+        upload = UploadPayload.decode(message.payload, params.slot_count)
+        del message
+        accumulator.add(upload.chunks)
+        del upload
+    summed = accumulator.serialise()
+    return {
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "add_cpu_s": time.process_time() - start,
+        "sum_bytes": float(sum(len(c) for c in summed)),
+    }
+
+
+def plaintext_baseline(n_params: int, k: int) -> dict[str, float]:
+    """Star-topology fp32 averaging: members send updates to A, A returns the average."""
+    rng = np.random.default_rng(1)
+    updates = [rng.standard_normal(n_params).astype(np.float32) for _ in range(k)]
+    start = time.process_time()
+    average = np.mean(np.stack(updates), axis=0).astype(np.float32)
+    cpu = time.process_time() - start
+    size = average.nbytes
+    return {
+        "cpu_s_aggregator": cpu,
+        "bytes_member_sent": float(size),
+        "bytes_member_received": float(size),
+        "bytes_aggregator_sent": float(size * (k - 1)),
+        "bytes_aggregator_received": float(size * (k - 1)),
+        "bytes_per_peer_mean": float(4 * size * (k - 1) / k),
+    }
+
+
+def ckks_job(n_params: int) -> dict[str, float]:
+    """One peer's encrypt + serialise under a shared CKKS key (runs in a worker)."""
+    import tenseal as ts
+
+    silence_native_stdout()
+    context = ts.context(
+        ts.SCHEME_TYPE.CKKS,
+        poly_modulus_degree=8192,
+        coeff_mod_bit_sizes=[60, 40, 40],
+        n_threads=1,
+    )
+    context.global_scale = 2**40
+    values = np.random.default_rng(2).standard_normal(n_params)
+    slots = 4096
+    start = time.process_time()
+    total = 0
+    for i in range(0, n_params, slots):
+        total += len(ts.ckks_vector(context, values[i : i + slots].tolist()).serialize())
+    return {"encrypt_cpu_s": time.process_time() - start, "bytes_per_peer": float(total)}
+
+
+def versions() -> dict[str, str]:
+    import cryptography
+    import nacl
+    import tenseal
+
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "tenseal": tenseal.__version__,
+        "pynacl": nacl.__version__,
+        "cryptography": cryptography.__version__,
+    }
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=int, default=4_000_000)
+    parser.add_argument("--group", type=int, default=8)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--replay-aggregator", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--keys", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.replay_aggregator is not None:
+        print(json.dumps(replay_aggregator(args.replay_aggregator, args.keys, args.params)))
+        return 0
+
+    n, k = args.params, args.group
+    params = SecAggParams()
+    with tempfile.TemporaryDirectory(prefix="secagg-bench-") as tmp:
+        workdir = Path(tmp)
+        keys_file = workdir / "keys.json"
+        run = asyncio.run(_run_round(n, k, params, workdir, keys_file))
+        aggregator, decryptor = run.results[0].aggregator, run.results[0].decryptor
+        replay = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fedswarm.bench.secagg",
+                "--params",
+                str(n),
+                "--replay-aggregator",
+                str(workdir / aggregator),
+                "--keys",
+                str(keys_file),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        a_replay = json.loads(replay.stdout.strip().splitlines()[-1])
+    whole_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    plain = plaintext_baseline(n, k)
+    pool = make_executor(1)
+    try:
+        ckks = pool.submit(ckks_job, n).result()
+    finally:
+        pool.shutdown()
+
+    peers = {
+        m: {
+            "cpu_s": r.timings["cpu_s"],
+            "bytes_sent": r.bytes_sent,
+            "bytes_received": r.bytes_received,
+            "role": "A" if m == aggregator else "D" if m == decryptor else "member",
+        }
+        for m, r in zip(run.members, run.results, strict=True)
+    }
+    peer_cpu = max(p["cpu_s"] for p in peers.values())
+    mean_bytes = float(np.mean([p["bytes_sent"] + p["bytes_received"] for p in peers.values()]))
+    ordinary = [p for p in peers.values() if p["role"] == "member"]
+    member_sent = float(np.mean([p["bytes_sent"] for p in ordinary])) if ordinary else 0.0
+    report = {
+        "benchmark": "secagg",
+        "protocol": PROTOCOL_NAME,
+        "params": n,
+        "group": k,
+        "bfv": {
+            "poly_modulus_degree": params.poly_modulus_degree,
+            "coeff_mod_bit_sizes": list(params.coeff_mod_bit_sizes),
+            "plain_modulus_bits": params.plain_modulus_bits,
+            "security_bits": params.security_bits(),
+        },
+        "machine": machine(),
+        "versions": versions(),
+        "round_wall_s": run.wall_s,
+        "peers": peers,
+        "aggregator": {"peer": aggregator, **peers[aggregator], "replay": a_replay},
+        "decryptor": {"peer": decryptor, **peers[decryptor]},
+        "whole_process_peak_rss_mb": whole_rss,
+        "plaintext_fp32": plain,
+        "ckks_shared_key": {
+            **ckks,
+            "bytes_ratio_vs_plain_upload": ckks["bytes_per_peer"] / (4 * n),
+        },
+        "summary": {
+            "peer_cpu_s": peer_cpu,
+            "bytes_ratio_vs_plain": mean_bytes / plain["bytes_per_peer_mean"],
+            "member_upload_ratio_vs_fp32": member_sent / (4 * n),
+            "aggregator_peak_rss_mb": a_replay["peak_rss_mb"],
+            "targets": {
+                "peer_cpu_s": TARGET_PEER_CPU_S,
+                "bytes_ratio_vs_plain": TARGET_BYTES_RATIO,
+                "aggregator_peak_rss_mb": TARGET_A_RSS_MB,
+            },
+        },
+    }
+    report["summary"]["targets_met"] = bool(
+        peer_cpu <= TARGET_PEER_CPU_S
+        and report["summary"]["bytes_ratio_vs_plain"] <= TARGET_BYTES_RATIO
+        and a_replay["peak_rss_mb"] <= TARGET_A_RSS_MB
+    )
+    print_table(report)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json is not None:
+        args.json.write_text(text)
+    return 0
+
+
+def print_table(report: dict[str, Any]) -> None:
+    n = report["params"]
+    mb = 1e6
+    print(
+        f"secagg {report['protocol']}: {n} params, group of {report['group']}, "
+        f"{report['machine']['cpu']} ({report['machine']['cores']} cores)"
+    )
+    print(f"{'peer':<10}{'role':<8}{'cpu s':>8}{'sent MB':>10}{'recv MB':>10}")
+    for peer, p in report["peers"].items():
+        print(
+            f"{peer:<10}{p['role']:<8}{p['cpu_s']:>8.2f}{p['bytes_sent'] / mb:>10.1f}"
+            f"{p['bytes_received'] / mb:>10.1f}"
+        )
+    s = report["summary"]
+    print(f"max per-peer CPU      {s['peer_cpu_s']:.2f} s   (target <= {TARGET_PEER_CPU_S})")
+    print(
+        f"bytes vs plaintext    {s['bytes_ratio_vs_plain']:.2f}x  (target <= {TARGET_BYTES_RATIO})"
+    )
+    print(f"member upload vs fp32 {s['member_upload_ratio_vs_fp32']:.2f}x")
+    print(
+        f"A peak RSS (replay)   {s['aggregator_peak_rss_mb']:.0f} MB "
+        f"(target <= {TARGET_A_RSS_MB:.0f})"
+    )
+    print(
+        f"whole-process RSS     {report['whole_process_peak_rss_mb']:.0f} MB "
+        f"(all {report['group']} peers)"
+    )
+    c = report["ckks_shared_key"]
+    print(
+        f"CKKS N=8192 upload    {c['bytes_ratio_vs_plain_upload']:.1f}x fp32, "
+        f"encrypt {c['encrypt_cpu_s']:.2f} s CPU"
+    )
+    print(f"round wall time       {report['round_wall_s']:.1f} s")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
