@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-
 from fedswarm.p2p.framing import BlobHeader
 from fedswarm.p2p.identity import Identity
 from fedswarm.p2p.node import NodeConfig, P2PNode

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from fedswarm.p2p.envelope import MAX_GOSSIP_PAYLOAD, open_envelope, seal
 from fedswarm.p2p.errors import GossipRejectedError
 from fedswarm.p2p.identity import Identity

@@ -7,7 +7,6 @@ import json
 import struct
 
 import pytest
-
 from fedswarm.p2p import framing
 from fedswarm.p2p.errors import BlobSignatureError, BlobTruncatedError
 from fedswarm.p2p.framing import BlobHeader

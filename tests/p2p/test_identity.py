@@ -6,11 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
-from libp2p.crypto.ed25519 import create_new_key_pair
-from libp2p.peer.id import ID
-
 from fedswarm.p2p.errors import IdentityError
 from fedswarm.p2p.identity import Identity, public_key_from_peer_id, verify_signature
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.peer.id import ID
 
 
 def test_saved_identity_loads_back_with_same_peer_id(tmp_path: Path) -> None:

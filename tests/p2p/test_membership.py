@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from fedswarm.p2p.errors import GossipRejectedError
 from fedswarm.p2p.identity import Identity
 from fedswarm.p2p.membership import HEARTBEAT_TOPIC, Heartbeat, Membership, MembershipConfig

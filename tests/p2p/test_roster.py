@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from fedswarm.p2p.errors import RosterError
 from fedswarm.p2p.identity import Identity
 from fedswarm.p2p.roster import Member, Roster
