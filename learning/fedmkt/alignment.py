@@ -13,12 +13,32 @@ falls back to the own token.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
+
+_HEX_BYTE = re.compile(r"<0x([0-9A-F]{2})>")
+
+
+def byte_key(canonical: str) -> str:
+    """The token's UTF-8 bytes, one character per byte (``<0xNN>`` becomes byte NN).
+
+    Comparing bytes rather than characters lets a lone byte-fallback piece such as
+    ``<0xE6>`` sit closer to ``日`` (whose first byte it is) than to an unrelated
+    character, so split characters align with their whole counterpart.
+    """
+    out = bytearray()
+    position = 0
+    for match in _HEX_BYTE.finditer(canonical):
+        out += canonical[position : match.start()].encode("utf-8", errors="surrogatepass")
+        out.append(int(match.group(1), 16))
+        position = match.end()
+    out += canonical[position:].encode("utf-8", errors="surrogatepass")
+    return out.decode("latin-1")
 
 
 @dataclass(frozen=True)
@@ -46,9 +66,11 @@ class TokenAlignment:
 
 
 def step_costs(own: Sequence[str], peer: Sequence[str]) -> np.ndarray:
-    """[len(own), len(peer)] normalised edit distances in [0, 1]."""
+    """[len(own), len(peer)] normalised edit distances in [0, 1], over UTF-8 bytes."""
+    own_keys = [byte_key(t) for t in own]
+    peer_keys = [byte_key(t) for t in peer]
     return np.asarray(
-        process.cdist(own, peer, scorer=Levenshtein.normalized_distance, dtype=np.float32)
+        process.cdist(own_keys, peer_keys, scorer=Levenshtein.normalized_distance, dtype=np.float32)
     )
 
 

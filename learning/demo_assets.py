@@ -1,0 +1,200 @@
+"""The demo's tiny model and its per-peer data shards, built locally and offline.
+
+``fedswarm demo`` must show a federation that really learns, on a 2-core laptop, with
+nothing downloaded. So the base model is built here: a BPE tokenizer trained on the
+bundled corpus, a Llama-shaped network a few hundred thousand parameters big, and a
+short deterministic pre-training on the corpus's generic part. Without that
+pre-training a LoRA on random weights learns little, and the demo would not convince.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from fedswarm.learning.demo_corpus import CORPUS_VERSION, DEMO_DOMAINS
+from fedswarm.learning.errors import LearningError
+
+__all__ = ["DEMO_DOMAINS", "DemoShard", "build_demo_model", "demo_data_dir", "write_demo_shards"]
+
+DEMO_MODEL_VERSION = f"model-3/corpus-{CORPUS_VERSION}"
+MARKER = "fedswarm_demo.json"
+VOCAB_SIZE = 1024
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}</s>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<|system|>", "<|user|>", "<|assistant|>"]
+PRETRAIN_STEPS = 300
+PRETRAIN_BATCH = 16
+PRETRAIN_SEQ = 128
+
+
+@dataclass(frozen=True)
+class DemoShard:
+    """One peer's private data: its domain, its training file and its eval file."""
+
+    domain: str
+    train_path: Path
+    eval_path: Path
+
+
+def demo_data_dir() -> Path:
+    """The bundled corpus (package data)."""
+    return Path(str(resources.files("fedswarm.learning") / "demo_data"))
+
+
+def _read_texts(path: Path) -> list[str]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line)["text"] for line in f if line.strip()]
+
+
+def _train_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
+    """Byte-level BPE, so any input (even other languages) is encodable without <unk>."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                      pad_token="<pad>", unk_token="<unk>",
+                                      model_max_length=PRETRAIN_SEQ * 2)
+    wrapped.chat_template = CHAT_TEMPLATE
+    return wrapped
+
+
+def _model_config(tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=96, intermediate_size=256,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+        max_position_embeddings=PRETRAIN_SEQ * 2, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, rms_norm_eps=1e-5,
+    )
+
+
+def _pretrain(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, texts: list[str],
+              steps: int, seed: int) -> float:
+    """A short next-token pre-training on packed generic text; returns the final loss."""
+    ids: list[int] = []
+    for text in texts:
+        ids += [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"],
+                tokenizer.eos_token_id]
+    n_blocks = len(ids) // PRETRAIN_SEQ
+    blocks = torch.tensor(ids[: n_blocks * PRETRAIN_SEQ]).view(n_blocks, PRETRAIN_SEQ)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    warmup = max(1, steps // 10)
+    model.train()
+    loss = torch.tensor(float("nan"))
+    for step in range(steps):
+        lr_scale = min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
+        for group in opt.param_groups:
+            group["lr"] = 3e-3 * max(lr_scale, 0.05)
+        batch = blocks[torch.randint(0, n_blocks, (PRETRAIN_BATCH,), generator=gen)]
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    model.eval()
+    return float(loss.detach())
+
+
+def _marker_matches(out_dir: Path, seed: int, pretrain_steps: int) -> bool:
+    try:
+        meta = json.loads((out_dir / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return bool(meta.get("version") == DEMO_MODEL_VERSION and meta.get("seed") == seed
+                and meta.get("pretrain_steps") == pretrain_steps)
+
+
+def build_demo_model(out_dir: Path, *, seed: int = 0, pretrain_steps: int = PRETRAIN_STEPS) -> Path:
+    """Build (or reuse) the demo model in ``out_dir`` and return that path.
+
+    The result loads with ``AutoModelForCausalLM`` / ``AutoTokenizer``. It is built in a
+    temporary sibling directory and renamed into place, so an interrupted build never
+    leaves a half model that a later call would mistake for a finished one. A non-empty
+    ``out_dir`` that this function did not write is refused rather than overwritten.
+    """
+    out_dir = Path(out_dir)
+    if _marker_matches(out_dir, seed, pretrain_steps):
+        return out_dir
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MARKER).exists():
+        raise LearningError(f"{out_dir}: exists and is not a fedswarm demo model; not overwriting")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    data = demo_data_dir()
+    generic = _read_texts(data / "generic.jsonl")
+    domain_texts = [t for d in DEMO_DOMAINS for t in _read_texts(data / f"{d}.train.jsonl")[:100]]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        tokenizer = _train_tokenizer(generic + domain_texts)
+        model = LlamaForCausalLM(_model_config(tokenizer))
+        final_loss = _pretrain(model, tokenizer, generic, pretrain_steps, seed)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.build-", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        meta = {"version": DEMO_MODEL_VERSION, "seed": seed, "pretrain_steps": pretrain_steps,
+                "pretrain_final_loss": round(final_loss, 4),
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "build_seconds": round(time.monotonic() - started, 1)}
+        (tmp / MARKER).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def write_demo_shards(out_dir: Path, n_peers: int, *, seed: int = 0) -> list[DemoShard]:
+    """Give each peer one domain (non-IID); peers that share a domain split its rows.
+
+    Also writes ``out_dir/eval_all.jsonl``, a held-out set covering every domain, to
+    measure how well the federation as a whole does.
+    """
+    if n_peers < 1:
+        raise ValueError("n_peers: must be at least 1")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = demo_data_dir()
+    shards: list[DemoShard] = []
+    for peer in range(n_peers):
+        domain = DEMO_DOMAINS[(peer + seed) % len(DEMO_DOMAINS)]
+        sharing = [p for p in range(n_peers)
+                   if DEMO_DOMAINS[(p + seed) % len(DEMO_DOMAINS)] == domain]
+        part, parts = sharing.index(peer), len(sharing)
+        train_lines = _lines(data / f"{domain}.train.jsonl")[part::parts]
+        eval_lines = _lines(data / f"{domain}.eval.jsonl")
+        peer_dir = out_dir / f"peer-{peer}-{domain}"
+        peer_dir.mkdir(parents=True, exist_ok=True)
+        train_path, eval_path = peer_dir / "train.jsonl", peer_dir / "eval.jsonl"
+        train_path.write_text("".join(train_lines), encoding="utf-8")
+        eval_path.write_text("".join(eval_lines), encoding="utf-8")
+        shards.append(DemoShard(domain, train_path, eval_path))
+    eval_all = [line for d in DEMO_DOMAINS for line in _lines(data / f"{d}.eval.jsonl")[:10]]
+    (out_dir / "eval_all.jsonl").write_text("".join(eval_all), encoding="utf-8")
+    return shards
+
+
+def _lines(path: Path) -> list[str]:
+    with path.open(encoding="utf-8") as f:
+        return [line if line.endswith("\n") else line + "\n" for line in f if line.strip()]

@@ -1,0 +1,45 @@
+"""Exceptions raised by ``fedswarm.learning``.
+
+The daemon runs training in a worker thread and must decide, per error, whether to
+skip a round, stop the peer, or tell the operator to fix a file. One class per cause
+makes that decision a plain ``except`` clause instead of string matching.
+"""
+
+from __future__ import annotations
+
+
+class LearningError(Exception):
+    """Base class for every error this package raises on purpose."""
+
+
+class ModelLoadError(LearningError):
+    """The model path is not a loadable model, or its architecture is unknown.
+
+    The message always names the path, because the operator has to fix the config.
+    """
+
+
+class DataError(LearningError):
+    """A data file cannot be used at all (missing, unreadable, no valid rows)."""
+
+
+class BadRowError(DataError):
+    """One row of a data file is malformed.
+
+    Normally such rows are skipped and reported as warnings; this class exists so a
+    caller that wants strictness can raise it with the same file and line details.
+    """
+
+    def __init__(self, path: str, line: int, reason: str) -> None:
+        super().__init__(f"{path}:{line}: {reason}")
+        self.path = path
+        self.line = line
+        self.reason = reason
+
+
+class CheckpointError(LearningError):
+    """A checkpoint is missing, incomplete, corrupt, or for a different adapter."""
+
+
+class ExportError(LearningError):
+    """The adapter could not be written as a standard PEFT directory."""

@@ -1,0 +1,141 @@
+"""Configuration dataclasses for local training.
+
+They are plain dataclasses so the daemon can build them straight from its TOML config
+and so tests can construct them in one line. Each validates itself in
+``__post_init__`` and raises ``ValueError`` naming the offending field, because a typo
+in a config file should fail at start-up, not in the middle of round 12.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+DtypeName = Literal["auto", "float32", "bfloat16", "float16"]
+DataFormat = Literal["auto", "text", "instruction", "chat"]
+ScheduleName = Literal["cosine", "linear", "constant"]
+
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
+_FORMATS = ("auto", "text", "instruction", "chat")
+_SCHEDULES = ("cosine", "linear", "constant")
+# PEFT methods whose config takes (r, alpha, dropout, target_modules) the way LoRA does.
+SUPPORTED_PEFT_TYPES = ("LORA", "LOHA", "LOKR")
+
+
+def _require(condition: bool, field: str, message: str) -> None:
+    if not condition:
+        raise ValueError(f"{field}: {message}")
+
+
+@dataclass
+class ModelSettings:
+    """Which base model to load and where to put it.
+
+    ``path`` is a local directory written by ``save_pretrained`` (or a hub id, used
+    only when the machine is online). ``device="auto"`` picks CUDA when present and
+    spreads a model over several GPUs with accelerate's ``device_map="auto"``.
+    """
+
+    path: str
+    dtype: DtypeName = "auto"
+    device: str = "auto"
+    load_in_4bit: bool = False
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.path, str) and self.path != "", "model.path", "must be set")
+        _require(self.dtype in _DTYPES, "model.dtype", f"must be one of {_DTYPES}")
+        _require(isinstance(self.device, str) and self.device != "", "model.device",
+                 "must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+
+
+@dataclass
+class LoraSettings:
+    """The adapter that is trained and averaged.
+
+    ``target_modules=None`` asks for per-architecture detection, so the same config
+    works for Llama, Mistral, GPT-2 or Qwen checkpoints.
+    """
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] | None = None
+    peft_type: str = "LORA"
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.r, int) and self.r > 0, "lora.r", "must be a positive integer")
+        _require(self.alpha > 0, "lora.alpha", "must be positive")
+        _require(0.0 <= self.dropout < 1.0, "lora.dropout", "must be in [0, 1)")
+        if self.target_modules is not None:
+            _require(
+                len(self.target_modules) > 0
+                and all(isinstance(m, str) and m for m in self.target_modules),
+                "lora.target_modules",
+                "must be a non-empty list of module names, or unset for auto-detection",
+            )
+        self.peft_type = self.peft_type.upper()
+        _require(self.peft_type in SUPPORTED_PEFT_TYPES, "lora.peft_type",
+                 f"must be one of {SUPPORTED_PEFT_TYPES}")
+
+
+@dataclass
+class DataSettings:
+    """Where the private data lives and how it becomes token blocks.
+
+    Without ``eval_path`` a deterministic ``eval_fraction`` of the training rows is
+    held out, so every peer still reports an eval loss.
+    """
+
+    train_path: str
+    eval_path: str | None = None
+    eval_fraction: float = 0.1
+    format: DataFormat = "auto"
+    max_length: int = 256
+    packing: bool = True
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.train_path, str) and self.train_path != "",
+                 "data.train_path", "must be set")
+        _require(0.0 <= self.eval_fraction < 1.0, "data.eval_fraction", "must be in [0, 1)")
+        _require(self.format in _FORMATS, "data.format", f"must be one of {_FORMATS}")
+        _require(isinstance(self.max_length, int) and self.max_length >= 8,
+                 "data.max_length", "must be an integer >= 8")
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation hyper-parameters for one peer.
+
+    ``total_steps`` is the length of the learning-rate schedule over the whole
+    federation (all rounds). When it is ``None`` the federation is open-ended, so the
+    rate stays constant after warm-up whatever ``schedule`` says.
+    """
+
+    local_steps: int = 20
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 2e-4
+    warmup_steps: int = 0
+    schedule: ScheduleName = "cosine"
+    total_steps: int | None = None
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.0
+    seed: int = 0
+    fedprox_mu: float = 0.0
+    eval_batches: int | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.local_steps > 0, "train.local_steps", "must be positive")
+        _require(self.batch_size > 0, "train.batch_size", "must be positive")
+        _require(self.grad_accum > 0, "train.grad_accum", "must be positive")
+        _require(self.lr > 0, "train.lr", "must be positive")
+        _require(self.warmup_steps >= 0, "train.warmup_steps", "must be >= 0")
+        _require(self.schedule in _SCHEDULES, "train.schedule", f"must be one of {_SCHEDULES}")
+        if self.total_steps is not None:
+            _require(self.total_steps > 0, "train.total_steps", "must be positive or unset")
+        _require(self.max_grad_norm > 0, "train.max_grad_norm", "must be positive")
+        _require(self.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+        _require(self.fedprox_mu >= 0, "train.fedprox_mu", "must be >= 0")
+        if self.eval_batches is not None:
+            _require(self.eval_batches > 0, "train.eval_batches", "must be positive or unset")

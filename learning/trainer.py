@@ -1,0 +1,304 @@
+"""The local trainer: one peer's model, adapter, data, optimiser and schedule.
+
+It is plain blocking code; the daemon runs it in a worker thread (``asyncio.to_thread``)
+and talks to it only through the methods below. The training loop is deliberately
+written out by hand, top to bottom, instead of using ``transformers.Trainer``: a
+federated round needs the optimiser and schedule to survive between calls, adapter
+weights to be swapped from outside, and an optional FedProx term, all of which are
+simpler to see than to configure.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file
+
+from fedswarm.learning.adapter_vector import state_fingerprint
+from fedswarm.learning.checkpoint_files import (
+    latest_dir,
+    publish_latest,
+    round_dir_name,
+    verify_dir,
+    write_atomic_dir,
+)
+from fedswarm.learning.data_files import BadRow
+from fedswarm.learning.dataset import prepare_data
+from fedswarm.learning.errors import CheckpointError, ExportError, LearningError
+from fedswarm.learning.examples import IGNORE_INDEX, BatchStream, eval_batches
+from fedswarm.learning.model_loading import attach_adapter, load_base_model, load_tokenizer
+from fedswarm.learning.schedule import learning_rate
+from fedswarm.learning.settings import DataSettings, LoraSettings, ModelSettings, TrainSettings
+
+CHECKPOINT_FORMAT = 1
+ADAPTER_FILE = "adapter_model.safetensors"
+
+
+@dataclass
+class TrainReport:
+    """What one ``train()`` call did; ``loss`` is the mean over its steps."""
+
+    steps: int
+    loss: float
+    tokens: int
+    seconds: float
+
+
+@dataclass
+class EvalReport:
+    """Token-weighted eval loss over the eval set, and its perplexity."""
+
+    loss: float
+    perplexity: float
+    tokens: int
+
+
+class LocalTrainer:
+    """Train, evaluate, swap, checkpoint and export one peer's adapter."""
+
+    def __init__(self, model: ModelSettings, lora: LoraSettings, data: DataSettings,
+                 train: TrainSettings, *,
+                 on_step: Callable[[int, float], None] | None = None) -> None:
+        self.model_settings = model
+        self.lora_settings = lora
+        self.data_settings = data
+        self.train_settings = train
+        self.on_step = on_step
+
+        self.tokenizer = load_tokenizer(model)
+        base, self.placement = load_base_model(model)
+        # The adapter's random init must be the same on every run with the same seed,
+        # without reseeding the caller's global RNG.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(train.seed)
+            self.model = attach_adapter(base, lora)
+
+        self.data = prepare_data(data, self.tokenizer, train.seed)
+        self.bad_rows: list[BadRow] = self.data.bad_rows
+        self.num_train_samples: int = self.data.train_rows
+        self.stream = BatchStream(self.data.train, train.batch_size, train.seed,
+                                  int(self.tokenizer.pad_token_id))
+
+        self._trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW([p for _, p in self._trainable], lr=train.lr,
+                                           weight_decay=train.weight_decay)
+        self.step = 0  # global optimiser step across rounds; drives the lr schedule
+        self._anchor = self._snapshot()  # FedProx reference: the last adapter set from outside
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def input_device(self) -> torch.device:
+        """Where batches go; with a multi-GPU device map, that is the embedding's device."""
+        return self.model.get_input_embeddings().weight.device
+
+    def _snapshot(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in self._trainable}
+
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.input_device, non_blocking=True) for k, v in batch.items()}
+
+    def _proximal_term(self) -> torch.Tensor:
+        """FedProx: (mu/2)·||w − w_global||², keeping local drift near the group average."""
+        total = torch.zeros((), device=self.input_device)
+        for name, p in self._trainable:
+            total = total + (p - self._anchor[name]).float().pow(2).sum().to(total.device)
+        return 0.5 * self.train_settings.fedprox_mu * total
+
+    # ------------------------------------------------------------------ training
+    def train(self, steps: int | None = None) -> TrainReport:
+        """Run ``steps`` optimiser steps (default ``local_steps``), continuing the
+        schedule and AdamW state of earlier calls.
+
+        A non-finite loss stops before the optimiser step, so the weights are never
+        poisoned; the caller gets a ``LearningError`` and keeps its last good adapter.
+        """
+        cfg = self.train_settings
+        steps = cfg.local_steps if steps is None else steps
+        if steps <= 0:
+            raise ValueError("steps: must be positive")
+        self.model.train()
+        started = time.perf_counter()
+        losses: list[float] = []
+        tokens = 0
+        for _ in range(steps):
+            lr = learning_rate(self.step, cfg)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+
+            step_loss = 0.0
+            for _ in range(cfg.grad_accum):
+                batch = self._to_device(self.stream.next_batch())
+                loss = self.model(**batch).loss
+                if cfg.fedprox_mu > 0:
+                    loss = loss + self._proximal_term()
+                (loss / cfg.grad_accum).backward()
+                step_loss += loss.item() / cfg.grad_accum
+                tokens += int(batch["attention_mask"].sum())
+
+            if not math.isfinite(step_loss):
+                self.optimizer.zero_grad(set_to_none=True)
+                raise LearningError(f"loss became {step_loss} at step {self.step}; "
+                                    "update skipped, adapter unchanged")
+            torch.nn.utils.clip_grad_norm_([p for _, p in self._trainable], cfg.max_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            losses.append(step_loss)
+            if self.on_step is not None:
+                self.on_step(self.step, step_loss)
+        return TrainReport(steps=steps, loss=sum(losses) / len(losses), tokens=tokens,
+                           seconds=time.perf_counter() - started)
+
+    @torch.no_grad()
+    def evaluate(self) -> EvalReport:
+        """Loss weighted by the number of predicted tokens, on fixed eval batches."""
+        if not self.data.eval:
+            raise LearningError("no eval data: set data.eval_path or data.eval_fraction > 0")
+        was_training = self.model.training
+        self.model.eval()
+        total, count = 0.0, 0
+        try:
+            for batch in eval_batches(self.data.eval, self.train_settings.batch_size,
+                                      int(self.tokenizer.pad_token_id),
+                                      self.train_settings.eval_batches):
+                batch = self._to_device(batch)
+                n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+                if n == 0:
+                    continue
+                total += float(self.model(**batch).loss) * n
+                count += n
+        finally:
+            self.model.train(was_training)
+        if count == 0:
+            raise LearningError("eval data has no tokens to predict")
+        loss = total / count
+        return EvalReport(loss=loss, perplexity=math.exp(min(loss, 700.0)), tokens=count)
+
+    # ------------------------------------------------------------------ adapter exchange
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        """Trainable adapter tensors: CPU, float32, detached copies, sorted by name."""
+        return {n: p.detach().to("cpu", torch.float32).clone()
+                for n, p in sorted(self._trainable, key=lambda item: item[0])}
+
+    def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Replace the adapter (e.g. with the group average), after checking it fully.
+
+        Nothing is written unless every tensor is valid, so a bad blob from a peer can
+        never leave a half-replaced adapter. AdamW moments are kept on purpose: the
+        average is close to the local weights and restarting Adam each round slows
+        convergence. The new weights become the FedProx anchor.
+        """
+        expected = dict(self._trainable)
+        if set(state) != set(expected):
+            missing = sorted(set(expected) - set(state))[:3]
+            extra = sorted(set(state) - set(expected))[:3]
+            raise LearningError(f"adapter keys differ: missing {missing}, unexpected {extra}")
+        for name, tensor in state.items():
+            if not isinstance(tensor, torch.Tensor):
+                raise LearningError(f"{name}: not a tensor")
+            if tuple(tensor.shape) != tuple(expected[name].shape):
+                raise LearningError(f"{name}: shape {tuple(tensor.shape)}, "
+                                    f"expected {tuple(expected[name].shape)}")
+            if not tensor.is_floating_point() or not bool(torch.isfinite(tensor).all()):
+                raise LearningError(f"{name}: contains NaN/inf or is not floating point")
+        with torch.no_grad():
+            for name, tensor in state.items():
+                expected[name].copy_(tensor.to(expected[name].device, expected[name].dtype))
+        self._anchor = self._snapshot()
+
+    # ------------------------------------------------------------------ persistence
+    def save_checkpoint(self, directory: Path, round: int) -> None:
+        """Adapter (PEFT safetensors), optimiser, step, data position and RNG, atomically."""
+        directory = Path(directory)
+        trainer_state: dict[str, Any] = {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "stream": self.stream.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "anchor": {n: t.cpu() for n, t in self._anchor.items()},
+        }
+        if torch.cuda.is_available():
+            trainer_state["cuda_rng"] = torch.cuda.get_rng_state_all()
+
+        def fill(tmp: Path) -> None:
+            self.model.save_pretrained(str(tmp / "adapter"))
+            torch.save(trainer_state, tmp / "trainer_state.pt")
+
+        meta = {"format": CHECKPOINT_FORMAT, "round": int(round), "step": self.step,
+                "base_model": self.model_settings.path,
+                "adapter_fingerprint": state_fingerprint(self.adapter_state())}
+        name = round_dir_name(int(round))
+        try:
+            write_atomic_dir(directory / name, fill, meta)
+            publish_latest(directory, name)
+        except OSError as exc:
+            raise CheckpointError(f"{directory}: cannot write checkpoint: {exc}") from exc
+
+    def load_checkpoint(self, directory: Path) -> int:
+        """Restore the newest complete checkpoint under ``directory``; returns its round."""
+        path = latest_dir(Path(directory))
+        meta = verify_dir(path)
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{path}: unknown checkpoint format {meta.get('format')!r}")
+        try:
+            adapter = load_file(str(path / "adapter" / ADAPTER_FILE))
+            state = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=True)
+        except Exception as exc:  # safetensors and pickle raise many types
+            raise CheckpointError(f"{path}: unreadable checkpoint files: {exc}") from exc
+        current = get_peft_model_state_dict(self.model)
+        if {k: tuple(v.shape) for k, v in adapter.items()} != \
+                {k: tuple(v.shape) for k, v in current.items()}:
+            raise CheckpointError(f"{path}: adapter does not match this model/LoRA config")
+        try:
+            set_peft_model_state_dict(self.model, adapter)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.stream.load_state_dict(state["stream"])
+            self._anchor = {n: t.to(self.input_device) for n, t in state["anchor"].items()}
+            torch.set_rng_state(state["torch_rng"])
+            if "cuda_rng" in state and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda_rng"])
+            self.step = int(state["step"])
+        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+            raise CheckpointError(f"{path}: checkpoint does not fit this trainer: {exc}") from exc
+        return int(meta["round"])
+
+    def export_adapter(self, out_dir: Path) -> None:
+        """Write a standard PEFT adapter dir (``PeftModel.from_pretrained`` loads it)."""
+        out_dir = Path(out_dir)
+        meta = {"round_step": self.step, "base_model": self.model_settings.path,
+                "adapter_fingerprint": state_fingerprint(self.adapter_state())}
+        try:
+            write_atomic_dir(out_dir, lambda tmp: self.model.save_pretrained(str(tmp)), meta)
+        except OSError as exc:
+            raise ExportError(f"{out_dir}: cannot export adapter: {exc}") from exc
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def generate(self, prompts: list[str], max_new_tokens: int = 32) -> list[str]:
+        """Greedy completions of ``prompts`` (deterministic, for demos and smoke tests)."""
+        if not prompts:
+            return []
+        was_training = self.model.training
+        self.model.eval()
+        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+        encoded = [bos + list(self.tokenizer(p, add_special_tokens=False)["input_ids"])
+                   for p in prompts]
+        width = max(len(e) for e in encoded)
+        pad = int(self.tokenizer.pad_token_id)
+        ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded])
+        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
+        try:
+            out = self.model.generate(input_ids=ids.to(self.input_device),
+                                      attention_mask=mask.to(self.input_device),
+                                      max_new_tokens=max_new_tokens, do_sample=False,
+                                      pad_token_id=pad)
+        finally:
+            self.model.train(was_training)
+        return [self.tokenizer.decode(row[width:], skip_special_tokens=True) for row in out]
