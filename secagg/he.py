@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import tenseal as ts
 from fedswarm.secagg.errors import ContextMismatchError, SecretKeyMissingError, VectorShapeError
-from fedswarm.secagg.masking import apply_mask
+from fedswarm.secagg.masking import apply_masks
 from fedswarm.secagg.params import SecAggParams, batching_plain_modulus
 from fedswarm.secagg.quantise import QuantisationGrid, decode_sum, encode_contribution
 
@@ -133,8 +133,7 @@ def masked_contribution(job: EncryptJob) -> np.ndarray:
     grid = QuantisationGrid.for_group(job.params, job.group_size)
     rng = np.random.default_rng(int.from_bytes(secrets.token_bytes(16), "big"))
     values = encode_contribution(job.update, job.weight, job.params, grid, rng)
-    for key, sign in job.masks:
-        apply_mask(values, key, sign, grid.plain_modulus)
+    apply_masks(values, list(job.masks), grid.plain_modulus)
     return values
 
 
@@ -235,7 +234,6 @@ def decrypt_and_unmask(job: DecryptJob) -> DecryptOutput:
     start = time.process_time()
     grid = QuantisationGrid.for_group(job.params, job.group_size)
     values = decrypt_chunks(job.secret_context, job.chunks, job.n_values, grid.plain_modulus)
-    for key, sign in job.masks:
-        apply_mask(values, key, -sign, grid.plain_modulus)
+    apply_masks(values, [(key, -sign) for key, sign in job.masks], grid.plain_modulus)
     average, total_weight = decode_sum(values, grid)
     return DecryptOutput(average, total_weight, time.process_time() - start)

@@ -69,6 +69,17 @@ def apply_mask(values: np.ndarray, key: bytes, sign: int, modulus: int) -> None:
     np.remainder(values, modulus, out=values)
 
 
+def apply_masks(values: np.ndarray, masks: list[tuple[bytes, int]], modulus: int) -> None:
+    """Add several signed masks with one final reduction (each term is < p < 2**31)."""
+    for key, sign in masks:
+        mask = keystream_mask(key, values.size, modulus)
+        if sign >= 0:
+            values += mask
+        else:
+            values -= mask
+    np.remainder(values, modulus, out=values)
+
+
 def self_mask_commitment(seed: bytes, binding: bytes) -> bytes:
     """Hash commitment to a 32-byte random seed (hiding because the seed is random)."""
     return hashlib.sha256(b"fedswarm-selfmask-commit-v1" + binding + seed).digest()

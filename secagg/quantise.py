@@ -87,13 +87,13 @@ def quantise_weight(weight: float, params: SecAggParams) -> int:
 
 
 def clip_update(flat: np.ndarray, params: SecAggParams) -> np.ndarray:
-    """Bound every coordinate by clip_norm (coordinate mode) or the L2 norm (l2 mode)."""
+    """Bound every coordinate by clip_norm (coordinate) or the L2 norm (l2), in place."""
     if params.clip_mode == "l2":
         norm = float(np.linalg.norm(flat))
         if norm > params.clip_norm:
-            return flat * (params.clip_norm / norm)
+            flat *= params.clip_norm / norm
         return flat
-    return np.clip(flat, -params.clip_norm, params.clip_norm)
+    return np.clip(flat, -params.clip_norm, params.clip_norm, out=flat)
 
 
 def encode_contribution(
@@ -111,14 +111,15 @@ def encode_contribution(
     flat = clip_update(check_update(update), params)
     weight_units = quantise_weight(weight, params)
     effective_weight = weight_units / grid.weight_units
-    scaled = flat * (effective_weight * grid.scale)
-    if params.quantisation == "stochastic":
-        floor = np.floor(scaled)
-        rounded = floor + (rng.random(scaled.shape) < (scaled - floor))
-    else:
-        rounded = np.rint(scaled)
+    flat *= effective_weight * grid.scale  # in place: 4 M-value updates make copies costly
     out = np.empty(flat.size + 1, dtype=np.int64)
-    out[:-1] = rounded.astype(np.int64)
+    if params.quantisation == "stochastic":
+        floor = np.floor(flat)
+        flat -= floor  # now the fractional part in [0, 1)
+        floor += rng.random(flat.size) < flat  # round up with probability = fraction
+        out[:-1] = floor
+    else:
+        out[:-1] = np.rint(flat, out=flat)
     out[-1] = weight_units
     np.remainder(out, grid.plain_modulus, out=out)
     return out
