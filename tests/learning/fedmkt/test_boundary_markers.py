@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from transformers import PreTrainedTokenizerFast
-
 from fedswarm.learning.fedmkt.boundary import (
     BoundaryStyle,
     TokenizerCard,
@@ -12,6 +10,7 @@ from fedswarm.learning.fedmkt.boundary import (
     normalise_token,
 )
 from fedswarm.learning.fedmkt.errors import UnsupportedTokenizerError
+from transformers import PreTrainedTokenizerFast
 
 BYTE_LEVEL = BoundaryStyle(word_start_marker="Ġ", byte_level=True)
 METASPACE = BoundaryStyle(word_start_marker="▁")

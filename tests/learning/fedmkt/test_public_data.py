@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from fedswarm.learning.fedmkt.errors import PublicDataError, PublicDataHashMismatchError
 from fedswarm.learning.fedmkt.public_data import PublicDataset, load_public_dataset
 
@@ -27,7 +26,9 @@ def test_hash_ignores_json_formatting_but_not_content(tmp_path: Path) -> None:
 
 
 def test_text_order_changes_the_hash() -> None:
-    assert PublicDataset.from_texts(["a", "b"]).sha256 != PublicDataset.from_texts(["b", "a"]).sha256
+    assert (
+        PublicDataset.from_texts(["a", "b"]).sha256 != PublicDataset.from_texts(["b", "a"]).sha256
+    )
     assert PublicDataset.from_texts(["ab"]).sha256 != PublicDataset.from_texts(["a", "b"]).sha256
 
 
