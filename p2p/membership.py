@@ -236,7 +236,9 @@ class Membership:
         now = time.time() if now is None else now
         out: dict[str, PeerView] = {}
         for pid, v in self._view.items():
-            out[pid] = PeerView(**{**asdict(v), "up": now - v.last_seen <= self.config.down_after_s})
+            out[pid] = PeerView(
+                **{**asdict(v), "up": now - v.last_seen <= self.config.down_after_s}
+            )
         return out
 
     def up_peers(self, timeout_s: float | None = None, now: float | None = None) -> set[str]:

@@ -71,6 +71,8 @@ _ANNOUNCE_TOPIC = "_fedswarm_addrs"
 _CHUNK = 256 * 1024
 _DIAL_TIMEOUT_S = 10.0
 _SEEN_CACHE = 4096
+_PING_TIMEOUT_S = 5.0
+_PING_MISSES_BEFORE_CLOSE = 2
 
 
 @dataclass
@@ -162,6 +164,7 @@ class P2PNode:
         self._backoff: dict[str, tuple[float, float]] = {}  # peer -> (next_try, delay)
         self._dialing: set[str] = set()
         self._seen: OrderedDict[bytes, float] = OrderedDict()
+        self._ping_misses: dict[str, int] = {}
 
     # ------------------------------------------------------------------ asyncio API
 
@@ -371,7 +374,8 @@ class P2PNode:
     async def _close_peer(self, peer_id: str) -> None:
         assert self._host is not None
         try:
-            await self._host.get_network().close_peer(ID.from_base58(peer_id))
+            with trio.move_on_after(5):
+                await self._host.get_network().close_peer(ID.from_base58(peer_id))
         except Exception:
             log.exception("failed to close connection to %s", peer_id)
 
@@ -476,15 +480,29 @@ class P2PNode:
                 await self._publish_trio(_ANNOUNCE_TOPIC, data, count=False)
             except Exception:
                 log.debug("address announcement failed", exc_info=True)
-        for pid in list(self.connected_peers()):
-            try:
-                with trio.fail_after(5):
-                    rtt = await self._ping(pid)
-            except Exception:
-                continue
-            with self._lock:
-                old = self._latency.get(pid)
-                self._latency[pid] = rtt if old is None else 0.7 * old + 0.3 * rtt
+        async with trio.open_nursery() as nursery:
+            for pid in list(self.connected_peers()):
+                nursery.start_soon(self._ping_and_track, pid)
+
+    async def _ping_and_track(self, peer_id: str) -> None:
+        """Measure latency; a member that misses two pings in a row is presumed
+        gone (TCP alone may not notice a dead link for many minutes) and its
+        connection is closed so the redial loop takes over."""
+        try:
+            with trio.fail_after(_PING_TIMEOUT_S):
+                rtt = await self._ping(peer_id)
+        except Exception as exc:
+            misses = self._ping_misses.get(peer_id, 0) + 1
+            self._ping_misses[peer_id] = misses
+            if misses >= _PING_MISSES_BEFORE_CLOSE:
+                log.warning("member %s missed %d pings (%s); closing", peer_id, misses, exc)
+                self._ping_misses.pop(peer_id, None)
+                await self._close_peer(peer_id)
+            return
+        self._ping_misses.pop(peer_id, None)
+        with self._lock:
+            old = self._latency.get(peer_id)
+            self._latency[peer_id] = rtt if old is None else 0.7 * old + 0.3 * rtt
 
     async def _ping(self, peer_id: str) -> float:
         assert self._host is not None
