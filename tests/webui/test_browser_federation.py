@@ -1,0 +1,100 @@
+"""The dashboard of a real 3-daemon federation on loopback, in headless Chromium.
+
+The acceptance check of issue #7: the overview shows 2 peers up, the loss chart has
+a point for each round, and a live event updates the round number without a
+reload. Set FEDSWARM_UPDATE_SCREENSHOT=1 to refresh docs/img/dashboard.png.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+
+ROUNDS = 3
+FIRST_ROUND_TIMEOUT_S = 600.0
+ALL_ROUNDS_TIMEOUT_S = 420.0
+UI_WAIT_MS = 60_000
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+async def poll_page(page: Any, expression: str, what: str, attempts: int = 120) -> Any:
+    """Evaluate ``expression`` every 0.5 s until it is truthy (bounded; CSP forbids
+    Playwright's eval-based ``wait_for_function``)."""
+    for _ in range(attempts):
+        value = await page.evaluate(expression)
+        if value:
+            return value
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"the page never showed {what}")
+
+
+def screenshot_path(tmp_path: Path) -> Path:
+    if os.environ.get("FEDSWARM_UPDATE_SCREENSHOT") == "1":
+        target = REPO_ROOT / "docs" / "img" / "dashboard.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+    return tmp_path / "dashboard.png"
+
+
+async def test_dashboard_of_three_daemon_federation(browser: Any, tmp_path: Path) -> None:
+    runner = pytest.importorskip(
+        "fedswarm.daemon.federation_runner", reason="LocalFederation is not available"
+    )
+    expect = pytest.importorskip("playwright.async_api").expect
+    federation = runner.LocalFederation(
+        tmp_path / "federation", peers=3, rounds=ROUNDS, local_steps=3, batch_size=4,
+        max_length=64,
+    )
+    try:
+        await asyncio.to_thread(federation.start)
+        peer = federation.peers[0]
+        await asyncio.to_thread(federation.wait_rounds, 1, FIRST_ROUND_TIMEOUT_S)
+
+        problems: list[str] = []
+        context = await browser.new_context(viewport={"width": 1366, "height": 900})
+        page = await context.new_page()
+        page.on("dialog", lambda dialog: problems.append(f"dialog: {dialog.message}"))
+        page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+        await page.goto(f"{peer.api_url}/?token={peer.token}")
+        assert "token" not in page.url
+
+        await expect(page.locator("#ov-peers-up")).to_have_text("2", timeout=UI_WAIT_MS)
+        await expect(page.locator("#live-text")).to_have_text("live", timeout=UI_WAIT_MS)
+        await page.evaluate("window.__noReloadMarker = 7")
+        first_round = await page.text_content("#ov-round")
+
+        # Live: the next round's events move the round number; the page is not reloaded.
+        await expect(page.locator("#ov-round")).not_to_have_text(
+            first_round or "", timeout=ALL_ROUNDS_TIMEOUT_S * 1000
+        )
+        assert await page.evaluate("window.__noReloadMarker") == 7
+        assert await page.evaluate("window.fedswarmDashboard.events") > 0
+
+        await asyncio.to_thread(federation.wait_rounds, ROUNDS, ALL_ROUNDS_TIMEOUT_S)
+        training = await asyncio.to_thread(peer.get, "/api/training")
+        rounds_done = sorted(r["round"] for r in training["rounds"])
+        assert len(rounds_done) >= ROUNDS
+        # One point per round in the eval-after-aggregation series, once the page caught up.
+        await poll_page(
+            page,
+            "(() => { const c = window.fedswarmDashboard.charts.roundLoss;"
+            f" return c && c.data.labels.length >= {len(rounds_done)}"
+            " && c.data.datasets[2].data.filter(v => typeof v === 'number').length"
+            f" >= {len(rounds_done)}; }})()",
+            "a loss point for every round",
+        )
+        labels = await page.evaluate("window.fedswarmDashboard.charts.roundLoss.data.labels")
+        assert [int(label) for label in labels] == rounds_done
+        await expect(page.locator("#ov-peers-up")).to_have_text("2")
+        assert await page.evaluate("window.__noReloadMarker") == 7
+
+        await page.screenshot(path=str(screenshot_path(tmp_path)), full_page=False)
+        assert problems == []
+    finally:
+        await asyncio.to_thread(federation.stop)
