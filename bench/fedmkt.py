@@ -1,0 +1,324 @@
+"""FedMKT benchmark: bandwidth, alignment cost, distillation memory, and whether it helps.
+
+Run: ``python -m fedswarm.bench.fedmkt --json out.json``. One run of the toy federation
+(:mod:`fedswarm.learning.fedmkt.toy_world`): a byte-level-BPE model on kitchen text and a
+smaller sentencepiece-style model on harbour text. Three arms get the same number of
+optimizer steps: FedMKT (alpha 0.9), the same pipeline with alpha 1 (LM loss on the
+public set only, no distillation: the ablation that shows what distillation itself
+adds), and local-only training. Prints a table and writes JSON with machine + versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import platform
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import tokenizers
+import torch
+import transformers
+from fedswarm.learning.fedmkt.alignment import align_tokens
+from fedswarm.learning.fedmkt.knowledge import compute_public_knowledge
+from fedswarm.learning.fedmkt.public_data import PublicDataset
+from fedswarm.learning.fedmkt.settings import FedMKTSettings
+from fedswarm.learning.fedmkt.toy_world import (
+    ToyWorld,
+    build_toy_world,
+    tiny_llama,
+    train_byte_bpe,
+    train_metaspace_unigram,
+)
+from fedswarm.learning.fedmkt.trainer import (
+    Participant,
+    build_example_targets,
+    distill,
+    evaluate_lm_loss,
+    mutual_round,
+    train_causal_lm,
+)
+from fedswarm.learning.fedmkt.vocab_mapping import build_vocab_mapping
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    rounds: int = 3
+    local_steps: int = 20
+    distill_steps: int = 20
+    learning_rate: float = 3e-3
+    top_k: int = 32
+    alignment_examples: int = 300
+    seed: int = 0
+
+
+class PeakRss:
+    """Samples this process's resident memory every few ms while active."""
+
+    def __init__(self) -> None:
+        self._process = psutil.Process()
+        self._stop = threading.Event()
+        self.baseline = 0
+        self.peak = 0
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._process.memory_info().rss)
+            self._stop.wait(0.005)
+
+    def __enter__(self) -> PeakRss:
+        self.baseline = self._process.memory_info().rss
+        self.peak = self.baseline
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _peers(world: ToyWorld, seed: int) -> tuple[list[Participant], dict[str, Any]]:
+    kitchen_tok = train_byte_bpe(world.private["kitchen"] + world.public, 600)
+    harbour_tok = train_metaspace_unigram(world.private["harbour"] + world.public, 300)
+    peers = [
+        Participant(
+            "kitchen",
+            tiny_llama(len(kitchen_tok), 64, 2, seed),
+            kitchen_tok,
+            world.private["kitchen"],
+            0,
+        ),
+        Participant(
+            "harbour",
+            tiny_llama(len(harbour_tok), 32, 1, seed + 1),
+            harbour_tok,
+            world.private["harbour"],
+            1,
+        ),
+    ]
+    return peers, {p.name: p.tokenizer for p in peers}
+
+
+def _eval(peers: list[Participant], world: ToyWorld) -> dict[str, dict[str, float]]:
+    return {
+        p.name: {
+            domain: evaluate_lm_loss(p.model, p.tokenizer, texts)
+            for domain, texts in world.evaluation.items()
+        }
+        for p in peers
+    }
+
+
+def run_federated(
+    world: ToyWorld, config: BenchConfig, alpha: float
+) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+    peers, _ = _peers(world, config.seed)
+    public = PublicDataset.from_texts(world.public)
+    settings = FedMKTSettings(top_k=config.top_k, alpha=alpha)
+    sent: dict[str, int] = {p.name: 0 for p in peers}
+    for number in range(config.rounds):
+        report = mutual_round(
+            peers,
+            public,
+            settings,
+            config.local_steps,
+            config.distill_steps,
+            learning_rate=config.learning_rate,
+            round_number=number,
+        )
+        for name, count in report.bytes_sent.items():
+            sent[name] += count
+    per_round = {name: count // config.rounds for name, count in sent.items()}
+    return _eval(peers, world), per_round
+
+
+def run_local_only(world: ToyWorld, config: BenchConfig) -> dict[str, dict[str, float]]:
+    peers, _ = _peers(world, config.seed)
+    steps = config.rounds * (config.local_steps + config.distill_steps)
+    for p in peers:
+        train_causal_lm(
+            p.model, p.tokenizer, p.private_texts, steps, learning_rate=config.learning_rate
+        )
+    return _eval(peers, world)
+
+
+def measure_alignment(world: ToyWorld, config: BenchConfig) -> dict[str, float]:
+    """Seconds to map vocabularies and DTW-align N examples, scaled to 1,000 examples."""
+    big = build_toy_world(private_count=8, public_count=config.alignment_examples, seed=99)
+    peers, _ = _peers(world, config.seed)
+    own, peer = peers[0], peers[1]
+    public = PublicDataset.from_texts(big.public)
+    own_k = compute_public_knowledge(
+        own.model, own.tokenizer, public.texts, public.sha256, config.top_k
+    )
+    peer_k = compute_public_knowledge(
+        peer.model, peer.tokenizer, public.texts, public.sha256, config.top_k
+    )
+    start = time.perf_counter()
+    build_vocab_mapping(peer_k.tokenizer, own_k.tokenizer)
+    mapping_s = time.perf_counter() - start
+    own_norm, peer_norm = own_k.tokenizer.normalised(), peer_k.tokenizer.normalised()
+    start = time.perf_counter()
+    fractions = []
+    for a, b in zip(own_k.examples, peer_k.examples, strict=True):
+        alignment = align_tokens(
+            [own_norm[i] for i in a.input_ids.tolist()],
+            [peer_norm[i] for i in b.input_ids.tolist()],
+        )
+        fractions.append(alignment.one_to_one_fraction())
+    dtw_s = time.perf_counter() - start
+    start = time.perf_counter()
+    build_example_targets(own_k, [peer_k], FedMKTSettings(top_k=config.top_k))
+    targets_s = time.perf_counter() - start
+    n = len(public)
+    tokens = [len(e.input_ids) for e in own_k.examples]
+    return {
+        "examples": n,
+        "mean_own_tokens": float(np.mean(tokens)),
+        "vocab_mapping_s": mapping_s,
+        "dtw_s_per_1000_examples": dtw_s * 1000 / n,
+        "targets_incl_dtw_s_per_1000_examples": targets_s * 1000 / n,
+        "one_to_one_fraction": float(np.mean(fractions)),
+    }
+
+
+def measure_distill_memory(world: ToyWorld, config: BenchConfig) -> dict[str, float]:
+    peers, _ = _peers(world, config.seed)
+    public = PublicDataset.from_texts(world.public)
+    own, peer = peers[0], peers[1]
+    own_k = compute_public_knowledge(
+        own.model, own.tokenizer, public.texts, public.sha256, config.top_k
+    )
+    peer_k = compute_public_knowledge(
+        peer.model, peer.tokenizer, public.texts, public.sha256, config.top_k
+    )
+    settings = FedMKTSettings(top_k=config.top_k)
+    with PeakRss() as rss:
+        distill(own.model, own.tokenizer, own_k, [peer_k], settings, config.distill_steps)
+    batch, length = 8, max(len(e.input_ids) for e in own_k.examples)
+    return {
+        "peak_rss_increase_mib": (rss.peak - rss.baseline) / 2**20,
+        "peak_rss_mib": rss.peak / 2**20,
+        "sparse_target_bytes_per_batch": batch * length * config.top_k * (8 + 4),
+        "dense_target_bytes_per_batch_if_built": batch * length * len(own.tokenizer) * 4,
+        "dense_target_bytes_per_batch_at_vocab_128k": batch * length * 128_000 * 4,
+    }
+
+
+def measure_distill_memory_fresh(config: BenchConfig) -> dict[str, float]:
+    """Run :func:`measure_distill_memory` in a fresh process so earlier arms' allocator
+    caches do not hide the distillation's own peak."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        return pool.apply(_fresh_memory_worker, (config,))
+
+
+def _fresh_memory_worker(config: BenchConfig) -> dict[str, float]:
+    torch.set_num_threads(1)
+    return measure_distill_memory(build_toy_world(seed=config.seed), config)
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": psutil.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "tokenizers": tokenizers.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--rounds", type=int, default=BenchConfig.rounds)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    config = BenchConfig(rounds=args.rounds)
+    world = build_toy_world(seed=config.seed)
+
+    started = time.perf_counter()
+    fedmkt_eval, bytes_per_round = run_federated(world, config, alpha=0.9)
+    public_lm_eval, _ = run_federated(world, config, alpha=1.0)
+    local_eval = run_local_only(world, config)
+    alignment = measure_alignment(world, config)
+    memory = measure_distill_memory_fresh(config)
+
+    table = []
+    for name in fedmkt_eval:
+        for domain in world.evaluation:
+            table.append(
+                {
+                    "model": name,
+                    "eval_domain": domain,
+                    "fedmkt": fedmkt_eval[name][domain],
+                    "public_lm_only_alpha1": public_lm_eval[name][domain],
+                    "local_only": local_eval[name][domain],
+                }
+            )
+    summary = {
+        "fedmkt_over_local_loss": {
+            name: {
+                domain: fedmkt_eval[name][domain] / local_eval[name][domain]
+                for domain in world.evaluation
+            }
+            for name in fedmkt_eval
+        },
+        "fedmkt_over_public_lm_only_loss": {
+            name: {
+                domain: fedmkt_eval[name][domain] / public_lm_eval[name][domain]
+                for domain in world.evaluation
+            }
+            for name in fedmkt_eval
+        },
+        "bytes_sent_per_peer_per_round": bytes_per_round,
+        "dtw_s_per_1000_examples": alignment["dtw_s_per_1000_examples"],
+        "distill_peak_rss_increase_mib": memory["peak_rss_increase_mib"],
+    }
+    result = {
+        "benchmark": "fedmkt",
+        "machine": machine(),
+        "config": config.__dict__,
+        "public_examples": len(world.public),
+        "eval_loss": table,
+        "alignment": alignment,
+        "distill_memory": memory,
+        "summary": summary,
+        "wall_s": time.perf_counter() - started,
+    }
+    print(f"{'model':<9} {'eval domain':<12} {'fedmkt':>8} {'alpha=1':>8} {'local':>8}")
+    for row in table:
+        print(
+            f"{row['model']:<9} {row['eval_domain']:<12} {row['fedmkt']:>8.3f} "
+            f"{row['public_lm_only_alpha1']:>8.3f} {row['local_only']:>8.3f}"
+        )
+    print(f"bytes sent per peer per round: {bytes_per_round}")
+    print(
+        f"DTW: {alignment['dtw_s_per_1000_examples']:.2f} s / 1000 examples "
+        f"(~{alignment['mean_own_tokens']:.0f} tokens each); vocab mapping "
+        f"{alignment['vocab_mapping_s']:.3f} s; 1:1 fraction {alignment['one_to_one_fraction']:.2f}"
+    )
+    print(
+        f"distillation peak RSS +{memory['peak_rss_increase_mib']:.1f} MiB "
+        f"(peak {memory['peak_rss_mib']:.0f} MiB)"
+    )
+    print(json.dumps(result["machine"]))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
