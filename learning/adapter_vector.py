@@ -11,7 +11,6 @@ import hashlib
 
 import numpy as np
 import torch
-
 from fedswarm.learning.errors import LearningError
 
 Manifest = list[tuple[str, tuple[int, ...]]]

@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import PreTrainedTokenizerBase
-
 from fedswarm.learning.data_files import BadRow, Row, read_rows
 from fedswarm.learning.errors import DataError
 from fedswarm.learning.examples import Example, encode_supervised, encode_text, split_rows
 from fedswarm.learning.settings import DataSettings
+from transformers import PreTrainedTokenizerBase
 
 
 @dataclass

@@ -20,11 +20,10 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
 from fedswarm.learning.demo_corpus import CORPUS_VERSION, DEMO_DOMAINS
 from fedswarm.learning.errors import LearningError
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 __all__ = ["DEMO_DOMAINS", "DemoShard", "build_demo_model", "demo_data_dir", "write_demo_shards"]
 
@@ -91,9 +90,8 @@ def _pretrain(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, texts
               steps: int, seed: int) -> float:
     """A short next-token pre-training on packed generic text; returns the final loss."""
     ids: list[int] = []
-    for text in texts:
-        ids += [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"],
-                tokenizer.eos_token_id]
+    for encoded in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        ids += [tokenizer.bos_token_id, *encoded, tokenizer.eos_token_id]
     n_blocks = len(ids) // PRETRAIN_SEQ
     blocks = torch.tensor(ids[: n_blocks * PRETRAIN_SEQ]).view(n_blocks, PRETRAIN_SEQ)
     gen = torch.Generator().manual_seed(seed)

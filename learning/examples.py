@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import PreTrainedTokenizerBase
-
 from fedswarm.learning.data_files import BadRow, Row
+from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 

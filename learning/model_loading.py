@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoHaConfig, LoKrConfig, LoraConfig, PeftModel, get_peft_model
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
-
 from fedswarm.learning.errors import ModelLoadError
 from fedswarm.learning.settings import LoraSettings, ModelSettings
+from peft import LoHaConfig, LoKrConfig, LoraConfig, PeftModel, get_peft_model
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 
 @dataclass
@@ -56,7 +55,8 @@ def resolve_placement(settings: ModelSettings) -> Placement:
         dtype = torch.bfloat16
     else:
         dtype = torch.float32
-    multi_gpu = settings.device == "auto" and device.type == "cuda" and torch.cuda.device_count() > 1
+    multi_gpu = (settings.device == "auto" and device.type == "cuda"
+                 and torch.cuda.device_count() > 1)
     return Placement(dtype=dtype, device=device, device_map="auto" if multi_gpu else None)
 
 
@@ -133,7 +133,7 @@ def load_base_model(settings: ModelSettings) -> tuple[torch.nn.Module, Placement
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"{settings.path}: cannot load model: {exc}") from exc
     if "device_map" not in kwargs:
-        model.to(placement.device)
+        model.to(placement.device)  # type: ignore[arg-type]
     if settings.load_in_4bit:
         from peft import prepare_model_for_kbit_training
 

@@ -18,9 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import get_peft_model_state_dict, set_peft_model_state_dict
-from safetensors.torch import load_file
-
 from fedswarm.learning.adapter_vector import state_fingerprint
 from fedswarm.learning.checkpoint_files import (
     latest_dir,
@@ -36,6 +33,8 @@ from fedswarm.learning.examples import IGNORE_INDEX, BatchStream, eval_batches
 from fedswarm.learning.model_loading import attach_adapter, load_base_model, load_tokenizer
 from fedswarm.learning.schedule import learning_rate
 from fedswarm.learning.settings import DataSettings, LoraSettings, ModelSettings, TrainSettings
+from peft import get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file
 
 CHECKPOINT_FORMAT = 1
 ADAPTER_FILE = "adapter_model.safetensors"

@@ -12,21 +12,25 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
+from collections.abc import Callable
+from pathlib import Path
 
-import pytest  # noqa: E402
-
-from fedswarm.learning.demo_assets import build_demo_model, write_demo_shards  # noqa: E402
-from fedswarm.learning.settings import (  # noqa: E402
+import pytest
+import torch
+from fedswarm.learning.demo_assets import build_demo_model, write_demo_shards
+from fedswarm.learning.settings import (
     DataSettings,
     LoraSettings,
     ModelSettings,
     TrainSettings,
 )
-from fedswarm.learning.trainer import LocalTrainer  # noqa: E402
+from fedswarm.learning.trainer import LocalTrainer
 
-TEST_PRETRAIN_STEPS = 80
+TEST_PRETRAIN_STEPS = 40
+
+# CI boxes have 2 cores shared with other test processes; intra-op threads fighting
+# over them make every step many times slower. The library never sets this itself.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

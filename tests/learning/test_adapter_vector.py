@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from fedswarm.learning.adapter_vector import flatten_state, state_fingerprint, unflatten_state
 from fedswarm.learning.errors import LearningError
 

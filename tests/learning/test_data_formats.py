@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
-
 from fedswarm.learning.data_files import read_rows
 from fedswarm.learning.dataset import prepare_data
 from fedswarm.learning.errors import DataError
 from fedswarm.learning.examples import IGNORE_INDEX, BatchStream, encode_text
 from fedswarm.learning.settings import DataSettings
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 
 @pytest.fixture(scope="module")
@@ -20,14 +20,15 @@ def tokenizer(demo_model_dir: Path) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(str(demo_model_dir))
 
 
-def _write(path: Path, rows: list[object]) -> Path:
+def _write(path: Path, rows: Sequence[object]) -> Path:
     path.write_text("".join(r if isinstance(r, str) else json.dumps(r) + "\n" for r in rows),
                     encoding="utf-8")
     return path
 
 
 def _labelled_text(tokenizer: PreTrainedTokenizerBase, ids: list[int], labels: list[int]) -> str:
-    return tokenizer.decode([t for t, lab in zip(ids, labels, strict=True) if lab != IGNORE_INDEX])
+    kept = [t for t, lab in zip(ids, labels, strict=True) if lab != IGNORE_INDEX]
+    return str(tokenizer.decode(kept))
 
 
 def test_text_rows_are_packed_into_full_blocks_with_loss_everywhere(

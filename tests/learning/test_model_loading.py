@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
-
 from fedswarm.learning.errors import ModelLoadError
 from fedswarm.learning.model_loading import (
     detect_target_modules,
@@ -17,6 +15,7 @@ from fedswarm.learning.model_loading import (
     resolve_placement,
 )
 from fedswarm.learning.settings import LoraSettings, ModelSettings, TrainSettings
+from transformers import AutoModelForCausalLM
 
 
 def test_missing_directory_names_the_path(tmp_path: Path) -> None:
@@ -60,7 +59,7 @@ def test_target_modules_detected_for_llama(demo_model_dir: Path) -> None:
 
 def test_target_modules_fall_back_to_linear_scan(demo_model_dir: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(str(demo_model_dir))
-    model.config.model_type = "unknown-for-peft"
+    setattr(model.config, "model_type", "unknown-for-peft")  # noqa: B010
     found = detect_target_modules(model)
     assert "lm_head" not in found and {"q_proj", "down_proj"} <= set(found)
 
