@@ -310,6 +310,12 @@
     const counts = s.rejected_counts && typeof s.rejected_counts === "object" ? Object.entries(s.rejected_counts) : [];
     fillBody("rejected-counts", counts.length ? counts : [["none", 0]], ([kind, n]) => el("tr", null, [td(kind), td(n, "num")]));
     const rejected = Array.isArray(s.rejected) ? s.rejected.slice().sort((a, b) => (toDate(b.ts) ?? 0) - (toDate(a.ts) ?? 0)) : [];
+    if (!rejected.length) {
+      const empty = el("td", { cls: "muted", text: "no rejected messages" });
+      empty.colSpan = 4;
+      fillBody("rejected-table", [null], () => el("tr", null, [empty]));
+      return;
+    }
     fillBody("rejected-table", rejected, (r) => el("tr", null, [
       td(clock(r.ts) ?? r.ts), el("td", { cls: "mono", title: r.peer_id, text: nameOf(r.peer_id) ?? null }), td(r.kind), td(r.reason),
     ]));
@@ -323,8 +329,10 @@
 
   function logEvent(event) {
     const log = byId("event-log");
-    const summary = Object.entries(event).filter(([k]) => k !== "type")
-      .map(([k, v]) => k + "=" + (typeof v === "object" ? JSON.stringify(v) : String(v))).join(" ");
+    const show = (v) => (typeof v === "number" && !Number.isInteger(v) ? v.toPrecision(4)
+      : typeof v === "object" ? JSON.stringify(v) : String(v));
+    const summary = Object.entries(event).filter(([k]) => k !== "type" && k !== "ts")
+      .map(([k, v]) => k + "=" + show(v)).join(" ");
     log.insertBefore(el("li", { text: new Date().toLocaleTimeString() + "  " + String(event.type) + "  " + summary }), log.firstChild);
     while (log.children.length > 50) log.removeChild(log.lastChild);
   }
