@@ -25,7 +25,16 @@ from fedswarm.learning.errors import LearningError
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-__all__ = ["DEMO_DOMAINS", "DemoShard", "build_demo_model", "demo_data_dir", "write_demo_shards"]
+__all__ = [
+    "DEMO_DOMAINS",
+    "DEMO_LORA_TARGETS",
+    "DEMO_LR",
+    "DEMO_MAX_LENGTH",
+    "DemoShard",
+    "build_demo_model",
+    "demo_data_dir",
+    "write_demo_shards",
+]
 
 DEMO_MODEL_VERSION = f"model-3/corpus-{CORPUS_VERSION}"
 MARKER = "fedswarm_demo.json"
@@ -38,6 +47,14 @@ SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<|system|>", "<|user|>", "<|
 PRETRAIN_STEPS = 300
 PRETRAIN_BATCH = 16
 PRETRAIN_SEQ = 128
+
+# Measured settings for `fedswarm demo` (3 peers, 3 rounds of 20 steps, batch 8, weighted
+# averaging): every peer's eval loss fell 13-14 % (0.83 -> 0.72, 0.81 -> 0.70, 0.76 -> 0.66).
+# With peft's default q/v targets and lr 2e-3 it fell only 4 %: averaging three different
+# domains dilutes a small adapter, so the demo adapts every Linear layer.
+DEMO_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+DEMO_LR = 5e-3
+DEMO_MAX_LENGTH = 128
 
 
 @dataclass(frozen=True)
