@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fedswarm.daemon.federation_runner import demo_model_cache_dir
+
 WARMUP_STEPS = 3
 
 
@@ -133,7 +135,7 @@ def _prepare_inputs(a: argparse.Namespace) -> None:
     from fedswarm.learning.demo_assets import build_demo_model, write_demo_shards
 
     if a.model is None:
-        a.model = str(build_demo_model(Path.home() / ".cache" / "fedswarm" / "demo-model"))
+        a.model = str(build_demo_model(demo_model_cache_dir()))
     if a.data is None:
         shard_dir = Path(tempfile.mkdtemp(prefix="fedswarm-bench-"))
         a.data = str(write_demo_shards(shard_dir, 1)[0].train_path)

@@ -80,7 +80,8 @@ class FederationSettings:
             raise ValueError("rounds: must be >= 0 (0 means run until stopped)")
         if self.group_size < 3:
             raise ValueError(
-                "group_size: must be >= 3 (in a group of two the average reveals the other's update)"
+                "group_size: must be >= 3 "
+                "(in a group of two the average reveals the other's update)"
             )
         if self.round_deadline_s <= 0:
             raise ValueError("round_deadline_s: must be positive")
@@ -165,7 +166,7 @@ def config_from_dict(document: dict[str, Any], *, source: Path) -> Config:
     for name in _REQUIRED_SECTIONS:
         if name not in document:
             raise ConfigError(f"{source}: [{name}] missing (required)")
-    sections = {
+    sections: dict[str, Any] = {
         name: build_section(cls, document.get(name, {}), section=name, source=str(source))
         for name, cls in _SECTIONS.items()
     }
@@ -194,7 +195,9 @@ def check_files(config: Config) -> None:
             f"{config.source}: [data] train_path: {config.data.train_path} is not a file"
         )
     if config.data.eval_path and not Path(config.data.eval_path).is_file():
-        raise ConfigError(f"{config.source}: [data] eval_path: {config.data.eval_path} is not a file")
+        raise ConfigError(
+            f"{config.source}: [data] eval_path: {config.data.eval_path} is not a file"
+        )
     if not config.roster_path.is_file():
         raise ConfigError(f"{config.source}: [node] roster: {config.roster_path} is not a file")
     if not config.identity_path.is_file():

@@ -32,7 +32,8 @@ def build_section(cls: type[T], table: Any, *, section: str, source: str) -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(table) - set(fields))
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(fields))})")
+        known = ", ".join(sorted(fields))
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {known})")
     values: dict[str, Any] = {}
     for name, field in fields.items():
         if name not in table:

@@ -13,6 +13,7 @@ writes never interleave inside one transaction.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -161,7 +162,9 @@ class StateStore:
         try:
             state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
-            raise StateError(f"{state_dir}: cannot create state directory ({exc.strerror})") from None
+            raise StateError(
+                f"{state_dir}: cannot create state directory ({exc.strerror})"
+            ) from None
         path = state_dir / "fedswarm.sqlite"
         try:
             db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
@@ -219,10 +222,8 @@ class StateStore:
                 raise
 
     def _rollback(self) -> None:
-        try:
+        with contextlib.suppress(sqlite3.Error):
             self._db.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass
 
     # -- rounds ---------------------------------------------------------------------------
 
@@ -258,7 +259,8 @@ class StateStore:
         """The highest round whose result was applied (complete or local-only), else 0."""
         with self._lock:
             row = self._db.execute(
-                "SELECT MAX(round) FROM rounds WHERE status IN ('complete', 'local_only', 'aborted')"
+                "SELECT MAX(round) FROM rounds "
+                "WHERE status IN ('complete', 'local_only', 'aborted')"
             ).fetchone()
         return int(row[0] or 0)
 

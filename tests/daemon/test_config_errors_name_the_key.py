@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from fedswarm.daemon.config import load_config
 from fedswarm.daemon.errors import ConfigError
 
@@ -81,7 +80,9 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.toml")
 
 
-def test_environment_overrides_secret_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_overrides_secret_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FEDSWARM_IDENTITY", "/run/credentials/fedswarm/identity.key")
     config = load_config(write(tmp_path, MINIMAL))
     assert config.identity_path == Path("/run/credentials/fedswarm/identity.key")

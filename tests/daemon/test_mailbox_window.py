@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from fedswarm.daemon.mailbox import MAX_ROUNDS_AHEAD, Letter, Mailbox, MailboxRejected
 
 

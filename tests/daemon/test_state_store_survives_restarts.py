@@ -6,7 +6,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 from fedswarm.daemon.errors import StateError
 from fedswarm.daemon.state import SCHEMA_VERSION, StateStore
 

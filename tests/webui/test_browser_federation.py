@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -24,17 +23,10 @@ API_UP_TIMEOUT_S = 300.0
 ALL_ROUNDS_TIMEOUT_S = 600.0
 UI_WAIT_MS = 60_000
 REPO_ROOT = Path(__file__).resolve().parents[2]
-MODEL_CACHE = Path.home() / ".cache" / "fedswarm" / "demo-model"
 
 
 def prepare_with_cached_model(federation: Any) -> None:
-    """Build the demo model once per machine (shared with bench/train.py's cache) and
-    let the federation reuse it: the build is minutes of CPU on a busy 2-core box."""
-    from fedswarm.learning.demo_assets import build_demo_model
-
-    cached = build_demo_model(MODEL_CACHE, seed=federation.seed)
-    federation.workdir.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(cached, federation.model_dir)
+    """The federation builds the demo model once per machine into its shared cache."""
     federation.prepare()
 
 
