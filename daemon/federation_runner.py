@@ -73,14 +73,19 @@ class PeerProcess:
     domain: str
     process: subprocess.Popen[bytes] | None = None
     log_path: Path = field(default_factory=Path)
+    # Where the peer listens (libp2p and API), and what wraps its command line:
+    # the network-namespace harness sets ("ip", "netns", "exec", NS) and the
+    # namespace's address; the defaults are the loopback federation.
+    host: str = "127.0.0.1"
+    command_prefix: tuple[str, ...] = ()
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        return f"http://{self.host}:{self.api_port}"
 
     @property
     def multiaddr(self) -> str:
-        return f"/ip4/127.0.0.1/tcp/{self.p2p_port}/p2p/{self.peer_id}"
+        return f"/ip4/{self.host}/tcp/{self.p2p_port}/p2p/{self.peer_id}"
 
     @property
     def state_dir(self) -> Path:
@@ -127,6 +132,8 @@ class LocalFederation:
         seed: int = 0,
         overrides: dict[str, dict[str, Any]] | None = None,
         model_dir: Path | None = None,
+        peer_hosts: list[str] | None = None,
+        command_prefixes: list[tuple[str, ...]] | None = None,
     ) -> None:
         if peers < 1:
             raise DemoError("a federation needs at least one peer")
@@ -148,6 +155,8 @@ class LocalFederation:
         self.peers: list[PeerProcess] = []
         self.federation_id = "fedswarm-demo"
         self.model_dir = model_dir or demo_model_cache_dir()
+        self.peer_hosts = peer_hosts
+        self.command_prefixes = command_prefixes
 
     # -- building -------------------------------------------------------------------------
 
@@ -160,11 +169,15 @@ class LocalFederation:
         for i, shard in enumerate(shards):
             org = f"org-{i + 1}-{shard.domain}"
             directory = self.workdir / f"peer{i + 1}"
-            p2p_port, api_port = free_port(), free_port()
+            host = self.peer_hosts[i] if self.peer_hosts else "127.0.0.1"
+            if host == "127.0.0.1":
+                p2p_port, api_port = free_port(), free_port()
+            else:  # a host of its own (network namespace): fixed ports are free there
+                p2p_port, api_port = 4001, 8470
             result = init_node(
                 directory,
                 org,
-                listen=f"/ip4/127.0.0.1/tcp/{p2p_port}",
+                listen=f"/ip4/{host}/tcp/{p2p_port}",
                 api_port=api_port,
                 model_path=str(self.model_dir),
                 train_path=str(shard.train_path),
@@ -191,6 +204,8 @@ class LocalFederation:
                 p2p_port=p2p_port,
                 domain=shard.domain,
                 log_path=directory / "daemon.log",
+                host=host,
+                command_prefix=self.command_prefixes[i] if self.command_prefixes else (),
             )
             self.peers.append(peer)
             members.append(Member(org=org, peer_id=peer.peer_id, addrs=(peer.multiaddr,)))
@@ -209,6 +224,7 @@ class LocalFederation:
         document["federation"]["heartbeat_s"] = 1.0
         document["federation"]["peer_timeout_s"] = 6.0
         document["lora"]["target_modules"] = list(DEMO_LORA_TARGETS)
+        document.setdefault("api", {})["host"] = peer.host
         for section, values in self.overrides.items():
             document.setdefault(section, {}).update(values)
         peer.config_path.write_text(tomli_w.dumps(document))
@@ -231,8 +247,8 @@ class LocalFederation:
         log_file = open(peer.log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
             peer.process = subprocess.Popen(
-                [sys.executable, "-m", "fedswarm.daemon.cli", "run", "--config",
-                 str(peer.config_path)],
+                [*peer.command_prefix, sys.executable, "-m", "fedswarm.daemon.cli", "run",
+                 "--config", str(peer.config_path)],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
