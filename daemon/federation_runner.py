@@ -311,7 +311,7 @@ class LocalFederation:
         peers: list[PeerProcess] | None = None,
         on_poll: Callable[[list[dict[str, Any] | None]], None] | None = None,
     ) -> list[dict[str, Any] | None]:
-        """Wait until every (running) peer reports ``rounds_completed >= rounds``."""
+        """Wait until every watched peer has finished round ``rounds`` (or caught up past it)."""
         watched = peers if peers is not None else self.peers
         deadline = time.monotonic() + timeout_s
         while True:
@@ -324,7 +324,7 @@ class LocalFederation:
                     f"daemon(s) exited early: {', '.join(dead)}; see their daemon.log in "
                     f"{self.workdir}\n" + self.log_tail(dead[0])
                 )
-            done = [s is not None and s.get("rounds_completed", 0) >= rounds for s in statuses]
+            done = [s is not None and s.get("last_finished_round", 0) >= rounds for s in statuses]
             if all(done):
                 return statuses
             if time.monotonic() > deadline:

@@ -173,7 +173,11 @@ def _apply_level(number: int) -> None:
     logging.getLogger().setLevel(number)
     noisy_level = max(number, logging.WARNING)
     for name in NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(noisy_level)
+        noisy = logging.getLogger(name)
+        noisy.setLevel(noisy_level)
+        # py-libp2p sets propagate=False on its loggers at import, which would hide
+        # its real warnings from our handler: route them through the root again.
+        noisy.propagate = True
 
 
 def _choose_json(stream: TextIO) -> bool:

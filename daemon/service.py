@@ -28,15 +28,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from aiohttp import web
 from fedswarm.learning.adapter_vector import flatten_state, state_fingerprint, unflatten_state
+from fedswarm.learning.checkpoint_files import has_checkpoint
+from fedswarm.learning.errors import LearningError
 from fedswarm.learning.trainer import LocalTrainer
+from fedswarm.p2p.errors import P2PError
 from fedswarm.p2p.identity import Identity, verify_signature
 from fedswarm.p2p.membership import Membership, MembershipConfig
 from fedswarm.p2p.node import BlobHeader, NodeConfig, P2PNode
 from fedswarm.p2p.roster import Roster
 from fedswarm.webui.app import create_app
 
+from .catch_up import REQUEST_KIND, RESPONSE_KIND, AdapterExchange, most_advanced_peer
 from .config import Config, load_config
 from .errors import RoundAbortedError
 from .events import EventBus
@@ -54,7 +59,8 @@ from .status_view import DaemonStatusView, fedswarm_version
 log = logging.getLogger("fedswarm.daemon")
 
 SHUTDOWN_GRACE_S = 30.0
-BLOB_KINDS = ("plain-update", "secagg", "group")
+BLOB_KINDS = ("plain-update", "secagg", "group", REQUEST_KIND, RESPONSE_KIND)
+CATCH_UP_TIMEOUT_S = 30.0
 
 
 class TrainingInterrupted(Exception):
@@ -99,6 +105,8 @@ class Daemon:
         self.mass = 0.0
         self._mass_epoch = -1
         self.last_aggregated_round: int | None = None
+        self.adapter_exchange: AdapterExchange | None = None
+        self._published: tuple[int, np.ndarray, float] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -212,6 +220,7 @@ class Daemon:
             on_gossip=self._on_gossip,
         )
         await self.node.start()
+        self.adapter_exchange = AdapterExchange(self.node.send_blob, lambda: self._published)
         self.membership = Membership(
             self.node,
             cfg.node.org,
@@ -269,8 +278,9 @@ class Daemon:
     def _restore_checkpoint(self) -> int:
         """Load the last checkpoint if there is one; returns the round it completed."""
         assert self.trainer is not None and self.store is not None
-        if (self.checkpoint_dir).exists():
+        if has_checkpoint(self.checkpoint_dir):
             round_done = self.trainer.load_checkpoint(self.checkpoint_dir)
+            self._publish_adapter(round_done)
             log.info("resumed from checkpoint of round %d", round_done)
             initial = [r for r in self.store.rounds() if r.status == "initial"]
             if initial:
@@ -298,6 +308,8 @@ class Daemon:
             if fed.rounds and next_round > fed.rounds:
                 break
             try:
+                if await self._catch_up():
+                    continue
                 await self._run_round(next_round)
             except TrainingInterrupted:
                 return
@@ -386,7 +398,7 @@ class Daemon:
         eval_after = await asyncio.to_thread(self.trainer.evaluate)
         self._set_state("checkpointing")
         await asyncio.to_thread(self.trainer.save_checkpoint, self.checkpoint_dir, round)
-        self.adapter_fingerprint = state_fingerprint(self.trainer.adapter_state())
+        self._publish_adapter(round)
         self.eval_loss_last = eval_after.loss
         record: dict[str, Any] = {
             "status": status,
@@ -457,6 +469,65 @@ class Daemon:
             )
         return outcome
 
+    def _publish_adapter(self, round_done: int) -> None:
+        """Remember the adapter of the last complete round: what we hand to peers catching up."""
+        assert self.trainer is not None
+        state = self.trainer.adapter_state()
+        vector, _ = flatten_state(state)
+        self._published = (round_done, vector, self.mass or float(self.trainer.num_train_samples))
+        self.adapter_fingerprint = state_fingerprint(state)
+
+    async def _catch_up(self) -> bool:
+        """If the federation is rounds ahead of us, adopt a neighbour's adapter and round.
+
+        Returns True when we jumped ahead (the caller re-checks the round target).
+        """
+        assert self.membership is not None and self.trainer is not None
+        assert self.adapter_exchange is not None and self.store is not None
+        target = most_advanced_peer(
+            self.membership.view(), self.roster.is_member, self.current_round
+        )
+        if target is None:
+            return False
+        peer, their_round = target
+        self._set_state("catching_up")
+        log.info("federation is at round %d, we are at %d: pulling the adapter from %s",
+                 their_round, self.current_round, peer[-8:])
+        vector, manifest = flatten_state(self.trainer.adapter_state())
+        try:
+            pulled = await self.adapter_exchange.pull(
+                peer, self.current_round, vector.size, CATCH_UP_TIMEOUT_S
+            )
+            if pulled.round <= self.current_round:
+                return False
+            await asyncio.to_thread(
+                self.trainer.load_adapter_state, unflatten_state(pulled.vector, manifest)
+            )
+        except (TimeoutError, P2PError, LearningError, ValueError) as exc:
+            log.warning("catch-up from %s failed: %s; training on", peer[-8:], exc)
+            return False
+        skipped_from = self.current_round + 1
+        self.current_round = pulled.round
+        self.mailbox.advance(pulled.round + 1)
+        self._mass_epoch = -1  # a fresh mass at our next round
+        self.mass = float(self.trainer.num_train_samples)
+        eval_after = await asyncio.to_thread(self.trainer.evaluate)
+        await asyncio.to_thread(self.trainer.save_checkpoint, self.checkpoint_dir, pulled.round)
+        self._publish_adapter(pulled.round)
+        self.eval_loss_last = eval_after.loss
+        self.store.begin_round(pulled.round)
+        self.store.update_round(
+            pulled.round,
+            status="caught_up",
+            finished_at=time.time(),
+            eval_loss_after=eval_after.loss,
+            adapter_fingerprint=self.adapter_fingerprint,
+            note=f"skipped rounds {skipped_from}-{pulled.round}: adopted the adapter of "
+                 f"{peer} after its round {pulled.round}",
+        )
+        self.events.publish("caught_up", round=pulled.round, source=peer)
+        return True
+
     def _refresh_mass(self, round: int, n_up: int) -> None:
         """Reset the carried averaging weight to the sample count at each pass over the grid.
 
@@ -478,6 +549,17 @@ class Daemon:
     async def _on_blob(self, header: BlobHeader, payload: bytes) -> None:
         if header.kind not in BLOB_KINDS:
             self._reject(header.sender, header.kind, "unknown blob kind")
+            return
+        if header.kind in (REQUEST_KIND, RESPONSE_KIND):
+            if self.adapter_exchange is None:
+                return
+            reason = (
+                self.adapter_exchange.on_request(header.sender)
+                if header.kind == REQUEST_KIND
+                else self.adapter_exchange.on_response(header.sender, header.round, payload)
+            )
+            if reason is not None:
+                self._reject(header.sender, header.kind, reason)
             return
         try:
             self.mailbox.put(Letter(header.sender, header.round, header.kind, payload))

@@ -260,7 +260,7 @@ class StateStore:
         with self._lock:
             row = self._db.execute(
                 "SELECT MAX(round) FROM rounds "
-                "WHERE status IN ('complete', 'local_only', 'aborted')"
+                "WHERE status IN ('complete', 'local_only', 'aborted', 'caught_up')"
             ).fetchone()
         return int(row[0] or 0)
 

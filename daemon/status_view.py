@@ -70,6 +70,7 @@ class DaemonStatusView:
             "rounds_target": d.config.federation.rounds,
             "rounds_completed": len(completed),
             "rounds_aggregated": len([r for r in rounds if r.status == "complete"]),
+            "last_finished_round": d.store.last_finished_round() if d.store else 0,
             "peers_up": len(d._up_members()) - 1 if d.membership else 0,
             "eval_loss_start": d.eval_loss_start,
             "eval_loss_last": d.eval_loss_last,

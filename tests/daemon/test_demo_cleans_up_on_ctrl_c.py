@@ -1,0 +1,55 @@
+"""Ctrl-C on ``fedswarm demo`` stops every daemon it started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+def daemon_pids(workdir: Path) -> list[int]:
+    """PIDs of processes whose command line names a config inside ``workdir``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "fedswarm.daemon.cli run" in cmdline and str(workdir) in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_sigint_stops_all_daemons(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "fedswarm.daemon.cli", "demo", "--peers", "3", "--rounds", "50",
+         "--workdir", str(workdir)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ),
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while len(daemon_pids(workdir)) < 3:
+            assert demo.poll() is None, demo.stdout.read().decode() if demo.stdout else ""
+            assert time.monotonic() < deadline, "daemons never started"
+            time.sleep(0.5)
+        time.sleep(3)
+        demo.send_signal(signal.SIGINT)
+        demo.wait(timeout=120)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 130
+    deadline = time.monotonic() + 10
+    while daemon_pids(workdir) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert daemon_pids(workdir) == []
