@@ -1,0 +1,204 @@
+"""Does federation pay off? Local-only vs centralised vs fedswarm, on non-IID data.
+
+    python -m fedswarm.bench.quality --peers 4 --json quality.json          # real daemons
+    python -m fedswarm.bench.quality --quick --json quality-quick.json      # in-process, CI
+
+Arms (same demo model, same optimiser steps per peer, same seeds):
+  local_only         each peer trains alone on its own domain
+  centralised        one model on the pooled data (grad_accum = peers)
+  fed_plain          fedswarm, plaintext averaging, group size 4
+  fed_secure         fedswarm, secure aggregation (BFV + masks + Shamir), group size 4
+  fed_secure_gossip  fedswarm, secure aggregation in rotating groups of 3 (peers >= 6);
+                     with fewer peers one group holds everyone, so it *is* fed_secure
+                     and is reported as such rather than run twice.
+
+The full variant runs the federated arms as real daemons (``LocalFederation``); the
+quick variant runs them in this process with the real trainer, grouping, weighting,
+plain averaging and secure-aggregation code over in-memory transports. Local-only and
+centralised always run in process (there is nothing federated about them).
+Prints a table, writes JSON with a ``summary`` and the machine and library versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from fedswarm.daemon.federation_runner import demo_model_cache_dir
+from fedswarm.daemon.grouping import plan_groups
+from fedswarm.learning.demo_assets import build_demo_model
+
+from .quality_daemons import run_daemon_arm
+from .quality_inprocess import run_centralised, run_federated, run_local_only
+from .quality_report import ArmResult, machine, summarise, table
+from .quality_setup import (
+    BenchData,
+    Evaluator,
+    QualityBenchError,
+    RunSettings,
+    demo_data,
+    folder_data,
+    make_trainer,
+)
+
+DEFAULT_GROUP_SIZE = 4
+GOSSIP_GROUP_SIZE = 3
+GOSSIP_MIN_PEERS = 6
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Rounds × local steps and where the federated arms run."""
+
+    name: str
+    rounds: int
+    local_steps: int
+    daemons: bool
+
+
+FULL = Variant("full", rounds=6, local_steps=15, daemons=True)
+QUICK = Variant("quick", rounds=4, local_steps=5, daemons=False)
+
+
+@dataclass(frozen=True)
+class FedArm:
+    name: str
+    secure: bool
+    group_size: int
+
+
+def federated_arms(n_peers: int) -> tuple[list[FedArm], str | None]:
+    """The federated arms to run, and which arm the gossip arm aliases (if any)."""
+    arms = [FedArm("fed_plain", False, DEFAULT_GROUP_SIZE),
+            FedArm("fed_secure", True, DEFAULT_GROUP_SIZE)]
+    gossip = FedArm("fed_secure_gossip", True, GOSSIP_GROUP_SIZE)
+    ids = [f"p{i:03d}" for i in range(n_peers)]
+    one_group = len(plan_groups(ids, 1, GOSSIP_GROUP_SIZE)) == 1
+    if n_peers < GOSSIP_MIN_PEERS or one_group:
+        return arms, "fed_secure"
+    return [*arms, gossip], None
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    variant = QUICK if args.quick else FULL
+    settings = RunSettings(rounds=args.rounds or variant.rounds,
+                           local_steps=args.local_steps or variant.local_steps, seed=args.seed)
+    if args.peers < 3:
+        raise QualityBenchError("--peers: a federation needs at least 3 peers to average")
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="fsq-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    try:
+        data: BenchData = (folder_data(workdir, args.data, args.peers) if args.data
+                           else demo_data(workdir, args.peers, args.seed))
+        model_dir = build_demo_model(demo_model_cache_dir())
+        evaluator = Evaluator(model_dir, settings, data)
+        arms: dict[str, ArmResult] = {}
+        _progress("local_only")
+        arms["local_only"] = run_local_only(model_dir, settings, data, evaluator)
+        _progress("centralised")
+        arms["centralised"] = run_centralised(model_dir, settings, data, evaluator)
+        fed_arms, alias = federated_arms(args.peers)
+        template = (make_trainer(model_dir, settings, data.peers[0].eval_path,
+                                 data.peers[0].eval_path, seed=0).adapter_state()
+                    if variant.daemons else {})
+        for arm in fed_arms:
+            _progress(arm.name)
+            if variant.daemons:
+                arms[arm.name] = run_daemon_arm(
+                    arm.name, workdir, model_dir, settings, data, evaluator, template,
+                    secure=arm.secure, group_size=arm.group_size, timeout_s=args.arm_timeout)
+            else:
+                arms[arm.name] = run_federated(arm.name, model_dir, settings, data, evaluator,
+                                               secure=arm.secure, group_size=arm.group_size)
+        if alias is not None:
+            source = arms[alias]
+            arms["fed_secure_gossip"] = ArmResult(
+                "fed_secure_gossip", source.path, source.per_peer, source.wall_s,
+                source.aggregation_s, source.bytes_per_peer_round, GOSSIP_GROUP_SIZE,
+                source.protocol,
+                note=f"same run as {alias}: with {args.peers} peers a group of "
+                     f"{GOSSIP_GROUP_SIZE} plans one group of everyone")
+    finally:
+        if not args.keep and not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    summary = summarise(arms)
+    return {
+        "benchmark": "quality",
+        "variant": variant.name,
+        "command": " ".join(["python -m fedswarm.bench.quality", *sys.argv[1:]]),
+        "peers": args.peers,
+        "domains": data.domains,
+        "settings": asdict(settings),
+        "data": str(args.data) if args.data else "bundled demo shards (one domain per peer)",
+        "union_definition": "token-weighted eval loss over the peers' domain eval sets; "
+                            "per arm, the mean over peers of each peer's final adapter",
+        "arms": {name: arm.as_dict() for name, arm in arms.items()},
+        "summary": summary,
+        "total_wall_s": round(time.perf_counter() - started, 1),
+        "machine": machine(),
+        "_table": table(arms, summary, data.domains),
+    }
+
+
+def _progress(arm: str) -> None:
+    print(f"quality: running {arm} ...", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--peers", type=int, default=4)
+    parser.add_argument("--quick", action="store_true",
+                        help="in-process federated arms, fewer steps (CI, about 2 minutes)")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--data", type=Path,
+                        help="folder of NAME.train.jsonl + NAME.eval.jsonl pairs, one per peer")
+    parser.add_argument("--rounds", type=int, help="override the variant's rounds")
+    parser.add_argument("--local-steps", type=int, help="override the variant's steps per round")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads in this process")
+    parser.add_argument("--arm-timeout", type=float, default=1800.0,
+                        help="seconds each daemon arm may take (full variant)")
+    parser.add_argument("--workdir", type=Path, help="keep everything here (default: a temp dir)")
+    parser.add_argument("--keep", action="store_true", help="do not delete the temp dir")
+    args = parser.parse_args(argv)
+    for name in ("rounds", "local_steps"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.threads < 1:
+        parser.error("--threads must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    torch.set_num_threads(args.threads)
+    try:
+        result = run(args)
+    except QualityBenchError as exc:
+        print(f"quality benchmark: {exc}", file=sys.stderr)
+        return 2
+    text = result.pop("_table")
+    print(text)
+    print(f"\nvariant {result['variant']}, {result['peers']} peers, "
+          f"{result['settings']['rounds']} rounds x {result['settings']['local_steps']} steps; "
+          f"total {result['total_wall_s']} s; {result['machine']['cpu']}")
+    if args.json is not None:
+        args.json.write_text(json.dumps({**result, "table": text}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,233 @@
+"""The benchmark's arms run in one process with the real training and averaging code.
+
+Every arm trains with ``LocalTrainer.train(local_steps)`` once per round, for the same
+number of rounds, with the same per-peer seeds (``seed + peer index``, as
+``LocalFederation`` assigns them). Only what happens between rounds differs:
+
+* local-only: nothing; each peer keeps its own adapter.
+* centralised: one trainer on the pooled data; ``grad_accum = peers`` so each of its
+  optimiser steps sees as many examples as one step of the whole federation.
+* federated: the daemon's round logic — ``plan_groups`` for the groups, the carried
+  push-sum mass of ``daemon.weighting`` for the weights, then either the daemon's own
+  ``plain_group_average`` (through real ``Mailbox`` objects) or the real
+  ``secagg.run_secure_aggregation`` (BFV + masks + Shamir, HE in a spawn process pool)
+  over in-memory transports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from fedswarm.daemon.grouping import epoch_of, group_id, plan_groups
+from fedswarm.daemon.plain_averaging import plain_group_average
+from fedswarm.learning.adapter_vector import flatten_state, unflatten_state
+from fedswarm.learning.trainer import LocalTrainer
+from fedswarm.secagg.errors import SecAggError
+from fedswarm.secagg.he import make_executor
+from fedswarm.secagg.params import PROTOCOL_NAME, SecAggParams
+from fedswarm.secagg.session import GroupSpec, run_secure_aggregation
+from fedswarm.secagg.signing import Ed25519Signer, verifier_from_keys
+
+from .quality_report import ArmResult
+from .quality_setup import BenchData, Evaluator, QualityBenchError, RunSettings, make_trainer
+from .quality_transport import MailboxNetwork, queue_transports
+
+FEDERATION_ID = "fedswarm-quality"
+STEP_TIMEOUT_S = 300.0  # generous: a 2-core box running other tests can be very slow
+
+
+@dataclass(frozen=True)
+class GroupOutcome:
+    """One member's view of its group's average (what ``GroupAverage`` carries)."""
+
+    average: np.ndarray
+    total_weight: float
+    survivors: int
+    bytes_sent: int
+
+
+def run_local_only(model_dir: Path, settings: RunSettings, data: BenchData,
+                   evaluator: Evaluator) -> ArmResult:
+    """Each peer trains alone for ``rounds × local_steps`` steps; no averaging."""
+    losses, wall = [], 0.0
+    for index, peer in enumerate(data.peers):
+        started = time.perf_counter()
+        trainer = make_trainer(model_dir, settings, peer.train_path, peer.eval_path,
+                               seed=settings.seed + index)
+        for _ in range(settings.rounds):
+            trainer.train(settings.local_steps)
+        wall += time.perf_counter() - started
+        losses.append(evaluator.evaluate(trainer.adapter_state()))
+    return ArmResult("local_only", "in-process", losses, wall,
+                     note="peers train one after another in this process")
+
+
+def run_centralised(model_dir: Path, settings: RunSettings, data: BenchData,
+                    evaluator: Evaluator) -> ArmResult:
+    """One model, pooled data, same optimiser steps, ``peers``× examples per step."""
+    started = time.perf_counter()
+    trainer = make_trainer(model_dir, settings, data.pooled_train, data.union_eval,
+                           seed=settings.seed, grad_accum=len(data.peers))
+    for _ in range(settings.rounds):
+        trainer.train(settings.local_steps)
+    wall = time.perf_counter() - started
+    return ArmResult("centralised", "in-process", [evaluator.evaluate(trainer.adapter_state())],
+                     wall, note=f"grad_accum={len(data.peers)} (one step sees every peer's batch)")
+
+
+class FederatedArm:
+    """N in-process peers that train, group, average and apply exactly as daemons do."""
+
+    def __init__(self, model_dir: Path, settings: RunSettings, data: BenchData, *,
+                 secure: bool, group_size: int) -> None:
+        self.settings = settings
+        self.secure = secure
+        self.group_size = group_size
+        self.ids = [f"peer-{i:02d}" for i in range(len(data.peers))]
+        self.trainers: dict[str, LocalTrainer] = {
+            pid: make_trainer(model_dir, settings, peer.train_path, peer.eval_path,
+                              seed=settings.seed + index)
+            for index, (pid, peer) in enumerate(zip(self.ids, data.peers, strict=True))
+        }
+        self.mass: dict[str, float] = {}
+        self._mass_epoch = -1
+        self.signers = {pid: Ed25519Signer.generate(pid) for pid in self.ids}
+        self.verify = verifier_from_keys({p: s.verify_key for p, s in self.signers.items()})
+        self.params = SecAggParams()
+        self.network = MailboxNetwork(self.ids)
+        self.aggregation_s = 0.0
+        self.bytes_sent: list[int] = []
+        self.rejections: list[str] = []
+        self.pool_start_s = 0.0
+
+    def _refresh_mass(self, round: int) -> None:
+        """As ``Daemon._refresh_mass``: reset to the sample count at each pass over the grid."""
+        epoch = epoch_of(round, len(self.ids), self.group_size)
+        if epoch != self._mass_epoch:
+            self._mass_epoch = epoch
+            self.mass = {p: float(t.num_train_samples) for p, t in self.trainers.items()}
+
+    async def _plain(self, round: int, group: tuple[str, ...],
+                     vectors: dict[str, np.ndarray]) -> dict[str, GroupOutcome]:
+        deadline = time.monotonic() + STEP_TIMEOUT_S
+
+        async def member(me: str) -> tuple[str, GroupOutcome]:
+            out = await plain_group_average(
+                me=me, group=list(group), round=round, vector=vectors[me],
+                weight=self.mass[me], send_blob=self.network.sender(me),
+                mailbox=self.network.mailboxes[me], deadline=deadline,
+                on_reject=lambda peer, why: self.rejections.append(f"{peer}: {why}"))
+            return me, GroupOutcome(out.average, out.total_weight, len(out.survivors),
+                                    out.bytes_sent)
+
+        return dict(await asyncio.gather(*(member(m) for m in group)))
+
+    async def _secure(self, round: int, group: tuple[str, ...], vectors: dict[str, np.ndarray],
+                      pool: concurrent.futures.ProcessPoolExecutor) -> dict[str, GroupOutcome]:
+        spec = GroupSpec(FEDERATION_ID, group_id(round, group), round, group)
+        transports = queue_transports(group)
+
+        async def member(me: str) -> tuple[str, GroupOutcome]:
+            out = await run_secure_aggregation(
+                spec, self.signers[me], self.verify, vectors[me], self.mass[me],
+                transports[me], self.params, step_timeout_s=STEP_TIMEOUT_S, executor=pool)
+            return me, GroupOutcome(out.average, out.total_weight, len(out.survivors),
+                                    out.bytes_sent)
+
+        return dict(await asyncio.gather(*(member(m) for m in group)))
+
+    def _aggregate(self, round: int, groups: list[tuple[str, ...]],
+                   vectors: dict[str, np.ndarray],
+                   pool: concurrent.futures.ProcessPoolExecutor | None) -> dict[str, GroupOutcome]:
+        async def everyone() -> dict[str, GroupOutcome]:
+            jobs: list[Awaitable[dict[str, GroupOutcome]]] = []
+            for group in groups:
+                if self.secure:
+                    assert pool is not None
+                    jobs.append(self._secure(round, group, vectors, pool))
+                else:
+                    jobs.append(self._plain(round, group, vectors))
+            merged: dict[str, GroupOutcome] = {}
+            for part in await asyncio.gather(*jobs):
+                merged.update(part)
+            return merged
+
+        try:
+            return asyncio.run(everyone())
+        except SecAggError as exc:
+            raise QualityBenchError(f"round {round}: secure aggregation failed: {exc}") from exc
+
+    def run(self) -> tuple[float, dict[str, LocalTrainer]]:
+        """All rounds; returns the wall time (training + averaging) and the trainers."""
+        pool_started = time.perf_counter()
+        pool = _warm_pool() if self.secure else None
+        self.pool_start_s = time.perf_counter() - pool_started
+        started = time.perf_counter()
+        try:
+            for round in range(1, self.settings.rounds + 1):
+                self.network.advance(round)
+                for trainer in self.trainers.values():
+                    trainer.train(self.settings.local_steps)
+                self._refresh_mass(round)
+                groups = plan_groups(self.ids, round, self.group_size)
+                states = {p: t.adapter_state() for p, t in self.trainers.items()}
+                flat = {p: flatten_state(s) for p, s in states.items()}
+                agg_started = time.perf_counter()
+                outcomes = self._aggregate(round, groups, {p: v for p, (v, _) in flat.items()},
+                                           pool)
+                self.aggregation_s += time.perf_counter() - agg_started
+                if self.rejections:
+                    raise QualityBenchError(f"round {round}: updates rejected: "
+                                            f"{self.rejections[:3]}")
+                for pid, out in outcomes.items():
+                    if out.survivors != len(plan_group_of(pid, groups)):
+                        raise QualityBenchError(f"round {round}: {pid}'s group lost members")
+                    self.trainers[pid].load_adapter_state(unflatten_state(out.average,
+                                                                          flat[pid][1]))
+                    self.mass[pid] = out.total_weight / out.survivors
+                    self.bytes_sent.append(out.bytes_sent)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        return time.perf_counter() - started, self.trainers
+
+
+def _warm_pool() -> concurrent.futures.ProcessPoolExecutor:
+    """Start the HE worker before the clock starts, as a daemon does once at start-up.
+
+    A spawn worker re-imports the main module (torch included): seconds, paid once per
+    process lifetime, not per round, so it is reported apart (``pool_start_s``).
+    """
+    pool = make_executor(1)
+    pool.submit(os.getpid).result()
+    return pool
+
+
+def plan_group_of(peer: str, groups: list[tuple[str, ...]]) -> tuple[str, ...]:
+    for group in groups:
+        if peer in group:
+            return group
+    raise QualityBenchError(f"{peer} is in no group")
+
+
+def run_federated(name: str, model_dir: Path, settings: RunSettings, data: BenchData,
+                  evaluator: Evaluator, *, secure: bool, group_size: int) -> ArmResult:
+    """One federated arm in process; ``aggregation_s`` is the time spent averaging."""
+    arm = FederatedArm(model_dir, settings, data, secure=secure, group_size=group_size)
+    wall, trainers = arm.run()
+    extra: dict[str, float] = {"pool_start_s": round(arm.pool_start_s, 2)} if secure else {}
+    losses = [evaluator.evaluate(trainers[p].adapter_state()) for p in arm.ids]
+    return ArmResult(
+        name, "in-process", losses, wall, aggregation_s=arm.aggregation_s,
+        bytes_per_peer_round=sum(arm.bytes_sent) / max(len(arm.bytes_sent), 1),
+        group_size=group_size, protocol=PROTOCOL_NAME if secure else "none",
+        note="peers train one after another in this process",
+        extra={"rounds": settings.rounds, **extra},
+    )

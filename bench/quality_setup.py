@@ -1,0 +1,191 @@
+"""The quality benchmark's shared ground: data layout, trainer settings and evaluation.
+
+Every arm of the benchmark (local-only, centralised, and the federated ones) must
+train with exactly the same settings the daemon uses for the demo, or the comparison
+says nothing about fedswarm. So the settings are built in one place here, from the
+same constants ``LocalFederation`` writes into each daemon's config.
+
+Evaluation uses ``LocalTrainer`` itself (one per eval set, adapter swapped in with
+``load_adapter_state``), so the loss reported is the loss the daemon would report.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from fedswarm.learning.adapter_vector import state_fingerprint
+from fedswarm.learning.demo_assets import (
+    DEMO_LORA_TARGETS,
+    DEMO_LR,
+    DEMO_MAX_LENGTH,
+    write_demo_shards,
+)
+from fedswarm.learning.errors import LearningError
+from fedswarm.learning.settings import DataSettings, LoraSettings, ModelSettings, TrainSettings
+from fedswarm.learning.trainer import LocalTrainer
+
+BATCH_SIZE = 8  # LocalFederation's default batch size
+
+
+class QualityBenchError(Exception):
+    """The benchmark cannot run as asked (bad data folder, bad arguments, a failed arm)."""
+
+
+@dataclass(frozen=True)
+class PeerData:
+    """One peer's private training file and the held-out eval file of its domain."""
+
+    domain: str
+    train_path: Path
+    eval_path: Path
+
+
+@dataclass(frozen=True)
+class BenchData:
+    """Per-peer shards plus the pooled files the centralised arm and the union eval use."""
+
+    peers: list[PeerData]
+    pooled_train: Path
+    union_eval: Path
+    eval_all: Path | None
+
+    @property
+    def domains(self) -> list[str]:
+        """Distinct domains in peer order (peers may share one)."""
+        return list(dict.fromkeys(p.domain for p in self.peers))
+
+    def eval_files(self) -> dict[str, Path]:
+        """Eval set name → file: each domain, and ``eval_all`` when there is one."""
+        files = {p.domain: p.eval_path for p in self.peers}
+        if self.eval_all is not None:
+            files["eval_all"] = self.eval_all
+        return files
+
+
+def _concat(paths: list[Path], out: Path) -> Path:
+    with out.open("w", encoding="utf-8") as sink:
+        for path in dict.fromkeys(paths):
+            text = path.read_text(encoding="utf-8")
+            sink.write(text if text.endswith("\n") or not text else text + "\n")
+    return out
+
+
+def demo_data(workdir: Path, n_peers: int, seed: int) -> BenchData:
+    """The bundled non-IID shards (one domain per peer) and ``eval_all.jsonl``."""
+    shards = write_demo_shards(workdir / "data", n_peers, seed=seed)
+    peers = [PeerData(s.domain, s.train_path, s.eval_path) for s in shards]
+    return _with_pooled(workdir, peers, workdir / "data" / "eval_all.jsonl")
+
+
+def folder_data(workdir: Path, folder: Path, n_peers: int) -> BenchData:
+    """A user's data: ``NAME.train.jsonl`` + ``NAME.eval.jsonl`` pairs, one pair per peer.
+
+    The first ``n_peers`` names in sorted order are used; fewer pairs than peers is an
+    error rather than a silent change of the experiment.
+    """
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise QualityBenchError(f"--data {folder}: not a directory")
+    names = sorted(p.name[: -len(".train.jsonl")] for p in folder.glob("*.train.jsonl"))
+    pairs = [n for n in names if (folder / f"{n}.eval.jsonl").is_file()]
+    if len(pairs) < n_peers:
+        raise QualityBenchError(
+            f"--data {folder}: found {len(pairs)} NAME.train.jsonl/NAME.eval.jsonl pairs "
+            f"({', '.join(pairs) or 'none'}), need one per peer ({n_peers})"
+        )
+    copy_dir = workdir / "data"
+    copy_dir.mkdir(parents=True, exist_ok=True)
+    peers = []
+    for name in pairs[:n_peers]:
+        train = shutil.copyfile(folder / f"{name}.train.jsonl", copy_dir / f"{name}.train.jsonl")
+        evalf = shutil.copyfile(folder / f"{name}.eval.jsonl", copy_dir / f"{name}.eval.jsonl")
+        peers.append(PeerData(name, Path(train), Path(evalf)))
+    return _with_pooled(workdir, peers, None)
+
+
+def _with_pooled(workdir: Path, peers: list[PeerData], eval_all: Path | None) -> BenchData:
+    pooled = _concat([p.train_path for p in peers], workdir / "pooled.train.jsonl")
+    union = _concat([p.eval_path for p in peers], workdir / "union.eval.jsonl")
+    return BenchData(peers, pooled, union, eval_all)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The knobs every arm shares: rounds × local steps per peer, seeds, lr, batch."""
+
+    rounds: int
+    local_steps: int
+    seed: int = 0
+    lr: float = DEMO_LR
+    batch_size: int = BATCH_SIZE
+    max_length: int = DEMO_MAX_LENGTH
+
+    @property
+    def total_steps(self) -> int:
+        return self.rounds * self.local_steps
+
+
+def make_trainer(model_dir: Path, settings: RunSettings, train_path: Path, eval_path: Path,
+                 *, seed: int, grad_accum: int = 1) -> LocalTrainer:
+    """A trainer configured exactly as ``LocalFederation`` configures each daemon.
+
+    (constant lr after no warm-up, all-linear LoRA r=8, batch 8, max_length 128.)
+    ``grad_accum`` is only used by the centralised arm, so that one model sees as many
+    examples per optimiser step as the whole federation does.
+    """
+    try:
+        return LocalTrainer(
+            ModelSettings(str(model_dir)),
+            LoraSettings(target_modules=list(DEMO_LORA_TARGETS)),
+            DataSettings(str(train_path), str(eval_path), max_length=settings.max_length),
+            TrainSettings(local_steps=settings.local_steps, batch_size=settings.batch_size,
+                          grad_accum=grad_accum, lr=settings.lr, seed=seed),
+        )
+    except (LearningError, ValueError, OSError) as exc:
+        raise QualityBenchError(f"cannot set up a trainer on {train_path}: {exc}") from exc
+
+
+@dataclass
+class Losses:
+    """Eval loss of one adapter on every eval set, plus the token-weighted union."""
+
+    by_set: dict[str, float]
+    union: float
+
+
+class Evaluator:
+    """One ``LocalTrainer`` per eval set; an adapter is swapped in and evaluated on each.
+
+    Each trainer's *train* file is its eval file (it never trains), so building one
+    costs a model load and a small tokenisation. Results are cached by adapter
+    fingerprint: after a full-group average every peer holds the same adapter, and
+    evaluating it once per peer would only cost time.
+    """
+
+    def __init__(self, model_dir: Path, settings: RunSettings, data: BenchData) -> None:
+        self.domains = data.domains
+        self._trainers = {
+            name: make_trainer(model_dir, settings, path, path, seed=settings.seed)
+            for name, path in data.eval_files().items()
+        }
+        self._cache: dict[str, Losses] = {}
+
+    def evaluate(self, state: dict[str, torch.Tensor]) -> Losses:
+        key = state_fingerprint(state)
+        if key in self._cache:
+            return self._cache[key]
+        by_set: dict[str, float] = {}
+        weighted, tokens = 0.0, 0
+        for name, trainer in self._trainers.items():
+            trainer.load_adapter_state(state)
+            report = trainer.evaluate()
+            by_set[name] = report.loss
+            if name in self.domains:
+                weighted += report.loss * report.tokens
+                tokens += report.tokens
+        losses = Losses(by_set, weighted / tokens)
+        self._cache[key] = losses
+        return losses
