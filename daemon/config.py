@@ -21,6 +21,7 @@ from fedswarm.learning.settings import DataSettings, LoraSettings, ModelSettings
 
 from .config_schema import build_section
 from .errors import ConfigError
+from .fedmkt_config import FedMKTSection, load_checked_public_set
 
 SECURE_AGGREGATION_CHOICES = ("bfv-mask-shamir-v1", "none")
 
@@ -104,6 +105,7 @@ class Config:
     lora: LoraSettings
     data: DataSettings
     train: TrainSettings
+    fedmkt: FedMKTSection = field(default_factory=FedMKTSection)
 
     @property
     def base_dir(self) -> Path:
@@ -139,6 +141,7 @@ _SECTIONS: dict[str, type] = {
     "lora": LoraSettings,
     "data": DataSettings,
     "train": TrainSettings,
+    "fedmkt": FedMKTSection,
 }
 _REQUIRED_SECTIONS = ("node", "model", "data")
 
@@ -184,6 +187,8 @@ def _resolve_learning_paths(config: Config) -> None:
     config.data.train_path = str(config.path(config.data.train_path))
     if config.data.eval_path:
         config.data.eval_path = str(config.path(config.data.eval_path))
+    if config.fedmkt.public_path:
+        config.fedmkt.public_path = str(config.path(config.fedmkt.public_path))
 
 
 def check_files(config: Config) -> None:
@@ -202,3 +207,5 @@ def check_files(config: Config) -> None:
         raise ConfigError(f"{config.source}: [node] roster: {config.roster_path} is not a file")
     if not config.identity_path.is_file():
         raise ConfigError(f"{config.source}: [node] identity: {config.identity_path} is not a file")
+    if config.federation.mode == "fedmkt":
+        load_checked_public_set(config.fedmkt, config.source)

@@ -31,13 +31,25 @@ from fedswarm.learning.demo_assets import (
     DEMO_LORA_TARGETS,
     DEMO_LR,
     DEMO_MAX_LENGTH,
+    PublicSet,
     build_demo_model,
+    write_demo_public_set,
     write_demo_shards,
 )
 from fedswarm.p2p.roster import Member, Roster
 
 from .errors import DemoError
 from .setup_files import init_node
+
+#: The second model family of the heterogeneous (``mode="fedmkt"``) demo: odd peers use it.
+FEDMKT_VARIANT = "small-unigram"
+#: ``[fedmkt]`` settings of the demo, besides the public set (measured, docs/fedmkt.md).
+FEDMKT_DEMO_SETTINGS: dict[str, Any] = {
+    "top_k": 16,
+    "distill_steps": 10,
+    "distill_batch_size": 8,
+    "distill_lr": DEMO_LR,
+}
 
 
 def demo_model_cache_dir() -> Path:
@@ -155,6 +167,7 @@ class LocalFederation:
         self.peers: list[PeerProcess] = []
         self.federation_id = "fedswarm-demo"
         self.model_dir = model_dir or demo_model_cache_dir()
+        self.public_set: PublicSet | None = None  # written by prepare() in fedmkt mode
         self.peer_hosts = peer_hosts
         self.command_prefixes = command_prefixes
 
@@ -164,6 +177,11 @@ class LocalFederation:
         """Build the demo model, data shards, identities, roster and configs."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         build_demo_model(self.model_dir, seed=self.seed)
+        model_dirs = [self.model_dir]
+        if self.mode == "fedmkt":  # heterogeneous peers: alternate model size and tokenizer
+            variant = self.model_dir.with_name(f"{self.model_dir.name}-{FEDMKT_VARIANT}")
+            model_dirs.append(build_demo_model(variant, seed=self.seed, variant=FEDMKT_VARIANT))
+            self.public_set = write_demo_public_set(self.workdir / "data" / "public.jsonl")
         shards = write_demo_shards(self.workdir / "data", self.n_peers, seed=self.seed)
         members = []
         for i, shard in enumerate(shards):
@@ -179,7 +197,7 @@ class LocalFederation:
                 org,
                 listen=f"/ip4/{host}/tcp/{p2p_port}",
                 api_port=api_port,
-                model_path=str(self.model_dir),
+                model_path=str(model_dirs[i % len(model_dirs)]),
                 train_path=str(shard.train_path),
                 eval_path=str(shard.eval_path),
                 rounds=self.rounds,
@@ -225,6 +243,13 @@ class LocalFederation:
         document["federation"]["peer_timeout_s"] = 6.0
         document["lora"]["target_modules"] = list(DEMO_LORA_TARGETS)
         document.setdefault("api", {})["host"] = peer.host
+        if self.public_set is not None:
+            document["fedmkt"] = {
+                **FEDMKT_DEMO_SETTINGS,
+                "public_path": str(self.public_set.path),
+                "public_sha256": self.public_set.sha256,
+                "max_length": self.max_length,
+            }
         for section, values in self.overrides.items():
             document.setdefault(section, {}).update(values)
         peer.config_path.write_text(tomli_w.dumps(document))

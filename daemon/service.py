@@ -33,6 +33,7 @@ from aiohttp import web
 from fedswarm.learning.adapter_vector import flatten_state, state_fingerprint, unflatten_state
 from fedswarm.learning.checkpoint_files import has_checkpoint
 from fedswarm.learning.errors import LearningError
+from fedswarm.learning.fedmkt import PublicDataset, VocabMappingCache
 from fedswarm.learning.trainer import LocalTrainer
 from fedswarm.p2p.errors import P2PError
 from fedswarm.p2p.identity import Identity, verify_signature
@@ -43,8 +44,10 @@ from fedswarm.webui.app import create_app
 
 from .catch_up import REQUEST_KIND, RESPONSE_KIND, AdapterExchange, most_advanced_peer
 from .config import Config, load_config
-from .errors import RoundAbortedError
+from .errors import ConfigError, RoundAbortedError
 from .events import EventBus
+from .fedmkt_config import load_checked_public_set
+from .fedmkt_round import FedMKTOutcome, fedmkt_event, fedmkt_record, run_fedmkt_exchange
 from .group_agreement import AgreementConfig, Formed
 from .group_formation import form_group
 from .grouping import epoch_of
@@ -59,7 +62,7 @@ from .status_view import DaemonStatusView, fedswarm_version
 log = logging.getLogger("fedswarm.daemon")
 
 SHUTDOWN_GRACE_S = 30.0
-BLOB_KINDS = ("plain-update", "secagg", "group", REQUEST_KIND, RESPONSE_KIND)
+BLOB_KINDS = ("plain-update", "secagg", "group", "fedmkt", REQUEST_KIND, RESPONSE_KIND)
 CATCH_UP_TIMEOUT_S = 30.0
 
 
@@ -105,6 +108,7 @@ class Daemon:
         self.mass = 0.0
         self._mass_epoch = -1
         self.last_aggregated_round: int | None = None
+        self._fedmkt_public: PublicDataset | None = None
         self.adapter_exchange: AdapterExchange | None = None
         self._published: tuple[int, np.ndarray, float] | None = None
 
@@ -376,15 +380,19 @@ class Daemon:
         apply_started = time.monotonic()
         status, note = "local_only", None
         outcome: GroupAverage | None = None
+        mkt: FedMKTOutcome | None = None
         group = formed.members if isinstance(formed, Formed) else None
         if not isinstance(formed, Formed):
             note = f"no group this round: {formed.reason}"
         else:
             self._set_state("aggregating")
             try:
-                outcome = await self._aggregate(round, list(formed.members))
+                if fed.mode == "fedmkt":  # models differ: distil from peers, never average
+                    mkt = await self._fedmkt_exchange(round, list(formed.members))
+                else:
+                    outcome = await self._aggregate(round, list(formed.members))
+                    self.mass = outcome.total_weight / len(outcome.survivors)
                 status = "complete"
-                self.mass = outcome.total_weight / len(outcome.survivors)
                 self.last_aggregated_round = round
             except RoundAbortedError as exc:
                 status, note = "aborted", str(exc)
@@ -421,6 +429,9 @@ class Daemon:
                 bytes_received=outcome.bytes_received,
                 aggregate_s=outcome.timings.get("aggregate_s"),
             )
+        if mkt is not None:
+            record.update(fedmkt_record(self.identity.peer_id, mkt))
+            self.events.publish("fedmkt", **fedmkt_event(self.identity.peer_id, round, mkt))
         self.store.update_round(round, **record)
         log.info(
             "round %d %s: train loss %.4f, eval loss %.4f -> %.4f (group %s)",
@@ -429,6 +440,32 @@ class Daemon:
         )
         self.events.publish("round_finished", round=round, status=status,
                             eval_loss_before=eval_before.loss, eval_loss_after=eval_after.loss)
+
+    async def _fedmkt_exchange(self, round: int, group: list[str]) -> FedMKTOutcome:
+        """FedMKT instead of averaging: exchange public-set knowledge, distil (fedmkt_round)."""
+        assert self.trainer is not None and self.node is not None
+        if self._fedmkt_public is None:
+            try:
+                self._fedmkt_public = await asyncio.to_thread(
+                    load_checked_public_set, self.config.fedmkt, self.config.source
+                )
+            except ConfigError as exc:
+                raise RoundAbortedError(str(exc)) from exc
+        return await run_fedmkt_exchange(
+            me=self.identity.peer_id,
+            group=group,
+            round=round,
+            model=self.trainer.model,
+            tokenizer=self.trainer.tokenizer,
+            public=self._fedmkt_public,
+            section=self.config.fedmkt,
+            send_blob=self.node.send_blob,
+            mailbox=self.mailbox,
+            deadline=time.monotonic() + self.config.federation.round_deadline_s,
+            on_reject=lambda peer, why: self._reject(peer, "fedmkt", why),
+            mapping_cache=VocabMappingCache(self.config.state_dir / "vocab-maps"),
+            seed=self.config.train.seed * 100_003 + round,
+        )
 
     async def _aggregate(self, round: int, group: list[str]) -> GroupAverage:
         assert self.trainer is not None and self.node is not None

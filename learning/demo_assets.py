@@ -30,9 +30,12 @@ __all__ = [
     "DEMO_LORA_TARGETS",
     "DEMO_LR",
     "DEMO_MAX_LENGTH",
+    "DEMO_VARIANTS",
     "DemoShard",
+    "PublicSet",
     "build_demo_model",
     "demo_data_dir",
+    "write_demo_public_set",
     "write_demo_shards",
 ]
 
@@ -58,6 +61,32 @@ DEMO_MAX_LENGTH = 128
 
 
 @dataclass(frozen=True)
+class _Variant:
+    """One demo model family: tokenizer kind, vocabulary and network size."""
+
+    tokenizer: str  # "byte_bpe" or "unigram"
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    layers: int
+    pretrain_steps: int
+
+
+# FedMKT's demo needs peers whose models differ in size *and* tokenizer family, so that
+# knowledge must cross a vocabulary mapping. "default" is the LoRA-averaging demo's model
+# (byte-level BPE, ``Ġ`` word starts); "small-unigram" is a sentencepiece-style Unigram
+# tokenizer (``▁`` word starts, a smaller vocabulary) on a narrower network, which also
+# keeps its pre-training cheap (about a third of the default's).
+DEMO_VARIANTS: dict[str, _Variant] = {
+    "default": _Variant("byte_bpe", VOCAB_SIZE, 96, 256, 2, PRETRAIN_STEPS),
+    "small-unigram": _Variant("unigram", 768, 64, 160, 2, 200),
+}
+
+#: How many generic rows form the FedMKT demo's public set.
+DEMO_PUBLIC_ROWS = 32
+
+
+@dataclass(frozen=True)
 class DemoShard:
     """One peer's private data: its domain, its training file and its eval file."""
 
@@ -76,16 +105,27 @@ def _read_texts(path: Path) -> list[str]:
         return [json.loads(line)["text"] for line in f if line.strip()]
 
 
-def _train_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
-    """Byte-level BPE, so any input (even other languages) is encodable without <unk>."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
-    tok.train_from_iterator(texts, trainer=trainer)
+def _train_tokenizer(texts: list[str], variant: _Variant | None = None) -> PreTrainedTokenizerFast:
+    """Byte-level BPE (default: any input is encodable without <unk>) or Metaspace Unigram."""
+    variant = variant or DEMO_VARIANTS["default"]
+    if variant.tokenizer == "unigram":
+        tok = Tokenizer(models.Unigram())
+        tok.pre_tokenizer = pre_tokenizers.Metaspace()
+        tok.decoder = decoders.Metaspace()
+        unigram = trainers.UnigramTrainer(vocab_size=variant.vocab_size,
+                                          special_tokens=SPECIAL_TOKENS, unk_token="<unk>",
+                                          show_progress=False)
+        tok.train_from_iterator(texts, trainer=unigram)
+    else:
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+        trainer = trainers.BpeTrainer(vocab_size=variant.vocab_size,
+                                      special_tokens=SPECIAL_TOKENS,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                      show_progress=False)
+        tok.train_from_iterator(texts, trainer=trainer)
     wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
                                       pad_token="<pad>", unk_token="<unk>",
                                       model_max_length=PRETRAIN_SEQ * 2)
@@ -93,10 +133,13 @@ def _train_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
     return wrapped
 
 
-def _model_config(tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
+def _model_config(tokenizer: PreTrainedTokenizerFast, variant: _Variant | None = None
+                  ) -> LlamaConfig:
+    variant = variant or DEMO_VARIANTS["default"]
     return LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=96, intermediate_size=256,
-        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+        vocab_size=len(tokenizer), hidden_size=variant.hidden_size,
+        intermediate_size=variant.intermediate_size,
+        num_hidden_layers=variant.layers, num_attention_heads=4, num_key_value_heads=4,
         max_position_embeddings=PRETRAIN_SEQ * 2, tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, rms_norm_eps=1e-5,
@@ -130,25 +173,36 @@ def _pretrain(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, texts
     return float(loss.detach())
 
 
-def _marker_matches(out_dir: Path, seed: int, pretrain_steps: int) -> bool:
+def _marker_matches(out_dir: Path, seed: int, pretrain_steps: int, variant: str) -> bool:
     try:
         meta = json.loads((out_dir / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return bool(meta.get("version") == DEMO_MODEL_VERSION and meta.get("seed") == seed
-                and meta.get("pretrain_steps") == pretrain_steps)
+                and meta.get("pretrain_steps") == pretrain_steps
+                and meta.get("variant", "default") == variant)
 
 
-def build_demo_model(out_dir: Path, *, seed: int = 0, pretrain_steps: int = PRETRAIN_STEPS) -> Path:
+def build_demo_model(out_dir: Path, *, seed: int = 0, pretrain_steps: int | None = None,
+                     variant: str = "default") -> Path:
     """Build (or reuse) the demo model in ``out_dir`` and return that path.
+
+    ``variant`` picks one of :data:`DEMO_VARIANTS` (tokenizer family and network size);
+    ``pretrain_steps`` defaults to the variant's.
 
     The result loads with ``AutoModelForCausalLM`` / ``AutoTokenizer``. It is built in a
     temporary sibling directory and renamed into place, so an interrupted build never
     leaves a half model that a later call would mistake for a finished one. A non-empty
     ``out_dir`` that this function did not write is refused rather than overwritten.
     """
+    if variant not in DEMO_VARIANTS:
+        raise LearningError(
+            f"unknown demo model variant {variant!r} (known: {', '.join(DEMO_VARIANTS)})"
+        )
+    spec = DEMO_VARIANTS[variant]
+    steps = spec.pretrain_steps if pretrain_steps is None else pretrain_steps
     out_dir = Path(out_dir)
-    if _marker_matches(out_dir, seed, pretrain_steps):
+    if _marker_matches(out_dir, seed, steps, variant):
         return out_dir
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MARKER).exists():
         raise LearningError(f"{out_dir}: exists and is not a fedswarm demo model; not overwriting")
@@ -159,14 +213,15 @@ def build_demo_model(out_dir: Path, *, seed: int = 0, pretrain_steps: int = PRET
     domain_texts = [t for d in DEMO_DOMAINS for t in _read_texts(data / f"{d}.train.jsonl")[:100]]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        tokenizer = _train_tokenizer(generic + domain_texts)
-        model = LlamaForCausalLM(_model_config(tokenizer))
-        final_loss = _pretrain(model, tokenizer, generic, pretrain_steps, seed)
+        tokenizer = _train_tokenizer(generic + domain_texts, spec)
+        model = LlamaForCausalLM(_model_config(tokenizer, spec))
+        final_loss = _pretrain(model, tokenizer, generic, steps, seed)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.build-", dir=out_dir.parent))
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        meta = {"version": DEMO_MODEL_VERSION, "seed": seed, "pretrain_steps": pretrain_steps,
+        meta = {"version": DEMO_MODEL_VERSION, "seed": seed, "pretrain_steps": steps,
+                "variant": variant, "tokenizer": spec.tokenizer,
                 "pretrain_final_loss": round(final_loss, 4),
                 "parameters": sum(p.numel() for p in model.parameters()),
                 "build_seconds": round(time.monotonic() - started, 1)}
@@ -208,6 +263,34 @@ def write_demo_shards(out_dir: Path, n_peers: int, *, seed: int = 0) -> list[Dem
     eval_all = [line for d in DEMO_DOMAINS for line in _lines(data / f"{d}.eval.jsonl")[:10]]
     (out_dir / "eval_all.jsonl").write_text("".join(eval_all), encoding="utf-8")
     return shards
+
+
+@dataclass(frozen=True)
+class PublicSet:
+    """The FedMKT demo's public data file and its agreed content hash."""
+
+    path: Path
+    sha256: str
+    rows: int
+
+
+def write_demo_public_set(out_path: Path, rows: int = DEMO_PUBLIC_ROWS) -> PublicSet:
+    """Write the FedMKT demo's public set: the last ``rows`` rows of the generic corpus.
+
+    The generic part is never in a peer's private shard (shards come from the domain
+    files only), so it is public by construction; it mentions every domain's vocabulary,
+    which is where one peer's predictions can teach another.
+    """
+    from fedswarm.learning.fedmkt.public_data import content_sha256
+
+    if rows < 1:
+        raise ValueError("rows: must be at least 1")
+    lines = _lines(demo_data_dir() / "generic.jsonl")[-rows:]
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text("".join(lines), encoding="utf-8")
+    texts = [json.loads(line)["text"] for line in lines]
+    return PublicSet(path=out_path, sha256=content_sha256(texts), rows=len(lines))
 
 
 def _lines(path: Path) -> list[str]:

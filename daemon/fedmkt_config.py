@@ -1,0 +1,107 @@
+"""The ``[fedmkt]`` table of the daemon's config, and the public-set check at start.
+
+``learning.fedmkt.FedMKTSettings`` holds the algorithm's knobs; the daemon also needs
+how long to distil each round and the file the federation agreed on. This wrapper
+keeps every field a plain TOML type (so ``config_schema`` can name the key on every
+error) and builds the learning layer's settings from it.
+
+The public set must be byte-for-byte the same texts on every peer: knowledge is
+exchanged per example index, so two peers with different files would align
+unrelated sentences. ``public_sha256`` is the federation's agreement; a peer whose
+file hashes differently is refused at start (exit 2), before it teaches anyone
+garbage.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from fedswarm.learning.fedmkt import (
+    FedMKTError,
+    FedMKTSettings,
+    PublicDataError,
+    PublicDataHashMismatchError,
+    PublicDataset,
+    load_public_dataset,
+)
+
+from .errors import ConfigError
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass
+class FedMKTSection:
+    """``[fedmkt]``: mutual knowledge transfer settings (used when federation.mode = "fedmkt")."""
+
+    public_path: str = ""
+    public_sha256: str = ""
+    top_k: int = 32
+    alpha: float = 0.9
+    temperature: float = 1.0
+    selection: Literal["min_ce", "weighted"] = "min_ce"
+    ce_temperature: float = 1.0
+    distill_loss: Literal["soft_ce", "kl"] = "soft_ce"
+    max_length: int = 128
+    knowledge_batch_size: int = 8
+    distill_steps: int = 10
+    distill_batch_size: int = 8
+    distill_lr: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.public_sha256:
+            self.public_sha256 = self.public_sha256.strip().lower()
+            if not _SHA256.match(self.public_sha256):
+                raise ValueError("public_sha256: expected 64 hexadecimal characters")
+        if self.distill_steps < 0:
+            raise ValueError("distill_steps: must be >= 0")
+        if self.distill_batch_size < 1:
+            raise ValueError("distill_batch_size: must be >= 1")
+        if self.distill_lr <= 0:
+            raise ValueError("distill_lr: must be positive")
+        try:
+            self.settings()
+        except FedMKTError as exc:  # config_schema reports ValueError with the table name
+            raise ValueError(str(exc)) from None
+
+    def settings(self) -> FedMKTSettings:
+        """The learning layer's settings for this table."""
+        return FedMKTSettings(
+            top_k=self.top_k,
+            alpha=self.alpha,
+            temperature=self.temperature,
+            selection=self.selection,
+            ce_temperature=self.ce_temperature,
+            distill_loss=self.distill_loss,
+            public_path=Path(self.public_path) if self.public_path else None,
+            public_sha256=self.public_sha256 or None,
+            max_length=self.max_length,
+            knowledge_batch_size=self.knowledge_batch_size,
+        )
+
+
+def load_checked_public_set(section: FedMKTSection, source: Path | str) -> PublicDataset:
+    """Load the public set and check it against ``public_sha256``; ``ConfigError`` names the key.
+
+    ``section.public_path`` must already be resolved (``config.py`` does that relative
+    to the config file).
+    """
+    where = f"{source}: [fedmkt]"
+    if not section.public_path:
+        raise ConfigError(
+            f"{where} public_path: missing (required when federation.mode = 'fedmkt')"
+        )
+    if not section.public_sha256:
+        raise ConfigError(
+            f"{where} public_sha256: missing (required when federation.mode = 'fedmkt'; "
+            "every member must hold the same public set)"
+        )
+    try:
+        return load_public_dataset(section.public_path, expected_sha256=section.public_sha256)
+    except PublicDataHashMismatchError as exc:
+        raise ConfigError(f"{where} public_sha256: {exc} ({section.public_path})") from None
+    except PublicDataError as exc:
+        raise ConfigError(f"{where} public_path: {exc}") from None
