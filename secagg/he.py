@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,23 +90,47 @@ def create_context(params: SecAggParams) -> ContextKeys:
     return ContextKeys(public, secret, plain_modulus, time.process_time() - start)
 
 
+CONTEXT_CACHE_SIZE = 4
+_context_cache: OrderedDict[bytes, ts.Context] = OrderedDict()
+
+
 def load_public_context(public_context: bytes) -> ts.Context:
-    """Deserialise a context and refuse one that carries a secret key."""
+    """Deserialise a context and refuse one that carries a secret key.
+
+    Loaded contexts are kept per process (a few, keyed by sha256), so a worker that
+    encrypts or adds several times in one round loads D's context once.  A public
+    context is never mutated by encrypting or adding under it.
+    """
+    key = hashlib.sha256(public_context).digest()
+    cached = _context_cache.get(key)
+    if cached is not None:
+        _context_cache.move_to_end(key)
+        return cached
     try:
         context = ts.context_from(public_context, n_threads=1)
     except Exception as exc:  # TenSEAL raises bare ValueError/RuntimeError on garbage
         raise ContextMismatchError(f"cannot load BFV context: {exc}") from exc
     if context.is_private():
         raise ContextMismatchError("published context contains a secret key")
+    _context_cache[key] = context
+    while len(_context_cache) > CONTEXT_CACHE_SIZE:
+        _context_cache.popitem(last=False)
     return context
 
 
 def encrypt_vector(context: ts.Context, values: np.ndarray, slot_count: int) -> list[bytes]:
-    """Encrypt values (ints in [0, p)) as ceil(n / slots) serialised BFV ciphertexts."""
+    """Encrypt values (ints in [0, p)) as ceil(n / slots) serialised BFV ciphertexts.
+
+    Each chunk goes to TenSEAL as an int64 numpy slice through plain_tensor: building a
+    Python list of 4096 ints per chunk and converting it back cost as much as a third of
+    the encryption itself.
+    """
+    if values.dtype != np.int64:
+        values = values.astype(np.int64)
     out = []
     for start in range(0, values.size, slot_count):
-        chunk = values[start : start + slot_count].tolist()
-        out.append(ts.bfv_vector(context, chunk).serialize())
+        plain = ts.plain_tensor(values[start : start + slot_count], dtype="int")
+        out.append(ts.bfv_vector(context, plain).serialize())
     return out
 
 
@@ -201,10 +226,16 @@ def decrypt_chunks(
     context = ts.context_from(secret_context, n_threads=1)
     if not context.is_private():
         raise SecretKeyMissingError("this context has no secret key: cannot decrypt")
-    parts = [np.asarray(ts.bfv_vector_from(context, c).decrypt(), dtype=np.int64) for c in chunks]
-    values = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-    if values.size != n_values:
-        raise VectorShapeError(f"decrypted {values.size} values, expected {n_values}")
+    values = np.empty(n_values, dtype=np.int64)
+    filled = 0
+    for chunk in chunks:
+        plain = ts.bfv_vector_from(context, chunk).decrypt()
+        if filled + len(plain) > n_values:
+            raise VectorShapeError(f"decrypted more than the expected {n_values} values")
+        values[filled : filled + len(plain)] = np.fromiter(plain, dtype=np.int64, count=len(plain))
+        filled += len(plain)
+    if filled != n_values:
+        raise VectorShapeError(f"decrypted {filled} values, expected {n_values}")
     np.remainder(values, plain_modulus, out=values)  # TenSEAL returns centred values
     return values
 
