@@ -39,8 +39,11 @@ class SecAggParams:
     clip_norm: float = 1.0
     clip_mode: ClipMode = "coordinate"
     quantisation: Quantisation = "stochastic"
-    max_weight: float = 1024.0
-    weight_resolution: float = 1.0 / 1024.0
+    # Weights are the daemon's sample counts (push-sum masses): up to 65 536 samples pass
+    # as they are; a weight is exact to 1/64.  Precision of the average scales with
+    # sum(weights) / max_weight (QuantisationGrid.error_bound, AggregationResult.error_bound).
+    max_weight: float = 65536.0
+    weight_resolution: float = 1.0 / 64.0
 
     @property
     def slot_count(self) -> int:

@@ -80,7 +80,7 @@ from fedswarm.secagg.payloads import (
     UnmaskPayload,
     UploadPayload,
 )
-from fedswarm.secagg.quantise import check_update, quantise_weight
+from fedswarm.secagg.quantise import QuantisationGrid, quantise_weight, validate_update
 from fedswarm.secagg.roles import assign_roles
 from fedswarm.secagg.shamir import Share, reconstruct_secret, split_secret, threshold_for
 from fedswarm.secagg.shares import ShareVault
@@ -117,6 +117,7 @@ class AggregationResult:
     bytes_sent: int
     bytes_received: int
     rejected: tuple[str, ...] = field(default=())
+    error_bound: float = 0.0  # largest |average - exact weighted average| per coordinate
 
 
 async def run_secure_aggregation(
@@ -137,16 +138,19 @@ async def run_secure_aggregation(
     sent, NotEnoughSurvivorsError or RoleUnavailableError when the round cannot finish,
     and ProtocolViolationError subclasses when a peer breaks the protocol.
     """
+    prep_start = time.thread_time()
     params.validate()
     _check_spec(spec, signer.peer_id)
-    flat = check_update(update)
+    flat = validate_update(update)
     quantise_weight(weight, params)
+    prep_cpu_s = time.thread_time() - prep_start
     own_executor = executor is None
     pool = make_executor(1) if executor is None else executor
     try:
         session = _Session(
             spec, signer, verify, flat, weight, transport, params, step_timeout_s, pool
         )
+        session.timings["cpu_s"] += prep_cpu_s
         average, total_weight, survivors, dropped = await session.run()
     finally:
         if own_executor:
@@ -162,6 +166,7 @@ async def run_secure_aggregation(
         bytes_sent=session.bytes_sent,
         bytes_received=session.inbox.bytes_received,
         rejected=tuple(f"{type(e).__name__}: {e}" for e in session.inbox.rejected),
+        error_bound=QuantisationGrid.for_group(params, session.k).error_bound(total_weight),
     )
 
 
@@ -432,13 +437,16 @@ class _Session:
                     )
             return tuple(masks)
 
-        job = EncryptJob(
-            self.public_context,
-            self.flat.astype(np.float32),  # half the bytes to pickle; the worker widens it
-            self.weight,
-            self.params,
-            self.k,
-            self._local_cpu(mask_keys),
+        job = self._local_cpu(
+            lambda: EncryptJob(
+                self.public_context,
+                # half the bytes of float64 to pickle; no copy when already float32
+                np.asarray(self.flat, dtype=np.float32),
+                self.weight,
+                self.params,
+                self.k,
+                mask_keys(),
+            )
         )
         output = await self._in_pool(encrypt_contribution, job)
         self.timings["cpu_s"] += output.cpu_s
