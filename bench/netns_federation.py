@@ -326,11 +326,15 @@ class NetnsFederation:
 
     def impair(self, i: int, delay_ms: float, loss_pct: float) -> None:
         how = self.net.impair(i, delay_ms, loss_pct)
-        self._record("latency+loss", i, f"{delay_ms} ms, {loss_pct}% via {how}")
+        kind = "latency+loss" if delay_ms or loss_pct else "latency+loss cleared"
+        self._record(kind, i, f"{delay_ms} ms, {loss_pct}% via {how}")
 
     def limit_bandwidth(self, i: int, mbit: float | None) -> None:
         self.net.limit_bandwidth(i, mbit)
-        self._record("bandwidth", i, "removed" if mbit is None else f"tc tbf {mbit} Mbit/s")
+        if mbit is None:
+            self._record("bandwidth cleared", i)
+        else:
+            self._record("bandwidth", i, f"tc tbf {mbit} Mbit/s")
 
     def pause(self, i: int) -> None:
         process = self.peers[i].process
