@@ -45,8 +45,13 @@ def run_demo(
     federation = LocalFederation(
         root, peers, rounds, secure_aggregation=protocol, group_size=group_size, mode=mode
     )
+    if mode == "fedmkt":  # models differ: knowledge is exchanged, nothing is averaged
+        protocol = "none"
     click.echo(f"fedswarm demo: {peers} peers, {rounds} rounds, secure aggregation: {protocol}")
-    if protocol == "none":
+    if mode == "fedmkt":
+        click.echo("  NOTE: FedMKT (mutual distillation between different models): each peer's "
+                   "top-k predictions on the public set are seen by its group; see docs/fedmkt.md")
+    elif protocol == "none":
         click.echo("  WARNING: plaintext averaging; every peer sees the others' updates")
     click.echo(f"  building the tiny demo model and data in {root} ...")
     try:
