@@ -314,15 +314,18 @@ def export(config_path: Path, out: Path) -> None:
               help="Secure aggregation (default) or plaintext averaging.")
 @click.option("--mode", type=click.Choice(["lora_avg", "fedmkt"]), default="lora_avg",
               show_default=True)
-@click.option("--group-size", default=4, show_default=True, type=click.IntRange(3, 64))
+@click.option("--group-size", default=None, type=click.IntRange(3, 64),
+              help="Peers per averaging group [default: 3 with 6 or more peers, else 4].")
 @click.option("--workdir", type=click.Path(path_type=Path), default=None,
               help="Keep the federation's files here instead of a temporary folder.")
 def demo(peers: int, rounds: int, json_path: Path | None, secure: bool, mode: str,
-         group_size: int, workdir: Path | None) -> None:
+         group_size: int | None, workdir: Path | None) -> None:
     """Run a real federation of daemons on 127.0.0.1 with the bundled tiny model."""
     from .demo import run_demo
     from .errors import DemoError
 
+    if group_size is None:
+        group_size = 3 if peers >= 6 else 4
     try:
         summary = run_demo(peers=peers, rounds=rounds, secure=secure, mode=mode,
                            group_size=group_size, workdir=workdir, json_path=json_path)

@@ -71,6 +71,7 @@ class FederationSettings:
     group_size: int = 4
     round_deadline_s: float = 120.0
     secure_aggregation: str = "bfv-mask-shamir-v1"
+    final_averaging_rounds: int = 0
     wait_for_peers: int = 0
     wait_for_peers_s: float = 120.0
     heartbeat_s: float = 2.0
@@ -83,6 +84,12 @@ class FederationSettings:
             raise ValueError(
                 "group_size: must be >= 3 "
                 "(in a group of two the average reveals the other's update)"
+            )
+        if self.final_averaging_rounds < 0 or (
+            self.rounds and self.final_averaging_rounds >= self.rounds
+        ):
+            raise ValueError(
+                "final_averaging_rounds: must be >= 0 and leave at least one training round"
             )
         if self.round_deadline_s <= 0:
             raise ValueError("round_deadline_s: must be positive")

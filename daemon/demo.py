@@ -23,6 +23,7 @@ from fedswarm.learning.checkpoint_files import latest_dir
 
 from .errors import DemoError
 from .federation_runner import LocalFederation
+from .grouping import grid_shape
 
 DEMO_TIMEOUT_S = 1800.0
 
@@ -43,7 +44,9 @@ def run_demo(
     root = Path(tempfile.mkdtemp(prefix="fedswarm-demo-")) if own_tmp else Path(workdir)  # type: ignore[arg-type]
     protocol = "bfv-mask-shamir-v1" if secure else "none"
     federation = LocalFederation(
-        root, peers, rounds, secure_aggregation=protocol, group_size=group_size, mode=mode
+        root, peers, rounds, secure_aggregation=protocol, group_size=group_size, mode=mode,
+        overrides={"federation": {"final_averaging_rounds": final_averaging_rounds(
+            peers, rounds, group_size, mode)}},
     )
     if mode == "fedmkt":  # models differ: knowledge is exchanged, nothing is averaged
         protocol = "none"
@@ -81,6 +84,15 @@ def run_demo(
     elif not summary["ok"]:
         click.echo(f"logs kept in {root}")
     return summary
+
+
+def final_averaging_rounds(peers: int, rounds: int, group_size: int, mode: str) -> int:
+    """With rotating groups, end with one averaging-only pass over the grid so every
+    peer holds the same adapter; with one group of everyone no extra round is needed."""
+    if mode == "fedmkt":
+        return 0
+    passes = grid_shape(peers, group_size).rounds_per_epoch if peers > group_size + 2 else 0
+    return min(passes, rounds - 1)
 
 
 class _Progress:
@@ -125,6 +137,7 @@ def _summarise(
                 "eval_loss_end": status.get("eval_loss_last"),
                 "rounds_completed": status.get("rounds_completed", 0),
                 "rounds_aggregated": status.get("rounds_aggregated", 0),
+                "last_finished_round": status.get("last_finished_round", 0),
             }
         )
         try:
@@ -136,7 +149,7 @@ def _summarise(
     if federation.mode != "fedmkt":
         diff = max((float(np.max(np.abs(a - b))) for a in vectors for b in vectors), default=0.0)
     ok = all(
-        p["rounds_completed"] >= federation.rounds
+        p["last_finished_round"] >= federation.rounds
         and p["eval_loss_end"] is not None
         and p["eval_loss_start"] is not None
         and p["eval_loss_end"] < p["eval_loss_start"]

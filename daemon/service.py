@@ -351,20 +351,24 @@ class Daemon:
         self.store.begin_round(round)
         self.events.publish("round_started", round=round)
 
-        self._set_state("training")
+        averaging_only = bool(fed.rounds) and round > fed.rounds - fed.final_averaging_rounds
+        train_loss: float | None = None
         started = time.monotonic()
-        train = await asyncio.to_thread(self.trainer.train)
+        if not averaging_only:
+            self._set_state("training")
+            train_loss = (await asyncio.to_thread(self.trainer.train)).loss
         train_s = time.monotonic() - started
         eval_before = await asyncio.to_thread(self.trainer.evaluate)
         self.store.update_round(
-            round, train_loss=train.loss, eval_loss_before=eval_before.loss, train_s=train_s
+            round, train_loss=train_loss, eval_loss_before=eval_before.loss, train_s=train_s
         )
-        self.events.publish("trained", round=round, train_loss=train.loss,
+        self.events.publish("trained", round=round, train_loss=train_loss,
                             eval_loss_before=eval_before.loss)
 
         self._set_state("grouping")
         view = self._up_members()
-        self._refresh_mass(round, len(view))
+        if not averaging_only:
+            self._refresh_mass(round, len(view))
         formed = await form_group(
             me=self.identity.peer_id,
             round=round,
@@ -434,8 +438,9 @@ class Daemon:
             self.events.publish("fedmkt", **fedmkt_event(self.identity.peer_id, round, mkt))
         self.store.update_round(round, **record)
         log.info(
-            "round %d %s: train loss %.4f, eval loss %.4f -> %.4f (group %s)",
-            round, status, train.loss, eval_before.loss, eval_after.loss,
+            "round %d %s: train loss %s, eval loss %.4f -> %.4f (group %s)",
+            round, status, "-" if train_loss is None else f"{train_loss:.4f}",
+            eval_before.loss, eval_after.loss,
             len(group) if group else 0,
         )
         self.events.publish("round_finished", round=round, status=status,

@@ -37,6 +37,7 @@ rounds = {rounds}                  # stop after this many rounds; 0 = run until 
 group_size = 4                     # peers averaged together per round (at least 3)
 round_deadline_s = {deadline}      # a straggler misses the round after this long
 secure_aggregation = {secure}    # "bfv-mask-shamir-v1" or "none" (plaintext; peers see each other's updates)
+final_averaging_rounds = 0         # last rounds only average (no training): every member ends with the same adapter
 wait_for_peers = {wait_for_peers}  # before round 1, wait until this many members (incl. you) are up
 wait_for_peers_s = 120.0
 
