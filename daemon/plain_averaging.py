@@ -27,6 +27,9 @@ from .mailbox import Mailbox
 log = logging.getLogger("fedswarm.daemon.plain")
 
 KIND = "plain-update"
+MAX_ABS_VALUE = 1e3
+"""No adapter parameter is anywhere near this; a peer sending one is broken or hostile,
+and a single such update would dominate the group average, so it is refused."""
 _HEADER = struct.Struct("!dQ")  # weight, number of float32 values
 
 SendBlob = Callable[[str, str, int, bytes], Awaitable[None]]
@@ -71,6 +74,9 @@ def decode_update(payload: bytes, expected_size: int) -> tuple[np.ndarray, float
     vector = np.frombuffer(payload, dtype=np.float32, offset=_HEADER.size)
     if not np.isfinite(vector).all():
         raise UpdateFormatError("update contains NaN or Inf")
+    largest = float(np.max(np.abs(vector))) if vector.size else 0.0
+    if largest > MAX_ABS_VALUE:
+        raise UpdateFormatError(f"update has an extreme value ({largest:.3g} > {MAX_ABS_VALUE:g})")
     return vector, weight
 
 

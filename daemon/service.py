@@ -526,6 +526,8 @@ class Daemon:
         """
         assert self.membership is not None and self.trainer is not None
         assert self.adapter_exchange is not None and self.store is not None
+        if self.config.federation.mode == "fedmkt":
+            return False  # peers run different models: a neighbour's adapter does not fit ours
         target = most_advanced_peer(
             self.membership.view(), self.roster.is_member, self.current_round
         )

@@ -53,6 +53,8 @@ class Roster:
             raise RosterError(f"{path}: roster file does not exist") from exc
         except tomllib.TOMLDecodeError as exc:
             raise RosterError(f"{path}: not valid TOML: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise RosterError(f"{path}: not UTF-8 text: {exc}") from exc
         except OSError as exc:
             raise RosterError(f"{path}: cannot read roster: {exc}") from exc
         return _from_dict(data, source=str(path))

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from fedswarm.daemon.demo import read_final_adapter
 from fedswarm.daemon.federation_runner import LocalFederation
 

@@ -38,3 +38,10 @@ def test_non_finite_values_are_refused(bad: float) -> None:
 def test_non_positive_weight_is_refused(weight: float) -> None:
     with pytest.raises(UpdateFormatError, match="weight"):
         decode_update(encode_update(np.zeros(3, np.float32), weight), expected_size=3)
+
+
+def test_extreme_values_are_refused() -> None:
+    vector = np.zeros(5, np.float32)
+    vector[1] = 1e6
+    with pytest.raises(UpdateFormatError, match="extreme value"):
+        decode_update(encode_update(vector, 1.0), expected_size=5)

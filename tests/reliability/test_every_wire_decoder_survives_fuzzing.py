@@ -155,13 +155,7 @@ DECODERS = [
 ]
 
 # Known bugs this sweep found, kept visible (strict: the mark fails once the bug is fixed).
-KNOWN_BUGS = {
-    "p2p roster file": pytest.mark.xfail(
-        raises=UnicodeDecodeError, strict=True,
-        reason="found by this sweep: Roster.load lets UnicodeDecodeError escape on a "
-               "non-UTF-8 roster file (p2p/roster.py catches only TOMLDecodeError/OSError)",
-    ),
-}
+KNOWN_BUGS: dict[str, pytest.MarkDecorator] = {}
 FUZZ_CASES = [
     pytest.param(d, id=d.name, marks=[KNOWN_BUGS[d.name]] if d.name in KNOWN_BUGS else [])
     for d in DECODERS

@@ -71,12 +71,10 @@ async def test_bad_update_is_rejected_logged_and_the_round_continues(name: str) 
     np.testing.assert_array_equal(average, np.full(SIZE, 2.0, np.float32))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap found here: plaintext averaging neither clips nor refuses an extreme-norm "
-           "update (secure aggregation clips each member's own update, but cannot check a "
-           "hostile member's ciphertext); daemon/plain_averaging.py needs a norm bound",
-)
 async def test_extreme_norm_update_is_clipped_or_rejected() -> None:
-    average, _, _ = await _average_with(encode_update(np.full(SIZE, 1e30, np.float32), 1.0))
+    average, survivors, rejected = await _average_with(
+        encode_update(np.full(SIZE, 1e30, np.float32), 1.0)
+    )
     assert float(np.max(np.abs(average))) < 1e3
+    assert survivors == ["peer-a", "peer-b"]
+    assert [peer for peer, _ in rejected] == ["peer-m"], rejected
