@@ -328,15 +328,15 @@ class Daemon:
         self._set_state("waiting_for_peers")
         deadline = time.monotonic() + fed.wait_for_peers_s
         while time.monotonic() < deadline and not self._stop.is_set():
-            if len(self._up_members()) >= fed.wait_for_peers:
+            if len(self.up_members()) >= fed.wait_for_peers:
                 return
             await asyncio.sleep(0.2)
         log.warning(
             "only %d of %d peers up after %.0f s; starting anyway",
-            len(self._up_members()), fed.wait_for_peers, fed.wait_for_peers_s,
+            len(self.up_members()), fed.wait_for_peers, fed.wait_for_peers_s,
         )
 
-    def _up_members(self) -> list[str]:
+    def up_members(self) -> list[str]:
         """Roster members we consider up now, including ourselves, sorted."""
         assert self.membership is not None
         up = set(self.membership.up_peers(self.config.federation.peer_timeout_s))
@@ -366,7 +366,7 @@ class Daemon:
                             eval_loss_before=eval_before.loss)
 
         self._set_state("grouping")
-        view = self._up_members()
+        view = self.up_members()
         if not averaging_only:
             self._refresh_mass(round, len(view))
         formed = await form_group(

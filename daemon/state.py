@@ -255,6 +255,23 @@ class StateStore:
             ).fetchall()
         return [self._round_from_row(row) for row in reversed(rows)]
 
+    def round_status_counts(self) -> dict[str, int]:
+        """How many rounds ended in each status (all of them, not a window)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT status, COUNT(*) FROM rounds GROUP BY status"
+            ).fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    def secure_aggregation_totals(self, protocol: str) -> tuple[int, float]:
+        """(rounds, seconds) spent in ``protocol`` over the whole log."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(aggregate_s), 0) FROM rounds WHERE protocol = ?",
+                (protocol,),
+            ).fetchone()
+        return int(row[0]), float(row[1])
+
     def last_finished_round(self) -> int:
         """The highest round whose result was applied (complete or local-only), else 0."""
         with self._lock:

@@ -54,8 +54,7 @@ class DaemonStatusView:
 
     def overview(self) -> dict[str, Any]:
         d = self._d
-        rounds = d.store.rounds() if d.store else []
-        completed = [r for r in rounds if r.status in ("complete", "local_only")]
+        counts = d.store.round_status_counts() if d.store else {}
         return {
             "org": d.config.node.org,
             "federation_id": d.roster.federation_id,
@@ -68,16 +67,21 @@ class DaemonStatusView:
             "mode": d.config.federation.mode,
             "secure_aggregation": self.protocol_name(),
             "rounds_target": d.config.federation.rounds,
-            "rounds_completed": len(completed),
-            "rounds_aggregated": len([r for r in rounds if r.status == "complete"]),
+            "rounds_completed": counts.get("complete", 0) + counts.get("local_only", 0),
+            "rounds_aggregated": counts.get("complete", 0),
+            "rounds_caught_up": counts.get("caught_up", 0),
             "last_finished_round": d.store.last_finished_round() if d.store else 0,
-            "peers_up": len(d._up_members()) - 1 if d.membership else 0,
+            "peers_up": self._peers_up(),
             "eval_loss_start": d.eval_loss_start,
             "eval_loss_last": d.eval_loss_last,
             "adapter_fingerprint": d.adapter_fingerprint,
             "listen_addrs": d.node.listen_addrs if d.node else [],
             "api_url": d.api_url,
         }
+
+    def _peers_up(self) -> int:
+        """Other roster members heard from recently (not counting ourselves)."""
+        return max(len(self._d.up_members()) - 1, 0) if self._d.membership else 0
 
     def protocol_name(self) -> str:
         return "none" if self._d.config.federation.secure_aggregation == "none" else PROTOCOL_NAME
@@ -189,25 +193,27 @@ class DaemonStatusView:
 
     def metrics_text(self) -> str:
         d = self._d
-        rounds = d.store.rounds() if d.store else []
+        recent = d.store.rounds(limit=20) if d.store else []
+        counts = d.store.round_status_counts() if d.store else {}
+        secagg_rounds, secagg_seconds = (
+            d.store.secure_aggregation_totals(PROTOCOL_NAME) if d.store else (0, 0.0)
+        )
         stats = d.node.stats() if d.node else {}
-        last_train = next((r.train_loss for r in reversed(rounds) if r.train_loss is not None),
+        last_train = next((r.train_loss for r in reversed(recent) if r.train_loss is not None),
                           None)
         return render_metrics(
             MetricsSnapshot(
                 round=d.current_round,
-                rounds_completed=len([r for r in rounds if r.status == "complete"]),
-                rounds_aborted=len([r for r in rounds if r.status == "aborted"]),
+                rounds_completed=counts.get("complete", 0),
+                rounds_aborted=counts.get("aborted", 0),
                 train_loss=last_train,
                 eval_loss=d.eval_loss_last,
                 bytes_sent=int(stats.get("bytes_sent", 0)),
                 bytes_received=int(stats.get("bytes_received", 0)),
-                peers_up=max(len(d._up_members()) - 1, 0) if d.membership else 0,
+                peers_up=self._peers_up(),
                 rejected_messages=d.store.rejection_counts() if d.store else {},
-                secagg_seconds_total=float(
-                    sum(r.aggregate_s or 0.0 for r in rounds if r.protocol == PROTOCOL_NAME)
-                ),
-                secagg_rounds_total=len([r for r in rounds if r.protocol == PROTOCOL_NAME]),
+                secagg_seconds_total=secagg_seconds,
+                secagg_rounds_total=secagg_rounds,
                 state=d.state,
                 up_since=d.started_at,
             )

@@ -71,3 +71,14 @@ def test_unwritable_state_directory_is_a_state_error(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(StateError, match="cannot create state directory"):
         StateStore.open(blocker / "state")
+
+
+def test_status_counts_cover_the_whole_log_not_a_window(tmp_path: Path) -> None:
+    store = StateStore.open(tmp_path)
+    for n in range(1, 1206):
+        store.begin_round(n)
+        store.update_round(n, status="complete" if n % 5 else "aborted", protocol="p",
+                           aggregate_s=0.5)
+    assert len(store.rounds()) == 1000
+    assert store.round_status_counts() == {"complete": 964, "aborted": 241}
+    assert store.secure_aggregation_totals("p") == (1205, 602.5)
