@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from fedswarm.p2p.identity import public_key_from_peer_id
 from fedswarm.secagg.params import PROTOCOL_NAME, SecAggParams
 
+from .fedmkt_view import FedMKTEventLog, fedmkt_panel
 from .prometheus import MetricsSnapshot, render_metrics
 
 if TYPE_CHECKING:
@@ -51,6 +52,9 @@ class DaemonStatusView:
     def __init__(self, daemon: Daemon) -> None:
         self._d = daemon
         self._device = device_description()
+        self._fedmkt_events = FedMKTEventLog()
+        if daemon.config.federation.mode == "fedmkt":  # public-set losses live only in events
+            self._fedmkt_events.follow(daemon.events.subscribe, daemon.events.unsubscribe)
 
     def overview(self) -> dict[str, Any]:
         d = self._d
@@ -217,6 +221,16 @@ class DaemonStatusView:
                 state=d.state,
                 up_since=d.started_at,
             )
+        )
+
+    def fedmkt(self) -> dict[str, Any]:
+        d = self._d
+        return fedmkt_panel(
+            enabled=d.config.federation.mode == "fedmkt",
+            me=d.identity.peer_id,
+            records=d.store.rounds() if d.store else [],
+            events=self._fedmkt_events,
+            org_of=lambda peer: d.roster.org_of(peer),
         )
 
     def subscribe(self) -> asyncio.Queue[dict[str, Any]]:

@@ -42,6 +42,11 @@ class DaemonView(Protocol):
     def traffic(self) -> dict[str, Any]:
         """{"bytes_sent", "bytes_received", "blobs_sent", "blobs_received", "per_round": [...]}"""
 
+    def fedmkt(self) -> dict[str, Any]:
+        """{"enabled": bool (mode is fedmkt), "peer_id", "org", "rounds": [{round, status,
+        student, student_org, edges: [{teacher, teacher_org, student, student_org}],
+        aligned_fraction, public_losses: [{peer_id, org, loss}], dropped, distill, note}]}"""
+
     def metrics_text(self) -> str:
         """Prometheus text exposition of the daemon's counters and gauges."""
 

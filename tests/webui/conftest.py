@@ -153,6 +153,35 @@ class FakeView:
             "rejected_counts": {"blob": 1},
         }
 
+        me, peer_b, peer_c = (p["peer_id"] for p in self.peer_list)
+        orgs = {p["peer_id"]: p["org"] for p in self.peer_list}
+        self.mkt: dict[str, Any] = {
+            "enabled": False,
+            "peer_id": me,
+            "org": orgs[me],
+            "rounds": [
+                {
+                    "round": 1,
+                    "status": "complete",
+                    "student": me,
+                    "student_org": orgs[me],
+                    "edges": [
+                        {"teacher": t, "teacher_org": orgs[t], "student": me,
+                         "student_org": orgs[me]}
+                        for t in (peer_b, peer_c)
+                    ],
+                    "aligned_fraction": 0.62,
+                    "public_losses": [
+                        {"peer_id": p, "org": orgs[p], "loss": loss}
+                        for p, loss in ((me, 3.25), (peer_b, 2.5), (peer_c, math.nan))
+                    ],
+                    "dropped": [],
+                    "distill": {"steps": 4, "first_loss": 3.1, "last_loss": 2.9},
+                    "note": "fedmkt: learnt from two peers (62% positions aligned)",
+                }
+            ],
+        }
+
     # -- DaemonView ---------------------------------------------------------------------
     def overview(self) -> dict[str, Any]:
         if self.fail:
@@ -180,6 +209,9 @@ class FakeView:
             "per_round": [],
             "odd": math.nan,
         }
+
+    def fedmkt(self) -> dict[str, Any]:
+        return self.mkt
 
     def metrics_text(self) -> str:
         return f"# TYPE fedswarm_round gauge\nfedswarm_round {self.round}\n"

@@ -148,3 +148,27 @@ async def test_json_is_not_served_as_html(
 def test_out_of_range_config_is_refused(kwargs: dict[str, Any]) -> None:
     with pytest.raises(DashboardConfigError):
         DashboardConfig(**kwargs)
+
+
+async def test_fedmkt_lists_teacher_student_edges_with_org_names(
+    client: TestClient[Any, Any], auth: dict[str, str], fake_view: Any, hostile_org: str
+) -> None:
+    fake_view.mkt["enabled"] = True
+    fedmkt = await get_json(client, "/api/fedmkt", auth)
+    assert fedmkt["enabled"] is True
+    (round_1,) = fedmkt["rounds"]
+    assert [(e["teacher_org"], e["student_org"]) for e in round_1["edges"]] == [
+        (hostile_org, "org-1-news"),
+        ("org-3-code", "org-1-news"),
+    ]
+    assert round_1["aligned_fraction"] == 0.62
+    assert [entry["loss"] for entry in round_1["public_losses"]] == [3.25, 2.5, None]
+
+
+async def test_fedmkt_view_failure_gets_503(
+    client: TestClient[Any, Any], auth: dict[str, str], fake_view: Any
+) -> None:
+    fake_view.mkt = None  # a view bug: the handler must answer, not crash
+    fake_view.fedmkt = lambda: {}["missing"]
+    response = await client.get("/api/fedmkt", headers=auth)
+    assert response.status == 503

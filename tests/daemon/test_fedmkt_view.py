@@ -1,0 +1,107 @@
+"""The FedMKT panel data: edges from the round log, public-set losses from live events."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from types import SimpleNamespace
+from typing import Any
+
+from fedswarm.daemon.events import EventBus
+from fedswarm.daemon.fedmkt_view import (
+    FedMKTEventLog,
+    aligned_fraction_from_note,
+    fedmkt_panel,
+)
+from fedswarm.daemon.state import RoundRecord
+from fedswarm.daemon.status_view import DaemonStatusView
+
+ME, PEER_B, PEER_C = "12D3KooWme", "12D3KooWbb", "12D3KooWcc"
+ORGS = {ME: "org-a", PEER_B: "org-b", PEER_C: "org-c"}
+
+
+def record(round: int, **fields: Any) -> RoundRecord:
+    base: dict[str, Any] = {
+        "status": "complete",
+        "started_at": time.time(),
+        "members": [ME, PEER_B, PEER_C],
+        "survivors": [ME, PEER_B],
+        "dropped": [PEER_C],
+        "protocol": "fedmkt",
+        "note": f"fedmkt: {ME} learnt from {PEER_B} (37% positions aligned); nothing from x",
+    }
+    return RoundRecord(round=round, **{**base, **fields})
+
+
+def event(round: int) -> dict[str, Any]:
+    return {
+        "type": "fedmkt",
+        "round": round,
+        "student": ME,
+        "teachers": [PEER_B],
+        "public_losses": {PEER_B: 2.0, ME: 3.0, PEER_C: math.inf},
+        "distill": {"peer_position_fraction": 0.375, "steps": 2},
+    }
+
+
+def panel(records: list[RoundRecord], events: FedMKTEventLog) -> dict[str, Any]:
+    return fedmkt_panel(enabled=True, me=ME, records=records, events=events, org_of=ORGS.get)
+
+
+def test_round_log_alone_gives_edges_with_org_names_and_aligned_share() -> None:
+    rows = [record(0, protocol=None), record(1), record(2, protocol="bfv-mask-shamir-v1")]
+    (only,) = panel(rows, FedMKTEventLog())["rounds"]
+    assert only["round"] == 1
+    assert only["edges"] == [
+        {"teacher": PEER_B, "teacher_org": "org-b", "student": ME, "student_org": "org-a"}
+    ]
+    assert only["aligned_fraction"] == 0.37
+    assert only["public_losses"] == []  # not in the round log
+    assert only["dropped"] == [PEER_C]
+
+
+def test_event_adds_public_losses_self_first_and_exact_share() -> None:
+    events = FedMKTEventLog()
+    events.record(event(1))
+    (only,) = panel([record(1)], events)["rounds"]
+    assert [(e["org"], e["loss"]) for e in only["public_losses"]] == [
+        ("org-a", 3.0), ("org-b", 2.0), ("org-c", None),
+    ]
+    assert only["aligned_fraction"] == 0.375
+
+
+def test_event_log_ignores_other_and_malformed_events_and_stays_bounded() -> None:
+    events = FedMKTEventLog(keep=2)
+    events.record({"type": "train_step", "round": 1})
+    events.record({"type": "fedmkt", "round": "1"})
+    for n in (1, 2, 3):
+        events.record(event(n))
+    assert events.rounds() == [2, 3]
+
+
+def test_note_without_share_gives_none() -> None:
+    assert aligned_fraction_from_note(None) is None
+    assert aligned_fraction_from_note("no group this round") is None
+
+
+async def test_status_view_records_fedmkt_events_from_the_bus() -> None:
+    bus = EventBus()
+    daemon = SimpleNamespace(
+        events=bus,
+        config=SimpleNamespace(federation=SimpleNamespace(mode="fedmkt")),
+        identity=SimpleNamespace(peer_id=ME),
+        store=SimpleNamespace(rounds=lambda: [record(1)]),
+        roster=SimpleNamespace(org_of=ORGS.get),
+    )
+    view = DaemonStatusView(daemon)  # type: ignore[arg-type]
+    await asyncio.sleep(0)  # let the recorder subscribe
+    bus.publish("fedmkt", **{k: v for k, v in event(1).items() if k != "type"})
+    for step in range(300):  # more than a subscriber queue holds, as the loop runs them
+        bus.publish("train_step", round=1, step=step, loss=1.0)
+        await asyncio.sleep(0)
+    data = view.fedmkt()
+    assert data["enabled"] is True
+    assert data["rounds"][0]["public_losses"][0] == {"peer_id": ME, "org": "org-a", "loss": 3.0}
+    await view._fedmkt_events.stop()
+    assert not bus._queues
