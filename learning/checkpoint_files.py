@@ -115,6 +115,23 @@ def publish_latest(root: Path, name: str) -> None:
     for old in rounds[:-KEEP]:
         if old.name != name:
             shutil.rmtree(old, ignore_errors=True)
+    remove_stale_temporaries(root)
+
+
+def remove_stale_temporaries(root: Path) -> None:
+    """Delete temp dirs and ``LATEST`` temp files that a killed writer left in ``root``.
+
+    ``write_atomic_dir`` and ``publish_latest`` clean up after themselves, except when
+    the process dies mid-write (``kill -9``, power loss): then a hidden
+    ``.round-N.tmp-*`` folder (a whole checkpoint's size) or ``.LATEST.tmp-PID`` stays
+    behind, and a daemon that crashes repeatedly would fill its disk with them. One
+    daemon writes a checkpoint root at a time, so after a successful publish every
+    such leftover is garbage.
+    """
+    for stale in root.glob(".round-*.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in root.glob(f".{LATEST}.tmp-*"):
+        stale.unlink(missing_ok=True)
 
 
 def latest_dir(root: Path) -> Path:
