@@ -40,6 +40,7 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 
 from . import framing
+from .dht import DhtDiscovery
 from .envelope import MAX_GOSSIP_PAYLOAD, open_envelope, seal
 from .errors import (
     BlobCorruptError,
@@ -93,6 +94,11 @@ class NodeConfig:
     gossip_max_msgs_per_s: float = 200.0
     gossip_max_age_s: float = 300.0
     announce_interval_s: float = 5.0
+    # Signed address announcements on gossip. Turning them off leaves discovery
+    # to the roster, bootstrap, heartbeats and (if enabled) the DHT.
+    announce_addrs: bool = True
+    dht_interval_s: float = 5.0
+    dht_record_max_age_s: float = 3600.0
     maintenance_interval_s: float = 1.0
 
 
@@ -165,6 +171,7 @@ class P2PNode:
         self._dialing: set[str] = set()
         self._seen: OrderedDict[bytes, float] = OrderedDict()
         self._ping_misses: dict[str, int] = {}
+        self._dht: DhtDiscovery | None = None
 
     # ------------------------------------------------------------------ asyncio API
 
@@ -286,6 +293,7 @@ class P2PNode:
             out = dict(self._stats)
             out["rejected"] = dict(self._stats["rejected"])
         out["connected_peers"] = len(self.connected_peers())
+        out["dht_records_used"] = self._dht.records_used if self._dht is not None else 0
         return out
 
     def latency_ms(self, peer_id: str) -> float | None:
@@ -349,6 +357,17 @@ class P2PNode:
                     self._nursery = inner
                     await self._subscribe_trio(_ANNOUNCE_TOPIC)
                     inner.start_soon(self._maintenance_loop)
+                    if cfg.enable_dht:
+                        self._dht = DhtDiscovery(
+                            host,
+                            self.identity,
+                            lambda: self._roster,
+                            learn=self.add_peer_addrs,
+                            reject=self._count_reject,
+                            max_age_s=cfg.dht_record_max_age_s,
+                        )
+                        await inner.start(self._dht.run)
+                        inner.start_soon(self._dht_loop, self._dht)
                     task_status.started()
                     await trio.sleep_forever()
 
@@ -453,6 +472,27 @@ class P2PNode:
                 self._nursery.start_soon(self._announce_and_ping)
             await trio.sleep(self.config.maintenance_interval_s)
 
+    async def _dht_loop(self, dht: DhtDiscovery) -> None:
+        """Publish our signed record and look up members we are not connected to."""
+        while True:
+            await dht.add_members(self.connected_peers())
+            await dht.publish([a for a in self._listen_addrs if _is_dialable(a)])
+            # Members we cannot reach, and members we reach only through an
+            # address nobody signed (libp2p's auto-connector dials whatever
+            # Kademlia routing put into the peerstore): fetch their own record.
+            with self._lock:
+                signed = set(self._known_addrs)
+            missing = [
+                m.peer_id
+                for m in self._roster.members
+                if m.peer_id != self.peer_id
+                and (not self._is_connected(m.peer_id) or (m.peer_id not in signed and not m.addrs))
+            ]
+            async with trio.open_nursery() as nursery:
+                for pid in missing:
+                    nursery.start_soon(dht.lookup, pid)
+            await trio.sleep(self.config.dht_interval_s)
+
     async def _redial(self, peer_id: str) -> None:
         lo, hi = self.config.reconnect_backoff_s
         try:
@@ -469,7 +509,7 @@ class P2PNode:
 
     async def _announce_and_ping(self) -> None:
         addrs = [a for a in self._listen_addrs if _is_dialable(a)]
-        if addrs:
+        if addrs and self.config.announce_addrs:
             data = seal(
                 self.identity,
                 self._roster.federation_id,
