@@ -7,7 +7,7 @@
 
 (function () {
   const state = {
-    status: null, peers: [], rounds: [], training: null, security: null, traffic: null,
+    status: null, peers: [], rounds: [], training: null, security: null, traffic: null, fedmkt: null,
     round: null, names: new Map(), charts: {}, events: 0,
   };
   window.fedswarmDashboard = state; // for operators' consoles and the browser test
@@ -89,6 +89,7 @@
     const parts = await Promise.allSettled([
       getJSON("/api/status"), getJSON("/api/peers"), getJSON("/api/rounds"),
       getJSON("/api/training"), getJSON("/api/security"), getJSON("/api/traffic"),
+      getJSON("/api/fedmkt"),
     ]);
     const value = (i) => (parts[i].status === "fulfilled" ? parts[i].value : null);
     if (value(1)) { state.peers = value(1); rememberNames(state.peers); renderPeers(); }
@@ -97,6 +98,8 @@
     if (value(5)) { state.traffic = value(5); renderTraffic(); }
     if (value(2)) { state.rounds = value(2); renderRounds(); }
     if (value(3)) { state.training = value(3); renderTraining(); }
+    if (value(6)) { state.fedmkt = value(6); renderFedMKT(); }
+    showTab();
   }
 
   let refreshTimer = null;
@@ -175,8 +178,11 @@
     if (state.status) renderOverview();
   }
 
+  // Round 0 is the daemon's initial evaluation, not a round: charts start at round 1.
+  function realRounds(rows) { return rows.filter((r) => r && typeof r.round === "number" && r.round >= 1); }
+
   function roundTimesChart() {
-    const rounds = state.rounds;
+    const rounds = realRounds(state.rounds);
     const labels = rounds.map((r) => String(r.round));
     const series = (key) => rounds.map((r) => (typeof r[key] === "number" ? r[key] : null));
     upsertChart("roundTimes", "chart-round-times", {
@@ -236,7 +242,7 @@
 
   function renderTraining() {
     const t = state.training || {};
-    const perRound = Array.isArray(t.rounds) ? t.rounds : [];
+    const perRound = Array.isArray(t.rounds) ? realRounds(t.rounds) : [];
     const series = (key) => perRound.map((r) => (typeof r[key] === "number" ? r[key] : null));
     upsertChart("roundLoss", "chart-round-loss", {
       type: "line",
@@ -275,10 +281,7 @@
       },
       options: { scales: { x: { title: { display: true, text: "round:step" }, ticks: { maxTicksLimit: 12 } } } },
     });
-    const last = steps.length ? steps[steps.length - 1] : null;
-    setText("steps-summary", steps.length
-      ? steps.length + " steps recorded; latest: round " + last.round + " step " + last.step + ", loss " + num(last.loss)
-      : "no steps recorded yet");
+    stepsSummary(steps);
 
     const samples = Array.isArray(t.samples) ? t.samples.slice().sort((a, b) => (b.round ?? 0) - (a.round ?? 0)) : [];
     const box = document.createElement("div");
@@ -292,6 +295,50 @@
       ]));
     }
     byId("samples").replaceWith(box);
+  }
+
+  function stepsSummary(steps) {
+    const last = steps.length ? steps[steps.length - 1] : null;
+    setText("steps-summary", steps.length
+      ? steps.length + " steps recorded; latest: round " + last.round + " step " + last.step + ", loss " + num(last.loss)
+      : "no steps recorded yet");
+  }
+
+  // ---------- FedMKT ----------
+  function fedmktOn() {
+    return Boolean((state.fedmkt && state.fedmkt.enabled === true) || (state.status && state.status.mode === "fedmkt"));
+  }
+  function orgOr(org, id) { return typeof org === "string" && org ? org : nameOf(id); }
+  function lines(items, makeLine) {
+    const cell = el("td");
+    if (!items.length) cell.textContent = "–";
+    for (const item of items) cell.appendChild(makeLine(item));
+    return cell;
+  }
+
+  function renderFedMKT() {
+    const f = state.fedmkt || {};
+    const rounds = Array.isArray(f.rounds) ? realRounds(f.rounds).slice().reverse() : [];
+    fillBody("fedmkt-table", rounds, (r) => {
+      const edges = Array.isArray(r.edges) ? r.edges : [];
+      const losses = Array.isArray(r.public_losses) ? r.public_losses.filter((m) => m && typeof m === "object") : [];
+      const finite = losses.map((m) => m.loss).filter((v) => typeof v === "number" && isFinite(v));
+      const best = finite.length ? Math.min(...finite) : null;
+      const d = r.distill && typeof r.distill === "object" ? r.distill : null;
+      const dropped = Array.isArray(r.dropped) ? r.dropped : [];
+      return el("tr", null, [
+        td(r.round, "num"),
+        el("td", { cls: r.status === "complete" ? "status-ok" : (r.status === "aborted" ? "status-bad" : ""), text: r.status ?? null }),
+        lines(edges, (e) => el("div", { cls: "edge", title: String(e.teacher) + " → " + String(e.student),
+          text: orgOr(e.teacher_org, e.teacher) + " → " + orgOr(e.student_org, e.student) })),
+        td(typeof r.aligned_fraction === "number" ? (100 * r.aligned_fraction).toFixed(0) + " %" : null, "num"),
+        lines(losses, (m) => el("div", { cls: "model-loss" + (best !== null && m.loss === best ? " best" : ""), title: m.peer_id,
+          text: orgOr(m.org, m.peer_id) + ": " + (num(m.loss) ?? "–") })),
+        el("td", { text: dropped.length ? dropped.map(nameOf).join(", ") : "none" }),
+        td(d && typeof d.first_loss === "number" ? num(d.first_loss) + " → " + num(d.last_loss) : null, "num"),
+      ]);
+    });
+    setText("fedmkt-summary", rounds.length ? rounds.length + " FedMKT round(s) recorded" : "no FedMKT rounds yet");
   }
 
   function renderSecurity() {
@@ -337,9 +384,19 @@
     while (log.children.length > 50) log.removeChild(log.lastChild);
   }
 
+  // A train_step event adds its point at once; the next full refresh replaces the
+  // series with the daemon's stored steps, so nothing is counted twice.
   function appendStep(event) {
+    if (typeof event.loss !== "number" || typeof event.step !== "number") return;
+    if (!state.training) state.training = { steps: [], rounds: [], samples: [] };
+    if (!Array.isArray(state.training.steps)) state.training.steps = [];
+    const steps = state.training.steps;
+    const prev = steps.length ? steps[steps.length - 1] : null;
+    if (prev && prev.round === event.round && prev.step === event.step) return;
+    steps.push({ round: event.round, step: event.step, loss: event.loss, ts: event.ts });
+    stepsSummary(steps);
     const chart = state.charts.stepLoss;
-    if (!chart || typeof event.loss !== "number") return;
+    if (!chart) return;
     chart.data.labels.push(event.round + ":" + event.step);
     chart.data.datasets[0].data.push(event.loss);
     chart.update("none");
@@ -369,9 +426,12 @@
   // ---------- tabs ----------
   function showTab() {
     const name = (location.hash || "#overview").slice(1);
-    const known = ["overview", "peers", "rounds", "training", "security"];
-    const current = known.includes(name) ? name : "overview";
+    const known = ["overview", "peers", "rounds", "training", "fedmkt", "security"];
+    const allowed = fedmktOn() ? known : known.filter((tab) => tab !== "fedmkt");
+    const current = allowed.includes(name) ? name : "overview";
     for (const tab of known) byId("tab-" + tab).hidden = tab !== current;
+    const mktLink = document.querySelector(".tabs a[data-tab=fedmkt]");
+    if (mktLink) mktLink.hidden = !fedmktOn();
     for (const link of document.querySelectorAll(".tabs a")) link.classList.toggle("active", link.dataset.tab === current);
   }
 
