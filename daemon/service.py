@@ -435,7 +435,9 @@ class Daemon:
             )
         if mkt is not None:
             record.update(fedmkt_record(self.identity.peer_id, mkt))
-            self.events.publish("fedmkt", **fedmkt_event(self.identity.peer_id, round, mkt))
+            event = fedmkt_event(self.identity.peer_id, round, mkt)
+            self.store.add_event("fedmkt", event)  # the dashboard's FedMKT panel survives restarts
+            self.events.publish("fedmkt", **event)
         self.store.update_round(round, **record)
         log.info(
             "round %d %s: train loss %s, eval loss %.4f -> %.4f (group %s)",

@@ -392,6 +392,16 @@ class StateStore:
             )
 
 
+    def events_of_kind(self, kind: str, limit: int = 500) -> list[dict[str, Any]]:
+        """The newest ``limit`` recorded events of ``kind``, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT detail FROM events WHERE kind = ? ORDER BY rowid DESC LIMIT ?",
+                (kind, limit),
+            ).fetchall()
+        return [json.loads(r[0]) for r in reversed(rows)]
+
+
 class _Tx:
     """The connection as seen inside one transaction."""
 

@@ -54,6 +54,8 @@ class DaemonStatusView:
         self._device = device_description()
         self._fedmkt_events = FedMKTEventLog()
         if daemon.config.federation.mode == "fedmkt":  # public-set losses live only in events
+            for recorded in daemon.store.events_of_kind("fedmkt") if daemon.store else []:
+                self._fedmkt_events.record({"type": "fedmkt", **recorded})
             self._fedmkt_events.follow(daemon.events.subscribe, daemon.events.unsubscribe)
 
     def overview(self) -> dict[str, Any]:

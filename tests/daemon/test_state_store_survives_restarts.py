@@ -82,3 +82,17 @@ def test_status_counts_cover_the_whole_log_not_a_window(tmp_path: Path) -> None:
     assert len(store.rounds()) == 1000
     assert store.round_status_counts() == {"complete": 964, "aborted": 241}
     assert store.secure_aggregation_totals("p") == (1205, 602.5)
+
+
+def test_recorded_events_are_read_back_after_reopen_oldest_first(tmp_path: Path) -> None:
+    store = StateStore.open(tmp_path)
+    store.add_event("fedmkt", {"round": 1, "edges": []})
+    store.add_event("other", {"x": 1})
+    store.add_event("fedmkt", {"round": 2, "edges": [["a", "b"]]})
+    store.close()
+    reopened = StateStore.open(tmp_path)
+    assert reopened.events_of_kind("fedmkt") == [
+        {"round": 1, "edges": []},
+        {"round": 2, "edges": [["a", "b"]]},
+    ]
+    assert reopened.events_of_kind("fedmkt", limit=1) == [{"round": 2, "edges": [["a", "b"]]}]
