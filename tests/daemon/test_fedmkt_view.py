@@ -91,7 +91,7 @@ async def test_status_view_records_fedmkt_events_from_the_bus() -> None:
         events=bus,
         config=SimpleNamespace(federation=SimpleNamespace(mode="fedmkt")),
         identity=SimpleNamespace(peer_id=ME),
-        store=SimpleNamespace(rounds=lambda: [record(1)]),
+        store=SimpleNamespace(rounds=lambda: [record(1)], events_of_kind=lambda kind: []),
         roster=SimpleNamespace(org_of=ORGS.get),
     )
     view = DaemonStatusView(daemon)  # type: ignore[arg-type]
