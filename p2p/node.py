@@ -729,7 +729,6 @@ class P2PNode:
             await stream.close()
         except _Refused as exc:
             log.warning("refused blob from %s: %s", remote, exc.reason)
-            self._count_reject(exc.reason.split(":", 1)[0])
             await _close_quietly(stream)
         except BlobTruncatedError as exc:
             log.warning("truncated blob from %s: %s", remote, exc)
@@ -745,6 +744,8 @@ class P2PNode:
             await _reset(stream)
 
     async def _refuse(self, stream: INetStream, reason: str) -> _Refused:
+        # Count before the sender can see the refusal, so stats() never lags it.
+        self._count_reject(reason.split(":", 1)[0])
         try:
             await stream.write(framing.encode_reply(framing.STATUS_REFUSED, reason))
         except Exception:
