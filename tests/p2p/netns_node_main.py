@@ -2,12 +2,14 @@
 connected members as JSON every 0.5 s until killed.
 
 Usage: python netns_node_main.py SEED_HEX ROSTER_TOML LISTEN [BOOTSTRAP]
+FEDSWARM_TEST_MDNS=1 turns mDNS on and gossip address announcements off.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -27,8 +29,14 @@ async def main() -> None:
     async def ignore_gossip(topic: str, sender: str, payload: bytes) -> None:
         pass
 
+    mdns = os.environ.get("FEDSWARM_TEST_MDNS") == "1"
     config = NodeConfig(
-        listen=listen, bootstrap=bootstrap, reconnect_backoff_s=(0.5, 2.0), announce_interval_s=2.0
+        listen=listen,
+        bootstrap=bootstrap,
+        reconnect_backoff_s=(0.5, 2.0),
+        announce_interval_s=2.0,
+        enable_mdns=mdns,
+        announce_addrs=not mdns,
     )
     node = P2PNode(
         Identity(bytes.fromhex(seed_hex)),
