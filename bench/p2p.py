@@ -56,7 +56,7 @@ def _emit(doc: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- fedswarm method
 
 
-async def _fed_receiver(seed: str, roster_path: str) -> None:
+async def _fed_receiver(seed: str, roster_path: str, repeat: int) -> None:
     from fedswarm.p2p.framing import BlobHeader
     from fedswarm.p2p.identity import Identity
     from fedswarm.p2p.node import NodeConfig, P2PNode
@@ -66,9 +66,12 @@ async def _fed_receiver(seed: str, roster_path: str) -> None:
     result: dict[str, Any] = {}
 
     async def on_blob(header: BlobHeader, data: bytes) -> None:
-        result["ok"] = hashlib.sha256(data).digest() == header.sha256
+        ok = hashlib.sha256(data).digest() == header.sha256
+        result["ok"] = result.get("ok", True) and ok
         result["peak_rss_mb"] = _peak_rss_mb()
-        done.set()
+        result["count"] = result.get("count", 0) + 1
+        if result["count"] >= repeat:
+            done.set()
 
     async def on_gossip(topic: str, sender: str, payload: bytes) -> None:
         pass
@@ -89,7 +92,7 @@ async def _fed_receiver(seed: str, roster_path: str) -> None:
     await node.stop()
 
 
-async def _fed_sender(seed: str, roster_path: str, addr: str, size: int) -> None:
+async def _fed_sender(seed: str, roster_path: str, addr: str, size: int, repeat: int) -> None:
     from fedswarm.p2p.framing import BlobHeader
     from fedswarm.p2p.identity import Identity
     from fedswarm.p2p.node import NodeConfig, P2PNode
@@ -112,17 +115,19 @@ async def _fed_sender(seed: str, roster_path: str, addr: str, size: int) -> None
     peer = await node.dial(addr)
     base = _rss_mb()
     payload = os.urandom(size)
-    start = time.perf_counter()
-    await node.send_blob(peer, "bench", 1, payload)
-    elapsed = time.perf_counter() - start
-    _emit({"seconds": elapsed, "base_rss_mb": base, "peak_rss_mb": _peak_rss_mb()})
+    times = []
+    for i in range(repeat):
+        start = time.perf_counter()
+        await node.send_blob(peer, "bench", i, payload)
+        times.append(time.perf_counter() - start)
+    _emit({"times": times, "base_rss_mb": base, "peak_rss_mb": _peak_rss_mb()})
     await node.stop()
 
 
 # ---------------------------------------------------------------- bare libp2p method
 
 
-def _bare_receiver(seed: str) -> None:
+def _bare_receiver(seed: str, repeat: int) -> None:
     import multiaddr
     import trio
     from fedswarm.p2p.host import build_host
@@ -132,7 +137,7 @@ def _bare_receiver(seed: str) -> None:
     async def main() -> None:
         host = build_host(Identity(bytes.fromhex(seed)), ["/ip4/127.0.0.1/tcp/0"])
         finished = trio.Event()
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = {"ok": True, "count": 0}
 
         async def handler(stream: Any) -> None:
             head = b""
@@ -146,11 +151,13 @@ def _bare_receiver(seed: str) -> None:
                 digest.update(chunk)
                 got += len(chunk)
             data = buf.getvalue()
-            out["ok"] = digest.digest() == head[8:] and len(data) == size
+            out["ok"] = out["ok"] and digest.digest() == head[8:] and len(data) == size
             out["peak"] = _peak_rss_mb()
             await stream.write(b"k")
             await stream.close()
-            finished.set()
+            out["count"] += 1
+            if out["count"] >= repeat:
+                finished.set()
 
         async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
             host.set_stream_handler(TProtocol(_BARE_PROTOCOL), handler)
@@ -163,7 +170,7 @@ def _bare_receiver(seed: str) -> None:
     trio.run(main)
 
 
-def _bare_sender(seed: str, addr: str, size: int) -> None:
+def _bare_sender(seed: str, addr: str, size: int, repeat: int) -> None:
     import multiaddr
     import trio
     from fedswarm.p2p.host import build_host
@@ -180,17 +187,19 @@ def _bare_sender(seed: str, addr: str, size: int) -> None:
             await host.connect(PeerInfo(pid, [m.decapsulate(multiaddr.Multiaddr(f"/p2p/{pid}"))]))
             base = _rss_mb()
             payload = os.urandom(size)
-            start = time.perf_counter()
-            digest = hashlib.sha256(payload).digest()  # same work as send_blob
-            stream = await host.new_stream(pid, [TProtocol(_BARE_PROTOCOL)])
-            await stream.write(struct.pack(">Q", size) + digest)
-            view = memoryview(payload)
-            for off in range(0, size, 256 * 1024):
-                await stream.write(bytes(view[off : off + 256 * 1024]))
-            await stream.read(1)
-            elapsed = time.perf_counter() - start
-            _emit({"seconds": elapsed, "base_rss_mb": base, "peak_rss_mb": _peak_rss_mb()})
-            await stream.close()
+            times = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                digest = hashlib.sha256(payload).digest()  # same work as send_blob
+                stream = await host.new_stream(pid, [TProtocol(_BARE_PROTOCOL)])
+                await stream.write(struct.pack(">Q", size) + digest)
+                view = memoryview(payload)
+                for off in range(0, size, 256 * 1024):
+                    await stream.write(bytes(view[off : off + 256 * 1024]))
+                await stream.read(1)
+                times.append(time.perf_counter() - start)
+                await stream.close()
+            _emit({"times": times, "base_rss_mb": base, "peak_rss_mb": _peak_rss_mb()})
 
     trio.run(main)
 
@@ -198,44 +207,48 @@ def _bare_sender(seed: str, addr: str, size: int) -> None:
 # ---------------------------------------------------------------- plain TCP method
 
 
-def _tcp_receiver() -> None:
+def _tcp_receiver(repeat: int) -> None:
     srv = socket.create_server(("127.0.0.1", 0))
     base = _rss_mb()
     _emit({"addr": f"127.0.0.1:{srv.getsockname()[1]}"})
-    conn, _ = srv.accept()
-    with conn:
-        head = b""
-        while len(head) < 40:
-            head += conn.recv(40 - len(head))
-        (size,) = struct.unpack(">Q", head[:8])
-        buf, digest, got = io.BytesIO(), hashlib.sha256(), 0
-        while got < size:
-            chunk = conn.recv(min(256 * 1024, size - got))
-            if not chunk:
-                break
-            buf.write(chunk)
-            digest.update(chunk)
-            got += len(chunk)
-        data = buf.getvalue()
-        ok = digest.digest() == head[8:] and len(data) == size
-        peak = _peak_rss_mb()
-        conn.sendall(b"k")
+    ok, peak = True, 0.0
+    for _ in range(repeat):  # one connection per blob, like one stream per blob
+        conn, _ = srv.accept()
+        with conn:
+            head = b""
+            while len(head) < 40:
+                head += conn.recv(40 - len(head))
+            (size,) = struct.unpack(">Q", head[:8])
+            buf, digest, got = io.BytesIO(), hashlib.sha256(), 0
+            while got < size:
+                chunk = conn.recv(min(256 * 1024, size - got))
+                if not chunk:
+                    break
+                buf.write(chunk)
+                digest.update(chunk)
+                got += len(chunk)
+            data = buf.getvalue()
+            ok = ok and digest.digest() == head[8:] and len(data) == size
+            peak = _peak_rss_mb()
+            conn.sendall(b"k")
     _emit({"ok": ok, "base_rss_mb": base, "peak_rss_mb": peak})
 
 
-def _tcp_sender(addr: str, size: int) -> None:
+def _tcp_sender(addr: str, size: int, repeat: int) -> None:
     host, port = addr.rsplit(":", 1)
-    sock = socket.create_connection((host, int(port)))
     base = _rss_mb()
     payload = os.urandom(size)
-    start = time.perf_counter()
-    digest = hashlib.sha256(payload).digest()
-    sock.sendall(struct.pack(">Q", size) + digest)
-    sock.sendall(payload)
-    sock.recv(1)
-    elapsed = time.perf_counter() - start
-    _emit({"seconds": elapsed, "base_rss_mb": base, "peak_rss_mb": _peak_rss_mb()})
-    sock.close()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        sock = socket.create_connection((host, int(port)))
+        digest = hashlib.sha256(payload).digest()
+        sock.sendall(struct.pack(">Q", size) + digest)
+        sock.sendall(payload)
+        sock.recv(1)
+        times.append(time.perf_counter() - start)
+        sock.close()
+    _emit({"times": times, "base_rss_mb": base, "peak_rss_mb": _peak_rss_mb()})
 
 
 # ---------------------------------------------------------------- orchestration
@@ -258,7 +271,7 @@ def _read_json(proc: subprocess.Popen[str], timeout: float = 600) -> dict[str, A
     return json.loads(line)  # type: ignore[no-any-return]
 
 
-def run_one(method: str, size: int, workdir: Path) -> dict[str, Any]:
+def run_one(method: str, size: int, workdir: Path, repeat: int = 1) -> dict[str, Any]:
     from fedswarm.p2p.identity import Identity
     from fedswarm.p2p.roster import Member, Roster
 
@@ -271,10 +284,11 @@ def run_one(method: str, size: int, workdir: Path) -> dict[str, Any]:
         rargs = ["--role", "bare-recv", "--seed", recv_id.seed.hex()]
     else:
         rargs = ["--role", "tcp-recv"]
+    rargs += ["--repeat", str(repeat)]
     receiver = _child(rargs)
     try:
         addr = _read_json(receiver)["addr"]
-        sargs = ["--addr", addr, "--size", str(size)]
+        sargs = ["--addr", addr, "--size", str(size), "--repeat", str(repeat)]
         if method == "fedswarm":
             sargs += [
                 "--role",
@@ -298,11 +312,15 @@ def run_one(method: str, size: int, workdir: Path) -> dict[str, Any]:
             if proc.poll() is None:
                 proc.kill()
     blob_mb = size / MB
+    times = sorted(sent["times"])
+    median = times[len(times) // 2]
     return {
         "method": method,
         "size_mb": blob_mb,
-        "seconds": sent["seconds"],
-        "mb_per_s": blob_mb / sent["seconds"],
+        "repeat": repeat,
+        "seconds": median,
+        "first_seconds": sent["times"][0],
+        "mb_per_s": blob_mb / median,
         "sha_ok": bool(received["ok"]),
         "receiver_rss_growth_mb": received["peak_rss_mb"] - received["base_rss_mb"],
         "sender_rss_growth_mb": sent["peak_rss_mb"] - sent["base_rss_mb"],
@@ -318,26 +336,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--roster", help=argparse.SUPPRESS)
     parser.add_argument("--addr", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=0,
+        help="blobs per run over one connection, median reported (default: 9 below 10 MiB, else 1)",
+    )
     args = parser.parse_args(argv)
 
     role = args.role
     if role == "fed-recv":
-        asyncio.run(_fed_receiver(args.seed, args.roster))
+        asyncio.run(_fed_receiver(args.seed, args.roster, args.repeat))
         return 0
     if role == "fed-send":
-        asyncio.run(_fed_sender(args.seed, args.roster, args.addr, args.size))
+        asyncio.run(_fed_sender(args.seed, args.roster, args.addr, args.size, args.repeat))
         return 0
     if role == "bare-recv":
-        _bare_receiver(args.seed)
+        _bare_receiver(args.seed, args.repeat)
         return 0
     if role == "bare-send":
-        _bare_sender(args.seed, args.addr, args.size)
+        _bare_sender(args.seed, args.addr, args.size, args.repeat)
         return 0
     if role == "tcp-recv":
-        _tcp_receiver()
+        _tcp_receiver(args.repeat)
         return 0
     if role == "tcp-send":
-        _tcp_sender(args.addr, args.size)
+        _tcp_sender(args.addr, args.size, args.repeat)
         return 0
 
     import tempfile
@@ -347,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
             for method in METHODS:
-                runs.append(run_one(method, size * MB, Path(tmp)))
+                repeat = args.repeat or (9 if size < 10 else 1)
+                runs.append(run_one(method, size * MB, Path(tmp), repeat))
     by = {(r["method"], r["size_mb"]): r for r in runs}
     ratios = []
     rss_ratios = []
