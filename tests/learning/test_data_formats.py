@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -116,16 +117,45 @@ def test_missing_file_raises_data_error(tmp_path: Path) -> None:
         read_rows(tmp_path / "nope.jsonl", "auto")
 
 
-def test_parquet_without_pyarrow_raises_clear_data_error(tmp_path: Path) -> None:
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        path = tmp_path / "x.parquet"
-        path.write_bytes(b"PAR1")
-        with pytest.raises(DataError, match="pyarrow"):
-            read_rows(path, "auto")
-    else:
-        pytest.skip("pyarrow is installed; the missing-dependency path cannot be exercised")
+def test_parquet_without_pyarrow_raises_clear_data_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # makes "import pyarrow" fail
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    path = tmp_path / "x.parquet"
+    path.write_bytes(b"PAR1")
+    with pytest.raises(DataError, match="pyarrow"):
+        read_rows(path, "auto")
+
+
+def test_parquet_rows_of_each_format_are_read_with_their_row_number(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    text_path = tmp_path / "text.parquet"
+    pq.write_table(pa.table({"text": ["first row", "second row"]}), text_path)
+    rows, bad = read_rows(text_path, "auto")
+    assert [r.format for r in rows] == ["text", "text"] and not bad
+    assert [r.line for r in rows] == [1, 2]
+
+    chat_path = tmp_path / "chat.parquet"
+    messages = [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]]
+    pq.write_table(pa.table({"messages": messages}), chat_path)
+    rows, bad = read_rows(chat_path, "auto")
+    assert rows[0].format == "chat" and not bad
+
+    mixed = tmp_path / "instruction.parquet"
+    pq.write_table(pa.table({"instruction": ["a", None], "input": ["", ""], "output": ["b", "c"]}),
+                   mixed)
+    rows, bad = read_rows(mixed, "instruction")
+    assert len(rows) == 1 and bad[0].line == 2 and str(bad[0]).startswith(str(mixed))
+
+
+def test_corrupt_parquet_raises_data_error_naming_the_file(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "broken.parquet"
+    path.write_bytes(b"PAR1 not really parquet")
+    with pytest.raises(DataError, match=r"broken\.parquet"):
+        read_rows(path, "auto")
 
 
 def test_response_cut_off_by_truncation_is_reported(tokenizer: PreTrainedTokenizerBase,
