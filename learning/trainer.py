@@ -11,6 +11,7 @@ simpler to see than to configure.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -227,8 +228,18 @@ class LocalTrainer:
             trainer_state["cuda_rng"] = torch.cuda.get_rng_state_all()
 
         def fill(tmp: Path) -> None:
-            self.model.save_pretrained(str(tmp / "adapter"))
-            torch.save(trainer_state, tmp / "trainer_state.pt")
+            try:
+                self.model.save_pretrained(str(tmp / "adapter"))
+                torch.save(trainer_state, tmp / "trainer_state.pt")
+            except OSError:
+                raise
+            except Exception as exc:
+                # safetensors (SafetensorError) and torch.save (RuntimeError "unexpected
+                # pos") report a full disk as their own types: make it an OSError so the
+                # caller gets a CheckpointError and the previous checkpoint stays LATEST.
+                free = shutil.disk_usage(tmp).free
+                detail = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                raise OSError(f"{detail} ({free} bytes free on that file system)") from exc
 
         meta = {"format": CHECKPOINT_FORMAT, "round": int(round), "step": self.step,
                 "base_model": self.model_settings.path,

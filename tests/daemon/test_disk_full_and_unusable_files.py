@@ -1,0 +1,215 @@
+"""Unusable files and a full disk: one clear line, exit status 2, nothing corrupted.
+
+``fedswarm run`` under systemd is restarted on failure; what matters is that the
+operator reads *why* in one line of the journal and that the state it leaves
+behind still loads. Root can read and write anything regardless of file modes,
+so "unreadable" and "unwritable" are made real here with a directory where a file
+is expected, a path below a regular file, and tmpfs mounts (read-only, or a few
+MiB that the test fills up) — the mount cases need root and are skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fedswarm.daemon.federation_runner import LocalFederation, PeerProcess
+from fedswarm.daemon.setup_files import init_node
+from fedswarm.daemon.state import StateStore
+from fedswarm.learning.checkpoint_files import latest_dir, verify_dir
+from fedswarm.p2p.roster import Member, Roster
+
+FINISHED = ("complete", "local_only", "aborted", "caught_up")
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def make_node(tmp_path: Path, demo_model_dir: Path) -> Path:
+    train = tmp_path / "train.jsonl"
+    train.write_text('{"text": "hello world"}\n' * 20)
+    result = init_node(tmp_path / "node", "bank-a", model_path=str(demo_model_dir),
+                       train_path=str(train), api_port=0)
+    Roster("fed", (Member("bank-a", result.peer_id),)).save(tmp_path / "node" / "roster.toml")
+    return result.config_path
+
+
+def run_cli(*args: str, state_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    if state_dir is not None:
+        env["FEDSWARM_STATE_DIR"] = str(state_dir)
+    return subprocess.run(
+        [sys.executable, "-m", "fedswarm.daemon.cli", *args],
+        capture_output=True, text=True, timeout=180, env=env,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("fedswarm: error: "), lines[0]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@contextlib.contextmanager
+def tmpfs(mountpoint: Path, size: str, *, read_only: bool = False) -> Iterator[Path]:
+    """Mount a private tmpfs for the test; always unmounted, even on failure."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    options = f"size={size},mode=0700" + (",ro" if read_only else "")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mountpoint)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mountpoint
+    finally:
+        if subprocess.run(["umount", str(mountpoint)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)
+
+
+def fill_up(directory: Path) -> Path:
+    """Write zeros until the file system says ENOSPC; returns the filler file."""
+    filler = directory / "filler"
+    chunk = b"\0" * 65536
+    with filler.open("wb") as f:
+        try:
+            while True:
+                f.write(chunk)
+                f.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+    with contextlib.suppress(OSError), filler.open("ab") as f:  # top up the last bytes
+        for _ in range(65536):
+            f.write(b"\0")
+            f.flush()
+    return filler
+
+
+def wait_status(peer: PeerProcess, test: str, predicate: object, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not peer.running():
+            pytest.fail(f"{test}: daemon exited early:\n" + log_tail(peer))
+        status = peer.try_status()
+        if status is not None and callable(predicate) and predicate(status):
+            return
+        time.sleep(0.2)
+    pytest.fail(f"{test}: condition not reached in {timeout_s:.0f} s\n" + log_tail(peer))
+
+
+def log_tail(peer: PeerProcess, lines: int = 15) -> str:
+    return "\n".join(peer.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+# -- files that cannot be read ------------------------------------------------------------
+
+
+def test_identity_that_is_a_directory_is_refused(tmp_path: Path, demo_model_dir: Path) -> None:
+    config = make_node(tmp_path, demo_model_dir)
+    key = config.parent / "identity.key"
+    key.unlink()
+    key.mkdir()
+    assert_one_line_error(run_cli("run", "--config", str(config)), "identity", str(key))
+
+
+def test_token_that_is_a_directory_is_refused(tmp_path: Path, demo_model_dir: Path) -> None:
+    config = make_node(tmp_path, demo_model_dir)
+    token = config.parent / "api.token"
+    token.unlink()
+    token.mkdir()
+    assert_one_line_error(run_cli("run", "--config", str(config)), "token_file", str(token))
+
+
+# -- a state directory that cannot be written --------------------------------------------
+
+
+@pytest.mark.slow
+def test_state_dir_below_a_file_is_refused(tmp_path: Path, demo_model_dir: Path) -> None:
+    config = make_node(tmp_path, demo_model_dir)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a directory")
+    line = assert_one_line_error(
+        run_cli("run", "--config", str(config), state_dir=blocker / "state"),
+        str(blocker / "state"),
+    )
+    assert "state directory" in line
+
+
+@pytest.mark.slow
+def test_read_only_state_dir_is_refused(tmp_path: Path, demo_model_dir: Path) -> None:
+    config = make_node(tmp_path, demo_model_dir)
+    with tmpfs(tmp_path / "ro", "1m", read_only=True) as state:
+        line = assert_one_line_error(
+            run_cli("run", "--config", str(config), state_dir=state), str(state)
+        )
+    assert "state database" in line
+
+
+# -- the disk fills up while the daemon runs ---------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    ("leave_free", "expected"),
+    [
+        (0, "disk full while writing state"),  # the next SQLite write fails
+        (256 * 1024, "cannot write checkpoint"),  # room for rows, not for a checkpoint (~0.5 MiB)
+    ],
+    ids=["database-write-fails", "checkpoint-write-fails"],
+)
+def test_disk_full_mid_run_exits_2_and_keeps_the_last_checkpoint(
+    tmp_path: Path, leave_free: int, expected: str
+) -> None:
+    federation = LocalFederation(tmp_path / "fed", peers=1, rounds=0, local_steps=2,
+                                 batch_size=4, round_deadline_s=1.0)
+    federation.prepare()
+    (peer,) = federation.peers
+    with tmpfs(peer.state_dir, "24m"):
+        try:
+            federation.start_peer(peer)
+            wait_status(peer, "first round", lambda s: s["last_finished_round"] >= 1, 180)
+            filler = fill_up(peer.state_dir)
+            os.truncate(filler, max(filler.stat().st_size - leave_free, 0))
+            assert peer.process is not None
+            code = peer.process.wait(timeout=120)
+            output = peer.log_path.read_text(errors="replace")
+            last = [line for line in output.splitlines() if line.strip()][-1]
+            assert code == 2, output[-3000:]
+            assert last.startswith("fedswarm: error: "), last
+            assert str(peer.state_dir) in last, last
+            assert expected in last, last
+
+            filler.unlink()  # what the operator does: free space, then restart
+            store = StateStore.open(peer.state_dir)
+            try:
+                assert store.integrity_ok()
+                finished = [r.round for r in store.rounds() if r.status in FINISHED]
+            finally:
+                store.close()
+            checkpoint_round = int(verify_dir(latest_dir(peer.state_dir / "checkpoint"))["round"])
+            assert finished and checkpoint_round >= max(finished)
+            leftovers = [p.name for p in (peer.state_dir / "checkpoint").iterdir()
+                         if ".tmp" in p.name]
+            assert not leftovers, leftovers
+
+            federation.start_peer(peer)
+            wait_status(
+                peer, "resume",
+                lambda s: s["round"] >= checkpoint_round
+                and s["last_finished_round"] > checkpoint_round, 180,
+            )
+        finally:
+            federation.stop()
