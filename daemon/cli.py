@@ -218,14 +218,19 @@ def _limit_torch_threads() -> None:
 # -- status, dashboard, export ---------------------------------------------------------------
 
 
-def _api_get(config_path: Path, route: str) -> Any:
+def _load_config(config_path: Path) -> Any:
+    """The validated config, or a one-line UserError naming the key or file."""
     from .config import load_config
     from .errors import ConfigError
 
     try:
-        config = load_config(config_path)
+        return load_config(config_path)
     except ConfigError as exc:
         raise UserError(str(exc)) from None
+
+
+def _api_get(config_path: Path, route: str) -> Any:
+    config = _load_config(config_path)
     url_file = config.state_dir / "api.url"
     base = (url_file.read_text().strip() if url_file.exists()
             else f"http://{config.api.host}:{config.api.port}")
@@ -268,9 +273,7 @@ def status(config_path: Path, as_json: bool) -> None:
 def dashboard(config_path: Path) -> None:
     """Print the dashboard URL, with the token, for your browser."""
     overview = _api_get(config_path, "/api/status")
-    from .config import load_config
-
-    config = load_config(config_path)
+    config = _load_config(config_path)
     token = config.token_path.read_text().strip()
     click.echo(f"{overview['api_url']}/?token={token}")
 
@@ -283,13 +286,7 @@ def export(config_path: Path, out: Path) -> None:
     from fedswarm.learning.errors import LearningError
     from fedswarm.learning.trainer import LocalTrainer
 
-    from .config import load_config
-    from .errors import ConfigError
-
-    try:
-        config = load_config(config_path)
-    except ConfigError as exc:
-        raise UserError(str(exc)) from None
+    config = _load_config(config_path)
     checkpoint = config.state_dir / "checkpoint"
     if not checkpoint.exists():
         raise UserError(f"{checkpoint}: no checkpoint yet; run at least one round first")

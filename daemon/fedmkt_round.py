@@ -144,18 +144,8 @@ async def run_fedmkt_exchange(
     rejected: dict[str, str] = {}
     bytes_received = 0
     try:
-        while len(accepted) + len(rejected) < len(others):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                letter = await mailbox.get(KIND, round, remaining)
-            except TimeoutError:
-                break
+        async for letter in mailbox.collect(KIND, round, others, deadline, on_reject):
             sender = letter.sender
-            if sender not in others or sender in accepted or sender in rejected:
-                on_reject(sender, "FedMKT knowledge from a peer outside the group or sent twice")
-                continue
             bytes_received += len(letter.payload)
             try:
                 accepted[sender] = await asyncio.to_thread(

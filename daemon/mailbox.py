@@ -10,7 +10,9 @@ its memory bounded per sender so a hostile member cannot fill it.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 
 MAX_ROUNDS_AHEAD = 3
@@ -88,3 +90,32 @@ class Mailbox:
         while slot is not None and not slot.queue.empty():
             letters.append(slot.queue.get_nowait())
         return letters
+
+    async def collect(
+        self,
+        kind: str,
+        round: int,
+        senders: Collection[str],
+        deadline: float,
+        on_reject: Callable[[str, str], None],
+    ) -> AsyncIterator[Letter]:
+        """Yield the first letter of ``kind`` from each of ``senders`` until ``deadline``.
+
+        ``deadline`` is a ``time.monotonic()`` value. A letter from anyone else, or a
+        second one from the same sender, is reported through ``on_reject`` and skipped:
+        a group exchange takes exactly one contribution per member.
+        """
+        pending = set(senders)
+        while pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                letter = await self.get(kind, round, remaining)
+            except TimeoutError:
+                return
+            if letter.sender not in pending:
+                on_reject(letter.sender, f"{kind} from a peer outside the group or sent twice")
+                continue
+            pending.discard(letter.sender)
+            yield letter

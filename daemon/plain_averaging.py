@@ -115,17 +115,7 @@ async def plain_group_average(
     send_task = asyncio.gather(*(send_one(p) for p in others))
     received: dict[str, tuple[np.ndarray, float]] = {me: (np.asarray(vector, np.float32), weight)}
     bytes_received = 0
-    while len(received) < len(group):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        try:
-            letter = await mailbox.get(KIND, round, remaining)
-        except TimeoutError:
-            break
-        if letter.sender not in others or letter.sender in received:
-            on_reject(letter.sender, "update from a peer outside the group or sent twice")
-            continue
+    async for letter in mailbox.collect(KIND, round, others, deadline, on_reject):
         try:
             received[letter.sender] = decode_update(letter.payload, vector.size)
             bytes_received += len(letter.payload)

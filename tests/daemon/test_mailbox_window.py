@@ -51,3 +51,30 @@ async def test_get_times_out_when_nothing_arrives() -> None:
     box = Mailbox(max_bytes_per_sender_per_round=100)
     with pytest.raises(TimeoutError):
         await box.get("k", 0, timeout=0.05)
+
+
+async def test_collect_takes_one_letter_per_expected_sender_and_rejects_the_rest() -> None:
+    import time
+
+    box = Mailbox(max_bytes_per_sender_per_round=100)
+    for sender, payload in [("a", b"1"), ("x", b"2"), ("a", b"3"), ("b", b"4")]:
+        box.put(Letter(sender, 0, "k", payload))
+    rejected: list[str] = []
+    letters = [
+        letter
+        async for letter in box.collect(
+            "k", 0, {"a", "b"}, time.monotonic() + 1, lambda peer, why: rejected.append(peer)
+        )
+    ]
+    assert [(x.sender, x.payload) for x in letters] == [("a", b"1"), ("b", b"4")]
+    assert rejected == ["x", "a"]
+
+
+async def test_collect_stops_at_the_deadline_with_senders_missing() -> None:
+    import time
+
+    box = Mailbox(max_bytes_per_sender_per_round=100)
+    box.put(Letter("a", 0, "k", b"1"))
+    started = time.monotonic()
+    letters = [x async for x in box.collect("k", 0, {"a", "b"}, started + 0.2, lambda *_: None)]
+    assert [x.sender for x in letters] == ["a"]
