@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fedswarm.bench.machine import cpu_model
 from fedswarm.daemon.group_agreement import AgreementConfig, Formed, GroupAgreement, Outgoing
 from fedswarm.daemon.grouping import carried_weight, grid_shape, weighted_average
 
@@ -151,18 +152,9 @@ def simulate(config: SimulationConfig) -> SimulationResult:
 
 
 def _machine() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
     return {
         "platform": platform.platform(),
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "python": sys.version.split()[0],
         "numpy": np.__version__,

@@ -12,11 +12,11 @@ import statistics
 import sys
 from dataclasses import dataclass, field
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from .machine import cpu_model
 from .quality_setup import Losses
 
 TARGET_FED_OVER_CENTRAL = 1.03
@@ -94,14 +94,7 @@ def _version(package: str) -> str:
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return {
         "platform": platform.platform(),
         "cpu": cpu,

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fedswarm.bench.machine import cpu_model
 from fedswarm.secagg.he import (
     CiphertextAccumulator,
     load_public_context,
@@ -239,14 +240,7 @@ def versions() -> dict[str, str]:
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
 
 
