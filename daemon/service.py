@@ -110,6 +110,7 @@ class Daemon:
         self.last_aggregated_round: int | None = None
         self._fedmkt_public: PublicDataset | None = None
         self.adapter_exchange: AdapterExchange | None = None
+        self._just_caught_up = False
         self._published: tuple[int, np.ndarray, float] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -285,11 +286,14 @@ class Daemon:
         if has_checkpoint(self.checkpoint_dir):
             round_done = self.trainer.load_checkpoint(self.checkpoint_dir)
             self._publish_adapter(round_done)
+            if self.store.mark_recovered(round_done):
+                log.warning("round %d was checkpointed just before a crash; recorded as "
+                            "recovered", round_done)
             log.info("resumed from checkpoint of round %d", round_done)
-            initial = [r for r in self.store.rounds() if r.status == "initial"]
-            if initial:
-                self.eval_loss_start = initial[0].eval_loss_after
-            last = [r for r in self.store.rounds() if r.eval_loss_after is not None]
+            initial = self.store.round_record(0)
+            if initial is not None:
+                self.eval_loss_start = initial.eval_loss_after
+            last = [r for r in self.store.rounds(limit=20) if r.eval_loss_after is not None]
             if last:
                 self.eval_loss_last = last[-1].eval_loss_after
             return round_done
@@ -352,9 +356,12 @@ class Daemon:
         self.events.publish("round_started", round=round)
 
         averaging_only = bool(fed.rounds) and round > fed.rounds - fed.final_averaging_rounds
+        # Right after catching up, the group is already forming: join it with the adapter
+        # just adopted instead of arriving a training run late.
+        skip_training, self._just_caught_up = self._just_caught_up, False
         train_loss: float | None = None
         started = time.monotonic()
-        if not averaging_only:
+        if not (averaging_only or skip_training):
             self._set_state("training")
             train_loss = (await asyncio.to_thread(self.trainer.train)).loss
         train_s = time.monotonic() - started
@@ -572,6 +579,7 @@ class Daemon:
                  f"{peer} after its round {pulled.round}",
         )
         self.events.publish("caught_up", round=pulled.round, source=peer)
+        self._just_caught_up = True
         return True
 
     def _refresh_mass(self, round: int, n_up: int) -> None:

@@ -277,7 +277,7 @@ class StateStore:
         with self._lock:
             row = self._db.execute(
                 "SELECT MAX(round) FROM rounds "
-                "WHERE status IN ('complete', 'local_only', 'aborted', 'caught_up')"
+                "WHERE status IN ('complete', 'local_only', 'aborted', 'caught_up', 'recovered')"
             ).fetchone()
         return int(row[0] or 0)
 
@@ -290,6 +290,24 @@ class StateStore:
                 "WHERE status = 'in_progress'"
             )
         return [int(r[0]) for r in rows]
+
+    def mark_recovered(self, round: int) -> bool:
+        """A round whose checkpoint made it to disk but whose record did not (a crash in
+        between) is finished after all: relabel it from ``rolled_back``. Returns whether it was."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE rounds SET status = 'recovered', note = ? "
+                "WHERE round = ? AND status = 'rolled_back'",
+                ("checkpoint written before a crash; its record was completed at restart", round),
+            )
+        return cursor.rowcount > 0
+
+    def round_record(self, round: int) -> RoundRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {', '.join(ROUND_COLUMNS)} FROM rounds WHERE round = ?", (round,)
+            ).fetchone()
+        return None if row is None else self._round_from_row(row)
 
     @staticmethod
     def _round_from_row(row: tuple[Any, ...]) -> RoundRecord:

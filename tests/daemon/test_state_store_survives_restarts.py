@@ -96,3 +96,19 @@ def test_recorded_events_are_read_back_after_reopen_oldest_first(tmp_path: Path)
         {"round": 2, "edges": [["a", "b"]]},
     ]
     assert reopened.events_of_kind("fedmkt", limit=1) == [{"round": 2, "edges": [["a", "b"]]}]
+
+
+def test_round_checkpointed_before_a_crash_is_recovered_not_rolled_back(tmp_path: Path) -> None:
+    store = StateStore.open(tmp_path)
+    store.begin_round(1)
+    store.update_round(1, status="complete")
+    store.begin_round(2)  # crash after round 2's checkpoint, before its record
+    store.close()
+    reopened = StateStore.open(tmp_path)
+    assert reopened.mark_interrupted_rounds() == [2]
+    assert reopened.mark_recovered(2) is True
+    assert reopened.mark_recovered(1) is False  # a complete round is left alone
+    record = reopened.round_record(2)
+    assert record is not None and record.status == "recovered"
+    assert reopened.last_finished_round() == 2
+    assert reopened.round_record(7) is None
