@@ -56,6 +56,7 @@ from .mailbox import Letter, Mailbox, MailboxRejected
 from .plain_averaging import GroupAverage, plain_group_average
 from .sdnotify import Notifier
 from .secure_averaging import secure_group_average
+from .staleness import staleness
 from .state import StateStore
 from .status_view import DaemonStatusView, fedswarm_version
 
@@ -426,6 +427,7 @@ class Daemon:
             "apply_s": time.monotonic() - apply_started,
             "adapter_fingerprint": self.adapter_fingerprint,
             "note": note,
+            "staleness": staleness(round, self.last_aggregated_round),
         }
         if group is not None:
             record["members"] = list(group)
