@@ -35,7 +35,10 @@ from fedswarm.daemon.federation_runner import LocalFederation, PeerProcess
 
 from .tun_switch import TunSwitch, TunUnavailableError, open_tun
 
-TERMINAL_STATUSES = ("complete", "local_only", "aborted", "caught_up")
+FINISHED_STATUSES = ("complete", "local_only", "aborted", "caught_up", "recovered")
+# A rolled-back round was interrupted by a crash and then superseded (re-run, or skipped
+# by catching up): accounted for, but not progress.
+TERMINAL_STATUSES = (*FINISHED_STATUSES, "rolled_back")
 _IP_TIMEOUT_S = 10
 
 
@@ -227,7 +230,7 @@ def check_peer_state(peer: PeerProcess) -> PeerIntegrity:
     for round_no, status in rows:
         if round_no > 0 and status not in TERMINAL_STATUSES and round_no != last_started:
             problems.append(f"round {round_no} left in status {status!r}")
-    finished = [r for r, s in rows if r > 0 and s in TERMINAL_STATUSES]
+    finished = [r for r, s in rows if r > 0 and s in FINISHED_STATUSES]
     last_finished = max(finished, default=0)
     checkpoint_ok, checkpoint_round = False, None
     root = peer.state_dir / "checkpoint"
@@ -353,17 +356,22 @@ class NetnsFederation:
     # -- watching -----------------------------------------------------------------------
 
     def rounds_completed(self) -> list[int | None]:
-        """Each daemon's ``rounds_completed`` from its API (None: unreachable or down)."""
+        """Each daemon's last finished round from its API (None: unreachable or down).
+
+        A round counts once it ended, whatever the way (aggregated, trained alone,
+        aborted after a dropout, or skipped by catching up): that is the federation's
+        progress, which a count of aggregated rounds alone would understate.
+        """
         out: list[int | None] = []
         for i, peer in enumerate(self.peers):
             status = peer.try_status() if peer.running() and i not in self._paused else None
-            out.append(None if status is None else int(status.get("rounds_completed", 0)))
+            out.append(None if status is None else int(status.get("last_finished_round", 0)))
         return out
 
     def wait_for(
         self, peers: list[int], rounds: int, timeout_s: float, poll_s: float = 1.0
     ) -> bool:
-        """Wait (bounded) until each of ``peers`` reports ``rounds_completed >= rounds``."""
+        """Wait (bounded) until each of ``peers`` has finished round ``rounds``."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             done = self.rounds_completed()

@@ -45,6 +45,34 @@ NOISY_LOGGERS: tuple[str, ...] = (
 )
 """Third-party loggers that flood INFO/DEBUG; they stay at WARNING (or quieter)."""
 
+REPEATED_WARNINGS: dict[str, tuple[str, ...]] = {
+    # One line per heartbeat queued for a peer that went away: hundreds a minute while
+    # the link is down, and the daemon already logs the disconnect once.
+    "libp2p.pubsub.gossipsub": ("pending message queue for peer",),
+}
+
+
+class ThirdPartyFilter(logging.Filter):
+    """Hold third-party records to WARNING and drop known repeated warnings.
+
+    A filter on our handler, rather than logger levels alone, because py-libp2p creates
+    some loggers late and sets their levels itself (its auto-connector logs at INFO every
+    ten seconds).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = record.name
+        for prefix in NOISY_LOGGERS:
+            if name == prefix or name.startswith(prefix + "."):
+                if record.levelno < logging.WARNING:
+                    return False
+                break
+        repeated = REPEATED_WARNINGS.get(name)
+        if repeated and record.levelno < logging.ERROR:
+            message = str(record.msg)
+            return not any(message.startswith(start) for start in repeated)
+        return True
+
 _LEVELS: dict[str, int] = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -151,6 +179,7 @@ def configure_logging(
 
     handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
+    handler.addFilter(ThirdPartyFilter())
     setattr(handler, _OWN_HANDLER_ATTRIBUTE, True)
 
     root = logging.getLogger()

@@ -210,3 +210,17 @@ def test_json_without_journal_has_no_priority_prefix(monkeypatch: pytest.MonkeyP
     configure_logging("info", json_output=True, stream=stream)
     logging.getLogger("fedswarm.test").warning("plain")
     assert stream.getvalue().startswith("{")
+
+
+def test_late_created_third_party_logger_with_its_own_info_level_stays_quiet() -> None:
+    stream = io.StringIO()
+    configure_logging("info", json_output=True, stream=stream)
+    late = logging.getLogger("libp2p.network.auto_connector_made_later")
+    late.setLevel(logging.INFO)  # as py-libp2p does for its auto-connector
+    late.info("AUTO_CONNECTOR_STATE: chatter")
+    gossip = logging.getLogger("libp2p.pubsub.gossipsub")
+    gossip.warning("pending message queue for peer X exceeded limit (101 > 100)")
+    gossip.warning("a different warning")
+    logging.getLogger("fedswarm.daemon").info("ours")
+    messages = [json.loads(line)["msg"] for line in stream.getvalue().splitlines()]
+    assert messages == ["a different warning", "ours"]
