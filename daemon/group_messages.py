@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from .grouping import MIN_GROUP_SIZE, group_id
 from .grouping_errors import GroupMessageError
@@ -45,8 +45,25 @@ def _check_group_id(value: str) -> None:
         raise GroupMessageError(f"group_id must be 16 hex characters (got {value!r})")
 
 
+class _WireMessage:
+    """Encoding shared by the four group messages: a JSON object tagged with ``KIND``."""
+
+    KIND: ClassVar[str]
+
+    def encode(self) -> bytes:
+        return _dump(self.KIND, self.__dict__)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Self:
+        """Decode ``data`` as this message type; ``GroupMessageError`` for anything else."""
+        message = decode_message(data)
+        if not isinstance(message, cls):
+            raise GroupMessageError(f"expected a {cls.KIND} message, got a {message.KIND}")
+        return message
+
+
 @dataclass(frozen=True)
-class Invitation:
+class Invitation(_WireMessage):
     """A leader asks ``members`` to form the group ``group_id`` in ``round``."""
 
     round: int
@@ -65,19 +82,9 @@ class Invitation:
         if self.group_id != group_id(self.round, self.members):
             raise GroupMessageError("group_id does not match round and members")
 
-    def encode(self) -> bytes:
-        return _dump(self.KIND, self.__dict__)
-
-    @classmethod
-    def decode(cls, data: bytes) -> Invitation:
-        message = decode_message(data)
-        if not isinstance(message, cls):
-            raise GroupMessageError(f"expected an {cls.KIND}, got a {message.KIND}")
-        return message
-
 
 @dataclass(frozen=True)
-class Acceptance:
+class Acceptance(_WireMessage):
     """``peer`` commits to the group ``group_id`` for ``round``; it accepts nothing else."""
 
     round: int
@@ -90,19 +97,9 @@ class Acceptance:
         _check_group_id(self.group_id)
         _check_peer(self.peer, "peer")
 
-    def encode(self) -> bytes:
-        return _dump(self.KIND, self.__dict__)
-
-    @classmethod
-    def decode(cls, data: bytes) -> Acceptance:
-        message = decode_message(data)
-        if not isinstance(message, cls):
-            raise GroupMessageError(f"expected an {cls.KIND}, got a {message.KIND}")
-        return message
-
 
 @dataclass(frozen=True)
-class GroupFinal:
+class GroupFinal(_WireMessage):
     """The leader's final member list for the invitation ``group_id`` (all accepted in time).
 
     ``group_id`` names the invitation; ``final_id`` names the group actually formed and
@@ -127,19 +124,9 @@ class GroupFinal:
     def final_id(self) -> str:
         return group_id(self.round, self.members)
 
-    def encode(self) -> bytes:
-        return _dump(self.KIND, self.__dict__)
-
-    @classmethod
-    def decode(cls, data: bytes) -> GroupFinal:
-        message = decode_message(data)
-        if not isinstance(message, cls):
-            raise GroupMessageError(f"expected a {cls.KIND}, got a {message.KIND}")
-        return message
-
 
 @dataclass(frozen=True)
-class GroupDissolved:
+class GroupDissolved(_WireMessage):
     """Fewer than 3 peers accepted in time: the invitation ``group_id`` forms no group."""
 
     round: int
@@ -151,16 +138,6 @@ class GroupDissolved:
         _check_round(self.round)
         _check_group_id(self.group_id)
         _check_peer(self.leader, "leader")
-
-    def encode(self) -> bytes:
-        return _dump(self.KIND, self.__dict__)
-
-    @classmethod
-    def decode(cls, data: bytes) -> GroupDissolved:
-        message = decode_message(data)
-        if not isinstance(message, cls):
-            raise GroupMessageError(f"expected a {cls.KIND}, got a {message.KIND}")
-        return message
 
 
 GroupMessage = Invitation | Acceptance | GroupFinal | GroupDissolved

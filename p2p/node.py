@@ -41,7 +41,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from . import framing
 from .dht import DhtDiscovery
-from .envelope import MAX_GOSSIP_PAYLOAD, open_envelope, seal
+from .envelope import MAX_GOSSIP_PAYLOAD, GossipEnvelope, open_envelope, seal
 from .errors import (
     BlobCorruptError,
     BlobError,
@@ -597,11 +597,12 @@ class P2PNode:
         subscription = await self._pubsub.subscribe(full)
         self._nursery.start_soon(self._read_topic, topic, subscription)
 
-    def _validate_gossip(self, topic: str, msg: Any) -> bool:
-        """GossipSub validator: invalid messages are neither delivered nor forwarded."""
+    def _open_member_envelope(self, topic: str, data: bytes) -> GossipEnvelope | None:
+        """The envelope if it is valid for this federation and topic and signed by a
+        member; otherwise None, with the rejection counted."""
         try:
             env = open_envelope(
-                msg.data,
+                data,
                 federation_id=self._roster.federation_id,
                 topic=topic,
                 max_age_s=self.config.gossip_max_age_s,
@@ -609,9 +610,16 @@ class P2PNode:
         except GossipRejectedError as exc:
             log.warning("rejected gossip on %s: %s", topic, exc)
             self._count_reject("gossip_invalid")
-            return False
+            return None
         if not self._roster.is_member(env.sender):
             self._count_reject("gossip_not_member")
+            return None
+        return env
+
+    def _validate_gossip(self, topic: str, msg: Any) -> bool:
+        """GossipSub validator: invalid messages are neither delivered nor forwarded."""
+        env = self._open_member_envelope(topic, msg.data)
+        if env is None:
             return False
         try:
             originator = str(ID(msg.from_id))
@@ -625,21 +633,9 @@ class P2PNode:
     async def _read_topic(self, topic: str, subscription: Any) -> None:
         while True:
             msg = await subscription.get()
-            try:
-                env = open_envelope(
-                    msg.data,
-                    federation_id=self._roster.federation_id,
-                    topic=topic,
-                    max_age_s=self.config.gossip_max_age_s,
-                )
-            except GossipRejectedError as exc:
-                log.warning("dropped gossip on %s: %s", topic, exc)
-                self._count_reject("gossip_invalid")
-                continue
-            if env.sender == self.peer_id:
-                continue
-            if not self._roster.is_member(env.sender):
-                self._count_reject("gossip_not_member")
+            # Checked again on delivery: the roster may have changed since validation.
+            env = self._open_member_envelope(topic, msg.data)
+            if env is None or env.sender == self.peer_id:
                 continue
             key = hashlib.sha256(env.signature).digest()
             if key in self._seen:
