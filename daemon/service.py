@@ -32,7 +32,7 @@ import numpy as np
 from aiohttp import web
 from fedswarm.learning.adapter_vector import flatten_state, state_fingerprint, unflatten_state
 from fedswarm.learning.checkpoint_files import has_checkpoint
-from fedswarm.learning.errors import LearningError
+from fedswarm.learning.errors import CheckpointError, LearningError
 from fedswarm.learning.fedmkt import PublicDataset, VocabMappingCache
 from fedswarm.learning.trainer import LocalTrainer
 from fedswarm.p2p.errors import P2PError
@@ -364,7 +364,15 @@ class Daemon:
         started = time.monotonic()
         if not (averaging_only or skip_training):
             self._set_state("training")
-            train_loss = (await asyncio.to_thread(self.trainer.train)).loss
+            try:
+                train_loss = (await asyncio.to_thread(self.trainer.train)).loss
+            except (TrainingInterrupted, CheckpointError):
+                raise
+            except LearningError as exc:
+                # e.g. a non-finite loss: the trainer refused the step and kept its weights.
+                # Averaging with the group still helps; the error is logged and recorded.
+                log.error("round %d: local training failed: %s", round, exc)
+                self._reject(None, "local-training", str(exc))
         train_s = time.monotonic() - started
         eval_before = await asyncio.to_thread(self.trainer.evaluate)
         self.store.update_round(
