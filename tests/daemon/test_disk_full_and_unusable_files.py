@@ -83,17 +83,17 @@ def fill_up(directory: Path) -> Path:
     """Write zeros until the file system says ENOSPC; returns the filler file."""
     filler = directory / "filler"
     chunk = b"\0" * 65536
-    with filler.open("wb") as f:
+    # Unbuffered: a buffered file would try to flush its leftovers again on close and
+    # raise ENOSPC outside the try.
+    with filler.open("wb", buffering=0) as f:
         try:
             while True:
                 f.write(chunk)
-                f.flush()
         except OSError as exc:
             assert exc.errno == errno.ENOSPC, exc
-    with contextlib.suppress(OSError), filler.open("ab") as f:  # top up the last bytes
+    with contextlib.suppress(OSError), filler.open("ab", buffering=0) as f:  # the last bytes
         for _ in range(65536):
             f.write(b"\0")
-            f.flush()
     return filler
 
 
