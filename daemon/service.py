@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import multiprocessing
 import os
 import signal
 import time
@@ -40,6 +39,7 @@ from fedswarm.p2p.identity import Identity, verify_signature
 from fedswarm.p2p.membership import Membership, MembershipConfig
 from fedswarm.p2p.node import BlobHeader, NodeConfig, P2PNode
 from fedswarm.p2p.roster import Roster
+from fedswarm.secagg.he import make_executor
 from fedswarm.webui.app import create_app
 
 from .catch_up import REQUEST_KIND, RESPONSE_KIND, AdapterExchange, most_advanced_peer
@@ -207,9 +207,7 @@ class Daemon:
         self.trainer = trainer
         self.current_round = await asyncio.to_thread(self._restore_checkpoint)
         self.adapter_fingerprint = state_fingerprint(trainer.adapter_state())
-        self._he_pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("spawn")
-        )
+        self._he_pool = make_executor(max_workers=1)
         self.node = P2PNode(
             self.identity,
             self.roster,
