@@ -195,13 +195,15 @@ def run(config_path: Path) -> None:
     from .errors import StateError
     from .logging_setup import configure_logging
     from .service import Daemon
+    from .state_lock import StateDirLock
 
     config, identity, members, token = _prepare(config_path)
     configure_logging(config.node.log_level)
     _limit_torch_threads()
     daemon = Daemon(config, identity, members, token)
     try:
-        asyncio.run(daemon.run())
+        with StateDirLock(config.state_dir):
+            asyncio.run(daemon.run())
     except (LearningError, StateError) as exc:
         raise UserError(str(exc)) from None
 

@@ -14,51 +14,20 @@ import contextlib
 import errno
 import os
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from fedswarm.daemon.federation_runner import LocalFederation, PeerProcess
-from fedswarm.daemon.setup_files import init_node
 from fedswarm.daemon.state import StateStore
 from fedswarm.learning.checkpoint_files import latest_dir, verify_dir
-from fedswarm.p2p.roster import Member, Roster
 
 FINISHED = ("complete", "local_only", "aborted", "caught_up")
-
+RunCli = Callable[..., subprocess.CompletedProcess[str]]
+OneLineError = Callable[..., str]  # the conftest fixtures' types
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-def make_node(tmp_path: Path, demo_model_dir: Path) -> Path:
-    train = tmp_path / "train.jsonl"
-    train.write_text('{"text": "hello world"}\n' * 20)
-    result = init_node(tmp_path / "node", "bank-a", model_path=str(demo_model_dir),
-                       train_path=str(train), api_port=0)
-    Roster("fed", (Member("bank-a", result.peer_id),)).save(tmp_path / "node" / "roster.toml")
-    return result.config_path
-
-
-def run_cli(*args: str, state_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    if state_dir is not None:
-        env["FEDSWARM_STATE_DIR"] = str(state_dir)
-    return subprocess.run(
-        [sys.executable, "-m", "fedswarm.daemon.cli", *args],
-        capture_output=True, text=True, timeout=180, env=env,
-    )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("fedswarm: error: "), lines[0]
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 @contextlib.contextmanager
@@ -116,45 +85,49 @@ def log_tail(peer: PeerProcess, lines: int = 15) -> str:
 # -- files that cannot be read ------------------------------------------------------------
 
 
-def test_identity_that_is_a_directory_is_refused(tmp_path: Path, demo_model_dir: Path) -> None:
-    config = make_node(tmp_path, demo_model_dir)
-    key = config.parent / "identity.key"
+def test_identity_that_is_a_directory_is_refused(
+    node_config: Path, run_cli: RunCli, one_line_error: OneLineError
+) -> None:
+    key = node_config.parent / "identity.key"
     key.unlink()
     key.mkdir()
-    assert_one_line_error(run_cli("run", "--config", str(config)), "identity", str(key))
+    one_line_error(run_cli("run", "--config", str(node_config)), "identity", str(key))
 
 
-def test_token_that_is_a_directory_is_refused(tmp_path: Path, demo_model_dir: Path) -> None:
-    config = make_node(tmp_path, demo_model_dir)
-    token = config.parent / "api.token"
+def test_token_that_is_a_directory_is_refused(
+    node_config: Path, run_cli: RunCli, one_line_error: OneLineError
+) -> None:
+    token = node_config.parent / "api.token"
     token.unlink()
     token.mkdir()
-    assert_one_line_error(run_cli("run", "--config", str(config)), "token_file", str(token))
+    one_line_error(run_cli("run", "--config", str(node_config)), "token_file", str(token))
 
 
 # -- a state directory that cannot be written --------------------------------------------
 
 
 @pytest.mark.slow
-def test_state_dir_below_a_file_is_refused(tmp_path: Path, demo_model_dir: Path) -> None:
-    config = make_node(tmp_path, demo_model_dir)
+def test_state_dir_below_a_file_is_refused(
+    tmp_path: Path, node_config: Path, run_cli: RunCli, one_line_error: OneLineError
+) -> None:
     blocker = tmp_path / "blocker"
     blocker.write_text("a file, not a directory")
-    line = assert_one_line_error(
-        run_cli("run", "--config", str(config), state_dir=blocker / "state"),
+    line = one_line_error(
+        run_cli("run", "--config", str(node_config), state_dir=blocker / "state"),
         str(blocker / "state"),
     )
     assert "state directory" in line
 
 
 @pytest.mark.slow
-def test_read_only_state_dir_is_refused(tmp_path: Path, demo_model_dir: Path) -> None:
-    config = make_node(tmp_path, demo_model_dir)
+def test_read_only_state_dir_is_refused(
+    tmp_path: Path, node_config: Path, run_cli: RunCli, one_line_error: OneLineError
+) -> None:
     with tmpfs(tmp_path / "ro", "1m", read_only=True) as state:
-        line = assert_one_line_error(
-            run_cli("run", "--config", str(config), state_dir=state), str(state)
+        line = one_line_error(
+            run_cli("run", "--config", str(node_config), state_dir=state), str(state)
         )
-    assert "state database" in line
+    assert "Read-only file system" in line  # the first write, the state-dir lock, fails
 
 
 # -- the disk fills up while the daemon runs ---------------------------------------------
