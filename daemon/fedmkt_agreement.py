@@ -89,6 +89,13 @@ def decide_exchange(me: str, own: Card, cards: dict[str, Card]) -> Exchange:
     )
 
 
+def clear_reason(own: Card, cards: dict[str, Card]) -> str:
+    """Why a round that ``decide_exchange`` sent to ``clear`` is clear (for the round note)."""
+    if any(c.fingerprint != own.fingerprint for c in cards.values()):
+        return "members' tokenizers or public-set support differ"
+    return "members asked for clear (homogeneous_exchange or no secure aggregation)"
+
+
 async def collect_cards(
     mailbox: Mailbox,
     round: int,

@@ -50,7 +50,7 @@ from fedswarm.secagg.quantise import QuantisationGrid
 
 from . import fedmkt_agreement
 from .errors import RoundAbortedError
-from .fedmkt_agreement import Card, Exchange, collect_cards, decide_exchange
+from .fedmkt_agreement import Card, Exchange, clear_reason, collect_cards, decide_exchange
 from .fedmkt_config import FedMKTSection
 from .mailbox import Mailbox
 from .plain_averaging import GroupAverage
@@ -94,6 +94,7 @@ class FedMKTOutcome:
     distill: DistillStats
     timings: dict[str, float] = field(default_factory=dict)
     exchange: Exchange = "clear"
+    clear_why: str | None = None  # clear: why the group could not use the secure exchange
     clear_knowledge_bytes: int = 0  # top-k knowledge bytes sent in the clear (0 when secure)
     group_public_loss: float | None = None  # secure: the group's average CE on the public set
     aggregator: str | None = None  # secure: secagg roles, as for adapter averaging
@@ -204,7 +205,9 @@ async def run_fedmkt_exchange(
     if exchange == "secure":
         assert secure_average is not None  # we only ask for "secure" with it
         return await _secure_exchange(args, support, secure_average)
-    return await _clear_exchange(args, send_blob, mailbox, deadline, on_reject)
+    outcome = await _clear_exchange(args, send_blob, mailbox, deadline, on_reject)
+    outcome.clear_why = clear_reason(card, cards)
+    return outcome
 
 
 @dataclass(frozen=True)
@@ -379,6 +382,8 @@ def fedmkt_record(me: str, outcome: FedMKTOutcome) -> dict[str, Any]:
     else:
         note += ", ".join(p[-8:] for p in outcome.teachers)
     note += f" ({100 * outcome.distill.peer_position_fraction:.0f}% positions aligned)"
+    if outcome.clear_why:
+        note += f"; clear because {outcome.clear_why}"
     if refused:
         note += f"; refused {refused}"
     if outcome.missing:
