@@ -31,6 +31,8 @@ from fedswarm.learning.fedmkt import (
 from .errors import ConfigError
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+#: Bounds the securely averaged vector: rows x (support_size + 2) values.
+MAX_SUPPORT_SIZE = 1024
 
 
 @dataclass
@@ -50,6 +52,11 @@ class FedMKTSection:
     distill_steps: int = 10
     distill_batch_size: int = 8
     distill_lr: float = 1e-3
+    #: Groups whose members share one tokenizer average their public-set distributions
+    #: under secure aggregation ("secure") instead of sending top-k in the clear.
+    homogeneous_exchange: Literal["secure", "clear"] = "secure"
+    #: Frequent public-set tokens per row of the securely averaged vector (docs/fedmkt.md).
+    support_size: int = 30
 
     def __post_init__(self) -> None:
         if self.public_sha256:
@@ -62,6 +69,10 @@ class FedMKTSection:
             raise ValueError("distill_batch_size: must be >= 1")
         if self.distill_lr <= 0:
             raise ValueError("distill_lr: must be positive")
+        if self.homogeneous_exchange not in ("secure", "clear"):
+            raise ValueError("homogeneous_exchange: must be 'secure' or 'clear'")
+        if not 1 <= self.support_size <= MAX_SUPPORT_SIZE:
+            raise ValueError(f"support_size: must be in 1..{MAX_SUPPORT_SIZE}")
         try:
             self.settings()
         except FedMKTError as exc:  # config_schema reports ValueError with the table name

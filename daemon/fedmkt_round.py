@@ -1,11 +1,17 @@
 """One FedMKT round inside a formed group: exchange public-set knowledge, then distil.
 
-Members may run different models with different tokenizers, so there is nothing to
-average. Instead each member runs its model over the agreed public set, sends the
-top-k predictions (with its tokenizer card: vocabulary + word-boundary style, so the
-receiver can map vocabularies) to every other member as a blob of kind ``fedmkt``,
-and distils from what the others sent. A blob that does not decode or validate is
-reported through ``on_reject`` and left out; the round goes on with the rest.
+Members first swap cards (``fedmkt_agreement``) to learn whether they all share one
+tokenizer and support. If they do and all ask for it, the group runs the **secure
+exchange**: each member projects its public-set predictions onto the agreed support
+(``learning.fedmkt.support``), the group securely averages those vectors with the same
+protocol adapter averaging uses, and everyone distils from the group average only.
+
+Otherwise (different tokenizers, or ``homogeneous_exchange = "clear"``) the **clear
+exchange** runs: each member sends its top-k predictions (with its tokenizer card:
+vocabulary + word-boundary style, so the receiver can map vocabularies) to every other
+member as a blob of kind ``fedmkt``, and distils from what the others sent. A blob that
+does not decode or validate is reported through ``on_reject`` and left out; the round
+goes on with the rest.
 
 Torch work (the knowledge pass, vocabulary mapping, DTW alignment and distillation)
 runs in a worker thread so the event loop keeps serving the network. Sends run as
@@ -19,8 +25,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
 import torch
 from fedswarm.learning.fedmkt import (
     DistillStats,
@@ -28,14 +35,25 @@ from fedswarm.learning.fedmkt import (
     KnowledgeShapeError,
     PublicDataset,
     PublicKnowledge,
+    PublicSupport,
+    SupportAverageError,
     VocabMappingCache,
+    build_public_support,
+    check_average,
     compute_public_knowledge,
     distill,
+    support_vector,
+    teacher_knowledge,
 )
+from fedswarm.secagg.params import SecAggParams
+from fedswarm.secagg.quantise import QuantisationGrid
 
+from . import fedmkt_agreement
 from .errors import RoundAbortedError
+from .fedmkt_agreement import Card, Exchange, clear_reason, collect_cards, decide_exchange
 from .fedmkt_config import FedMKTSection
 from .mailbox import Mailbox
+from .plain_averaging import GroupAverage
 
 log = logging.getLogger("fedswarm.daemon.fedmkt")
 
@@ -46,7 +64,21 @@ MAX_LENGTH_FACTOR = 2
 #: A peer's top-k may be at most this many times our own (bounds memory of the targets).
 MAX_TOP_K_FACTOR = 4
 
+#: Secure averaging of support vectors: every member weighs 1 and every slot lies in
+#: [0, 1], so ``max_weight = 1`` buys a grid ~65 000 times finer than adapter averaging's.
+SUPPORT_SECAGG_PARAMS = SecAggParams(max_weight=1.0, clip_norm=1.0, clip_mode="coordinate")
+#: With fewer survivors an average would reveal the other member's vector (avg*2 - own).
+MIN_SECURE_MEMBERS = 3
+
 SendBlob = Callable[[str, str, int, bytes], Awaitable[None]]
+
+
+class SecureAverage(Protocol):
+    """The daemon's secure group average (``secure_averaging.secure_group_average``, bound)."""
+
+    def __call__(
+        self, *, vector: np.ndarray, weight: float, params: SecAggParams
+    ) -> Awaitable[GroupAverage]: ...
 
 
 @dataclass
@@ -61,6 +93,12 @@ class FedMKTOutcome:
     public_losses: dict[str, float]  # member (self included) -> mean CE on the public set
     distill: DistillStats
     timings: dict[str, float] = field(default_factory=dict)
+    exchange: Exchange = "clear"
+    clear_why: str | None = None  # clear: why the group could not use the secure exchange
+    clear_knowledge_bytes: int = 0  # top-k knowledge bytes sent in the clear (0 when secure)
+    group_public_loss: float | None = None  # secure: the group's average CE on the public set
+    aggregator: str | None = None  # secure: secagg roles, as for adapter averaging
+    decryptor: str | None = None
 
     @property
     def survivors(self) -> list[str]:
@@ -113,43 +151,178 @@ async def run_fedmkt_exchange(
     on_reject: Callable[[str, str], None],
     mapping_cache: VocabMappingCache | None = None,
     seed: int = 0,
+    secure_average: SecureAverage | None = None,
 ) -> FedMKTOutcome:
     """Exchange knowledge with ``group`` and distil ``model`` from what was accepted.
 
     ``deadline`` is a ``time.monotonic()`` value: members whose knowledge has not
-    arrived by then are left out. Raises ``RoundAbortedError`` when no member's
-    knowledge was accepted (the model is then left as local training made it).
+    arrived by then are left out. ``secure_average`` is ``None`` when the federation
+    runs without secure aggregation (then only the clear exchange exists). Raises
+    ``RoundAbortedError`` when nothing usable arrived (the model is then left as local
+    training made it).
     """
     started = time.monotonic()
     settings = section.settings()
-    own = await asyncio.to_thread(
-        compute_public_knowledge,
-        model,
-        tokenizer,
-        public.texts,
-        public.sha256,
-        top_k=settings.top_k,
-        max_length=settings.max_length,
-        batch_size=settings.knowledge_batch_size,
-    )
-    payload = await asyncio.to_thread(own.encode)
-    knowledge_s = time.monotonic() - started
-
     others = [p for p in group if p != me]
+    support = await asyncio.to_thread(
+        build_public_support, tokenizer, public, section.max_length, section.support_size
+    )
+    asked: Exchange = section.homogeneous_exchange if secure_average is not None else "clear"
+    card = Card(fingerprint=support.fingerprint, exchange=asked)
+    card_sends = [
+        asyncio.create_task(
+            _send(send_blob, peer, round, card.encode(), deadline, fedmkt_agreement.KIND)
+        )
+        for peer in others
+    ]
+    try:
+        own = await asyncio.to_thread(
+            compute_public_knowledge,
+            model,
+            tokenizer,
+            public.texts,
+            public.sha256,
+            top_k=settings.top_k,
+            max_length=settings.max_length,
+            batch_size=settings.knowledge_batch_size,
+        )
+        knowledge_s = time.monotonic() - started
+        # Cards go out before the knowledge pass, so a third of the time left is plenty
+        # for live members; a dead member must not eat the exchange's whole deadline.
+        card_deadline = time.monotonic() + (deadline - time.monotonic()) / 3
+        cards, card_bytes_received = await collect_cards(
+            mailbox, round, others, card_deadline, on_reject
+        )
+        card_bytes = sum(await asyncio.gather(*card_sends))
+    finally:
+        for task in card_sends:
+            task.cancel()
+    exchange = decide_exchange(me, card, cards)
+    log.info("round %d: FedMKT %s exchange (%d of %d cards)", round, exchange, len(cards),
+             len(others))
+    args = _Round(me, others, round, model, tokenizer, public, section, own, started,
+                  knowledge_s, card_bytes, card_bytes_received, seed, mapping_cache)
+    if exchange == "secure":
+        assert secure_average is not None  # we only ask for "secure" with it
+        return await _secure_exchange(args, support, secure_average)
+    outcome = await _clear_exchange(args, send_blob, mailbox, deadline, on_reject)
+    outcome.clear_why = clear_reason(card, cards)
+    return outcome
+
+
+@dataclass(frozen=True)
+class _Round:
+    """What both exchanges need from ``run_fedmkt_exchange``."""
+
+    me: str
+    others: list[str]
+    round: int
+    model: torch.nn.Module
+    tokenizer: Any
+    public: PublicDataset
+    section: FedMKTSection
+    own: PublicKnowledge
+    started: float
+    knowledge_s: float
+    card_bytes: int
+    card_bytes_received: int
+    seed: int
+    mapping_cache: VocabMappingCache | None
+
+    async def distil_from(self, teachers: list[PublicKnowledge]) -> tuple[DistillStats, float]:
+        began = time.monotonic()
+        stats = await asyncio.to_thread(
+            distill,
+            self.model,
+            self.tokenizer,
+            self.own,
+            teachers,
+            self.section.settings(),
+            self.section.distill_steps,
+            batch_size=self.section.distill_batch_size,
+            learning_rate=self.section.distill_lr,
+            mapping_cache=self.mapping_cache,
+            seed=self.seed,
+        )
+        return stats, time.monotonic() - began
+
+
+async def _secure_exchange(
+    r: _Round, support: PublicSupport, secure_average: SecureAverage
+) -> FedMKTOutcome:
+    """Average support vectors securely and distil from the group's average only."""
+    vector = await asyncio.to_thread(
+        support_vector, r.model, support, r.section.knowledge_batch_size
+    )
+    exchange_started = time.monotonic()
+    averaged = await secure_average(vector=vector, weight=1.0, params=SUPPORT_SECAGG_PARAMS)
+    exchange_s = time.monotonic() - exchange_started
+    if len(averaged.survivors) < MIN_SECURE_MEMBERS:
+        raise RoundAbortedError(
+            f"secure FedMKT average over {len(averaged.survivors)} members; "
+            f"{MIN_SECURE_MEMBERS} are needed so no member's vector can be recovered"
+        )
+    group_size = len(r.others) + 1
+    grid = QuantisationGrid.for_group(SUPPORT_SECAGG_PARAMS, group_size)
+    # the quantisation bound, plus float32 rounding of the average secagg hands back
+    tolerance = grid.error_bound(averaged.total_weight) + float(np.finfo(np.float32).eps)
+    try:
+        average = check_average(averaged.average, support, tolerance)
+    except SupportAverageError as exc:
+        raise RoundAbortedError(f"secure FedMKT average refused: {exc}") from exc
+    teacher = teacher_knowledge(average, support)
+    stats, distill_s = await r.distil_from([teacher])
+    teachers = sorted(set(averaged.survivors) - {r.me})
+    log.info(
+        "round %d: FedMKT distilled from the secure average of %d member(s); "
+        "distill loss %.4f -> %.4f",
+        r.round, len(averaged.survivors), stats.first_loss, stats.last_loss,
+    )
+    return FedMKTOutcome(
+        teachers=teachers,
+        rejected={},
+        missing=sorted(set(r.others) - set(averaged.survivors)),  # silent or dropped
+        bytes_sent=r.card_bytes + averaged.bytes_sent,
+        bytes_received=r.card_bytes_received + averaged.bytes_received,
+        public_losses={r.me: mean_public_loss(r.own)},
+        distill=stats,
+        timings={
+            "knowledge_s": r.knowledge_s,
+            "exchange_s": exchange_s,
+            "distill_s": distill_s,
+            "aggregate_s": time.monotonic() - r.started,
+        },
+        exchange="secure",
+        group_public_loss=float(np.mean(average.mean_ce)) if average.mean_ce.size else None,
+        aggregator=averaged.aggregator,
+        decryptor=averaged.decryptor,
+    )
+
+
+async def _clear_exchange(
+    r: _Round,
+    send_blob: SendBlob,
+    mailbox: Mailbox,
+    deadline: float,
+    on_reject: Callable[[str, str], None],
+) -> FedMKTOutcome:
+    """Send our top-k to every member, accept theirs, distil from the accepted ones."""
+    payload = await asyncio.to_thread(r.own.encode)
     sends = [
-        asyncio.create_task(_send(send_blob, peer, round, payload, deadline)) for peer in others
+        asyncio.create_task(_send(send_blob, peer, r.round, payload, deadline))
+        for peer in r.others
     ]
     exchange_started = time.monotonic()
     accepted: dict[str, PublicKnowledge] = {}
     rejected: dict[str, str] = {}
-    bytes_received = 0
+    bytes_received = r.card_bytes_received
     try:
-        async for letter in mailbox.collect(KIND, round, others, deadline, on_reject):
+        async for letter in mailbox.collect(KIND, r.round, r.others, deadline, on_reject):
             sender = letter.sender
             bytes_received += len(letter.payload)
             try:
                 accepted[sender] = await asyncio.to_thread(
-                    accept_knowledge, letter.payload, public, section
+                    accept_knowledge, letter.payload, r.public, r.section
                 )
             except KnowledgeError as exc:
                 rejected[sender] = str(exc)
@@ -159,51 +332,39 @@ async def run_fedmkt_exchange(
         for task in sends:
             task.cancel()
     exchange_s = time.monotonic() - exchange_started
-    missing = sorted(set(others) - set(accepted) - set(rejected))
+    missing = sorted(set(r.others) - set(accepted) - set(rejected))
     if not accepted:
         raise RoundAbortedError(
-            f"no FedMKT knowledge accepted from any of {len(others)} group members "
+            f"no FedMKT knowledge accepted from any of {len(r.others)} group members "
             f"({len(rejected)} refused, {len(missing)} missing)"
         )
 
     teachers = sorted(accepted)
-    distill_started = time.monotonic()
-    stats = await asyncio.to_thread(
-        distill,
-        model,
-        tokenizer,
-        own,
-        [accepted[p] for p in teachers],
-        settings,
-        section.distill_steps,
-        batch_size=section.distill_batch_size,
-        learning_rate=section.distill_lr,
-        mapping_cache=mapping_cache,
-        seed=seed,
-    )
-    distill_s = time.monotonic() - distill_started
-    public_losses = {me: mean_public_loss(own)}
+    stats, distill_s = await r.distil_from([accepted[p] for p in teachers])
+    public_losses = {r.me: mean_public_loss(r.own)}
     public_losses.update({p: mean_public_loss(accepted[p]) for p in teachers})
     log.info(
         "round %d: FedMKT distilled from %d member(s) (%s); %.0f%% of positions aligned to a "
         "peer; distill loss %.4f -> %.4f",
-        round, len(teachers), ", ".join(p[-8:] for p in teachers),
+        r.round, len(teachers), ", ".join(p[-8:] for p in teachers),
         100 * stats.peer_position_fraction, stats.first_loss, stats.last_loss,
     )
     return FedMKTOutcome(
         teachers=teachers,
         rejected=rejected,
         missing=missing,
-        bytes_sent=sum(sent),
+        bytes_sent=r.card_bytes + sum(sent),
         bytes_received=bytes_received,
         public_losses=public_losses,
         distill=stats,
         timings={
-            "knowledge_s": knowledge_s,
+            "knowledge_s": r.knowledge_s,
             "exchange_s": exchange_s,
             "distill_s": distill_s,
-            "aggregate_s": time.monotonic() - started,
+            "aggregate_s": time.monotonic() - r.started,
         },
+        exchange="clear",
+        clear_knowledge_bytes=sum(sent),
     )
 
 
@@ -215,13 +376,19 @@ def fedmkt_record(me: str, outcome: FedMKTOutcome) -> dict[str, Any]:
     taught whom, since the round log has no column for it.
     """
     refused = "; ".join(f"{p[-8:]}: {why}" for p, why in sorted(outcome.rejected.items()))
-    note = f"fedmkt: {me[-8:]} learnt from {', '.join(p[-8:] for p in outcome.teachers)}"
+    note = f"fedmkt {outcome.exchange} exchange: {me[-8:]} learnt from "
+    if outcome.exchange == "secure":
+        note += f"the secure average of {', '.join(p[-8:] for p in outcome.teachers)}"
+    else:
+        note += ", ".join(p[-8:] for p in outcome.teachers)
     note += f" ({100 * outcome.distill.peer_position_fraction:.0f}% positions aligned)"
+    if outcome.clear_why:
+        note += f"; clear because {outcome.clear_why}"
     if refused:
         note += f"; refused {refused}"
     if outcome.missing:
         note += f"; nothing from {', '.join(p[-8:] for p in outcome.missing)}"
-    return {
+    record: dict[str, Any] = {
         "survivors": sorted([me, *outcome.teachers]),
         "dropped": sorted([*outcome.rejected, *outcome.missing]),
         "protocol": "fedmkt",
@@ -230,6 +397,9 @@ def fedmkt_record(me: str, outcome: FedMKTOutcome) -> dict[str, Any]:
         "aggregate_s": outcome.timings.get("aggregate_s"),
         "note": note,
     }
+    if outcome.aggregator is not None:
+        record.update(aggregator=outcome.aggregator, decryptor=outcome.decryptor)
+    return record
 
 
 def fedmkt_event(me: str, round: int, outcome: FedMKTOutcome) -> dict[str, Any]:
@@ -237,6 +407,9 @@ def fedmkt_event(me: str, round: int, outcome: FedMKTOutcome) -> dict[str, Any]:
     return {
         "round": round,
         "student": me,
+        "exchange": outcome.exchange,
+        "clear_knowledge_bytes": outcome.clear_knowledge_bytes,
+        "group_public_loss": outcome.group_public_loss,
         "teachers": list(outcome.teachers),
         "edges": [{"teacher": t, "student": me} for t in outcome.teachers],
         "rejected": dict(outcome.rejected),
@@ -257,17 +430,22 @@ def fedmkt_event(me: str, round: int, outcome: FedMKTOutcome) -> dict[str, Any]:
 
 
 async def _send(
-    send_blob: SendBlob, recipient: str, round: int, payload: bytes, deadline: float
+    send_blob: SendBlob,
+    recipient: str,
+    round: int,
+    payload: bytes,
+    deadline: float,
+    kind: str = KIND,
 ) -> int:
     """Send one blob; returns the bytes delivered (0 when it failed or timed out)."""
     try:
         await asyncio.wait_for(
-            send_blob(recipient, KIND, round, payload),
+            send_blob(recipient, kind, round, payload),
             timeout=max(deadline - time.monotonic(), 1.0),
         )
         return len(payload)
     except Exception as exc:
         log.warning(
-            "round %d: FedMKT knowledge to %s not delivered: %s", round, recipient[-8:], exc
+            "round %d: FedMKT %s to %s not delivered: %s", round, kind, recipient[-8:], exc
         )
         return 0

@@ -26,6 +26,7 @@ PROTOCOL = "fedmkt"
 #: How many rounds of ``fedmkt`` events are kept in memory (one small dict each).
 EVENT_ROUNDS_KEPT = 500
 _ALIGNED = re.compile(r"\((\d+(?:\.\d+)?)% positions aligned\)")
+_EXCHANGE = re.compile(r"^fedmkt (secure|clear) exchange:")
 
 
 class FedMKTEventLog:
@@ -93,6 +94,12 @@ def aligned_fraction_from_note(note: str | None) -> float | None:
     return float(match.group(1)) / 100 if match else None
 
 
+def exchange_from_note(note: str | None) -> str | None:
+    """``secure`` or ``clear``: the exchange ``fedmkt_record`` names at the start of the note."""
+    match = _EXCHANGE.match(note or "")
+    return match.group(1) if match else None
+
+
 def _finite(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -122,11 +129,15 @@ def fedmkt_round(
         for peer, loss in (losses.items() if isinstance(losses, dict) else [])
     ]
     public_losses.sort(key=lambda entry: (entry["peer_id"] != me, entry["peer_id"]))
+    exchange = event.get("exchange") if event is not None else None
+    if exchange not in ("secure", "clear"):
+        exchange = exchange_from_note(record.note if record is not None else None)
     return {
         "round": round,
         "status": record.status if record is not None else "complete",
         "student": me,
         "student_org": org_of(me),
+        "exchange": exchange,
         "edges": [
             {"teacher": t, "teacher_org": org_of(t), "student": me, "student_org": org_of(me)}
             for t in teachers

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import os
 import signal
@@ -63,7 +64,9 @@ from .status_view import DaemonStatusView, fedswarm_version
 log = logging.getLogger("fedswarm.daemon")
 
 SHUTDOWN_GRACE_S = 30.0
-BLOB_KINDS = ("plain-update", "secagg", "group", "fedmkt", REQUEST_KIND, RESPONSE_KIND)
+BLOB_KINDS = (
+    "plain-update", "secagg", "group", "fedmkt", "fedmkt-card", REQUEST_KIND, RESPONSE_KIND
+)
 CATCH_UP_TIMEOUT_S = 30.0
 
 
@@ -473,6 +476,16 @@ class Daemon:
                 )
             except ConfigError as exc:
                 raise RoundAbortedError(str(exc)) from exc
+        fed = self.config.federation
+        secure = None
+        if fed.secure_aggregation != "none":  # homogeneous groups may average securely
+            assert self._he_pool is not None
+            secure = functools.partial(
+                secure_group_average, federation_id=self.roster.federation_id, round=round,
+                group=group, identity=self.identity, verify=self._verify_member_signature,
+                node=self.node, mailbox=self.mailbox, step_timeout_s=fed.round_deadline_s,
+                executor=self._he_pool,
+            )
         return await run_fedmkt_exchange(
             me=self.identity.peer_id,
             group=group,
@@ -487,6 +500,7 @@ class Daemon:
             on_reject=lambda peer, why: self._reject(peer, "fedmkt", why),
             mapping_cache=VocabMappingCache(self.config.state_dir / "vocab-maps"),
             seed=self.config.train.seed * 100_003 + round,
+            secure_average=secure,
         )
 
     async def _aggregate(self, round: int, group: list[str]) -> GroupAverage:

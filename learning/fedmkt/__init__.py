@@ -33,6 +33,7 @@ from fedswarm.learning.fedmkt.errors import (
     KnowledgeVocabRangeError,
     PublicDataError,
     PublicDataHashMismatchError,
+    SupportAverageError,
     UnsupportedTokenizerError,
     VocabMappingCacheError,
 )
@@ -47,6 +48,14 @@ from fedswarm.learning.fedmkt.public_data import (
     load_public_dataset,
 )
 from fedswarm.learning.fedmkt.settings import FedMKTSettings
+from fedswarm.learning.fedmkt.support import (
+    PublicSupport,
+    SupportAverage,
+    build_public_support,
+    check_average,
+    support_vector,
+    teacher_knowledge,
+)
 from fedswarm.learning.fedmkt.trainer import (
     DistillStats,
     Participant,
@@ -83,8 +92,11 @@ __all__ = [
     "PublicDataHashMismatchError",
     "PublicDataset",
     "PublicKnowledge",
+    "PublicSupport",
     "RoundReport",
     "SparseTargets",
+    "SupportAverage",
+    "SupportAverageError",
     "TokenAlignment",
     "TokenizerCard",
     "UnsupportedTokenizerError",
@@ -94,7 +106,9 @@ __all__ = [
     "accept_peer_knowledge",
     "align_tokens",
     "build_example_targets",
+    "build_public_support",
     "build_vocab_mapping",
+    "check_average",
     "collate_targets",
     "compute_public_knowledge",
     "content_sha256",
@@ -108,5 +122,7 @@ __all__ = [
     "mutual_round",
     "normalise_token",
     "sparse_distillation_loss",
+    "support_vector",
+    "teacher_knowledge",
     "train_causal_lm",
 ]

@@ -54,3 +54,12 @@ class KnowledgePublicSetMismatchError(KnowledgeError):
 
 class VocabMappingCacheError(FedMKTError):
     """A cached vocabulary mapping file is corrupt or belongs to other vocabularies."""
+
+
+class SupportAverageError(FedMKTError):
+    """A securely averaged public-set distribution is not a distribution.
+
+    Honest members' averages sum to one per position (within the quantisation bound);
+    anything else means a member fed the secure sum garbage, and the round must not
+    distil from it.
+    """

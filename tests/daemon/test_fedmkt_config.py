@@ -79,6 +79,9 @@ def test_fedmkt_mode_needs_a_readable_agreed_public_set(
         ("distill_steps = -1\n", "distill_steps: must be >= 0"),
         ("top_k = 0\n", "top_k must be >= 1"),
         ("typo = 1\n", "unknown key 'typo'"),
+        ('homogeneous_exchange = "plain"\n', "[fedmkt] homogeneous_exchange: expected one of"),
+        ("support_size = 0\n", "support_size: must be in 1..1024"),
+        ("support_size = 5000\n", "support_size: must be in 1..1024"),
     ],
 )
 def test_bad_fedmkt_values_are_named(tmp_path: Path, table: str, needle: str) -> None:

@@ -133,6 +133,8 @@ async def test_three_heterogeneous_members_teach_each_other(
     assert max(o.distill.peer_position_fraction for o in outcomes.values()) > 0
     # Everyone reports the same public loss for a given model (it travelled in its blob).
     assert outcomes["A"].public_losses["B"] == pytest.approx(outcomes["C"].public_losses["B"])
+    assert all("tokenizers or public-set support differ" in (o.clear_why or "")
+               for o in outcomes.values())
     # The mapping between the two tokenizer families was computed once and cached on disk.
     assert list((tmp_path / "A").glob("vocabmap-*.npz"))
 
@@ -177,7 +179,8 @@ async def test_bad_knowledge_is_refused_and_the_round_goes_on(
     sent: list[str] = []
 
     async def send_blob(recipient: str, kind: str, round: int, payload: bytes) -> None:
-        sent.append(recipient)
+        if kind == KIND:  # cards (kind fedmkt-card) go out too
+            sent.append(recipient)
 
     before = params(models["A"])
     outcome = await run_fedmkt_exchange(
@@ -207,6 +210,8 @@ async def test_bad_knowledge_is_refused_and_the_round_goes_on(
     assert record["dropped"] == sorted([*reasons, "silent"])
     assert record["protocol"] == "fedmkt"
     assert "learnt from good" in record["note"] and "refused" in record["note"]
+    assert "clear exchange" in record["note"]  # no secure aggregation given: clear only
+    assert "clear because members asked for clear" in record["note"]
     event = fedmkt_event("A", ROUND, outcome)
     assert event["edges"] == [{"teacher": "good", "student": "A"}]
     assert set(event["public_losses"]) == {"A", "good"}

@@ -105,3 +105,14 @@ async def test_status_view_records_fedmkt_events_from_the_bus() -> None:
     assert data["rounds"][0]["public_losses"][0] == {"peer_id": ME, "org": "org-a", "loss": 3.0}
     await view._fedmkt_events.stop()
     assert not bus._queues
+
+
+def test_panel_says_which_exchange_a_round_used_from_event_or_note() -> None:
+    secure_note = f"fedmkt secure exchange: {ME} learnt from the secure average of {PEER_B}"
+    rows = [record(1, note=secure_note), record(2), record(3)]
+    events = FedMKTEventLog()
+    events.record({**event(3), "exchange": "clear"})
+    by_round = {r["round"]: r for r in panel(rows, events)["rounds"]}
+    assert by_round[1]["exchange"] == "secure"  # after a restart: from the round log
+    assert by_round[2]["exchange"] is None  # a note from before exchanges were named
+    assert by_round[3]["exchange"] == "clear"
