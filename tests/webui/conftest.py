@@ -178,6 +178,7 @@ class FakeView:
                     "dropped": [],
                     "distill": {"steps": 4, "first_loss": 3.1, "last_loss": 2.9},
                     "note": "fedmkt: learnt from two peers (62% positions aligned)",
+                    "exchange": "secure",
                 }
             ],
         }

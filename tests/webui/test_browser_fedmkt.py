@@ -57,6 +57,7 @@ async def test_fedmkt_panel_shows_edges_and_steps_arrive_live(
     ]
     row = page.locator("#fedmkt-table tbody tr").first
     assert "62 %" in (await row.text_content() or "")
+    assert await row.locator(".exchange").text_content() == "secure (group average)"
     assert await page.locator("#fedmkt-table .model-loss").all_text_contents() == [
         "org-1-news: 3.250", f"{hostile_org}: 2.500", "org-3-code: –",
     ]

@@ -329,6 +329,7 @@
       return el("tr", null, [
         td(r.round, "num"),
         el("td", { cls: r.status === "complete" ? "status-ok" : (r.status === "aborted" ? "status-bad" : ""), text: r.status ?? null }),
+        el("td", { cls: "exchange", text: r.exchange === "secure" ? "secure (group average)" : (r.exchange === "clear" ? "clear (top-k)" : "–") }),
         lines(edges, (e) => el("div", { cls: "edge", title: String(e.teacher) + " → " + String(e.student),
           text: orgOr(e.teacher_org, e.teacher) + " → " + orgOr(e.student_org, e.student) })),
         td(typeof r.aligned_fraction === "number" ? (100 * r.aligned_fraction).toFixed(0) + " %" : null, "num"),
