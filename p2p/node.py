@@ -37,6 +37,8 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
+from libp2p.stream_muxer.yamux.yamux import HEADER_SIZE as _YAMUX_HEADER
+from libp2p.stream_muxer.yamux.yamux import MAX_MESSAGE_SIZE as _YAMUX_FRAME
 from libp2p.tools.anyio_service import background_trio_service
 
 from . import framing
@@ -69,7 +71,12 @@ GossipHandler = Callable[[str, str, bytes], Awaitable[None]]
 
 PING_PROTOCOL = "/fedswarm/ping/1.0.0"
 _ANNOUNCE_TOPIC = "_fedswarm_addrs"
-_CHUNK = 256 * 1024
+# Yamux cuts every write into frames of at most 65524 payload bytes, each one
+# Noise-encrypted, sent and woken up for separately. A 256 KiB write used to
+# become four full frames plus a 48-byte fifth; a whole number of frames per
+# write sends 20 % fewer frames for the same bytes.
+_FRAME_PAYLOAD = _YAMUX_FRAME - _YAMUX_HEADER
+_CHUNK = 4 * _FRAME_PAYLOAD
 _DIAL_TIMEOUT_S = 10.0
 _SEEN_CACHE = 4096
 _PING_TIMEOUT_S = 5.0
@@ -247,20 +254,8 @@ class P2PNode:
             raise BlobTooLargeError(
                 f"blob is {len(payload)} bytes, limit {self.config.max_blob_bytes}"
             )
-        # Hash off both event loops: hashlib releases the GIL on large buffers.
-        digest = await asyncio.to_thread(lambda: hashlib.sha256(payload).digest())
-        header = BlobHeader(
-            federation_id=self._roster.federation_id,
-            sender=self.peer_id,
-            recipient=peer_id,
-            kind=kind,
-            round=round,
-            length=len(payload),
-            sha256=digest,
-            sent_at=time.time(),
-        )
         limit = self.config.blob_timeout_s if timeout is None else timeout
-        await self._call(self._send_blob_trio, header, payload, limit)
+        await self._call(self._send_blob_trio, peer_id, kind, round, payload, limit)
 
     async def publish(self, topic: str, payload: bytes) -> None:
         """Publish a small signed message (< 64 KiB) to ``topic``."""
@@ -672,23 +667,38 @@ class P2PNode:
 
     # blobs: sending ------------------------------------------------------------------
 
-    async def _send_blob_trio(self, header: BlobHeader, payload: bytes, timeout: float) -> None:
+    async def _send_blob_trio(
+        self, peer_id: str, kind: str, round: int, payload: bytes, timeout: float
+    ) -> None:
         assert self._host is not None
-        peer_id = header.recipient
         try:
             with trio.fail_after(timeout):
                 await self._ensure_connected(peer_id)
+                # Hash in a worker thread (hashlib releases the GIL) while the
+                # stream is negotiated: the header needs the digest, the stream
+                # does not, so the hash costs no time of its own on the wire.
+                digest = _Digest(payload, self._nursery)
                 stream = await self._host.new_stream(
                     ID.from_base58(peer_id), [TProtocol(framing.BLOB_PROTOCOL)]
                 )
                 try:
+                    header = BlobHeader(
+                        federation_id=self._roster.federation_id,
+                        sender=self.peer_id,
+                        recipient=peer_id,
+                        kind=kind,
+                        round=round,
+                        length=len(payload),
+                        sha256=await digest.wait(),
+                        sent_at=time.time(),
+                    )
                     await self._write_blob(stream, header, payload)
                 except BaseException:
                     await _reset(stream)
                     raise
         except trio.TooSlowError as exc:
             raise BlobTimeoutError(
-                f"blob {header.kind}/{header.round} to {peer_id} not acknowledged in {timeout} s"
+                f"blob {kind}/{round} to {peer_id} not acknowledged in {timeout} s"
             ) from exc
         except P2PError:
             raise
@@ -812,6 +822,45 @@ class P2PNode:
             ) from exc
         self._add_stat("blobs_received", 1)
         await stream.write(framing.encode_reply(framing.STATUS_OK))
+
+
+class _Digest:
+    """sha256 of a payload, computed in a trio worker thread started at once.
+
+    Runs as a task of the node's nursery rather than a nursery of the caller,
+    so a failing ``new_stream`` surfaces as itself and not as an exception
+    group; a cancelled sender leaves at most one hash to finish in the
+    background.
+    """
+
+    def __init__(self, payload: bytes, nursery: trio.Nursery | None) -> None:
+        assert nursery is not None
+        self._payload: bytes | None = payload
+        self._done = trio.Event()
+        self._digest: bytes | None = None
+        self._error: BaseException | None = None
+        nursery.start_soon(self._run)
+
+    async def _run(self) -> None:
+        payload = self._payload
+        self._payload = None
+        try:
+            assert payload is not None
+            self._digest = await trio.to_thread.run_sync(_sha256, payload)
+        except Exception as exc:  # reported to the sender, never to the node's nursery
+            self._error = exc
+        finally:
+            self._done.set()
+
+    async def wait(self) -> bytes:
+        await self._done.wait()
+        if self._digest is None:
+            raise P2PError(f"hashing the blob failed: {self._error!r}")
+        return self._digest
+
+
+def _sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
 
 
 class _Refused(Exception):
