@@ -46,6 +46,7 @@ REASON_WRONG_FEDERATION = "wrong_federation"
 REASON_WRONG_RECIPIENT = "wrong_recipient"
 REASON_CORRUPT = "corrupt"
 REASON_HANDLER_ERROR = "handler_error"
+REASON_BUSY = "busy"
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ from . import framing
 from .dht import DhtDiscovery
 from .envelope import MAX_GOSSIP_PAYLOAD, GossipEnvelope, open_envelope, seal
 from .errors import (
+    BlobBusyError,
     BlobCorruptError,
     BlobError,
     BlobRejectedError,
@@ -61,6 +62,7 @@ from .errors import (
 from .framing import BlobHeader
 from .host import build_host
 from .identity import Identity
+from .inbound import InboundLimiter, InboundLimits
 from .roster import Roster
 from .trio_bridge import TrioThread, wait_asyncio_future
 
@@ -91,6 +93,13 @@ class NodeConfig:
     bootstrap: tuple[str, ...] = ()
     max_blob_bytes: int = 512 * 2**20
     blob_timeout_s: float = 120.0
+    # Inbound blobs held at once (body being read or handler running); see
+    # :mod:`.inbound`. Extra blobs wait up to inbound_wait_s before their body
+    # is sent, then are refused as "busy".
+    max_inbound_bytes: int = 2 * 2**30
+    max_inbound_blobs: int = 32
+    max_inbound_blobs_per_peer: int = 4
+    inbound_wait_s: float = 30.0
     enable_mdns: bool = False
     mdns_interface: str | None = None
     enable_dht: bool = False
@@ -179,6 +188,15 @@ class P2PNode:
         self._seen: OrderedDict[bytes, float] = OrderedDict()
         self._ping_misses: dict[str, int] = {}
         self._dht: DhtDiscovery | None = None
+        self._inbound = InboundLimiter(
+            InboundLimits(
+                max_bytes=config.max_inbound_bytes,
+                max_blobs=config.max_inbound_blobs,
+                max_blobs_per_peer=config.max_inbound_blobs_per_peer,
+                # Refuse as "busy" well before the stream's own timeout resets it.
+                wait_s=min(config.inbound_wait_s, config.blob_timeout_s / 2),
+            )
+        )
 
     # ------------------------------------------------------------------ asyncio API
 
@@ -287,6 +305,10 @@ class P2PNode:
         with self._lock:
             out = dict(self._stats)
             out["rejected"] = dict(self._stats["rejected"])
+        inbound = self._inbound
+        out["inbound_blobs_in_flight"] = inbound.blobs
+        out["inbound_bytes_in_flight"] = inbound.bytes
+        out["inbound_waited"] = inbound.waited_total
         out["connected_peers"] = len(self.connected_peers())
         out["dht_records_used"] = self._dht.records_used if self._dht is not None else 0
         return out
@@ -786,8 +808,19 @@ class P2PNode:
                 f"{framing.REASON_TOO_LARGE}: {header.length} bytes, "
                 f"limit {self.config.max_blob_bytes}",
             )
-        await stream.write(framing.encode_reply(framing.STATUS_OK))
+        try:
+            slot = await self._inbound.acquire(remote, header.length)
+        except BlobBusyError as exc:
+            raise await self._refuse(stream, f"{framing.REASON_BUSY}: {exc.reason}") from exc
+        try:
+            await stream.write(framing.encode_reply(framing.STATUS_OK))
+            await self._receive_body(stream, read, remote, header)
+        finally:
+            slot.release()
 
+    async def _receive_body(
+        self, stream: INetStream, read: framing.ReadFn, remote: str, header: BlobHeader
+    ) -> None:
         # BytesIO grows in place and getvalue() hands over its buffer without a
         # copy, so the body exists once in memory (plus one chunk).
         buffer = io.BytesIO()
@@ -879,6 +912,8 @@ def _refusal(reason: str) -> BlobError:
         return BlobSignatureError(f"receiver refused: {reason}")
     if code == framing.REASON_CORRUPT:
         return BlobCorruptError(f"receiver refused: {reason}")
+    if code == framing.REASON_BUSY:
+        return BlobBusyError(reason)
     return BlobRejectedError(reason)
 
 
