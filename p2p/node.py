@@ -741,10 +741,12 @@ class P2PNode:
             chunk = bytes(view[offset : offset + _CHUNK])
             await stream.write(chunk)
             self._add_stat("bytes_sent", len(chunk))
+        # Half-close now: the FIN travels behind the body instead of after the
+        # ack, and the receiver's reply still comes back on its own half.
+        await stream.close()
         status, reason = await _read_reply_or_rejected(read)
         if status != framing.STATUS_OK:
             raise _refusal(reason)
-        await stream.close()
 
     # blobs: receiving -------------------------------------------------------------------
 
