@@ -273,7 +273,7 @@ class P2PNode:
                 f"blob is {len(payload)} bytes, limit {self.config.max_blob_bytes}"
             )
         limit = self.config.blob_timeout_s if timeout is None else timeout
-        await self._call(self._send_blob_trio, peer_id, kind, round, payload, limit)
+        await self._call(self._send_new_blob_trio, peer_id, kind, round, payload, limit)
 
     async def publish(self, topic: str, payload: bytes) -> None:
         """Publish a small signed message (< 64 KiB) to ``topic``."""
@@ -689,38 +689,60 @@ class P2PNode:
 
     # blobs: sending ------------------------------------------------------------------
 
-    async def _send_blob_trio(
+    async def _send_new_blob_trio(
         self, peer_id: str, kind: str, round: int, payload: bytes, timeout: float
+    ) -> None:
+        # Hash in a worker thread (hashlib releases the GIL) while the stream
+        # is negotiated: the header needs the digest, the stream does not, so
+        # the hash costs no time of its own on the wire.
+        digest = _Digest(payload, self._nursery)
+
+        async def header() -> BlobHeader:
+            return BlobHeader(
+                federation_id=self._roster.federation_id,
+                sender=self.peer_id,
+                recipient=peer_id,
+                kind=kind,
+                round=round,
+                length=len(payload),
+                sha256=await digest.wait(),
+                sent_at=time.time(),
+            )
+
+        await self._transfer_trio(peer_id, f"{kind}/{round}", header, payload, timeout)
+
+    async def _send_blob_trio(self, header: BlobHeader, payload: bytes, timeout: float) -> None:
+        """Send a header built in advance (hostile-peer tests forge them this way)."""
+
+        async def ready() -> BlobHeader:
+            return header
+
+        label = f"{header.kind}/{header.round}"
+        await self._transfer_trio(header.recipient, label, ready, payload, timeout)
+
+    async def _transfer_trio(
+        self,
+        peer_id: str,
+        label: str,
+        header: Callable[[], Awaitable[BlobHeader]],
+        payload: bytes,
+        timeout: float,
     ) -> None:
         assert self._host is not None
         try:
             with trio.fail_after(timeout):
                 await self._ensure_connected(peer_id)
-                # Hash in a worker thread (hashlib releases the GIL) while the
-                # stream is negotiated: the header needs the digest, the stream
-                # does not, so the hash costs no time of its own on the wire.
-                digest = _Digest(payload, self._nursery)
                 stream = await self._host.new_stream(
                     ID.from_base58(peer_id), [TProtocol(framing.BLOB_PROTOCOL)]
                 )
                 try:
-                    header = BlobHeader(
-                        federation_id=self._roster.federation_id,
-                        sender=self.peer_id,
-                        recipient=peer_id,
-                        kind=kind,
-                        round=round,
-                        length=len(payload),
-                        sha256=await digest.wait(),
-                        sent_at=time.time(),
-                    )
-                    await self._write_blob(stream, header, payload)
+                    await self._write_blob(stream, await header(), payload)
                 except BaseException:
                     await _reset(stream)
                     raise
         except trio.TooSlowError as exc:
             raise BlobTimeoutError(
-                f"blob {kind}/{round} to {peer_id} not acknowledged in {timeout} s"
+                f"blob {label} to {peer_id} not acknowledged in {timeout} s"
             ) from exc
         except P2PError:
             raise
