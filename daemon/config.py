@@ -40,6 +40,9 @@ class NodeSettings:
     mdns_interface: str | None = None
     enable_dht: bool = False
     max_blob_mb: int = 512
+    # Inbound blobs held at once (see fedswarm.p2p.inbound); more wait, then are refused.
+    max_inbound_mb: int = 2048
+    max_inbound_blobs_per_peer: int = 4
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     def __post_init__(self) -> None:
@@ -47,6 +50,10 @@ class NodeSettings:
             raise ValueError("org: must not be empty")
         if self.max_blob_mb <= 0:
             raise ValueError("max_blob_mb: must be positive")
+        if self.max_inbound_mb <= 0:
+            raise ValueError("max_inbound_mb: must be positive")
+        if self.max_inbound_blobs_per_peer <= 0:
+            raise ValueError("max_inbound_blobs_per_peer: must be positive")
 
 
 @dataclass

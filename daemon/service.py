@@ -218,6 +218,8 @@ class Daemon:
                 listen=cfg.node.listen,
                 bootstrap=tuple(cfg.node.bootstrap),
                 max_blob_bytes=cfg.node.max_blob_mb * 2**20,
+                max_inbound_bytes=cfg.node.max_inbound_mb * 2**20,
+                max_inbound_blobs_per_peer=cfg.node.max_inbound_blobs_per_peer,
                 blob_timeout_s=max(cfg.federation.round_deadline_s, 30.0),
                 enable_mdns=cfg.node.enable_mdns,
                 mdns_interface=cfg.node.mdns_interface,

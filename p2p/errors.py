@@ -64,6 +64,11 @@ class BlobRejectedError(BlobError):
         self.reason = reason
 
 
+class BlobBusyError(BlobRejectedError):
+    """The receiver had no room for another inbound blob (too many or too many
+    bytes in flight) within its wait; retrying later may succeed."""
+
+
 class GossipRejectedError(P2PError):
     """A gossip envelope failed a signature, roster, federation or age check,
     or a payload to publish is too large."""

@@ -46,6 +46,7 @@ REASON_WRONG_FEDERATION = "wrong_federation"
 REASON_WRONG_RECIPIENT = "wrong_recipient"
 REASON_CORRUPT = "corrupt"
 REASON_HANDLER_ERROR = "handler_error"
+REASON_BUSY = "busy"
 
 
 @dataclass(frozen=True)
@@ -151,16 +152,31 @@ async def read_exactly(read: ReadFn, n: int) -> bytes:
 
 
 async def read_signed_header(read: ReadFn) -> tuple[bytes, bytes]:
-    """Read one framed header; returns (header JSON, signature) unverified."""
-    prefix = await read_exactly(read, len(HEADER_MAGIC) + 4)
-    if prefix[:4] != HEADER_MAGIC:
+    """Read one framed header; returns (header JSON, signature) unverified.
+
+    The sender writes the whole frame at once and nothing after it until the
+    header is accepted, so a single read usually returns all of it: one read
+    instead of three, and each read of a Yamux stream can send a window update
+    frame. The rest, if any, is read exactly. Bytes beyond the frame would be
+    body bytes sent before the accept: a protocol violation, refused.
+    """
+    prefix_len = len(HEADER_MAGIC) + 4
+    got = await read(prefix_len + MAX_HEADER_BYTES + SIGNATURE_BYTES)
+    if len(got) < prefix_len:
+        got += await read_exactly(read, prefix_len - len(got))
+    if got[:4] != HEADER_MAGIC:
         raise BlobSignatureError("stream does not start with a fedswarm blob header")
-    (size,) = struct.unpack(">I", prefix[4:])
+    (size,) = struct.unpack(">I", got[4:prefix_len])
     if size > MAX_HEADER_BYTES:
         raise BlobSignatureError(f"blob header is {size} bytes, limit {MAX_HEADER_BYTES}")
-    body = await read_exactly(read, size)
-    signature = await read_exactly(read, SIGNATURE_BYTES)
-    return body, signature
+    total = prefix_len + size + SIGNATURE_BYTES
+    if len(got) > total:
+        raise BlobSignatureError(
+            f"peer sent {len(got) - total} bytes after the blob header before it was accepted"
+        )
+    if len(got) < total:
+        got += await read_exactly(read, total - len(got))
+    return got[prefix_len : prefix_len + size], got[prefix_len + size :]
 
 
 def encode_reply(status: int, reason: str = "") -> bytes:

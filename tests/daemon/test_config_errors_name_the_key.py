@@ -86,3 +86,13 @@ def test_environment_overrides_secret_paths(
     monkeypatch.setenv("FEDSWARM_IDENTITY", "/run/credentials/fedswarm/identity.key")
     config = load_config(write(tmp_path, MINIMAL))
     assert config.identity_path == Path("/run/credentials/fedswarm/identity.key")
+
+
+def test_inbound_blob_limits_load_and_a_zero_limit_is_named(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        'org = "bank-a"', 'org = "bank-a"\nmax_inbound_mb = 300\nmax_inbound_blobs_per_peer = 2'
+    )
+    config = load_config(write(tmp_path, text))
+    assert (config.node.max_inbound_mb, config.node.max_inbound_blobs_per_peer) == (300, 2)
+    with pytest.raises(ConfigError, match="max_inbound_mb: must be positive"):
+        load_config(write(tmp_path, text.replace("max_inbound_mb = 300", "max_inbound_mb = 0")))

@@ -20,10 +20,20 @@ class Inbox:
         self.blobs: list[tuple[BlobHeader, bytes]] = []
         self.gossip: list[tuple[str, str, bytes]] = []
         self.fail_blobs = False
+        # When set, the handler holds each blob (keeps it "in flight") until
+        # the gate opens; ``holding`` counts blobs currently held.
+        self.gate: asyncio.Event | None = None
+        self.holding = 0
 
     async def on_blob(self, header: BlobHeader, data: bytes) -> None:
         if self.fail_blobs:
             raise RuntimeError("handler exploded on purpose")
+        if self.gate is not None:
+            self.holding += 1
+            try:
+                await asyncio.wait_for(self.gate.wait(), timeout=60)
+            finally:
+                self.holding -= 1
         self.blobs.append((header, data))
 
     async def on_gossip(self, topic: str, sender: str, payload: bytes) -> None:

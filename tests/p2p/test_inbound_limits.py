@@ -1,0 +1,165 @@
+"""Inbound blob admission: bounded blobs and bytes in flight, waiting, then "busy".
+
+The limiter alone runs on a real trio loop; the loopback tests use two real
+nodes (Noise + Yamux) whose receiver holds blobs in its handler so they stay
+in flight while more arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from typing import Any
+
+import pytest
+import trio
+from fedswarm.p2p.errors import BlobBusyError
+from fedswarm.p2p.identity import Identity
+from fedswarm.p2p.inbound import InboundLimiter, InboundLimits
+from fedswarm.p2p.node import NodeConfig
+
+from .conftest import make_roster, wait_until
+
+
+def _run(fn: Any) -> Any:
+    async def bounded() -> Any:
+        with trio.fail_after(10):
+            return await fn()
+
+    return trio.run(bounded)
+
+
+def test_blob_over_the_per_peer_limit_waits_for_room_then_is_admitted() -> None:
+    async def scenario() -> tuple[bool, int, int]:
+        limiter = InboundLimiter(InboundLimits(max_blobs_per_peer=1, wait_s=5))
+        first = await limiter.acquire("peer-a", 10)
+        admitted = False
+
+        async def second() -> None:
+            nonlocal admitted
+            slot = await limiter.acquire("peer-a", 10)
+            admitted = True
+            slot.release()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(second)
+            await trio.sleep(0.1)
+            assert not admitted and limiter.waiting == 1
+            other = await limiter.acquire("peer-b", 10)  # another peer is not held up
+            other.release()
+            first.release()
+        return admitted, limiter.waited_total, limiter.blobs
+
+    admitted, waited, in_flight = _run(scenario)
+    assert admitted and waited == 1 and in_flight == 0
+
+
+def test_blob_is_refused_busy_when_no_room_frees_within_the_wait() -> None:
+    async def scenario() -> tuple[str, int, int]:
+        limiter = InboundLimiter(InboundLimits(max_bytes=100, wait_s=0.2))
+        held = await limiter.acquire("peer-a", 80)
+        with pytest.raises(BlobBusyError) as info:
+            await limiter.acquire("peer-b", 30)
+        held.release()
+        return str(info.value), limiter.refused_total, limiter.bytes
+
+    message, refused, in_flight = _run(scenario)
+    assert "no room after 0.2 s" in message and refused == 1 and in_flight == 0
+
+
+def test_lone_blob_larger_than_the_byte_budget_is_admitted() -> None:
+    async def scenario() -> int:
+        limiter = InboundLimiter(InboundLimits(max_bytes=100, wait_s=0))
+        slot = await limiter.acquire("peer-a", 500)
+        held = limiter.bytes
+        slot.release()
+        slot.release()  # idempotent
+        return held
+
+    assert _run(scenario) == 500
+
+
+def test_waiting_blobs_are_bounded_too() -> None:
+    async def scenario() -> str:
+        limiter = InboundLimiter(InboundLimits(max_blobs=1, wait_s=5))
+        await limiter.acquire("peer-a", 1)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(limiter.acquire, "peer-b", 1)  # waits (the one allowed)
+            await trio.sleep(0.05)
+            with pytest.raises(BlobBusyError) as info:
+                await limiter.acquire("peer-c", 1)
+            nursery.cancel_scope.cancel()
+        return str(info.value)
+
+    assert "too many blobs already waiting" in _run(scenario)
+
+
+def test_limits_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        InboundLimits(max_blobs_per_peer=0)
+
+
+async def _pair(node_factory: Any, config: NodeConfig) -> tuple[Any, Any, Any]:
+    ids = [Identity.generate(), Identity.generate()]
+    roster = make_roster(ids)
+    receiver, inbox = await node_factory(ids[0], roster, config)
+    sender, _ = await node_factory(ids[1], roster, NodeConfig())
+    assert await sender.dial(receiver.listen_addrs[0]) == receiver.peer_id
+    assert await wait_until(lambda: receiver.peer_id in sender.connected_peers())
+    return receiver, inbox, sender
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_extra_concurrent_blob_is_refused_busy_and_the_admitted_ones_arrive_intact(
+    node_factory: Any,
+) -> None:
+    config = NodeConfig(max_inbound_blobs_per_peer=2, inbound_wait_s=1.0)
+    receiver, inbox, sender = await _pair(node_factory, config)
+    inbox.gate = asyncio.Event()
+    payloads = [os.urandom(2 * 2**20 + i) for i in range(3)]
+
+    held = [
+        asyncio.create_task(sender.send_blob(receiver.peer_id, "update", i, payloads[i]))
+        for i in range(2)
+    ]
+    assert await wait_until(lambda: inbox.holding == 2)
+    with pytest.raises(BlobBusyError) as info:
+        await sender.send_blob(receiver.peer_id, "update", 2, payloads[2], timeout=30)
+    assert "no room after 1 s" in info.value.reason
+    stats = receiver.stats()
+    assert stats["rejected"].get("busy") == 1 and stats["inbound_waited"] == 1
+    assert stats["inbound_blobs_in_flight"] == 2
+    assert stats["inbound_bytes_in_flight"] == len(payloads[0]) + len(payloads[1])
+
+    inbox.gate.set()
+    await asyncio.wait_for(asyncio.gather(*held), timeout=60)
+    got = {h.round: (h, data) for h, data in inbox.blobs}
+    assert sorted(got) == [0, 1]
+    for i in (0, 1):
+        header, data = got[i]
+        assert data == payloads[i] and hashlib.sha256(data).digest() == header.sha256
+    assert await wait_until(lambda: receiver.stats()["inbound_blobs_in_flight"] == 0)
+    # Room is back: the refused blob goes through on a retry.
+    await sender.send_blob(receiver.peer_id, "update", 2, payloads[2], timeout=30)
+    assert inbox.blobs[-1][1] == payloads[2]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_blob_waiting_for_room_is_admitted_when_a_held_blob_finishes(
+    node_factory: Any,
+) -> None:
+    config = NodeConfig(max_inbound_blobs=1, inbound_wait_s=30.0)
+    receiver, inbox, sender = await _pair(node_factory, config)
+    inbox.gate = asyncio.Event()
+    first = asyncio.create_task(sender.send_blob(receiver.peer_id, "update", 0, b"a" * 1000))
+    assert await wait_until(lambda: inbox.holding == 1)
+    second = asyncio.create_task(sender.send_blob(receiver.peer_id, "update", 1, b"b" * 1000))
+    assert await wait_until(lambda: receiver.stats()["inbound_waited"] == 1)
+    assert inbox.holding == 1 and not second.done()
+    inbox.gate.set()
+    await asyncio.wait_for(asyncio.gather(first, second), timeout=60)
+    assert sorted((h.round, data[:1]) for h, data in inbox.blobs) == [(0, b"a"), (1, b"b")]
+    assert "busy" not in receiver.stats()["rejected"]
