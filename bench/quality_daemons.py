@@ -10,6 +10,7 @@ when the arm fails or is interrupted.
 
 from __future__ import annotations
 
+import re
 import statistics
 import tomllib
 from pathlib import Path
@@ -72,6 +73,22 @@ def _round_log(peer: PeerProcess) -> list[RoundRecord]:
         store.close()
 
 
+_HE_READY = re.compile(r"HE worker \d+ ready after ([0-9.]+) s")
+
+
+def he_worker_start_s(peer: PeerProcess) -> float | None:
+    """Seconds the daemon's HE worker took to start (paid at start-up, before round 1).
+
+    Read from the daemon's log line, so the table can show what the wall time of the
+    rounds no longer contains; ``None`` when the daemon started no worker.
+    """
+    try:
+        found = _HE_READY.search(peer.log_path.read_text(errors="replace"))
+    except OSError:
+        return None
+    return float(found.group(1)) if found else None
+
+
 def run_daemon_arm(name: str, workdir: Path, model_dir: Path, settings: RunSettings,
                    data: BenchData, evaluator: Evaluator, template: dict[str, torch.Tensor],
                    *, secure: bool, group_size: int, timeout_s: float) -> ArmResult:
@@ -82,6 +99,7 @@ def run_daemon_arm(name: str, workdir: Path, model_dir: Path, settings: RunSetti
         group_size=group_size, local_steps=settings.local_steps,
         batch_size=settings.batch_size, max_length=settings.max_length, lr=settings.lr,
         seed=settings.seed, model_dir=model_dir, round_deadline_s=ROUND_DEADLINE_S,
+        overrides={"train": {"fedprox_mu": settings.fedprox_mu}},
     )
     try:
         federation.prepare()
@@ -100,6 +118,7 @@ def run_daemon_arm(name: str, workdir: Path, model_dir: Path, settings: RunSetti
     losses = [evaluator.evaluate(adapter_from_checkpoint(p.state_dir / "checkpoint", template))
               for p in federation.peers]
     records = [r for log in logs for r in log]
+    starts = [t for t in map(he_worker_start_s, federation.peers) if t is not None]
     return ArmResult(
         name, "daemons", losses, finished - started,
         aggregation_s=statistics.fmean(
@@ -109,5 +128,6 @@ def run_daemon_arm(name: str, workdir: Path, model_dir: Path, settings: RunSetti
         note=("rounds not all aggregated: " + ", ".join(incomplete)) if incomplete else
         "wall_s: first round start to last round end; aggregation_s: mean per peer",
         extra={"train_s_per_peer": statistics.fmean(
-            sum(r.train_s or 0.0 for r in log) for log in logs)},
+            sum(r.train_s or 0.0 for r in log) for log in logs),
+            **({"he_worker_start_s_per_peer": statistics.fmean(starts)} if starts else {})},
     )

@@ -93,7 +93,7 @@ class FederatedArm:
         self.ids = [f"peer-{i:02d}" for i in range(len(data.peers))]
         self.trainers: dict[str, LocalTrainer] = {
             pid: make_trainer(model_dir, settings, peer.train_path, peer.eval_path,
-                              seed=settings.seed + index)
+                              seed=settings.seed + index, fedprox_mu=settings.fedprox_mu)
             for index, (pid, peer) in enumerate(zip(self.ids, data.peers, strict=True))
         }
         self.mass: dict[str, float] = {}

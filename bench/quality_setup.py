@@ -114,11 +114,17 @@ def _with_pooled(workdir: Path, peers: list[PeerData], eval_all: Path | None) ->
 
 @dataclass(frozen=True)
 class RunSettings:
-    """The knobs every arm shares: rounds × local steps per peer, seeds, lr, batch."""
+    """The knobs every arm shares: rounds × local steps per peer, seeds, lr, batch.
+
+    ``fedprox_mu`` is part of the federated algorithm, so only the federated arms use
+    it: its anchor is the last group average, and local-only or centralised training
+    has none (anchoring them to the initial adapter would only handicap the baselines).
+    """
 
     rounds: int
     local_steps: int
     seed: int = 0
+    fedprox_mu: float = 0.0
     lr: float = DEMO_LR
     batch_size: int = BATCH_SIZE
     max_length: int = DEMO_MAX_LENGTH
@@ -129,12 +135,13 @@ class RunSettings:
 
 
 def make_trainer(model_dir: Path, settings: RunSettings, train_path: Path, eval_path: Path,
-                 *, seed: int, grad_accum: int = 1) -> LocalTrainer:
+                 *, seed: int, grad_accum: int = 1, fedprox_mu: float = 0.0) -> LocalTrainer:
     """A trainer configured exactly as ``LocalFederation`` configures each daemon.
 
     (constant lr after no warm-up, all-linear LoRA r=8, batch 8, max_length 128.)
     ``grad_accum`` is only used by the centralised arm, so that one model sees as many
-    examples per optimiser step as the whole federation does.
+    examples per optimiser step as the whole federation does; ``fedprox_mu`` only by
+    the federated arms (see ``RunSettings``).
     """
     try:
         return LocalTrainer(
@@ -142,7 +149,8 @@ def make_trainer(model_dir: Path, settings: RunSettings, train_path: Path, eval_
             LoraSettings(target_modules=list(DEMO_LORA_TARGETS)),
             DataSettings(str(train_path), str(eval_path), max_length=settings.max_length),
             TrainSettings(local_steps=settings.local_steps, batch_size=settings.batch_size,
-                          grad_accum=grad_accum, lr=settings.lr, seed=seed),
+                          grad_accum=grad_accum, lr=settings.lr, seed=seed,
+                          fedprox_mu=fedprox_mu),
         )
     except (LearningError, ValueError, OSError) as exc:
         raise QualityBenchError(f"cannot set up a trainer on {train_path}: {exc}") from exc

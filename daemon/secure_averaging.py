@@ -9,6 +9,7 @@ protocol's result into the daemon's ``GroupAverage``.
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import time
 from collections.abc import Callable, Sequence
 
@@ -25,6 +26,8 @@ from .mailbox import Mailbox
 from .plain_averaging import GroupAverage
 
 KIND = "secagg"
+
+log = logging.getLogger("fedswarm.daemon.secagg")
 
 
 class BlobTransport:
@@ -81,6 +84,8 @@ async def secure_group_average(
         )
     except SecAggError as exc:
         raise RoundAbortedError(f"secure aggregation failed: {exc}") from exc
+    log.info("round %d secure aggregation phases (s): %s", round,
+             " ".join(f"{k[:-2]}={v:.3f}" for k, v in result.timings.items()))
     return GroupAverage(
         average=result.average,
         total_weight=result.total_weight,

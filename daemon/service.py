@@ -52,6 +52,7 @@ from .fedmkt_round import FedMKTOutcome, fedmkt_event, fedmkt_record, run_fedmkt
 from .group_agreement import AgreementConfig, Formed
 from .group_formation import form_group
 from .grouping import epoch_of
+from .he_pool import HEPoolStartError, warm_up
 from .logging_setup import set_level
 from .mailbox import Letter, Mailbox, MailboxRejected
 from .plain_averaging import GroupAverage, plain_group_average
@@ -106,6 +107,8 @@ class Daemon:
         self._stop = asyncio.Event()
         self._api_runner: web.AppRunner | None = None
         self._he_pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._he_warming: asyncio.Task[tuple[int, float]] | None = None
+        self.he_pool_start_s: float | None = None  # how long the HE worker took to start
         self.api_url = ""
         self.notifier = Notifier()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -204,13 +207,15 @@ class Daemon:
         if rolled_back:
             log.warning("rounds %s were interrupted by a restart and rolled back", rolled_back)
         self._set_state("loading")
+        self._he_pool = make_executor(max_workers=1)
+        if self._uses_secure_aggregation():  # the worker starts while the model loads
+            self._he_warming = asyncio.create_task(warm_up(self._he_pool), name="he-warm-up")
         trainer = await asyncio.to_thread(
             LocalTrainer, cfg.model, cfg.lora, cfg.data, cfg.train, on_step=self._on_train_step
         )
         self.trainer = trainer
         self.current_round = await asyncio.to_thread(self._restore_checkpoint)
         self.adapter_fingerprint = state_fingerprint(trainer.adapter_state())
-        self._he_pool = make_executor(max_workers=1)
         self.node = P2PNode(
             self.identity,
             self.roster,
@@ -240,6 +245,7 @@ class Daemon:
             ),
         )
         self._publish_local_state()
+        await self._finish_he_warm_up()  # before peers hear of us: no round on a cold worker
         await self.membership.start()
         await self._start_api()
         log.info(
@@ -247,8 +253,36 @@ class Daemon:
             self.identity.peer_id, cfg.node.org, ", ".join(self.node.listen_addrs), self.api_url,
         )
 
+    def _uses_secure_aggregation(self) -> bool:
+        fed = self.config.federation
+        return fed.secure_aggregation != "none" and fed.mode != "fedmkt"
+
+    async def _finish_he_warm_up(self) -> None:
+        """Wait for the HE worker started in ``_start``; a failure is logged, not fatal.
+
+        Without a ready worker the daemon still starts: secure rounds get a fresh pool,
+        which starts its worker lazily and aborts the round cleanly if HE really is
+        broken, so one bad start never takes the API and the round log down with it.
+        """
+        if self._he_warming is None:
+            return
+        try:
+            pid, seconds = await self._he_warming
+        except HEPoolStartError as exc:
+            log.error("%s; a fresh HE pool will be tried at the first secure round", exc)
+            if self._he_pool is not None:
+                self._he_pool.shutdown(wait=False, cancel_futures=True)
+            self._he_pool = make_executor(max_workers=1)
+            return
+        finally:
+            self._he_warming = None
+        self.he_pool_start_s = seconds
+        log.info("HE worker %d ready after %.1f s, before any round", pid, seconds)
+
     async def _shutdown(self) -> None:
         self._set_state("stopped")
+        if self._he_warming is not None:
+            self._he_warming.cancel()
         if self.membership is not None:
             await self.membership.stop()
         if self.node is not None:

@@ -2,7 +2,9 @@
 
 Only machine-independent facts are asserted (no speed): the secure and plain arms end at
 the same loss up to quantisation noise, the federated model beats the local-only ones
-on the union of the peers' domains, and the JSON carries the summary other tools read.
+on the union of the peers' domains and meets the issue's two quality targets there
+(within 3 % of centralised, 80 % of the gap closed), and the JSON carries the summary
+other tools read.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from fedswarm.bench import quality
+from fedswarm.bench.quality_report import TARGET_FED_OVER_CENTRAL, TARGET_GAP_CLOSED
 
 SUMMARY_KEYS = {"fed_over_central", "fed_over_local", "gap_closed", "secure_over_plain_wall"}
 # Secure aggregation quantises each update to a grid of about 2e-8 (clip 1.0, 30-bit
@@ -58,6 +61,18 @@ def test_secure_and_plain_arms_reach_the_same_loss(quick_result: dict) -> None:
     for name, loss in plain["eval_loss_by_set"].items():
         assert abs(secure["eval_loss_by_set"][name] - loss) < SECURE_PLAIN_TOLERANCE
     assert secure["bytes_per_peer_round"] > plain["bytes_per_peer_round"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_federation_gets_within_3_percent_of_centralised_and_closes_the_gap(
+        quick_result: dict) -> None:
+    # Losses do not depend on machine speed (same seeds, same steps), so the issue's
+    # quality targets are asserted here; the wall-time target is not (docs/results.md).
+    summary = quick_result["summary"]
+    assert summary["fed_over_central"] <= TARGET_FED_OVER_CENTRAL, summary
+    assert summary["gap_closed"] >= TARGET_GAP_CLOSED, summary
+    assert quick_result["settings"]["rounds"] * quick_result["settings"]["local_steps"] == 20
 
 
 @pytest.mark.slow

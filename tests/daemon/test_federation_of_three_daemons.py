@@ -32,6 +32,11 @@ def test_three_daemons_complete_two_secure_rounds_and_agree(tmp_path: Path) -> N
             assert record["protocol"] == "bfv-mask-shamir-v1"
             assert record["aggregator"] != record["decryptor"]
 
+    for peer in federation.peers:  # the HE worker was up before the first round began
+        text = peer.log_path.read_text()
+        assert "HE worker" in text, peer.org
+        assert text.index("HE worker") < text.index("round 1 complete"), peer.org
+
     vectors = [read_final_adapter(p.state_dir / "checkpoint") for p in federation.peers]
     diff = max(float(np.max(np.abs(a - b))) for a in vectors for b in vectors)
     assert diff < 1e-6
