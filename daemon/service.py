@@ -254,8 +254,8 @@ class Daemon:
         )
 
     def _uses_secure_aggregation(self) -> bool:
-        fed = self.config.federation
-        return fed.secure_aggregation != "none" and fed.mode != "fedmkt"
+        # FedMKT uses it too: a same-tokenizer group averages its predictions securely.
+        return self.config.federation.secure_aggregation != "none"
 
     async def _finish_he_warm_up(self) -> None:
         """Wait for the HE worker started in ``_start``; a failure is logged, not fatal.
