@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from fedswarm.daemon.grouping import epoch_of, group_id, plan_groups
 from fedswarm.daemon.plain_averaging import plain_group_average
 from fedswarm.learning.adapter_vector import flatten_state, unflatten_state
@@ -193,6 +194,9 @@ class FederatedArm:
                                                                           flat[pid][1]))
                     self.mass[pid] = out.total_weight / out.survivors
                     self.bytes_sent.append(out.bytes_sent)
+                if self.settings.average_adam_moments:
+                    for group in groups:
+                        average_adam_moments([self.trainers[p] for p in group])
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -215,6 +219,20 @@ def plan_group_of(peer: str, groups: list[tuple[str, ...]]) -> tuple[str, ...]:
         if peer in group:
             return group
     raise QualityBenchError(f"{peer} is in no group")
+
+
+def average_adam_moments(trainers: list[LocalTrainer]) -> None:
+    """Experiment: give every trainer the mean of the group's AdamW moments (fp32, in place)."""
+    optimizers = [t.optimizer for t in trainers]
+    params = [list(o.param_groups[0]["params"]) for o in optimizers]
+    for index in range(len(params[0])):
+        states = [o.state.get(ps[index]) for o, ps in zip(optimizers, params, strict=True)]
+        if any(not state for state in states):
+            continue  # a parameter no step has touched yet: nothing to average
+        for key in ("exp_avg", "exp_avg_sq"):
+            mean = torch.stack([state[key] for state in states]).mean(dim=0)
+            for state in states:
+                state[key].copy_(mean)
 
 
 def run_federated(name: str, model_dir: Path, settings: RunSettings, data: BenchData,

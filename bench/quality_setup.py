@@ -119,12 +119,19 @@ class RunSettings:
     ``fedprox_mu`` is part of the federated algorithm, so only the federated arms use
     it: its anchor is the last group average, and local-only or centralised training
     has none (anchoring them to the initial adapter would only handicap the baselines).
+
+    ``average_adam_moments`` is an experiment of the in-process variant only, not what a
+    daemon does: after each group average the members also average their AdamW
+    ``exp_avg`` / ``exp_avg_sq`` (in plain fp32), as hivemind's ``average_opt_statistics``
+    does, so every peer's optimiser normalises by the group's gradient statistics
+    rather than its own domain's.
     """
 
     rounds: int
     local_steps: int
     seed: int = 0
     fedprox_mu: float = 0.0
+    average_adam_moments: bool = False
     lr: float = DEMO_LR
     batch_size: int = BATCH_SIZE
     max_length: int = DEMO_MAX_LENGTH
