@@ -203,53 +203,6 @@ def encrypt_contribution(job: EncryptJob) -> EncryptOutput:
     return EncryptOutput(chunks, values.size, time.process_time() - start)
 
 
-class CiphertextAccumulator:
-    """A's running sum: adds each upload in place, so it never holds more than one upload.
-
-    Runs in A's process: deserialising and adding costs about 0.1 s per million values,
-    cheaper than shipping every ciphertext to a worker and back.
-    """
-
-    def __init__(self, public_context: bytes, n_values: int, slot_count: int) -> None:
-        self._context = load_public_context(public_context)
-        self._n_values = n_values
-        self._slot_count = slot_count
-        self._sum: list[ts.BFVVector] | None = None
-        self.count = 0
-        self.cpu_s = 0.0
-
-    def add(self, chunks: list[bytes]) -> None:
-        start = time.process_time()
-        expected = -(-self._n_values // self._slot_count)
-        if len(chunks) != expected:
-            raise VectorShapeError(f"expected {expected} ciphertexts, got {len(chunks)}")
-        try:
-            vectors = [ts.bfv_vector_from(self._context, c) for c in chunks]
-        except Exception as exc:
-            raise ContextMismatchError(
-                f"ciphertext does not load under this context: {exc}"
-            ) from exc
-        for i, vector in enumerate(vectors):
-            want = min(self._slot_count, self._n_values - i * self._slot_count)
-            if vector.size() != want:
-                raise VectorShapeError(f"ciphertext {i} holds {vector.size()} values, not {want}")
-        if self._sum is None:
-            self._sum = vectors
-        else:
-            for total, vector in zip(self._sum, vectors, strict=True):
-                total.add_(vector)
-        self.count += 1
-        self.cpu_s += time.process_time() - start
-
-    def serialise(self) -> list[bytes]:
-        if self._sum is None:
-            raise VectorShapeError("nothing was added")
-        start = time.process_time()
-        out = [v.serialize() for v in self._sum]
-        self.cpu_s += time.process_time() - start
-        return out
-
-
 def decrypt_chunks(
     secret_context: bytes, chunks: list[bytes], n_values: int, plain_modulus: int
 ) -> np.ndarray:

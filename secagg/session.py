@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import nacl.exceptions
 import nacl.public
 import numpy as np
+from fedswarm.secagg.accumulator import CiphertextAccumulator
 from fedswarm.secagg.errors import (
     ContextMismatchError,
     MessageFormatError,
@@ -44,7 +45,6 @@ from fedswarm.secagg.errors import (
     VectorShapeError,
 )
 from fedswarm.secagg.he import (
-    CiphertextAccumulator,
     DecryptJob,
     DecryptOutput,
     EncryptJob,
@@ -150,7 +150,7 @@ async def run_secure_aggregation(
         session = _Session(
             spec, signer, verify, flat, weight, transport, params, step_timeout_s, pool
         )
-        session.timings["cpu_s"] += prep_cpu_s
+        session._charge("loop", prep_cpu_s)
         average, total_weight, survivors, dropped = await session.run()
     finally:
         if own_executor:
@@ -229,13 +229,18 @@ class _Session:
         self.timings[f"{name}_s"] = now - self._mark
         self._mark = now
 
+    def _charge(self, part: str, cpu_s: float) -> None:
+        """Add CPU to this member's total and keep the part, so benchmarks can show where."""
+        self.timings["cpu_s"] += cpu_s
+        self.timings[f"{part}_cpu_s"] = self.timings.get(f"{part}_cpu_s", 0.0) + cpu_s
+
     def _local_cpu(self, fn: Callable[[], T]) -> T:
         """Run a synchronous step on the loop thread and charge its CPU to this member."""
         start = time.thread_time()
         try:
             return fn()
         finally:
-            self.timings["cpu_s"] += time.thread_time() - start
+            self._charge("loop", time.thread_time() - start)
 
     async def _in_pool(self, fn: Callable[[Any], T], job: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -304,14 +309,14 @@ class _Session:
             result = await self._receive_result(survivors)
         self._lap("unmask_result")
         self.timings["total_s"] = time.monotonic() - self._start
-        self.timings["cpu_s"] += self.inbox.cpu_s
+        self._charge("inbox", self.inbox.cpu_s)
         return result.average, result.total_weight, result.survivors, result.dropped
 
     async def _context_step(self) -> None:
         params = self.params
         if self.me == self.decryptor:
             keys = await self._in_pool(create_context, params)
-            self.timings["cpu_s"] += keys.cpu_s
+            self._charge("context_job", keys.cpu_s)
             self.secret_context = keys.secret_context
             self.public_context = keys.public_context
             payload = ContextPayload(
@@ -449,7 +454,7 @@ class _Session:
             )
         )
         output = await self._in_pool(encrypt_contribution, job)
-        self.timings["cpu_s"] += output.cpu_s
+        self._charge("encrypt_job", output.cpu_s)
         return output
 
     async def _aggregate(self, own: EncryptOutput, mask_set: tuple[str, ...]) -> bytes:
@@ -487,7 +492,7 @@ class _Session:
                 continue
             survivors.append(sender)
             del upload
-        self.timings["cpu_s"] += accumulator.cpu_s
+        self._charge("accumulate", accumulator.cpu_s)
         if len(survivors) < self.t:
             await self._abort(f"{len(survivors)} uploads, need {self.t}")
             raise NotEnoughSurvivorsError(f"only {len(survivors)} members uploaded, need {self.t}")
@@ -576,7 +581,7 @@ class _Session:
         )
         del summed
         output: DecryptOutput = await self._in_pool(decrypt_and_unmask, job)
-        self.timings["cpu_s"] += output.cpu_s
+        self._charge("decrypt_job", output.cpu_s)
         result = ResultPayload(
             survivors.survivors, survivors.dropped, output.total_weight, output.average
         )
