@@ -406,7 +406,7 @@ class _Session:
                 box = nacl.public.Box(
                     self._share_key, nacl.public.PublicKey(self.keys[sender].share_public_key)
                 )
-                bundle = ShareBundle.decode(box.decrypt(message.payload))
+                bundle = ShareBundle.decode(box.decrypt(bytes(message.payload)))
             except nacl.exceptions.CryptoError:
                 self.inbox.rejected.append(
                     ProtocolViolationError(f"undecryptable shares from {sender!r}")
@@ -522,7 +522,7 @@ class _Session:
                 raise SurvivorSetMismatchError("survivor set names another mask set than mine")
         if len(survivors.survivors) < self.t:
             raise SurvivorSetMismatchError("aggregator listed fewer than t survivors")
-        return message.payload
+        return bytes(message.payload)
 
     async def _confirm(self, survivors: SurvivorsPayload, digest: bytes) -> None:
         """Check that every survivor saw the same survivor set before revealing shares."""
@@ -632,7 +632,7 @@ class _Session:
         return result
 
 
-def _abort_error(payload: bytes) -> RoundAbortedError:
+def _abort_error(payload: bytes | memoryview) -> RoundAbortedError:
     abort = AbortPayload.decode(payload)
     if abort.code == ABORT_NOT_ENOUGH_SURVIVORS:
         return NotEnoughSurvivorsError(f"round aborted: {abort.reason}")
