@@ -26,7 +26,7 @@ against comes from SEAL, not from a peer.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import tenseal as ts
@@ -43,6 +43,7 @@ _META = struct.Struct("<32sBQQQdQ")  # parms_id, is_ntt_form, size, N, moduli, s
 _ARRAY_COUNT = struct.Struct("<Q")
 _PROTO_SIZES_TAG = 0x0A  # field 1, length-delimited (packed vector sizes)
 _PROTO_CIPHER_TAG = 0x12  # field 2, length-delimited (one SEAL ciphertext stream)
+MAX_KNOWN_HEADS = 8  # honest chunks have two heads per round: full and last
 
 
 class CompressedBlockError(CiphertextLayoutError):
@@ -58,6 +59,7 @@ class CiphertextLayout:
     n_words: int  # polynomials x moduli x N
     moduli: tuple[int, ...]  # the data level's RNS primes q_j
     modulus_row: np.ndarray  # q_j for every word, in SEAL's order (poly, modulus, coefficient)
+    _known_heads: dict[bytes, int] = field(default_factory=dict, repr=False)  # head -> size
 
     @classmethod
     def for_context(cls, context: ts.Context) -> CiphertextLayout:
@@ -79,7 +81,32 @@ class CiphertextLayout:
         return cls(bytes(body[:prefix_len]), version, n_words, moduli, row)
 
     def coefficients(self, chunk: bytes | memoryview) -> tuple[int, np.ndarray]:
-        """(vector size, read-only uint64 view of the 2 x N coefficients) of one chunk."""
+        """(vector size, read-only uint64 view of the 2 x N coefficients) of one chunk.
+
+        Every byte before the coefficients (protobuf, SEAL and zstd headers, metadata) is
+        the same for all honest chunks of one vector size, and the parse depends on those
+        bytes only, so a head that passed the full parse once is remembered and the next
+        chunk with the very same head only needs its coefficients checked.
+        """
+        data_start = len(chunk) - 8 * self.n_words
+        if data_start > 0:
+            size = self._known_heads.get(bytes(memoryview(chunk)[:data_start]))
+            if size is not None:
+                words = np.frombuffer(chunk, dtype="<u8", count=self.n_words, offset=data_start)
+                return size, self._reduced(words)
+        size, words = self._parse(chunk)
+        if data_start > 0 and len(self._known_heads) < MAX_KNOWN_HEADS:
+            tail = np.frombuffer(chunk, dtype="<u8", count=self.n_words, offset=data_start)
+            if np.array_equal(tail, words):  # one raw block ending the chunk: cacheable
+                self._known_heads[bytes(memoryview(chunk)[:data_start])] = size
+        return size, words
+
+    def _reduced(self, words: np.ndarray) -> np.ndarray:
+        if np.any(words >= self.modulus_row):
+            raise CiphertextLayoutError("ciphertext coefficient is not reduced mod q")
+        return words
+
+    def _parse(self, chunk: bytes | memoryview) -> tuple[int, np.ndarray]:
         version, vector_size, body = _seal_stream(chunk)
         if version != self.seal_version:
             raise CiphertextLayoutError(f"SEAL version {version}, expected {self.seal_version}")
@@ -91,9 +118,7 @@ class CiphertextLayout:
         if body[:prefix] != self.body_prefix:
             raise CiphertextLayoutError(_which_field_differs(body, self.body_prefix))
         words = np.frombuffer(body, dtype="<u8", count=self.n_words, offset=prefix)
-        if np.any(words >= self.modulus_row):
-            raise CiphertextLayoutError("ciphertext coefficient is not reduced mod q")
-        return vector_size, words
+        return vector_size, self._reduced(words)
 
     def encode(self, vector_size: int, words: np.ndarray) -> bytes:
         """One chunk in TenSEAL's format, SEAL stream uncompressed (compression mode none)."""

@@ -81,17 +81,26 @@ def encode_message(
     recipient: str,
     context_hash: bytes,
     payload: bytes,
+    payload_digest: bytes | None = None,
 ) -> bytes:
-    """Build and sign one message from signer.peer_id to recipient."""
+    """Build and sign one message from signer.peer_id to recipient.
+
+    A sender broadcasting one payload to several peers may pass its sha256 once
+    (payload_digest) instead of hashing 16 MB again for every recipient.
+    """
     if len(context_hash) != 32:
         raise ValueError("context hash must be 32 bytes")
+    if payload_digest is None:
+        payload_digest = hashlib.sha256(payload).digest()
+    elif len(payload_digest) != 32:
+        raise ValueError("payload digest must be 32 bytes")
     header = _FIXED.pack(
         MAGIC,
         VERSION,
         int(step),
         binding.round,
         context_hash,
-        hashlib.sha256(payload).digest(),
+        payload_digest,
         len(payload),
     ) + (
         Writer()

@@ -252,11 +252,13 @@ class _Session:
     def _mask_binding(self) -> bytes:
         return self.binding.to_bytes() + self.context_hash
 
-    async def _send(self, recipient: str, step: Step, payload: bytes) -> bool:
+    async def _send(
+        self, recipient: str, step: Step, payload: bytes, digest: bytes | None = None
+    ) -> bool:
         """Sign and send; False when the transport says the peer is unreachable."""
         data = self._local_cpu(
             lambda: encode_message(
-                self.signer, self.binding, step, recipient, self.context_hash, payload
+                self.signer, self.binding, step, recipient, self.context_hash, payload, digest
             )
         )
         try:
@@ -268,7 +270,8 @@ class _Session:
 
     async def _broadcast(self, recipients: Iterable[str], step: Step, payload: bytes) -> None:
         targets = [p for p in recipients if p != self.me]
-        await asyncio.gather(*(self._send(p, step, payload) for p in targets))
+        digest = self._local_cpu(lambda: hashlib.sha256(payload).digest())  # once, not per peer
+        await asyncio.gather(*(self._send(p, step, payload, digest) for p in targets))
 
     async def _abort(self, reason: str) -> None:
         payload = AbortPayload(ABORT_NOT_ENOUGH_SURVIVORS, reason).encode()
