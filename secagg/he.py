@@ -23,6 +23,7 @@ import numpy as np
 import tenseal as ts
 from fedswarm.secagg.errors import ContextMismatchError, SecretKeyMissingError, VectorShapeError
 from fedswarm.secagg.masking import apply_masks
+from fedswarm.secagg.modular import reduce_mod
 from fedswarm.secagg.params import SecAggParams, batching_plain_modulus
 from fedswarm.secagg.quantise import QuantisationGrid, decode_sum, encode_contribution
 
@@ -220,7 +221,7 @@ def decrypt_chunks(
         filled += len(plain)
     if filled != n_values:
         raise VectorShapeError(f"decrypted {filled} values, expected {n_values}")
-    np.remainder(values, plain_modulus, out=values)  # TenSEAL returns centred values
+    reduce_mod(values, plain_modulus, values, np.empty_like(values))  # TenSEAL centres them
     return values
 
 
