@@ -217,7 +217,7 @@ def decrypt_chunks(
         plain = ts.bfv_vector_from(context, chunk).decrypt()
         if filled + len(plain) > n_values:
             raise VectorShapeError(f"decrypted more than the expected {n_values} values")
-        values[filled : filled + len(plain)] = np.fromiter(plain, dtype=np.int64, count=len(plain))
+        values[filled : filled + len(plain)] = plain  # numpy converts the list in C
         filled += len(plain)
     if filled != n_values:
         raise VectorShapeError(f"decrypted {filled} values, expected {n_values}")
