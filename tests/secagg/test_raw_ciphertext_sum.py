@@ -159,3 +159,13 @@ def test_wrong_vector_size_and_chunk_count_raise_vector_shape_errors(material):
 
 def test_layout_errors_are_message_format_errors():
     assert issubclass(CiphertextLayoutError, MessageFormatError)
+
+
+def test_more_uploads_than_unreduced_words_can_hold_still_sum_exactly(material):
+    keys, values, uploads = material
+    accumulator = _accumulator(keys)
+    times = 37  # far more than 2^64 // q: every add must stay reduced mod q
+    for _ in range(times):
+        accumulator.add(uploads[2])
+    expected = (values[2] * times) % keys.plain_modulus
+    np.testing.assert_array_equal(_decrypted_sum(keys, accumulator), expected)
