@@ -41,7 +41,8 @@ class CiphertextAccumulator:
             self._layout = None
         self._raw_sum: np.ndarray | None = None
         self._tenseal_sum: list[ts.BFVVector] | None = None
-        self.count = 0
+        self.count = 0  # ciphertext uploads added
+        self.plain_count = 0  # plaintext contributions added (A's own)
         self.cpu_s = 0.0
 
     @property
@@ -80,6 +81,35 @@ class CiphertextAccumulator:
             np.add(total, addend, out=total)  # < 2 q_j <= 2^61: no wrap
             np.subtract(total, q, out=scratch)  # wraps above 2^63 where total < q_j
             np.minimum(total, scratch, out=total)
+
+    def add_plain(self, rows: np.ndarray) -> None:
+        """Add A's own contribution as add_plain words (plain_add): c0 += rows mod q_j.
+
+        Exactly what SEAL's add_plain does to the sum, so the sum decrypts to the same
+        plaintext as if A had encrypted and uploaded its masked vector.  Only in raw mode.
+        """
+        start = time.thread_time()
+        try:
+            if self._layout is None:
+                raise ContextMismatchError("plaintext adds need a raw-readable context")
+            half = self._layout.n_words // 2
+            if rows.dtype != np.uint64 or rows.shape != (self._n_chunks, half):
+                raise VectorShapeError(
+                    f"plain rows are {rows.dtype} {rows.shape}, not uint64 {(self._n_chunks, half)}"
+                )
+            q = self._layout.modulus_row[:half]
+            if self._raw_sum is None:
+                # no upload arrived: the sum is A's plaintext under c1 = 0, which D alone
+                # reads (the round goes on only if A and D alone reach the threshold)
+                self._raw_sum = np.zeros((self._n_chunks, self._layout.n_words), np.uint64)
+            scratch = np.empty_like(q)
+            for total, addend in zip(self._raw_sum[:, :half], rows, strict=True):
+                np.add(total, addend, out=total)
+                np.subtract(total, q, out=scratch)
+                np.minimum(total, scratch, out=total)
+            self.plain_count += 1
+        finally:
+            self.cpu_s += time.thread_time() - start
 
     def _add_tenseal(self, chunks: Sequence[bytes | memoryview]) -> None:
         try:

@@ -194,6 +194,24 @@ def masked_contribution(job: EncryptJob) -> np.ndarray:
     return values
 
 
+@dataclass(frozen=True)
+class MaskOutput:
+    values: np.ndarray  # int64 in [0, p): the masked quantised vector, never encrypted
+    cpu_s: float
+
+
+def mask_contribution(job: EncryptJob) -> MaskOutput:
+    """D's contribution: clip, quantise and mask, but do not encrypt (runs in a worker).
+
+    D never uploads: it keeps this vector and adds it to the decrypted sum itself
+    (DecryptJob.own), so encrypting it would protect nothing.
+    """
+    silence_native_stdout()
+    start = time.process_time()
+    values = masked_contribution(job)
+    return MaskOutput(values, time.process_time() - start)
+
+
 def encrypt_contribution(job: EncryptJob) -> EncryptOutput:
     """Clip, quantise, mask and encrypt one member's update (runs in a worker)."""
     silence_native_stdout()
@@ -225,6 +243,14 @@ def decrypt_chunks(
     return values
 
 
+def add_own_mod_p(values: np.ndarray, own: np.ndarray, plain_modulus: int) -> None:
+    """values += own mod p in place; both hold int64 words in [0, p), so one subtraction."""
+    if own.shape != values.shape:
+        raise VectorShapeError(f"own contribution has {own.size} values, not {values.size}")
+    np.add(values, own, out=values)
+    np.subtract(values, plain_modulus, out=values, where=values >= plain_modulus)
+
+
 @dataclass(frozen=True)
 class DecryptJob:
     """D's final step: decrypt the sum, strip the non-cancelling masks, dequantise."""
@@ -235,6 +261,7 @@ class DecryptJob:
     params: SecAggParams
     group_size: int
     masks: tuple[tuple[bytes, int], ...]  # (derived key, sign) exactly as members added them
+    own: np.ndarray | None = None  # D's masked vector (mask_contribution) when D is a survivor
 
 
 @dataclass(frozen=True)
@@ -250,6 +277,8 @@ def decrypt_and_unmask(job: DecryptJob) -> DecryptOutput:
     start = time.process_time()
     grid = QuantisationGrid.for_group(job.params, job.group_size)
     values = decrypt_chunks(job.secret_context, job.chunks, job.n_values, grid.plain_modulus)
+    if job.own is not None:
+        add_own_mod_p(values, job.own, grid.plain_modulus)
     apply_masks(values, [(key, -sign) for key, sign in job.masks], grid.plain_modulus)
     average, total_weight = decode_sum(values, grid)
     return DecryptOutput(average, total_weight, time.process_time() - start)
