@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 import tenseal as ts
 from fedswarm.secagg.accumulator import CiphertextAccumulator
 from fedswarm.secagg.ciphertext_raw import CiphertextLayout
-from fedswarm.secagg.errors import VectorShapeError
+from fedswarm.secagg.errors import SecAggError, SurvivorSetMismatchError, VectorShapeError
 from fedswarm.secagg.he import create_context, decrypt_chunks, load_public_context
-from fedswarm.secagg.messages import Step, peek_binding
+from fedswarm.secagg.messages import Step, decode_message, encode_message, peek_binding
+from fedswarm.secagg.payloads import SurvivorsPayload
 from fedswarm.secagg.plain_add import add_plain_words
 from fedswarm.secagg.roles import assign_roles
-from fedswarm.secagg.session import AggregationResult
+from fedswarm.secagg.session import AggregationResult, run_secure_aggregation
 
-from .conftest import SMALL_PARAMS, Group, MemberCrashed, random_updates
+from .conftest import SMALL_PARAMS, Group, MemberCrashed, MemoryTransport, random_updates
 from .test_dropouts import TIMEOUT, check_survivor_average, ordinary_members
 from .test_round_average import N_PARAMS, run_group
 
@@ -120,3 +123,59 @@ def test_plain_rows_of_the_wrong_shape_are_refused_before_anything_is_added():
     with pytest.raises(VectorShapeError):
         accumulator.add_plain(np.zeros((2, SMALL_PARAMS.slot_count), dtype=np.int64))
     assert accumulator.plain_count == 0
+
+
+class LeaveOutDecryptor(MemoryTransport):
+    """An aggregator that re-signs its survivor set without D (D never uploads, so a
+    lazy or hostile A might "forget" it)."""
+
+    def __init__(self, group: Group, me: str, decryptor: str) -> None:
+        super().__init__(group.network, me, None)
+        self.group = group
+        self.decryptor = decryptor
+
+    async def send(self, recipient: str, data: bytes) -> None:
+        binding, step, _ = peek_binding(data)
+        if step is Step.SURVIVORS:
+            message = decode_message(data, binding, recipient, self.group.verify)
+            honest = SurvivorsPayload.decode(message.payload)
+            forged = SurvivorsPayload(
+                tuple(p for p in honest.survivors if p != self.decryptor), honest.mask_set
+            )
+            data = encode_message(
+                self.group.signers[self.me],
+                binding,
+                step,
+                recipient,
+                message.context_hash,
+                forged.encode(),
+            )
+        await super().send(recipient, data)
+
+
+async def test_members_refuse_a_survivor_set_without_the_decryptor(pool):
+    k = 4
+    group = Group(k)
+    a, d = assign_roles(group.members, group.spec.round, group.spec.group_id)
+    tasks = [
+        run_secure_aggregation(
+            group.spec,
+            group.signers[m],
+            group.verify,
+            update,
+            1.0,
+            LeaveOutDecryptor(group, m, d) if m == a else group.network.transport(m),
+            SMALL_PARAMS,
+            step_timeout_s=TIMEOUT,
+            executor=pool,
+        )
+        for m, update in zip(group.members, random_updates(k, N_PARAMS, seed=30), strict=True)
+    ]
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    results = dict(zip(group.members, outcomes, strict=True))
+    for m, r in results.items():
+        if m != a:
+            assert isinstance(r, SurvivorSetMismatchError), (m, r)
+    assert isinstance(results[a], SecAggError)
+    steps = {peek_binding(data)[1] for _, _, data in group.network.log}
+    assert Step.UNMASK not in steps  # no share was revealed
