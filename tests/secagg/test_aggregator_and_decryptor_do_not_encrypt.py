@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from fedswarm.secagg.ciphertext_raw import CiphertextLayout
 from fedswarm.secagg.errors import SecAggError, SurvivorSetMismatchError, VectorShapeError
 from fedswarm.secagg.he import create_context, decrypt_chunks, load_public_context
 from fedswarm.secagg.messages import Step, decode_message, encode_message, peek_binding
-from fedswarm.secagg.payloads import SurvivorsPayload
+from fedswarm.secagg.payloads import DigestPayload, SumPayload, SurvivorsPayload
 from fedswarm.secagg.plain_add import add_plain_words
 from fedswarm.secagg.roles import assign_roles
 from fedswarm.secagg.session import AggregationResult, run_secure_aggregation
@@ -126,29 +127,37 @@ def test_plain_rows_of_the_wrong_shape_are_refused_before_anything_is_added():
 
 
 class LeaveOutDecryptor(MemoryTransport):
-    """An aggregator that re-signs its survivor set without D (D never uploads, so a
-    lazy or hostile A might "forget" it)."""
+    """An aggregator that leaves D out of the survivor set (D never uploads, so a lazy or
+    hostile A might "forget" it) and stays consistent: it re-signs the survivor set, its
+    own CONFIRM and the SUM's binding with the forged set, so only the new check is left
+    to notice.  The test drops nobody, so the honest survivor set is every member."""
 
     def __init__(self, group: Group, me: str, decryptor: str) -> None:
         super().__init__(group.network, me, None)
         self.group = group
-        self.decryptor = decryptor
+        others = tuple(p for p in group.members if p != decryptor)
+        self.forged = SurvivorsPayload(others, group.members).encode()
+        self.digest = hashlib.sha256(self.forged).digest()
 
     async def send(self, recipient: str, data: bytes) -> None:
         binding, step, _ = peek_binding(data)
-        if step is Step.SURVIVORS:
+        if step in (Step.SURVIVORS, Step.CONFIRM, Step.SUM):
             message = decode_message(data, binding, recipient, self.group.verify)
-            honest = SurvivorsPayload.decode(message.payload)
-            forged = SurvivorsPayload(
-                tuple(p for p in honest.survivors if p != self.decryptor), honest.mask_set
-            )
+            if step is Step.SURVIVORS:
+                assert SurvivorsPayload.decode(message.payload).survivors == self.group.members
+                payload = self.forged
+            elif step is Step.CONFIRM:
+                payload = DigestPayload(self.digest).encode()
+            else:
+                summed = SumPayload.decode(message.payload, SMALL_PARAMS.slot_count)
+                payload = SumPayload(self.digest, summed.n_values, summed.chunks).encode()
             data = encode_message(
                 self.group.signers[self.me],
                 binding,
                 step,
                 recipient,
                 message.context_hash,
-                forged.encode(),
+                payload,
             )
         await super().send(recipient, data)
 
