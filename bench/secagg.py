@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 from fedswarm.bench.machine import cpu_model
+from fedswarm.secagg.accumulator import CiphertextAccumulator
 from fedswarm.secagg.he import (
-    CiphertextAccumulator,
     load_public_context,
     make_executor,
     silence_native_stdout,
@@ -296,6 +296,11 @@ def main(argv: list[str] | None = None) -> int:
         m: {
             "cpu_s": r.timings["cpu_s"] + share,
             "cpu_s_own": r.timings["cpu_s"],
+            "cpu_s_parts": {
+                key.removesuffix("_cpu_s"): value
+                for key, value in r.timings.items()
+                if key.endswith("_cpu_s") and key != "cpu_s"
+            },
             "bytes_sent": r.bytes_sent,
             "bytes_received": r.bytes_received,
             "role": "A" if m == aggregator else "D" if m == decryptor else "member",

@@ -23,7 +23,9 @@ from .config_schema import build_section
 from .errors import ConfigError
 from .fedmkt_config import FedMKTSection, load_checked_public_set
 
-SECURE_AGGREGATION_CHOICES = ("bfv-mask-shamir-v1", "none")
+SECURE_AGGREGATION_CHOICES = ("bfv-mask-shamir-v2", "none")
+# v1 peers expect an upload from the decryptor, which v2 never sends: the two cannot mix
+RETIRED_SECURE_AGGREGATION = {"bfv-mask-shamir-v1": "bfv-mask-shamir-v2"}
 
 
 @dataclass
@@ -77,7 +79,7 @@ class FederationSettings:
     rounds: int = 0
     group_size: int = 4
     round_deadline_s: float = 120.0
-    secure_aggregation: str = "bfv-mask-shamir-v1"
+    secure_aggregation: str = "bfv-mask-shamir-v2"
     final_averaging_rounds: int = 0
     wait_for_peers: int = 0
     wait_for_peers_s: float = 120.0
@@ -100,6 +102,12 @@ class FederationSettings:
             )
         if self.round_deadline_s <= 0:
             raise ValueError("round_deadline_s: must be positive")
+        successor = RETIRED_SECURE_AGGREGATION.get(self.secure_aggregation)
+        if successor is not None:
+            raise ValueError(
+                f"secure_aggregation: {self.secure_aggregation!r} was replaced by "
+                f"{successor!r}, whose rounds it cannot join; set {successor!r} on every peer"
+            )
         if self.secure_aggregation not in SECURE_AGGREGATION_CHOICES:
             raise ValueError(
                 f"secure_aggregation: expected one of {', '.join(SECURE_AGGREGATION_CHOICES)}, "

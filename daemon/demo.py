@@ -42,7 +42,7 @@ def run_demo(
     started = time.monotonic()
     own_tmp = workdir is None
     root = Path(tempfile.mkdtemp(prefix="fedswarm-demo-")) if own_tmp else Path(workdir)  # type: ignore[arg-type]
-    protocol = "bfv-mask-shamir-v1" if secure else "none"
+    protocol = "bfv-mask-shamir-v2" if secure else "none"
     federation = LocalFederation(
         root, peers, rounds, secure_aggregation=protocol, group_size=group_size, mode=mode,
         overrides={"federation": {"final_averaging_rounds": final_averaging_rounds(

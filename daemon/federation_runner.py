@@ -131,7 +131,7 @@ class LocalFederation:
         peers: int,
         rounds: int,
         *,
-        secure_aggregation: str = "bfv-mask-shamir-v1",
+        secure_aggregation: str = "bfv-mask-shamir-v2",
         group_size: int = 4,
         mode: str = "lora_avg",
         local_steps: int = 15,

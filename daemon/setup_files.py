@@ -38,7 +38,7 @@ mode = "lora_avg"                  # "lora_avg" (average LoRA adapters) or "fedm
 rounds = {rounds}                  # stop after this many rounds; 0 = run until stopped
 group_size = 4                     # peers averaged together per round (at least 3)
 round_deadline_s = {deadline}      # a straggler misses the round after this long
-secure_aggregation = {secure}    # "bfv-mask-shamir-v1" or "none" (plaintext; peers see each other's updates)
+secure_aggregation = {secure}    # "bfv-mask-shamir-v2" or "none" (plaintext; peers see each other's updates)
 final_averaging_rounds = 0         # last rounds only average (no training): every member ends with the same adapter
 wait_for_peers = {wait_for_peers}  # before round 1, wait until this many members (incl. you) are up
 wait_for_peers_s = 120.0
@@ -100,7 +100,7 @@ def init_node(
     eval_path: str | None = None,
     rounds: int = 0,
     deadline_s: float = 120.0,
-    secure_aggregation: str = "bfv-mask-shamir-v1",
+    secure_aggregation: str = "bfv-mask-shamir-v2",
     wait_for_peers: int = 0,
     local_steps: int = 20,
     batch_size: int = 8,

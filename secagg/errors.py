@@ -18,6 +18,10 @@ class MessageFormatError(SecAggError):
     """A message or payload is truncated, over-long, or not in the expected layout."""
 
 
+class CiphertextLayoutError(MessageFormatError):
+    """A ciphertext chunk is not one BFV ciphertext of this round's shape and level."""
+
+
 class SignatureError(SecAggError):
     """A message's Ed25519 signature does not verify for its claimed sender."""
 

@@ -23,6 +23,7 @@ import numpy as np
 import tenseal as ts
 from fedswarm.secagg.errors import ContextMismatchError, SecretKeyMissingError, VectorShapeError
 from fedswarm.secagg.masking import apply_masks
+from fedswarm.secagg.modular import reduce_mod
 from fedswarm.secagg.params import SecAggParams, batching_plain_modulus
 from fedswarm.secagg.quantise import QuantisationGrid, decode_sum, encode_contribution
 
@@ -193,6 +194,24 @@ def masked_contribution(job: EncryptJob) -> np.ndarray:
     return values
 
 
+@dataclass(frozen=True)
+class MaskOutput:
+    values: np.ndarray  # int64 in [0, p): the masked quantised vector, never encrypted
+    cpu_s: float
+
+
+def mask_contribution(job: EncryptJob) -> MaskOutput:
+    """D's contribution: clip, quantise and mask, but do not encrypt (runs in a worker).
+
+    D never uploads: it keeps this vector and adds it to the decrypted sum itself
+    (DecryptJob.own), so encrypting it would protect nothing.
+    """
+    silence_native_stdout()
+    start = time.process_time()
+    values = masked_contribution(job)
+    return MaskOutput(values, time.process_time() - start)
+
+
 def encrypt_contribution(job: EncryptJob) -> EncryptOutput:
     """Clip, quantise, mask and encrypt one member's update (runs in a worker)."""
     silence_native_stdout()
@@ -201,53 +220,6 @@ def encrypt_contribution(job: EncryptJob) -> EncryptOutput:
     context = load_public_context(job.public_context)
     chunks = encrypt_vector(context, values, job.params.slot_count)
     return EncryptOutput(chunks, values.size, time.process_time() - start)
-
-
-class CiphertextAccumulator:
-    """A's running sum: adds each upload in place, so it never holds more than one upload.
-
-    Runs in A's process: deserialising and adding costs about 0.1 s per million values,
-    cheaper than shipping every ciphertext to a worker and back.
-    """
-
-    def __init__(self, public_context: bytes, n_values: int, slot_count: int) -> None:
-        self._context = load_public_context(public_context)
-        self._n_values = n_values
-        self._slot_count = slot_count
-        self._sum: list[ts.BFVVector] | None = None
-        self.count = 0
-        self.cpu_s = 0.0
-
-    def add(self, chunks: list[bytes]) -> None:
-        start = time.process_time()
-        expected = -(-self._n_values // self._slot_count)
-        if len(chunks) != expected:
-            raise VectorShapeError(f"expected {expected} ciphertexts, got {len(chunks)}")
-        try:
-            vectors = [ts.bfv_vector_from(self._context, c) for c in chunks]
-        except Exception as exc:
-            raise ContextMismatchError(
-                f"ciphertext does not load under this context: {exc}"
-            ) from exc
-        for i, vector in enumerate(vectors):
-            want = min(self._slot_count, self._n_values - i * self._slot_count)
-            if vector.size() != want:
-                raise VectorShapeError(f"ciphertext {i} holds {vector.size()} values, not {want}")
-        if self._sum is None:
-            self._sum = vectors
-        else:
-            for total, vector in zip(self._sum, vectors, strict=True):
-                total.add_(vector)
-        self.count += 1
-        self.cpu_s += time.process_time() - start
-
-    def serialise(self) -> list[bytes]:
-        if self._sum is None:
-            raise VectorShapeError("nothing was added")
-        start = time.process_time()
-        out = [v.serialize() for v in self._sum]
-        self.cpu_s += time.process_time() - start
-        return out
 
 
 def decrypt_chunks(
@@ -263,12 +235,20 @@ def decrypt_chunks(
         plain = ts.bfv_vector_from(context, chunk).decrypt()
         if filled + len(plain) > n_values:
             raise VectorShapeError(f"decrypted more than the expected {n_values} values")
-        values[filled : filled + len(plain)] = np.fromiter(plain, dtype=np.int64, count=len(plain))
+        values[filled : filled + len(plain)] = plain  # numpy converts the list in C
         filled += len(plain)
     if filled != n_values:
         raise VectorShapeError(f"decrypted {filled} values, expected {n_values}")
-    np.remainder(values, plain_modulus, out=values)  # TenSEAL returns centred values
+    reduce_mod(values, plain_modulus, values, np.empty_like(values))  # TenSEAL centres them
     return values
+
+
+def add_own_mod_p(values: np.ndarray, own: np.ndarray, plain_modulus: int) -> None:
+    """values += own mod p in place; both hold int64 words in [0, p), so one subtraction."""
+    if own.shape != values.shape:
+        raise VectorShapeError(f"own contribution has {own.size} values, not {values.size}")
+    np.add(values, own, out=values)
+    np.subtract(values, plain_modulus, out=values, where=values >= plain_modulus)
 
 
 @dataclass(frozen=True)
@@ -281,6 +261,7 @@ class DecryptJob:
     params: SecAggParams
     group_size: int
     masks: tuple[tuple[bytes, int], ...]  # (derived key, sign) exactly as members added them
+    own: np.ndarray | None = None  # D's masked vector (mask_contribution) when D is a survivor
 
 
 @dataclass(frozen=True)
@@ -296,6 +277,8 @@ def decrypt_and_unmask(job: DecryptJob) -> DecryptOutput:
     start = time.process_time()
     grid = QuantisationGrid.for_group(job.params, job.group_size)
     values = decrypt_chunks(job.secret_context, job.chunks, job.n_values, grid.plain_modulus)
+    if job.own is not None:
+        add_own_mod_p(values, job.own, grid.plain_modulus)
     apply_masks(values, [(key, -sign) for key, sign in job.masks], grid.plain_modulus)
     average, total_weight = decode_sum(values, grid)
     return DecryptOutput(average, total_weight, time.process_time() - start)

@@ -13,6 +13,7 @@ import hashlib
 import nacl.bindings
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms
+from fedswarm.secagg.modular import reduce_mod
 
 _ZERO_NONCE = bytes(16)  # every key is used for one keystream only, so a fixed nonce is safe
 
@@ -85,24 +86,25 @@ def apply_masks(values: np.ndarray, masks: list[tuple[bytes, int]], modulus: int
     if not masks:
         return
     streams = [(_keystream(key), sign) for key, sign in masks]
-    p = np.uint64(modulus)
     block = min(MASK_BLOCK_WORDS, max(values.size, 1))
     zeros = memoryview(bytes(8 * block))
     raw = bytearray(8 * block)
     words = np.frombuffer(raw, dtype="<u8")
     reduced = np.empty(block, dtype=np.uint64)
+    scratch = np.empty(block, dtype=np.uint64)
+    scratch_signed = scratch.view(np.int64)
     for start in range(0, values.size, block):
         m = min(block, values.size - start)
         target = values[start : start + m]
         for stream, sign in streams:
             stream.update_into(zeros[: 8 * m], raw)
             part = reduced[:m]
-            np.remainder(words[:m], p, out=part)
+            reduce_mod(words[:m], modulus, part, scratch[:m])
             if sign >= 0:
                 target += part.view(np.int64)
             else:
                 target -= part.view(np.int64)
-        np.remainder(target, modulus, out=target)
+        reduce_mod(target, modulus, target, scratch_signed[:m])
 
 
 def self_mask_commitment(seed: bytes, binding: bytes) -> bytes:

@@ -23,7 +23,7 @@ from fedswarm.secagg.errors import (
     TamperedPayloadError,
 )
 from fedswarm.secagg.signing import Signer, Verifier
-from fedswarm.secagg.wire import Reader, Writer
+from fedswarm.secagg.wire import Buffer, Reader, Writer
 
 MAGIC = b"FSA1"
 VERSION = 1
@@ -71,7 +71,7 @@ class Message:
     sender: str
     recipient: str
     context_hash: bytes
-    payload: bytes
+    payload: memoryview  # read-only view into the received bytes: no copy of large uploads
 
 
 def encode_message(
@@ -81,17 +81,26 @@ def encode_message(
     recipient: str,
     context_hash: bytes,
     payload: bytes,
+    payload_digest: bytes | None = None,
 ) -> bytes:
-    """Build and sign one message from signer.peer_id to recipient."""
+    """Build and sign one message from signer.peer_id to recipient.
+
+    A sender broadcasting one payload to several peers may pass its sha256 once
+    (payload_digest) instead of hashing 16 MB again for every recipient.
+    """
     if len(context_hash) != 32:
         raise ValueError("context hash must be 32 bytes")
+    if payload_digest is None:
+        payload_digest = hashlib.sha256(payload).digest()
+    elif len(payload_digest) != 32:
+        raise ValueError("payload digest must be 32 bytes")
     header = _FIXED.pack(
         MAGIC,
         VERSION,
         int(step),
         binding.round,
         context_hash,
-        hashlib.sha256(payload).digest(),
+        payload_digest,
         len(payload),
     ) + (
         Writer()
@@ -116,11 +125,11 @@ class _Parsed:
     recipient: str
     context_hash: bytes
     payload_digest: bytes
-    payload: bytes
+    payload: memoryview
     signature: bytes
 
 
-def _parse(data: bytes) -> _Parsed:
+def _parse(data: Buffer) -> _Parsed:
     if len(data) < _FIXED.size:
         raise MessageFormatError("message is shorter than its fixed header")
     magic, version, step, round_, context_hash, digest, length = _FIXED.unpack_from(data)
@@ -134,7 +143,8 @@ def _parse(data: bytes) -> _Parsed:
         raise MessageFormatError(f"unknown step {step}") from exc
     if length > MAX_PAYLOAD_BYTES:
         raise MessageFormatError("payload length is absurd")
-    reader = Reader(data[_FIXED.size :], "message header")
+    view = memoryview(data).toreadonly()
+    reader = Reader(view[_FIXED.size :], "message header")
     federation_id, group_id = reader.text(), reader.text()
     sender, recipient = reader.text(), reader.text()
     header_end = _FIXED.size + reader.position
@@ -143,26 +153,26 @@ def _parse(data: bytes) -> _Parsed:
             f"message is {len(data)} bytes, header says {header_end + length + SIGNATURE_BYTES}"
         )
     return _Parsed(
-        header=data[:header_end],
+        header=bytes(view[:header_end]),
         step=step_enum,
         binding=RoundBinding(federation_id, group_id, round_),
         sender=sender,
         recipient=recipient,
         context_hash=context_hash,
         payload_digest=digest,
-        payload=data[header_end : header_end + length],
-        signature=data[header_end + length :],
+        payload=view[header_end : header_end + length],
+        signature=bytes(view[header_end + length :]),
     )
 
 
-def peek_binding(data: bytes) -> tuple[RoundBinding, Step, str]:
+def peek_binding(data: Buffer) -> tuple[RoundBinding, Step, str]:
     """(binding, step, sender) without checking the signature: for routing only."""
     parsed = _parse(data)
     return parsed.binding, parsed.step, parsed.sender
 
 
 def decode_message(
-    data: bytes,
+    data: Buffer,
     expected: RoundBinding,
     me: str,
     verify: Verifier,

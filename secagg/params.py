@@ -7,7 +7,7 @@ from typing import Literal
 
 from fedswarm.secagg.errors import ParameterSecurityError
 
-PROTOCOL_NAME = "bfv-mask-shamir-v1"
+PROTOCOL_NAME = "bfv-mask-shamir-v2"
 
 # Largest total coefficient-modulus bit count per ring dimension that still gives the
 # stated classical security for a ternary secret, from the HomomorphicEncryption.org

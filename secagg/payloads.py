@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from fedswarm.secagg.errors import MessageFormatError, VectorShapeError
 from fedswarm.secagg.shamir import SHARE_Y_BYTES, Share
-from fedswarm.secagg.wire import Reader, Writer
+from fedswarm.secagg.wire import Buffer, Reader, Writer
 
 KEY_BYTES = 32
 DIGEST_BYTES = 32
@@ -30,7 +31,7 @@ class ContextPayload:
         return w.blob(self.context).getvalue()
 
     @classmethod
-    def decode(cls, data: bytes) -> ContextPayload:
+    def decode(cls, data: Buffer) -> ContextPayload:
         r = Reader(data, "context payload")
         n, p = r.u32(), r.u64()
         bits = tuple(r.u8() for _ in range(r.u8()))
@@ -59,7 +60,7 @@ class KeysPayload:
         )
 
     @classmethod
-    def decode(cls, data: bytes) -> KeysPayload:
+    def decode(cls, data: Buffer) -> KeysPayload:
         r = Reader(data, "keys payload")
         out = cls(r.raw(KEY_BYTES), r.raw(KEY_BYTES), r.raw(DIGEST_BYTES), r.u64())
         r.finish()
@@ -77,7 +78,7 @@ class ShareBundle:
         return self.mask_key_share.to_bytes() + self.seed_share.to_bytes()
 
     @classmethod
-    def decode(cls, data: bytes) -> ShareBundle:
+    def decode(cls, data: Buffer) -> ShareBundle:
         size = 2 + SHARE_Y_BYTES
         if len(data) != 2 * size:
             raise MessageFormatError("share bundle has the wrong length")
@@ -90,19 +91,23 @@ def encode_chunks(chunks: list[bytes]) -> bytes:
 
 @dataclass(frozen=True)
 class UploadPayload:
-    """A member's masked, encrypted contribution and the mask set it used."""
+    """A member's masked, encrypted contribution and the mask set it used.
+
+    Decoded chunks are views into the received message (A adds them in place and
+    drops the message), so a 64 MB upload is never copied on the way in.
+    """
 
     mask_set: tuple[str, ...]
     n_values: int
-    chunks: list[bytes]
+    chunks: Sequence[Buffer]
 
     def encode(self) -> bytes:
         return Writer().texts(self.mask_set).u64(self.n_values).blobs(self.chunks).getvalue()
 
     @classmethod
-    def decode(cls, data: bytes, slot_count: int) -> UploadPayload:
+    def decode(cls, data: Buffer, slot_count: int) -> UploadPayload:
         r = Reader(data, "upload payload")
-        out = cls(r.texts(), r.u64(), r.blobs())
+        out = cls(r.texts(), r.u64(), r.blob_views())
         r.finish()
         check_chunk_count(out.n_values, len(out.chunks), slot_count)
         return out
@@ -129,7 +134,7 @@ class SurvivorsPayload:
         return Writer().texts(self.survivors).texts(self.mask_set).getvalue()
 
     @classmethod
-    def decode(cls, data: bytes) -> SurvivorsPayload:
+    def decode(cls, data: Buffer) -> SurvivorsPayload:
         r = Reader(data, "survivors payload")
         out = cls(r.texts(), r.texts())
         r.finish()
@@ -150,10 +155,10 @@ class DigestPayload:
         return self.digest
 
     @classmethod
-    def decode(cls, data: bytes) -> DigestPayload:
+    def decode(cls, data: Buffer) -> DigestPayload:
         if len(data) != DIGEST_BYTES:
             raise MessageFormatError("digest payload must be 32 bytes")
-        return cls(data)
+        return cls(bytes(data))
 
 
 @dataclass(frozen=True)
@@ -168,7 +173,7 @@ class SumPayload:
         return Writer().raw(self.survivors_digest).u64(self.n_values).blobs(self.chunks).getvalue()
 
     @classmethod
-    def decode(cls, data: bytes, slot_count: int) -> SumPayload:
+    def decode(cls, data: Buffer, slot_count: int) -> SumPayload:
         r = Reader(data, "sum payload")
         out = cls(r.raw(DIGEST_BYTES), r.u64(), r.blobs())
         r.finish()
@@ -203,7 +208,7 @@ class UnmaskPayload:
         return w.getvalue()
 
     @classmethod
-    def decode(cls, data: bytes) -> UnmaskPayload:
+    def decode(cls, data: Buffer) -> UnmaskPayload:
         r = Reader(data, "unmask payload")
         digest = r.raw(DIGEST_BYTES)
         items = []
@@ -231,7 +236,7 @@ class ResultPayload:
         return w.u64(self.average.size).raw(data).getvalue()
 
     @classmethod
-    def decode(cls, data: bytes) -> ResultPayload:
+    def decode(cls, data: Buffer) -> ResultPayload:
         r = Reader(data, "result payload")
         survivors, dropped, total = r.texts(), r.texts(), r.f64()
         n = r.u64()
@@ -259,7 +264,7 @@ class AbortPayload:
         return Writer().u8(self.code).text(self.reason[:500]).getvalue()
 
     @classmethod
-    def decode(cls, data: bytes) -> AbortPayload:
+    def decode(cls, data: Buffer) -> AbortPayload:
         r = Reader(data, "abort payload")
         out = cls(r.u8(), r.text())
         r.finish()

@@ -8,9 +8,12 @@ CONTEXT  D publishes a fresh public BFV context (no secret/relin/galois keys).
 KEYS     everyone publishes two X25519 public keys and a self-mask seed commitment.
 SHARES   everyone Box-encrypts to every other member its Shamir shares of its mask
          private key and self-mask seed.  The mask set M = who completed both steps.
-UPLOAD   everyone clips, quantises, masks and encrypts (in a worker) and sends to A.
-SURVIVORS A adds uploads in place as they arrive, sends the sum to D (SUM) and the
-         signed survivor set S to everyone.
+UPLOAD   everyone clips, quantises and masks (in a worker).  Members other than A and D
+         encrypt and send to A.  D never uploads: it keeps its masked vector and adds it
+         to the decrypted sum itself.  A does not encrypt its own either: it adds it to
+         the encrypted sum as a plaintext (BFV add_plain, see plain_add).
+SURVIVORS A adds uploads in place as they arrive, then its own plaintext; sends the sum
+         to D (SUM) and the signed survivor set S (D included) to everyone.
 CONFIRM  members tell each other which survivor set they saw; any disagreement
          aborts before a single share is revealed (defeats a split-view aggregator).
 UNMASK   members send D seed shares for S and mask-key shares for M \\ S, never both.
@@ -31,6 +34,7 @@ from typing import Any, TypeVar
 import nacl.exceptions
 import nacl.public
 import numpy as np
+from fedswarm.secagg.accumulator import CiphertextAccumulator
 from fedswarm.secagg.errors import (
     ContextMismatchError,
     MessageFormatError,
@@ -44,7 +48,6 @@ from fedswarm.secagg.errors import (
     VectorShapeError,
 )
 from fedswarm.secagg.he import (
-    CiphertextAccumulator,
     DecryptJob,
     DecryptOutput,
     EncryptJob,
@@ -54,6 +57,7 @@ from fedswarm.secagg.he import (
     encrypt_contribution,
     load_public_context,
     make_executor,
+    mask_contribution,
 )
 from fedswarm.secagg.inbox import Inbox, Roles
 from fedswarm.secagg.masking import (
@@ -80,6 +84,7 @@ from fedswarm.secagg.payloads import (
     UnmaskPayload,
     UploadPayload,
 )
+from fedswarm.secagg.plain_add import PlainAddend, plain_addend
 from fedswarm.secagg.quantise import QuantisationGrid, quantise_weight, validate_update
 from fedswarm.secagg.roles import assign_roles
 from fedswarm.secagg.shamir import Share, reconstruct_secret, split_secret, threshold_for
@@ -150,7 +155,7 @@ async def run_secure_aggregation(
         session = _Session(
             spec, signer, verify, flat, weight, transport, params, step_timeout_s, pool
         )
-        session.timings["cpu_s"] += prep_cpu_s
+        session._charge("loop", prep_cpu_s)
         average, total_weight, survivors, dropped = await session.run()
     finally:
         if own_executor:
@@ -217,6 +222,7 @@ class _Session:
         self.secret_context = b""
         self.keys: dict[str, KeysPayload] = {}
         self.vault = ShareVault()
+        self.own_masked: np.ndarray | None = None  # D's masked vector, kept instead of sent
         self.timings: dict[str, float] = {"cpu_s": 0.0}
         self.bytes_sent = 0
         self._mark = time.monotonic()
@@ -229,13 +235,18 @@ class _Session:
         self.timings[f"{name}_s"] = now - self._mark
         self._mark = now
 
+    def _charge(self, part: str, cpu_s: float) -> None:
+        """Add CPU to this member's total and keep the part, so benchmarks can show where."""
+        self.timings["cpu_s"] += cpu_s
+        self.timings[f"{part}_cpu_s"] = self.timings.get(f"{part}_cpu_s", 0.0) + cpu_s
+
     def _local_cpu(self, fn: Callable[[], T]) -> T:
         """Run a synchronous step on the loop thread and charge its CPU to this member."""
         start = time.thread_time()
         try:
             return fn()
         finally:
-            self.timings["cpu_s"] += time.thread_time() - start
+            self._charge("loop", time.thread_time() - start)
 
     async def _in_pool(self, fn: Callable[[Any], T], job: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -247,11 +258,13 @@ class _Session:
     def _mask_binding(self) -> bytes:
         return self.binding.to_bytes() + self.context_hash
 
-    async def _send(self, recipient: str, step: Step, payload: bytes) -> bool:
+    async def _send(
+        self, recipient: str, step: Step, payload: bytes, digest: bytes | None = None
+    ) -> bool:
         """Sign and send; False when the transport says the peer is unreachable."""
         data = self._local_cpu(
             lambda: encode_message(
-                self.signer, self.binding, step, recipient, self.context_hash, payload
+                self.signer, self.binding, step, recipient, self.context_hash, payload, digest
             )
         )
         try:
@@ -263,7 +276,8 @@ class _Session:
 
     async def _broadcast(self, recipients: Iterable[str], step: Step, payload: bytes) -> None:
         targets = [p for p in recipients if p != self.me]
-        await asyncio.gather(*(self._send(p, step, payload) for p in targets))
+        digest = self._local_cpu(lambda: hashlib.sha256(payload).digest())  # once, not per peer
+        await asyncio.gather(*(self._send(p, step, payload, digest) for p in targets))
 
     async def _abort(self, reason: str) -> None:
         payload = AbortPayload(ABORT_NOT_ENOUGH_SURVIVORS, reason).encode()
@@ -278,11 +292,18 @@ class _Session:
         self._lap("keys")
         mask_set = await self._shares_step()
         self._lap("shares")
-        upload = await self._encrypt(mask_set)
-        self._lap("encrypt")
         if self.me == self.aggregator:
-            survivors_bytes = await self._aggregate(upload, mask_set)
+            survivors_bytes = await self._aggregate(mask_set)
+        elif self.me == self.decryptor:
+            masked = await self._in_pool(mask_contribution, self._contribution_job(mask_set))
+            self._charge("mask_job", masked.cpu_s)
+            self.own_masked = masked.values
+            self._lap("encrypt")
+            # D "uploaded" by definition: its contribution never leaves D
+            survivors_bytes = await self._receive_survivors(mask_set, uploaded=True)
         else:
+            upload = await self._encrypt(mask_set)
+            self._lap("encrypt")
             sent = await self._send(
                 self.aggregator,
                 Step.UPLOAD,
@@ -304,14 +325,14 @@ class _Session:
             result = await self._receive_result(survivors)
         self._lap("unmask_result")
         self.timings["total_s"] = time.monotonic() - self._start
-        self.timings["cpu_s"] += self.inbox.cpu_s
+        self._charge("inbox", self.inbox.cpu_s)
         return result.average, result.total_weight, result.survivors, result.dropped
 
     async def _context_step(self) -> None:
         params = self.params
         if self.me == self.decryptor:
             keys = await self._in_pool(create_context, params)
-            self.timings["cpu_s"] += keys.cpu_s
+            self._charge("context_job", keys.cpu_s)
             self.secret_context = keys.secret_context
             self.public_context = keys.public_context
             payload = ContextPayload(
@@ -401,7 +422,7 @@ class _Session:
                 box = nacl.public.Box(
                     self._share_key, nacl.public.PublicKey(self.keys[sender].share_public_key)
                 )
-                bundle = ShareBundle.decode(box.decrypt(message.payload))
+                bundle = ShareBundle.decode(box.decrypt(bytes(message.payload)))
             except nacl.exceptions.CryptoError:
                 self.inbox.rejected.append(
                     ProtocolViolationError(f"undecryptable shares from {sender!r}")
@@ -424,7 +445,8 @@ class _Session:
             )
         return mask_set
 
-    async def _encrypt(self, mask_set: tuple[str, ...]) -> EncryptOutput:
+    def _contribution_job(self, mask_set: tuple[str, ...]) -> EncryptJob:
+        """The worker job that clips, quantises and masks this member's update."""
         binding = self._mask_binding()
 
         def mask_keys() -> tuple[tuple[bytes, int], ...]:
@@ -437,7 +459,7 @@ class _Session:
                     )
             return tuple(masks)
 
-        job = self._local_cpu(
+        return self._local_cpu(
             lambda: EncryptJob(
                 self.public_context,
                 # half the bytes of float64 to pickle; no copy when already float32
@@ -448,21 +470,34 @@ class _Session:
                 mask_keys(),
             )
         )
-        output = await self._in_pool(encrypt_contribution, job)
-        self.timings["cpu_s"] += output.cpu_s
+
+    async def _encrypt(self, mask_set: tuple[str, ...]) -> EncryptOutput:
+        output = await self._in_pool(encrypt_contribution, self._contribution_job(mask_set))
+        self._charge("encrypt_job", output.cpu_s)
         return output
 
-    async def _aggregate(self, own: EncryptOutput, mask_set: tuple[str, ...]) -> bytes:
-        """A: add uploads in place as they arrive; publish the sum and the survivor set."""
+    async def _aggregate(self, mask_set: tuple[str, ...]) -> bytes:
+        """A: add uploads in place as they arrive, then its own contribution as a plaintext;
+        publish the sum and the survivor set (D included: D never uploads)."""
         accumulator = self._local_cpu(
             lambda: CiphertextAccumulator(
                 self.public_context, self.n_values, self.params.slot_count
             )
         )
-        accumulator.add(own.chunks)
-        del own
+        own_plain: PlainAddend | None = None
+        if accumulator.adds_raw:
+            plain: PlainAddend = await self._in_pool(plain_addend, self._contribution_job(mask_set))
+            self._charge("plain_job", plain.cpu_s)
+            own_plain = plain
+        else:  # TenSEAL-only parameters: A encrypts its own, as every member once did
+            own = await self._encrypt(mask_set)
+            accumulator.add(own.chunks)
+            del own
+        self._lap("encrypt")
         survivors = [self.me]
-        waiting = {p for p in mask_set if p != self.me}
+        if self.decryptor in mask_set:
+            survivors.append(self.decryptor)
+        waiting = {p for p in mask_set if p not in (self.me, self.decryptor)}
         deadline = self._deadline()
         while waiting:
             message = await self.inbox.next((Step.UPLOAD,), waiting, deadline)
@@ -487,7 +522,10 @@ class _Session:
                 continue
             survivors.append(sender)
             del upload
-        self.timings["cpu_s"] += accumulator.cpu_s
+        if own_plain is not None:
+            accumulator.add_plain(own_plain.rows)
+            del own_plain
+        self._charge("accumulate", accumulator.cpu_s)
         if len(survivors) < self.t:
             await self._abort(f"{len(survivors)} uploads, need {self.t}")
             raise NotEnoughSurvivorsError(f"only {len(survivors)} members uploaded, need {self.t}")
@@ -515,9 +553,11 @@ class _Session:
                 raise SurvivorSetMismatchError("listed as survivor but my upload was not sent")
             if survivors.mask_set != mask_set:
                 raise SurvivorSetMismatchError("survivor set names another mask set than mine")
+        if self.decryptor in survivors.mask_set and self.decryptor not in survivors.survivors:
+            raise SurvivorSetMismatchError("aggregator left out the decryptor, who never uploads")
         if len(survivors.survivors) < self.t:
             raise SurvivorSetMismatchError("aggregator listed fewer than t survivors")
-        return message.payload
+        return bytes(message.payload)
 
     async def _confirm(self, survivors: SurvivorsPayload, digest: bytes) -> None:
         """Check that every survivor saw the same survivor set before revealing shares."""
@@ -571,12 +611,19 @@ class _Session:
                 f"only {len(answers)} members helped unmask, need {self.t}"
             )
         masks = self._local_cpu(lambda: self._masks_to_remove(survivors, answers))
+        own_values = self.own_masked if self.me in survivors.survivors else None
         job = DecryptJob(
-            self.secret_context, summed.chunks, self.n_values, self.params, self.k, masks
+            self.secret_context,
+            summed.chunks,
+            self.n_values,
+            self.params,
+            self.k,
+            masks,
+            own_values,
         )
         del summed
         output: DecryptOutput = await self._in_pool(decrypt_and_unmask, job)
-        self.timings["cpu_s"] += output.cpu_s
+        self._charge("decrypt_job", output.cpu_s)
         result = ResultPayload(
             survivors.survivors, survivors.dropped, output.total_weight, output.average
         )
@@ -627,7 +674,7 @@ class _Session:
         return result
 
 
-def _abort_error(payload: bytes) -> RoundAbortedError:
+def _abort_error(payload: bytes | memoryview) -> RoundAbortedError:
     abort = AbortPayload.decode(payload)
     if abort.code == ABORT_NOT_ENOUGH_SURVIVORS:
         return NotEnoughSurvivorsError(f"round aborted: {abort.reason}")

@@ -29,7 +29,7 @@ class Share:
         return self.x.to_bytes(2, "big") + self.y.to_bytes(SHARE_Y_BYTES, "big")
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Share:
+    def from_bytes(cls, data: bytes | memoryview) -> Share:
         if len(data) != 2 + SHARE_Y_BYTES:
             raise MessageFormatError("share has the wrong length")
         x = int.from_bytes(data[:2], "big")

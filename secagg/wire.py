@@ -13,6 +13,8 @@ from fedswarm.secagg.errors import MessageFormatError
 MAX_STRING_BYTES = 1024
 MAX_LIST_ITEMS = 4096
 
+Buffer = bytes | memoryview  # what decoders accept: received messages are read in place
+
 
 class Writer:
     """Appends fixed-width big-endian fields and length-prefixed blobs."""
@@ -72,7 +74,7 @@ class Writer:
 class Reader:
     """Reads what Writer wrote; any shortfall or leftover raises MessageFormatError."""
 
-    def __init__(self, data: bytes, what: str = "message") -> None:
+    def __init__(self, data: Buffer, what: str = "message") -> None:
         self._view = memoryview(data)
         self._pos = 0
         self._what = what
@@ -125,6 +127,13 @@ class Reader:
         if n > len(self._view) - self._pos:
             raise MessageFormatError(f"{self._what}: blob count exceeds the data")
         return [self.blob() for _ in range(n)]
+
+    def blob_views(self) -> list[memoryview]:
+        """Like blobs(), but views into the data: no copy of a 64 MB upload."""
+        n = self.u32()
+        if n > len(self._view) - self._pos:
+            raise MessageFormatError(f"{self._what}: blob count exceeds the data")
+        return [self._take(self.u32()) for _ in range(n)]
 
     @property
     def position(self) -> int:

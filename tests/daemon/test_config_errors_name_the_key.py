@@ -30,7 +30,7 @@ def test_minimal_config_loads_with_defaults_and_resolves_paths(tmp_path: Path) -
     config = load_config(write(tmp_path, MINIMAL))
     assert config.node.org == "bank-a"
     assert config.federation.group_size == 4
-    assert config.federation.secure_aggregation == "bfv-mask-shamir-v1"
+    assert config.federation.secure_aggregation == "bfv-mask-shamir-v2"
     assert config.data.train_path == str(tmp_path / "train.jsonl")
     assert config.state_dir == tmp_path / "state"
 
@@ -96,3 +96,9 @@ def test_inbound_blob_limits_load_and_a_zero_limit_is_named(tmp_path: Path) -> N
     assert (config.node.max_inbound_mb, config.node.max_inbound_blobs_per_peer) == (300, 2)
     with pytest.raises(ConfigError, match="max_inbound_mb: must be positive"):
         load_config(write(tmp_path, text.replace("max_inbound_mb = 300", "max_inbound_mb = 0")))
+
+
+def test_retired_secure_aggregation_protocol_names_its_successor(tmp_path: Path) -> None:
+    text = MINIMAL + '\n[federation]\nsecure_aggregation = "bfv-mask-shamir-v1"\n'
+    with pytest.raises(ConfigError, match=r"secure_aggregation: 'bfv-mask-shamir-v1' was replaced"):
+        load_config(write(tmp_path, text))

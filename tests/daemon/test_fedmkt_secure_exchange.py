@@ -109,7 +109,7 @@ class SecAggNetwork:
             return GroupAverage(
                 average=result.average, total_weight=result.total_weight,
                 survivors=list(result.survivors), dropped=list(result.dropped),
-                protocol="bfv-mask-shamir-v1", aggregator=result.aggregator,
+                protocol="bfv-mask-shamir-v2", aggregator=result.aggregator,
                 decryptor=result.decryptor, bytes_sent=result.bytes_sent,
                 bytes_received=result.bytes_received, timings=result.timings,
             )

@@ -50,7 +50,7 @@ def panel(records: list[RoundRecord], events: FedMKTEventLog) -> dict[str, Any]:
 
 
 def test_round_log_alone_gives_edges_with_org_names_and_aligned_share() -> None:
-    rows = [record(0, protocol=None), record(1), record(2, protocol="bfv-mask-shamir-v1")]
+    rows = [record(0, protocol=None), record(1), record(2, protocol="bfv-mask-shamir-v2")]
     (only,) = panel(rows, FedMKTEventLog())["rounds"]
     assert only["round"] == 1
     assert only["edges"] == [

@@ -6,9 +6,9 @@ import nacl.public
 import numpy as np
 import pytest
 import tenseal as ts
+from fedswarm.secagg.accumulator import CiphertextAccumulator
 from fedswarm.secagg.errors import SecretKeyMissingError
 from fedswarm.secagg.he import (
-    CiphertextAccumulator,
     EncryptJob,
     create_context,
     decrypt_chunks,

@@ -39,7 +39,7 @@ class FakeView:
             "uptime_s": 125.0,
             "version": "0.1.0",
             "device": "CPU (x86_64)",
-            "secure_aggregation": "bfv-mask-shamir-v1",
+            "secure_aggregation": "bfv-mask-shamir-v2",
             "mode": "lora_avg",
             "rounds_target": 5,
             "rounds_completed": 2,
@@ -107,7 +107,7 @@ class FakeView:
                 "train_loss": 4.0 - r * 0.4,
                 "eval_loss_before": 4.1 - r * 0.4,
                 "eval_loss_after": 4.0 - r * 0.45,
-                "protocol": "bfv-mask-shamir-v1",
+                "protocol": "bfv-mask-shamir-v2",
                 "staleness": 0,
                 "note": None,
             }
@@ -139,7 +139,7 @@ class FakeView:
             ],
             "roster_fingerprint": "rosterfp",
             "secure_aggregation": {
-                "protocol": "bfv-mask-shamir-v1",
+                "protocol": "bfv-mask-shamir-v2",
                 "poly_modulus_degree": 4096,
                 "coeff_mod_bit_sizes": [60, 49],
                 "plain_modulus_bits": 30,
