@@ -246,6 +246,15 @@ class _Round:
         )
         return stats, time.monotonic() - began
 
+    def timings(self, exchange_s: float, distill_s: float) -> dict[str, float]:
+        """The round's phase timings, as both exchanges report them."""
+        return {
+            "knowledge_s": self.knowledge_s,
+            "exchange_s": exchange_s,
+            "distill_s": distill_s,
+            "aggregate_s": time.monotonic() - self.started,
+        }
+
 
 async def _secure_exchange(
     r: _Round, support: PublicSupport, secure_average: SecureAverage
@@ -286,12 +295,7 @@ async def _secure_exchange(
         bytes_received=r.card_bytes_received + averaged.bytes_received,
         public_losses={r.me: mean_public_loss(r.own)},
         distill=stats,
-        timings={
-            "knowledge_s": r.knowledge_s,
-            "exchange_s": exchange_s,
-            "distill_s": distill_s,
-            "aggregate_s": time.monotonic() - r.started,
-        },
+        timings=r.timings(exchange_s, distill_s),
         exchange="secure",
         group_public_loss=float(np.mean(average.mean_ce)) if average.mean_ce.size else None,
         aggregator=averaged.aggregator,
@@ -357,12 +361,7 @@ async def _clear_exchange(
         bytes_received=bytes_received,
         public_losses=public_losses,
         distill=stats,
-        timings={
-            "knowledge_s": r.knowledge_s,
-            "exchange_s": exchange_s,
-            "distill_s": distill_s,
-            "aggregate_s": time.monotonic() - r.started,
-        },
+        timings=r.timings(exchange_s, distill_s),
         exchange="clear",
         clear_knowledge_bytes=sum(sent),
     )
