@@ -9,9 +9,11 @@ One stream carries one blob::
 
 libp2p streams have no message boundaries and ``read`` returns at most 64 KiB,
 so everything is length-prefixed and read with :func:`read_exactly`. The
-receiver refuses oversized or unsigned blobs after the header, *before* a
-single body byte is sent. A sender killed mid-body looks like a clean EOF, so
-the body's length and sha256 (both signed) are what detect truncation.
+receiver refuses oversized or unsigned blobs after the header, before it reads
+a single body byte (a small blob's sender may already have written up to one
+Yamux window of body behind the header; a large blob's sender has written
+none). A sender killed mid-body looks like a clean EOF, so the body's length
+and sha256 (both signed) are what detect truncation.
 """
 
 from __future__ import annotations
@@ -152,31 +154,23 @@ async def read_exactly(read: ReadFn, n: int) -> bytes:
 
 
 async def read_signed_header(read: ReadFn) -> tuple[bytes, bytes]:
-    """Read one framed header; returns (header JSON, signature) unverified.
+    """Read one framed header, and not a byte more; returns (header JSON, signature).
 
-    The sender writes the whole frame at once and nothing after it until the
-    header is accepted, so a single read usually returns all of it: one read
-    instead of three, and each read of a Yamux stream can send a window update
-    frame. The rest, if any, is read exactly. Bytes beyond the frame would be
-    body bytes sent before the accept: a protocol violation, refused.
+    The signature is not checked here. The sender of a small blob writes the
+    first body bytes right behind the header without waiting for the accept
+    (see ``P2PNode`` and docs/network.md), so reading past the frame would pull
+    body bytes out of the stream before the header was checked: the prefix
+    and then the rest of the frame are read exactly.
     """
     prefix_len = len(HEADER_MAGIC) + 4
-    got = await read(prefix_len + MAX_HEADER_BYTES + SIGNATURE_BYTES)
-    if len(got) < prefix_len:
-        got += await read_exactly(read, prefix_len - len(got))
-    if got[:4] != HEADER_MAGIC:
+    prefix = await read_exactly(read, prefix_len)
+    if prefix[:4] != HEADER_MAGIC:
         raise BlobSignatureError("stream does not start with a fedswarm blob header")
-    (size,) = struct.unpack(">I", got[4:prefix_len])
+    (size,) = struct.unpack(">I", prefix[4:])
     if size > MAX_HEADER_BYTES:
         raise BlobSignatureError(f"blob header is {size} bytes, limit {MAX_HEADER_BYTES}")
-    total = prefix_len + size + SIGNATURE_BYTES
-    if len(got) > total:
-        raise BlobSignatureError(
-            f"peer sent {len(got) - total} bytes after the blob header before it was accepted"
-        )
-    if len(got) < total:
-        got += await read_exactly(read, total - len(got))
-    return got[prefix_len : prefix_len + size], got[prefix_len + size :]
+    rest = await read_exactly(read, size + SIGNATURE_BYTES)
+    return rest[:size], rest[size:]
 
 
 def encode_reply(status: int, reason: str = "") -> bytes:

@@ -4,7 +4,9 @@ A receiver holds a whole blob in memory from its first body byte until the
 daemon's handler returns. Without a bound, members sending at the same time
 (or one member opening many streams) make a node hold N x ``max_blob_bytes``.
 Every blob is admitted from its signed header, *before* the accept reply and
-so before the sender writes a single body byte. When there is no room it
+so before the receiver reads a single body byte (a blob over 16 MiB has not
+sent one; a smaller one may have parked its first Yamux window of body in the
+stream, see ``P2PNode``; that write never waits on us). When there is no room it
 waits (up to ``wait_s``) for a blob in flight to finish, then is refused with
 ``busy``; the sender raises :class:`~.errors.BlobBusyError`. Senders already
 wait for the accept reply, so a short wait costs them nothing but time.

@@ -37,6 +37,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
+from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE as _YAMUX_WINDOW
 from libp2p.stream_muxer.yamux.yamux import HEADER_SIZE as _YAMUX_HEADER
 from libp2p.stream_muxer.yamux.yamux import MAX_MESSAGE_SIZE as _YAMUX_FRAME
 from libp2p.tools.anyio_service import background_trio_service
@@ -79,6 +80,12 @@ _ANNOUNCE_TOPIC = "_fedswarm_addrs"
 # write sends 20 % fewer frames for the same bytes.
 _FRAME_PAYLOAD = _YAMUX_FRAME - _YAMUX_HEADER
 _CHUNK = 4 * _FRAME_PAYLOAD
+# A small blob's header and first body bytes go out in one write, before the
+# accept: a new Yamux stream may send its initial receive window (256 KiB)
+# without a single read by the peer, so this write never waits on a receiver
+# that is still checking the header, waiting for inbound room, or refusing.
+# One write of 4 whole frames (262096 B) fits that window.
+_FIRST_WRITE = min(_CHUNK, _YAMUX_WINDOW)
 _DIAL_TIMEOUT_S = 10.0
 _SEEN_CACHE = 4096
 _PING_TIMEOUT_S = 5.0
@@ -93,6 +100,12 @@ class NodeConfig:
     bootstrap: tuple[str, ...] = ()
     max_blob_bytes: int = 512 * 2**20
     blob_timeout_s: float = 120.0
+    # Blobs up to this size write their first body bytes (at most one Yamux
+    # window) behind the header without waiting for the accept, hiding the
+    # accept round trip (1.5-2 ms, ~10 % of a 1 MiB transfer). Larger blobs
+    # keep "refused before a single body byte is sent"; for them the round
+    # trip is under 1 % of the transfer (16 MiB take >= 0.3 s at ~50 MB/s).
+    pipeline_max_blob_bytes: int = 16 * 2**20
     # Inbound blobs held at once (body being read or handler running); see
     # :mod:`.inbound`. Extra blobs wait up to inbound_wait_s before their body
     # is sent, then are refused as "busy".
@@ -754,13 +767,21 @@ class P2PNode:
 
     async def _write_blob(self, stream: INetStream, header: BlobHeader, payload: bytes) -> None:
         read = _reader(stream)
-        await stream.write(framing.encode_signed_header(header, self.identity))
+        frame = framing.encode_signed_header(header, self.identity)
+        view = memoryview(payload)
+        early = 0
+        if len(payload) <= self.config.pipeline_max_blob_bytes:
+            early = min(len(payload), max(0, _FIRST_WRITE - len(frame)))
+        # Header and early body in one write (never more than the stream's
+        # initial window, so it cannot block), then the accept: the receiver
+        # checks the header while these bytes are on their way.
+        await stream.write(frame + view[:early].tobytes() if early else frame)
+        self._add_stat("bytes_sent", early)
         status, reason = await _read_reply_or_rejected(read)
         if status != framing.STATUS_OK:
             raise _refusal(reason)
-        view = memoryview(payload)
-        for offset in range(0, len(payload), _CHUNK):
-            chunk = bytes(view[offset : offset + _CHUNK])
+        for offset in range(early, len(payload), _CHUNK):
+            chunk = view[offset : offset + _CHUNK].tobytes()
             await stream.write(chunk)
             self._add_stat("bytes_sent", len(chunk))
         # Half-close now: the FIN travels behind the body instead of after the

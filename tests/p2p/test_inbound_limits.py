@@ -163,3 +163,30 @@ async def test_blob_waiting_for_room_is_admitted_when_a_held_blob_finishes(
     await asyncio.wait_for(asyncio.gather(first, second), timeout=60)
     assert sorted((h.round, data[:1]) for h, data in inbox.blobs) == [(0, b"a"), (1, b"b")]
     assert "busy" not in receiver.stats()["rejected"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_pipelined_blob_waits_for_room_longer_than_a_yamux_write_may_block(
+    node_factory: Any,
+) -> None:
+    # The second blob's header and first window of body are written before the
+    # accept. It waits for room 7 s, past Yamux's 5 s limit on a blocked write,
+    # so that early write must never need the receiver to read. At 12 MiB it is
+    # larger than the windows py-libp2p grows to (~8 MiB), so writing more than
+    # the guaranteed initial window could block here.
+    config = NodeConfig(max_inbound_blobs=1, inbound_wait_s=30.0)
+    receiver, inbox, sender = await _pair(node_factory, config)
+    inbox.gate = asyncio.Event()
+    payloads = [os.urandom(2 * 2**20), os.urandom(12 * 2**20)]
+    assert len(payloads[1]) <= sender.config.pipeline_max_blob_bytes
+    first = asyncio.create_task(sender.send_blob(receiver.peer_id, "update", 0, payloads[0]))
+    assert await wait_until(lambda: inbox.holding == 1)
+    second = asyncio.create_task(sender.send_blob(receiver.peer_id, "update", 1, payloads[1]))
+    assert await wait_until(lambda: receiver.stats()["inbound_waited"] == 1)
+    await asyncio.sleep(7)
+    assert not second.done()
+    inbox.gate.set()
+    await asyncio.wait_for(asyncio.gather(first, second), timeout=60)
+    got = sorted((h.round, data) for h, data in inbox.blobs)
+    assert got == [(0, payloads[0]), (1, payloads[1])]

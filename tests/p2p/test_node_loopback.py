@@ -65,14 +65,40 @@ async def test_20mb_blob_arrives_intact_with_signed_header(node_factory: Any) ->
 async def test_oversized_blob_is_refused_from_header_before_body(node_factory: Any) -> None:
     ids = [Identity.generate(), Identity.generate()]
     roster = make_roster(ids)
-    a, _ = await node_factory(ids[0], roster)
+    # pipeline_max_blob_bytes=0: every blob waits for the accept before its body.
+    a, _ = await node_factory(ids[0], roster, NodeConfig(pipeline_max_blob_bytes=0))
     b, inbox_b = await node_factory(ids[1], roster, NodeConfig(max_blob_bytes=1000))
     await a.dial(b.listen_addrs[0])
     with pytest.raises(BlobTooLargeError, match="too_large"):
         await a.send_blob(b.peer_id, "update", 1, b"x" * 5000)
     assert inbox_b.blobs == []
-    assert b.stats()["bytes_received"] == 0  # not one body byte was read
+    assert a.stats()["bytes_sent"] == 0  # not one body byte was sent
+    assert b.stats()["bytes_received"] == 0
     assert b.stats()["rejected"]["too_large"] == 1
+
+
+async def test_refused_pipelined_blob_fails_with_the_refusal_not_a_window_timeout(
+    node_factory: Any,
+) -> None:
+    # A 4 MiB blob is pipelined: its first Yamux window of body goes out with the
+    # header. The receiver never reads it, yet the sender must get the refusal
+    # (not block on the window until Yamux's 5 s write timeout), and the
+    # connection must keep working.
+    ids = [Identity.generate(), Identity.generate()]
+    roster = make_roster(ids)
+    a, _ = await node_factory(ids[0], roster)
+    b, inbox_b = await node_factory(ids[1], roster, NodeConfig(max_blob_bytes=2**20))
+    await a.dial(b.listen_addrs[0])
+    payload = os.urandom(4 * 2**20)
+    assert len(payload) <= a.config.pipeline_max_blob_bytes
+    for round_ in (1, 2):
+        with pytest.raises(BlobTooLargeError, match="too_large"):
+            await a.send_blob(b.peer_id, "update", round_, payload, timeout=30)
+    sent = a.stats()["bytes_sent"]
+    assert 0 < sent <= 2 * 256 * 1024  # at most one initial window per refused stream
+    assert b.stats()["bytes_received"] == 0 and b.stats()["rejected"]["too_large"] == 2
+    await a.send_blob(b.peer_id, "update", 3, b"small one")
+    assert [d for _, d in inbox_b.blobs] == [b"small one"]
 
 
 async def test_handler_exception_rejects_blob_and_node_survives(node_factory: Any) -> None:
