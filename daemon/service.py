@@ -34,7 +34,7 @@ from fedswarm.learning.adapter_vector import flatten_state, state_fingerprint, u
 from fedswarm.learning.checkpoint_files import has_checkpoint
 from fedswarm.learning.errors import CheckpointError, LearningError
 from fedswarm.learning.fedmkt import PublicDataset, VocabMappingCache
-from fedswarm.learning.moment_averaging import averaged_length, layout_note
+from fedswarm.learning.moment_averaging import averaged_length, explain_refusal, layout_note
 from fedswarm.learning.trainer import LocalTrainer
 from fedswarm.p2p.errors import P2PError
 from fedswarm.p2p.identity import Identity, verify_signature
@@ -546,7 +546,8 @@ class Daemon:
         vector = await asyncio.to_thread(self.trainer.averaging_vector, with_moments)
         # Members that disagree on the layout send vectors of different lengths and refuse
         # each other; say why in the log line.
-        layout = layout_note(vector.size // averaged_length(1, with_moments), with_moments)
+        adapter_size = vector.size // averaged_length(1, with_moments)
+        layout = layout_note(adapter_size, with_moments)
         weight = self.mass
         deadline = time.monotonic() + fed.round_deadline_s
         if fed.secure_aggregation == "none":
@@ -559,8 +560,8 @@ class Daemon:
                 send_blob=self.node.send_blob,
                 mailbox=self.mailbox,
                 deadline=deadline,
-                on_reject=lambda peer, why: self._reject(peer, "plain-update", _with_layout(
-                    why, layout)),
+                on_reject=lambda peer, why: self._reject(peer, "plain-update", explain_refusal(
+                    why, adapter_size, with_moments)),
             )
         else:
             assert self._he_pool is not None
@@ -731,8 +732,3 @@ class Daemon:
         self.notifier.status(f"round {self.current_round}: {state}")
         self._publish_local_state()
         self.events.publish("state", state=state, round=self.current_round)
-
-
-def _with_layout(reason: str, layout: str) -> str:
-    """Add our vector layout to a length refusal ("update has N values, expected M")."""
-    return f"{reason} ({layout})" if " values, expected " in reason else reason

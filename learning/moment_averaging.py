@@ -52,6 +52,13 @@ def layout_note(adapter_size: int, with_moments: bool) -> str:
             "member must set the same [federation] average_optimizer_state")
 
 
+def explain_refusal(reason: str, adapter_size: int, with_moments: bool) -> str:
+    """Add our layout to a peer's length refusal ("update has N values, expected M")."""
+    if " values, expected " not in reason:
+        return reason
+    return f"{reason} ({layout_note(adapter_size, with_moments)})"
+
+
 def moment_bound(steps: np.ndarray, beta1: float, beta2: float) -> np.ndarray:
     """``K_t``: the largest ``|exp_avg| / sqrt(exp_avg_sq)`` AdamW can reach after t steps.
 
