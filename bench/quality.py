@@ -102,10 +102,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                            lr=args.lr or variant.lr,
                            fedprox_mu=(variant.fedprox_mu if args.fedprox_mu is None
                                        else args.fedprox_mu),
-                           average_adam_moments=args.experiment_average_adam_moments)
-    if settings.average_adam_moments and not args.quick:
-        raise QualityBenchError("--experiment-average-adam-moments: in-process (--quick) only; "
-                                "daemons do not average optimiser state")
+                           average_optimizer_state=not args.no_average_optimizer_state)
     if args.peers < 3:
         raise QualityBenchError("--peers: a federation needs at least 3 peers to average")
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="fsq-"))
@@ -181,9 +178,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, help="override the variant's lr (every arm)")
     parser.add_argument("--fedprox-mu", type=float,
                         help="override the variant's FedProx mu (federated arms only)")
-    parser.add_argument("--experiment-average-adam-moments", action="store_true",
-                        help="in-process only: also average AdamW moments after each group "
-                             "average (an experiment; daemons do not do this)")
+    parser.add_argument("--no-average-optimizer-state", action="store_true",
+                        help="federated arms average the adapter only, not AdamW's moments "
+                             "([federation] average_optimizer_state = false)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads in this process")
     parser.add_argument("--arm-timeout", type=float, default=1800.0,

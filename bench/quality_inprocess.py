@@ -8,7 +8,8 @@ number of rounds, with the same per-peer seeds (``seed + peer index``, as
 * centralised: one trainer on the pooled data; ``grad_accum = peers`` so each of its
   optimiser steps sees as many examples as one step of the whole federation.
 * federated: the daemon's round logic — ``plan_groups`` for the groups, the carried
-  push-sum mass of ``daemon.weighting`` for the weights, then either the daemon's own
+  push-sum mass of ``daemon.weighting`` for the weights, the daemon's vector (adapter and,
+  by default, AdamW moments: ``LocalTrainer.averaging_vector``), then either the daemon's own
   ``plain_group_average`` (through real ``Mailbox`` objects) or the real
   ``secagg.run_secure_aggregation`` (BFV + masks + Shamir, HE in a spawn process pool)
   over in-memory transports.
@@ -25,10 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from fedswarm.daemon.grouping import epoch_of, group_id, plan_groups
 from fedswarm.daemon.plain_averaging import plain_group_average
-from fedswarm.learning.adapter_vector import flatten_state, unflatten_state
 from fedswarm.learning.trainer import LocalTrainer
 from fedswarm.secagg.errors import SecAggError
 from fedswarm.secagg.he import make_executor
@@ -178,11 +177,10 @@ class FederatedArm:
                     trainer.train(self.settings.local_steps)
                 self._refresh_mass(round)
                 groups = plan_groups(self.ids, round, self.group_size)
-                states = {p: t.adapter_state() for p, t in self.trainers.items()}
-                flat = {p: flatten_state(s) for p, s in states.items()}
+                moments = self.settings.average_optimizer_state
+                vectors = {p: t.averaging_vector(moments) for p, t in self.trainers.items()}
                 agg_started = time.perf_counter()
-                outcomes = self._aggregate(round, groups, {p: v for p, (v, _) in flat.items()},
-                                           pool)
+                outcomes = self._aggregate(round, groups, vectors, pool)
                 self.aggregation_s += time.perf_counter() - agg_started
                 if self.rejections:
                     raise QualityBenchError(f"round {round}: updates rejected: "
@@ -190,13 +188,9 @@ class FederatedArm:
                 for pid, out in outcomes.items():
                     if out.survivors != len(plan_group_of(pid, groups)):
                         raise QualityBenchError(f"round {round}: {pid}'s group lost members")
-                    self.trainers[pid].load_adapter_state(unflatten_state(out.average,
-                                                                          flat[pid][1]))
+                    self.trainers[pid].load_averaging_vector(out.average, moments)
                     self.mass[pid] = out.total_weight / out.survivors
                     self.bytes_sent.append(out.bytes_sent)
-                if self.settings.average_adam_moments:
-                    for group in groups:
-                        average_adam_moments([self.trainers[p] for p in group])
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -219,20 +213,6 @@ def plan_group_of(peer: str, groups: list[tuple[str, ...]]) -> tuple[str, ...]:
         if peer in group:
             return group
     raise QualityBenchError(f"{peer} is in no group")
-
-
-def average_adam_moments(trainers: list[LocalTrainer]) -> None:
-    """Experiment: give every trainer the mean of the group's AdamW moments (fp32, in place)."""
-    optimizers = [t.optimizer for t in trainers]
-    params = [list(o.param_groups[0]["params"]) for o in optimizers]
-    for index in range(len(params[0])):
-        states = [o.state.get(ps[index]) for o, ps in zip(optimizers, params, strict=True)]
-        if any(not state for state in states):
-            continue  # a parameter no step has touched yet: nothing to average
-        for key in ("exp_avg", "exp_avg_sq"):
-            mean = torch.stack([state[key] for state in states]).mean(dim=0)
-            for state in states:
-                state[key].copy_(mean)
 
 
 def run_federated(name: str, model_dir: Path, settings: RunSettings, data: BenchData,

@@ -120,18 +120,16 @@ class RunSettings:
     it: its anchor is the last group average, and local-only or centralised training
     has none (anchoring them to the initial adapter would only handicap the baselines).
 
-    ``average_adam_moments`` is an experiment of the in-process variant only, not what a
-    daemon does: after each group average the members also average their AdamW
-    ``exp_avg`` / ``exp_avg_sq`` (in plain fp32), as hivemind's ``average_opt_statistics``
-    does, so every peer's optimiser normalises by the group's gradient statistics
-    rather than its own domain's.
+    ``average_optimizer_state`` is the daemon's ``[federation] average_optimizer_state``
+    (default on): the federated arms average AdamW's moments with the adapter, through
+    the same ``LocalTrainer.averaging_vector`` / ``load_averaging_vector`` a daemon uses.
     """
 
     rounds: int
     local_steps: int
     seed: int = 0
     fedprox_mu: float = 0.0
-    average_adam_moments: bool = False
+    average_optimizer_state: bool = True
     lr: float = DEMO_LR
     batch_size: int = BATCH_SIZE
     max_length: int = DEMO_MAX_LENGTH

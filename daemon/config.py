@@ -85,6 +85,10 @@ class FederationSettings:
     wait_for_peers_s: float = 120.0
     heartbeat_s: float = 2.0
     peer_timeout_s: float = 10.0
+    # lora_avg only: also average AdamW's first moment (exp_avg) with the adapter
+    # (docs/learning.md).
+    # It doubles the averaged vector; every member of a group must set the same value.
+    average_optimizer_state: bool = True
 
     def __post_init__(self) -> None:
         if self.rounds < 0:

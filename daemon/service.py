@@ -34,6 +34,7 @@ from fedswarm.learning.adapter_vector import flatten_state, state_fingerprint, u
 from fedswarm.learning.checkpoint_files import has_checkpoint
 from fedswarm.learning.errors import CheckpointError, LearningError
 from fedswarm.learning.fedmkt import PublicDataset, VocabMappingCache
+from fedswarm.learning.moment_averaging import averaged_length, explain_refusal, layout_note
 from fedswarm.learning.trainer import LocalTrainer
 from fedswarm.p2p.errors import P2PError
 from fedswarm.p2p.identity import Identity, verify_signature
@@ -457,9 +458,8 @@ class Daemon:
         if outcome is not None:
             self._set_state("applying")
             apply_started = time.monotonic()
-            _, manifest = flatten_state(self.trainer.adapter_state())
-            state = unflatten_state(outcome.average, manifest)
-            await asyncio.to_thread(self.trainer.load_adapter_state, state)
+            await asyncio.to_thread(self.trainer.load_averaging_vector, outcome.average,
+                                    self._averages_moments())
         eval_after = await asyncio.to_thread(self.trainer.evaluate)
         self._set_state("checkpointing")
         await asyncio.to_thread(self.trainer.save_checkpoint, self.checkpoint_dir, round)
@@ -542,7 +542,12 @@ class Daemon:
     async def _aggregate(self, round: int, group: list[str]) -> GroupAverage:
         assert self.trainer is not None and self.node is not None
         fed = self.config.federation
-        vector, _ = flatten_state(self.trainer.adapter_state())
+        with_moments = self._averages_moments()
+        vector = await asyncio.to_thread(self.trainer.averaging_vector, with_moments)
+        # Members that disagree on the layout send vectors of different lengths and refuse
+        # each other; say why in the log line.
+        adapter_size = vector.size // averaged_length(1, with_moments)
+        layout = layout_note(adapter_size, with_moments)
         weight = self.mass
         deadline = time.monotonic() + fed.round_deadline_s
         if fed.secure_aggregation == "none":
@@ -555,11 +560,29 @@ class Daemon:
                 send_blob=self.node.send_blob,
                 mailbox=self.mailbox,
                 deadline=deadline,
-                on_reject=lambda peer, why: self._reject(peer, "plain-update", why),
+                on_reject=lambda peer, why: self._reject(peer, "plain-update", explain_refusal(
+                    why, adapter_size, with_moments)),
             )
         else:
             assert self._he_pool is not None
-            outcome = await secure_group_average(
+            outcome = await self._secure_average(round, group, vector, weight, layout)
+        if len(outcome.survivors) < 3:
+            raise RoundAbortedError(
+                f"only {len(outcome.survivors)} of {len(group)} group members took part"
+            )
+        return outcome
+
+    def _averages_moments(self) -> bool:
+        """Whether AdamW moments travel with the adapter (never in fedmkt: models differ)."""
+        fed = self.config.federation
+        return fed.mode == "lora_avg" and fed.average_optimizer_state
+
+    async def _secure_average(self, round: int, group: list[str], vector: np.ndarray,
+                              weight: float, layout: str) -> GroupAverage:
+        """Secure aggregation; a failed session names our layout, the usual disagreement."""
+        assert self.node is not None and self._he_pool is not None
+        try:
+            return await secure_group_average(
                 federation_id=self.roster.federation_id,
                 round=round,
                 group=group,
@@ -569,14 +592,11 @@ class Daemon:
                 weight=weight,
                 node=self.node,
                 mailbox=self.mailbox,
-                step_timeout_s=fed.round_deadline_s,
+                step_timeout_s=self.config.federation.round_deadline_s,
                 executor=self._he_pool,
             )
-        if len(outcome.survivors) < 3:
-            raise RoundAbortedError(
-                f"only {len(outcome.survivors)} of {len(group)} group members took part"
-            )
-        return outcome
+        except RoundAbortedError as exc:
+            raise RoundAbortedError(f"{exc} ({layout})") from exc
 
     def _publish_adapter(self, round_done: int) -> None:
         """Remember the adapter of the last complete round: what we hand to peers catching up."""
@@ -712,4 +732,3 @@ class Daemon:
         self.notifier.status(f"round {self.current_round}: {state}")
         self._publish_local_state()
         self.events.publish("state", state=state, round=self.current_round)
-

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from fedswarm.learning.adapter_vector import state_fingerprint
+from fedswarm.learning import moment_averaging
+from fedswarm.learning.adapter_vector import flatten_state, state_fingerprint, unflatten_state
 from fedswarm.learning.checkpoint_files import (
     latest_dir,
     publish_latest,
@@ -32,6 +34,7 @@ from fedswarm.learning.dataset import prepare_data
 from fedswarm.learning.errors import CheckpointError, ExportError, LearningError
 from fedswarm.learning.examples import IGNORE_INDEX, BatchStream, eval_batches
 from fedswarm.learning.model_loading import attach_adapter, load_base_model, load_tokenizer
+from fedswarm.learning.optimizer_moments import Moments, load_moments, read_moments
 from fedswarm.learning.schedule import learning_rate
 from fedswarm.learning.settings import DataSettings, LoraSettings, ModelSettings, TrainSettings
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
@@ -191,9 +194,10 @@ class LocalTrainer:
         """Replace the adapter (e.g. with the group average), after checking it fully.
 
         Nothing is written unless every tensor is valid, so a bad blob from a peer can
-        never leave a half-replaced adapter. AdamW moments are kept on purpose: the
-        average is close to the local weights and restarting Adam each round slows
-        convergence. The new weights become the FedProx anchor.
+        never leave a half-replaced adapter. AdamW moments are kept (never reset):
+        restarting Adam each round slows convergence; ``load_averaging_vector`` also
+        replaces them with the group's when moments are averaged. The new weights
+        become the FedProx anchor.
         """
         expected = dict(self._trainable)
         if set(state) != set(expected):
@@ -212,6 +216,37 @@ class LocalTrainer:
             for name, tensor in state.items():
                 expected[name].copy_(tensor.to(expected[name].device, expected[name].dtype))
         self._anchor = self._snapshot()
+
+    # ------------------------------------------------------------------ optimiser state
+    def optimizer_moments(self) -> Moments:
+        """AdamW's ``exp_avg`` / ``exp_avg_sq`` as flat float32, in adapter-vector order."""
+        return read_moments(self.optimizer, self._trainable)
+
+    def load_optimizer_moments(self, exp_avg: np.ndarray, exp_avg_sq: np.ndarray) -> None:
+        """Replace the moments (checked first); each parameter keeps its own step count."""
+        load_moments(self.optimizer, self._trainable, exp_avg, exp_avg_sq)
+
+    def averaging_vector(self, with_moments: bool) -> np.ndarray:
+        """What this peer contributes to a group average (``moment_averaging`` layout)."""
+        adapter, _ = flatten_state(self.adapter_state())
+        moments = self.optimizer_moments() if with_moments else None
+        return moment_averaging.encode(adapter, moments, self.train_settings.max_grad_norm)
+
+    def load_averaging_vector(self, vector: np.ndarray, with_moments: bool) -> None:
+        """Apply a group average made of ``averaging_vector``s: adapter, then moments.
+
+        Everything is decoded and checked before the adapter is replaced, so a bad
+        vector changes nothing.
+        """
+        adapter, manifest = flatten_state(self.adapter_state())
+        own = self.optimizer_moments() if with_moments else None
+        betas = self.optimizer.param_groups[0]["betas"]
+        averaged = moment_averaging.decode(vector, adapter.size, own,
+                                           self.train_settings.max_grad_norm,
+                                           (float(betas[0]), float(betas[1])))
+        self.load_adapter_state(unflatten_state(averaged.adapter, manifest))
+        if averaged.exp_avg is not None and averaged.exp_avg_sq is not None:
+            self.load_optimizer_moments(averaged.exp_avg, averaged.exp_avg_sq)
 
     # ------------------------------------------------------------------ persistence
     def save_checkpoint(self, directory: Path, round: int) -> None:

@@ -1,0 +1,84 @@
+"""[federation] average_optimizer_state: on by default, checked, and a mismatch says why.
+
+Members that disagree on the setting send vectors of different lengths (adapter only,
+or adapter + AdamW exp_avg). The daemon's own plain averaging refuses such an update;
+the reason it logs must name the key, or an operator would only see "wrong size".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fedswarm.bench.quality_transport import MailboxNetwork
+from fedswarm.daemon.config import load_config
+from fedswarm.daemon.errors import ConfigError
+from fedswarm.daemon.plain_averaging import plain_group_average
+from fedswarm.learning.moment_averaging import averaged_length, explain_refusal
+
+MINIMAL = """
+[node]
+org = "bank-a"
+
+[model]
+path = "model"
+
+[data]
+train_path = "train.jsonl"
+"""
+ADAPTER_SIZE = 64
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_on_by_default_and_off_when_set(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, MINIMAL)).federation.average_optimizer_state is True
+    off = MINIMAL + "\n[federation]\naverage_optimizer_state = false\n"
+    assert load_config(write(tmp_path, off)).federation.average_optimizer_state is False
+
+
+def test_a_non_boolean_value_is_refused_naming_the_key(tmp_path: Path) -> None:
+    bad = MINIMAL + '\n[federation]\naverage_optimizer_state = "yes"\n'
+    with pytest.raises(ConfigError, match=r"\[federation\] average_optimizer_state: expected true"):
+        load_config(write(tmp_path, bad))
+
+
+async def test_a_member_with_the_other_setting_is_refused_and_the_log_names_the_key() -> None:
+    members = ["peer-a", "peer-b", "peer-c"]
+    with_moments = {"peer-a": True, "peer-b": True, "peer-c": False}
+    network = MailboxNetwork(members)
+    network.advance(1)
+    refusals: dict[str, list[str]] = {m: [] for m in members}
+    deadline = time.monotonic() + 5.0
+
+    async def member(me: str) -> list[str]:
+        size = averaged_length(ADAPTER_SIZE, with_moments[me])
+        out = await plain_group_average(
+            me=me, group=members, round=1, vector=np.full(size, 0.1, np.float32), weight=1.0,
+            send_blob=network.sender(me), mailbox=network.mailboxes[me], deadline=deadline,
+            on_reject=lambda peer, why: refusals[me].append(
+                f"{peer}: {explain_refusal(why, ADAPTER_SIZE, with_moments[me])}"))
+        return sorted(out.survivors)
+
+    survivors = dict(zip(members, await asyncio.gather(*(member(m) for m in members)),
+                         strict=True))
+
+    assert survivors["peer-a"] == ["peer-a", "peer-b"]  # too few for a round: it aborts
+    assert survivors["peer-c"] == ["peer-c"]
+    assert len(refusals["peer-a"]) == 1 and refusals["peer-a"][0].startswith("peer-c: ")
+    assert "average_optimizer_state" in refusals["peer-a"][0]
+    assert "we send 128 values" in refusals["peer-a"][0]
+    assert all("average_optimizer_state" in why for why in refusals["peer-c"])
+    assert len(refusals["peer-c"]) == 2
+
+
+def test_other_refusals_are_left_as_they_are() -> None:
+    assert explain_refusal("update contains NaN or Inf", ADAPTER_SIZE, True) == \
+        "update contains NaN or Inf"
