@@ -102,3 +102,15 @@ def test_retired_secure_aggregation_protocol_names_its_successor(tmp_path: Path)
     text = MINIMAL + '\n[federation]\nsecure_aggregation = "bfv-mask-shamir-v1"\n'
     with pytest.raises(ConfigError, match=r"secure_aggregation: 'bfv-mask-shamir-v1' was replaced"):
         load_config(write(tmp_path, text))
+
+
+def test_on_by_default_and_off_when_set(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, MINIMAL)).federation.average_optimizer_state is True
+    off = MINIMAL + "\n[federation]\naverage_optimizer_state = false\n"
+    assert load_config(write(tmp_path, off)).federation.average_optimizer_state is False
+
+
+def test_a_non_boolean_value_is_refused_naming_the_key(tmp_path: Path) -> None:
+    bad = MINIMAL + '\n[federation]\naverage_optimizer_state = "yes"\n'
+    with pytest.raises(ConfigError, match=r"\[federation\] average_optimizer_state: expected true"):
+        load_config(write(tmp_path, bad))

@@ -1,4 +1,4 @@
-"""[federation] average_optimizer_state: on by default, checked, and a mismatch says why.
+"""[federation] average_optimizer_state: a mismatch between members says why.
 
 Members that disagree on the setting send vectors of different lengths (adapter only,
 or adapter + AdamW exp_avg). The daemon's own plain averaging refuses such an update;
@@ -9,45 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 import numpy as np
-import pytest
 from fedswarm.bench.quality_transport import MailboxNetwork
-from fedswarm.daemon.config import load_config
-from fedswarm.daemon.errors import ConfigError
 from fedswarm.daemon.plain_averaging import plain_group_average
 from fedswarm.learning.moment_averaging import averaged_length, explain_refusal
 
-MINIMAL = """
-[node]
-org = "bank-a"
-
-[model]
-path = "model"
-
-[data]
-train_path = "train.jsonl"
-"""
 ADAPTER_SIZE = 64
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "config.toml"
-    path.write_text(text)
-    return path
-
-
-def test_on_by_default_and_off_when_set(tmp_path: Path) -> None:
-    assert load_config(write(tmp_path, MINIMAL)).federation.average_optimizer_state is True
-    off = MINIMAL + "\n[federation]\naverage_optimizer_state = false\n"
-    assert load_config(write(tmp_path, off)).federation.average_optimizer_state is False
-
-
-def test_a_non_boolean_value_is_refused_naming_the_key(tmp_path: Path) -> None:
-    bad = MINIMAL + '\n[federation]\naverage_optimizer_state = "yes"\n'
-    with pytest.raises(ConfigError, match=r"\[federation\] average_optimizer_state: expected true"):
-        load_config(write(tmp_path, bad))
 
 
 async def test_a_member_with_the_other_setting_is_refused_and_the_log_names_the_key() -> None:
