@@ -86,6 +86,12 @@ _CHUNK = 4 * _FRAME_PAYLOAD
 # that is still checking the header, waiting for inbound room, or refusing.
 # One write of 4 whole frames (262096 B) fits that window.
 _FIRST_WRITE = min(_CHUNK, _YAMUX_WINDOW)
+# Hashing a payload up to this size inline costs the trio thread at most about
+# 1.5 ms; handing it to a worker thread cost more than that on 2 cores (the
+# thread competes with the stream negotiation it was meant to overlap):
+# measured 1 MiB blobs 12.7 ms inline vs 13.3-13.8 ms threaded, crossover
+# between 2 and 4 MiB (docs/performance.md).
+_INLINE_HASH_MAX_BYTES = 2 * 1024 * 1024
 _DIAL_TIMEOUT_S = 10.0
 _SEEN_CACHE = 4096
 _PING_TIMEOUT_S = 5.0
@@ -705,9 +711,10 @@ class P2PNode:
     async def _send_new_blob_trio(
         self, peer_id: str, kind: str, round: int, payload: bytes, timeout: float
     ) -> None:
-        # Hash in a worker thread (hashlib releases the GIL) while the stream
-        # is negotiated: the header needs the digest, the stream does not, so
-        # the hash costs no time of its own on the wire.
+        # A large payload is hashed in a worker thread (hashlib releases the
+        # GIL) while the stream is negotiated: the header needs the digest, the
+        # stream does not, so the hash costs no time of its own on the wire.
+        # A small one is hashed inline (see _Digest).
         digest = _Digest(payload, self._nursery)
 
         async def header() -> BlobHeader:
@@ -903,12 +910,14 @@ class P2PNode:
 
 
 class _Digest:
-    """sha256 of a payload, computed in a trio worker thread started at once.
+    """sha256 of a payload: inline when small, else in a trio worker thread started at once.
 
-    Runs as a task of the node's nursery rather than a nursery of the caller,
-    so a failing ``new_stream`` surfaces as itself and not as an exception
-    group; a cancelled sender leaves at most one hash to finish in the
-    background.
+    A large payload's hash overlaps the stream negotiation in a worker thread,
+    which runs as a task of the node's nursery rather than a nursery of the
+    caller, so a failing ``new_stream`` surfaces as itself and not as an
+    exception group; a cancelled sender leaves at most one hash to finish in
+    the background. A payload of at most ``_INLINE_HASH_MAX_BYTES`` is hashed
+    on the spot: the thread hand-off costs more than the hash.
     """
 
     def __init__(self, payload: bytes, nursery: trio.Nursery | None) -> None:
@@ -917,6 +926,11 @@ class _Digest:
         self._done = trio.Event()
         self._digest: bytes | None = None
         self._error: BaseException | None = None
+        if len(payload) <= _INLINE_HASH_MAX_BYTES:
+            self._payload = None
+            self._digest = _sha256(payload)
+            self._done.set()
+            return
         nursery.start_soon(self._run)
 
     async def _run(self) -> None:
