@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fedswarm.learning.settings import DataSettings, LoraSettings, ModelSettings, TrainSettings
+from fedswarm.p2p.mdns import MdnsInterfaceError, interface_ipv4_addresses
 
 from .config_schema import build_section
 from .errors import ConfigError
@@ -233,5 +234,10 @@ def check_files(config: Config) -> None:
         raise ConfigError(f"{config.source}: [node] roster: {config.roster_path} is not a file")
     if not config.identity_path.is_file():
         raise ConfigError(f"{config.source}: [node] identity: {config.identity_path} is not a file")
+    if config.node.enable_mdns and config.node.mdns_interface:
+        try:
+            interface_ipv4_addresses(config.node.mdns_interface)
+        except MdnsInterfaceError as exc:
+            raise ConfigError(f"{config.source}: [node] mdns_interface: {exc}") from None
     if config.federation.mode == "fedmkt":
         load_checked_public_set(config.fedmkt, config.source)

@@ -23,6 +23,7 @@ state_dir = "state"                # SQLite database and checkpoints; env FEDSWA
 listen = {listen}
 bootstrap = {bootstrap}            # multiaddrs of members to dial first, e.g. "/ip4/10.0.0.2/tcp/4001/p2p/12D3..."
 enable_mdns = false                # local-network discovery; opt-in
+# mdns_interface = "eth1"          # answer and listen on this interface only (IPv4)
 max_blob_mb = 512                  # refuse any single transfer larger than this
 max_inbound_mb = 2048              # blobs held at once from all peers; more wait, then are refused
 max_inbound_blobs_per_peer = 4     # blobs received at once from one peer; more wait likewise

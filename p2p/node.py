@@ -64,6 +64,7 @@ from .framing import BlobHeader
 from .host import build_host
 from .identity import Identity
 from .inbound import InboundLimiter, InboundLimits
+from .mdns import InterfaceMdnsDiscovery
 from .roster import Roster
 from .trio_bridge import TrioThread, wait_asyncio_future
 
@@ -366,12 +367,12 @@ class P2PNode:
 
     async def _serve(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.config
-        if cfg.enable_mdns and cfg.mdns_interface:
-            log.warning(
-                "py-libp2p 0.8.1 mDNS binds every interface; mdns_interface=%s is not enforced",
-                cfg.mdns_interface,
-            )
-        host = build_host(self.identity, [cfg.listen], enable_mdns=cfg.enable_mdns)
+        # With an interface named, mDNS is ours (bound to it, started below);
+        # without one, py-libp2p's own, which listens on every interface.
+        bound_mdns = cfg.enable_mdns and bool(cfg.mdns_interface)
+        host = build_host(
+            self.identity, [cfg.listen], enable_mdns=cfg.enable_mdns and not bound_mdns
+        )
         gossipsub = GossipSub(
             [PROTOCOL_ID_V11],
             degree=6,
@@ -382,30 +383,44 @@ class P2PNode:
         )
         pubsub = Pubsub(host, gossipsub)
         self._host, self._pubsub = host, pubsub
-        async with host.run([multiaddr.Multiaddr(cfg.listen)]):
-            host.get_network().register_notifee(_Notifee(self))
-            host.set_stream_handler(TProtocol(framing.BLOB_PROTOCOL), self._handle_blob_stream)
-            host.set_stream_handler(TProtocol(PING_PROTOCOL), self._handle_ping_stream)
-            self._listen_addrs = [str(a) for a in host.get_addrs()]
-            async with background_trio_service(pubsub), background_trio_service(gossipsub):
-                await pubsub.wait_until_ready()
-                async with trio.open_nursery() as inner:
-                    self._nursery = inner
-                    await self._subscribe_trio(_ANNOUNCE_TOPIC)
-                    inner.start_soon(self._maintenance_loop)
-                    if cfg.enable_dht:
-                        self._dht = DhtDiscovery(
-                            host,
-                            self.identity,
-                            lambda: self._roster,
-                            learn=self.add_peer_addrs,
-                            reject=self._count_reject,
-                            max_age_s=cfg.dht_record_max_age_s,
-                        )
-                        await inner.start(self._dht.run)
-                        inner.start_soon(self._dht_loop, self._dht)
-                    task_status.started()
-                    await trio.sleep_forever()
+        mdns: InterfaceMdnsDiscovery | None = None
+        if bound_mdns:
+            assert cfg.mdns_interface is not None
+            interface = cfg.mdns_interface
+            # Zeroconf opens its sockets and starts its own thread: seconds, off trio.
+            mdns = await trio.to_thread.run_sync(lambda: InterfaceMdnsDiscovery(host, interface))
+        try:
+            async with host.run([multiaddr.Multiaddr(cfg.listen)]):
+                host.get_network().register_notifee(_Notifee(self))
+                host.set_stream_handler(TProtocol(framing.BLOB_PROTOCOL), self._handle_blob_stream)
+                host.set_stream_handler(TProtocol(PING_PROTOCOL), self._handle_ping_stream)
+                self._listen_addrs = [str(a) for a in host.get_addrs()]
+                async with background_trio_service(pubsub), background_trio_service(gossipsub):
+                    await pubsub.wait_until_ready()
+                    async with trio.open_nursery() as inner:
+                        self._nursery = inner
+                        await self._subscribe_trio(_ANNOUNCE_TOPIC)
+                        inner.start_soon(self._maintenance_loop)
+                        if mdns is not None:
+                            await trio.to_thread.run_sync(mdns.start)
+                            inner.start_soon(mdns.cleanup_loop)
+                        if cfg.enable_dht:
+                            self._dht = DhtDiscovery(
+                                host,
+                                self.identity,
+                                lambda: self._roster,
+                                learn=self.add_peer_addrs,
+                                reject=self._count_reject,
+                                max_age_s=cfg.dht_record_max_age_s,
+                            )
+                            await inner.start(self._dht.run)
+                            inner.start_soon(self._dht_loop, self._dht)
+                        task_status.started()
+                        await trio.sleep_forever()
+        finally:
+            if mdns is not None:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(mdns.stop)
 
     # connection events ---------------------------------------------------------
 

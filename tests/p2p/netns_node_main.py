@@ -2,7 +2,8 @@
 connected members as JSON every 0.5 s until killed.
 
 Usage: python netns_node_main.py SEED_HEX ROSTER_TOML LISTEN [BOOTSTRAP]
-FEDSWARM_TEST_MDNS=1 turns mDNS on and gossip address announcements off.
+FEDSWARM_TEST_MDNS=1 turns mDNS on and gossip address announcements off;
+FEDSWARM_TEST_MDNS_INTERFACE=NAME binds that mDNS to one interface.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ async def main() -> None:
         reconnect_backoff_s=(0.5, 2.0),
         announce_interval_s=2.0,
         enable_mdns=mdns,
+        mdns_interface=os.environ.get("FEDSWARM_TEST_MDNS_INTERFACE") or None,
         announce_addrs=not mdns,
     )
     node = P2PNode(
