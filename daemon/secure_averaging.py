@@ -31,7 +31,16 @@ log = logging.getLogger("fedswarm.daemon.secagg")
 
 
 class BlobTransport:
-    """``secagg.Transport`` over ``P2PNode.send_blob`` and the daemon's mailbox."""
+    """``secagg.Transport`` over the p2p layer and the daemon's mailbox.
+
+    Protocol messages up to the node's ``max_message_bytes`` (keys, shares, the
+    context, survivor sets, confirmations, unmask shares) go over the member's
+    long-lived message stream: a round sends about fifty of them, and a stream
+    each cost more than the round's cryptography on a small model. Uploads, the
+    encrypted sum and large results go as acknowledged blobs. The protocol needs
+    no acknowledgement of the small ones: every step waits for what it needs
+    until its deadline and treats silence as a dropout.
+    """
 
     def __init__(self, node: P2PNode, mailbox: Mailbox, round: int) -> None:
         self._node = node
@@ -39,7 +48,10 @@ class BlobTransport:
         self._round = round
 
     async def send(self, recipient: str, data: bytes) -> None:
-        await self._node.send_blob(recipient, KIND, self._round, data)
+        if len(data) <= self._node.config.max_message_bytes:
+            await self._node.send_message(recipient, KIND, self._round, data)
+        else:
+            await self._node.send_blob(recipient, KIND, self._round, data)
 
     async def receive(self, timeout: float) -> tuple[str, bytes]:
         letter = await self._mailbox.get(KIND, self._round, timeout)

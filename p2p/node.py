@@ -43,6 +43,7 @@ from libp2p.stream_muxer.yamux.yamux import MAX_MESSAGE_SIZE as _YAMUX_FRAME
 from libp2p.tools.anyio_service import background_trio_service
 
 from . import framing
+from .admission import header_refusal
 from .dht import DhtDiscovery
 from .envelope import MAX_GOSSIP_PAYLOAD, GossipEnvelope, open_envelope, seal
 from .errors import (
@@ -65,7 +66,9 @@ from .host import build_host
 from .identity import Identity
 from .inbound import InboundLimiter, InboundLimits
 from .mdns import InterfaceMdnsDiscovery
+from .message_streams import MESSAGE_PROTOCOL, MessageStreams
 from .roster import Roster
+from .streams import close_stream_quietly, reset_stream, stream_reader
 from .trio_bridge import TrioThread, wait_asyncio_future
 
 log = logging.getLogger("fedswarm.p2p.node")
@@ -113,6 +116,10 @@ class NodeConfig:
     # keep "refused before a single body byte is sent"; for them the round
     # trip is under 1 % of the transfer (16 MiB take >= 0.3 s at ~50 MB/s).
     pipeline_max_blob_bytes: int = 16 * 2**20
+    # send_message's limit: small protocol messages travel on one long-lived
+    # stream per member instead of a stream each (p2p/message_streams.py).
+    # One Yamux window, so one message never waits on the receiver's window.
+    max_message_bytes: int = 256 * 1024
     # Inbound blobs held at once (body being read or handler running); see
     # :mod:`.inbound`. Extra blobs wait up to inbound_wait_s before their body
     # is sent, then are refused as "busy".
@@ -191,6 +198,9 @@ class P2PNode:
             "bytes_received": 0,
             "blobs_sent": 0,
             "blobs_received": 0,
+            "messages_sent": 0,
+            "messages_received": 0,
+            "message_streams_opened": 0,
             "gossip_published": 0,
             "gossip_received": 0,
             "rejected": Counter(),
@@ -208,6 +218,7 @@ class P2PNode:
         self._seen: OrderedDict[bytes, float] = OrderedDict()
         self._ping_misses: dict[str, int] = {}
         self._dht: DhtDiscovery | None = None
+        self._messages: MessageStreams | None = None
         self._inbound = InboundLimiter(
             InboundLimits(
                 max_bytes=config.max_inbound_bytes,
@@ -294,6 +305,29 @@ class P2PNode:
             )
         limit = self.config.blob_timeout_s if timeout is None else timeout
         await self._call(self._send_new_blob_trio, peer_id, kind, round, payload, limit)
+
+    async def send_message(
+        self, peer_id: str, kind: str, round: int, payload: bytes, *, timeout: float | None = None
+    ) -> None:
+        """Send a small payload to a member over its long-lived message stream.
+
+        Cheaper than :meth:`send_blob` (no stream set-up, no acknowledgement) and
+        delivered in order to the receiver's ``on_blob`` handler with the same signed
+        header and the same checks. It returns once the bytes are written, so a
+        receiver that dies or refuses the message does not raise here; use
+        ``send_blob`` when the sender must know. Raises :class:`BlobTooLargeError`
+        above ``max_message_bytes``, :class:`NotAMemberError`, or a
+        :class:`BlobError` / :class:`PeerUnreachableError` when it cannot be written.
+        """
+        if not self._roster.is_member(peer_id):
+            raise NotAMemberError(f"{peer_id} is not on the roster of {self._roster.federation_id}")
+        if len(payload) > self.config.max_message_bytes:
+            raise BlobTooLargeError(
+                f"message is {len(payload)} bytes, limit {self.config.max_message_bytes}; "
+                "use send_blob"
+            )
+        limit = self.config.blob_timeout_s if timeout is None else timeout
+        await self._call(self._send_message_trio, peer_id, kind, round, payload, limit)
 
     async def publish(self, topic: str, payload: bytes) -> None:
         """Publish a small signed message (< 64 KiB) to ``topic``."""
@@ -383,6 +417,16 @@ class P2PNode:
         )
         pubsub = Pubsub(host, gossipsub)
         self._host, self._pubsub = host, pubsub
+        self._messages = MessageStreams(
+            host,
+            self.peer_id,
+            lambda: self._roster,
+            max_message_bytes=cfg.max_message_bytes,
+            body_timeout_s=cfg.blob_timeout_s,
+            deliver=self._deliver_message,
+            count_reject=self._count_reject,
+            add_stat=self._add_stat,
+        )
         mdns: InterfaceMdnsDiscovery | None = None
         if bound_mdns:
             assert cfg.mdns_interface is not None
@@ -394,6 +438,7 @@ class P2PNode:
                 host.get_network().register_notifee(_Notifee(self))
                 host.set_stream_handler(TProtocol(framing.BLOB_PROTOCOL), self._handle_blob_stream)
                 host.set_stream_handler(TProtocol(PING_PROTOCOL), self._handle_ping_stream)
+                host.set_stream_handler(TProtocol(MESSAGE_PROTOCOL), self._messages.handle)
                 self._listen_addrs = [str(a) for a in host.get_addrs()]
                 async with background_trio_service(pubsub), background_trio_service(gossipsub):
                     await pubsub.wait_until_ready()
@@ -602,28 +647,28 @@ class P2PNode:
             token = b"p" * 32
             start = time.perf_counter()
             await stream.write(token)
-            echoed = await framing.read_exactly(_reader(stream), 32)
+            echoed = await framing.read_exactly(stream_reader(stream), 32)
             rtt_ms = (time.perf_counter() - start) * 1000.0
             if echoed != token:
                 raise P2PError("bad ping echo")
             await stream.close()
             return rtt_ms
         except BaseException:
-            await _reset(stream)
+            await reset_stream(stream)
             raise
 
     async def _handle_ping_stream(self, stream: INetStream) -> None:
         try:
             with trio.fail_after(10):
                 if not self._roster.is_member(str(stream.muxed_conn.peer_id)):
-                    await _reset(stream)
+                    await reset_stream(stream)
                     return
-                data = await framing.read_exactly(_reader(stream), 32)
+                data = await framing.read_exactly(stream_reader(stream), 32)
                 await stream.write(data)
                 await stream.close()
         except Exception as exc:
             log.debug("ping stream failed: %s", exc)
-            await _reset(stream)
+            await reset_stream(stream)
 
     # gossip ------------------------------------------------------------------------
 
@@ -773,7 +818,7 @@ class P2PNode:
                 try:
                     await self._write_blob(stream, await header(), payload)
                 except BaseException:
-                    await _reset(stream)
+                    await reset_stream(stream)
                     raise
         except trio.TooSlowError as exc:
             raise BlobTimeoutError(
@@ -788,7 +833,7 @@ class P2PNode:
         self._add_stat("blobs_sent", 1)
 
     async def _write_blob(self, stream: INetStream, header: BlobHeader, payload: bytes) -> None:
-        read = _reader(stream)
+        read = stream_reader(stream)
         frame = framing.encode_signed_header(header, self.identity)
         view = memoryview(payload)
         early = 0
@@ -813,6 +858,41 @@ class P2PNode:
         if status != framing.STATUS_OK:
             raise _refusal(reason)
 
+    # messages ---------------------------------------------------------------------------
+
+    async def _send_message_trio(
+        self, peer_id: str, kind: str, round: int, payload: bytes, timeout: float
+    ) -> None:
+        assert self._messages is not None
+        header = BlobHeader(
+            federation_id=self._roster.federation_id,
+            sender=self.peer_id,
+            recipient=peer_id,
+            kind=kind,
+            round=round,
+            length=len(payload),
+            sha256=_sha256(payload),
+            sent_at=time.time(),
+        )
+        frame = framing.encode_signed_header(header, self.identity) + payload
+        try:
+            with trio.fail_after(timeout):
+                await self._ensure_connected(peer_id)
+                await self._messages.send(peer_id, frame, len(payload))
+        except trio.TooSlowError as exc:
+            raise BlobTimeoutError(
+                f"message {kind}/{round} to {peer_id} not written in {timeout} s"
+            ) from exc
+        except P2PError:
+            raise
+        except Exception as exc:  # libp2p stream/muxer errors while opening the stream
+            raise BlobRejectedError(f"message stream failed: {type(exc).__name__}: {exc}") from exc
+
+    async def _deliver_message(self, header: BlobHeader, data: bytes) -> None:
+        assert self._loop is not None
+        future = asyncio.run_coroutine_threadsafe(self._call_blob_handler(header, data), self._loop)
+        await wait_asyncio_future(future)
+
     # blobs: receiving -------------------------------------------------------------------
 
     async def _handle_blob_stream(self, stream: INetStream) -> None:
@@ -824,19 +904,19 @@ class P2PNode:
             await stream.close()
         except _Refused as exc:
             log.warning("refused blob from %s: %s", remote, exc.reason)
-            await _close_quietly(stream)
+            await close_stream_quietly(stream)
         except BlobTruncatedError as exc:
             log.warning("truncated blob from %s: %s", remote, exc)
             self._count_reject("truncated")
-            await _reset(stream)
+            await reset_stream(stream)
         except trio.TooSlowError:
             log.warning("blob from %s timed out", remote)
             self._count_reject("timeout")
-            await _reset(stream)
+            await reset_stream(stream)
         except Exception:
             log.exception("blob stream from %s failed", remote)
             self._count_reject("internal")
-            await _reset(stream)
+            await reset_stream(stream)
 
     async def _refuse(self, stream: INetStream, reason: str) -> _Refused:
         # Count before the sender can see the refusal, so stats() never lags it.
@@ -848,33 +928,17 @@ class P2PNode:
         return _Refused(reason)
 
     async def _receive_blob(self, stream: INetStream, remote: str) -> None:
-        read = _reader(stream)
+        read = stream_reader(stream)
         try:
             body, signature = await framing.read_signed_header(read)
             header = framing.verify_header(body, signature)
         except BlobSignatureError as exc:
             raise await self._refuse(stream, f"{framing.REASON_BAD_SIGNATURE}: {exc}") from exc
-        roster = self._roster
-        if not roster.is_member(remote):
-            raise await self._refuse(stream, f"{framing.REASON_NOT_MEMBER}: {remote}")
-        if header.sender != remote:
-            raise await self._refuse(
-                stream, f"{framing.REASON_BAD_SIGNATURE}: header sender is not the connected peer"
-            )
-        if header.federation_id != roster.federation_id:
-            raise await self._refuse(
-                stream, f"{framing.REASON_WRONG_FEDERATION}: {header.federation_id}"
-            )
-        if header.recipient != self.peer_id:
-            raise await self._refuse(
-                stream, f"{framing.REASON_WRONG_RECIPIENT}: {header.recipient}"
-            )
-        if header.length > self.config.max_blob_bytes:
-            raise await self._refuse(
-                stream,
-                f"{framing.REASON_TOO_LARGE}: {header.length} bytes, "
-                f"limit {self.config.max_blob_bytes}",
-            )
+        reason = header_refusal(
+            header, remote, self._roster, self.peer_id, self.config.max_blob_bytes
+        )
+        if reason is not None:
+            raise await self._refuse(stream, reason)
         try:
             slot = await self._inbound.acquire(remote, header.length)
         except BlobBusyError as exc:
@@ -996,39 +1060,6 @@ async def _read_reply_or_rejected(read: framing.ReadFn) -> tuple[int, str]:
         return await framing.read_reply(read)
     except BlobTruncatedError as exc:
         raise BlobRejectedError("receiver closed the stream without a reply") from exc
-
-
-def _reader(stream: INetStream) -> framing.ReadFn:
-    """``read(n)`` that returns b"" at EOF and turns a reset into truncation."""
-
-    async def read(n: int) -> bytes:
-        try:
-            return await stream.read(n)
-        except Exception as exc:
-            name = type(exc).__name__
-            if "EOF" in name:
-                return b""
-            if "Reset" in name or "Closed" in name or "Stream" in name:
-                raise BlobTruncatedError(f"stream broke: {name}: {exc}") from exc
-            raise
-
-    return read
-
-
-async def _reset(stream: INetStream) -> None:
-    try:
-        with trio.move_on_after(2):
-            await stream.reset()
-    except Exception:
-        log.debug("stream reset failed", exc_info=True)
-
-
-async def _close_quietly(stream: INetStream) -> None:
-    try:
-        with trio.move_on_after(2):
-            await stream.close()
-    except Exception:
-        await _reset(stream)
 
 
 def _peer_id_of(addr: str) -> str:
