@@ -768,6 +768,21 @@ class P2PNode:
 
     # blobs: sending ------------------------------------------------------------------
 
+    def _header_to(
+        self, peer_id: str, kind: str, round: int, length: int, sha256: bytes
+    ) -> BlobHeader:
+        """The header this node signs for a blob or message to ``peer_id``."""
+        return BlobHeader(
+            federation_id=self._roster.federation_id,
+            sender=self.peer_id,
+            recipient=peer_id,
+            kind=kind,
+            round=round,
+            length=length,
+            sha256=sha256,
+            sent_at=time.time(),
+        )
+
     async def _send_new_blob_trio(
         self, peer_id: str, kind: str, round: int, payload: bytes, timeout: float
     ) -> None:
@@ -778,16 +793,7 @@ class P2PNode:
         digest = _Digest(payload, self._nursery)
 
         async def header() -> BlobHeader:
-            return BlobHeader(
-                federation_id=self._roster.federation_id,
-                sender=self.peer_id,
-                recipient=peer_id,
-                kind=kind,
-                round=round,
-                length=len(payload),
-                sha256=await digest.wait(),
-                sent_at=time.time(),
-            )
+            return self._header_to(peer_id, kind, round, len(payload), await digest.wait())
 
         await self._transfer_trio(peer_id, f"{kind}/{round}", header, payload, timeout)
 
@@ -864,16 +870,7 @@ class P2PNode:
         self, peer_id: str, kind: str, round: int, payload: bytes, timeout: float
     ) -> None:
         assert self._messages is not None
-        header = BlobHeader(
-            federation_id=self._roster.federation_id,
-            sender=self.peer_id,
-            recipient=peer_id,
-            kind=kind,
-            round=round,
-            length=len(payload),
-            sha256=_sha256(payload),
-            sent_at=time.time(),
-        )
+        header = self._header_to(peer_id, kind, round, len(payload), _sha256(payload))
         frame = framing.encode_signed_header(header, self.identity) + payload
         try:
             with trio.fail_after(timeout):

@@ -58,6 +58,19 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> bo
     return predicate()
 
 
+async def connected_pair(
+    node_factory: Callable[..., Any], config: NodeConfig | None = None
+) -> tuple[P2PNode, Inbox, P2PNode, Inbox]:
+    """Two members of one roster, started by ``node_factory`` and connected."""
+    ids = [Identity.generate(), Identity.generate()]
+    roster = make_roster(ids)
+    a, inbox_a = await node_factory(ids[0], roster, config)
+    b, inbox_b = await node_factory(ids[1], roster, config)
+    assert await b.dial(a.listen_addrs[0]) == a.peer_id
+    assert await wait_until(lambda: a.peer_id in b.connected_peers())
+    return a, inbox_a, b, inbox_b
+
+
 @pytest.fixture
 async def node_factory() -> AsyncIterator[Callable[..., Any]]:
     """Start nodes on 127.0.0.1 and always stop them."""

@@ -18,19 +18,9 @@ from fedswarm.p2p.node import NodeConfig, P2PNode
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
-from .conftest import make_roster, wait_until
+from .conftest import connected_pair, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
-
-
-async def _pair(node_factory: Any, config: NodeConfig | None = None) -> tuple[Any, Any, Any, Any]:
-    ids = [Identity.generate(), Identity.generate()]
-    roster = make_roster(ids)
-    a, inbox_a = await node_factory(ids[0], roster, config)
-    b, inbox_b = await node_factory(ids[1], roster, config)
-    assert await b.dial(a.listen_addrs[0]) == a.peer_id
-    assert await wait_until(lambda: a.peer_id in b.connected_peers())
-    return a, inbox_a, b, inbox_b
 
 
 def _frame(sender: P2PNode, recipient: str, body: bytes, **changes: Any) -> bytes:
@@ -62,7 +52,7 @@ async def _write_raw(node: P2PNode, peer: str, data: bytes) -> None:
 
 
 async def test_messages_arrive_in_order_on_one_stream(node_factory: Any) -> None:
-    a, _, b, inbox_b = await _pair(node_factory)
+    a, _, b, inbox_b = await connected_pair(node_factory)
     payloads = [os.urandom(100 + i) for i in range(30)]
     for i, payload in enumerate(payloads):
         await a.send_message(b.peer_id, "keys", i, payload)
@@ -80,7 +70,7 @@ async def test_messages_arrive_in_order_on_one_stream(node_factory: Any) -> None
 
 async def test_too_large_or_non_member_is_refused_before_sending(node_factory: Any) -> None:
     config = NodeConfig(max_message_bytes=1000)
-    a, _, b, inbox_b = await _pair(node_factory, config)
+    a, _, b, inbox_b = await connected_pair(node_factory, config)
     with pytest.raises(BlobTooLargeError, match="use send_blob"):
         await a.send_message(b.peer_id, "keys", 1, b"x" * 1001)
     with pytest.raises(NotAMemberError):
@@ -90,7 +80,7 @@ async def test_too_large_or_non_member_is_refused_before_sending(node_factory: A
 
 
 async def test_a_failing_handler_does_not_end_the_stream(node_factory: Any) -> None:
-    a, _, b, inbox_b = await _pair(node_factory)
+    a, _, b, inbox_b = await connected_pair(node_factory)
     inbox_b.fail_blobs = True
     await a.send_message(b.peer_id, "keys", 1, b"first")
     await a.send_message(b.peer_id, "keys", 2, b"second")
@@ -118,7 +108,7 @@ async def test_a_failing_handler_does_not_end_the_stream(node_factory: Any) -> N
 async def test_bad_message_is_refused_and_the_node_keeps_working(
     node_factory: Any, make_bad: Any, reason: str
 ) -> None:
-    a, _, b, inbox_b = await _pair(node_factory, NodeConfig(max_message_bytes=1024))
+    a, _, b, inbox_b = await connected_pair(node_factory, NodeConfig(max_message_bytes=1024))
     await _write_raw(a, b.peer_id, make_bad(a, b.peer_id))
     assert await wait_until(lambda: b.stats()["rejected"].get(reason) == 1), b.stats()["rejected"]
     assert inbox_b.blobs == []
@@ -130,7 +120,7 @@ async def test_bad_message_is_refused_and_the_node_keeps_working(
 async def test_messages_after_a_good_one_on_a_refused_stream_are_not_delivered(
     node_factory: Any,
 ) -> None:
-    a, _, b, inbox_b = await _pair(node_factory)
+    a, _, b, inbox_b = await connected_pair(node_factory)
     good = _frame(a, b.peer_id, b"one") + b"one"
     forged = _frame(a, b.peer_id, b"two", sha256=b"\x02" * 32) + b"two"
     after = _frame(a, b.peer_id, b"three") + b"three"
@@ -140,7 +130,7 @@ async def test_messages_after_a_good_one_on_a_refused_stream_are_not_delivered(
 
 
 async def test_a_dropped_connection_gets_a_fresh_stream(node_factory: Any) -> None:
-    a, _, b, inbox_b = await _pair(node_factory)
+    a, _, b, inbox_b = await connected_pair(node_factory)
     await a.send_message(b.peer_id, "keys", 1, b"before")
     assert await wait_until(lambda: len(inbox_b.blobs) == 1)
     await b._call(b._close_peer, a.peer_id)

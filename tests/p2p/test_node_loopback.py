@@ -31,23 +31,13 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
 
-from .conftest import make_roster, wait_until
+from .conftest import connected_pair, make_roster, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
-async def _pair(node_factory: Any, config: NodeConfig | None = None) -> tuple[Any, Any, Any, Any]:
-    ids = [Identity.generate(), Identity.generate()]
-    roster = make_roster(ids)
-    a, inbox_a = await node_factory(ids[0], roster, config)
-    b, inbox_b = await node_factory(ids[1], roster, config)
-    assert await b.dial(a.listen_addrs[0]) == a.peer_id
-    assert await wait_until(lambda: a.peer_id in b.connected_peers())
-    return a, inbox_a, b, inbox_b
-
-
 async def test_20mb_blob_arrives_intact_with_signed_header(node_factory: Any) -> None:
-    a, _, b, inbox_b = await _pair(node_factory)
+    a, _, b, inbox_b = await connected_pair(node_factory)
     payload = os.urandom(20 * 2**20)
     await a.send_blob(b.peer_id, "update", 4, payload)
     assert len(inbox_b.blobs) == 1
@@ -102,7 +92,7 @@ async def test_refused_pipelined_blob_fails_with_the_refusal_not_a_window_timeou
 
 
 async def test_handler_exception_rejects_blob_and_node_survives(node_factory: Any) -> None:
-    a, _, b, inbox_b = await _pair(node_factory)
+    a, _, b, inbox_b = await connected_pair(node_factory)
     inbox_b.fail_blobs = True
     with pytest.raises(BlobRejectedError, match="handler_error"):
         await a.send_blob(b.peer_id, "update", 1, b"boom")
@@ -112,7 +102,7 @@ async def test_handler_exception_rejects_blob_and_node_survives(node_factory: An
 
 
 async def test_dialing_a_non_member_is_refused_before_connecting(node_factory: Any) -> None:
-    a, _, _, _ = await _pair(node_factory)
+    a, _, _, _ = await connected_pair(node_factory)
     outsider = Identity.generate()
     with pytest.raises(NotAMemberError):
         await a.dial(f"/ip4/127.0.0.1/tcp/1/p2p/{outsider.peer_id}")
@@ -190,7 +180,7 @@ async def test_gossip_is_delivered_and_forgeries_are_dropped(node_factory: Any) 
 
 
 async def test_removed_member_is_disconnected_live(node_factory: Any) -> None:
-    a, _, b, _ = await _pair(node_factory)
+    a, _, b, _ = await connected_pair(node_factory)
     a.set_roster(a.roster.without_member(b.peer_id))
     assert await wait_until(lambda: a.peer_id not in b.connected_peers())
     with pytest.raises(NotAMemberError):
