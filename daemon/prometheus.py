@@ -105,11 +105,13 @@ def render_metrics(snapshot: MetricsSnapshot) -> str:
     if snapshot.eval_loss is not None:
         out.gauge("fedswarm_eval_loss", "Last evaluation loss.", snapshot.eval_loss)
     out.counter(
-        "fedswarm_bytes_sent_total", "Bytes sent to peers (blobs and gossip).", snapshot.bytes_sent
+        "fedswarm_bytes_sent_total",
+        "Bytes sent to peers (blobs, messages and gossip).",
+        snapshot.bytes_sent,
     )
     out.counter(
         "fedswarm_bytes_received_total",
-        "Bytes received from peers (blobs and gossip).",
+        "Bytes received from peers (blobs, messages and gossip).",
         snapshot.bytes_received,
     )
     out.gauge("fedswarm_peers_up", "Roster peers currently reachable.", snapshot.peers_up)
