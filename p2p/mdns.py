@@ -70,10 +70,11 @@ class _InterfaceBroadcaster(PeerBroadcaster):
 class InterfaceMdnsDiscovery:
     """mDNS announce + browse on one interface; ``start``/``stop`` as py-libp2p's.
 
-    Assigned to ``host.mDNS`` before ``host.run()``, so the host starts and
-    stops it the way it does its own discovery. ``cleanup_loop`` drops peers
-    whose announcements went stale (py-libp2p runs the same pass in its own
-    mDNS service); the node runs it in its nursery.
+    The node builds it (off the trio thread: zeroconf opens sockets and starts
+    a thread), starts it once the host listens, and stops it when the host
+    stops. ``cleanup_loop`` drops peers whose announcements went stale
+    (py-libp2p runs the same pass in its own mDNS service); the node runs it
+    in its nursery.
     """
 
     def __init__(self, host: IHost, interface: str) -> None:

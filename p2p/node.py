@@ -423,7 +423,7 @@ class P2PNode:
             lambda: self._roster,
             max_message_bytes=cfg.max_message_bytes,
             body_timeout_s=cfg.blob_timeout_s,
-            deliver=self._deliver_message,
+            deliver=self._hand_to_daemon,
             count_reject=self._count_reject,
             add_stat=self._add_stat,
         )
@@ -885,7 +885,8 @@ class P2PNode:
         except Exception as exc:  # libp2p stream/muxer errors while opening the stream
             raise BlobRejectedError(f"message stream failed: {type(exc).__name__}: {exc}") from exc
 
-    async def _deliver_message(self, header: BlobHeader, data: bytes) -> None:
+    async def _hand_to_daemon(self, header: BlobHeader, data: bytes) -> None:
+        """Run the daemon's ``on_blob`` on its asyncio loop and wait for it (blobs and messages)."""
         assert self._loop is not None
         future = asyncio.run_coroutine_threadsafe(self._call_blob_handler(header, data), self._loop)
         await wait_asyncio_future(future)
@@ -968,12 +969,8 @@ class P2PNode:
             raise await self._refuse(stream, f"{framing.REASON_CORRUPT}: sha256 mismatch")
         data = buffer.getvalue()
         del buffer
-
-        assert self._loop is not None
-        future = asyncio.run_coroutine_threadsafe(self._call_blob_handler(header, data), self._loop)
-        del data
         try:
-            await wait_asyncio_future(future)
+            await self._hand_to_daemon(header, data)
         except Exception as exc:
             log.exception(
                 "blob handler failed for %s/%s from %s", header.kind, header.round, remote
@@ -981,6 +978,7 @@ class P2PNode:
             raise await self._refuse(
                 stream, f"{framing.REASON_HANDLER_ERROR}: {type(exc).__name__}"
             ) from exc
+        del data  # the daemon holds it now; not this frame while the ack goes out
         self._add_stat("blobs_received", 1)
         await stream.write(framing.encode_reply(framing.STATUS_OK))
 
