@@ -15,6 +15,7 @@ from .errors import (
     NotAMemberError,
     P2PError,
     PeerUnreachableError,
+    ProtocolNegotiationError,
     RosterError,
 )
 from .framing import BlobHeader
@@ -38,6 +39,7 @@ __all__ = [
     "NotAMemberError",
     "P2PError",
     "PeerUnreachableError",
+    "ProtocolNegotiationError",
     "Roster",
     "RosterError",
     "public_key_from_peer_id",

@@ -74,5 +74,10 @@ class GossipRejectedError(P2PError):
     or a payload to publish is too large."""
 
 
+class ProtocolNegotiationError(P2PError):
+    """The peer did not accept the proposed stream protocol (answered ``na``,
+    something else, or nothing in time)."""
+
+
 class PeerUnreachableError(P2PError):
     """No known address of a roster member answered a dial."""

@@ -67,6 +67,7 @@ from .identity import Identity
 from .inbound import InboundLimiter, InboundLimits
 from .mdns import InterfaceMdnsDiscovery
 from .message_streams import MESSAGE_PROTOCOL, MessageStreams
+from .negotiation import open_stream_with, proposal
 from .roster import Roster
 from .streams import close_stream_quietly, reset_stream, stream_reader
 from .trio_bridge import TrioThread, wait_asyncio_future
@@ -96,6 +97,7 @@ _FIRST_WRITE = min(_CHUNK, _YAMUX_WINDOW)
 # measured 1 MiB blobs 12.7 ms inline vs 13.3-13.8 ms threaded, crossover
 # between 2 and 4 MiB (docs/performance.md).
 _INLINE_HASH_MAX_BYTES = 2 * 1024 * 1024
+_BLOB_PROPOSAL = proposal(TProtocol(framing.BLOB_PROTOCOL))
 _DIAL_TIMEOUT_S = 10.0
 _SEEN_CACHE = 4096
 _PING_TIMEOUT_S = 5.0
@@ -294,8 +296,9 @@ class P2PNode:
         """Send ``payload`` to a member over a fresh stream and wait for its ack.
 
         Raises a :class:`BlobError` subclass (too large, timeout, rejected by
-        the receiver, ...), :class:`NotAMemberError`, or
-        :class:`PeerUnreachableError` when no address of the peer answers.
+        the receiver, ...), :class:`NotAMemberError`,
+        :class:`ProtocolNegotiationError` when the peer does not speak the blob
+        protocol, or :class:`PeerUnreachableError` when no address of the peer answers.
         """
         if not self._roster.is_member(peer_id):
             raise NotAMemberError(f"{peer_id} is not on the roster of {self._roster.federation_id}")
@@ -786,14 +789,8 @@ class P2PNode:
     async def _send_new_blob_trio(
         self, peer_id: str, kind: str, round: int, payload: bytes, timeout: float
     ) -> None:
-        # A large payload is hashed in a worker thread (hashlib releases the
-        # GIL) while the stream is negotiated: the header needs the digest, the
-        # stream does not, so the hash costs no time of its own on the wire.
-        # A small one is hashed inline (see _Digest).
-        digest = _Digest(payload, self._nursery)
-
         async def header() -> BlobHeader:
-            return self._header_to(peer_id, kind, round, len(payload), await digest.wait())
+            return self._header_to(peer_id, kind, round, len(payload), await _digest(payload))
 
         await self._transfer_trio(peer_id, f"{kind}/{round}", header, payload, timeout)
 
@@ -814,18 +811,10 @@ class P2PNode:
         payload: bytes,
         timeout: float,
     ) -> None:
-        assert self._host is not None
         try:
             with trio.fail_after(timeout):
                 await self._ensure_connected(peer_id)
-                stream = await self._host.new_stream(
-                    ID.from_base58(peer_id), [TProtocol(framing.BLOB_PROTOCOL)]
-                )
-                try:
-                    await self._write_blob(stream, await header(), payload)
-                except BaseException:
-                    await reset_stream(stream)
-                    raise
+                await self._write_blob(peer_id, await header(), payload)
         except trio.TooSlowError as exc:
             raise BlobTimeoutError(
                 f"blob {label} to {peer_id} not acknowledged in {timeout} s"
@@ -838,31 +827,42 @@ class P2PNode:
             raise BlobRejectedError(f"stream failed: {type(exc).__name__}: {exc}") from exc
         self._add_stat("blobs_sent", 1)
 
-    async def _write_blob(self, stream: INetStream, header: BlobHeader, payload: bytes) -> None:
-        read = stream_reader(stream)
+    async def _write_blob(self, peer_id: str, header: BlobHeader, payload: bytes) -> None:
+        """Open the blob's stream and send it: one write, then the accept, the rest, the ack."""
+        assert self._host is not None
         frame = framing.encode_signed_header(header, self.identity)
         view = memoryview(payload)
         early = 0
         if len(payload) <= self.config.pipeline_max_blob_bytes:
-            early = min(len(payload), max(0, _FIRST_WRITE - len(frame)))
-        # Header and early body in one write (never more than the stream's
-        # initial window, so it cannot block), then the accept: the receiver
-        # checks the header while these bytes are on their way.
-        await stream.write(frame + view[:early].tobytes() if early else frame)
-        self._add_stat("bytes_sent", early)
-        status, reason = await _read_reply_or_rejected(read)
-        if status != framing.STATUS_OK:
-            raise _refusal(reason)
-        for offset in range(early, len(payload), _CHUNK):
-            chunk = view[offset : offset + _CHUNK].tobytes()
-            await stream.write(chunk)
-            self._add_stat("bytes_sent", len(chunk))
-        # Half-close now: the FIN travels behind the body instead of after the
-        # ack, and the receiver's reply still comes back on its own half.
-        await stream.close()
-        status, reason = await _read_reply_or_rejected(read)
-        if status != framing.STATUS_OK:
-            raise _refusal(reason)
+            room = _FIRST_WRITE - len(_BLOB_PROPOSAL) - len(frame)
+            early = min(len(payload), max(0, room))
+        # Protocol proposal, header and early body in one write (never more
+        # than the stream's initial window, so it cannot block); the receiver
+        # negotiates and checks the header while these bytes are on their way.
+        first = frame + view[:early].tobytes() if early else frame
+        stream = await open_stream_with(
+            self._host, ID.from_base58(peer_id), TProtocol(framing.BLOB_PROTOCOL), first
+        )
+        try:
+            self._add_stat("bytes_sent", early)
+            read = stream_reader(stream)
+            status, reason = await _read_reply_or_rejected(read)
+            if status != framing.STATUS_OK:
+                raise _refusal(reason)
+            for offset in range(early, len(payload), _CHUNK):
+                chunk = view[offset : offset + _CHUNK].tobytes()
+                await stream.write(chunk)
+                self._add_stat("bytes_sent", len(chunk))
+            # Half-close now: the FIN travels behind the body instead of after
+            # the ack, and the receiver's reply still comes back on its own half.
+            await stream.close()
+            status, reason = await _read_reply_or_rejected(read)
+            if status != framing.STATUS_OK:
+                raise _refusal(reason)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await reset_stream(stream)
+            raise
 
     # messages ---------------------------------------------------------------------------
 
@@ -983,46 +983,18 @@ class P2PNode:
         await stream.write(framing.encode_reply(framing.STATUS_OK))
 
 
-class _Digest:
-    """sha256 of a payload: inline when small, else in a trio worker thread started at once.
+async def _digest(payload: bytes) -> bytes:
+    """sha256 of a payload: inline when small, else in a worker thread.
 
-    A large payload's hash overlaps the stream negotiation in a worker thread,
-    which runs as a task of the node's nursery rather than a nursery of the
-    caller, so a failing ``new_stream`` surfaces as itself and not as an
-    exception group; a cancelled sender leaves at most one hash to finish in
-    the background. A payload of at most ``_INLINE_HASH_MAX_BYTES`` is hashed
-    on the spot: the thread hand-off costs more than the hash.
+    hashlib releases the GIL, so a large payload's hash (0.4 s for 200 MiB)
+    does not hold the trio thread and every other stream with it. A payload of
+    at most ``_INLINE_HASH_MAX_BYTES`` is hashed on the spot: the thread
+    hand-off costs more than the hash. A cancelled sender waits for its hash
+    to finish (under a second for 512 MiB) before it sees the cancellation.
     """
-
-    def __init__(self, payload: bytes, nursery: trio.Nursery | None) -> None:
-        assert nursery is not None
-        self._payload: bytes | None = payload
-        self._done = trio.Event()
-        self._digest: bytes | None = None
-        self._error: BaseException | None = None
-        if len(payload) <= _INLINE_HASH_MAX_BYTES:
-            self._payload = None
-            self._digest = _sha256(payload)
-            self._done.set()
-            return
-        nursery.start_soon(self._run)
-
-    async def _run(self) -> None:
-        payload = self._payload
-        self._payload = None
-        try:
-            assert payload is not None
-            self._digest = await trio.to_thread.run_sync(_sha256, payload)
-        except Exception as exc:  # reported to the sender, never to the node's nursery
-            self._error = exc
-        finally:
-            self._done.set()
-
-    async def wait(self) -> bytes:
-        await self._done.wait()
-        if self._digest is None:
-            raise P2PError(f"hashing the blob failed: {self._error!r}")
-        return self._digest
+    if len(payload) <= _INLINE_HASH_MAX_BYTES:
+        return _sha256(payload)
+    return await trio.to_thread.run_sync(_sha256, payload)
 
 
 def _sha256(data: bytes) -> bytes:
