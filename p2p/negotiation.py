@@ -21,6 +21,8 @@ then discarded by that peer's multistream reader, never handed to a handler.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
@@ -44,20 +46,21 @@ def proposal(protocol: TProtocol) -> bytes:
 
 
 async def open_stream_with(
-    host: IHost, peer_id: ID, protocol: TProtocol, first_bytes: bytes
+    host: IHost, peer_id: ID, protocol: TProtocol, first_parts: Sequence[bytes | memoryview]
 ) -> INetStream:
-    """Open a stream to ``peer_id`` for ``protocol`` and write ``first_bytes`` at once.
+    """Open a stream to ``peer_id`` for ``protocol`` and write ``first_parts`` at once.
 
     Returns once the peer has echoed the multistream header and the protocol,
-    so the next read on the stream is the protocol's own reply. ``first_bytes``
-    plus :func:`proposal` should fit the stream's initial Yamux window (256 KiB),
-    or the write waits for the peer to read. Raises
+    so the next read on the stream is the protocol's own reply. The parts are
+    joined behind :func:`proposal` in one copy (a memoryview of a large payload
+    is not copied first on its own); together they should fit the stream's
+    initial Yamux window (256 KiB), or the write waits for the peer to read. Raises
     :class:`ProtocolNegotiationError`, or whatever py-libp2p raises when no
     stream can be opened (no connection, connection closing).
     """
     stream = await host.get_network().new_stream(peer_id)
     try:
-        await stream.write(proposal(protocol) + first_bytes)
+        await stream.write(b"".join([proposal(protocol), *first_parts]))
         communicator = MultiselectCommunicator(stream)
         with trio.move_on_after(NEGOTIATION_TIMEOUT_S) as scope:
             try:

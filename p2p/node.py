@@ -839,9 +839,11 @@ class P2PNode:
         # Protocol proposal, header and early body in one write (never more
         # than the stream's initial window, so it cannot block); the receiver
         # negotiates and checks the header while these bytes are on their way.
-        first = frame + view[:early].tobytes() if early else frame
         stream = await open_stream_with(
-            self._host, ID.from_base58(peer_id), TProtocol(framing.BLOB_PROTOCOL), first
+            self._host,
+            ID.from_base58(peer_id),
+            TProtocol(framing.BLOB_PROTOCOL),
+            [frame, view[:early]],
         )
         try:
             self._add_stat("bytes_sent", early)

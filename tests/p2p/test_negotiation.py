@@ -53,7 +53,7 @@ def test_first_bytes_reach_the_handler_and_the_next_read_is_its_reply() -> None:
     replies: list[bytes] = []
 
     async def body(dialer: Any, peer: ID, received: list[bytes]) -> None:
-        stream = await open_stream_with(dialer, peer, ECHO, b"hello")
+        stream = await open_stream_with(dialer, peer, ECHO, [b"hello"])
         assert stream.get_protocol() == ECHO
         # The echoes of the negotiation were consumed: this read is the handler's.
         replies.append(await stream.read(64))
@@ -67,9 +67,9 @@ def test_first_bytes_reach_the_handler_and_the_next_read_is_its_reply() -> None:
 def test_unsupported_protocol_raises_and_its_bytes_reach_no_handler() -> None:
     async def body(dialer: Any, peer: ID, received: list[bytes]) -> None:
         with pytest.raises(ProtocolNegotiationError, match="refused protocol /test/other"):
-            await open_stream_with(dialer, peer, TProtocol("/test/other/1.0.0"), b"secret")
+            await open_stream_with(dialer, peer, TProtocol("/test/other/1.0.0"), [b"secret"])
         # The connection is intact: the next stream on it is negotiated and served.
-        stream = await open_stream_with(dialer, peer, ECHO, b"after")
+        stream = await open_stream_with(dialer, peer, ECHO, [b"after"])
         assert await stream.read(64) == b"ok:after"
 
     received = run_pair(body)
