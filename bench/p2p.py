@@ -31,7 +31,13 @@ import sys
 import time
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported where used: the TCP children never load libp2p
+    from collections.abc import Awaitable, Callable
+
+    from fedswarm.p2p.framing import BlobHeader
+    from fedswarm.p2p.node import P2PNode
 
 MB = 2**20
 METHODS = ("fedswarm", "bare_libp2p", "tcp")
@@ -87,6 +93,31 @@ def _emit(doc: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- fedswarm method
 
 
+def _bench_node(
+    seed: str,
+    roster_path: str,
+    on_blob: Callable[[BlobHeader, bytes], Awaitable[None]] | None = None,
+) -> P2PNode:
+    """A P2PNode for the benchmark: 2 GiB blob limit, 10-minute timeout, gossip ignored."""
+    from fedswarm.p2p.identity import Identity
+    from fedswarm.p2p.node import NodeConfig, P2PNode
+    from fedswarm.p2p.roster import Roster
+
+    async def ignore_blob(header: BlobHeader, data: bytes) -> None:
+        pass
+
+    async def ignore_gossip(topic: str, sender: str, payload: bytes) -> None:
+        pass
+
+    return P2PNode(
+        Identity(bytes.fromhex(seed)),
+        Roster.load(Path(roster_path)),
+        NodeConfig(max_blob_bytes=2**31, blob_timeout_s=600),
+        on_blob=on_blob or ignore_blob,
+        on_gossip=ignore_gossip,
+    )
+
+
 async def _stop_when_alone(node: Any, limit_s: float = 5.0) -> None:
     """Stop a receiving node once the sender has hung up (it has every ack by then).
 
@@ -101,11 +132,6 @@ async def _stop_when_alone(node: Any, limit_s: float = 5.0) -> None:
 
 
 async def _fed_receiver(seed: str, roster_path: str, repeat: int) -> None:
-    from fedswarm.p2p.framing import BlobHeader
-    from fedswarm.p2p.identity import Identity
-    from fedswarm.p2p.node import NodeConfig, P2PNode
-    from fedswarm.p2p.roster import Roster
-
     done = asyncio.Event()
     result: dict[str, Any] = {}
     last: list[tuple[BlobHeader, bytes]] = []
@@ -128,16 +154,7 @@ async def _fed_receiver(seed: str, roster_path: str, repeat: int) -> None:
             last.append((header, data))
             done.set()
 
-    async def on_gossip(topic: str, sender: str, payload: bytes) -> None:
-        pass
-
-    node = P2PNode(
-        Identity(bytes.fromhex(seed)),
-        Roster.load(Path(roster_path)),
-        NodeConfig(max_blob_bytes=2**31),
-        on_blob=on_blob,
-        on_gossip=on_gossip,
-    )
+    node = _bench_node(seed, roster_path, on_blob)
     await node.start()
     result["base_rss_mb"], result["rss_base"] = _rss_mb(), "before connection"
     _emit({"addr": node.listen_addrs[0]})
@@ -157,24 +174,7 @@ async def _fed_receiver(seed: str, roster_path: str, repeat: int) -> None:
 
 
 async def _fed_sender(seed: str, roster_path: str, addr: str, size: int, repeat: int) -> None:
-    from fedswarm.p2p.framing import BlobHeader
-    from fedswarm.p2p.identity import Identity
-    from fedswarm.p2p.node import NodeConfig, P2PNode
-    from fedswarm.p2p.roster import Roster
-
-    async def on_blob(header: BlobHeader, data: bytes) -> None:
-        pass
-
-    async def on_gossip(topic: str, sender: str, payload: bytes) -> None:
-        pass
-
-    node = P2PNode(
-        Identity(bytes.fromhex(seed)),
-        Roster.load(Path(roster_path)),
-        NodeConfig(max_blob_bytes=2**31, blob_timeout_s=600),
-        on_blob=on_blob,
-        on_gossip=on_gossip,
-    )
+    node = _bench_node(seed, roster_path)
     await node.start()
     peer = await node.dial(addr)
     base = _rss_mb()
@@ -319,10 +319,6 @@ def _node_host(node: Any) -> Any:
 
 async def _pair_receiver(seed: str, roster_path: str, repeat: int) -> None:
     """A P2PNode that also serves the bare protocol on its own host and connection."""
-    from fedswarm.p2p.framing import BlobHeader
-    from fedswarm.p2p.identity import Identity
-    from fedswarm.p2p.node import NodeConfig, P2PNode
-    from fedswarm.p2p.roster import Roster
     from libp2p.custom_types import TProtocol
 
     counts = {"fed": 0, "bare": 0}
@@ -340,9 +336,6 @@ async def _pair_receiver(seed: str, roster_path: str, repeat: int) -> None:
         # P2PNode checked the sha256 before this call; the bare handler checks its own.
         count("fed", len(data) == header.length)
 
-    async def on_gossip(topic: str, sender: str, payload: bytes) -> None:
-        pass
-
     async def bare_handler(stream: Any) -> None:
         data, digest, claimed = await _bare_read(stream)
         await stream.write(b"k")
@@ -351,13 +344,7 @@ async def _pair_receiver(seed: str, roster_path: str, repeat: int) -> None:
         del data
         loop.call_soon_threadsafe(count, "bare", good)
 
-    node = P2PNode(
-        Identity(bytes.fromhex(seed)),
-        Roster.load(Path(roster_path)),
-        NodeConfig(max_blob_bytes=2**31),
-        on_blob=on_blob,
-        on_gossip=on_gossip,
-    )
+    node = _bench_node(seed, roster_path, on_blob)
     await node.start()
     _node_host(node).set_stream_handler(TProtocol(_BARE_PROTOCOL), bare_handler)
     _emit({"addr": node.listen_addrs[0]})
@@ -374,25 +361,9 @@ async def _pair_sender(
     Both cross the same asyncio -> trio bridge; only what P2PNode adds on the
     stream (signed header, accept, handler hand-off, ack) differs.
     """
-    from fedswarm.p2p.framing import BlobHeader
-    from fedswarm.p2p.identity import Identity
-    from fedswarm.p2p.node import NodeConfig, P2PNode
-    from fedswarm.p2p.roster import Roster
     from libp2p.peer.id import ID
 
-    async def on_blob(header: BlobHeader, data: bytes) -> None:
-        pass
-
-    async def on_gossip(topic: str, sender: str, payload: bytes) -> None:
-        pass
-
-    node = P2PNode(
-        Identity(bytes.fromhex(seed)),
-        Roster.load(Path(roster_path)),
-        NodeConfig(max_blob_bytes=2**31, blob_timeout_s=600),
-        on_blob=on_blob,
-        on_gossip=on_gossip,
-    )
+    node = _bench_node(seed, roster_path)
     await node.start()
     peer = await node.dial(addr)
     host, pid = _node_host(node), ID.from_base58(peer)
@@ -431,19 +402,11 @@ def run_paired(size: int, workdir: Path, repeat: int, bare_first: bool) -> dict[
     roster_path = workdir / "roster.toml"
     Roster("bench", (Member("r", recv_id.peer_id), Member("s", send_id.peer_id))).save(roster_path)
     common = ["--roster", str(roster_path), "--repeat", str(repeat)]
-    receiver = _child(["--role", "pair-recv", "--seed", recv_id.seed.hex(), *common])
-    try:
-        addr = _read_json(receiver)["addr"]
-        sargs = ["--role", "pair-send", "--seed", send_id.seed.hex(), "--addr", addr]
-        sargs += ["--size", str(size), *common] + (["--bare-first"] if bare_first else [])
-        sender = _child(sargs)
-        sent = _read_json(sender)
-        received = _read_json(receiver)
-        sender.wait(timeout=60)
-        receiver.wait(timeout=60)
-    finally:
-        if receiver.poll() is None:
-            receiver.kill()
+    sargs = ["--role", "pair-send", "--seed", send_id.seed.hex(), "--size", str(size), *common]
+    sent, received = _run_processes(
+        ["--role", "pair-recv", "--seed", recv_id.seed.hex(), *common],
+        sargs + (["--bare-first"] if bare_first else []),
+    )
     fed, bare = (sorted(sent["times"][m])[repeat // 2] for m in ("fed", "bare"))
     return {"fed_seconds": fed, "bare_seconds": bare, "ratio": bare / fed, "sha_ok": received["ok"]}
 
@@ -534,6 +497,26 @@ def _read_json(proc: subprocess.Popen[str], timeout: float = 600) -> dict[str, A
     return json.loads(line)  # type: ignore[no-any-return]
 
 
+def _run_processes(
+    receiver_args: list[str], sender_args: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Start a receiver, then a sender told its address; (sender's report, receiver's report)."""
+    receiver = _child(receiver_args)
+    sender: subprocess.Popen[str] | None = None
+    try:
+        addr = _read_json(receiver)["addr"]
+        sender = _child([*sender_args, "--addr", addr])
+        sent = _read_json(sender)
+        received = _read_json(receiver)
+        sender.wait(timeout=60)
+        receiver.wait(timeout=60)
+    finally:
+        for proc in (receiver, sender):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+    return sent, received
+
+
 def run_one(method: str, size: int, workdir: Path, repeat: int = 1) -> dict[str, Any]:
     from fedswarm.p2p.identity import Identity
     from fedswarm.p2p.roster import Member, Roster
@@ -548,32 +531,14 @@ def run_one(method: str, size: int, workdir: Path, repeat: int = 1) -> dict[str,
     else:
         rargs = ["--role", "tcp-recv"]
     rargs += ["--repeat", str(repeat)]
-    receiver = _child(rargs)
-    try:
-        addr = _read_json(receiver)["addr"]
-        sargs = ["--addr", addr, "--size", str(size), "--repeat", str(repeat)]
-        if method == "fedswarm":
-            sargs += [
-                "--role",
-                "fed-send",
-                "--seed",
-                send_id.seed.hex(),
-                "--roster",
-                str(roster_path),
-            ]
-        elif method == "bare_libp2p":
-            sargs += ["--role", "bare-send", "--seed", send_id.seed.hex()]
-        else:
-            sargs += ["--role", "tcp-send"]
-        sender = _child(sargs)
-        sent = _read_json(sender)
-        received = _read_json(receiver)
-        sender.wait(timeout=60)
-        receiver.wait(timeout=60)
-    finally:
-        for proc in (receiver,):
-            if proc.poll() is None:
-                proc.kill()
+    sargs = ["--size", str(size), "--repeat", str(repeat)]
+    if method == "fedswarm":
+        sargs += ["--role", "fed-send", "--seed", send_id.seed.hex(), "--roster", str(roster_path)]
+    elif method == "bare_libp2p":
+        sargs += ["--role", "bare-send", "--seed", send_id.seed.hex()]
+    else:
+        sargs += ["--role", "tcp-send"]
+    sent, received = _run_processes(rargs, sargs)
     blob_mb = size / MB
     times = sorted(sent["times"])
     median = times[len(times) // 2]
