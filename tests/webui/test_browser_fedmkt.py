@@ -37,6 +37,14 @@ async def test_fedmkt_panel_shows_edges_and_steps_arrive_live(
     labels = await page.evaluate("window.fedswarmDashboard.charts.roundLoss.data.labels")
     assert labels == ["1", "2"]
 
+    # Let the refresh that the event stream's opening schedules land first: it
+    # would replace the live point below with the fake daemon's stored steps,
+    # which (unlike a real daemon's) never include it. A step stored now and an
+    # event that asks for a refresh show when that has happened.
+    fake_view.train["steps"].append({"round": 2, "step": 3, "loss": 3.1})
+    fake_view.push({"type": "round", "round": 2})
+    await expect(page.locator("#steps-summary")).to_contain_text("round 2 step 3", timeout=WAIT_MS)
+
     # Live per-step loss: one event, one more point, no refetch needed.
     before = await page.evaluate(STEP_POINTS)
     fake_view.push({"type": "train_step", "round": 3, "step": 0, "loss": 2.5})
