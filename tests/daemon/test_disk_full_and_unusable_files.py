@@ -138,13 +138,17 @@ def test_read_only_state_dir_is_refused(
 @pytest.mark.parametrize(
     ("leave_free", "expected"),
     [
-        (0, "disk full while writing state"),  # the next SQLite write fails
-        (256 * 1024, "cannot write checkpoint"),  # room for rows, not for a checkpoint (~0.5 MiB)
+        # No byte left: the next SQLite write or the next checkpoint fails, whichever needs
+        # a new block first (SQLite may go on overwriting pages it owns; CI saw both). The
+        # SQLite path alone is pinned in test_state_store_disk_full.py.
+        (0, ("disk full while writing state", "cannot write checkpoint")),
+        # Room for rows, not for a checkpoint (~0.5 MiB).
+        (256 * 1024, ("cannot write checkpoint",)),
     ],
-    ids=["database-write-fails", "checkpoint-write-fails"],
+    ids=["no-byte-left", "checkpoint-write-fails"],
 )
 def test_disk_full_mid_run_exits_2_and_keeps_the_last_checkpoint(
-    tmp_path: Path, leave_free: int, expected: str
+    tmp_path: Path, leave_free: int, expected: tuple[str, ...]
 ) -> None:
     federation = LocalFederation(tmp_path / "fed", peers=1, rounds=0, local_steps=2,
                                  batch_size=4, round_deadline_s=1.0)
@@ -163,7 +167,7 @@ def test_disk_full_mid_run_exits_2_and_keeps_the_last_checkpoint(
             assert code == 2, output[-3000:]
             assert last.startswith("fedswarm: error: "), last
             assert str(peer.state_dir) in last, last
-            assert expected in last, last
+            assert any(message in last for message in expected), last
 
             filler.unlink()  # what the operator does: free space, then restart
             store = StateStore.open(peer.state_dir)
