@@ -36,8 +36,9 @@ from typing import Any
 
 import numpy as np
 from fedswarm.bench.machine import cpu_model
-from fedswarm.daemon.group_agreement import AgreementConfig, Formed, GroupAgreement, Outgoing
-from fedswarm.daemon.grouping import carried_weight, grid_shape, weighted_average
+from fedswarm.federation.averaging.weighting import carried_weight, weighted_average
+from fedswarm.federation.groups.agreement import AgreementConfig, Formed, GroupAgreement, Outgoing
+from fedswarm.federation.groups.plan import grid_shape
 
 TARGET = 1e-3
 

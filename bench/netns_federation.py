@@ -31,7 +31,7 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
-from fedswarm.daemon.federation_runner import LocalFederation, PeerProcess
+from fedswarm.daemon.demo.local_federation import LocalFederation, PeerProcess
 
 from .tun_switch import TunSwitch, TunUnavailableError, open_tun
 
@@ -198,7 +198,7 @@ def check_peer_state(peer: PeerProcess) -> PeerIntegrity:
     is the very last one, cut short by the final stop). The checkpoint must load,
     be finite, and be the last finished round's.
     """
-    from fedswarm.daemon.demo import read_final_adapter
+    from fedswarm.daemon.demo.command import read_final_adapter
     from fedswarm.learning.checkpoint_files import latest_dir
 
     problems: list[str] = []

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fedswarm.daemon.federation_runner import demo_model_cache_dir
-from fedswarm.daemon.grouping import plan_groups
+from fedswarm.daemon.demo.local_federation import demo_model_cache_dir
+from fedswarm.federation.groups.plan import plan_groups
 from fedswarm.learning.demo_assets import DEMO_LR, build_demo_model
 
 from .quality_daemons import run_daemon_arm

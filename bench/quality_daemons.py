@@ -17,8 +17,8 @@ from pathlib import Path
 
 import tomli_w
 import torch
+from fedswarm.daemon.demo.local_federation import LocalFederation, PeerProcess
 from fedswarm.daemon.errors import DemoError
-from fedswarm.daemon.federation_runner import LocalFederation, PeerProcess
 from fedswarm.daemon.state import RoundRecord, StateStore
 from fedswarm.learning.checkpoint_files import latest_dir
 from fedswarm.learning.errors import CheckpointError

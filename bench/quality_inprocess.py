@@ -26,8 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from fedswarm.daemon.grouping import epoch_of, group_id, plan_groups
-from fedswarm.daemon.plain_averaging import plain_group_average
+from fedswarm.federation.averaging.plain import plain_group_average
+from fedswarm.federation.groups.plan import epoch_of, group_id, plan_groups
+from fedswarm.federation.link import FunctionLink
+from fedswarm.federation.round import RoundContext
 from fedswarm.learning.trainer import LocalTrainer
 from fedswarm.secagg.errors import SecAggError
 from fedswarm.secagg.he import make_executor
@@ -108,7 +110,7 @@ class FederatedArm:
         self.pool_start_s = 0.0
 
     def _refresh_mass(self, round: int) -> None:
-        """As ``Daemon._refresh_mass``: reset to the sample count at each pass over the grid."""
+        """As ``RoundRunner._refresh_mass``: reset to the sample count at each grid pass."""
         epoch = epoch_of(round, len(self.ids), self.group_size)
         if epoch != self._mass_epoch:
             self._mass_epoch = epoch
@@ -119,11 +121,12 @@ class FederatedArm:
         deadline = time.monotonic() + STEP_TIMEOUT_S
 
         async def member(me: str) -> tuple[str, GroupOutcome]:
-            out = await plain_group_average(
-                me=me, group=list(group), round=round, vector=vectors[me],
-                weight=self.mass[me], send_blob=self.network.sender(me),
-                mailbox=self.network.mailboxes[me], deadline=deadline,
-                on_reject=lambda peer, why: self.rejections.append(f"{peer}: {why}"))
+            ctx = RoundContext(
+                me=me, round=round, members=tuple(sorted(group)),
+                link=FunctionLink(self.network.sender(me)), mailbox=self.network.mailboxes[me],
+                deadline=deadline,
+                on_reject=lambda peer, kind, why: self.rejections.append(f"{peer}: {why}"))
+            out = await plain_group_average(ctx, vectors[me], self.mass[me])
             return me, GroupOutcome(out.average, out.total_weight, len(out.survivors),
                                     out.bytes_sent)
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 
-from fedswarm.daemon.mailbox import Letter, Mailbox
-from fedswarm.daemon.plain_averaging import SendBlob
+from fedswarm.federation.link import SendFunction
+from fedswarm.federation.mailbox import Letter, Mailbox
 
 MAILBOX_LIMIT = 256 * 2**20
 
@@ -28,7 +28,7 @@ class MailboxNetwork:
         for mailbox in self.mailboxes.values():
             mailbox.advance(round)
 
-    def sender(self, me: str) -> SendBlob:
+    def sender(self, me: str) -> SendFunction:
         """The ``send_blob(recipient, kind, round, payload)`` callable for peer ``me``."""
 
         async def send_blob(recipient: str, kind: str, round: int, payload: bytes) -> None:

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fedswarm.daemon.federation_runner import demo_model_cache_dir
+from fedswarm.daemon.demo.local_federation import demo_model_cache_dir
 
 WARMUP_STEPS = 3
 

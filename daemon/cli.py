@@ -320,7 +320,7 @@ def export(config_path: Path, out: Path) -> None:
 def demo(peers: int, rounds: int, json_path: Path | None, secure: bool, mode: str,
          group_size: int | None, workdir: Path | None) -> None:
     """Run a real federation of daemons on 127.0.0.1 with the bundled tiny model."""
-    from .demo import run_demo
+    from .demo.command import run_demo
     from .errors import DemoError
 
     if group_size is None:

@@ -17,12 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from fedswarm.federation.fedmkt.settings import FedMKTSection
+from fedswarm.federation.modes import MODES, LoraAveragingSettings
+from fedswarm.federation.round import MIN_GROUP_SIZE
+from fedswarm.learning.fedmkt import (
+    PublicDataError,
+    PublicDataHashMismatchError,
+    PublicDataset,
+    load_public_dataset,
+)
 from fedswarm.learning.settings import DataSettings, LoraSettings, ModelSettings, TrainSettings
 from fedswarm.p2p.mdns import MdnsInterfaceError, interface_ipv4_addresses
 
 from .config_schema import build_section
 from .errors import ConfigError
-from .fedmkt_config import FedMKTSection, load_checked_public_set
 
 SECURE_AGGREGATION_CHOICES = ("bfv-mask-shamir-v2", "none")
 # v1 peers expect an upload from the decryptor, which v2 never sends: the two cannot mix
@@ -76,7 +84,7 @@ class ApiSettings:
 class FederationSettings:
     """How this daemon takes part in rounds."""
 
-    mode: Literal["lora_avg", "fedmkt"] = "lora_avg"
+    mode: str = "lora_avg"  # a key of fedswarm.federation.modes.MODES
     rounds: int = 0
     group_size: int = 4
     round_deadline_s: float = 120.0
@@ -94,9 +102,11 @@ class FederationSettings:
     def __post_init__(self) -> None:
         if self.rounds < 0:
             raise ValueError("rounds: must be >= 0 (0 means run until stopped)")
-        if self.group_size < 3:
+        if self.mode not in MODES:
+            raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.group_size < MIN_GROUP_SIZE:
             raise ValueError(
-                "group_size: must be >= 3 "
+                f"group_size: must be >= {MIN_GROUP_SIZE} "
                 "(in a group of two the average reveals the other's update)"
             )
         if self.final_averaging_rounds < 0 or (
@@ -133,6 +143,12 @@ class Config:
     data: DataSettings
     train: TrainSettings
     fedmkt: FedMKTSection = field(default_factory=FedMKTSection)
+
+    def mode_settings(self) -> Any:
+        """The settings of the configured federation mode, for ``modes.make_exchange``."""
+        if self.federation.mode == "fedmkt":
+            return self.fedmkt
+        return LoraAveragingSettings(self.federation.average_optimizer_state)
 
     @property
     def base_dir(self) -> Path:
@@ -241,3 +257,27 @@ def check_files(config: Config) -> None:
             raise ConfigError(f"{config.source}: [node] mdns_interface: {exc}") from None
     if config.federation.mode == "fedmkt":
         load_checked_public_set(config.fedmkt, config.source)
+
+
+def load_checked_public_set(section: FedMKTSection, source: Path | str) -> PublicDataset:
+    """Load the public set and check it against ``public_sha256``; ``ConfigError`` names the key.
+
+    ``section.public_path`` must already be resolved (``config.py`` does that relative
+    to the config file).
+    """
+    where = f"{source}: [fedmkt]"
+    if not section.public_path:
+        raise ConfigError(
+            f"{where} public_path: missing (required when federation.mode = 'fedmkt')"
+        )
+    if not section.public_sha256:
+        raise ConfigError(
+            f"{where} public_sha256: missing (required when federation.mode = 'fedmkt'; "
+            "every member must hold the same public set)"
+        )
+    try:
+        return load_public_dataset(section.public_path, expected_sha256=section.public_sha256)
+    except PublicDataHashMismatchError as exc:
+        raise ConfigError(f"{where} public_sha256: {exc} ({section.public_path})") from None
+    except PublicDataError as exc:
+        raise ConfigError(f"{where} public_path: {exc}") from None

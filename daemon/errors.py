@@ -27,9 +27,5 @@ class DiskFullError(StateError):
     """
 
 
-class RoundAbortedError(DaemonError):
-    """A round could not aggregate (too few peers, deadline passed); local training goes on."""
-
-
 class DemoError(DaemonError):
     """``fedswarm demo`` could not complete."""

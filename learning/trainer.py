@@ -190,6 +190,23 @@ class LocalTrainer:
         return {n: p.detach().to("cpu", torch.float32).clone()
                 for n, p in sorted(self._trainable, key=lambda item: item[0])}
 
+    def adapter_vector(self) -> np.ndarray:
+        """The adapter as one flat float32 vector in sorted-name order (what catch-up sends).
+
+        The trainer is the one owner of the adapter's layout: callers never flatten or
+        unflatten it themselves.
+        """
+        return flatten_state(self.adapter_state())[0]
+
+    def load_adapter_vector(self, vector: np.ndarray) -> None:
+        """Replace the adapter with a vector made by ``adapter_vector`` (checked first)."""
+        _, manifest = flatten_state(self.adapter_state())
+        self.load_adapter_state(unflatten_state(vector, manifest))
+
+    def adapter_fingerprint(self) -> str:
+        """A short hash of the adapter, for heartbeats and the round log."""
+        return state_fingerprint(self.adapter_state())
+
     def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
         """Replace the adapter (e.g. with the group average), after checking it fully.
 

@@ -17,7 +17,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def demo_model_dir() -> Path:
     """The bundled demo model, built once per machine (shared with the demo's cache)."""
-    from fedswarm.daemon.federation_runner import demo_model_cache_dir
+    from fedswarm.daemon.demo.local_federation import demo_model_cache_dir
     from fedswarm.learning.demo_assets import build_demo_model
 
     return build_demo_model(demo_model_cache_dir())

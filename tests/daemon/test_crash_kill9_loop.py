@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fedswarm.daemon.federation_runner import LocalFederation, PeerProcess
+from fedswarm.daemon.demo.local_federation import LocalFederation, PeerProcess
 from fedswarm.daemon.state import StateStore
 from fedswarm.learning.checkpoint_files import has_checkpoint, latest_dir, verify_dir
 

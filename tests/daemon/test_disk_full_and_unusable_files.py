@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from fedswarm.daemon.federation_runner import LocalFederation, PeerProcess
+from fedswarm.daemon.demo.local_federation import LocalFederation, PeerProcess
 from fedswarm.daemon.state import StateStore
 from fedswarm.learning.checkpoint_files import latest_dir, verify_dir
 

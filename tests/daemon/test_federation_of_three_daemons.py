@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fedswarm.daemon.demo import read_final_adapter
-from fedswarm.daemon.federation_runner import LocalFederation
+from fedswarm.daemon.demo.command import read_final_adapter
+from fedswarm.daemon.demo.local_federation import LocalFederation
 from fedswarm.learning.checkpoint_files import latest_dir
 from fedswarm.learning.moment_averaging import moment_bound
 

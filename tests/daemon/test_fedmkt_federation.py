@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from fedswarm.daemon.config import load_config
-from fedswarm.daemon.federation_runner import LocalFederation
+from fedswarm.daemon.demo.local_federation import LocalFederation
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

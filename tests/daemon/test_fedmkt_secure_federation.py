@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 from fedswarm.daemon.config import load_config
-from fedswarm.daemon.federation_runner import LocalFederation
+from fedswarm.daemon.demo.local_federation import LocalFederation
 from fedswarm.daemon.state import StateStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

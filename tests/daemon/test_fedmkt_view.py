@@ -9,13 +9,13 @@ from types import SimpleNamespace
 from typing import Any
 
 from fedswarm.daemon.events import EventBus
-from fedswarm.daemon.fedmkt_view import (
+from fedswarm.daemon.state import RoundRecord
+from fedswarm.daemon.views.fedmkt import (
     FedMKTEventLog,
     aligned_fraction_from_note,
     fedmkt_panel,
 )
-from fedswarm.daemon.state import RoundRecord
-from fedswarm.daemon.status_view import DaemonStatusView
+from fedswarm.daemon.views.status import DaemonStatusView
 
 ME, PEER_B, PEER_C = "12D3KooWme", "12D3KooWbb", "12D3KooWcc"
 ORGS = {ME: "org-a", PEER_B: "org-b", PEER_C: "org-c"}

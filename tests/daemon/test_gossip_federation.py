@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fedswarm.daemon.demo import read_final_adapter
-from fedswarm.daemon.federation_runner import LocalFederation, PeerProcess
+from fedswarm.daemon.demo.command import read_final_adapter
+from fedswarm.daemon.demo.local_federation import LocalFederation, PeerProcess
 from fedswarm.learning.adapter_vector import flatten_state
 from fedswarm.learning.checkpoint_files import round_dir_name
 from safetensors.torch import load_file

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from fedswarm.daemon.prometheus import (
+from fedswarm.daemon.views.prometheus import (
     CONTENT_TYPE,
     MetricsSnapshot,
     escape_label_value,

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fedswarm.daemon.federation_runner import LocalFederation, PeerProcess
+from fedswarm.daemon.demo.local_federation import LocalFederation, PeerProcess
 from fedswarm.daemon.service import SHUTDOWN_GRACE_S
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]

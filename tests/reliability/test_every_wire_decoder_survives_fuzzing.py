@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fedswarm.daemon.group_messages import Acceptance, GroupFinal, Invitation
-from fedswarm.daemon.group_messages import decode_message as decode_group_message
-from fedswarm.daemon.grouping import group_id
-from fedswarm.daemon.grouping_errors import GroupMessageError
-from fedswarm.daemon.plain_averaging import UpdateFormatError, decode_update, encode_update
+from fedswarm.federation.averaging.plain import UpdateFormatError, decode_update, encode_update
+from fedswarm.federation.errors import GroupMessageError
+from fedswarm.federation.groups.messages import Acceptance, GroupFinal, Invitation
+from fedswarm.federation.groups.messages import decode_message as decode_group_message
+from fedswarm.federation.groups.plan import group_id
 from fedswarm.learning.fedmkt.errors import KnowledgeError
 from fedswarm.learning.fedmkt.knowledge import PublicKnowledge
 from fedswarm.p2p import framing

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import trio
-from fedswarm.daemon.federation_runner import LocalFederation, PeerProcess
+from fedswarm.daemon.demo.local_federation import LocalFederation, PeerProcess
 from fedswarm.p2p import framing
 from fedswarm.p2p.errors import BlobError, P2PError
 from fedswarm.p2p.identity import Identity

@@ -13,8 +13,10 @@ import time
 
 import numpy as np
 import pytest
-from fedswarm.daemon.mailbox import Letter, Mailbox
-from fedswarm.daemon.plain_averaging import KIND, encode_update, plain_group_average
+from fedswarm.federation.averaging.plain import KIND, encode_update, plain_group_average
+from fedswarm.federation.link import FunctionLink
+from fedswarm.federation.mailbox import Letter, Mailbox
+from fedswarm.federation.round import RoundContext
 
 SIZE = 8
 HONEST = {"peer-a": np.full(SIZE, 1.0, np.float32), "peer-b": np.full(SIZE, 3.0, np.float32)}
@@ -55,11 +57,12 @@ async def _average_with(hostile: bytes) -> tuple[np.ndarray, list[str], list[tup
     async def send_blob(peer: str, kind: str, round: int, payload: bytes) -> None:
         return None
 
-    outcome = await plain_group_average(
-        me="peer-a", group=GROUP, round=4, vector=HONEST["peer-a"], weight=1.0,
-        send_blob=send_blob, mailbox=mailbox, deadline=time.monotonic() + 1.0,
-        on_reject=lambda peer, why: rejected.append((peer, why)),
+    ctx = RoundContext(
+        me="peer-a", round=4, members=tuple(sorted(GROUP)), link=FunctionLink(send_blob),
+        mailbox=mailbox, deadline=time.monotonic() + 1.0,
+        on_reject=lambda peer, kind, why: rejected.append((peer, why)),
     )
+    outcome = await plain_group_average(ctx, HONEST["peer-a"], 1.0)
     return outcome.average, outcome.survivors, rejected
 
 

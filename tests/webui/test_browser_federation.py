@@ -64,7 +64,7 @@ def screenshot_path(tmp_path: Path) -> Path:
 
 async def test_dashboard_of_three_daemon_federation(browser: Any, tmp_path: Path) -> None:
     runner = pytest.importorskip(
-        "fedswarm.daemon.federation_runner", reason="LocalFederation is not available"
+        "fedswarm.daemon.demo.local_federation", reason="LocalFederation is not available"
     )
     expect = pytest.importorskip("playwright.async_api").expect
     federation = runner.LocalFederation(

@@ -1,0 +1,1 @@
+"""``fedswarm demo``: a real federation of local daemons with the bundled tiny model."""

@@ -1,0 +1,380 @@
+"""The round loop, read top to bottom: catch up, train, group, combine, apply, record.
+
+``RoundRunner`` is the one place that knows the order of a round; what a round trains
+and how a group combines belong to the federation mode's ``Exchange``
+(``fedswarm.federation.modes``), and how a group forms to ``federation.groups``. The
+daemon (``service.py``) builds a runner once its parts are started and reads its
+``progress`` for heartbeats and the dashboard.
+
+One round:
+
+1. ``_train``: the mode's local training (skipped in the final averaging rounds and
+   right after a catch-up), then an evaluation;
+2. ``_form_group``: plan and agree on this round's group (``federation.groups``);
+3. ``_combine``: the mode's ``combine`` with the group; an abort leaves the local model;
+4. ``_finish``: apply the group's result, evaluate, checkpoint, record.
+
+A round is recorded ``complete`` only after its checkpoint is on disk, so a crash at any
+point resumes at the last complete round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fedswarm.federation.catch_up import AdapterExchange, most_advanced_peer
+from fedswarm.federation.errors import RoundAbortedError
+from fedswarm.federation.exchange import Combined, Exchange
+from fedswarm.federation.groups.agreement import AgreementConfig, Formed
+from fedswarm.federation.groups.formation import form_group
+from fedswarm.federation.groups.plan import epoch_of
+from fedswarm.federation.link import Link
+from fedswarm.federation.mailbox import Mailbox
+from fedswarm.federation.round import Phase, RoundContext
+from fedswarm.federation.staleness import staleness
+from fedswarm.learning.checkpoint_files import has_checkpoint
+from fedswarm.learning.errors import CheckpointError, LearningError
+from fedswarm.learning.trainer import LocalTrainer
+from fedswarm.p2p.errors import P2PError
+from fedswarm.p2p.membership import PeerView
+
+from .config import Config
+from .events import EventBus
+from .state import StateStore
+
+log = logging.getLogger("fedswarm.daemon.rounds")
+
+CATCH_UP_TIMEOUT_S = 30.0
+
+
+class TrainingInterrupted(Exception):
+    """Raised from the training callback to stop local training at shutdown."""
+
+
+@dataclass
+class Progress:
+    """Where this member stands: what heartbeats, the API and the dashboard report."""
+
+    round: int = 0
+    eval_loss_start: float | None = None
+    eval_loss_last: float | None = None
+    adapter_fingerprint: str = ""
+    mass: float = 0.0  # push-sum averaging weight carried between groups
+    mass_epoch: int = -1
+    last_aggregated_round: int | None = None
+    # the adapter of the last complete round: what we hand to peers catching up
+    published: tuple[int, np.ndarray, float] | None = field(default=None, repr=False)
+
+
+@dataclass
+class MemberServices:
+    """The daemon's parts a round uses; each is started before the runner is built."""
+
+    me: str
+    config: Config
+    trainer: LocalTrainer
+    store: StateStore
+    events: EventBus
+    mailbox: Mailbox
+    link: Link
+    exchange: Exchange
+    adapters: AdapterExchange
+    view: Callable[[], dict[str, PeerView]]  # the membership view, from heartbeats
+    is_member: Callable[[str], bool]
+    up_members: Callable[[], list[str]]  # roster members up now, ourselves included
+    set_phase: Callable[[Phase], None]
+    reject: Callable[[str | None, str, str], None]  # (peer, kind, why)
+    stopping: asyncio.Event
+
+
+class RoundRunner:
+    """Runs rounds until the target is reached or the daemon stops."""
+
+    def __init__(self, services: MemberServices) -> None:
+        self.s = services
+        self.progress = Progress()
+        self._just_caught_up = False
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.s.config.state_dir / "checkpoint"
+
+    # -- start ----------------------------------------------------------------------------
+
+    def restore(self) -> int:
+        """Load the last checkpoint, or evaluate the fresh model as round 0 (blocking)."""
+        s, p = self.s, self.progress
+        if not has_checkpoint(self.checkpoint_dir):
+            report = s.trainer.evaluate()
+            p.eval_loss_start = p.eval_loss_last = report.loss
+            s.store.begin_round(0)
+            s.store.update_round(0, status="initial", eval_loss_after=report.loss,
+                                 finished_at=time.time(), note="evaluation before any training")
+            p.adapter_fingerprint = s.trainer.adapter_fingerprint()
+            return 0  # nothing to hand to peers catching up until a round completes
+        round_done = s.trainer.load_checkpoint(self.checkpoint_dir)
+        self._publish_adapter(round_done)
+        if s.store.mark_recovered(round_done):
+            log.warning("round %d was checkpointed just before a crash; recorded as recovered",
+                        round_done)
+        log.info("resumed from checkpoint of round %d", round_done)
+        initial = s.store.round_record(0)
+        if initial is not None:
+            p.eval_loss_start = initial.eval_loss_after
+        last = [r for r in s.store.rounds(limit=20) if r.eval_loss_after is not None]
+        if last:
+            p.eval_loss_last = last[-1].eval_loss_after
+        p.round = round_done
+        return round_done
+
+    # -- the loop -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Rounds until ``[federation] rounds`` is reached or the daemon stops."""
+        fed, s = self.s.config.federation, self.s
+        await self._wait_for_peers()
+        while not s.stopping.is_set():
+            next_round = self.progress.round + 1
+            if fed.rounds and next_round > fed.rounds:
+                break
+            try:
+                if await self._catch_up():
+                    continue
+                await self.run_round(next_round)
+            except TrainingInterrupted:
+                return
+        if not s.stopping.is_set():
+            s.set_phase(Phase.DONE)
+            log.info("all %d rounds done; serving peers until stopped", fed.rounds)
+
+    async def _wait_for_peers(self) -> None:
+        fed, s = self.s.config.federation, self.s
+        if fed.wait_for_peers <= 1:
+            return
+        s.set_phase(Phase.WAITING_FOR_PEERS)
+        deadline = time.monotonic() + fed.wait_for_peers_s
+        while time.monotonic() < deadline and not s.stopping.is_set():
+            if len(s.up_members()) >= fed.wait_for_peers:
+                return
+            await asyncio.sleep(0.2)
+        log.warning("only %d of %d peers up after %.0f s; starting anyway",
+                    len(s.up_members()), fed.wait_for_peers, fed.wait_for_peers_s)
+
+    # -- one round ------------------------------------------------------------------------
+
+    async def run_round(self, round: int) -> None:
+        s = self.s
+        self.progress.round = round
+        s.mailbox.advance(round)
+        s.store.begin_round(round)
+        s.events.publish("round_started", round=round)
+        train_loss, eval_before = await self._train(round)
+        members = await self._form_group(round)
+        combined, status, note = None, "local_only", None
+        if isinstance(members, str):
+            note = f"no group this round: {members}"
+        else:
+            combined, status, note = await self._combine(round, members)
+        apply_started = time.monotonic()
+        if combined is not None and combined.apply is not None:
+            s.set_phase(Phase.APPLYING)
+            await asyncio.to_thread(combined.apply)
+        eval_after = await self._checkpoint(round)
+        record: dict[str, Any] = {
+            "status": status,
+            "note": note,
+            "apply_s": time.monotonic() - apply_started,
+            "staleness": staleness(round, self.progress.last_aggregated_round),
+        }
+        if not isinstance(members, str):
+            record["members"] = list(members)
+        self._record(round, record, combined, eval_after)
+        log.info("round %d %s: train loss %s, eval loss %.4f -> %.4f (group %s)",
+                 round, status, "-" if train_loss is None else f"{train_loss:.4f}",
+                 eval_before, eval_after, 0 if isinstance(members, str) else len(members))
+        s.events.publish("round_finished", round=round, status=status,
+                         eval_loss_before=eval_before, eval_loss_after=eval_after)
+
+    def _averaging_only(self, round: int) -> bool:
+        fed = self.s.config.federation
+        return bool(fed.rounds) and round > fed.rounds - fed.final_averaging_rounds
+
+    async def _train(self, round: int) -> tuple[float | None, float]:
+        """Local training (unless skipped), then evaluation; returns both losses."""
+        s = self.s
+        # Right after catching up, the group is already forming: join it with the adapter
+        # just adopted instead of arriving a training run late.
+        skip, self._just_caught_up = self._just_caught_up, False
+        train_loss: float | None = None
+        started = time.monotonic()
+        if not (self._averaging_only(round) or skip):
+            s.set_phase(Phase.TRAINING)
+            try:
+                train_loss = await asyncio.to_thread(s.exchange.train)
+            except (TrainingInterrupted, CheckpointError):
+                raise
+            except LearningError as exc:
+                # e.g. a non-finite loss: the trainer refused the step and kept its weights.
+                # Combining with the group still helps; the error is logged and recorded.
+                log.error("round %d: local training failed: %s", round, exc)
+                s.reject(None, "local-training", str(exc))
+        train_s = time.monotonic() - started
+        eval_before = (await asyncio.to_thread(s.trainer.evaluate)).loss
+        s.store.update_round(round, train_loss=train_loss, eval_loss_before=eval_before,
+                             train_s=train_s)
+        s.events.publish("trained", round=round, train_loss=train_loss,
+                         eval_loss_before=eval_before)
+        return train_loss, eval_before
+
+    async def _form_group(self, round: int) -> tuple[str, ...] | str:
+        """This round's agreed group, or why there is none."""
+        s, fed = self.s, self.s.config.federation
+        s.set_phase(Phase.GROUPING)
+        view = s.up_members()
+        if not self._averaging_only(round):
+            self._refresh_mass(round, len(view))
+        formed = await form_group(
+            me=s.me,
+            round=round,
+            view=view,
+            group_size=fed.group_size,
+            link=s.link,
+            mailbox=s.mailbox,
+            config=AgreementConfig(
+                invite_window=fed.round_deadline_s, final_grace=min(10.0, fed.round_deadline_s)
+            ),
+            on_reject=lambda peer, why: s.reject(peer, "group", why),
+        )
+        return tuple(formed.members) if isinstance(formed, Formed) else formed.reason
+
+    async def _combine(
+        self, round: int, members: tuple[str, ...]
+    ) -> tuple[Combined | None, str, str | None]:
+        """The mode's exchange with the group: (result, status, note)."""
+        s = self.s
+        s.set_phase(Phase.AGGREGATING)
+        ctx = RoundContext(
+            me=s.me,
+            round=round,
+            members=tuple(sorted(members)),
+            link=s.link,
+            mailbox=s.mailbox,
+            deadline=time.monotonic() + s.config.federation.round_deadline_s,
+            on_reject=s.reject,
+        )
+        try:
+            combined = await s.exchange.combine(ctx, self.progress.mass)
+        except RoundAbortedError as exc:
+            log.warning("round %d: aggregation aborted: %s", round, exc)
+            return None, "aborted", str(exc)
+        if combined.carried_weight is not None:
+            self.progress.mass = combined.carried_weight
+        self.progress.last_aggregated_round = round
+        return combined, "complete", None
+
+    async def _checkpoint(self, round: int) -> float:
+        """Evaluate, record sample outputs, write the checkpoint; returns the eval loss."""
+        s = self.s
+        eval_after = (await asyncio.to_thread(s.trainer.evaluate)).loss
+        train = s.config.train
+        if train.samples_per_round > 0:
+            samples = await asyncio.to_thread(
+                s.trainer.sample_outputs, train.samples_per_round, train.sample_max_new_tokens
+            )
+            s.store.add_samples(round, samples)
+        s.set_phase(Phase.CHECKPOINTING)
+        await asyncio.to_thread(s.trainer.save_checkpoint, self.checkpoint_dir, round)
+        self._publish_adapter(round)
+        self.progress.eval_loss_last = eval_after
+        return eval_after
+
+    def _record(self, round: int, record: dict[str, Any], combined: Combined | None,
+                eval_after: float) -> None:
+        """The round log row and the mode's dashboard event: the one place both are written."""
+        s = self.s
+        record.update(finished_at=time.time(), eval_loss_after=eval_after,
+                      adapter_fingerprint=self.progress.adapter_fingerprint)
+        if combined is not None:
+            record.update(combined.record)
+            if combined.event is not None:
+                name, event = combined.event
+                s.store.add_event(name, event)  # the dashboard's panels survive restarts
+                s.events.publish(name, **event)
+        s.store.update_round(round, **record)
+
+    # -- weight and catch-up --------------------------------------------------------------
+
+    def _refresh_mass(self, round: int, n_up: int) -> None:
+        """Reset the carried averaging weight to the sample count at each pass over the grid.
+
+        Within a pass, groups hand each member ``group total / group size`` so the
+        federation converges to the sample-weighted average (docs/aggregation.md);
+        at a new pass, fresh local training makes the sample count the right weight again.
+        """
+        p = self.progress
+        epoch = epoch_of(round, max(n_up, 1), self.s.config.federation.group_size)
+        if epoch != p.mass_epoch:
+            p.mass_epoch = epoch
+            p.mass = float(self.s.trainer.num_train_samples)
+
+    def _publish_adapter(self, round_done: int) -> None:
+        """Remember the adapter of the last complete round: what we hand to peers catching up."""
+        trainer, p = self.s.trainer, self.progress
+        p.published = (round_done, trainer.adapter_vector(),
+                       p.mass or float(trainer.num_train_samples))
+        p.adapter_fingerprint = trainer.adapter_fingerprint()
+
+    async def _catch_up(self) -> bool:
+        """If the federation is rounds ahead of us, adopt a neighbour's adapter and round.
+
+        Returns True when we jumped ahead (the caller re-checks the round target).
+        """
+        s, p = self.s, self.progress
+        if not s.exchange.adopts_neighbour_adapters:
+            return False
+        target = most_advanced_peer(s.view(), s.is_member, p.round)
+        if target is None:
+            return False
+        peer, their_round = target
+        s.set_phase(Phase.CATCHING_UP)
+        log.info("federation is at round %d, we are at %d: pulling the adapter from %s",
+                 their_round, p.round, peer[-8:])
+        size = s.trainer.adapter_vector().size
+        try:
+            pulled = await s.adapters.pull(peer, p.round, size, CATCH_UP_TIMEOUT_S)
+            if pulled.round <= p.round:
+                return False
+            await asyncio.to_thread(s.trainer.load_adapter_vector, pulled.vector)
+        except (TimeoutError, P2PError, LearningError, ValueError) as exc:
+            log.warning("catch-up from %s failed: %s; training on", peer[-8:], exc)
+            return False
+        await self._adopt(pulled.round, peer, skipped_from=p.round + 1)
+        return True
+
+    async def _adopt(self, round: int, source: str, skipped_from: int) -> None:
+        """Record a catch-up to ``round``: the adapter from ``source`` is already loaded."""
+        s, p = self.s, self.progress
+        p.round = round
+        s.mailbox.advance(round + 1)
+        p.mass_epoch = -1  # a fresh mass at our next round
+        p.mass = float(s.trainer.num_train_samples)
+        eval_after = (await asyncio.to_thread(s.trainer.evaluate)).loss
+        await asyncio.to_thread(s.trainer.save_checkpoint, self.checkpoint_dir, round)
+        self._publish_adapter(round)
+        p.eval_loss_last = eval_after
+        s.store.begin_round(round)
+        s.store.update_round(
+            round, status="caught_up", finished_at=time.time(), eval_loss_after=eval_after,
+            adapter_fingerprint=p.adapter_fingerprint,
+            note=f"skipped rounds {skipped_from}-{round}: adopted the adapter of "
+                 f"{source} after its round {round}",
+        )
+        s.events.publish("caught_up", round=round, source=source)
+        self._just_caught_up = True

@@ -1,0 +1,242 @@
+"""The daemon as the dashboard sees it: ``webui.DaemonView`` answered from memory and SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import platform
+import time
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+from fedswarm.p2p.identity import public_key_from_peer_id
+from fedswarm.secagg.params import PROTOCOL_NAME, SecAggParams
+
+from .fedmkt import FedMKTEventLog, fedmkt_panel
+from .prometheus import MetricsSnapshot, render_metrics
+
+if TYPE_CHECKING:
+    from ..service import Daemon
+
+
+def fedswarm_version() -> str:
+    try:
+        return metadata.version("fedswarm")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def device_description() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            names = {torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())}
+            return f"{torch.cuda.device_count()}x GPU ({', '.join(sorted(names))})"
+    except Exception:
+        pass
+    return f"CPU ({platform.machine()})"
+
+
+def key_fingerprint(peer_id: str) -> str:
+    """sha256 of the member's Ed25519 public key (embedded in its peer id), shortened."""
+    try:
+        return hashlib.sha256(public_key_from_peer_id(peer_id)).hexdigest()[:16]
+    except Exception:
+        return "invalid peer id"
+
+
+class DaemonStatusView:
+    """Read-only view of a running ``Daemon`` for ``fedswarm.webui``."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self._d = daemon
+        self._device = device_description()
+        self._fedmkt_events = FedMKTEventLog()
+        if daemon.config.federation.mode == "fedmkt":  # public-set losses live only in events
+            for recorded in daemon.store.events_of_kind("fedmkt") if daemon.store else []:
+                self._fedmkt_events.record({"type": "fedmkt", **recorded})
+            self._fedmkt_events.follow(daemon.events.subscribe, daemon.events.unsubscribe)
+
+    def overview(self) -> dict[str, Any]:
+        d = self._d
+        counts = d.store.round_status_counts() if d.store else {}
+        return {
+            "org": d.config.node.org,
+            "federation_id": d.roster.federation_id,
+            "peer_id": d.identity.peer_id,
+            "round": d.current_round,
+            "state": d.state,
+            "uptime_s": time.time() - d.started_at,
+            "version": fedswarm_version(),
+            "device": self._device,
+            "mode": d.config.federation.mode,
+            "secure_aggregation": self.protocol_name(),
+            "rounds_target": d.config.federation.rounds,
+            "rounds_completed": counts.get("complete", 0) + counts.get("local_only", 0),
+            "rounds_aggregated": counts.get("complete", 0),
+            "rounds_caught_up": counts.get("caught_up", 0),
+            "last_finished_round": d.store.last_finished_round() if d.store else 0,
+            "peers_up": self._peers_up(),
+            "eval_loss_start": d.eval_loss_start,
+            "eval_loss_last": d.eval_loss_last,
+            "adapter_fingerprint": d.adapter_fingerprint,
+            "listen_addrs": d.node.listen_addrs if d.node else [],
+            "api_url": d.api_url,
+        }
+
+    def _peers_up(self) -> int:
+        """Other roster members heard from recently (not counting ourselves)."""
+        return max(len(self._d.up_members()) - 1, 0) if self._d.membership else 0
+
+    def protocol_name(self) -> str:
+        return "none" if self._d.config.federation.secure_aggregation == "none" else PROTOCOL_NAME
+
+    def peers(self) -> list[dict[str, Any]]:
+        d = self._d
+        views = d.membership.view() if d.membership else {}
+        timeout = d.config.federation.peer_timeout_s
+        result = []
+        for member in d.roster.members:
+            entry: dict[str, Any] = {
+                "org": member.org,
+                "peer_id": member.peer_id,
+                "addrs": list(member.addrs),
+                "is_self": member.peer_id == d.identity.peer_id,
+                "up": member.peer_id == d.identity.peer_id,
+                "last_seen": None,
+                "latency_ms": None,
+                "round": None,
+                "state": None,
+                "fingerprint": None,
+                "version": None,
+            }
+            if entry["is_self"]:
+                entry.update(
+                    round=d.current_round, state=d.state, fingerprint=d.adapter_fingerprint,
+                    last_seen=time.time(), version=fedswarm_version(),
+                    addrs=d.node.listen_addrs if d.node else [],
+                )
+            seen = views.get(member.peer_id)
+            if seen is not None and not entry["is_self"]:
+                entry.update(
+                    addrs=list(seen.addrs) or entry["addrs"],
+                    last_seen=seen.last_seen,
+                    latency_ms=seen.latency_ms,
+                    round=seen.round,
+                    state=seen.state,
+                    fingerprint=seen.fingerprint,
+                    version=seen.version,
+                    up=time.time() - seen.last_seen <= timeout,
+                )
+            result.append(entry)
+        return result
+
+    def rounds(self, limit: int = 200) -> list[dict[str, Any]]:
+        if self._d.store is None:
+            return []
+        return [r.as_dict() for r in self._d.store.rounds(limit) if r.round > 0]
+
+    def training(self) -> dict[str, Any]:
+        store = self._d.store
+        if store is None:
+            return {"steps": [], "rounds": [], "samples": [], "eval_loss_start": None}
+        return {
+            "steps": store.step_metrics(),
+            "rounds": [
+                {
+                    "round": r.round,
+                    "train_loss": r.train_loss,
+                    "eval_loss_before": r.eval_loss_before,
+                    "eval_loss_after": r.eval_loss_after,
+                    "status": r.status,
+                }
+                for r in store.rounds()
+                if r.round > 0
+            ],
+            "samples": store.samples(),
+            "eval_loss_start": self._d.eval_loss_start,
+        }
+
+    def security(self) -> dict[str, Any]:
+        d = self._d
+        params = SecAggParams()
+        return {
+            "federation_id": d.roster.federation_id,
+            "roster_fingerprint": d.roster.fingerprint(),
+            "roster": [
+                {
+                    "org": m.org,
+                    "peer_id": m.peer_id,
+                    "key_fingerprint": key_fingerprint(m.peer_id),
+                }
+                for m in d.roster.members
+            ],
+            "transport": "TCP + Noise XX + Yamux (plaintext and secio refused)",
+            "secure_aggregation": {
+                "protocol": self.protocol_name(),
+                "enabled": self.protocol_name() != "none",
+                "scheme": "BFV (TenSEAL) + pairwise ChaCha20 masks + self-masks + Shamir",
+                "poly_modulus_degree": params.poly_modulus_degree,
+                "coeff_mod_bit_sizes": list(params.coeff_mod_bit_sizes),
+                "plain_modulus_bits": params.plain_modulus_bits,
+                "security_bits": params.security_bits(),
+                "threshold_rule": "t = floor(k/2) + 1",
+            },
+            "rejected": self._d.store.rejections() if self._d.store else [],
+            "rejected_counts": self._d.store.rejection_counts() if self._d.store else {},
+        }
+
+    def traffic(self) -> dict[str, Any]:
+        d = self._d
+        stats = d.node.stats() if d.node else {}
+        per_round = [
+            {"round": r.round, "bytes_sent": r.bytes_sent, "bytes_received": r.bytes_received}
+            for r in (d.store.rounds() if d.store else [])
+            if r.round > 0
+        ]
+        return {**stats, "per_round": per_round}
+
+    def metrics_text(self) -> str:
+        d = self._d
+        recent = d.store.rounds(limit=20) if d.store else []
+        counts = d.store.round_status_counts() if d.store else {}
+        secagg_rounds, secagg_seconds = (
+            d.store.secure_aggregation_totals(PROTOCOL_NAME) if d.store else (0, 0.0)
+        )
+        stats = d.node.stats() if d.node else {}
+        last_train = next((r.train_loss for r in reversed(recent) if r.train_loss is not None),
+                          None)
+        return render_metrics(
+            MetricsSnapshot(
+                round=d.current_round,
+                rounds_completed=counts.get("complete", 0),
+                rounds_aborted=counts.get("aborted", 0),
+                train_loss=last_train,
+                eval_loss=d.eval_loss_last,
+                bytes_sent=int(stats.get("bytes_sent", 0)),
+                bytes_received=int(stats.get("bytes_received", 0)),
+                peers_up=self._peers_up(),
+                rejected_messages=d.store.rejection_counts() if d.store else {},
+                secagg_seconds_total=secagg_seconds,
+                secagg_rounds_total=secagg_rounds,
+                state=d.state,
+                up_since=d.started_at,
+            )
+        )
+
+    def fedmkt(self) -> dict[str, Any]:
+        d = self._d
+        return fedmkt_panel(
+            enabled=d.config.federation.mode == "fedmkt",
+            me=d.identity.peer_id,
+            records=d.store.rounds() if d.store else [],
+            events=self._fedmkt_events,
+            org_of=lambda peer: d.roster.org_of(peer),
+        )
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
+        return self._d.events.subscribe()
+
+    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        self._d.events.unsubscribe(queue)

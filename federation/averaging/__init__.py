@@ -1,0 +1,1 @@
+"""Group averages: sample weighting, plaintext exchange, secure aggregation."""

@@ -1,0 +1,30 @@
+"""``GroupAverage``: what a group's averaging produced, whichever protocol ran."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class GroupAverage:
+    """A group's weighted average, who it covers, and how far it may be from exact.
+
+    ``error_bound`` is the largest per-coordinate distance from the exact weighted
+    average of the survivors' inputs (0 for plaintext averaging; the quantisation bound
+    for secure aggregation). Callers that check a result against what honest inputs can
+    produce use it instead of recomputing the protocol's grid.
+    """
+
+    average: np.ndarray
+    total_weight: float
+    survivors: list[str]
+    dropped: list[str]
+    protocol: str
+    aggregator: str | None = None
+    decryptor: str | None = None
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    error_bound: float = 0.0

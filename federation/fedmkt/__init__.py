@@ -1,0 +1,1 @@
+"""FedMKT between members: cards that choose the exchange, then the exchange itself."""

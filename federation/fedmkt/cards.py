@@ -1,0 +1,116 @@
+"""Which FedMKT exchange a group uses this round: secure averaging or clear top-k.
+
+Secure averaging only makes sense when every member's vector means the same thing, i.e.
+the members share a tokenizer, public set and support (``PublicSupport.fingerprint``).
+A member cannot know that of the others, so each sends a small *card* (blob kind
+``fedmkt-card``) to every other member before anything else: its support fingerprint
+and the exchange it asks for. The fingerprint reveals no more than the clear exchange
+does (which sends the whole vocabulary).
+
+Every member applies the same rule to the cards it received plus its own:
+
+* fingerprints differ -> ``clear`` (heterogeneous: mapping and alignment need each
+  sender's own ids);
+* fingerprints agree and every card asks for ``secure`` -> ``secure``;
+* fingerprints agree and every card asks for ``clear`` -> ``clear``;
+* fingerprints agree but the requests differ -> the round is aborted: a member that
+  asked for privacy never falls back to sending its predictions in the clear.
+
+A member whose card does not arrive in time is simply left out of the decision (the
+secure sum then counts it as dropped).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from ..errors import RoundAbortedError
+from ..link import FEDMKT_CARD_KIND
+from ..mailbox import Mailbox
+
+KIND = FEDMKT_CARD_KIND
+MAX_CARD_BYTES = 1024
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+KnowledgeExchange = Literal["secure", "clear"]
+
+
+class CardError(ValueError):
+    """A received card is not a well-formed FedMKT card."""
+
+
+@dataclass(frozen=True)
+class Card:
+    """What a member tells its group before the exchange."""
+
+    fingerprint: str  # PublicSupport.fingerprint
+    exchange: KnowledgeExchange  # what this member asks for (already "clear" without secagg)
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {"v": 1, "fingerprint": self.fingerprint, "exchange": self.exchange},
+            sort_keys=True,
+        ).encode("ascii")
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Card:
+        if len(payload) > MAX_CARD_BYTES:
+            raise CardError(f"card of {len(payload)} bytes, over {MAX_CARD_BYTES}")
+        try:
+            data = json.loads(payload.decode("ascii"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CardError(f"card is not ASCII JSON: {exc}") from None
+        if not isinstance(data, dict) or data.get("v") != 1:
+            raise CardError("card is not a version-1 object")
+        fingerprint, exchange = data.get("fingerprint"), data.get("exchange")
+        if not isinstance(fingerprint, str) or not _HEX64.match(fingerprint):
+            raise CardError("card fingerprint is not 64 hexadecimal characters")
+        if exchange not in ("secure", "clear"):
+            raise CardError(f"card asks for unknown exchange {exchange!r}")
+        return cls(fingerprint=fingerprint, exchange=exchange)
+
+
+def decide_exchange(me: str, own: Card, cards: dict[str, Card]) -> KnowledgeExchange:
+    """The rule of the module docstring; raises ``RoundAbortedError`` on disagreement."""
+    everyone = {me: own, **cards}
+    if len({c.fingerprint for c in everyone.values()}) > 1:
+        return "clear"
+    asked = {c.exchange for c in everyone.values()}
+    if len(asked) == 1:
+        return own.exchange
+    wanting_clear = sorted(p[-8:] for p, c in everyone.items() if c.exchange == "clear")
+    raise RoundAbortedError(
+        "group shares one tokenizer but members disagree on the FedMKT exchange "
+        f"({', '.join(wanting_clear)} ask for clear): check [fedmkt] homogeneous_exchange "
+        "and [federation] secure_aggregation on every member"
+    )
+
+
+def clear_reason(own: Card, cards: dict[str, Card]) -> str:
+    """Why a round that ``decide_exchange`` sent to ``clear`` is clear (for the round note)."""
+    if any(c.fingerprint != own.fingerprint for c in cards.values()):
+        return "members' tokenizers or public-set support differ"
+    return "members asked for clear (homogeneous_exchange or no secure aggregation)"
+
+
+async def collect_cards(
+    mailbox: Mailbox,
+    round: int,
+    others: Sequence[str],
+    deadline: float,
+    on_reject: Callable[[str, str], None],
+) -> tuple[dict[str, Card], int]:
+    """The cards of ``others`` that arrive (well-formed) before ``deadline``, and their bytes."""
+    cards: dict[str, Card] = {}
+    received = 0
+    async for letter in mailbox.collect(KIND, round, others, deadline, on_reject):
+        received += len(letter.payload)
+        try:
+            cards[letter.sender] = Card.decode(letter.payload)
+        except CardError as exc:
+            on_reject(letter.sender, f"FedMKT card refused: {exc}")
+    return cards, received

@@ -1,0 +1,1 @@
+"""Group planning (Moshpit grid), agreement on the plan, and its messages."""

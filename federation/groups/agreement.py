@@ -1,0 +1,316 @@
+"""Agreeing on groups when peers' membership views differ.
+
+``plan_groups`` is deterministic, but two peers with different views (one has not yet
+heard of a newcomer, another still lists a peer that left) can plan different groups.
+Running secure aggregation on half-agreed groups would waste a round or, worse, let a
+peer count in two groups. The rule that prevents this:
+
+1. The leader of each planned group (its lowest peer id) sends an ``Invitation``
+   naming the round, the group id and the members.
+2. A peer commits to exactly one invitation per round, the first valid one naming it
+   (a leader is committed to its own from the start), and answers with an
+   ``Acceptance``. Further invitations that round are ignored.
+3. The leader finalises when every invitee has accepted or when its invitation window
+   closes, whichever comes first: the members that accepted in time, plus itself,
+   form the group. With 3 or more it sends ``GroupFinal`` to every invitee (so a late
+   acceptor learns it is out); with fewer it sends ``GroupDissolved``.
+4. A follower is in a group only once it holds a ``GroupFinal`` that names it, from
+   the leader it accepted. If none arrives before its own deadline (the invitation
+   window plus a grace period), it is alone this round.
+
+Consequences: a peer is in at most one final group (it commits once; a final only
+lists peers that committed to that leader); every final group has 3 or more members,
+each of whom accepted; and every member that receives the final holds the same member
+list. A member whose final is lost is exactly a dropout for secure aggregation, which
+already tolerates those. Peers left alone keep training and join a group next round.
+
+Everything here is a pure state machine: methods take decoded messages, the
+authenticated sender and the current time, and return decisions and messages to
+send. No clocks, sockets or crypto.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..round import MIN_GROUP_SIZE
+from .messages import Acceptance, GroupDissolved, GroupFinal, GroupMessage, Invitation
+from .plan import DEFAULT_GROUP_SIZE, group_id, group_of, leader_of, plan_groups
+
+
+@dataclass(frozen=True)
+class AgreementConfig:
+    """Timing of one agreement, in seconds from the round's start on each peer's clock."""
+
+    invite_window: float = 5.0
+    """How long a leader waits for acceptances before finalising with whoever accepted."""
+
+    final_grace: float = 5.0
+    """How long after the invitation window a follower waits for the final.
+
+    Must cover clock skew plus one message delay, or a follower may give up on a
+    group its leader has just finalised (it then counts as a dropout there).
+    """
+
+    def __post_init__(self) -> None:
+        if self.invite_window <= 0 or self.final_grace <= 0:
+            raise ValueError("invite_window and final_grace must be > 0")
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message to send to each of ``recipients`` (signing and transport by the caller)."""
+
+    recipients: tuple[str, ...]
+    message: GroupMessage
+
+
+@dataclass(frozen=True)
+class Formed:
+    """This peer aggregates in ``round`` with ``members`` (sorted, including itself)."""
+
+    round: int
+    members: tuple[str, ...]
+    leader: str
+    invitation_id: str
+
+    @property
+    def final_id(self) -> str:
+        """Names the group actually formed; bind it into the secure-aggregation messages."""
+        return group_id(self.round, self.members)
+
+
+@dataclass(frozen=True)
+class Alone:
+    """This peer forms no group this round and keeps training; ``reason`` is for logs."""
+
+    reason: str
+
+
+Outcome = Formed | Alone
+
+
+class InvitationBook:
+    """One peer's single commitment for one round.
+
+    The only place that decides "have I already promised myself to a group?", shared
+    by the peer's leader and follower roles so that they cannot both commit.
+    """
+
+    def __init__(self, me: str, round: int) -> None:
+        self.me = me
+        self.round = round
+        self._committed: Invitation | None = None
+
+    @property
+    def committed(self) -> Invitation | None:
+        return self._committed
+
+    def commit(self, invitation: Invitation) -> bool:
+        """Commit to ``invitation`` unless committed to another; True if now committed to it."""
+        if invitation.round != self.round or self.me not in invitation.members:
+            return False
+        if self._committed is None:
+            self._committed = invitation
+            return True
+        return self._committed == invitation
+
+
+class GroupFollower:
+    """A peer answering invitations and waiting for its leader's final."""
+
+    def __init__(self, me: str, round: int, book: InvitationBook, final_deadline: float) -> None:
+        self.me = me
+        self.round = round
+        self.book = book
+        self.final_deadline = final_deadline
+        self.outcome: Outcome | None = None
+
+    def on_invitation(self, invitation: Invitation, sender: str, now: float) -> Acceptance | None:
+        """Accept the first valid invitation naming this peer; re-accept the same one if resent."""
+        if self.outcome is not None or now >= self.final_deadline:
+            return None
+        if sender != invitation.leader or invitation.leader == self.me:
+            return None
+        if invitation.leader != leader_of(invitation.members):
+            return None
+        if not self.book.commit(invitation):
+            return None
+        return Acceptance(round=self.round, group_id=invitation.group_id, peer=self.me)
+
+    def on_final(self, final: GroupFinal, sender: str, now: float) -> Outcome | None:
+        committed = self.book.committed
+        if self.outcome is not None or committed is None or now >= self.final_deadline:
+            return None
+        if sender != final.leader or not _answers(committed, final.round, final.group_id, sender):
+            return None
+        if self.me in final.members and set(final.members) <= set(committed.members):
+            self.outcome = Formed(self.round, final.members, final.leader, final.group_id)
+        else:
+            self.outcome = Alone("the group was finalised without this peer (late acceptance)")
+        return self.outcome
+
+    def on_dissolved(self, dissolved: GroupDissolved, sender: str, now: float) -> Outcome | None:
+        committed = self.book.committed
+        if self.outcome is not None or committed is None:
+            return None
+        if sender != dissolved.leader:
+            return None
+        if not _answers(committed, dissolved.round, dissolved.group_id, sender):
+            return None
+        self.outcome = Alone("fewer than 3 peers accepted the invitation; the group dissolved")
+        return self.outcome
+
+    def poll(self, now: float) -> Outcome | None:
+        if self.outcome is None and now >= self.final_deadline:
+            if self.book.committed is None:
+                self.outcome = Alone("no invitation arrived before the deadline")
+            else:
+                self.outcome = Alone("the leader's final did not arrive before the deadline")
+        return self.outcome
+
+
+def _answers(committed: Invitation, round: int, invitation_id: str, leader: str) -> bool:
+    return (
+        committed.round == round
+        and committed.group_id == invitation_id
+        and committed.leader == leader
+    )
+
+
+class GroupLeader:
+    """The lowest-id peer of a planned group: invites, collects acceptances, finalises."""
+
+    def __init__(
+        self,
+        me: str,
+        round: int,
+        planned: Sequence[str],
+        book: InvitationBook,
+        invite_deadline: float,
+    ) -> None:
+        members = tuple(sorted(set(planned)))
+        if leader_of(members) != me:
+            raise ValueError(f"{me} is not the lowest peer id of {members}")
+        self.me = me
+        self.round = round
+        self.invitation = Invitation(round, group_id(round, members), me, members)
+        self.book = book
+        self.invite_deadline = invite_deadline
+        self.accepted: set[str] = set()
+        self.outcome: Outcome | None = None
+        self.leading = book.commit(self.invitation)
+        if not self.leading:
+            self.outcome = Alone("already committed to another group before leading")
+
+    @property
+    def invitees(self) -> tuple[str, ...]:
+        return tuple(peer for peer in self.invitation.members if peer != self.me)
+
+    def start(self) -> list[Outgoing]:
+        if not self.leading:
+            return []
+        return [Outgoing(self.invitees, self.invitation)]
+
+    def on_acceptance(self, acceptance: Acceptance, sender: str, now: float) -> list[Outgoing]:
+        if not self.leading or self.outcome is not None:
+            return []
+        if now >= self.invite_deadline:
+            return self._finalise()
+        if sender != acceptance.peer or sender not in self.invitees:
+            return []
+        if acceptance.round != self.round or acceptance.group_id != self.invitation.group_id:
+            return []
+        self.accepted.add(sender)
+        if self.accepted == set(self.invitees):
+            return self._finalise()
+        return []
+
+    def poll(self, now: float) -> list[Outgoing]:
+        if self.leading and self.outcome is None and now >= self.invite_deadline:
+            return self._finalise()
+        return []
+
+    def _finalise(self) -> list[Outgoing]:
+        members = tuple(sorted(self.accepted | {self.me}))
+        invitation_id = self.invitation.group_id
+        if len(members) >= MIN_GROUP_SIZE:
+            self.outcome = Formed(self.round, members, self.me, invitation_id)
+            final = GroupFinal(self.round, invitation_id, self.me, members)
+            return [Outgoing(self.invitees, final)]
+        self.outcome = Alone("fewer than 3 peers accepted; the group dissolved")
+        return [Outgoing(self.invitees, GroupDissolved(self.round, invitation_id, self.me))]
+
+
+class GroupAgreement:
+    """One peer's whole part in one round's group agreement.
+
+    Plans groups from this peer's own view, leads if it is the lowest id of its
+    planned group, follows otherwise, and reports an ``Outcome`` once decided.
+    """
+
+    def __init__(
+        self,
+        me: str,
+        round: int,
+        view: Sequence[str],
+        now: float,
+        *,
+        group_size: int = DEFAULT_GROUP_SIZE,
+        seed: bytes = b"",
+        config: AgreementConfig | None = None,
+    ) -> None:
+        self.config = config or AgreementConfig()
+        self.me = me
+        self.round = round
+        self.book = InvitationBook(me, round)
+        self.planned = group_of(me, plan_groups([*view, me], round, group_size, seed=seed))
+        invite_deadline = now + self.config.invite_window
+        self.follower = GroupFollower(
+            me, round, self.book, invite_deadline + self.config.final_grace
+        )
+        self.leader: GroupLeader | None = None
+        self._initial: list[Outgoing] = []
+        if self.planned is None:
+            self.follower.outcome = Alone("fewer than 3 peers in this peer's view")
+        elif leader_of(self.planned) == me:
+            self.leader = GroupLeader(me, round, self.planned, self.book, invite_deadline)
+            self._initial = self.leader.start()
+
+    @property
+    def outcome(self) -> Outcome | None:
+        if self.leader is not None:
+            return self.leader.outcome
+        return self.follower.outcome
+
+    def start(self) -> list[Outgoing]:
+        """The invitation to send if this peer leads (once); empty otherwise."""
+        initial, self._initial = self._initial, []
+        return initial
+
+    def receive(self, message: GroupMessage, sender: str, now: float) -> list[Outgoing]:
+        """Handle one authenticated message; returns what to send in reply."""
+        if message.round != self.round:
+            return []
+        if isinstance(message, Invitation):
+            acceptance = self.follower.on_invitation(message, sender, now)
+            if acceptance is None:
+                return []
+            return [Outgoing((message.leader,), acceptance)]
+        if isinstance(message, Acceptance):
+            return self.leader.on_acceptance(message, sender, now) if self.leader else []
+        if self.leader is not None:
+            return []  # a leader follows nobody
+        if isinstance(message, GroupFinal):
+            self.follower.on_final(message, sender, now)
+        else:
+            self.follower.on_dissolved(message, sender, now)
+        return []
+
+    def poll(self, now: float) -> list[Outgoing]:
+        """Advance timers: the leader finalises, a waiting follower gives up."""
+        if self.leader is not None:
+            return self.leader.poll(now)
+        self.follower.poll(now)
+        return []

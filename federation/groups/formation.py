@@ -1,0 +1,75 @@
+"""Drive the group-agreement state machine over a ``Link`` for one round.
+
+``agreement`` decides; this module only feeds it the messages that arrive
+(kind ``group`` in the mailbox, sender authenticated by the blob signature),
+sends what it asks to send, and polls its timers until it reaches an outcome.
+Sends run as background tasks so one unreachable peer never delays the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+
+from ..errors import GroupMessageError
+from ..link import GROUP_KIND, Link, send_before
+from ..mailbox import Mailbox
+from .agreement import AgreementConfig, GroupAgreement, Outcome, Outgoing
+from .messages import decode_message
+
+KIND = GROUP_KIND
+POLL_S = 0.2
+
+
+async def form_group(
+    *,
+    me: str,
+    round: int,
+    view: Sequence[str],
+    group_size: int,
+    link: Link,
+    mailbox: Mailbox,
+    config: AgreementConfig,
+    on_reject: Callable[[str, str], None],
+    seed: bytes = b"",
+) -> Outcome:
+    """Agree with peers on this round's group; returns ``Formed`` or ``Alone``."""
+    agreement = GroupAgreement(
+        me, round, view, time.monotonic(), group_size=group_size, seed=seed, config=config
+    )
+    sends: set[asyncio.Task[int]] = set()
+
+    def dispatch(outgoing: list[Outgoing]) -> None:
+        for item in outgoing:
+            payload = item.message.encode()
+            for recipient in item.recipients:
+                if recipient == me:
+                    continue
+                task = asyncio.create_task(
+                    send_before(link, recipient, KIND, round, payload, deadline=None)
+                )
+                sends.add(task)
+                task.add_done_callback(sends.discard)
+
+    dispatch(agreement.start())
+    while agreement.outcome is None:
+        try:
+            letter = await mailbox.get(KIND, round, POLL_S)
+        except TimeoutError:
+            dispatch(agreement.poll(time.monotonic()))
+            continue
+        try:
+            message = decode_message(letter.payload)
+        except GroupMessageError as exc:
+            on_reject(letter.sender, f"bad group message: {exc}")
+            continue
+        dispatch(agreement.receive(message, letter.sender, time.monotonic()))
+        dispatch(agreement.poll(time.monotonic()))
+    if sends:
+        # Let finals and dissolutions reach followers before aggregation starts.
+        await asyncio.wait(sends, timeout=10)
+    outcome = agreement.outcome
+    assert outcome is not None
+    return outcome
+

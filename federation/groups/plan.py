@@ -1,0 +1,205 @@
+"""Moshpit-style group planning: which peers average together in which round.
+
+Why a grid: if every round's groups were drawn at random, each round would shrink
+the disagreement between peers only by a constant factor, and a 256-peer federation
+would need many rounds to agree. Moshpit all-reduce (hivemind) instead places the N
+peers on a virtual d-dimensional grid and, in round r, averages each line of peers
+that share every coordinate except coordinate ``r mod d``. After d consecutive rounds
+every peer holds the exact global average, with d about log_g(N).
+
+The rule implemented here:
+
+* The membership view is de-duplicated and sorted, so the plan does not depend on the
+  order in which a caller learnt about peers.
+* Grid shape: d is the smallest dimension with ``(g + 2) ** d >= N``; the side
+  lengths are drawn from ``3 .. g + 2`` and chosen to minimise the number of empty
+  cells (product - N), then the distance from ``g``. Powers of ``g`` (16, 64, 256 for
+  g = 4) get a perfect ``g x g x ...`` grid; sizes that factor into sides in that
+  range (12 = 3x4, 100 = 4x5x5) get a perfect grid too.
+* Epoch: round r belongs to epoch ``r // d`` and uses axis ``r % d``. Each epoch
+  places peers on the grid in the order of ``sha256(seed, epoch, peer id)``, so every
+  pass over the axes uses a different grid and a peer meets new peers each pass.
+* Lines that are short because of empty cells (fewer than 3 peers) never form a group
+  of one or two: their members are pooled; a pool of 3 or more is split into groups of
+  about ``g``; a smaller pool joins the smallest groups one peer at a time.
+* N <= g + 2 gives one group of everyone (plain federated averaging); N < 3 gives no
+  group at all (the caller trains alone this round).
+
+The planner is pure and deterministic: peers with the same view, round and seed
+compute the same plan without talking. Peers whose views differ can compute different
+plans; ``agreement`` resolves that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from ..errors import GroupSizeError
+from ..round import MIN_GROUP_SIZE
+
+DEFAULT_GROUP_SIZE = 4
+
+_SIDE_SLACK = 2
+"""Grid sides may exceed ``group_size`` by this much, so awkward N still get few empty cells."""
+
+Group = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GridShape:
+    """Side lengths of the virtual grid; ``len(dims)`` rounds make one epoch."""
+
+    dims: tuple[int, ...]
+
+    @property
+    def rounds_per_epoch(self) -> int:
+        return len(self.dims)
+
+    @property
+    def cells(self) -> int:
+        return math.prod(self.dims)
+
+
+def _check_group_size(group_size: int) -> None:
+    if group_size < MIN_GROUP_SIZE:
+        raise GroupSizeError(
+            f"group_size must be >= {MIN_GROUP_SIZE} (got {group_size}): "
+            "in a group of two the average reveals the other peer's update"
+        )
+
+
+@lru_cache(maxsize=1024)
+def grid_shape(n_members: int, group_size: int = DEFAULT_GROUP_SIZE) -> GridShape:
+    """The grid used for ``n_members`` peers with target ``group_size``.
+
+    For fewer than 3 members the shape is ``(n_members,)``; ``plan_groups`` forms no
+    group then.
+    """
+    _check_group_size(group_size)
+    if n_members <= group_size + _SIDE_SLACK:
+        return GridShape((max(n_members, 0),))
+    largest_side = group_size + _SIDE_SLACK
+    dimension = 1
+    while largest_side**dimension < n_members:
+        dimension += 1
+    best: tuple[int, int, tuple[int, ...]] | None = None
+    sides = range(MIN_GROUP_SIZE, largest_side + 1)
+    for dims in itertools.combinations_with_replacement(sides, dimension):
+        cells = math.prod(dims)
+        if cells < n_members:
+            continue
+        score = (cells - n_members, sum(abs(side - group_size) for side in dims), dims)
+        if best is None or score < best:
+            best = score
+    assert best is not None  # (g + 2) ** d >= n_members guarantees a candidate
+    return GridShape(best[2])
+
+
+def epoch_of(round: int, n_members: int, group_size: int = DEFAULT_GROUP_SIZE) -> int:
+    """The pass over the grid's axes that ``round`` belongs to (a new grid each epoch)."""
+    return round // grid_shape(n_members, group_size).rounds_per_epoch
+
+
+def _canonical_view(members: Iterable[str]) -> list[str]:
+    return sorted(set(members))
+
+
+def _placement_key(seed: bytes, epoch: int, peer_id: str) -> bytes:
+    digest = hashlib.sha256()
+    digest.update(len(seed).to_bytes(4, "big"))
+    digest.update(seed)
+    digest.update(epoch.to_bytes(8, "big", signed=True))
+    digest.update(peer_id.encode("utf-8"))
+    return digest.digest()
+
+
+def _split_evenly(peers: list[str], group_size: int) -> list[list[str]]:
+    """Split 3 or more peers into groups of about ``group_size``, none below 3."""
+    count = max(1, min(len(peers) // MIN_GROUP_SIZE, math.floor(len(peers) / group_size + 0.5)))
+    base, extra = divmod(len(peers), count)
+    groups: list[list[str]] = []
+    start = 0
+    for index in range(count):
+        size = base + (1 if index < extra else 0)
+        groups.append(peers[start : start + size])
+        start += size
+    return groups
+
+
+def plan_groups(
+    members: Sequence[str],
+    round: int,
+    group_size: int = DEFAULT_GROUP_SIZE,
+    *,
+    seed: bytes = b"",
+) -> list[Group]:
+    """Partition the membership view into this round's groups.
+
+    Every member appears in exactly one group; every group has at least 3 members
+    (sides are 3..g+2; a group that absorbed leftovers of short lines can be a little
+    larger). Each group is a sorted tuple and the list is sorted, so equal views give
+    equal plans. Returns ``[]`` when fewer than 3 distinct members are given.
+    """
+    _check_group_size(group_size)
+    if round < 0:
+        raise ValueError(f"round must be >= 0 (got {round})")
+    view = _canonical_view(members)
+    if len(view) < MIN_GROUP_SIZE:
+        return []
+    shape = grid_shape(len(view), group_size)
+    if shape.rounds_per_epoch == 1:
+        return [tuple(view)]
+    epoch, axis = divmod(round, shape.rounds_per_epoch)
+    placed = sorted(view, key=lambda peer: _placement_key(seed, epoch, peer))
+    stride = math.prod(shape.dims[:axis])
+    side = shape.dims[axis]
+    lines: dict[int, list[str]] = {}
+    for index, peer in enumerate(placed):
+        digit = (index // stride) % side
+        lines.setdefault(index - digit * stride, []).append(peer)
+    groups: list[list[str]] = []
+    pool: list[str] = []
+    for key in sorted(lines):
+        line = lines[key]
+        if len(line) >= MIN_GROUP_SIZE:
+            groups.append(line)
+        else:
+            pool.extend(line)
+    if len(pool) >= MIN_GROUP_SIZE:
+        groups.extend(_split_evenly(pool, group_size))
+    else:
+        for peer in pool:
+            smallest = min(range(len(groups)), key=lambda i: (len(groups[i]), i))
+            groups[smallest].append(peer)
+    return sorted(tuple(sorted(group)) for group in groups)
+
+
+def group_of(peer_id: str, groups: Sequence[Group]) -> Group | None:
+    """The group containing ``peer_id``, or None if the plan left it out."""
+    for group in groups:
+        if peer_id in group:
+            return group
+    return None
+
+
+def leader_of(group: Sequence[str]) -> str:
+    """The peer that invites the others: the lowest peer id, so nobody has to be told."""
+    if not group:
+        raise ValueError("an empty group has no leader")
+    return min(group)
+
+
+def group_id(round: int, members: Iterable[str]) -> str:
+    """A short, stable name for a group in a round (16 hex chars of a sha256).
+
+    Built from a JSON encoding so no peer id can be crafted to collide with another
+    member list by embedding separators.
+    """
+    payload = json.dumps([round, sorted(set(members))], separators=(",", ":"))
+    return hashlib.sha256(b"fedswarm-group\x00" + payload.encode("utf-8")).hexdigest()[:16]
