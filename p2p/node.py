@@ -42,14 +42,12 @@ from libp2p.stream_muxer.yamux.yamux import MAX_MESSAGE_SIZE as _YAMUX_FRAME
 from libp2p.tools.anyio_service import background_trio_service
 
 from . import framing
-from .admission import header_refusal
+from .admission import header_refusal, refusal_error
 from .config import NodeConfig
 from .dht import DhtDiscovery
 from .envelope import MAX_GOSSIP_PAYLOAD, GossipEnvelope, open_envelope, seal
 from .errors import (
     BlobBusyError,
-    BlobCorruptError,
-    BlobError,
     BlobRejectedError,
     BlobSignatureError,
     BlobTimeoutError,
@@ -807,7 +805,7 @@ class P2PNode:
             read = stream_reader(stream)
             status, reason = await _read_reply_or_rejected(read)
             if status != framing.STATUS_OK:
-                raise _refusal(reason)
+                raise refusal_error(reason)
             for offset in range(early, len(payload), _CHUNK):
                 chunk = view[offset : offset + _CHUNK].tobytes()
                 await stream.write(chunk)
@@ -817,7 +815,7 @@ class P2PNode:
             await stream.close()
             status, reason = await _read_reply_or_rejected(read)
             if status != framing.STATUS_OK:
-                raise _refusal(reason)
+                raise refusal_error(reason)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await reset_stream(stream)
@@ -966,19 +964,6 @@ class _Refused(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-def _refusal(reason: str) -> BlobError:
-    code = reason.split(":", 1)[0]
-    if code == framing.REASON_TOO_LARGE:
-        return BlobTooLargeError(f"receiver refused: {reason}")
-    if code == framing.REASON_BAD_SIGNATURE:
-        return BlobSignatureError(f"receiver refused: {reason}")
-    if code == framing.REASON_CORRUPT:
-        return BlobCorruptError(f"receiver refused: {reason}")
-    if code == framing.REASON_BUSY:
-        return BlobBusyError(reason)
-    return BlobRejectedError(reason)
 
 
 async def _read_reply_or_rejected(read: framing.ReadFn) -> tuple[int, str]:
