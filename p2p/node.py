@@ -44,6 +44,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from . import framing
 from .admission import header_refusal, refusal_error
 from .config import NodeConfig
+from .counters import NodeCounters
 from .dht import DhtDiscovery
 from .envelope import MAX_GOSSIP_PAYLOAD, GossipEnvelope, open_envelope, seal
 from .errors import (
@@ -150,18 +151,7 @@ class P2PNode:
         self._conn_counts: Counter[str] = Counter()
         self._latency: dict[str, float] = {}
         self._known_addrs: dict[str, list[str]] = {}
-        self._stats: dict[str, Any] = {
-            "bytes_sent": 0,
-            "bytes_received": 0,
-            "blobs_sent": 0,
-            "blobs_received": 0,
-            "messages_sent": 0,
-            "messages_received": 0,
-            "message_streams_opened": 0,
-            "gossip_published": 0,
-            "gossip_received": 0,
-            "rejected": Counter(),
-        }
+        self._counters = NodeCounters()
         self._listen_addrs: list[str] = []
         self._started = False
         self._stopped = False
@@ -314,9 +304,7 @@ class P2PNode:
 
     def stats(self) -> dict[str, Any]:
         """Counters since start: bytes/blobs sent and received, rejections by reason."""
-        with self._lock:
-            out = dict(self._stats)
-            out["rejected"] = dict(self._stats["rejected"])
+        out = self._counters.snapshot()
         inbound = self._inbound
         out["inbound_blobs_in_flight"] = inbound.blobs
         out["inbound_bytes_in_flight"] = inbound.bytes
@@ -345,12 +333,10 @@ class P2PNode:
         return await self._bridge.call(fn, *args)
 
     def _count_reject(self, reason: str) -> None:
-        with self._lock:
-            self._stats["rejected"][reason] += 1
+        self._counters.reject(reason)
 
     def _add_stat(self, key: str, value: int) -> None:
-        with self._lock:
-            self._stats[key] += value
+        self._counters.add(key, value)
 
     # ------------------------------------------------------------------ trio side
 
