@@ -1,4 +1,5 @@
-"""Which signed headers a node accepts: the one rule blobs and messages share.
+"""Which signed headers a node accepts (the one rule blobs and messages share), and
+what a refused sender raises.
 
 A header whose signature verified is still refused when the connected peer is not on
 the roster, when it names someone else as sender, another federation, another
@@ -10,6 +11,14 @@ receiver can count it.
 from __future__ import annotations
 
 from . import framing
+from .errors import (
+    BlobBusyError,
+    BlobCorruptError,
+    BlobError,
+    BlobRejectedError,
+    BlobSignatureError,
+    BlobTooLargeError,
+)
 from .framing import BlobHeader
 from .roster import Roster
 
@@ -29,3 +38,17 @@ def header_refusal(
     if header.length > max_bytes:
         return f"{framing.REASON_TOO_LARGE}: {header.length} bytes, limit {max_bytes}"
     return None
+
+
+def refusal_error(reason: str) -> BlobError:
+    """The error a refused sender raises, chosen by the reason's ``REASON_*`` code."""
+    code = reason.split(":", 1)[0]
+    if code == framing.REASON_TOO_LARGE:
+        return BlobTooLargeError(f"receiver refused: {reason}")
+    if code == framing.REASON_BAD_SIGNATURE:
+        return BlobSignatureError(f"receiver refused: {reason}")
+    if code == framing.REASON_CORRUPT:
+        return BlobCorruptError(f"receiver refused: {reason}")
+    if code == framing.REASON_BUSY:
+        return BlobBusyError(reason)
+    return BlobRejectedError(reason)

@@ -158,7 +158,7 @@ async def read_signed_header(read: ReadFn) -> tuple[bytes, bytes]:
 
     The signature is not checked here. The sender of a small blob writes the
     first body bytes right behind the header without waiting for the accept
-    (see ``P2PNode`` and docs/network.md), so reading past the frame would pull
+    (see :mod:`.blob_sender` and docs/network.md), so reading past the frame would pull
     body bytes out of the stream before the header was checked: the prefix
     and then the rest of the frame are read exactly.
     """

@@ -6,7 +6,7 @@ daemon's handler returns. Without a bound, members sending at the same time
 Every blob is admitted from its signed header, *before* the accept reply and
 so before the receiver reads a single body byte (a blob over 16 MiB has not
 sent one; a smaller one may have parked its first Yamux window of body in the
-stream, see ``P2PNode``; that write never waits on us). When there is no room it
+stream, see :mod:`.blob_sender`; that write never waits on us). When there is no room it
 waits (up to ``wait_s``) for a blob in flight to finish, then is refused with
 ``busy``; the sender raises :class:`~.errors.BlobBusyError`. Senders already
 wait for the accept reply, so a short wait costs them nothing but time.

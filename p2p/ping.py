@@ -1,0 +1,111 @@
+"""Ping (``/fedswarm/ping/1.0.0``): latency to each member, and dead-link detection.
+
+TCP alone may not notice a dead link for many minutes, and a connection that looks
+open stops the reconnect loop from re-dialling. So every connected member is pinged
+on each announce interval: the round trip feeds ``P2PNode.latency_ms()`` (smoothed),
+and a member that misses two pings in a row has its connection closed so the
+reconnect loop (:mod:`.connections`) takes over.
+
+The wire format is libp2p's ping in spirit: 32 bytes out, the same 32 bytes back.
+Only the trio thread runs this module's coroutines; latencies are read from asyncio,
+so a lock guards them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable
+
+import trio
+from libp2p.abc import INetStream
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+
+from . import framing
+from .context import NodeContext
+from .errors import P2PError
+from .streams import reset_stream, stream_reader
+
+# The logger of P2PNode before it was split into modules: log filters keep matching.
+log = logging.getLogger("fedswarm.p2p.node")
+
+PING_PROTOCOL = "/fedswarm/ping/1.0.0"
+_PING_BYTES = 32
+_PING_TIMEOUT_S = 5.0
+_PING_MISSES_BEFORE_CLOSE = 2
+# How long an inbound ping stream may take before it is reset.
+_PING_HANDLER_TIMEOUT_S = 10
+
+
+class Pinger:
+    """Pings members, keeps their smoothed round-trip times, answers their pings."""
+
+    def __init__(self, ctx: NodeContext, *, close_peer: Callable[[str], Awaitable[None]]) -> None:
+        self._ctx = ctx
+        self._close_peer = close_peer
+        self._lock = threading.Lock()  # guards _latency, read from asyncio
+        self._latency: dict[str, float] = {}
+        self._misses: dict[str, int] = {}  # trio thread only
+
+    def latency_ms(self, peer_id: str) -> float | None:
+        """Smoothed round-trip time of the last pings to ``peer_id``."""
+        with self._lock:
+            return self._latency.get(peer_id)
+
+    async def ping_all(self, peers: Iterable[str]) -> None:
+        """Ping every peer at once; returns when all answered or missed."""
+        async with trio.open_nursery() as nursery:
+            for pid in list(peers):
+                nursery.start_soon(self._ping_and_track, pid)
+
+    async def _ping_and_track(self, peer_id: str) -> None:
+        """Measure latency; a member that misses two pings in a row is presumed
+        gone and its connection is closed so the redial loop takes over."""
+        try:
+            with trio.fail_after(_PING_TIMEOUT_S):
+                rtt = await self._ping(peer_id)
+        except Exception as exc:
+            misses = self._misses.get(peer_id, 0) + 1
+            self._misses[peer_id] = misses
+            if misses >= _PING_MISSES_BEFORE_CLOSE:
+                log.warning("member %s missed %d pings (%s); closing", peer_id, misses, exc)
+                self._misses.pop(peer_id, None)
+                await self._close_peer(peer_id)
+            return
+        self._misses.pop(peer_id, None)
+        with self._lock:
+            old = self._latency.get(peer_id)
+            self._latency[peer_id] = rtt if old is None else 0.7 * old + 0.3 * rtt
+
+    async def _ping(self, peer_id: str) -> float:
+        host = self._ctx.handles.require_host()
+        stream = await host.new_stream(ID.from_base58(peer_id), [TProtocol(PING_PROTOCOL)])
+        try:
+            token = b"p" * _PING_BYTES
+            start = time.perf_counter()
+            await stream.write(token)
+            echoed = await framing.read_exactly(stream_reader(stream), _PING_BYTES)
+            rtt_ms = (time.perf_counter() - start) * 1000.0
+            if echoed != token:
+                raise P2PError("bad ping echo")
+            await stream.close()
+            return rtt_ms
+        except BaseException:
+            await reset_stream(stream)
+            raise
+
+    async def handle_stream(self, stream: INetStream) -> None:
+        """Stream handler: echo a member's ping; never raises (it would kill the host)."""
+        try:
+            with trio.fail_after(_PING_HANDLER_TIMEOUT_S):
+                if not self._ctx.roster.is_member(str(stream.muxed_conn.peer_id)):
+                    await reset_stream(stream)
+                    return
+                data = await framing.read_exactly(stream_reader(stream), _PING_BYTES)
+                await stream.write(data)
+                await stream.close()
+        except Exception as exc:
+            log.debug("ping stream failed: %s", exc)
+            await reset_stream(stream)
