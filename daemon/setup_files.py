@@ -153,6 +153,3 @@ def toml_string(value: str) -> str:
     """Quote ``value`` as a TOML basic string (JSON's escapes are valid TOML)."""
     return json.dumps(value)
 
-
-def read_token(path: Path) -> str:
-    return path.read_text().strip()
