@@ -1,6 +1,6 @@
 """FedMKT benchmark: bandwidth, alignment cost, distillation memory, and whether it helps.
 
-Run: ``python -m fedswarm.bench.fedmkt --json out.json``. One run of the toy federation
+Run: ``python -m bench.fedmkt --json out.json``. One run of the toy federation
 (``tests/learning/fedmkt/toy_world.py``): a byte-level-BPE model on kitchen text and a
 smaller sentencepiece-style model on harbour text. Three arms get the same number of
 optimizer steps: FedMKT (alpha 0.9), the same pipeline with alpha 1 (LM loss on the

@@ -11,9 +11,10 @@ import asyncio
 import time
 
 import numpy as np
-from fedswarm.bench.quality_transport import MailboxNetwork
 from fedswarm.daemon.plain_averaging import plain_group_average
 from fedswarm.learning.moment_averaging import averaged_length, explain_refusal
+
+from bench.quality_transport import MailboxNetwork
 
 ADAPTER_SIZE = 64
 
