@@ -201,7 +201,10 @@ async def test_fedmkt_lists_teacher_student_edges_with_org_names(
 async def test_fedmkt_view_failure_gets_503(
     client: TestClient[Any, Any], auth: dict[str, str], fake_view: Any
 ) -> None:
-    fake_view.mkt = None  # a view bug: the handler must answer, not crash
-    fake_view.fedmkt = lambda: {}["missing"]
+    def broken() -> dict[str, Any]:
+        raise KeyError("missing")  # a view bug: the handler must answer, not crash
+
+    fake_view.mkt = None
+    fake_view.fedmkt = broken
     response = await client.get("/api/fedmkt", headers=auth)
     assert response.status == 503
