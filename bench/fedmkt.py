@@ -1,7 +1,7 @@
 """FedMKT benchmark: bandwidth, alignment cost, distillation memory, and whether it helps.
 
-Run: ``python -m fedswarm.bench.fedmkt --json out.json``. One run of the toy federation
-(:mod:`fedswarm.learning.fedmkt.toy_world`): a byte-level-BPE model on kitchen text and a
+Run: ``python -m bench.fedmkt --json out.json``. One run of the toy federation
+(``tests/learning/fedmkt/toy_world.py``): a byte-level-BPE model on kitchen text and a
 smaller sentencepiece-style model on harbour text. Three arms get the same number of
 optimizer steps: FedMKT (alpha 0.9), the same pipeline with alpha 1 (LM loss on the
 public set only, no distillation: the ablation that shows what distillation itself
@@ -30,22 +30,24 @@ from fedswarm.learning.fedmkt.alignment import align_tokens
 from fedswarm.learning.fedmkt.knowledge import compute_public_knowledge
 from fedswarm.learning.fedmkt.public_data import PublicDataset
 from fedswarm.learning.fedmkt.settings import FedMKTSettings
-from fedswarm.learning.fedmkt.toy_world import (
+from fedswarm.learning.fedmkt.trainer import (
+    build_example_targets,
+    distill,
+    evaluate_lm_loss,
+    train_causal_lm,
+)
+from fedswarm.learning.fedmkt.vocab_mapping import build_vocab_mapping
+
+# The toy world and the in-memory round are test scaffolding; the benchmark measures
+# the same world the tests assert on (run from the repository root, like ``bench``).
+from tests.learning.fedmkt.in_memory_round import Participant, mutual_round
+from tests.learning.fedmkt.toy_world import (
     ToyWorld,
     build_toy_world,
     tiny_llama,
     train_byte_bpe,
     train_metaspace_unigram,
 )
-from fedswarm.learning.fedmkt.trainer import (
-    Participant,
-    build_example_targets,
-    distill,
-    evaluate_lm_loss,
-    mutual_round,
-    train_causal_lm,
-)
-from fedswarm.learning.fedmkt.vocab_mapping import build_vocab_mapping
 
 
 @dataclass(frozen=True)

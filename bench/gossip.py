@@ -16,7 +16,7 @@ average of the initial vectors. Deviation after a round is
 
 the fraction of the initial disagreement still left, whatever the vectors' scale.
 
-    python -m fedswarm.bench.gossip --group 4 --rounds 10 --json out.json \
+    python -m bench.gossip --group 4 --rounds 10 --json out.json \
         --dropout 0,0.1,0.3 --sizes 16,64,256 --dim 1000
 """
 
@@ -35,10 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fedswarm.bench.machine import cpu_model
 from fedswarm.federation.averaging.weighting import carried_weight, weighted_average
 from fedswarm.federation.groups.agreement import AgreementConfig, Formed, GroupAgreement, Outgoing
 from fedswarm.federation.groups.plan import grid_shape
+
+from .machine import cpu_model
 
 TARGET = 1e-3
 

@@ -1,6 +1,6 @@
 """Run a federation with one daemon per Linux network namespace, and break its network.
 
-Used by ``tests/reliability`` and by ``python -m fedswarm.bench.soak``. Each peer gets
+Used by ``tests/reliability`` and by ``python -m bench.soak``. Each peer gets
 its own namespace (its own IP stack and address); namespaces are joined by the
 userspace switch of :mod:`.tun_switch` (per-link latency and loss: ``tc netem`` is
 used instead where the kernel has it), and the root namespace gets one more port

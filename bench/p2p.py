@@ -1,6 +1,6 @@
 """Blob transfer benchmark: P2PNode.send_blob vs a bare py-libp2p stream vs plain TCP.
 
-    python -m fedswarm.bench.p2p --json out.json [--sizes 1,50,200] [--rounds 3]
+    python -m bench.p2p --json out.json [--sizes 1,50,200] [--rounds 3]
 
 For every size and method a fresh receiver and sender *process* pair moves the
 same number of random bytes over loopback; the receiver keeps the whole blob in
@@ -35,6 +35,8 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from . import child_env, module_command
 
 if TYPE_CHECKING:  # imported where used: the TCP children never load libp2p
     from collections.abc import Awaitable, Callable
@@ -494,7 +496,8 @@ def _tcp_sender(addr: str, size: int, repeat: int) -> None:
 
 def _child(args: list[str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "fedswarm.bench.p2p", *args],
+        module_command("p2p", *args),
+        env=child_env(),
         stdout=subprocess.PIPE,
         text=True,
     )

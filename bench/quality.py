@@ -1,7 +1,7 @@
 """Does federation pay off? Local-only vs centralised vs fedswarm, on non-IID data.
 
-    python -m fedswarm.bench.quality --peers 4 --json quality.json          # real daemons
-    python -m fedswarm.bench.quality --quick --json quality-quick.json      # in-process, CI
+    python -m bench.quality --peers 4 --json quality.json          # real daemons
+    python -m bench.quality --quick --json quality-quick.json      # in-process, CI
 
 Arms (same demo model, same optimiser steps per peer, same seeds):
   local_only         each peer trains alone on its own domain
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "quality",
         "variant": variant.name,
-        "command": " ".join(["python -m fedswarm.bench.quality", *sys.argv[1:]]),
+        "command": " ".join(["python -m bench.quality", *sys.argv[1:]]),
         "peers": args.peers,
         "domains": data.domains,
         "settings": asdict(settings),

@@ -1,6 +1,6 @@
 """Benchmark one secure-aggregation round against plaintext and shared-key CKKS baselines.
 
-    python -m fedswarm.bench.secagg --params 4000000 --group 8 --json out.json
+    python -m bench.secagg --params 4000000 --group 8 --json out.json
 
 Runs all k members of one round in this process over an in-memory transport, with the
 real spawn process pool doing the HE work, then measures:
@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fedswarm.bench.machine import cpu_model
 from fedswarm.secagg.accumulator import CiphertextAccumulator
 from fedswarm.secagg.he import (
     load_public_context,
@@ -43,6 +42,9 @@ from fedswarm.secagg.payloads import ContextPayload, UploadPayload
 from fedswarm.secagg.roles import assign_roles
 from fedswarm.secagg.session import AggregationResult, GroupSpec, run_secure_aggregation
 from fedswarm.secagg.signing import Ed25519Signer, verifier_from_keys
+
+from . import child_env, module_command
+from .machine import cpu_model
 
 TARGET_PEER_CPU_S = 3.0
 TARGET_BYTES_RATIO = 4.5
@@ -264,17 +266,16 @@ def main(argv: list[str] | None = None) -> int:
         run = asyncio.run(_run_round(n, k, params, workdir, keys_file))
         aggregator, decryptor = run.results[0].aggregator, run.results[0].decryptor
         replay = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "fedswarm.bench.secagg",
+            module_command(
+                "secagg",
                 "--params",
                 str(n),
                 "--replay-aggregator",
                 str(workdir / aggregator),
                 "--keys",
                 str(keys_file),
-            ],
+            ),
+            env=child_env(),
             check=True,
             capture_output=True,
             text=True,

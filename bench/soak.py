@@ -1,6 +1,6 @@
 """Soak: a namespaced federation runs rounds for N minutes under random faults.
 
-    python -m fedswarm.bench.soak --peers 8 --minutes 10 [--json out.json] [--secure]
+    python -m bench.soak --peers 8 --minutes 10 [--json out.json] [--secure]
 
 Every ``--fault-every`` seconds one fault is drawn at random — kill -9 (restarted a
 little later), link down (healed later), latency+loss, a tc tbf bandwidth cap, SIGSTOP

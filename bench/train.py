@@ -4,7 +4,7 @@ Same model, same packed data, same LoRA, same batch and step count. Each measure
 runs in a fresh subprocess (so peak memory is per variant, not the max of both), and
 the variants alternate ``--repeats`` times to spread out noise from other processes.
 
-    python -m fedswarm.bench.train --json out.json [--model DIR] [--steps 30]
+    python -m bench.train --json out.json [--model DIR] [--steps 30]
 
 Without ``--model`` the demo model is built (once) under ``~/.cache/fedswarm``.
 Prints a table and writes JSON with machine, versions, every run and a ``summary``
@@ -21,13 +21,14 @@ import platform
 import resource
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from fedswarm.daemon.demo.local_federation import demo_model_cache_dir
+
+from . import child_env, module_command
 
 WARMUP_STEPS = 3
 
@@ -162,12 +163,12 @@ def main(argv: list[str] | None = None) -> None:
     runs: list[dict[str, Any]] = []
     for repeat in range(a.repeats):
         for variant in ("fedswarm", "bare"):
-            cmd = [sys.executable, "-m", "fedswarm.bench.train", "--worker", variant,
-                   "--model", a.model, "--data", a.data, "--steps", str(a.steps),
-                   "--batch-size", str(a.batch_size), "--seq", str(a.seq), "--rank", str(a.rank),
-                   "--device", a.device, "--threads", str(a.threads)]
+            cmd = module_command(
+                "train", "--worker", variant, "--model", a.model, "--data", a.data,
+                "--steps", str(a.steps), "--batch-size", str(a.batch_size), "--seq", str(a.seq),
+                "--rank", str(a.rank), "--device", a.device, "--threads", str(a.threads))
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                                 env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                                 env=child_env({"HF_HUB_OFFLINE": "1"}))
             line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
                 raise SystemExit(f"{variant} worker failed:\n{out.stderr[-2000:]}")

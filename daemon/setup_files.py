@@ -66,6 +66,8 @@ local_steps = {local_steps}        # optimiser steps per round
 batch_size = {batch_size}
 lr = {lr}
 seed = {seed}
+# samples_per_round = 2              # eval prompts completed (greedy) per round for the dashboard; 0 = none
+# sample_max_new_tokens = 32         # tokens generated per sample
 """
 
 
@@ -153,6 +155,3 @@ def toml_string(value: str) -> str:
     """Quote ``value`` as a TOML basic string (JSON's escapes are valid TOML)."""
     return json.dumps(value)
 
-
-def read_token(path: Path) -> str:
-    return path.read_text().strip()

@@ -1,10 +1,12 @@
 """The daemon's durable state: one SQLite database (WAL) under the state directory.
 
 It records what an operator and a restart need: the round log, per-step and
-per-round metrics, the peers seen, messages rejected and why, and generation
-samples. The schema carries a version; ``MIGRATIONS`` upgrades older files in
-place, one transaction per step, so an upgrade interrupted mid-way leaves the
-previous version intact.
+per-round metrics, messages rejected and why, generation samples and events.
+The schema carries a version; ``MIGRATIONS`` upgrades older files in place, one
+transaction per step, so an upgrade interrupted mid-way leaves the previous
+version intact. (Version 1 also creates a ``peers`` table that nothing reads or
+writes any more: the dashboard's peer list comes from the live roster and
+membership.)
 
 Writes are small (one row per event) and run on the caller's thread; the
 connection is shared under a lock so the dashboard's reads and the round loop's
@@ -317,7 +319,7 @@ class StateStore:
                 values[name] = json.loads(values[name])
         return RoundRecord(**values)
 
-    # -- metrics, peers, rejections, samples ---------------------------------------------
+    # -- metrics, rejections, samples -----------------------------------------------------
 
     def add_step_metric(self, round: int, step: int, loss: float) -> None:
         with self._transaction() as db:
@@ -333,39 +335,6 @@ class StateStore:
                 (limit,),
             ).fetchall()
         return [{"ts": r[0], "round": r[1], "step": r[2], "loss": r[3]} for r in reversed(rows)]
-
-    def upsert_peer(self, peer_id: str, **fields: Any) -> None:
-        allowed = {"org", "addrs", "last_seen", "round", "state", "fingerprint", "latency_ms",
-                   "version"}
-        unknown = set(fields) - allowed
-        if unknown:
-            raise ValueError(f"unknown peer fields: {sorted(unknown)}")
-        if "addrs" in fields:
-            fields["addrs"] = json.dumps(list(fields["addrs"]))
-        names = sorted(fields)
-        with self._transaction() as db:
-            db.execute("INSERT OR IGNORE INTO peers (peer_id) VALUES (?)", (peer_id,))
-            if names:
-                assignments = ", ".join(f"{n} = ?" for n in names)
-                db.execute(
-                    f"UPDATE peers SET {assignments} WHERE peer_id = ?",
-                    (*[fields[n] for n in names], peer_id),
-                )
-
-    def peers(self) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT peer_id, org, addrs, last_seen, round, state, fingerprint, latency_ms, "
-                "version FROM peers ORDER BY org, peer_id"
-            ).fetchall()
-        keys = ("peer_id", "org", "addrs", "last_seen", "round", "state", "fingerprint",
-                "latency_ms", "version")
-        result = []
-        for row in rows:
-            item = dict(zip(keys, row, strict=True))
-            item["addrs"] = json.loads(item["addrs"]) if item["addrs"] else []
-            result.append(item)
-        return result
 
     def add_rejection(self, peer_id: str | None, kind: str, reason: str) -> None:
         with self._transaction() as db:

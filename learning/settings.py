@@ -20,6 +20,9 @@ _FORMATS = ("auto", "text", "instruction", "chat")
 _SCHEDULES = ("cosine", "linear", "constant")
 # PEFT methods whose config takes (r, alpha, dropout, target_modules) the way LoRA does.
 SUPPORTED_PEFT_TYPES = ("LORA", "LOHA", "LOKR")
+# Generation samples are a dashboard aid: a few short greedy completions per round.
+MAX_SAMPLES_PER_ROUND = 16
+MAX_SAMPLE_NEW_TOKENS = 256
 
 
 def _require(condition: bool, field: str, message: str) -> None:
@@ -110,6 +113,10 @@ class TrainSettings:
     ``total_steps`` is the length of the learning-rate schedule over the whole
     federation (all rounds). When it is ``None`` the federation is open-ended, so the
     rate stays constant after warm-up whatever ``schedule`` says.
+
+    ``samples_per_round`` and ``sample_max_new_tokens`` are the arguments the round
+    loop passes to ``LocalTrainer.sample_outputs`` for the dashboard's generation
+    samples (greedy completions of the first eval prompts); 0 samples turns it off.
     """
 
     local_steps: int = 20
@@ -124,6 +131,8 @@ class TrainSettings:
     seed: int = 0
     fedprox_mu: float = 0.0
     eval_batches: int | None = None
+    samples_per_round: int = 2
+    sample_max_new_tokens: int = 32
 
     def __post_init__(self) -> None:
         _require(self.local_steps > 0, "train.local_steps", "must be positive")
@@ -139,3 +148,7 @@ class TrainSettings:
         _require(self.fedprox_mu >= 0, "train.fedprox_mu", "must be >= 0")
         if self.eval_batches is not None:
             _require(self.eval_batches > 0, "train.eval_batches", "must be positive or unset")
+        _require(0 <= self.samples_per_round <= MAX_SAMPLES_PER_ROUND, "train.samples_per_round",
+                 f"must be in [0, {MAX_SAMPLES_PER_ROUND}] (0 = no samples)")
+        _require(0 < self.sample_max_new_tokens <= MAX_SAMPLE_NEW_TOKENS,
+                 "train.sample_max_new_tokens", f"must be in [1, {MAX_SAMPLE_NEW_TOKENS}]")

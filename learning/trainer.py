@@ -32,7 +32,7 @@ from fedswarm.learning.checkpoint_files import (
 from fedswarm.learning.data_files import BadRow
 from fedswarm.learning.dataset import prepare_data
 from fedswarm.learning.errors import CheckpointError, ExportError, LearningError
-from fedswarm.learning.examples import IGNORE_INDEX, BatchStream, eval_batches
+from fedswarm.learning.examples import IGNORE_INDEX, BatchStream, Example, eval_batches
 from fedswarm.learning.model_loading import attach_adapter, load_base_model, load_tokenizer
 from fedswarm.learning.optimizer_moments import Moments, load_moments, read_moments
 from fedswarm.learning.schedule import learning_rate
@@ -42,6 +42,8 @@ from safetensors.torch import load_file
 
 CHECKPOINT_FORMAT = 1
 ADAPTER_FILE = "adapter_model.safetensors"
+# A text sample's prompt: this many tokens from the start of an eval block.
+TEXT_PROMPT_TOKENS = 16
 
 
 @dataclass
@@ -345,13 +347,42 @@ class LocalTrainer:
     @torch.no_grad()
     def generate(self, prompts: list[str], max_new_tokens: int = 32) -> list[str]:
         """Greedy completions of ``prompts`` (deterministic, for demos and smoke tests)."""
-        if not prompts:
+        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+        return self._greedy([bos + list(self.tokenizer(p, add_special_tokens=False)["input_ids"])
+                             for p in prompts], max_new_tokens)
+
+    @torch.no_grad()
+    def sample_outputs(self, n: int, max_new_tokens: int) -> list[tuple[str, str]]:
+        """``(prompt, continuation)`` for the first ``n`` eval examples, greedy.
+
+        The prompt is what the model is asked to continue: the part of an instruction
+        or chat example before the first trained (response) token, or the first
+        ``TEXT_PROMPT_TOKENS`` tokens of a text block. Deterministic for a given
+        adapter, so rounds can be compared; fewer than ``n`` pairs when the eval set
+        is smaller, none without eval data or when ``n`` is 0.
+        """
+        if n < 0:
+            raise ValueError("n: must be >= 0")
+        if max_new_tokens <= 0:
+            raise ValueError("max_new_tokens: must be positive")
+        prompts = [self._prompt_ids(example) for example in self.data.eval[:n]]
+        outputs = self._greedy(prompts, max_new_tokens)
+        return [(self.tokenizer.decode(ids, skip_special_tokens=True), out)
+                for ids, out in zip(prompts, outputs, strict=True)]
+
+    def _prompt_ids(self, example: Example) -> list[int]:
+        if self.data.format == "text":
+            return example.input_ids[:TEXT_PROMPT_TOKENS]
+        first_trained = next((i for i, label in enumerate(example.labels)
+                              if label != IGNORE_INDEX), len(example.labels))
+        return example.input_ids[:max(first_trained, 1)]
+
+    def _greedy(self, encoded: list[list[int]], max_new_tokens: int) -> list[str]:
+        """Left-pad token id lists, decode greedily, return the new text of each row."""
+        if not encoded:
             return []
         was_training = self.model.training
         self.model.eval()
-        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
-        encoded = [bos + list(self.tokenizer(p, add_special_tokens=False)["input_ids"])
-                   for p in prompts]
         width = max(len(e) for e in encoded)
         pad = int(self.tokenizer.pad_token_id)
         ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded])

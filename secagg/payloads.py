@@ -85,10 +85,6 @@ class ShareBundle:
         return cls(Share.from_bytes(data[:size]), Share.from_bytes(data[size:]))
 
 
-def encode_chunks(chunks: list[bytes]) -> bytes:
-    return Writer().blobs(chunks).getvalue()
-
-
 @dataclass(frozen=True)
 class UploadPayload:
     """A member's masked, encrypted contribution and the mask set it used.

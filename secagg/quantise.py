@@ -79,11 +79,6 @@ def validate_update(update: np.ndarray) -> np.ndarray:
     return flat
 
 
-def check_update(update: np.ndarray) -> np.ndarray:
-    """Validate an update and return it as a flat float64 array (a new array)."""
-    return validate_update(update).astype(np.float64)
-
-
 def quantise_weight(weight: float, params: SecAggParams) -> int:
     """The weight as an integer number of weight_resolution units (>= 1)."""
     if not isinstance(weight, int | float) or not math.isfinite(weight):
@@ -95,16 +90,6 @@ def quantise_weight(weight: float, params: SecAggParams) -> int:
         )
     units = round(weight / params.weight_resolution)
     return max(units, 1)
-
-
-def clip_update(flat: np.ndarray, params: SecAggParams) -> np.ndarray:
-    """Bound every coordinate by clip_norm (coordinate) or the L2 norm (l2), in place."""
-    if params.clip_mode == "l2":
-        norm = l2_norm(flat)
-        if norm > params.clip_norm:
-            flat *= params.clip_norm / norm
-        return flat
-    return np.clip(flat, -params.clip_norm, params.clip_norm, out=flat)
 
 
 def l2_norm(flat: np.ndarray) -> float:

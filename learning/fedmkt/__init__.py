@@ -58,13 +58,10 @@ from fedswarm.learning.fedmkt.support import (
 )
 from fedswarm.learning.fedmkt.trainer import (
     DistillStats,
-    Participant,
-    RoundReport,
     accept_peer_knowledge,
     build_example_targets,
     distill,
     evaluate_lm_loss,
-    mutual_round,
     train_causal_lm,
 )
 from fedswarm.learning.fedmkt.vocab_mapping import (
@@ -86,14 +83,12 @@ __all__ = [
     "KnowledgePublicSetMismatchError",
     "KnowledgeShapeError",
     "KnowledgeVocabRangeError",
-    "Participant",
     "PeerExample",
     "PublicDataError",
     "PublicDataHashMismatchError",
     "PublicDataset",
     "PublicKnowledge",
     "PublicSupport",
-    "RoundReport",
     "SparseTargets",
     "SupportAverage",
     "SupportAverageError",
@@ -119,7 +114,6 @@ __all__ = [
     "example_targets",
     "fedmkt_loss",
     "load_public_dataset",
-    "mutual_round",
     "normalise_token",
     "sparse_distillation_loss",
     "support_vector",

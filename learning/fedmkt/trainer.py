@@ -1,4 +1,4 @@
-"""The FedMKT distillation loop, local LM training, and an in-memory mutual round.
+"""The FedMKT distillation loop and local LM training.
 
 The daemon carries :class:`PublicKnowledge` blobs between peers; everything here is
 local: given our model, our knowledge and the peers' knowledge, build sparse targets
@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,7 +24,7 @@ from fedswarm.learning.fedmkt.distill import (
     lm_loss,
 )
 from fedswarm.learning.fedmkt.errors import KnowledgeError
-from fedswarm.learning.fedmkt.knowledge import PublicKnowledge, compute_public_knowledge
+from fedswarm.learning.fedmkt.knowledge import PublicKnowledge
 from fedswarm.learning.fedmkt.public_data import PublicDataset
 from fedswarm.learning.fedmkt.settings import FedMKTSettings
 from fedswarm.learning.fedmkt.vocab_mapping import (
@@ -226,86 +225,3 @@ def evaluate_lm_loss(
         count += len(ids) - 1
     model.train(was_training)
     return total / max(count, 1)
-
-
-@dataclass
-class Participant:
-    """One peer of an in-memory FedMKT round (tests and benchmarks)."""
-
-    name: str
-    model: torch.nn.Module
-    tokenizer: Any
-    private_texts: Sequence[str]
-    seed: int = 0
-
-
-@dataclass
-class RoundReport:
-    """What one in-memory mutual round did, per participant name."""
-
-    local_losses: dict[str, list[float]] = field(default_factory=dict)
-    distill: dict[str, DistillStats] = field(default_factory=dict)
-    bytes_sent: dict[str, int] = field(default_factory=dict)
-    rejected: dict[str, dict[str, str]] = field(default_factory=dict)
-
-
-def mutual_round(
-    participants: Sequence[Participant],
-    public: PublicDataset,
-    settings: FedMKTSettings,
-    local_steps: int,
-    distill_steps: int,
-    batch_size: int = 8,
-    learning_rate: float = 1e-3,
-    mapping_cache_dir: Path | None = None,
-    round_number: int = 0,
-) -> RoundReport:
-    """Local training → knowledge on the public set → exchange (bytes) → distillation.
-
-    The exchange goes through :meth:`PublicKnowledge.encode`/``decode`` and validation,
-    exactly as received blobs would, so what is measured and tested is the wire path.
-    """
-    report = RoundReport()
-    cache = VocabMappingCache(mapping_cache_dir) if mapping_cache_dir is not None else None
-    blobs: dict[str, bytes] = {}
-    own_knowledge: dict[str, PublicKnowledge] = {}
-    for peer in participants:
-        report.local_losses[peer.name] = train_causal_lm(
-            peer.model,
-            peer.tokenizer,
-            peer.private_texts,
-            local_steps,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            max_length=settings.max_length,
-            seed=peer.seed + 1000 * round_number,
-        )
-        knowledge = compute_public_knowledge(
-            peer.model,
-            peer.tokenizer,
-            public.texts,
-            public.sha256,
-            top_k=settings.top_k,
-            max_length=settings.max_length,
-            batch_size=settings.knowledge_batch_size,
-        )
-        own_knowledge[peer.name] = knowledge
-        blobs[peer.name] = knowledge.encode()
-        report.bytes_sent[peer.name] = len(blobs[peer.name]) * (len(participants) - 1)
-    for peer in participants:
-        received = {name: blob for name, blob in blobs.items() if name != peer.name}
-        accepted, rejected = accept_peer_knowledge(received, public)
-        report.rejected[peer.name] = rejected
-        report.distill[peer.name] = distill(
-            peer.model,
-            peer.tokenizer,
-            own_knowledge[peer.name],
-            accepted,
-            settings,
-            distill_steps,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            mapping_cache=cache,
-            seed=peer.seed + 1000 * round_number + 7,
-        )
-    return report

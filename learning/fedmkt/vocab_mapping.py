@@ -38,9 +38,6 @@ class VocabMapping:
         """Own ids for an array of peer ids (any shape)."""
         return self.peer_to_own[peer_ids]
 
-    @property
-    def exact_fraction(self) -> float:
-        return float(self.exact.mean()) if self.exact.size else 0.0
 
 
 def _bucket_key(text: str) -> tuple[bool, str]:

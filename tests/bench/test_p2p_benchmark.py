@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from bench import child_env, module_command
 
 SUMMARY_KEYS = {
     "blob_vs_bare_ratio",
@@ -27,9 +28,8 @@ SUMMARY_KEYS = {
 def small_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
     out = tmp_path_factory.mktemp("p2p") / "p2p.json"
     completed = subprocess.run(
-        [sys.executable, "-m", "fedswarm.bench.p2p", "--sizes", "1", "--pairs", "1",
-         "--repeat", "2", "--json", str(out)],
-        capture_output=True, text=True, timeout=180, check=False,
+        module_command("p2p", "--sizes", "1", "--pairs", "1", "--repeat", "2", "--json", str(out)),
+        env=child_env(), capture_output=True, text=True, timeout=180, check=False,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     return json.loads(out.read_text()), completed.stdout

@@ -10,14 +10,13 @@ other tools read.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from fedswarm.bench import quality
-from fedswarm.bench.quality_report import TARGET_FED_OVER_CENTRAL, TARGET_GAP_CLOSED
+
+from bench import child_env, module_command, quality
+from bench.quality_report import TARGET_FED_OVER_CENTRAL, TARGET_GAP_CLOSED
 
 SUMMARY_KEYS = {"fed_over_central", "fed_over_local", "gap_closed", "secure_over_plain_wall"}
 # Secure aggregation quantises each value (adapter and AdamW exp_avg) to a grid of about
@@ -29,11 +28,10 @@ SECURE_PLAIN_TOLERANCE = 2e-3
 @pytest.fixture(scope="module")
 def quick_result(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("quality") / "quick.json"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = child_env({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                     "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"})
     completed = subprocess.run(
-        [sys.executable, "-m", "fedswarm.bench.quality", "--quick", "--peers", "4",
-         "--json", str(out)],
+        module_command("quality", "--quick", "--peers", "4", "--json", str(out)),
         capture_output=True, text=True, timeout=540, env=env, check=False,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]

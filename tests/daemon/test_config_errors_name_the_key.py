@@ -114,3 +114,11 @@ def test_a_non_boolean_value_is_refused_naming_the_key(tmp_path: Path) -> None:
     bad = MINIMAL + '\n[federation]\naverage_optimizer_state = "yes"\n'
     with pytest.raises(ConfigError, match=r"\[federation\] average_optimizer_state: expected true"):
         load_config(write(tmp_path, bad))
+
+
+def test_generation_sample_keys_load_and_out_of_range_is_named(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL + "\n[train]\nsamples_per_round = 0\n"))
+    assert (config.train.samples_per_round, config.train.sample_max_new_tokens) == (0, 32)
+    text = MINIMAL + "\n[train]\nsample_max_new_tokens = 1000\n"
+    with pytest.raises(ConfigError, match=r"\[train\]: train\.sample_max_new_tokens: must be in"):
+        load_config(write(tmp_path, text))

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 import torch
-from fedswarm.bench.quality_transport import queue_transports
 from fedswarm.learning import moment_averaging
 from fedswarm.learning.optimizer_moments import Moments
 from fedswarm.learning.trainer import LocalTrainer
@@ -27,6 +26,8 @@ from fedswarm.secagg.params import SecAggParams
 from fedswarm.secagg.quantise import QuantisationGrid
 from fedswarm.secagg.session import AggregationResult, GroupSpec, run_secure_aggregation
 from fedswarm.secagg.signing import Ed25519Signer, verifier_from_keys
+
+from bench.quality_transport import queue_transports
 
 MakeTrainer = Callable[..., LocalTrainer]
 GRAD_NORM = 5.0  # larger than clip_norm: moments up to 5 must not be cut at 1

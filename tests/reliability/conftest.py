@@ -13,7 +13,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 @pytest.fixture
 def netns_ready() -> None:
     """Skip (with the reason) unless this machine lets us create namespaces and TUNs."""
-    from fedswarm.bench.netns_federation import unavailable_reason
+    from bench.netns_federation import unavailable_reason
 
     reason = unavailable_reason()
     if reason is not None:

@@ -14,7 +14,8 @@ import json
 from pathlib import Path
 
 import pytest
-from fedswarm.bench.netns_federation import NetnsFederation
+
+from bench.netns_federation import NetnsFederation
 
 pytestmark = [pytest.mark.slow, pytest.mark.netns, pytest.mark.timeout(420)]
 

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
+from fedswarm.daemon.state import StateStore
+from fedswarm.daemon.views.status import DaemonStatusView
+from fedswarm.webui.app import create_app
 from fedswarm.webui.config import DashboardConfig
 from fedswarm.webui.errors import DashboardConfigError
 
@@ -96,6 +101,34 @@ async def test_training_has_steps_rounds_and_samples(
     assert training["samples"][0]["output"] == "<script>alert(2)</script>"
 
 
+async def test_samples_stored_by_the_daemon_reach_the_training_payload(
+    tmp_path: Path, token: str, auth: dict[str, str]
+) -> None:
+    """The real path: ``StateStore.add_samples`` → ``DaemonStatusView`` → /api/training."""
+    store = StateStore.open(tmp_path)
+    store.begin_round(1)
+    store.update_round(1, status="complete", train_loss=2.5)
+    store.add_samples(1, [("The pilot", " checked the flaps"), ("At the", " harbour")])
+    store.add_samples(2, [("The pilot", " landed")])
+    daemon = SimpleNamespace(config=SimpleNamespace(federation=SimpleNamespace(mode="lora_avg")),
+                             store=store, eval_loss_start=3.0)
+    view = DaemonStatusView(daemon)  # type: ignore[arg-type]
+    client: TestClient[Any, Any] = TestClient(
+        TestServer(create_app(view, token), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        training = await get_json(client, "/api/training", auth)
+    finally:
+        await client.close()
+        store.close()
+    assert training["samples"] == [  # newest first
+        {"round": 2, "prompt": "The pilot", "output": " landed"},
+        {"round": 1, "prompt": "At the", "output": " harbour"},
+        {"round": 1, "prompt": "The pilot", "output": " checked the flaps"},
+    ]
+    assert [r["round"] for r in training["rounds"]] == [1]
+
+
 async def test_security_reports_parameters_and_rejections(
     client: TestClient[Any, Any], auth: dict[str, str]
 ) -> None:
@@ -168,7 +201,10 @@ async def test_fedmkt_lists_teacher_student_edges_with_org_names(
 async def test_fedmkt_view_failure_gets_503(
     client: TestClient[Any, Any], auth: dict[str, str], fake_view: Any
 ) -> None:
-    fake_view.mkt = None  # a view bug: the handler must answer, not crash
-    fake_view.fedmkt = lambda: {}["missing"]
+    def broken() -> dict[str, Any]:
+        raise KeyError("missing")  # a view bug: the handler must answer, not crash
+
+    fake_view.mkt = None
+    fake_view.fedmkt = broken
     response = await client.get("/api/fedmkt", headers=auth)
     assert response.status == 503

@@ -11,11 +11,12 @@ import asyncio
 import time
 
 import numpy as np
-from fedswarm.bench.quality_transport import MailboxNetwork
 from fedswarm.federation.averaging.plain import plain_group_average
 from fedswarm.federation.link import FunctionLink
 from fedswarm.federation.round import RoundContext
 from fedswarm.learning.moment_averaging import averaged_length, explain_refusal
+
+from bench.quality_transport import MailboxNetwork
 
 ADAPTER_SIZE = 64
 

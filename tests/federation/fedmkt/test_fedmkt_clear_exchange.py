@@ -33,7 +33,8 @@ from fedswarm.learning.fedmkt import (
     VocabMappingCache,
     compute_public_knowledge,
 )
-from fedswarm.learning.fedmkt.toy_world import (
+
+from tests.learning.fedmkt.toy_world import (
     build_toy_world,
     tiny_llama,
     train_byte_bpe,

@@ -41,11 +41,12 @@ from fedswarm.learning.fedmkt import (
     teacher_knowledge,
 )
 from fedswarm.learning.fedmkt.support import CE_SCALE
-from fedswarm.learning.fedmkt.toy_world import build_toy_world, tiny_llama, train_byte_bpe
 from fedswarm.secagg.he import make_executor
 from fedswarm.secagg.params import SecAggParams
 from fedswarm.secagg.session import GroupSpec, run_secure_aggregation
 from fedswarm.secagg.signing import Ed25519Signer, verifier_from_keys
+
+from tests.learning.fedmkt.toy_world import build_toy_world, tiny_llama, train_byte_bpe
 
 ROUND = 4
 SECTION = FedMKTSection(top_k=8, max_length=40, distill_steps=3, distill_batch_size=4,

@@ -6,7 +6,8 @@ import json
 import math
 
 import pytest
-from fedswarm.bench.gossip import SimulationConfig, main, simulate
+
+from bench.gossip import SimulationConfig, main, simulate
 
 
 @pytest.mark.parametrize("n_peers", [16, 64])

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from fedswarm.learning.fedmkt.toy_world import (
-    build_toy_world,
-    tiny_llama,
-    train_byte_bpe,
-    train_metaspace_unigram,
-)
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
+
+from .toy_world import build_toy_world, tiny_llama, train_byte_bpe, train_metaspace_unigram
 
 CORPUS = [
     "the cat sat on the mat and the dog ran",

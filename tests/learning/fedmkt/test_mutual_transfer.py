@@ -17,18 +17,10 @@ import pytest
 import torch
 from fedswarm.learning.fedmkt.public_data import PublicDataset
 from fedswarm.learning.fedmkt.settings import FedMKTSettings
-from fedswarm.learning.fedmkt.toy_world import (
-    ToyWorld,
-    tiny_llama,
-    train_byte_bpe,
-    train_metaspace_unigram,
-)
-from fedswarm.learning.fedmkt.trainer import (
-    Participant,
-    evaluate_lm_loss,
-    mutual_round,
-    train_causal_lm,
-)
+from fedswarm.learning.fedmkt.trainer import evaluate_lm_loss, train_causal_lm
+
+from .in_memory_round import Participant, mutual_round
+from .toy_world import ToyWorld, tiny_llama, train_byte_bpe, train_metaspace_unigram
 
 ROUNDS, LOCAL_STEPS, DISTILL_STEPS, LEARNING_RATE = 3, 20, 20, 3e-3
 
