@@ -21,7 +21,8 @@ from fedswarm.learning.fedmkt import (
 
 from ..errors import RoundAbortedError
 from ..exchange import Combined, MemberParts
-from ..fedmkt.exchange import FedMKTLearner, fedmkt_event, fedmkt_record, run_fedmkt_exchange
+from ..fedmkt.exchange import FedMKTLearner, run_fedmkt_exchange
+from ..fedmkt.report import fedmkt_event, fedmkt_record
 from ..fedmkt.settings import FedMKTSection
 from ..round import RoundContext
 

@@ -22,9 +22,8 @@ from fedswarm.federation.errors import RoundAbortedError
 from fedswarm.federation.fedmkt.exchange import (
     KIND,
     FedMKTOutcome,
-    fedmkt_event,
-    fedmkt_record,
 )
+from fedswarm.federation.fedmkt.report import fedmkt_event, fedmkt_record
 from fedswarm.federation.fedmkt.settings import FedMKTSection
 from fedswarm.federation.mailbox import Letter, Mailbox
 from fedswarm.learning.fedmkt import (

@@ -25,9 +25,8 @@ from fedswarm.federation.fedmkt.exchange import (
     KIND,
     SUPPORT_SECAGG_PARAMS,
     FedMKTOutcome,
-    fedmkt_event,
-    fedmkt_record,
 )
+from fedswarm.federation.fedmkt.report import fedmkt_event, fedmkt_record
 from fedswarm.federation.fedmkt.settings import FedMKTSection
 from fedswarm.federation.mailbox import Letter, Mailbox
 from fedswarm.learning.fedmkt import (
