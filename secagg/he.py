@@ -21,7 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import tenseal as ts
-from fedswarm.secagg.errors import ContextMismatchError, SecretKeyMissingError, VectorShapeError
+from fedswarm.secagg.errors import (
+    CiphertextLayoutError,
+    ContextMismatchError,
+    SecretKeyMissingError,
+    VectorShapeError,
+)
 from fedswarm.secagg.masking import apply_masks
 from fedswarm.secagg.modular import reduce_mod
 from fedswarm.secagg.params import SecAggParams, batching_plain_modulus
@@ -231,8 +236,13 @@ def decrypt_chunks(
         raise SecretKeyMissingError("this context has no secret key: cannot decrypt")
     values = np.empty(n_values, dtype=np.int64)
     filled = 0
-    for chunk in chunks:
-        plain = ts.bfv_vector_from(context, chunk).decrypt()
+    for index, chunk in enumerate(chunks):
+        try:
+            plain = ts.bfv_vector_from(context, chunk).decrypt()
+        except Exception as exc:  # TenSEAL raises bare ValueError/RuntimeError on garbage
+            raise CiphertextLayoutError(
+                f"summed ciphertext {index} does not load or decrypt: {exc}"
+            ) from exc
         if filled + len(plain) > n_values:
             raise VectorShapeError(f"decrypted more than the expected {n_values} values")
         values[filled : filled + len(plain)] = plain  # numpy converts the list in C
