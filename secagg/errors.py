@@ -78,5 +78,13 @@ class NotEnoughSurvivorsError(RoundAbortedError):
     """Fewer than the Shamir threshold t of members are left, so masks cannot be removed."""
 
 
+class TooFewContributorsError(NotEnoughSurvivorsError):
+    """Fewer than MIN_CONTRIBUTORS (3) uploads would be in the sum: nothing is revealed.
+
+    With two contributors the average and one's own update give the other's; a member
+    refuses to send unmask shares, and D to decrypt, whatever the Shamir threshold says.
+    """
+
+
 class RoleUnavailableError(RoundAbortedError):
     """The aggregator or decryptor stopped answering, so the round cannot finish."""

@@ -36,6 +36,7 @@ import nacl.public
 import numpy as np
 from fedswarm.secagg.accumulator import CiphertextAccumulator
 from fedswarm.secagg.errors import (
+    CiphertextLayoutError,
     ContextMismatchError,
     MessageFormatError,
     NotEnoughSurvivorsError,
@@ -45,6 +46,7 @@ from fedswarm.secagg.errors import (
     RoundAbortedError,
     SecAggError,
     SurvivorSetMismatchError,
+    TooFewContributorsError,
     VectorShapeError,
 )
 from fedswarm.secagg.he import (
@@ -93,6 +95,14 @@ from fedswarm.secagg.signing import Signer, Verifier
 from fedswarm.secagg.transport import Transport
 
 MIN_GROUP_SIZE = 3  # with two members the average reveals the other member's update
+MIN_CONTRIBUTORS = 3
+"""Fewest members whose uploads may be in a sum that is unmasked and decrypted.
+
+With two contributors (say a hostile member and a victim, in a group padded with a
+peer that never shows up) the average gives the victim's update away. Every member
+checks this before it sends an unmask share, and D before it decrypts. It must equal
+``fedswarm.federation.round.MIN_GROUP_SIZE`` (secagg cannot import federation; a test
+in tests/federation checks they match)."""
 ROLE_WAIT_FACTOR = 3  # waits on A or D cover their own waits on peers plus their work
 
 T = TypeVar("T")
@@ -212,6 +222,9 @@ class _Session:
         self.executor = executor
         self.k = len(spec.members)
         self.t = threshold_for(self.k)
+        # survivors needed before anything is revealed: the Shamir threshold, and never
+        # fewer than MIN_CONTRIBUTORS uploads in the sum
+        self.floor = max(self.t, MIN_CONTRIBUTORS)
         self.n_values = flat.size + 1  # plus the weight slot
         self.aggregator, self.decryptor = assign_roles(spec.members, spec.round, spec.group_id)
         self.binding = RoundBinding(spec.federation_id, spec.group_id, spec.round)
@@ -386,6 +399,7 @@ class _Session:
                         f"{sender!r} has {theirs.n_values - 1} parameters, we have "
                         f"{self.n_values - 1}"
                     )
+                _check_x25519(theirs, sender)
             except SecAggError as error:
                 self.inbox.rejected.append(error)
                 continue
@@ -442,6 +456,11 @@ class _Session:
         if len(mask_set) < self.t:
             raise NotEnoughSurvivorsError(
                 f"only {len(mask_set)} members shared keys, need {self.t}"
+            )
+        if len(mask_set) < MIN_CONTRIBUTORS:
+            raise TooFewContributorsError(
+                f"only {len(mask_set)} members shared keys; a sum needs {MIN_CONTRIBUTORS} "
+                "contributors before anything is revealed"
             )
         return mask_set
 
@@ -526,9 +545,10 @@ class _Session:
             accumulator.add_plain(own_plain.rows)
             del own_plain
         self._charge("accumulate", accumulator.cpu_s)
-        if len(survivors) < self.t:
-            await self._abort(f"{len(survivors)} uploads, need {self.t}")
-            raise NotEnoughSurvivorsError(f"only {len(survivors)} members uploaded, need {self.t}")
+        if len(survivors) < self.floor:
+            await self._abort(f"{len(survivors)} uploads, need {self.floor}")
+            kind = TooFewContributorsError if len(survivors) >= self.t else NotEnoughSurvivorsError
+            raise kind(f"only {len(survivors)} members uploaded, need {self.floor}")
         survivors_bytes = SurvivorsPayload(tuple(sorted(survivors)), mask_set).encode()
         digest = hashlib.sha256(survivors_bytes).digest()
         summed = SumPayload(digest, self.n_values, accumulator.serialise()).encode()
@@ -557,6 +577,13 @@ class _Session:
             raise SurvivorSetMismatchError("aggregator left out the decryptor, who never uploads")
         if len(survivors.survivors) < self.t:
             raise SurvivorSetMismatchError("aggregator listed fewer than t survivors")
+        if len(survivors.survivors) < MIN_CONTRIBUTORS:
+            raise TooFewContributorsError(
+                f"aggregator listed {len(survivors.survivors)} contributors; "
+                f"{MIN_CONTRIBUTORS} are needed before any unmask share is sent"
+            )
+        if not set(survivors.mask_set) <= set(self.spec.members):
+            raise SurvivorSetMismatchError("survivor set names peers outside the group")
         return bytes(message.payload)
 
     async def _confirm(self, survivors: SurvivorsPayload, digest: bytes) -> None:
@@ -569,8 +596,9 @@ class _Session:
             if DigestPayload.decode(message.payload).digest != digest:
                 raise SurvivorSetMismatchError(f"{sender!r} saw another survivor set")
             agreeing += 1
-        if agreeing < self.t:
-            raise NotEnoughSurvivorsError(f"only {agreeing} survivors confirmed, need {self.t}")
+        if agreeing < self.floor:
+            kind = TooFewContributorsError if agreeing >= self.t else NotEnoughSurvivorsError
+            raise kind(f"only {agreeing} survivors confirmed, need {self.floor}")
 
     async def _decrypt(
         self, survivors: SurvivorsPayload, digest: bytes, own: UnmaskPayload
@@ -610,6 +638,15 @@ class _Session:
             raise NotEnoughSurvivorsError(
                 f"only {len(answers)} members helped unmask, need {self.t}"
             )
+        if len(survivors.survivors) < MIN_CONTRIBUTORS:  # checked on receipt; never decrypt
+            raise TooFewContributorsError(
+                f"{len(survivors.survivors)} contributors in the sum, need {MIN_CONTRIBUTORS}"
+            )
+        unknown = set(survivors.mask_set) - set(self.keys)
+        if unknown:
+            raise SurvivorSetMismatchError(
+                f"mask set names {len(unknown)} peer(s) whose keys we never received"
+            )
         masks = self._local_cpu(lambda: self._masks_to_remove(survivors, answers))
         own_values = self.own_masked if self.me in survivors.survivors else None
         job = DecryptJob(
@@ -622,7 +659,12 @@ class _Session:
             own_values,
         )
         del summed
-        output: DecryptOutput = await self._in_pool(decrypt_and_unmask, job)
+        try:
+            output: DecryptOutput = await self._in_pool(decrypt_and_unmask, job)
+        except (ValueError, RuntimeError, TypeError, OverflowError) as exc:
+            # the sum is A's bytes: whatever TenSEAL or numpy make of them, the round ends
+            # here as a protocol error, never as a crash of D's daemon
+            raise CiphertextLayoutError(f"the aggregator's sum does not decrypt: {exc}") from exc
         self._charge("decrypt_job", output.cpu_s)
         result = ResultPayload(
             survivors.survivors, survivors.dropped, output.total_weight, output.average
@@ -672,6 +714,16 @@ class _Session:
         if result.survivors != survivors.survivors or result.dropped != survivors.dropped:
             raise SurvivorSetMismatchError("the result covers another survivor set")
         return result
+
+
+def _check_x25519(keys: KeysPayload, sender: str) -> None:
+    """Refuse public keys X25519 cannot use (low-order points make libsodium fail later)."""
+    probe = bytes(nacl.public.PrivateKey.generate())
+    try:
+        pairwise_secret(probe, keys.share_public_key)
+        pairwise_secret(probe, keys.mask_public_key)
+    except nacl.exceptions.CryptoError as exc:
+        raise ProtocolViolationError(f"{sender!r} published an unusable X25519 key") from exc
 
 
 def _abort_error(payload: bytes | memoryview) -> RoundAbortedError:
