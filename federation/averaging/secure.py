@@ -26,6 +26,7 @@ from ..groups.plan import group_id
 from ..link import SECAGG_KIND, Link
 from ..mailbox import Mailbox
 from ..round import RoundContext
+from .bounds import check_group_average
 from .result import GroupAverage
 
 KIND = SECAGG_KIND
@@ -78,7 +79,11 @@ class SecureAggregation:
         weight: float,
         params: SecAggParams | None = None,
     ) -> GroupAverage:
-        """Securely average ``vector`` with the group; raises ``RoundAbortedError``."""
+        """Securely average ``vector`` with the group; raises ``RoundAbortedError``.
+
+        The result is refused (``RoundAbortedError``) unless it lies within what clipped
+        honest inputs produce (``bounds.check_group_average``).
+        """
         spec = GroupSpec(
             federation_id=self.federation_id,
             group_id=group_id(ctx.round, ctx.members),
@@ -86,6 +91,7 @@ class SecureAggregation:
             members=ctx.members,
         )
         started = time.monotonic()
+        params = params or SecAggParams()
         try:
             result = await run_secure_aggregation(
                 spec,
@@ -94,7 +100,7 @@ class SecureAggregation:
                 vector,
                 weight,
                 LinkTransport(ctx.link, ctx.mailbox, ctx.round),
-                params or SecAggParams(),
+                params,
                 step_timeout_s=self.step_timeout_s,
                 executor=self.executor(),
             )
@@ -102,7 +108,7 @@ class SecureAggregation:
             raise RoundAbortedError(f"secure aggregation failed: {exc}") from exc
         log.info("round %d secure aggregation phases (s): %s", ctx.round,
                  " ".join(f"{k[:-2]}={v:.3f}" for k, v in result.timings.items()))
-        return GroupAverage(
+        average = GroupAverage(
             average=result.average,
             total_weight=result.total_weight,
             survivors=list(result.survivors),
@@ -114,4 +120,9 @@ class SecureAggregation:
             bytes_received=result.bytes_received,
             timings={**result.timings, "aggregate_s": time.monotonic() - started},
             error_bound=result.error_bound,
+        )
+        # D (or any member, through its masked vector or weight slot) could have put
+        # anything in the sum: refuse what honest clipped inputs cannot produce.
+        return check_group_average(
+            average, weight, params, weight_tolerance=params.weight_resolution
         )

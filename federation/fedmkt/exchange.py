@@ -47,6 +47,7 @@ from fedswarm.learning.fedmkt import (
 )
 from fedswarm.secagg.params import SecAggParams
 
+from ..averaging.bounds import check_group_average
 from ..averaging.result import GroupAverage
 from ..errors import RoundAbortedError
 from ..link import FEDMKT_CARD_KIND, FEDMKT_KIND, send_before
@@ -265,6 +266,16 @@ async def _secure_exchange(
         raise RoundAbortedError(
             f"secure FedMKT average over {len(averaged.survivors)} members; "
             f"{MIN_GROUP_SIZE} are needed so no member's vector can be recovered"
+        )
+    # Out-of-range values or a total weight no honest group gives are refused here, whatever
+    # ``secure_average`` is; every member weighs exactly 1, so the total is the survivors.
+    params = SUPPORT_SECAGG_PARAMS
+    check_group_average(averaged, 1.0, params, weight_tolerance=params.weight_resolution)
+    if abs(averaged.total_weight - len(averaged.survivors)) > params.weight_resolution / 2:
+        raise RoundAbortedError(
+            f"secure FedMKT average refused: total weight {averaged.total_weight:.6g}, but "
+            f"{len(averaged.survivors)} survivors weighing 1 each sum to "
+            f"{len(averaged.survivors)}"
         )
     # the protocol's quantisation bound, plus float32 rounding of the average it hands back
     tolerance = averaged.error_bound + float(np.finfo(np.float32).eps)

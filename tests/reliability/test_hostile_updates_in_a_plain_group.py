@@ -19,7 +19,8 @@ from fedswarm.federation.mailbox import Letter, Mailbox
 from fedswarm.federation.round import RoundContext
 
 SIZE = 8
-HONEST = {"peer-a": np.full(SIZE, 1.0, np.float32), "peer-b": np.full(SIZE, 3.0, np.float32)}
+# honest inputs lie within the clip bound (1.0) that plain averaging shares with secagg
+HONEST = {"peer-a": np.full(SIZE, 0.25, np.float32), "peer-b": np.full(SIZE, 0.75, np.float32)}
 GROUP = ["peer-a", "peer-b", "peer-m"]
 
 
@@ -43,6 +44,8 @@ HOSTILE = {
     "truncated body": encode_update(np.ones(SIZE, np.float32), 1.0)[:-5],
     "NaN weight": struct.pack("!dQ", float("nan"), SIZE) + np.ones(SIZE, np.float32).tobytes(),
     "negative weight": encode_update(np.ones(SIZE, np.float32), -5.0),
+    "weight 1e300": encode_update(np.ones(SIZE, np.float32), 1e300),
+    "weight 1e308": encode_update(np.ones(SIZE, np.float32), 1e308),
     "empty": b"",
 }
 
@@ -71,7 +74,7 @@ async def test_bad_update_is_rejected_logged_and_the_round_continues(name: str) 
     average, survivors, rejected = await _average_with(HOSTILE[name])
     assert survivors == ["peer-a", "peer-b"]
     assert [peer for peer, _ in rejected] == ["peer-m"], rejected
-    np.testing.assert_array_equal(average, np.full(SIZE, 2.0, np.float32))
+    np.testing.assert_array_equal(average, np.full(SIZE, 0.5, np.float32))
 
 
 async def test_extreme_norm_update_is_clipped_or_rejected() -> None:
