@@ -43,10 +43,13 @@ def run_demo(
     own_tmp = workdir is None
     root = Path(tempfile.mkdtemp(prefix="fedswarm-demo-")) if own_tmp else Path(workdir)  # type: ignore[arg-type]
     protocol = "bfv-mask-shamir-v2" if secure else "none"
+    overrides: dict[str, dict[str, Any]] = {"federation": {"final_averaging_rounds": (
+        final_averaging_rounds(peers, rounds, group_size, mode))}}
+    if mode == "fedmkt":  # the demo's models differ: a member asking for secure would abort
+        overrides["fedmkt"] = {"homogeneous_exchange": "clear"}
     federation = LocalFederation(
         root, peers, rounds, secure_aggregation=protocol, group_size=group_size, mode=mode,
-        overrides={"federation": {"final_averaging_rounds": final_averaging_rounds(
-            peers, rounds, group_size, mode)}},
+        overrides=overrides,
     )
     if mode == "fedmkt":  # models differ: knowledge is exchanged, nothing is averaged
         protocol = "none"

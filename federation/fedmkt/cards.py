@@ -9,12 +9,16 @@ does (which sends the whole vocabulary).
 
 Every member applies the same rule to the cards it received plus its own:
 
-* fingerprints differ -> ``clear`` (heterogeneous: mapping and alignment need each
-  sender's own ids);
-* fingerprints agree and every card asks for ``secure`` -> ``secure``;
-* fingerprints agree and every card asks for ``clear`` -> ``clear``;
-* fingerprints agree but the requests differ -> the round is aborted: a member that
-  asked for privacy never falls back to sending its predictions in the clear.
+* this member asked for ``secure`` -> ``secure`` only if every card has its fingerprint
+  and asks for ``secure``; otherwise the exchange is aborted (``RoundAbortedError``).
+  A member that asked for privacy never falls back to sending its predictions in the
+  clear: one card (a hostile member's, or a misconfigured one) must not switch it.
+* this member asked for ``clear`` -> ``clear``, unless the fingerprints agree and some
+  member asks for ``secure`` (that member aborts, so the round is aborted here too).
+
+A heterogeneous group (tokenizers or public-set support differ) therefore runs only
+when its members set ``[fedmkt] homogeneous_exchange = "clear"`` (or run without secure
+aggregation): mapping and alignment need each sender's own ids.
 
 A member whose card does not arrive in time is simply left out of the decision (the
 secure sum then counts it as dropped).
@@ -75,19 +79,36 @@ class Card:
 
 
 def decide_exchange(me: str, own: Card, cards: dict[str, Card]) -> KnowledgeExchange:
-    """The rule of the module docstring; raises ``RoundAbortedError`` on disagreement."""
+    """The rule of the module docstring; raises ``RoundAbortedError`` rather than downgrade."""
     everyone = {me: own, **cards}
-    if len({c.fingerprint for c in everyone.values()}) > 1:
-        return "clear"
-    asked = {c.exchange for c in everyone.values()}
-    if len(asked) == 1:
-        return own.exchange
-    wanting_clear = sorted(p[-8:] for p, c in everyone.items() if c.exchange == "clear")
-    raise RoundAbortedError(
-        "group shares one tokenizer but members disagree on the FedMKT exchange "
-        f"({', '.join(wanting_clear)} ask for clear): check [fedmkt] homogeneous_exchange "
-        "and [federation] secure_aggregation on every member"
-    )
+    foreign = sorted(p[-8:] for p, c in cards.items() if c.fingerprint != own.fingerprint)
+    if own.exchange == "secure":
+        if foreign:
+            raise RoundAbortedError(
+                "we asked for the secure FedMKT exchange but "
+                f"{', '.join(foreign)} announce another tokenizer or public-set support: "
+                "a member that asked for secure never falls back to clear (set [fedmkt] "
+                'homogeneous_exchange = "clear" on every member of a heterogeneous federation)'
+            )
+        wanting_clear = sorted(p[-8:] for p, c in cards.items() if c.exchange == "clear")
+        if wanting_clear:
+            raise RoundAbortedError(
+                "we asked for the secure FedMKT exchange but "
+                f"{', '.join(wanting_clear)} ask for clear: a member that asked for secure "
+                "never falls back to clear; check [fedmkt] homogeneous_exchange and "
+                "[federation] secure_aggregation on every member"
+            )
+        return "secure"
+    if foreign:
+        return "clear"  # heterogeneous: a secure member among them aborts on its side
+    wanting_secure = sorted(p[-8:] for p, c in everyone.items() if c.exchange == "secure")
+    if wanting_secure:
+        raise RoundAbortedError(
+            "group shares one tokenizer but members disagree on the FedMKT exchange "
+            f"({', '.join(wanting_secure)} ask for secure): check [fedmkt] "
+            "homogeneous_exchange and [federation] secure_aggregation on every member"
+        )
+    return "clear"
 
 
 def clear_reason(own: Card, cards: dict[str, Card]) -> str:

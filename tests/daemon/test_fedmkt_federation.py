@@ -19,7 +19,8 @@ def tokenizer_family(model_dir: Path) -> str:
 def test_heterogeneous_daemons_complete_two_fedmkt_rounds_and_improve(tmp_path: Path) -> None:
     federation = LocalFederation(
         tmp_path, peers=3, rounds=2, mode="fedmkt", local_steps=10,
-        overrides={"fedmkt": {"distill_steps": 6}},
+        # heterogeneous models: the clear exchange must be asked for (secure never downgrades)
+        overrides={"fedmkt": {"distill_steps": 6, "homogeneous_exchange": "clear"}},
     )
     federation.prepare()
     configs = [load_config(p.config_path) for p in federation.peers]

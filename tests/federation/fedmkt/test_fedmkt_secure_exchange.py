@@ -195,9 +195,18 @@ def test_exchange_rule_secure_only_when_everyone_shares_the_support_and_asks() -
     secure, clear = Card(same, "secure"), Card(same, "clear")
     assert decide_exchange("A", secure, {"B": secure, "C": secure}) == "secure"
     assert decide_exchange("A", clear, {"B": clear}) == "clear"
-    assert decide_exchange("A", secure, {"B": Card(other, "secure")}) == "clear"
-    with pytest.raises(RoundAbortedError, match="disagree"):
+    # issue #19: one card with another fingerprint used to switch a secure group to clear
+    with pytest.raises(RoundAbortedError, match="never falls back to clear"):
+        decide_exchange("A", secure, {"B": Card(other, "secure"), "C": secure})
+    with pytest.raises(RoundAbortedError, match="never falls back to clear"):
+        decide_exchange("A", secure, {"B": Card(other, "clear")})
+    with pytest.raises(RoundAbortedError, match="never falls back to clear"):
         decide_exchange("A", secure, {"B": clear, "C": secure})
+    with pytest.raises(RoundAbortedError, match="disagree"):
+        decide_exchange("A", clear, {"B": clear, "C": secure})
+    # a heterogeneous group that asked for clear keeps working in the clear
+    assert decide_exchange("A", clear, {"B": Card(other, "clear")}) == "clear"
+    assert decide_exchange("A", clear, {"B": Card(other, "secure")}) == "clear"
     assert Card.decode(secure.encode()) == secure
     for bad in (b"{}", b"\xff", b'{"v": 1, "fingerprint": "x", "exchange": "secure"}',
                 b"x" * 2000):
@@ -257,3 +266,42 @@ async def test_homogeneous_group_exchanges_securely_and_survives_a_dropped_membe
     # everyone distilled from the same average
     losses = {round(o.group_public_loss or 0, 6) for o in outcomes.values()}
     assert len(losses) == 1
+
+
+@pytest.mark.parametrize("attack", ["tiny total weight", "total over k", "total not k",
+                                    "out of range"])
+async def test_secure_exchange_refuses_an_average_honest_members_cannot_produce(
+    attack: str, run_exchange: Any, world: dict[str, Any], tmp_path: Path
+) -> None:
+    """A forged secure result (D or a member lying) is refused before any distillation."""
+    (model,) = models(world, 1)
+    before = params(model)
+    names = ["A", "B", "C"]
+
+    async def forged(*, vector: np.ndarray, weight: float, params: SecAggParams) -> GroupAverage:
+        average, total = vector.copy(), 3.0
+        if attack == "tiny total weight":
+            total = 1 / 64
+        elif attack == "total over k":
+            total = 4.0
+        elif attack == "total not k":
+            total = 2.0
+        else:
+            average[0] = 8.4e6
+        return GroupAverage(average=average, total_weight=total, survivors=names, dropped=[],
+                            protocol="forged", error_bound=1e-6)
+
+    mailbox = Mailbox(max_bytes_per_sender_per_round=2**20)
+    mailbox.advance(ROUND)
+
+    async def send_blob(recipient: str, kind: str, round: int, payload: bytes) -> None:
+        return None
+
+    with pytest.raises(RoundAbortedError, match="refused"):
+        await run_exchange(
+            me="A", group=names, round=ROUND, model=model, tokenizer=world["tokenizer"],
+            public=world["public"], section=SECTION, send_blob=send_blob, mailbox=mailbox,
+            deadline=time.monotonic() + 1.5, on_reject=lambda p, why: None,
+            mapping_cache=VocabMappingCache(tmp_path / "A"), seed=3, secure_average=forged,
+        )
+    assert torch.equal(before, params(model)), "nothing was distilled from the forged average"
