@@ -177,13 +177,30 @@ def _prepare(config_path: Path) -> tuple[Any, Any, Any, str]:
             f"[node] roster: {config.roster_path} does not list this node's peer id "
             f"{identity.peer_id}"
         )
+    return config, identity, members, _read_token(config)
+
+
+def _read_token(config: Any) -> str:
+    """The dashboard's API token, or a one-line UserError naming ``[api] token_file``.
+
+    Refused when unreadable, shorter than 16 characters, or when group or others may
+    access the file: the same check as the identity key's
+    (``fedswarm.p2p.identity.owner_only_problem``), since the token opens the dashboard.
+    """
+    from fedswarm.p2p.identity import owner_only_problem
+
+    path = config.token_path
     try:
-        token = config.token_path.read_text().strip()
+        mode = path.stat().st_mode
+        token = path.read_text().strip()
     except OSError as exc:
-        raise UserError(f"[api] token_file: {config.token_path}: {exc.strerror}") from None
+        raise UserError(f"[api] token_file: {path}: {exc.strerror}") from None
+    problem = owner_only_problem(path, mode, "API token file")
+    if problem is not None:
+        raise UserError(f"[api] token_file: {problem}")
     if len(token) < 16:
-        raise UserError(f"[api] token_file: {config.token_path}: token shorter than 16 characters")
-    return config, identity, members, token
+        raise UserError(f"[api] token_file: {path}: token shorter than 16 characters")
+    return str(token)
 
 
 @main.command()
@@ -236,10 +253,7 @@ def _api_get(config_path: Path, route: str) -> Any:
     url_file = config.state_dir / "api.url"
     base = (url_file.read_text().strip() if url_file.exists()
             else f"http://{config.api.host}:{config.api.port}")
-    try:
-        token = config.token_path.read_text().strip()
-    except OSError as exc:
-        raise UserError(f"[api] token_file: {config.token_path}: {exc.strerror}") from None
+    token = _read_token(config)
     request = urllib.request.Request(base + route, headers={"Authorization": f"Bearer {token}"})
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
@@ -275,8 +289,7 @@ def status(config_path: Path, as_json: bool) -> None:
 def dashboard(config_path: Path) -> None:
     """Print the dashboard URL, with the token, for your browser."""
     overview = _api_get(config_path, "/api/status")
-    config = _load_config(config_path)
-    token = config.token_path.read_text().strip()
+    token = _read_token(_load_config(config_path))
     click.echo(f"{overview['api_url']}/?token={token}")
 
 

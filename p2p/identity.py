@@ -25,6 +25,22 @@ _ED25519_PROTO_PREFIX = bytes([0x08, 0x01, 0x12, 0x20])
 _IDENTITY_MULTIHASH_PREFIX = bytes([0x00, 0x24])
 
 
+def owner_only_problem(path: Path, mode: int, what: str) -> str | None:
+    """Why a secret file with ``st_mode`` ``mode`` must be refused, or ``None`` if it is private.
+
+    A file that group or others may access in any way is refused, like ssh does with
+    a private key. Shared by every secret fedswarm loads (the identity key here, the
+    dashboard's API token in ``daemon/cli.py``) so they are checked alike.
+    """
+    bits = stat.S_IMODE(mode)
+    if bits & 0o077:
+        return (
+            f"{path}: {what} mode is {bits:04o}; it must not be "
+            f"accessible by group or others (run: chmod 600 {path})"
+        )
+    return None
+
+
 class Identity:
     """An Ed25519 key pair held as its 32-byte seed."""
 
@@ -60,11 +76,9 @@ class Identity:
             raise IdentityError(f"{path}: identity file does not exist") from exc
         except (OSError, UnicodeDecodeError) as exc:
             raise IdentityError(f"{path}: cannot read identity file: {exc}") from exc
-        if stat.S_IMODE(mode) & 0o077:
-            raise IdentityError(
-                f"{path}: identity file mode is {stat.S_IMODE(mode):04o}; it must not be "
-                "accessible by group or others (run: chmod 600 on it)"
-            )
+        problem = owner_only_problem(path, mode, "identity file")
+        if problem is not None:
+            raise IdentityError(problem)
         parts = text.split()
         if len(parts) != 2 or parts[0] != _FILE_TAG:
             raise IdentityError(

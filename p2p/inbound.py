@@ -11,6 +11,22 @@ waits (up to ``wait_s``) for a blob in flight to finish, then is refused with
 ``busy``; the sender raises :class:`~.errors.BlobBusyError`. Senders already
 wait for the accept reply, so a short wait costs them nothing but time.
 
+Fair share. One peer may not take the whole byte budget, or a single member
+could declare blobs that fill ``max_bytes`` and keep every other peer's blob out
+as busy. A peer's bytes in flight, the new blob included, may be at most half of
+what the *other* peers leave free::
+
+    2 * (own + length) + others <= max_bytes
+
+So a peer alone may hold half the budget; while it does, any other peer may
+still take a quarter (and a third peer an eighth, and so on: the room left
+never reaches zero, it halves per greedy peer). With the defaults (2 GiB
+budget, 512 MiB ``max_blob_bytes``) a blob of any allowed size from an idle peer
+is admitted even while another peer holds all it may. A blob arriving when
+nothing at all is in flight is still admitted whatever its size. Waiting is
+fair too: one peer may have at most ``max_blobs_per_peer`` blobs waiting, so it
+cannot fill the waiting room either.
+
 Lives on the p2p (trio) thread only; the counters are plain ints so the
 asyncio side may read them for ``stats()``.
 """
@@ -34,8 +50,10 @@ class InboundLimits:
 
     The defaults never make a normal round wait: a group of 8 sends each
     member at most 7 x 2 blobs at once, far below 32 blobs, 4 per peer, and
-    2 GiB. A blob larger than ``max_bytes`` is still admitted when nothing
-    else is in flight (``max_blob_bytes`` is what caps a single blob).
+    2 GiB. One peer may hold at most half of the bytes the other peers leave
+    free (see the module docstring). A blob larger than that is still
+    admitted when nothing else is in flight (``max_blob_bytes`` is what caps
+    a single blob).
     """
 
     max_bytes: int = 2 * 2**30
@@ -76,13 +94,23 @@ class InboundLimiter:
         self.waited_total = 0
         self.refused_total = 0
         self._per_peer: Counter[str] = Counter()
+        self._peer_bytes: Counter[str] = Counter()
+        self._waiting_per_peer: Counter[str] = Counter()
         self._changed = trio.Event()
+
+    def peer_bytes(self, peer: str) -> int:
+        """Bytes of ``peer``'s blobs in flight now."""
+        return self._peer_bytes.get(peer, 0)
 
     def _fits(self, peer: str, length: int) -> bool:
         limits = self.limits
         if self._per_peer[peer] >= limits.max_blobs_per_peer or self.blobs >= limits.max_blobs:
             return False
-        return self.blobs == 0 or self.bytes + length <= limits.max_bytes
+        if self.blobs == 0:
+            return True  # a lone blob, whatever its size (max_blob_bytes caps it)
+        own = self._peer_bytes[peer]
+        others = self.bytes - own
+        return 2 * (own + length) + others <= limits.max_bytes
 
     async def acquire(self, peer: str, length: int) -> InboundSlot:
         """Admit one blob of ``length`` bytes from ``peer``, waiting for room.
@@ -95,8 +123,14 @@ class InboundLimiter:
             if self.waiting >= self.limits.max_blobs:
                 self.refused_total += 1
                 raise BlobBusyError(self._describe(peer, length, "too many blobs already waiting"))
+            if self._waiting_per_peer[peer] >= self.limits.max_blobs_per_peer:
+                self.refused_total += 1
+                raise BlobBusyError(
+                    self._describe(peer, length, "too many blobs from this peer already waiting")
+                )
             self.waiting += 1
             self.waited_total += 1
+            self._waiting_per_peer[peer] += 1
             log.info("inbound blob waits for room: %s", self._describe(peer, length, "full"))
             try:
                 with trio.move_on_after(self.limits.wait_s):
@@ -104,6 +138,9 @@ class InboundLimiter:
                         await self._changed.wait()
             finally:
                 self.waiting -= 1
+                self._waiting_per_peer[peer] -= 1
+                if self._waiting_per_peer[peer] <= 0:
+                    del self._waiting_per_peer[peer]
             if not self._fits(peer, length):
                 self.refused_total += 1
                 raise BlobBusyError(
@@ -112,14 +149,17 @@ class InboundLimiter:
         self.blobs += 1
         self.bytes += length
         self._per_peer[peer] += 1
+        self._peer_bytes[peer] += length
         return InboundSlot(self, peer, length)
 
     def _release(self, slot: InboundSlot) -> None:
         self.blobs -= 1
         self.bytes -= slot.length
         self._per_peer[slot.peer] -= 1
+        self._peer_bytes[slot.peer] -= slot.length
         if self._per_peer[slot.peer] <= 0:
             del self._per_peer[slot.peer]
+            del self._peer_bytes[slot.peer]
         self._changed.set()
         self._changed = trio.Event()
 
@@ -127,7 +167,8 @@ class InboundLimiter:
         limits = self.limits
         return (
             f"{why}: {length} bytes from {peer[-8:]}; in flight {self.blobs} blobs "
-            f"({self._per_peer[peer]} from this peer), {self.bytes} bytes; limits "
+            f"({self._per_peer.get(peer, 0)} from this peer), {self.bytes} bytes "
+            f"({self._peer_bytes.get(peer, 0)} from this peer); limits "
             f"{limits.max_blobs} blobs, {limits.max_blobs_per_peer} per peer, "
-            f"{limits.max_bytes} bytes"
+            f"{limits.max_bytes} bytes, one peer at most half of what the others leave free"
         )

@@ -24,8 +24,12 @@ class DashboardConfig:
     client_buffer_events: int = 256
     """Events held per SSE client before the oldest are dropped (the client then resyncs)."""
 
-    cookie_name: str = "fedswarm_token"
-    """Name of the HttpOnly cookie that carries the token for the page's own fetches."""
+    cookie_name: str | None = None
+    """Name of the HttpOnly cookie that authorises the page's own fetches.
+
+    ``None`` (the default) derives a name from the token (``auth.cookie_name``), so
+    daemons on one host, each with its own token, do not overwrite each other's cookie.
+    """
 
     rounds_limit: int = 200
     """Most rounds ``/api/rounds`` returns when the caller does not ask for fewer."""
@@ -37,7 +41,9 @@ class DashboardConfig:
             raise DashboardConfigError(
                 f"client_buffer_events must be >= 1, got {self.client_buffer_events!r}"
             )
-        if not self.cookie_name or not self.cookie_name.replace("_", "").isalnum():
+        if self.cookie_name is not None and not (
+            self.cookie_name and self.cookie_name.replace("_", "").isalnum()
+        ):
             raise DashboardConfigError(
                 f"cookie_name must be a non-empty alphanumeric/underscore name, "
                 f"got {self.cookie_name!r}"

@@ -95,6 +95,113 @@ def test_waiting_blobs_are_bounded_too() -> None:
     assert "too many blobs already waiting" in _run(scenario)
 
 
+# -- fair share: one peer cannot keep the others out ---------------------------------------
+
+
+async def _fill(limiter: InboundLimiter, peer: str, size: int) -> list[Any]:
+    """Acquire ``size``-byte blobs for ``peer`` until the limiter says busy."""
+    slots = []
+    while True:
+        try:
+            slots.append(await limiter.acquire(peer, size))
+        except BlobBusyError:
+            return slots
+
+
+def test_one_peer_cannot_hold_more_than_half_the_byte_budget() -> None:
+    async def scenario() -> tuple[int, int, str]:
+        limits = InboundLimits(max_bytes=100, max_blobs=64, max_blobs_per_peer=64, wait_s=0)
+        limiter = InboundLimiter(limits)
+        greedy = await _fill(limiter, "peer-a", 10)
+        held = limiter.peer_bytes("peer-a")
+        with pytest.raises(BlobBusyError) as info:
+            await limiter.acquire("peer-a", 10)
+        # While peer-a holds all it may, another peer's blob up to a quarter gets in.
+        other = await limiter.acquire("peer-b", 25)
+        other.release()
+        for slot in greedy:
+            slot.release()
+        return held, limiter.bytes + limiter.peer_bytes("peer-a"), str(info.value)
+
+    held, left, message = _run(scenario)
+    assert held == 50 and left == 0
+    assert "one peer at most half" in message and "50 from this peer" in message
+
+
+def test_each_further_greedy_peer_gets_half_of_what_is_left_and_room_never_runs_out() -> None:
+    async def scenario() -> list[int]:
+        limits = InboundLimits(max_bytes=1000, max_blobs=512, max_blobs_per_peer=512, wait_s=0)
+        limiter = InboundLimiter(limits)
+        for peer in ("peer-a", "peer-b", "peer-c"):
+            await _fill(limiter, peer, 5)
+        await limiter.acquire("honest", 60)  # 2 * 60 + 875 <= 1000
+        return [limiter.peer_bytes(p) for p in ("peer-a", "peer-b", "peer-c", "honest")]
+
+    assert _run(scenario) == [500, 250, 125, 60]
+
+
+def test_large_blob_up_to_half_the_budget_is_admitted_beside_small_ones() -> None:
+    async def scenario() -> int:
+        limiter = InboundLimiter(InboundLimits(max_bytes=100, wait_s=0))
+        small = await limiter.acquire("peer-b", 2)
+        big = await limiter.acquire("peer-a", 49)  # 2 * 49 + 2 <= 100
+        with pytest.raises(BlobBusyError):
+            await limiter.acquire("peer-c", 25)  # 2 * 25 + 51 > 100
+        held = limiter.bytes
+        small.release()
+        big.release()
+        return held
+
+    assert _run(scenario) == 51
+
+
+def test_blob_waiting_on_a_greedy_peer_is_admitted_when_it_lets_go() -> None:
+    async def scenario() -> bool:
+        limits = InboundLimits(max_bytes=100, max_blobs=64, max_blobs_per_peer=64, wait_s=5)
+        limiter = InboundLimiter(limits)
+        greedy = await _fill_without_waiting(limiter, "peer-a", 10)
+        admitted = False
+
+        async def big() -> None:
+            nonlocal admitted
+            (await limiter.acquire("peer-b", 40)).release()  # 2 * 40 + 50 > 100: waits
+            admitted = True
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(big)
+            await trio.sleep(0.05)
+            assert not admitted and limiter.waiting == 1
+            for slot in greedy[:3]:
+                slot.release()  # 2 * 40 + 20 <= 100
+        return admitted
+
+    assert _run(scenario)
+
+
+async def _fill_without_waiting(limiter: InboundLimiter, peer: str, size: int) -> list[Any]:
+    slots = []
+    while limiter._fits(peer, size):
+        slots.append(await limiter.acquire(peer, size))
+    return slots
+
+
+def test_one_peer_cannot_fill_the_waiting_room() -> None:
+    async def scenario() -> str:
+        limiter = InboundLimiter(InboundLimits(max_blobs=8, max_blobs_per_peer=1, wait_s=5))
+        await limiter.acquire("peer-a", 1)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(limiter.acquire, "peer-a", 1)  # waits: its one waiting place
+            await trio.sleep(0.05)
+            with trio.fail_after(1), pytest.raises(BlobBusyError) as info:
+                await limiter.acquire("peer-a", 1)  # refused at once, not after wait_s
+            (await limiter.acquire("peer-b", 1)).release()  # others are not held up
+            assert limiter.waiting == 1
+            nursery.cancel_scope.cancel()
+        return str(info.value)
+
+    assert "too many blobs from this peer already waiting" in _run(scenario)
+
+
 def test_limits_must_be_positive() -> None:
     with pytest.raises(ValueError):
         InboundLimits(max_blobs_per_peer=0)
