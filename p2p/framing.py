@@ -36,6 +36,18 @@ SIGNATURE_BYTES = 64
 _SIGN_DOMAIN = b"fedswarm-blob-header-v1\x00"
 _MAX_KIND_CHARS = 64
 
+MAX_ROUND = 2**31 - 1
+"""The largest round number fedswarm accepts from the wire (blob headers, heartbeats).
+
+A round number read from a peer is a claim, and an unbounded one reached places that
+never expected it: 2**63 overflowed SQLite's INTEGER on every restart of a daemon that
+had adopted it. 2**31 - 1 is the largest value that fits every place a round goes
+(SQLite's 64-bit INTEGER, ``round + 1`` in a signed 32-bit integer, a JSON number any
+reader parses exactly) with room to spare: at one round a second a federation would
+need 68 years to reach it. Anything larger is refused as malformed, wherever it is
+parsed; the daemon uses the same constant as its cap when ``[federation] rounds`` is 0.
+"""
+
 STATUS_OK = 0
 STATUS_REFUSED = 1
 
@@ -102,6 +114,8 @@ class BlobHeader:
             raise BlobSignatureError(f"blob header field has a bad value: {exc}") from exc
         if header.length < 0 or header.round < 0 or len(header.sha256) != 32:
             raise BlobSignatureError("blob header has a negative length/round or bad sha256")
+        if header.round > MAX_ROUND:
+            raise BlobSignatureError(f"blob header round {header.round} is above {MAX_ROUND}")
         if not header.kind or len(header.kind) > _MAX_KIND_CHARS:
             raise BlobSignatureError(f"blob kind must be 1..{_MAX_KIND_CHARS} characters")
         if not math.isfinite(header.sent_at):

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Protocol
 
 from .errors import GossipRejectedError, P2PError
+from .framing import MAX_ROUND
 
 log = logging.getLogger("fedswarm.p2p.membership")
 
@@ -43,6 +44,11 @@ class Heartbeat:
     adapter_fingerprint: str
     version: str
     sent_at: float
+    adapter_round: int = -1
+    """The round after which the adapter named by ``adapter_fingerprint`` was made (the
+    sender's last complete round), or -1 when it has none to share. ``round`` is the
+    round the sender is working on; catch-up needs to know which round the fingerprint
+    belongs to, so the pair is sent explicitly. Absent in older heartbeats: -1."""
 
     def encode(self) -> bytes:
         doc = asdict(self)
@@ -66,6 +72,7 @@ class Heartbeat:
                 adapter_fingerprint=_str(doc, "adapter_fingerprint"),
                 version=_str(doc, "version"),
                 sent_at=float(doc["sent_at"]),
+                adapter_round=_adapter_round(doc),
             )
         except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
             raise GossipRejectedError(f"malformed heartbeat: {exc}") from exc
@@ -81,9 +88,15 @@ def _str(doc: dict[str, object], key: str) -> str:
 
 def _int(doc: dict[str, object], key: str) -> int:
     value = doc[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise TypeError(f"{key} must be a non-negative integer")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ROUND:
+        raise TypeError(f"{key} must be an integer in 0..{MAX_ROUND}")
     return value
+
+
+def _adapter_round(doc: dict[str, object]) -> int:
+    if doc.get("adapter_round", -1) == -1:
+        return -1
+    return _int(doc, "adapter_round")
 
 
 @dataclass
@@ -99,6 +112,7 @@ class PeerView:
     up: bool = True
     org: str = ""
     version: str = ""
+    adapter_round: int = -1  # the round ``fingerprint`` belongs to; -1: none advertised
 
 
 class _Node(Protocol):
@@ -132,6 +146,7 @@ class _LocalState:
     round: int = 0
     state: str = "idle"
     adapter_fingerprint: str = ""
+    adapter_round: int = -1
 
 
 class Membership:
@@ -151,15 +166,22 @@ class Membership:
         self.rejected = 0
 
     def update_local(
-        self, *, round: int | None = None, state: str | None = None, fingerprint: str | None = None
+        self,
+        *,
+        round: int | None = None,
+        state: str | None = None,
+        fingerprint: str | None = None,
+        adapter_round: int | None = None,
     ) -> None:
-        """Change what our next heartbeat says."""
+        """Change what our next heartbeat says (``adapter_round``: the fingerprint's round)."""
         if round is not None:
             self._local.round = round
         if state is not None:
             self._local.state = state
         if fingerprint is not None:
             self._local.adapter_fingerprint = fingerprint
+        if adapter_round is not None:
+            self._local.adapter_round = adapter_round
 
     def heartbeat(self) -> Heartbeat:
         return Heartbeat(
@@ -171,6 +193,7 @@ class Membership:
             adapter_fingerprint=self._local.adapter_fingerprint,
             version=self.config.version,
             sent_at=time.time(),
+            adapter_round=self._local.adapter_round,
         )
 
     async def start(self) -> None:
@@ -227,6 +250,7 @@ class Membership:
             up=True,
             org=hb.org,
             version=hb.version,
+            adapter_round=hb.adapter_round,
         )
         self._node.add_peer_addrs(sender, hb.addrs)
         return hb
