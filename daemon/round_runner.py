@@ -274,6 +274,16 @@ class RoundRunner:
         except RoundAbortedError as exc:
             log.warning("round %d: aggregation aborted: %s", round, exc)
             return None, "aborted", str(exc)
+        except _FATAL:
+            raise
+        except Exception as exc:
+            # Anything else came from processing what peers sent (a parser's ValueError, a
+            # malformed ciphertext, ...): it ends this round for us, never the daemon.
+            why = f"{type(exc).__name__}: {exc}"
+            log.error("round %d: aborted by an unexpected error while combining: %s",
+                      round, why, exc_info=True)
+            s.reject(None, "round", f"round {round} aborted: {why}")
+            return None, "aborted", f"unexpected error while combining: {why}"
         if combined.carried_weight is not None:
             self.progress.mass = combined.carried_weight
         self.progress.last_aggregated_round = round

@@ -22,8 +22,9 @@ from fedswarm.p2p.membership import Heartbeat, Membership
 class StaticNode:
     """The few node attributes Membership reads; no network involved."""
 
-    peer_id = "me"
-    listen_addrs: list[str] = []
+    def __init__(self) -> None:
+        self.peer_id = "me"
+        self.listen_addrs: list[str] = []
 
     async def publish(self, topic: str, payload: bytes) -> None:
         pass
