@@ -43,9 +43,11 @@ from fedswarm.learning.checkpoint_files import has_checkpoint
 from fedswarm.learning.errors import CheckpointError, LearningError
 from fedswarm.learning.trainer import LocalTrainer
 from fedswarm.p2p.errors import P2PError
+from fedswarm.p2p.framing import MAX_ROUND
 from fedswarm.p2p.membership import PeerView
 
 from .config import Config
+from .errors import StateError
 from .events import EventBus
 from .state import StateStore
 
@@ -56,6 +58,11 @@ CATCH_UP_TIMEOUT_S = 30.0
 
 class TrainingInterrupted(Exception):
     """Raised from the training callback to stop local training at shutdown."""
+
+
+#: What still ends the round loop: shutdown, and this member's own disk or checkpoint
+#: failures (nothing a peer sends can raise these).
+_FATAL = (TrainingInterrupted, StateError, CheckpointError)
 
 
 @dataclass
@@ -352,6 +359,11 @@ class RoundRunner:
         target = most_advanced_peer(s.view(), s.is_member, p.round)
         if target is None:
             return False
+        limit = s.config.federation.rounds or MAX_ROUND
+        if target[1] > limit:  # never adopt a round beyond the federation's target
+            target = (target[0], limit)
+            if limit <= p.round + 1:
+                return False
         peer, their_round = target
         s.set_phase(Phase.CATCHING_UP)
         log.info("federation is at round %d, we are at %d: pulling the adapter from %s",
@@ -359,7 +371,9 @@ class RoundRunner:
         size = s.trainer.adapter_vector().size
         try:
             pulled = await s.adapters.pull(peer, p.round, size, CATCH_UP_TIMEOUT_S)
-            if pulled.round <= p.round:
+            if not p.round < pulled.round <= their_round:
+                log.warning("catch-up from %s refused: it sent round %d, not in %d..%d",
+                            peer[-8:], pulled.round, p.round + 1, their_round)
                 return False
             await asyncio.to_thread(s.trainer.load_adapter_vector, pulled.vector)
         except (TimeoutError, P2PError, LearningError, ValueError) as exc:
