@@ -344,9 +344,8 @@ class RoundRunner:
     def _publish_adapter(self, round_done: int) -> None:
         """Remember the adapter of the last complete round: what we hand to peers catching up."""
         trainer, p = self.s.trainer, self.progress
-        p.published = (round_done, trainer.adapter_vector(),
-                       p.mass or float(trainer.num_train_samples))
-        p.adapter_fingerprint = trainer.adapter_fingerprint()
+        vector, p.adapter_fingerprint = trainer.adapter_snapshot()
+        p.published = (round_done, vector, p.mass or float(trainer.num_train_samples))
 
     async def _catch_up(self) -> bool:
         """If the federation is rounds ahead of us, adopt a neighbour's adapter and round.
@@ -368,7 +367,7 @@ class RoundRunner:
         s.set_phase(Phase.CATCHING_UP)
         log.info("federation is at round %d, we are at %d: pulling the adapter from %s",
                  their_round, p.round, peer[-8:])
-        size = s.trainer.adapter_vector().size
+        size = s.trainer.adapter_size
         try:
             pulled = await s.adapters.pull(peer, p.round, size, CATCH_UP_TIMEOUT_S)
             if not p.round < pulled.round <= their_round:

@@ -209,6 +209,16 @@ class LocalTrainer:
         """A short hash of the adapter, for heartbeats and the round log."""
         return state_fingerprint(self.adapter_state())
 
+    def adapter_snapshot(self) -> tuple[np.ndarray, str]:
+        """``adapter_vector()`` and ``adapter_fingerprint()`` from one copy of the adapter."""
+        state = self.adapter_state()
+        return flatten_state(state)[0], state_fingerprint(state)
+
+    @property
+    def adapter_size(self) -> int:
+        """How many values ``adapter_vector`` holds, without copying the adapter."""
+        return sum(int(p.numel()) for _, p in self._trainable)
+
     def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
         """Replace the adapter (e.g. with the group average), after checking it fully.
 

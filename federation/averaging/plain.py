@@ -101,13 +101,12 @@ async def plain_group_average(
     started = time.monotonic()
     payload = encode_update(vector, weight)
     others = ctx.others
-    mailbox = ctx.mailbox
     send_task = asyncio.gather(
         *(send_before(ctx.link, peer, KIND, round, payload, deadline) for peer in others)
     )
     received: dict[str, tuple[np.ndarray, float]] = {me: (clip_vector(vector, params), weight)}
     bytes_received = 0
-    async for letter in mailbox.collect(KIND, round, others, deadline, on_reject):
+    async for letter in ctx.mailbox.collect(KIND, round, others, deadline, on_reject):
         try:
             values, their_weight = decode_update(letter.payload, vector.size, params.max_weight)
             received[letter.sender] = (clip_vector(values, params), their_weight)

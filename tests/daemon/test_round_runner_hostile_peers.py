@@ -47,6 +47,13 @@ class FakeTrainer:
     def adapter_fingerprint(self) -> str:
         return hashlib.sha256(self.vector.tobytes()).hexdigest()[:16]
 
+    def adapter_snapshot(self) -> tuple[np.ndarray, str]:
+        return self.adapter_vector(), self.adapter_fingerprint()
+
+    @property
+    def adapter_size(self) -> int:
+        return self.vector.size
+
     def load_adapter_vector(self, vector: np.ndarray) -> None:
         self.loaded.append(vector)
         self.vector = vector.copy()

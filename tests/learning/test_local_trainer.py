@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from fedswarm.learning.adapter_vector import state_fingerprint
@@ -73,6 +74,19 @@ def test_load_adapter_state_replaces_weights(make_trainer: MakeTrainer) -> None:
     source.train(2)
     target.load_adapter_state(source.adapter_state())
     assert state_fingerprint(target.adapter_state()) == state_fingerprint(source.adapter_state())
+
+
+def test_adapter_vector_round_trips_and_the_trainer_reports_its_size_and_hash(
+    make_trainer: MakeTrainer,
+) -> None:
+    source, target = make_trainer(), make_trainer(seed=1)
+    source.train(2)
+    vector, fingerprint = source.adapter_snapshot()
+    np.testing.assert_array_equal(vector, source.adapter_vector())
+    assert vector.size == source.adapter_size
+    assert fingerprint == source.adapter_fingerprint() != target.adapter_fingerprint()
+    target.load_adapter_vector(vector)
+    assert target.adapter_fingerprint() == fingerprint
 
 
 @pytest.mark.parametrize("damage", ["nan", "shape", "missing"])
