@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fedswarm.federation.catch_up import AdapterExchange, most_advanced_peer
+from fedswarm.federation.catch_up import (
+    AdapterExchange,
+    AdoptAdapter,
+    SkipAhead,
+    catch_up_plan,
+    check_pulled,
+)
 from fedswarm.federation.errors import RoundAbortedError
 from fedswarm.federation.exchange import Combined, Exchange
 from fedswarm.federation.groups.agreement import AgreementConfig, Formed
@@ -42,7 +49,6 @@ from fedswarm.federation.staleness import staleness
 from fedswarm.learning.checkpoint_files import has_checkpoint
 from fedswarm.learning.errors import CheckpointError, LearningError
 from fedswarm.learning.trainer import LocalTrainer
-from fedswarm.p2p.errors import P2PError
 from fedswarm.p2p.framing import MAX_ROUND
 from fedswarm.p2p.membership import PeerView
 
@@ -78,6 +84,11 @@ class Progress:
     last_aggregated_round: int | None = None
     # the adapter of the last complete round: what we hand to peers catching up
     published: tuple[int, np.ndarray, float] | None = field(default=None, repr=False)
+
+    @property
+    def published_round(self) -> int:
+        """The round ``adapter_fingerprint`` belongs to, for heartbeats; -1 if none yet."""
+        return -1 if self.published is None else self.published[0]
 
 
 @dataclass
@@ -348,41 +359,56 @@ class RoundRunner:
         p.published = (round_done, vector, p.mass or float(trainer.num_train_samples))
 
     async def _catch_up(self) -> bool:
-        """If the federation is rounds ahead of us, adopt a neighbour's adapter and round.
+        """If a quorum of up members are ahead of us, follow them (``federation.catch_up``).
 
-        Returns True when we jumped ahead (the caller re-checks the round target).
+        Adopt the adapter a quorum hold (checked against their fingerprint before it is
+        loaded), or else skip to the round a quorum have completed with our own adapter.
+        Never beyond the federation's target. Returns True when we jumped ahead (the
+        caller re-checks the round target); a failed catch-up is logged and we train on.
         """
         s, p = self.s, self.progress
         if not s.exchange.adopts_neighbour_adapters:
             return False
-        target = most_advanced_peer(s.view(), s.is_member, p.round)
-        if target is None:
+        plan = catch_up_plan(s.view(), s.is_member, s.me, p.round,
+                             max_round=s.config.federation.rounds or MAX_ROUND)
+        if plan is None:
             return False
-        limit = s.config.federation.rounds or MAX_ROUND
-        if target[1] > limit:  # never adopt a round beyond the federation's target
-            target = (target[0], limit)
-            if limit <= p.round + 1:
-                return False
-        peer, their_round = target
         s.set_phase(Phase.CATCHING_UP)
-        log.info("federation is at round %d, we are at %d: pulling the adapter from %s",
-                 their_round, p.round, peer[-8:])
-        size = s.trainer.adapter_size
+        if isinstance(plan, SkipAhead):
+            log.info("%d of %d up members have completed round %d, we are at %d, and no "
+                     "adapter has a quorum: skipping ahead with our own adapter",
+                     plan.confirmed_by, plan.up_members, plan.round, p.round)
+            await self._adopt(plan.round, None, skipped_from=p.round + 1)
+            return True
+        return await self._adopt_quorum_adapter(plan)
+
+    async def _adopt_quorum_adapter(self, plan: AdoptAdapter) -> bool:
+        s, p = self.s, self.progress
+        peer = random.choice(plan.holders)  # a holder that does not answer costs one try
+        log.info("%d of %d up members hold the adapter of round %d, we are at %d: "
+                 "pulling it from %s", len(plan.holders), plan.up_members, plan.round,
+                 p.round, peer[-8:])
         try:
-            pulled = await s.adapters.pull(peer, p.round, size, CATCH_UP_TIMEOUT_S)
-            if not p.round < pulled.round <= their_round:
-                log.warning("catch-up from %s refused: it sent round %d, not in %d..%d",
-                            peer[-8:], pulled.round, p.round + 1, their_round)
-                return False
+            pulled = await s.adapters.pull(peer, p.round, s.trainer.adapter_size,
+                                           CATCH_UP_TIMEOUT_S)
+            check_pulled(pulled, plan, s.trainer.fingerprint_of)
             await asyncio.to_thread(s.trainer.load_adapter_vector, pulled.vector)
-        except (TimeoutError, P2PError, LearningError, ValueError) as exc:
-            log.warning("catch-up from %s failed: %s; training on", peer[-8:], exc)
+        except _FATAL:
+            raise
+        except Exception as exc:
+            log.warning("catch-up from %s failed: %s: %s; training on",
+                        peer[-8:], type(exc).__name__, exc)
+            if not isinstance(exc, TimeoutError):  # a silent holder may just be busy
+                s.reject(peer, "catch-up", f"{type(exc).__name__}: {exc}")
             return False
         await self._adopt(pulled.round, peer, skipped_from=p.round + 1)
         return True
 
-    async def _adopt(self, round: int, source: str, skipped_from: int) -> None:
-        """Record a catch-up to ``round``: the adapter from ``source`` is already loaded."""
+    async def _adopt(self, round: int, source: str | None, skipped_from: int) -> None:
+        """Record a catch-up to ``round``: the adapter from ``source`` is already loaded.
+
+        ``source`` None: no adapter had a quorum, we keep our own and only skip rounds.
+        """
         s, p = self.s, self.progress
         p.round = round
         s.mailbox.advance(round + 1)
@@ -396,8 +422,9 @@ class RoundRunner:
         s.store.update_round(
             round, status="caught_up", finished_at=time.time(), eval_loss_after=eval_after,
             adapter_fingerprint=p.adapter_fingerprint,
-            note=f"skipped rounds {skipped_from}-{round}: adopted the adapter of "
-                 f"{source} after its round {round}",
+            note=f"skipped rounds {skipped_from}-{round}: " + (
+                f"adopted the adapter of {source} after its round {round}" if source else
+                "no adapter had a quorum of up members; kept our own"),
         )
-        s.events.publish("caught_up", round=round, source=source)
+        s.events.publish("caught_up", round=round, source=source or "")
         self._just_caught_up = True

@@ -389,7 +389,8 @@ class Daemon:
         """What our next heartbeat tells peers about us."""
         if self.membership is not None:
             self.membership.update_local(
-                round=self.current_round, state=self.state, fingerprint=self.adapter_fingerprint
+                round=self.current_round, state=self.state, fingerprint=self.adapter_fingerprint,
+                adapter_round=self.progress.published_round,
             )
 
     def _reject(self, peer: str | None, kind: str, reason: str) -> None:

@@ -11,12 +11,31 @@ every member of that group already holds and which the whole federation
 converges to anyway. No individual update is ever sent.
 
 Requests are rate-limited per requester; only one pull is in flight at a time.
+
+What is believed (issue #19: a hostile roster member must not take a member over).
+A heartbeat's ``adapter_round`` and fingerprint are claims, and so is an ``adapter``
+response. The quorum is always *more than half of the up roster members*, ourselves
+counted in the denominator (though never as a holder): one hostile member, or any
+minority, cannot make one, and claims above the federation's target (``[federation]
+rounds``) or the wire bound count towards nothing. ``catch_up_plan`` decides:
+
+* **adopt** a neighbour's adapter when a quorum advertise the same adapter round
+  *and* fingerprint, ahead of our own round. The response must come from one of
+  those holders, name exactly that round, and hash to that fingerprint *before*
+  anything is loaded (``check_pulled``);
+* otherwise **skip ahead** to the highest round a quorum have completed (each
+  advertises ``adapter_round`` at least that), keeping our own adapter, when that is
+  ahead of our own last complete round. With several groups per round no single adapter
+  has a quorum (each group holds its own average), yet the round number is still
+  confirmed; our stale adapter joins the next group average like any other;
+* otherwise do nothing and train on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -38,7 +57,10 @@ class PeerRound(Protocol):
     def up(self) -> bool: ...
 
     @property
-    def round(self) -> int: ...
+    def adapter_round(self) -> int: ...
+
+    @property
+    def fingerprint(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -51,23 +73,95 @@ class PulledAdapter:
     mass: float
 
 
-def most_advanced_peer(
-    view: Mapping[str, PeerRound], is_member: Callable[[str], bool], own_round: int
-) -> tuple[str, int] | None:
-    """The up member furthest ahead, if it is more than one round ahead of us.
+class CatchUpRefusedError(ValueError):
+    """A pulled adapter is not the one the quorum advertises; nothing was loaded."""
 
-    A peer's heartbeat carries the round it is working on; a peer working on
-    ``own_round + 1`` is where we are about to be, so only a larger gap counts.
+
+@dataclass(frozen=True)
+class AdoptAdapter:
+    """An adapter a quorum of up members hold: its round, its fingerprint, who holds it."""
+
+    round: int
+    fingerprint: str
+    holders: tuple[str, ...]  # sorted; every one advertised (round, fingerprint)
+    up_members: int  # the quorum's denominator: up roster members, ourselves included
+
+
+@dataclass(frozen=True)
+class SkipAhead:
+    """A round a quorum of up members have completed; we keep our own adapter."""
+
+    round: int
+    confirmed_by: int  # how many up members advertise at least ``round``
+    up_members: int
+
+
+CatchUpPlan = AdoptAdapter | SkipAhead
+
+
+def quorum_size(up_members: int) -> int:
+    """More than half of ``up_members``: two disjoint sets of peers cannot both reach it."""
+    return up_members // 2 + 1
+
+
+def catch_up_plan(
+    view: Mapping[str, PeerRound],
+    is_member: Callable[[str], bool],
+    me: str,
+    own_round: int,
+    max_round: int,
+) -> CatchUpPlan | None:
+    """What to catch up to, or None: the rule is in the module docstring.
+
+    ``own_round`` is our last complete round; ``max_round`` the federation's target (or
+    the wire bound when it has none). A heartbeat advertising a round above
+    ``max_round``, none, or no fingerprint vouches for nothing, but its sender still
+    counts in the denominator: an up member that does not vouch for a round is one
+    that does not vouch for it.
     """
-    candidates = [
-        (v.round, pid) for pid, v in view.items() if v.up and is_member(pid) and v.round >= 0
-    ]
-    if not candidates:
-        return None
-    best_round, best_peer = max(candidates)
-    if best_round > own_round + 1:
-        return best_peer, best_round
+    up = sorted(pid for pid, v in view.items() if v.up and pid != me and is_member(pid))
+    denominator = len(up) + 1
+    need = quorum_size(denominator)
+    holders: dict[tuple[int, str], list[str]] = defaultdict(list)
+    completed: Counter[int] = Counter()
+    for pid in up:
+        advert = view[pid]
+        if not 0 <= advert.adapter_round <= max_round:
+            continue
+        completed[advert.adapter_round] += 1
+        if advert.fingerprint:
+            holders[(advert.adapter_round, advert.fingerprint)].append(pid)
+    adoptable = [(round, fp, peers) for (round, fp), peers in holders.items()
+                 if len(peers) >= need and round > own_round]
+    if adoptable:
+        round, fingerprint, peers = max(adoptable)
+        return AdoptAdapter(round, fingerprint, tuple(peers), denominator)
+    # the highest round r with at least ``need`` members advertising a round >= r
+    at_least = 0
+    for round in sorted(completed, reverse=True):
+        at_least += completed[round]
+        if at_least >= need:
+            if round > own_round:
+                return SkipAhead(round, at_least, denominator)
+            break
     return None
+
+
+def check_pulled(
+    pulled: PulledAdapter, target: AdoptAdapter, fingerprint_of: Callable[[np.ndarray], str]
+) -> None:
+    """Refuse a response that is not exactly the quorum's adapter (``CatchUpRefusedError``)."""
+    if pulled.peer_id not in target.holders:
+        raise CatchUpRefusedError(f"{pulled.peer_id} is not one of the quorum's holders")
+    if pulled.round != target.round:
+        raise CatchUpRefusedError(
+            f"response is for round {pulled.round}, the quorum advertises {target.round}"
+        )
+    got = fingerprint_of(pulled.vector)
+    if got != target.fingerprint:
+        raise CatchUpRefusedError(
+            f"adapter hashes to {got}, the quorum advertises {target.fingerprint}"
+        )
 
 
 class AdapterExchange:

@@ -46,6 +46,15 @@ def unflatten_state(vector: np.ndarray, manifest: Manifest) -> dict[str, torch.T
 def state_fingerprint(state: dict[str, torch.Tensor]) -> str:
     """Short sha256 of names, shapes and values: equal adapters, equal fingerprints."""
     vector, manifest = flatten_state(state)
+    return vector_fingerprint(vector, manifest)
+
+
+def vector_fingerprint(vector: np.ndarray, manifest: Manifest) -> str:
+    """``state_fingerprint`` of the state ``vector`` stands for, without building it.
+
+    Catch-up checks a pulled adapter against the fingerprint a quorum advertises
+    before loading it, so a wrong one never touches the model.
+    """
     h = hashlib.sha256(repr(manifest).encode("utf-8"))
-    h.update(vector.tobytes())
+    h.update(np.ascontiguousarray(vector, dtype="<f4").tobytes())
     return h.hexdigest()[:16]

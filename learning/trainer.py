@@ -21,7 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 from fedswarm.learning import moment_averaging
-from fedswarm.learning.adapter_vector import flatten_state, state_fingerprint, unflatten_state
+from fedswarm.learning.adapter_vector import (
+    Manifest,
+    flatten_state,
+    state_fingerprint,
+    unflatten_state,
+    vector_fingerprint,
+)
 from fedswarm.learning.checkpoint_files import (
     latest_dir,
     publish_latest,
@@ -208,6 +214,15 @@ class LocalTrainer:
     def adapter_fingerprint(self) -> str:
         """A short hash of the adapter, for heartbeats and the round log."""
         return state_fingerprint(self.adapter_state())
+
+    def _manifest(self) -> Manifest:
+        """The adapter's names and shapes, in ``flatten_state`` order, without copying it."""
+        return [(n, tuple(int(d) for d in p.shape))
+                for n, p in sorted(self._trainable, key=lambda item: item[0])]
+
+    def fingerprint_of(self, vector: np.ndarray) -> str:
+        """What ``adapter_fingerprint`` would be after ``load_adapter_vector(vector)``."""
+        return vector_fingerprint(vector, self._manifest())
 
     def adapter_snapshot(self) -> tuple[np.ndarray, str]:
         """``adapter_vector()`` and ``adapter_fingerprint()`` from one copy of the adapter."""

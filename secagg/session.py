@@ -15,7 +15,9 @@ UPLOAD   everyone clips, quantises and masks (in a worker).  Members other than 
 SURVIVORS A adds uploads in place as they arrive, then its own plaintext; sends the sum
          to D (SUM) and the signed survivor set S (D included) to everyone.
 CONFIRM  members tell each other which survivor set they saw; any disagreement
-         aborts before a single share is revealed (defeats a split-view aggregator).
+         aborts before a single share is revealed, and more than half of the mask set
+         other than A and D must confirm the same set (defeats a split view even by
+         A and D together).
 UNMASK   members send D seed shares for S and mask-key shares for M \\ S, never both.
 RESULT   D reconstructs, decrypts, unmasks, dequantises and publishes the signed average.
 """
@@ -587,18 +589,54 @@ class _Session:
         return bytes(message.payload)
 
     async def _confirm(self, survivors: SurvivorsPayload, digest: bytes) -> None:
-        """Check that every survivor saw the same survivor set before revealing shares."""
+        """The consistency check: nothing is revealed unless our view cannot be split.
+
+        Every member signs and sends the digest of the survivor set it saw to the whole
+        mask set, then reads every CONFIRM that arrives: one naming another digest
+        aborts (``SurvivorSetMismatchError``). Before revealing, it needs (a) every
+        survivor's confirmation, or at least ``floor`` of them by the deadline, and (b)
+        a *witness quorum*: more than half of the mask set other than A and D confirm
+        its digest. A and D sign whatever suits them, so they never count as witnesses;
+        an honest witness confirms one view only, so two disjoint views cannot both
+        reach a quorum and no member's seed and mask key are ever both revealed
+        (issue #19, attack 3; Bonawitz et al. 2017, with the malicious-setting check).
+        """
         await self._broadcast(survivors.mask_set, Step.CONFIRM, DigestPayload(digest).encode())
-        others = [p for p in survivors.survivors if p != self.me]
-        confirmations = await self.inbox.gather(Step.CONFIRM, others, self._deadline())
-        agreeing = 1 if self.me in survivors.survivors else 0
-        for sender, message in confirmations.items():
-            if DigestPayload.decode(message.payload).digest != digest:
-                raise SurvivorSetMismatchError(f"{sender!r} saw another survivor set")
-            agreeing += 1
-        if agreeing < self.floor:
-            kind = TooFewContributorsError if agreeing >= self.t else NotEnoughSurvivorsError
-            raise kind(f"only {agreeing} survivors confirmed, need {self.floor}")
+        witnesses = {p for p in survivors.mask_set if p not in (self.aggregator, self.decryptor)}
+        quorum = len(witnesses) // 2 + 1
+        agreeing = {self.me} if self.me in survivors.survivors else set()
+        witnessed = {self.me} & witnesses
+        waiting_for = {p for p in survivors.survivors if p != self.me}
+        unread = {p for p in survivors.mask_set if p != self.me}
+        deadline = self._deadline()
+        while unread and (waiting_for or len(witnessed) < quorum):
+            message = await self.inbox.next((Step.CONFIRM,), unread, deadline)
+            if message is None:
+                break
+            self._check_confirmation(message.sender, message.payload, digest)
+            unread.discard(message.sender)
+            waiting_for.discard(message.sender)
+            if message.sender in survivors.survivors:
+                agreeing.add(message.sender)
+            if message.sender in witnesses:
+                witnessed.add(message.sender)
+        for sender in list(unread):  # confirmations already here count against a split too
+            early = self.inbox.take(Step.CONFIRM, sender)
+            if early is not None:
+                self._check_confirmation(sender, early.payload, digest)
+        if len(agreeing) < self.floor:
+            kind = TooFewContributorsError if len(agreeing) >= self.t else NotEnoughSurvivorsError
+            raise kind(f"only {len(agreeing)} survivors confirmed, need {self.floor}")
+        if len(witnessed) < quorum:
+            raise NotEnoughSurvivorsError(
+                f"only {len(witnessed)} of {len(witnesses)} members other than the aggregator "
+                f"and the decryptor confirmed the survivor set, need {quorum}"
+            )
+
+    @staticmethod
+    def _check_confirmation(sender: str, payload: bytes, digest: bytes) -> None:
+        if DigestPayload.decode(payload).digest != digest:
+            raise SurvivorSetMismatchError(f"{sender!r} saw another survivor set")
 
     async def _decrypt(
         self, survivors: SurvivorsPayload, digest: bytes, own: UnmaskPayload

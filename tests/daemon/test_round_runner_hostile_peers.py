@@ -3,8 +3,9 @@
 * an exception while combining peers' messages aborts that round for this member
   (logged with its traceback, counted as a rejection) and never ends the daemon; only
   shutdown and this member's own disk or checkpoint failures propagate;
-* catch-up never adopts a round beyond the federation's target, nor one the responder
-  did not advertise.
+* catch-up follows only a quorum of up members: never a round beyond the federation's
+  target, never an adapter that does not hash to what the quorum advertises, and a
+  failed catch-up leaves the member training on.
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ class FakeTrainer:
         return self.vector.copy()
 
     def adapter_fingerprint(self) -> str:
-        return hashlib.sha256(self.vector.tobytes()).hexdigest()[:16]
+        return self.fingerprint_of(self.vector)
+
+    def fingerprint_of(self, vector: np.ndarray) -> str:
+        return hashlib.sha256(vector.tobytes()).hexdigest()[:16]
 
     def adapter_snapshot(self) -> tuple[np.ndarray, str]:
         return self.adapter_vector(), self.adapter_fingerprint()
@@ -164,22 +168,66 @@ async def test_shutdown_and_own_disk_failures_still_propagate(
 # -- catch-up bounds -------------------------------------------------------------------
 
 
-async def test_catch_up_never_adopts_a_round_beyond_the_federations_target(
-    tmp_path: Path,
-) -> None:
-    view = {"evil": Advert(999_999, "evil", round=999_999)}
-    adapters = FakeAdapters((999_999, np.full(8, 9.0, np.float32)))
+def _fp(vector: np.ndarray) -> str:
+    return FakeTrainer().fingerprint_of(vector)
+
+
+GOOD = np.full(8, 0.25, np.float32)
+EVIL = np.full(8, 9.0, np.float32)
+
+
+async def test_a_lone_member_advertising_a_far_round_is_not_followed(tmp_path: Path) -> None:
+    view = {"a": Advert(0, _fp(np.zeros(8, np.float32))), "b": Advert(0, "x"),
+            "evil": Advert(999_999, _fp(EVIL))}
+    adapters = FakeAdapters((999_999, EVIL))
     runner, _ = _runner(tmp_path, view=view, adapters=adapters, rounds=10)
 
-    assert await runner._catch_up() is False  # it answered beyond what we asked for
+    assert await runner._catch_up() is False
     assert runner.progress.round == 0
+    assert adapters.pulls == []
     assert runner.s.trainer.loaded == []  # type: ignore[attr-defined]
 
 
-async def test_catch_up_at_the_target_adopts_no_more_than_the_target(tmp_path: Path) -> None:
-    view = {"a": Advert(999_999, "x", round=999_999)}
-    adapters = FakeAdapters((10, np.full(8, 0.5, np.float32)))
+async def test_the_quorums_adapter_is_adopted(tmp_path: Path) -> None:
+    view = {name: Advert(6, _fp(GOOD)) for name in ("a", "b", "c")} | {
+        "evil": Advert(999_999, _fp(EVIL))}
+    adapters = FakeAdapters((6, GOOD))
     runner, _ = _runner(tmp_path, view=view, adapters=adapters, rounds=10)
 
     assert await runner._catch_up() is True
-    assert runner.progress.round == 10
+    assert runner.progress.round == 6
+    assert adapters.pulls[0] in ("a", "b", "c")
+    np.testing.assert_array_equal(runner.s.trainer.vector, GOOD)  # type: ignore[attr-defined]
+
+
+async def test_a_holder_answering_with_another_adapter_loads_nothing(tmp_path: Path) -> None:
+    view = {name: Advert(6, _fp(GOOD)) for name in ("a", "b", "c")}
+    runner, rejections = _runner(tmp_path, view=view, adapters=FakeAdapters((6, EVIL)),
+                                 rounds=10)
+
+    assert await runner._catch_up() is False
+    assert runner.progress.round == 0
+    assert runner.s.trainer.loaded == []  # type: ignore[attr-defined]
+    assert rejections and rejections[0][1] == "catch-up" and "hashes to" in rejections[0][2]
+
+
+async def test_without_a_quorum_adapter_the_round_is_skipped_with_our_own(
+    tmp_path: Path,
+) -> None:
+    view = {"a": Advert(6, "g1"), "b": Advert(6, "g1"), "c": Advert(6, "g2"),
+            "d": Advert(6, "g2")}
+    adapters = FakeAdapters((6, EVIL))
+    runner, _ = _runner(tmp_path, view=view, adapters=adapters, rounds=10)
+
+    assert await runner._catch_up() is True
+    assert runner.progress.round == 6
+    assert adapters.pulls == []
+    assert runner.s.trainer.loaded == []  # type: ignore[attr-defined]
+
+
+async def test_claims_beyond_the_target_vouch_for_nothing(tmp_path: Path) -> None:
+    view = {name: Advert(12, _fp(EVIL)) for name in ("a", "b", "c")}
+    runner, _ = _runner(tmp_path, view=view, adapters=FakeAdapters((12, EVIL)), rounds=10)
+
+    assert await runner._catch_up() is False
+    assert runner.progress.round == 0

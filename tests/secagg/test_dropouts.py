@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from fedswarm.secagg.errors import NotEnoughSurvivorsError
-from fedswarm.secagg.messages import Step
+from fedswarm.secagg.messages import Step, peek_binding
 from fedswarm.secagg.quantise import QuantisationGrid
 from fedswarm.secagg.roles import assign_roles
 from fedswarm.secagg.session import AggregationResult
@@ -38,7 +38,9 @@ def check_survivor_average(results, group, updates, weights, survivors, k):
 
 @pytest.mark.parametrize("n_drop", [1, 2])
 async def test_dropouts_before_upload_give_exact_survivor_average(n_drop, pool):
-    k = 5  # t = 3, so up to k - t = 2 may drop
+    # t = 4; the witness quorum needs 3 of the 5 members other than A and D, so up to
+    # 2 of them may drop
+    k = 7
     group = Group(k)
     updates = random_updates(k, N_PARAMS, seed=n_drop)
     weights = [1.0] * k
@@ -59,6 +61,19 @@ async def test_dropouts_before_upload_give_exact_survivor_average(n_drop, pool):
             assert set(r.dropped) == set(droppers)
     survivors = [m for m in group.members if m not in droppers]
     check_survivor_average(results, group, updates, weights, survivors, k)
+
+
+async def test_in_a_group_of_four_an_ordinary_dropout_aborts_before_any_reveal(pool):
+    """The price of the split-view defence: with A and D not counted, a group of four
+    has two witnesses, and one of two is not more than half. Nothing is revealed."""
+    group = Group(4)
+    dropper = ordinary_members(group)[0]
+    results = await run_group(group, random_updates(4, N_PARAMS, seed=4), [1.0] * 4, pool,
+                              drop_at={dropper: int(Step.UPLOAD)}, timeout=TIMEOUT)
+    for m, r in zip(group.members, results, strict=True):
+        if m != dropper:
+            assert isinstance(r, NotEnoughSurvivorsError), (m, r)
+    assert Step.UNMASK not in [peek_binding(data)[1] for _, _, data in group.network.log]
 
 
 async def test_survivor_dropping_during_unmasking_still_gives_average(pool):
