@@ -269,6 +269,7 @@ class RoundRunner:
                 invite_window=fed.round_deadline_s, final_grace=min(10.0, fed.round_deadline_s)
             ),
             on_reject=lambda peer, why: s.reject(peer, "group", why),
+            view_now=s.up_members,
         )
         return tuple(formed.members) if isinstance(formed, Formed) else formed.reason
 

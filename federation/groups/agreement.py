@@ -9,7 +9,14 @@ peer count in two groups. The rule that prevents this:
    naming the round, the group id and the members.
 2. A peer commits to exactly one invitation per round, the first valid one naming it
    (a leader is committed to its own from the start), and answers with an
-   ``Acceptance``. Further invitations that round are ignored.
+   ``Acceptance``. Further invitations that round are ignored. Valid means it matches
+   the peer's own plan (``PlanMatch``, issue #19): every invited peer is a roster
+   member the peer sees up, and the members are a subset of the group its own
+   ``plan_groups`` gives it, led by that group's leader. An invitation naming a peer it
+   does not see up yet (a newcomer the leader heard of first) waits and is checked
+   again as heartbeats arrive, until the window closes; one naming a made-up or down
+   peer therefore never commits anyone, and a hostile leader cannot choose who averages
+   with a victim: the plan, which no single member controls, does.
 3. The leader finalises when every invitee has accepted or when its invitation window
    closes, whichever comes first: the members that accepted in time, plus itself,
    form the group. With 3 or more it sends ``GroupFinal`` to every invitee (so a late
@@ -31,7 +38,7 @@ send. No clocks, sockets or crypto.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..round import MIN_GROUP_SIZE
@@ -91,6 +98,57 @@ class Alone:
 Outcome = Formed | Alone
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What a follower makes of an invitation: accept it, wait and re-check, or refuse."""
+
+    accept: bool
+    wait: bool = False
+    why: str = ""
+
+
+ACCEPT = Verdict(accept=True)
+
+
+def admit_any(invitation: Invitation) -> Verdict:
+    """No plan to match (unit tests of the commit rule); the daemon uses ``PlanMatch``."""
+    return ACCEPT
+
+
+@dataclass(frozen=True)
+class PlanMatch:
+    """Admit an invitation only if it matches this peer's own plan for the round.
+
+    ``view_now`` returns the roster members this peer sees up *now*, so an invitation
+    naming a peer it has not yet heard from can be re-checked a moment later.
+    """
+
+    me: str
+    round: int
+    group_size: int
+    seed: bytes
+    view_now: Callable[[], Sequence[str]]
+
+    def __call__(self, invitation: Invitation) -> Verdict:
+        seen = {*self.view_now(), self.me}
+        unseen = sorted(set(invitation.members) - seen)
+        if unseen:
+            return Verdict(False, wait=True,
+                           why=f"invites {len(unseen)} peer(s) this peer does not see up: "
+                               f"{[p[-8:] for p in unseen[:3]]}")
+        planned = group_of(self.me, plan_groups(sorted(seen), self.round, self.group_size,
+                                                seed=self.seed))
+        if planned is None:
+            return Verdict(False, why="this peer's view is too small for a group")
+        outside = sorted(set(invitation.members) - set(planned))
+        if outside:
+            return Verdict(False, why=f"invites {len(outside)} peer(s) this peer's plan puts "
+                                      f"in other groups: {[p[-8:] for p in outside[:3]]}")
+        if invitation.leader != leader_of(planned):
+            return Verdict(False, why="the inviter does not lead this peer's planned group")
+        return ACCEPT
+
+
 class InvitationBook:
     """One peer's single commitment for one round.
 
@@ -118,14 +176,29 @@ class InvitationBook:
 
 
 class GroupFollower:
-    """A peer answering invitations and waiting for its leader's final."""
+    """A peer answering invitations and waiting for its leader's final.
 
-    def __init__(self, me: str, round: int, book: InvitationBook, final_deadline: float) -> None:
+    ``admit`` judges each invitation (``PlanMatch`` in the daemon); invitations it says
+    to wait on are kept and judged again at every ``poll`` until the deadline.
+    """
+
+    def __init__(
+        self,
+        me: str,
+        round: int,
+        book: InvitationBook,
+        final_deadline: float,
+        *,
+        admit: Callable[[Invitation], Verdict] = admit_any,
+    ) -> None:
         self.me = me
         self.round = round
         self.book = book
         self.final_deadline = final_deadline
+        self.admit = admit
         self.outcome: Outcome | None = None
+        self.waiting: dict[str, Invitation] = {}  # group id -> invitation being re-checked
+        self.refused: list[tuple[str, str]] = []  # (leader, why): not accepted
 
     def on_invitation(self, invitation: Invitation, sender: str, now: float) -> Acceptance | None:
         """Accept the first valid invitation naming this peer; re-accept the same one if resent."""
@@ -134,6 +207,19 @@ class GroupFollower:
         if sender != invitation.leader or invitation.leader == self.me:
             return None
         if invitation.leader != leader_of(invitation.members):
+            return None
+        if self.me not in invitation.members or invitation.round != self.round:
+            return None
+        return self._judge(invitation)
+
+    def _judge(self, invitation: Invitation) -> Acceptance | None:
+        verdict = self.admit(invitation)
+        if verdict.wait:
+            self.waiting[invitation.group_id] = invitation
+            return None
+        self.waiting.pop(invitation.group_id, None)
+        if not verdict.accept:
+            self.refused.append((invitation.leader, verdict.why))
             return None
         if not self.book.commit(invitation):
             return None
@@ -161,6 +247,18 @@ class GroupFollower:
             return None
         self.outcome = Alone("fewer than 3 peers accepted the invitation; the group dissolved")
         return self.outcome
+
+    def recheck(self, now: float) -> list[Outgoing]:
+        """Judge the waiting invitations again (the view may have grown since)."""
+        if self.outcome is not None or now >= self.final_deadline or self.book.committed:
+            self.waiting.clear()
+            return []
+        accepted = []
+        for invitation in list(self.waiting.values()):
+            acceptance = self._judge(invitation)
+            if acceptance is not None:
+                accepted.append(Outgoing((invitation.leader,), acceptance))
+        return accepted
 
     def poll(self, now: float) -> Outcome | None:
         if self.outcome is None and now >= self.final_deadline:
@@ -260,15 +358,20 @@ class GroupAgreement:
         group_size: int = DEFAULT_GROUP_SIZE,
         seed: bytes = b"",
         config: AgreementConfig | None = None,
+        view_now: Callable[[], Sequence[str]] | None = None,
     ) -> None:
+        """``view`` plans this peer's own group; ``view_now`` (default: ``view``) is what
+        it sees up when it judges an invitation (``PlanMatch``)."""
         self.config = config or AgreementConfig()
         self.me = me
         self.round = round
         self.book = InvitationBook(me, round)
         self.planned = group_of(me, plan_groups([*view, me], round, group_size, seed=seed))
         invite_deadline = now + self.config.invite_window
+        fixed_view = tuple(view)
         self.follower = GroupFollower(
-            me, round, self.book, invite_deadline + self.config.final_grace
+            me, round, self.book, invite_deadline + self.config.final_grace,
+            admit=PlanMatch(me, round, group_size, seed, view_now or (lambda: fixed_view)),
         )
         self.leader: GroupLeader | None = None
         self._initial: list[Outgoing] = []
@@ -309,8 +412,10 @@ class GroupAgreement:
         return []
 
     def poll(self, now: float) -> list[Outgoing]:
-        """Advance timers: the leader finalises, a waiting follower gives up."""
+        """Advance timers: the leader finalises, a follower re-checks waiting invitations
+        or gives up."""
         if self.leader is not None:
             return self.leader.poll(now)
+        outgoing = self.follower.recheck(now)
         self.follower.poll(now)
-        return []
+        return outgoing

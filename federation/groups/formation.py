@@ -9,6 +9,7 @@ Sends run as background tasks so one unreachable peer never delays the others.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 
@@ -17,6 +18,8 @@ from ..link import GROUP_KIND, Link, send_before
 from ..mailbox import Mailbox
 from .agreement import AgreementConfig, GroupAgreement, Outcome, Outgoing
 from .messages import decode_message
+
+log = logging.getLogger("fedswarm.federation.groups")
 
 KIND = GROUP_KIND
 POLL_S = 0.2
@@ -33,10 +36,17 @@ async def form_group(
     config: AgreementConfig,
     on_reject: Callable[[str, str], None],
     seed: bytes = b"",
+    view_now: Callable[[], Sequence[str]] | None = None,
 ) -> Outcome:
-    """Agree with peers on this round's group; returns ``Formed`` or ``Alone``."""
+    """Agree with peers on this round's group; returns ``Formed`` or ``Alone``.
+
+    ``view`` plans our own group; ``view_now`` is what we see up while judging
+    invitations (``agreement.PlanMatch``), so a newcomer's invitation can be accepted
+    once its heartbeat arrives.
+    """
     agreement = GroupAgreement(
-        me, round, view, time.monotonic(), group_size=group_size, seed=seed, config=config
+        me, round, view, time.monotonic(), group_size=group_size, seed=seed, config=config,
+        view_now=view_now,
     )
     sends: set[asyncio.Task[int]] = set()
 
@@ -65,6 +75,10 @@ async def form_group(
             on_reject(letter.sender, f"bad group message: {exc}")
             continue
         dispatch(agreement.receive(message, letter.sender, time.monotonic()))
+        for leader, why in agreement.follower.refused:
+            # views that differ for a heartbeat or two make this normal: logged, not counted
+            log.info("round %d: group invitation from %s refused: %s", round, leader[-8:], why)
+        agreement.follower.refused.clear()
         dispatch(agreement.poll(time.monotonic()))
     if sends:
         # Let finals and dissolutions reach followers before aggregation starts.
