@@ -98,8 +98,15 @@ class FederationSettings:
     # (docs/learning.md).
     # It doubles the averaged vector; every member of a group must set the same value.
     average_optimizer_state: bool = True
+    # The validation gate (docs/security.md): refuse a group result that raises this
+    # member's own eval loss by more than this many nats, keeping its model. Unset: off.
+    max_eval_loss_increase: float | None = None
 
     def __post_init__(self) -> None:
+        if self.max_eval_loss_increase is not None and not (
+            0 <= self.max_eval_loss_increase < float("inf")
+        ):
+            raise ValueError("max_eval_loss_increase: must be a finite number >= 0")
         if self.rounds < 0:
             raise ValueError("rounds: must be >= 0 (0 means run until stopped)")
         if self.mode not in MODES:

@@ -48,7 +48,7 @@ from fedswarm.federation.round import Phase, RoundContext
 from fedswarm.federation.staleness import staleness
 from fedswarm.learning.checkpoint_files import has_checkpoint
 from fedswarm.learning.errors import CheckpointError, LearningError
-from fedswarm.learning.trainer import LocalTrainer
+from fedswarm.learning.trainer import LocalTrainer, RollbackPoint
 from fedswarm.p2p.framing import MAX_ROUND
 from fedswarm.p2p.membership import PeerView
 
@@ -196,15 +196,20 @@ class RoundRunner:
         train_loss, eval_before = await self._train(round)
         members = await self._form_group(round)
         combined, status, note = None, "local_only", None
+        point: RollbackPoint | None = None
         if isinstance(members, str):
             note = f"no group this round: {members}"
         else:
+            # the validation gate's way back, taken before FedMKT distils in place
+            point = (None if s.config.federation.max_eval_loss_increase is None
+                     else await asyncio.to_thread(s.trainer.rollback_point))
             combined, status, note = await self._combine(round, members)
         apply_started = time.monotonic()
-        if combined is not None and combined.apply is not None:
-            s.set_phase(Phase.APPLYING)
-            await asyncio.to_thread(combined.apply)
-        eval_after = await self._checkpoint(round)
+        eval_after: float | None = None
+        if combined is not None:
+            combined, status, note, eval_after = await self._apply(
+                round, combined, eval_before, point)
+        eval_after = await self._checkpoint(round, eval_after)
         record: dict[str, Any] = {
             "status": status,
             "note": note,
@@ -303,15 +308,47 @@ class RoundRunner:
                       round, why, exc_info=True)
             s.reject(None, "round", f"round {round} aborted: {why}")
             return None, "aborted", f"unexpected error while combining: {why}"
+        return combined, "complete", None
+
+    async def _apply(
+        self, round: int, combined: Combined, eval_before: float, point: RollbackPoint | None
+    ) -> tuple[Combined | None, str, str | None, float | None]:
+        """Apply the group's result, behind the validation gate when one is set.
+
+        With ``[federation] max_eval_loss_increase`` set (``point`` is then the state
+        before combining), a result that raises our own eval loss by more than that is
+        rolled back (adapter, optimiser state, anchor): the round is recorded
+        ``refused``, counted as a ``validation`` rejection, and our carried weight is
+        left as it was. Returns (result, status, note, eval loss after applying if it
+        was measured).
+        """
+        s, gate = self.s, self.s.config.federation.max_eval_loss_increase
+        if combined.apply is not None:
+            s.set_phase(Phase.APPLYING)
+            await asyncio.to_thread(combined.apply)
+        eval_after: float | None = None
+        if point is not None and gate is not None:
+            eval_after = (await asyncio.to_thread(s.trainer.evaluate)).loss
+            if not eval_after <= eval_before + gate:  # a NaN loss is refused too
+                await asyncio.to_thread(s.trainer.roll_back, point)
+                why = (f"the group's result raised our eval loss from {eval_before:.4f} to "
+                       f"{eval_after:.4f}, more than max_eval_loss_increase = {gate}; "
+                       "kept our own model")
+                log.warning("round %d: %s", round, why)
+                s.reject(None, "validation", f"round {round}: {why}")
+                return None, "refused", why, eval_before
         if combined.carried_weight is not None:
             self.progress.mass = combined.carried_weight
         self.progress.last_aggregated_round = round
-        return combined, "complete", None
+        return combined, "complete", None, eval_after
 
-    async def _checkpoint(self, round: int) -> float:
-        """Evaluate, record sample outputs, write the checkpoint; returns the eval loss."""
+    async def _checkpoint(self, round: int, eval_loss: float | None = None) -> float:
+        """Evaluate (unless ``eval_loss`` is already known), record sample outputs, write
+        the checkpoint; returns the eval loss."""
         s = self.s
-        eval_after = (await asyncio.to_thread(s.trainer.evaluate)).loss
+        eval_after = eval_loss
+        if eval_after is None:
+            eval_after = (await asyncio.to_thread(s.trainer.evaluate)).loss
         train = s.config.train
         if train.samples_per_round > 0:
             samples = await asyncio.to_thread(

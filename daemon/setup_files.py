@@ -42,6 +42,7 @@ round_deadline_s = {deadline}      # a straggler misses the round after this lon
 secure_aggregation = {secure}    # "bfv-mask-shamir-v2" or "none" (plaintext; peers see each other's updates)
 final_averaging_rounds = 0         # last rounds only average (no training): every member ends with the same adapter
 # average_optimizer_state = true    # lora_avg: average AdamW's exp_avg with the adapter (2x the bytes); same on every peer
+# max_eval_loss_increase = 0.5      # refuse a group result that raises our eval loss by more (nats); unset: off
 wait_for_peers = {wait_for_peers}  # before round 1, wait until this many members (incl. you) are up
 wait_for_peers_s = 120.0
 

@@ -10,6 +10,7 @@ simpler to see than to configure.
 
 from __future__ import annotations
 
+import copy
 import math
 import shutil
 import time
@@ -69,6 +70,16 @@ class EvalReport:
     loss: float
     perplexity: float
     tokens: int
+
+
+@dataclass(frozen=True)
+class RollbackPoint:
+    """What ``LocalTrainer.roll_back`` restores (opaque to callers)."""
+
+    weights: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    anchor: dict[str, torch.Tensor]
+    step: int
 
 
 class LocalTrainer:
@@ -260,6 +271,26 @@ class LocalTrainer:
             for name, tensor in state.items():
                 expected[name].copy_(tensor.to(expected[name].device, expected[name].dtype))
         self._anchor = self._snapshot()
+
+    # ------------------------------------------------------------------ rollback
+    def rollback_point(self) -> RollbackPoint:
+        """The trainable state now, to return to if a group result proves harmful.
+
+        The validation gate (``[federation] max_eval_loss_increase``) takes one before
+        applying a group's result and rolls back when the result raises this member's
+        own eval loss too much: adapter, AdamW state, FedProx anchor and step.
+        """
+        return RollbackPoint(self._snapshot(), copy.deepcopy(self.optimizer.state_dict()),
+                             dict(self._anchor), self.step)
+
+    def roll_back(self, point: RollbackPoint) -> None:
+        """Return exactly to ``point`` (made by ``rollback_point`` on this trainer)."""
+        with torch.no_grad():
+            for name, param in self._trainable:
+                param.copy_(point.weights[name])
+        self.optimizer.load_state_dict(point.optimizer)
+        self._anchor = point.anchor
+        self.step = point.step
 
     # ------------------------------------------------------------------ optimiser state
     def optimizer_moments(self) -> Moments:

@@ -73,8 +73,11 @@ class DaemonStatusView:
             "mode": d.config.federation.mode,
             "secure_aggregation": self.protocol_name(),
             "rounds_target": d.config.federation.rounds,
-            "rounds_completed": counts.get("complete", 0) + counts.get("local_only", 0),
+            "rounds_completed": (counts.get("complete", 0) + counts.get("local_only", 0)
+                                 + counts.get("refused", 0)),
             "rounds_aggregated": counts.get("complete", 0),
+            # group results the validation gate rolled back ([federation] max_eval_loss_increase)
+            "rounds_refused": counts.get("refused", 0),
             "rounds_caught_up": counts.get("caught_up", 0),
             "last_finished_round": d.store.last_finished_round() if d.store else 0,
             "peers_up": self._peers_up(),

@@ -206,7 +206,7 @@
       const ok = r.status === "complete" || r.status === "local_only" || r.status === "initial";
       return el("tr", null, [
         td(r.round, "num"),
-        el("td", { cls: ok ? "status-ok" : (r.status === "aborted" || r.status === "failed" ? "status-bad" : ""), text: r.status ?? null }),
+        el("td", { cls: ok ? "status-ok" : (["aborted", "failed", "refused"].includes(r.status) ? "status-bad" : ""), text: r.status ?? null }),
         el("td", { title: Array.isArray(members) ? members.join("\n") : null, text: list(members) ?? members ?? null }),
         td(nameOf(r.aggregator) ?? null),
         td(nameOf(r.decryptor) ?? null),
@@ -328,7 +328,7 @@
       const dropped = Array.isArray(r.dropped) ? r.dropped : [];
       return el("tr", null, [
         td(r.round, "num"),
-        el("td", { cls: r.status === "complete" ? "status-ok" : (r.status === "aborted" ? "status-bad" : ""), text: r.status ?? null }),
+        el("td", { cls: r.status === "complete" ? "status-ok" : (["aborted", "refused"].includes(r.status) ? "status-bad" : ""), text: r.status ?? null }),
         el("td", { cls: "exchange", text: r.exchange === "secure" ? "secure (group average)" : (r.exchange === "clear" ? "clear (top-k)" : "–") }),
         lines(edges, (e) => el("div", { cls: "edge", title: String(e.teacher) + " → " + String(e.student),
           text: orgOr(e.teacher_org, e.teacher) + " → " + orgOr(e.student_org, e.student) })),
