@@ -1,0 +1,580 @@
+"""Hostile roster members: what a member running modified code does to the others (issue #19).
+
+A hostile member here is a real ``fedswarm run`` daemon with a valid identity on the
+roster, started by ``launch.py``, which calls ``install(plan)`` before the normal CLI
+entry point. ``install`` monkeypatches the behaviours named in the plan; everything
+else (training, group agreement, secure aggregation, heartbeats) is the product's own
+code, so the attacker takes part in rounds exactly like an honest member except where
+an attack says otherwise.
+
+A plan (``Plan``, a JSON file) maps rounds to attacks: ``rounds`` activates an attack
+in one round, ``from_round`` from that round on. One federation can therefore run
+several attacks one after another, with honest rounds in between that show the honest
+members recover. The round is the attacker's own (its round runner's), which is the
+round its group runs.
+
+Each attack records what it did and what it obtained in ``loot.jsonl`` (one JSON object
+a line) in the plan's ``loot_dir``; vectors it recovered go next to it as ``.npy``, so
+the test judges the attack by what the attacker got, not by what it was told.
+
+This file is loaded by path (``launch.py``), not imported as ``tests.…``: it runs inside
+the daemon process, and needs nothing but the installed ``fedswarm`` package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("fedswarm.hostile")
+
+ATTACKS = (
+    "phantom_group",
+    "malformed_sum",
+    "unbounded_result",
+    "inbound_flood",
+    "catch_up_takeover",
+    "plain_weights",
+)
+#: What the takeover heartbeats advertise, in turn: one valid far-ahead round, then
+#: rounds the wire refuses (above ``MAX_ROUND``, negative, not a number).
+TAKEOVER_ROUNDS: tuple[Any, ...] = (999_999, 2**63, 999_999, -3, 999_999, "garbage")
+#: The adapter the takeover hands out: every value 0.5 (honest adapters stay far below).
+TAKEOVER_VALUE = 0.5
+#: What plain_weights sends each honest member, in turn (one per recipient and round).
+PLAIN_WEIGHTS: tuple[float, ...] = (1e300, 1e308, float("inf"), float("nan"))
+
+
+@dataclass
+class Plan:
+    """Which attack runs in which round, where the loot goes, and the attacks' targets."""
+
+    loot_dir: Path
+    rounds: dict[int, str] = field(default_factory=dict)
+    from_round: dict[str, int] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def active(self, attack: str, round: int) -> bool:
+        start = self.from_round.get(attack)
+        return self.rounds.get(round) == attack or (start is not None and round >= start)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps({
+            "loot_dir": str(self.loot_dir),
+            "rounds": {str(r): a for r, a in self.rounds.items()},
+            "from_round": self.from_round,
+            "options": self.options,
+        }, indent=1))
+
+    @classmethod
+    def load(cls, path: Path) -> Plan:
+        doc = json.loads(path.read_text())
+        plan = cls(
+            loot_dir=Path(doc["loot_dir"]),
+            rounds={int(r): a for r, a in doc.get("rounds", {}).items()},
+            from_round=dict(doc.get("from_round", {})),
+            options=dict(doc.get("options", {})),
+        )
+        unknown = ({*plan.rounds.values(), *plan.from_round} - set(ATTACKS))
+        if unknown:
+            raise ValueError(f"unknown attack(s) {sorted(unknown)}; known: {ATTACKS}")
+        return plan
+
+
+class Hostile:
+    """What every attack shares: the plan, the daemon it runs in, its round, its loot."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.daemon: Any = None  # fedswarm.daemon.service.Daemon, once its runner is built
+        self.round = 0
+        self.session: Any = None  # the secure-aggregation session running now, if any
+        plan.loot_dir.mkdir(parents=True, exist_ok=True)
+        # called with (round, group members) when the round's group is formed
+        self.on_group: list[Callable[[int, tuple[str, ...]], None]] = []
+
+    def roles(self) -> dict[str, Any]:
+        """The running secure session's group and roles, for the loot."""
+        session = self.session
+        if session is None:
+            return {}
+        return {"members": list(session.spec.members), "aggregator": session.aggregator,
+                "decryptor": session.decryptor}
+
+    def active(self, attack: str, round: int | None = None) -> bool:
+        return self.plan.active(attack, self.round if round is None else round)
+
+    def record(self, attack: str, **fields: Any) -> None:
+        entry = {"attack": attack, "round": self.round, "at": time.time(), **fields}
+        log.warning("HOSTILE %s", json.dumps(entry, default=str))
+        with (self.plan.loot_dir / "loot.jsonl").open("a") as out:
+            out.write(json.dumps(entry, default=str) + "\n")
+
+    def save_vector(self, name: str, vector: np.ndarray) -> Path:
+        path = self.plan.loot_dir / f"{name}.npy"
+        np.save(path, np.asarray(vector))
+        return path
+
+
+def install(plan: Plan) -> Hostile:
+    """Patch this process for every attack the plan names; returns the shared state."""
+    hostile = Hostile(plan)
+    _track_daemon_and_round(hostile)
+    named = {*plan.rounds.values(), *plan.from_round}
+    for attack in ATTACKS:
+        if attack in named:
+            INSTALLERS[attack](hostile)
+    log.warning("HOSTILE member installed: %s", sorted(named))
+    return hostile
+
+
+def _track_daemon_and_round(hostile: Hostile) -> None:
+    """Keep a handle on the daemon, its round, its group and its secure session."""
+    from fedswarm.daemon import round_runner, service
+    from fedswarm.secagg.session import _Session
+
+    build_runner = service.Daemon._build_runner
+
+    def tracked_build_runner(self: Any, *args: Any, **kwargs: Any) -> Any:
+        hostile.daemon = self
+        return build_runner(self, *args, **kwargs)
+
+    run_round = round_runner.RoundRunner.run_round
+
+    async def tracked_run_round(self: Any, round: int) -> None:
+        hostile.round = round
+        await run_round(self, round)
+
+    combine = round_runner.RoundRunner._combine
+
+    async def tracked_combine(self: Any, round: int, members: tuple[str, ...]) -> Any:
+        for callback in hostile.on_group:
+            callback(round, members)
+        return await combine(self, round, members)
+
+    run_session = _Session.run
+
+    async def tracked_session(self: Any) -> Any:
+        hostile.session = self
+        try:
+            return await run_session(self)
+        finally:
+            hostile.session = None
+
+    service.Daemon._build_runner = tracked_build_runner  # type: ignore[method-assign]
+    round_runner.RoundRunner.run_round = tracked_run_round  # type: ignore[method-assign]
+    round_runner.RoundRunner._combine = tracked_combine  # type: ignore[method-assign]
+    _Session.run = tracked_session  # type: ignore[method-assign]
+
+
+# -- 2. phantom third member ------------------------------------------------------------
+
+
+def phantom_group(hostile: Hostile) -> None:
+    """Lead a "group" of itself, the victim and a made-up peer, then aggregate a zero vector.
+
+    The attacker's peer id must sort below the victim's (about 1 key in 4 does), so it
+    is the group's leader. It invents a peer id above its own such that the roles of
+    the padded group fall on the victim (aggregator A) and itself (decryptor D), invites
+    the victim alone, finalises the group as if the phantom had accepted, and runs the
+    product's secure aggregation with its own contribution-floor lowered to 2 and an
+    all-zero update. Had the victim's session gone on, D's result would be
+    ``w_v u_v / (w_v + w_a)``, i.e. the victim's update; the attacker saves
+    ``average * total / (total - own weight)`` as ``phantom-r<round>.npy``.
+
+    The honest victim must refuse before anything is revealed: no unmask share and no
+    upload leave it (its round is recorded aborted or, with plan-matching invitations,
+    it never joins), so the attacker recovers nothing.
+    """
+    from fedswarm.daemon import round_runner
+    from fedswarm.federation.averaging.secure import SecureAggregation
+    from fedswarm.federation.groups.agreement import Alone, Formed
+    from fedswarm.federation.groups.messages import (
+        Acceptance,
+        GroupFinal,
+        Invitation,
+        decode_message,
+    )
+    from fedswarm.federation.groups.plan import group_id
+    from fedswarm.federation.link import GROUP_KIND, send_before
+    from fedswarm.p2p.identity import Identity
+    from fedswarm.secagg import session as secagg_session
+    from fedswarm.secagg.roles import assign_roles
+
+    def phantom_for(me: str, victim: str, round: int) -> str:
+        for _ in range(10_000):
+            phantom = Identity.generate().peer_id
+            if phantom <= me:
+                continue
+            members = tuple(sorted((me, victim, phantom)))
+            if assign_roles(members, round, group_id(round, members)) == (victim, me):
+                return phantom
+        raise RuntimeError("no phantom id gives the roles wanted")
+
+    real_form_group = round_runner.form_group
+
+    async def hostile_form_group(**kw: Any) -> Any:
+        round, me = kw["round"], kw["me"]
+        if not hostile.active("phantom_group", round):
+            return await real_form_group(**kw)
+        victim = str(hostile.plan.options["phantom_victim"])
+        phantom = phantom_for(me, victim, round)
+        members = tuple(sorted((me, victim, phantom)))
+        invitation = Invitation(round, group_id(round, members), me, members)
+        link, mailbox = kw["link"], kw["mailbox"]
+        await send_before(link, victim, GROUP_KIND, round, invitation.encode(), None)
+        deadline = time.monotonic() + kw["config"].invite_window
+        accepted = False
+        while not accepted and time.monotonic() < deadline:
+            try:
+                letter = await mailbox.get(GROUP_KIND, round, deadline - time.monotonic())
+            except TimeoutError:
+                break
+            message = decode_message(letter.payload)
+            accepted = (isinstance(message, Acceptance) and letter.sender == victim
+                        and message.group_id == invitation.group_id)
+        hostile.record("phantom_group", victim=victim, phantom=phantom, members=members,
+                       victim_accepted=accepted)
+        if not accepted:
+            return Alone("the victim did not accept the phantom group")
+        final = GroupFinal(round, invitation.group_id, me, members)
+        await send_before(link, victim, GROUP_KIND, round, final.encode(), None)
+        return Formed(round, members, me, invitation.group_id)
+
+    real_average = SecureAggregation.average
+
+    async def hostile_average(self: Any, ctx: Any, vector: np.ndarray, weight: float,
+                              params: Any = None) -> Any:
+        if not hostile.active("phantom_group", ctx.round):
+            return await real_average(self, ctx, vector, weight, params)
+        floor = secagg_session.MIN_CONTRIBUTORS
+        secagg_session.MIN_CONTRIBUTORS = 2  # the attacker's own session would stop at 3
+        try:
+            # A naive victim hands its update over within a step of its one wait for the
+            # phantom (its KEYS step); the attacker waits 1.5 times that, not its full role
+            # waits, so the honest members' next round is not held up by it.
+            result = await asyncio.wait_for(
+                real_average(self, ctx, np.zeros_like(vector), weight, params),
+                timeout=1.5 * self.step_timeout_s,
+            )
+        except BaseException as exc:
+            hostile.record("phantom_group", recovered=False, error=f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            secagg_session.MIN_CONTRIBUTORS = floor
+        others = result.total_weight - weight
+        recovered = np.asarray(result.average, dtype=np.float64) * result.total_weight / others
+        path = hostile.save_vector(f"phantom-r{ctx.round}", recovered)
+        hostile.record("phantom_group", recovered=True, path=str(path),
+                       survivors=list(result.survivors), total_weight=result.total_weight)
+        return result
+
+    round_runner.form_group = hostile_form_group  # type: ignore[assignment]
+    SecureAggregation.average = hostile_average  # type: ignore[method-assign]
+
+
+# -- 5. crash: A sends D a SUM of malformed ciphertext chunks ---------------------------
+
+
+def malformed_sum(hostile: Hostile) -> None:
+    """As the aggregator A, send the decryptor D random bytes instead of the encrypted sum.
+
+    Every chunk keeps its length, so the SUM message is well formed and correctly signed;
+    only TenSEAL cannot parse the chunks. D must end that round as a protocol error
+    (its round recorded aborted), keep running, and complete later rounds.
+    """
+    from fedswarm.secagg.accumulator import CiphertextAccumulator
+
+    real_serialise = CiphertextAccumulator.serialise
+
+    def hostile_serialise(self: Any) -> list[bytes]:
+        chunks = real_serialise(self)
+        if not hostile.active("malformed_sum"):
+            return chunks
+        hostile.record("malformed_sum", chunks=len(chunks), bytes=sum(map(len, chunks)),
+                       **hostile.roles())
+        return [os.urandom(len(chunk)) for chunk in chunks]
+
+    CiphertextAccumulator.serialise = hostile_serialise  # type: ignore[method-assign]
+
+
+# -- 4. unbounded result ----------------------------------------------------------------
+
+
+def unbounded_result(hostile: Hostile) -> None:
+    """As an ordinary member (neither A nor D), add p/4 to the masked vector and lower the
+    weight slot to one unit.
+
+    The masks hide this from A and D alike; decrypted, every coordinate of the average is
+    about ``k x max_weight x C / 2 / total weight`` (hundreds, against honest inputs
+    clipped to C = 1). Honest members must refuse that average (round aborted, adapter
+    kept), so their adapters stay within the clip bound.
+    """
+    from fedswarm.secagg.he import (
+        EncryptJob,
+        EncryptOutput,
+        encrypt_vector,
+        load_public_context,
+        masked_contribution,
+    )
+    from fedswarm.secagg.quantise import QuantisationGrid, quantise_weight
+    from fedswarm.secagg.session import _Session
+
+    def poisoned_upload(job: EncryptJob) -> tuple[EncryptOutput, int]:
+        values = masked_contribution(job)
+        p = QuantisationGrid.for_group(job.params, job.group_size).plain_modulus
+        values[:-1] = (values[:-1] + p // 4) % p
+        lowered = quantise_weight(job.weight, job.params) - 1
+        values[-1] = (values[-1] - lowered) % p
+        context = load_public_context(job.public_context)
+        chunks = encrypt_vector(context, values, job.params.slot_count)
+        return EncryptOutput(chunks, values.size, 0.0), p
+
+    real_encrypt = _Session._encrypt
+
+    async def hostile_encrypt(self: Any, mask_set: tuple[str, ...]) -> Any:
+        if not hostile.active("unbounded_result", self.spec.round):
+            return await real_encrypt(self, mask_set)
+        job = self._contribution_job(mask_set)
+        output, p = await asyncio.to_thread(poisoned_upload, job)
+        hostile.record("unbounded_result", added=p // 4, **hostile.roles())
+        return output
+
+    _Session._encrypt = hostile_encrypt  # type: ignore[method-assign]
+
+
+# -- 8. inbound flood ------------------------------------------------------------------
+
+
+def inbound_flood(hostile: Hostile) -> None:
+    """Hold as much of one member's inbound blob capacity as it lets one peer hold.
+
+    The victim is the flood round's aggregator A, which receives every other member's
+    upload as a blob. As soon as the group is formed, the attacker keeps
+    ``max_inbound_blobs_per_peer`` (4) blob streams open to it, each declaring a blob of
+    ``max_blob_mb`` whose body it never finishes (a few bytes, then silence until the
+    round is over or the victim times the stream out; then it opens another). Without a
+    fair share this fills ``max_inbound_mb`` and every other member's upload is refused as
+    busy; with it, the victim must still accept the honest members' uploads (its round
+    completes with all of them as survivors) and refuse the attacker's excess (``busy``
+    in its ``/api/traffic``). The attacker otherwise takes part honestly; its own upload
+    is the one that finds no room.
+    """
+    from fedswarm.secagg.roles import assign_roles
+
+    tasks: set[asyncio.Task[None]] = set()
+
+    def on_group(round: int, members: tuple[str, ...]) -> None:
+        from fedswarm.federation.groups.plan import group_id
+
+        if not hostile.active("inbound_flood", round):
+            return
+        ordered = tuple(sorted(members))
+        victim, _ = assign_roles(ordered, round, group_id(round, ordered))
+        if victim == hostile.daemon.identity.peer_id:
+            hostile.record("inbound_flood", skipped="the attacker is this round's aggregator")
+            return
+        for slot in range(hostile.daemon.config.node.max_inbound_blobs_per_peer):
+            task = asyncio.get_running_loop().create_task(_flood(hostile, round, victim, slot))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    hostile.on_group.append(on_group)
+
+
+async def _flood(hostile: Hostile, round: int, victim: str, slot: int) -> None:
+    """One stream slot of the flood: reopen a held blob until the round is over."""
+    node = hostile.daemon.node
+    length = int(hostile.daemon.config.node.max_blob_mb) * 2**20
+    admitted = refused = 0
+    outcomes: list[str] = []
+    started = time.monotonic()
+    while hostile.round == round and time.monotonic() - started < 120:
+        try:
+            outcome = await node._call(_hold_blob, node, victim, round, length,
+                                       lambda: hostile.round == round)
+        except Exception as exc:  # the victim resets held streams; that is the point
+            outcome = f"error: {type(exc).__name__}"
+        outcomes.append(f"{time.monotonic() - started:.1f}:{outcome}")
+        if outcome.startswith("admitted"):
+            admitted += 1
+        else:
+            refused += 1
+            await asyncio.sleep(0.5)
+    hostile.record("inbound_flood", round=round, slot=slot, victim=victim,
+                   declared_bytes=length, admitted=admitted, refused=refused, outcomes=outcomes)
+
+
+async def _hold_blob(node: Any, victim: str, round: int, length: int,
+                     still_flooding: Callable[[], bool]) -> str:
+    """Trio side: declare a blob of ``length`` bytes, send a few, hold the stream open."""
+    import trio
+    from fedswarm.p2p import framing
+    from fedswarm.p2p.streams import reset_stream, stream_reader
+    from libp2p.custom_types import TProtocol
+    from libp2p.peer.id import ID
+
+    header = framing.BlobHeader(
+        node.roster.federation_id, node.peer_id, victim, "secagg", round, length,
+        hashlib.sha256(b"never sent").digest(), time.time(),
+    )
+    with trio.move_on_after(120):
+        await node._ensure_connected(victim)
+        stream = await node._host.new_stream(ID.from_base58(victim),
+                                             [TProtocol(framing.BLOB_PROTOCOL)])
+        try:
+            await stream.write(framing.encode_signed_header(header, node.identity))
+            status, reason = await framing.read_reply(stream_reader(stream))
+            if status != framing.STATUS_OK:
+                return f"refused {reason.split(':', 1)[0]}"
+            held = time.monotonic()
+            try:
+                await stream.write(bytes(1024))
+                read = stream_reader(stream)
+                while still_flooding():  # hold our share until the victim gives up on us
+                    with trio.move_on_after(0.5):
+                        if not await read(64):
+                            break  # the victim timed the stream out: open another
+            except Exception:
+                pass  # reset by the victim (its blob timeout): open another
+            return f"admitted, held {time.monotonic() - held:.0f} s"
+        finally:
+            with trio.CancelScope(shield=True):
+                await reset_stream(stream)
+    return "timeout"
+
+
+# -- 1. catch-up takeover --------------------------------------------------------------
+
+
+def catch_up_takeover(hostile: Hostile) -> None:
+    """Advertise a far-ahead round and hand whoever catches up an adapter of our choice.
+
+    Heartbeats take turns between round 999999 (valid on the wire, with the poisoned
+    adapter's fingerprint) and rounds the wire refuses (2**63, -3, "garbage"). Every
+    ``adapter-request`` is answered with an adapter whose values are all 0.5, claimed as
+    the adapter of ``options["takeover_round"]`` (the federation's last round: the
+    furthest an honest member may jump). The poisoned adapter's fingerprint is recorded.
+
+    Honest members must keep running, never record ``caught_up`` to this adapter (its
+    fingerprint never appears in their round log, their checkpoints are not it), never
+    go past the federation's ``rounds``, and finish their rounds.
+    """
+    import functools
+
+    from fedswarm.federation.averaging.plain import encode_update
+    from fedswarm.federation.catch_up import RESPONSE_KIND, AdapterExchange
+    from fedswarm.federation.link import send_before
+    from fedswarm.learning.adapter_vector import flatten_state, state_fingerprint, unflatten_state
+    from fedswarm.p2p.membership import HEARTBEAT_TOPIC, Membership
+
+    poison: dict[str, Any] = {}
+
+    def poisoned() -> tuple[np.ndarray, str]:
+        if not poison:
+            trainer = hostile.daemon.trainer
+            vector, manifest = flatten_state(trainer.adapter_state())
+            adapter = np.full(vector.size, TAKEOVER_VALUE, dtype=np.float32)
+            poison["vector"] = adapter
+            poison["fingerprint"] = state_fingerprint(unflatten_state(adapter, manifest))
+            hostile.save_vector("takeover-adapter", adapter)
+            hostile.record("catch_up_takeover", fingerprint=poison["fingerprint"])
+        return poison["vector"], poison["fingerprint"]
+
+    real_publish = Membership.publish_now
+    sent = {"count": 0}
+
+    async def hostile_publish(self: Any) -> None:
+        if not hostile.active("catch_up_takeover"):
+            return await real_publish(self)
+        _, fingerprint = poisoned()
+        advertised = TAKEOVER_ROUNDS[sent["count"] % len(TAKEOVER_ROUNDS)]
+        sent["count"] += 1
+        doc = json.loads(self.heartbeat().encode())
+        doc.update(round=advertised, adapter_fingerprint=fingerprint)
+        if advertised == TAKEOVER_ROUNDS[0]:
+            doc["adapter_round"] = advertised - 1  # "my adapter is that of round 999998"
+        if sent["count"] <= len(TAKEOVER_ROUNDS):
+            hostile.record("catch_up_takeover", heartbeat_round=advertised)
+        await self._node.publish(HEARTBEAT_TOPIC, json.dumps(doc).encode())
+
+    def hostile_on_request(self: AdapterExchange, sender: str) -> str | None:
+        if not hostile.active("catch_up_takeover"):
+            return real_on_request(self, sender)
+        vector, fingerprint = poisoned()
+        claimed = int(hostile.plan.options["takeover_round"])
+        payload = encode_update(vector, float(hostile.daemon.trainer.num_train_samples))
+        task = asyncio.get_running_loop().create_task(
+            send_before(self._link, sender, RESPONSE_KIND, claimed, payload, None))
+        self._tasks.add(task)
+        task.add_done_callback(functools.partial(_discard, self._tasks))
+        hostile.record("catch_up_takeover", served=sender, claimed_round=claimed,
+                       fingerprint=fingerprint)
+        return None
+
+    real_on_request = AdapterExchange.on_request
+    Membership.publish_now = hostile_publish  # type: ignore[method-assign]
+    AdapterExchange.on_request = hostile_on_request  # type: ignore[method-assign]
+
+
+def _discard(tasks: set[Any], task: Any) -> None:
+    tasks.discard(task)
+
+
+# -- 6. plaintext weights --------------------------------------------------------------
+
+
+def plain_weights(hostile: Hostile) -> None:
+    """In plaintext averaging, send each honest member one extreme weight with our vector.
+
+    The weights go 1e300, 1e308, inf, NaN in turn (one per recipient and round), each with
+    the same vector of uniform values in [-0.9, 0.9] (within the clip bound, so only the
+    weight is hostile), saved as ``plain-vector.npy``. Weight 1e300 used to make the
+    group's average exactly this vector; 1e308 made it inf. Honest members must refuse
+    the update (the rejection names the weight), average without it, and keep finite
+    adapters unrelated to this vector.
+    """
+    from fedswarm.federation.averaging import plain
+
+    real_send_before = plain.send_before
+    rng = np.random.default_rng(19)
+    chosen: dict[str, np.ndarray] = {}
+    turn = {"next": 0}
+
+    async def hostile_send_before(link: Any, peer: str, kind: str, round: int,
+                                  payload: bytes, deadline: float | None) -> int:
+        if not hostile.active("plain_weights", round):
+            return await real_send_before(link, peer, kind, round, payload, deadline)
+        _, count = plain._HEADER.unpack_from(payload)
+        if "vector" not in chosen:
+            chosen["vector"] = rng.uniform(-0.9, 0.9, size=count).astype(np.float32)
+            hostile.save_vector("plain-vector", chosen["vector"])
+        weight = PLAIN_WEIGHTS[turn["next"] % len(PLAIN_WEIGHTS)]
+        turn["next"] += 1
+        hostile.record("plain_weights", peer=peer, weight=repr(weight))
+        forged = plain.encode_update(chosen["vector"], weight)
+        return await real_send_before(link, peer, kind, round, forged, deadline)
+
+    plain.send_before = hostile_send_before  # type: ignore[assignment]
+
+
+INSTALLERS: dict[str, Callable[[Hostile], None]] = {
+    "phantom_group": phantom_group,
+    "malformed_sum": malformed_sum,
+    "unbounded_result": unbounded_result,
+    "inbound_flood": inbound_flood,
+    "catch_up_takeover": catch_up_takeover,
+    "plain_weights": plain_weights,
+}
+
+__all__ = ["ATTACKS", "INSTALLERS", "Hostile", "Plan", "install"]
