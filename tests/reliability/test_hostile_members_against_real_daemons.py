@@ -14,7 +14,7 @@ round       attack                 the attacker's role
 3           unbounded result       ordinary member (neither A nor D)
 4           inbound flood          ordinary member or D; the victim is A
 5           malformed SUM          aggregator A
-6..8        catch-up takeover      heartbeats at round 999999 / 2**63 / -3 / "garbage",
+6..9        catch-up takeover      heartbeats at round 999999 / 2**63 / -3 / "garbage",
                                    a 0.5-everywhere adapter to whoever asks
 ==========  =====================  =====================================================
 
@@ -61,7 +61,7 @@ from tests.reliability.hostile_member.harness import (
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
-ROUNDS = 8
+ROUNDS = 9
 DEADLINE_S = 8.0
 PHANTOM, HONEST, UNBOUNDED, FLOOD, MALFORMED_SUM, TAKEOVER_FROM = 1, 2, 3, 4, 5, 6
 CLIP = SecAggParams().clip_norm
@@ -216,8 +216,11 @@ def test_a_member_holding_its_inbound_share_keeps_no_other_peer_out(
     secure_run: SecureRun,
 ) -> None:
     run = secure_run
-    flood = run.loot_of("inbound_flood")
-    assert flood and not any("skipped" in e for e in flood), flood
+    entries = run.loot_of("inbound_flood")
+    assert entries and not any("skipped" in e for e in entries), entries
+    (formed,) = [e for e in entries if "victim_is_aggregator" in e]
+    assert formed["victim_is_aggregator"], formed  # the attacker flooded the right member
+    flood = [e for e in entries if "admitted" in e]
     (round,) = {e["round"] for e in flood}
     (victim_id,) = {e["victim"] for e in flood}
     held = sum(e["admitted"] for e in flood)
@@ -255,8 +258,12 @@ def test_a_malformed_sum_aborts_the_decryptors_round_and_nothing_else(
     for peer_id in sent["members"]:
         if peer_id != run.attacker.peer_id:
             assert run.reports[peer_id].round(round)["status"] == "aborted"
-    later = [r for r in d.rounds if r["round"] > round and r["status"] == "complete"]
-    assert later, d.rounds  # D's daemon went on and completed a later round
+    # D went on: every later round it entered is finished (D ends the attacked round at
+    # once, while the others wait for its result, so it may run a round or two alone, or
+    # be caught up with, before the group is back together)
+    later = [r for r in d.rounds if r["round"] > round]
+    assert later and all(r["finished_at"] for r in later), d.rounds
+    assert max(r["round"] for r in d.rounds) == ROUNDS, d.rounds
     _assert_honest_alive(run)
 
 
@@ -274,8 +281,14 @@ def test_a_far_ahead_member_cannot_hand_out_its_adapter_through_catch_up(
     served = [e for e in takeover if "served" in e]
     print(f"takeover: {len(served)} adapter requests answered with the poisoned adapter")
     attacker = run.attacker.peer_id
+    advertising_since = min(e["at"] for e in takeover if e.get("heartbeat_round") == 999_999)
     for peer in run.honest:
         rep = run.reports[peer.peer_id]
+        # the attack had its chance: once the far-ahead heartbeats were out, the member
+        # checked for catch-up before a round short of the last (or caught up)
+        assert any((r["round"] < ROUNDS or r["status"] == "caught_up")
+                   and r["started_at"] > advertising_since
+                   for r in rep.rounds), (advertising_since, rep.rounds)
         numbers = [r["round"] for r in rep.rounds]
         print(f"takeover: {peer.org}: {[(r['round'], r['status']) for r in rep.rounds]}")
         assert max(numbers) <= ROUNDS, numbers
@@ -291,3 +304,60 @@ def test_a_far_ahead_member_cannot_hand_out_its_adapter_through_catch_up(
         # heartbeats with rounds the wire cannot carry are refused, and say so
         assert "must be an integer in 0.." in rep.log, "no heartbeat refusal logged"
     _assert_honest_alive(run)
+
+
+# -- 6. plaintext weights --------------------------------------------------------------
+
+
+def test_extreme_plaintext_weights_are_refused_and_adapters_stay_honest(
+    tmp_path: Path,
+) -> None:
+    """Weights 1e300, 1e308, inf and NaN with a vector of the attacker's choice, in a
+    federation without secure aggregation (``secure_aggregation = "none"``)."""
+    rounds = 2
+    federation = LocalFederation(
+        tmp_path, peers=4, rounds=rounds, group_size=4, local_steps=1, batch_size=2,
+        round_deadline_s=DEADLINE_S, secure_aggregation="none",
+    )
+    federation.prepare()
+    attacker, honest = federation.peers[0], federation.peers[1:]
+    loot_dir = tmp_path / "loot"
+    make_hostile(federation, attacker, HostilePlan(
+        loot_dir=loot_dir, from_round={"plain_weights": 1}))
+    started = time.monotonic()
+    try:
+        federation.start()
+        federation.wait_rounds(rounds, timeout_s=240, peers=honest)
+        reports = {p.peer_id: report(p) for p in honest}
+        finals = {p.peer_id: load_adapter_of_latest(p) for p in honest}
+    finally:
+        codes = federation.stop()
+    print(f"plain hostile federation: {time.monotonic() - started:.1f} s for {rounds} rounds")
+    sent = read_loot(loot_dir)
+    assert {e["weight"] for e in sent} == {"1e+300", "1e+308", "inf", "nan"}, sent
+    vector = np.load(loot_dir / "plain-vector.npy")
+    for peer in honest:
+        rep = reports[peer.peer_id]
+        reasons = rep.rejected_reasons()
+        weights_to_peer = [e["weight"] for e in sent if e["peer"] == peer.peer_id]
+        assert len(weights_to_peer) == rounds, sent
+        for n in range(1, rounds + 1):
+            record = rep.round(n)
+            assert record["status"] == "complete", record
+            assert attacker.peer_id not in record["survivors"], record
+            assert len(record["survivors"]) == 3, record
+        assert "above max_weight" in reasons or "not a positive number" in reasons, reasons
+        final = finals[peer.peer_id]
+        corr = correlation(final, vector[: final.size])
+        print(f"plain weights: {peer.org} refused {weights_to_peer}; final adapter max "
+              f"{float(np.max(np.abs(final))):.3g}, correlation with the attacker's {corr:.3f}")
+        assert np.isfinite(final).all()
+        assert abs(corr) < 0.1, corr
+        assert float(np.max(np.abs(final - vector[: final.size]))) > 0.5
+        assert codes[peer.org] == 0, federation.log_tail(peer.org)
+
+
+def load_adapter_of_latest(peer: PeerProcess) -> np.ndarray:
+    from fedswarm.learning.checkpoint_files import latest_dir
+
+    return load_adapter(latest_dir(peer.state_dir / "checkpoint"))

@@ -46,9 +46,11 @@ ATTACKS = (
     "catch_up_takeover",
     "plain_weights",
 )
-#: What the takeover heartbeats advertise, in turn: one valid far-ahead round, then
-#: rounds the wire refuses (above ``MAX_ROUND``, negative, not a number).
-TAKEOVER_ROUNDS: tuple[Any, ...] = (999_999, 2**63, 999_999, -3, 999_999, "garbage")
+#: The far-ahead round every takeover heartbeat advertises (valid on the wire) ...
+TAKEOVER_ROUND = 999_999
+#: ... each preceded by one heartbeat with a round the wire refuses, in turn (above
+#: ``MAX_ROUND``: it overflowed SQLite; negative; not a number).
+TAKEOVER_BAD_ROUNDS: tuple[Any, ...] = (2**63, -3, "garbage")
 #: The adapter the takeover hands out: every value 0.5 (honest adapters stay far below).
 TAKEOVER_VALUE = 0.5
 #: What plain_weights sends each honest member, in turn (one per recipient and round).
@@ -97,11 +99,23 @@ class Hostile:
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
         self.daemon: Any = None  # fedswarm.daemon.service.Daemon, once its runner is built
-        self.round = 0
+        self._round = 0
         self.session: Any = None  # the secure-aggregation session running now, if any
         plan.loot_dir.mkdir(parents=True, exist_ok=True)
-        # called with (round, group members) when the round's group is formed
+        # called with the round when it starts, and with (round, members) once its group
+        # is formed
+        self.on_round: list[Callable[[int], None]] = []
         self.on_group: list[Callable[[int, tuple[str, ...]], None]] = []
+
+    @property
+    def round(self) -> int:
+        """The round the attacker is in: the one its runner runs, or caught up to."""
+        runner = getattr(self.daemon, "runner", None)
+        return max(self._round, runner.progress.round if runner is not None else 0)
+
+    @round.setter
+    def round(self, value: int) -> None:
+        self._round = value
 
     def roles(self) -> dict[str, Any]:
         """The running secure session's group and roles, for the loot."""
@@ -153,6 +167,8 @@ def _track_daemon_and_round(hostile: Hostile) -> None:
 
     async def tracked_run_round(self: Any, round: int) -> None:
         hostile.round = round
+        for callback in hostile.on_round:
+            callback(round)
         await run_round(self, round)
 
     combine = round_runner.RoundRunner._combine
@@ -360,35 +376,46 @@ def inbound_flood(hostile: Hostile) -> None:
     """Hold as much of one member's inbound blob capacity as it lets one peer hold.
 
     The victim is the flood round's aggregator A, which receives every other member's
-    upload as a blob. As soon as the group is formed, the attacker keeps
-    ``max_inbound_blobs_per_peer`` (4) blob streams open to it, each declaring a blob of
-    ``max_blob_mb`` whose body it never finishes (a few bytes, then silence until the
-    round is over or the victim times the stream out; then it opens another). Without a
-    fair share this fills ``max_inbound_mb`` and every other member's upload is refused as
-    busy; with it, the victim must still accept the honest members' uploads (its round
-    completes with all of them as survivors) and refuse the attacker's excess (``busy``
-    in its ``/api/traffic``). The attacker otherwise takes part honestly; its own upload
-    is the one that finds no room.
+    upload as a blob. From the start of the round (before anyone uploads) the attacker
+    keeps ``max_inbound_blobs_per_peer`` (4) blob streams open to the member its view
+    says will be A, each declaring a blob of ``max_blob_mb`` whose body it never finishes
+    (a few bytes, then silence until the round is over or the victim times the stream
+    out; then it opens another). Once the group is formed it records whether the victim
+    really is A. Without a fair share this fills ``max_inbound_mb`` and every other
+    member's upload is refused as busy; with it, the victim must still accept the honest
+    members' uploads (its round completes with all of them as survivors) and refuse the
+    attacker's excess (``busy`` in its ``/api/traffic``). The attacker otherwise takes
+    part honestly; its own upload is one that finds no room.
     """
+    from fedswarm.federation.groups.plan import group_id
     from fedswarm.secagg.roles import assign_roles
 
     tasks: set[asyncio.Task[None]] = set()
+    target: dict[int, str] = {}
 
-    def on_group(round: int, members: tuple[str, ...]) -> None:
-        from fedswarm.federation.groups.plan import group_id
+    def aggregator_of(round: int, members: list[str] | tuple[str, ...]) -> str:
+        ordered = tuple(sorted(members))
+        return assign_roles(ordered, round, group_id(round, ordered))[0]
 
+    def on_round(round: int) -> None:
         if not hostile.active("inbound_flood", round):
             return
-        ordered = tuple(sorted(members))
-        victim, _ = assign_roles(ordered, round, group_id(round, ordered))
+        victim = aggregator_of(round, hostile.daemon.up_members())
         if victim == hostile.daemon.identity.peer_id:
-            hostile.record("inbound_flood", skipped="the attacker is this round's aggregator")
+            hostile.record("inbound_flood", skipped="the attacker will be the aggregator")
             return
+        target[round] = victim
         for slot in range(hostile.daemon.config.node.max_inbound_blobs_per_peer):
             task = asyncio.get_running_loop().create_task(_flood(hostile, round, victim, slot))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
+    def on_group(round: int, members: tuple[str, ...]) -> None:
+        if round in target:
+            hostile.record("inbound_flood", victim=target[round], members=list(members),
+                           victim_is_aggregator=aggregator_of(round, members) == target[round])
+
+    hostile.on_round.append(on_round)
     hostile.on_group.append(on_group)
 
 
@@ -460,8 +487,9 @@ async def _hold_blob(node: Any, victim: str, round: int, length: int,
 def catch_up_takeover(hostile: Hostile) -> None:
     """Advertise a far-ahead round and hand whoever catches up an adapter of our choice.
 
-    Heartbeats take turns between round 999999 (valid on the wire, with the poisoned
-    adapter's fingerprint) and rounds the wire refuses (2**63, -3, "garbage"). Every
+    Every heartbeat advertises round 999999 (valid on the wire, with the poisoned
+    adapter's fingerprint), each preceded by one whose round the wire refuses (2**63,
+    -3, "garbage" in turn). Every
     ``adapter-request`` is answered with an adapter whose values are all 0.5, claimed as
     the adapter of ``options["takeover_round"]`` (the federation's last round: the
     furthest an honest member may jump). The poisoned adapter's fingerprint is recorded.
@@ -498,15 +526,16 @@ def catch_up_takeover(hostile: Hostile) -> None:
         if not hostile.active("catch_up_takeover"):
             return await real_publish(self)
         _, fingerprint = poisoned()
-        advertised = TAKEOVER_ROUNDS[sent["count"] % len(TAKEOVER_ROUNDS)]
+        bad = TAKEOVER_BAD_ROUNDS[sent["count"] % len(TAKEOVER_BAD_ROUNDS)]
         sent["count"] += 1
-        doc = json.loads(self.heartbeat().encode())
-        doc.update(round=advertised, adapter_fingerprint=fingerprint)
-        if advertised == TAKEOVER_ROUNDS[0]:
-            doc["adapter_round"] = advertised - 1  # "my adapter is that of round 999998"
-        if sent["count"] <= len(TAKEOVER_ROUNDS):
-            hostile.record("catch_up_takeover", heartbeat_round=advertised)
-        await self._node.publish(HEARTBEAT_TOPIC, json.dumps(doc).encode())
+        for advertised in (bad, TAKEOVER_ROUND):
+            doc = json.loads(self.heartbeat().encode())
+            doc.update(round=advertised, adapter_fingerprint=fingerprint)
+            if advertised == TAKEOVER_ROUND:
+                doc["adapter_round"] = advertised - 1  # "my adapter is that of round 999998"
+            if sent["count"] <= len(TAKEOVER_BAD_ROUNDS):
+                hostile.record("catch_up_takeover", heartbeat_round=advertised)
+            await self._node.publish(HEARTBEAT_TOPIC, json.dumps(doc).encode())
 
     def hostile_on_request(self: AdapterExchange, sender: str) -> str | None:
         if not hostile.active("catch_up_takeover"):
