@@ -65,6 +65,8 @@ ROUNDS = 9
 DEADLINE_S = 8.0
 PHANTOM, HONEST, UNBOUNDED, FLOOD, MALFORMED_SUM, TAKEOVER_FROM = 1, 2, 3, 4, 5, 6
 CLIP = SecAggParams().clip_norm
+INBOUND_MIB = 16
+FLOOD_BLOB = INBOUND_MIB * 2**20 // 4 - 2**17  # 4 of them leave 0.5 MiB; 2 leave room to invite
 TAKEOVER_VALUE = 0.5
 
 
@@ -109,9 +111,9 @@ def secure_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureRun]:
     federation = LocalFederation(
         workdir, peers=4, rounds=ROUNDS, group_size=4, local_steps=1, batch_size=2,
         round_deadline_s=DEADLINE_S,
-        # inbound room the flood can fill: 4 declared blobs of 8 MiB = 32 MiB, were one peer
-        # allowed all of it; an honest upload of this model is about 2 MiB
-        overrides={"node": {"max_blob_mb": 8, "max_inbound_mb": 32}},
+        # inbound room the flood can fill: 4 declared blobs of FLOOD_BLOB fill all but
+        # 0.5 MiB of it, were one peer allowed that; an upload of this model is 0.94 MiB
+        overrides={"node": {"max_blob_mb": 4, "max_inbound_mb": INBOUND_MIB}},
     )
     federation.prepare()
     attacker, honest = federation.peers[0], federation.peers[1:]
@@ -124,7 +126,8 @@ def secure_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureRun]:
         rounds={PHANTOM: "phantom_group", UNBOUNDED: "unbounded_result",
                 FLOOD: "inbound_flood", MALFORMED_SUM: "malformed_sum"},
         from_round={"catch_up_takeover": TAKEOVER_FROM},
-        options={"phantom_victim": honest[0].peer_id, "takeover_round": ROUNDS},
+        options={"phantom_victim": honest[0].peer_id, "takeover_round": ROUNDS,
+                 "flood_blob_bytes": FLOOD_BLOB},
     ))
     keeper = CheckpointKeeper(honest, workdir / "kept")
     started = time.monotonic()
@@ -236,7 +239,9 @@ def test_a_member_holding_its_inbound_share_keeps_no_other_peer_out(
     assert record["aggregator"] == victim_id, record
     assert honest_in_group <= set(record["survivors"]), record  # every honest upload got in
     assert len(honest_in_group) >= 3, record
-    assert victim.traffic["rejected"].get("busy", 0) >= 1, victim.traffic  # the excess did not
+    # the attacker's excess waited for room (and was refused when the round outlasted
+    # the wait), while the honest uploads did not
+    assert victim.traffic["inbound_waited"] >= 1, victim.traffic
     _assert_honest_alive(run)
 
 

@@ -378,14 +378,17 @@ def inbound_flood(hostile: Hostile) -> None:
     The victim is the flood round's aggregator A, which receives every other member's
     upload as a blob. From the start of the round (before anyone uploads) the attacker
     keeps ``max_inbound_blobs_per_peer`` (4) blob streams open to the member its view
-    says will be A, each declaring a blob of ``max_blob_mb`` whose body it never finishes
-    (a few bytes, then silence until the round is over or the victim times the stream
-    out; then it opens another). Once the group is formed it records whether the victim
-    really is A. Without a fair share this fills ``max_inbound_mb`` and every other
-    member's upload is refused as busy; with it, the victim must still accept the honest
-    members' uploads (its round completes with all of them as survivors) and refuse the
-    attacker's excess (``busy`` in its ``/api/traffic``). The attacker otherwise takes
-    part honestly; its own upload is one that finds no room.
+    says will be A, each declaring a blob of ``options["flood_blob_bytes"]`` (a little
+    under a quarter of the victim's ``max_inbound_mb``) whose body it never finishes (a
+    few bytes, then silence until the round is over or the victim times the stream out;
+    then it opens another). Once the group is formed it records whether the victim really
+    is A. Without a fair share the four fill ``max_inbound_mb`` but for less than one
+    upload, and every other member's upload is refused as busy; with it, the attacker
+    holds two, the victim must still accept the honest members' uploads (its round
+    completes with all of them as survivors) and make the attacker's excess wait or
+    refuse it (``inbound_waited`` and ``busy`` in its ``/api/traffic``). The attacker
+    otherwise takes part honestly: its group invitation still fits in its share (why the
+    blobs are a little under a quarter), its own upload does not.
     """
     from fedswarm.federation.groups.plan import group_id
     from fedswarm.secagg.roles import assign_roles
@@ -422,7 +425,7 @@ def inbound_flood(hostile: Hostile) -> None:
 async def _flood(hostile: Hostile, round: int, victim: str, slot: int) -> None:
     """One stream slot of the flood: reopen a held blob until the round is over."""
     node = hostile.daemon.node
-    length = int(hostile.daemon.config.node.max_blob_mb) * 2**20
+    length = int(hostile.plan.options["flood_blob_bytes"])
     admitted = refused = 0
     outcomes: list[str] = []
     started = time.monotonic()
