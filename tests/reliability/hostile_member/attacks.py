@@ -39,6 +39,7 @@ import numpy as np
 log = logging.getLogger("fedswarm.hostile")
 
 ATTACKS = (
+    "no_contributor_floor",
     "phantom_group",
     "malformed_sum",
     "unbounded_result",
@@ -191,6 +192,23 @@ def _track_daemon_and_round(hostile: Hostile) -> None:
     round_runner.RoundRunner.run_round = tracked_run_round  # type: ignore[method-assign]
     round_runner.RoundRunner._combine = tracked_combine  # type: ignore[method-assign]
     _Session.run = tracked_session  # type: ignore[method-assign]
+
+
+# -- control: a member without the defence ----------------------------------------------
+
+
+def no_contributor_floor(hostile: Hostile) -> None:
+    """Not an attack: this member runs without the contributor floor (before issue #19).
+
+    A control for the harness, never used in CI: with it, the *victim* of
+    ``phantom_group`` behaves like the code the issue measured (it reveals with the
+    Shamir threshold alone, t = 2 of 3), so the attacker must recover its update. That
+    the suite then fails shows the phantom test can fail (docs/reliability.md).
+    """
+    from fedswarm.secagg import session as secagg_session
+
+    secagg_session.MIN_CONTRIBUTORS = 2
+    hostile.record("no_contributor_floor", min_contributors=2)
 
 
 # -- 2. phantom third member ------------------------------------------------------------
@@ -601,6 +619,7 @@ def plain_weights(hostile: Hostile) -> None:
 
 
 INSTALLERS: dict[str, Callable[[Hostile], None]] = {
+    "no_contributor_floor": no_contributor_floor,
     "phantom_group": phantom_group,
     "malformed_sum": malformed_sum,
     "unbounded_result": unbounded_result,
