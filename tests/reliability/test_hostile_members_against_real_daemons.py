@@ -366,3 +366,56 @@ def load_adapter_of_latest(peer: PeerProcess) -> np.ndarray:
     from fedswarm.learning.checkpoint_files import latest_dir
 
     return load_adapter(latest_dir(peer.state_dir / "checkpoint"))
+
+
+# -- 7. FedMKT downgrade ---------------------------------------------------------------
+
+
+def test_a_hostile_fedmkt_card_never_downgrades_a_secure_exchange_to_clear(
+    tmp_path: Path,
+) -> None:
+    """Every member runs the same model and asks for the secure exchange; the attacker's
+    card announces another fingerprint to some members and asks for clear to the others."""
+    federation = LocalFederation(
+        tmp_path, peers=4, rounds=1, group_size=4, local_steps=1, batch_size=2,
+        round_deadline_s=DEADLINE_S, mode="fedmkt",
+        overrides={"fedmkt": {"homogeneous_exchange": "secure", "distill_steps": 1}},
+    )
+    federation.prepare()
+    for peer in federation.peers:  # one model for all: the secure exchange is what they ask
+        _set_model(peer, federation.model_dir)
+    attacker, honest = federation.peers[0], federation.peers[1:]
+    loot_dir = tmp_path / "loot"
+    make_hostile(federation, attacker, HostilePlan(
+        loot_dir=loot_dir, rounds={1: "fedmkt_downgrade"}))
+    started = time.monotonic()
+    try:
+        federation.start()
+        federation.wait_rounds(1, timeout_s=240, peers=honest)
+        reports = {p.peer_id: report(p) for p in honest}
+    finally:
+        codes = federation.stop()
+    print(f"fedmkt hostile federation: {time.monotonic() - started:.1f} s for 1 round")
+    loot = read_loot(loot_dir)
+    variants = {e["peer"]: e["variant"] for e in loot if e["attack"] == "fedmkt_downgrade"}
+    assert set(variants) == {p.peer_id for p in honest}, loot
+    assert set(variants.values()) == {"foreign_fingerprint", "asks_clear"}, variants
+    received = [e for e in loot if e["attack"] == "fedmkt_received"]
+    assert not received, received  # no honest member sent its predictions in the clear
+    for peer in honest:
+        record = reports[peer.peer_id].round(1)
+        print(f"fedmkt: {peer.org} got a {variants[peer.peer_id]} card: {record['status']}: "
+              f"{record['note']}")
+        assert record["status"] == "aborted", record
+        assert "never falls back to clear" in str(record["note"]), record
+        assert codes[peer.org] == 0, federation.log_tail(peer.org)
+
+
+def _set_model(peer: PeerProcess, model_dir: Path) -> None:
+    import tomllib
+
+    import tomli_w
+
+    document = tomllib.loads(peer.config_path.read_text())
+    document["model"]["path"] = str(model_dir)
+    peer.config_path.write_text(tomli_w.dumps(document))

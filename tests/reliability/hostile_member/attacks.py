@@ -46,6 +46,7 @@ ATTACKS = (
     "inbound_flood",
     "catch_up_takeover",
     "plain_weights",
+    "fedmkt_downgrade",
 )
 #: The far-ahead round every takeover heartbeat advertises (valid on the wire) ...
 TAKEOVER_ROUND = 999_999
@@ -618,6 +619,53 @@ def plain_weights(hostile: Hostile) -> None:
     plain.send_before = hostile_send_before  # type: ignore[assignment]
 
 
+# -- 7. FedMKT downgrade --------------------------------------------------------------
+
+
+def fedmkt_downgrade(hostile: Hostile) -> None:
+    """Send each member of a FedMKT group that asked for the secure exchange a card that
+    would switch it to clear: in turn, one announcing another tokenizer/public-set support
+    (a made-up fingerprint), and one asking for the clear exchange.
+
+    Either card used to switch the whole group to the clear exchange, sending every
+    member's top-k predictions on the public set to everyone. Honest members must abort
+    the exchange (round aborted, the note says why) and send no ``fedmkt`` knowledge in
+    the clear: the attacker records every ``fedmkt`` blob it receives (none may come).
+    """
+    from fedswarm.daemon import service
+    from fedswarm.federation.fedmkt import exchange
+    from fedswarm.federation.fedmkt.cards import Card
+    from fedswarm.federation.link import FEDMKT_CARD_KIND, FEDMKT_KIND
+
+    foreign = hashlib.sha256(b"a hostile tokenizer").hexdigest()
+    real_send_before = exchange.send_before
+    turn = {"next": 0}
+
+    async def hostile_send_before(link: Any, peer: str, kind: str, round: int,
+                                  payload: bytes, deadline: float | None) -> int:
+        if kind == FEDMKT_CARD_KIND and hostile.active("fedmkt_downgrade", round):
+            own = Card.decode(payload)
+            if turn["next"] % 2 == 0:
+                forged, variant = Card(foreign, own.exchange), "foreign_fingerprint"
+            else:
+                forged, variant = Card(own.fingerprint, "clear"), "asks_clear"
+            turn["next"] += 1
+            hostile.record("fedmkt_downgrade", peer=peer, variant=variant)
+            payload = forged.encode()
+        return await real_send_before(link, peer, kind, round, payload, deadline)
+
+    real_on_blob = service.Daemon._on_blob
+
+    async def watching_on_blob(self: Any, header: Any, payload: bytes) -> None:
+        if header.kind == FEDMKT_KIND:  # clear knowledge: what must never come
+            hostile.record("fedmkt_received", sender=header.sender, at_round=header.round,
+                           bytes=len(payload))
+        await real_on_blob(self, header, payload)
+
+    exchange.send_before = hostile_send_before  # type: ignore[assignment]
+    service.Daemon._on_blob = watching_on_blob  # type: ignore[method-assign]
+
+
 INSTALLERS: dict[str, Callable[[Hostile], None]] = {
     "no_contributor_floor": no_contributor_floor,
     "phantom_group": phantom_group,
@@ -626,6 +674,7 @@ INSTALLERS: dict[str, Callable[[Hostile], None]] = {
     "inbound_flood": inbound_flood,
     "catch_up_takeover": catch_up_takeover,
     "plain_weights": plain_weights,
+    "fedmkt_downgrade": fedmkt_downgrade,
 }
 
 __all__ = ["ATTACKS", "INSTALLERS", "Hostile", "Plan", "install"]
