@@ -138,13 +138,20 @@ def secure_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureRun]:
         keeper([])
         reports = {p.peer_id: report(p) for p in federation.peers if p.running()}
     finally:
-        codes = federation.stop()
+        codes = _stop(federation, attacker)
     wall_s = time.monotonic() - started
     for peer in honest:  # the log as it is once the daemon stopped
         reports[peer.peer_id].log = peer.log_path.read_text(errors="replace")
     print(f"secure hostile federation: {wall_s:.1f} s for {ROUNDS} rounds")
     yield SecureRun(federation, attacker, honest, reports, read_loot(loot_dir), loot_dir,
                     keeper, members, wall_s, codes)
+
+
+def _stop(federation: LocalFederation, attacker: PeerProcess) -> dict[str, int | None]:
+    """Kill the attacker first (it may sit in a session the honest members left, and a
+    daemon gives its round 30 s after SIGTERM), then stop the honest daemons cleanly."""
+    federation.kill_peer(attacker)
+    return federation.stop()
 
 
 def _assert_honest_alive(run: SecureRun) -> None:
@@ -336,7 +343,7 @@ def test_extreme_plaintext_weights_are_refused_and_adapters_stay_honest(
         reports = {p.peer_id: report(p) for p in honest}
         finals = {p.peer_id: load_adapter_of_latest(p) for p in honest}
     finally:
-        codes = federation.stop()
+        codes = _stop(federation, attacker)
     print(f"plain hostile federation: {time.monotonic() - started:.1f} s for {rounds} rounds")
     sent = read_loot(loot_dir)
     assert {e["weight"] for e in sent} == {"1e+300", "1e+308", "inf", "nan"}, sent
@@ -394,7 +401,7 @@ def test_a_hostile_fedmkt_card_never_downgrades_a_secure_exchange_to_clear(
         federation.wait_rounds(1, timeout_s=240, peers=honest)
         reports = {p.peer_id: report(p) for p in honest}
     finally:
-        codes = federation.stop()
+        codes = _stop(federation, attacker)
     print(f"fedmkt hostile federation: {time.monotonic() - started:.1f} s for 1 round")
     loot = read_loot(loot_dir)
     variants = {e["peer"]: e["variant"] for e in loot if e["attack"] == "fedmkt_downgrade"}
