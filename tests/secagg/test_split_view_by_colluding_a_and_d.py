@@ -29,6 +29,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
+import pytest
 from fedswarm.secagg.errors import SecAggError
 from fedswarm.secagg.he import decrypt_chunks
 from fedswarm.secagg.masking import (
@@ -151,19 +152,20 @@ def _recover(
     return update
 
 
+@pytest.mark.parametrize("k", [4, 5, 6, 8])
 async def test_a_and_d_showing_two_views_recover_no_honest_update(
-    pool: concurrent.futures.ProcessPoolExecutor,
+    k: int, pool: concurrent.futures.ProcessPoolExecutor,
 ) -> None:
-    group = Group(6, round_=11, group_id="split-view")
+    group = Group(k, round_=11, group_id=f"split-view-{k}")
     a, d = assign_roles(group.members, group.spec.round, group.spec.group_id)
     honest = [m for m in group.members if m not in (a, d)]
-    halves = (honest[:2], honest[2:])
+    halves = (honest[: len(honest) // 2], honest[len(honest) // 2:])
     views = {}
     for half in halves:
         survivors = SurvivorsPayload(tuple(sorted((a, d, *half))), group.members).encode()
         views.update(dict.fromkeys(half, survivors))
     collusion = Collusion(group, views)
-    updates = dict(zip(group.members, random_updates(6, N_PARAMS, seed=19), strict=True))
+    updates = dict(zip(group.members, random_updates(k, N_PARAMS, seed=19), strict=True))
 
     def session(member: str) -> _Session:
         return _Session(group.spec, group.signers[member], group.verify,
@@ -196,7 +198,8 @@ async def test_a_and_d_showing_two_views_recover_no_honest_update(
         recovered = _recover(victim, colluders[a], colluders[d], uploads, unmasks)
         correlations[victim] = None if recovered is None else float(
             np.corrcoef(recovered.astype(np.float64), updates[victim].astype(np.float64))[0, 1])
-    print(f"split view: unmask answers reaching D {len(unmasks)}; correlations {correlations}")
+    print(f"split view k={k}: unmask answers reaching D {len(unmasks)}; "
+          f"correlations {correlations}")
     for victim, corr in correlations.items():
         assert corr is None or abs(corr) < 0.1, (victim, corr)
     for member in honest:
