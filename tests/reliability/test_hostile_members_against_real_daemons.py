@@ -383,8 +383,8 @@ def test_a_hostile_fedmkt_card_never_downgrades_a_secure_exchange_to_clear(
 ) -> None:
     """Every member runs the same model and asks for the secure exchange; the attacker's
     card announces another fingerprint to some members and asks for clear to the others."""
-    federation = LocalFederation(
-        tmp_path, peers=4, rounds=1, group_size=4, local_steps=1, batch_size=2,
+    federation = LocalFederation(  # a group of three: the attacker and two honest members
+        tmp_path, peers=3, rounds=1, group_size=4, local_steps=1, batch_size=2,
         round_deadline_s=DEADLINE_S, mode="fedmkt",
         overrides={"fedmkt": {"homogeneous_exchange": "secure", "distill_steps": 1}},
     )
