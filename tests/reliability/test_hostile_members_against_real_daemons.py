@@ -192,7 +192,9 @@ def test_a_phantom_padded_group_gets_the_attacker_nothing_of_the_victim(
             assert "no group" in note, note
     for peer in run.honest[1:]:  # the others were left out of the padded group
         assert run.reports[peer.peer_id].round(PHANTOM)["status"] == "local_only"
-    assert run.reports[victim.peer_id].round(HONEST)["status"] == "complete"
+    # the victim is back in its group within the next rounds (3 is refused by design)
+    assert any(run.reports[victim.peer_id].round(n)["status"] == "complete"
+               for n in (HONEST, FLOOD)), run.reports[victim.peer_id].rounds
     _assert_honest_alive(run)
 
 

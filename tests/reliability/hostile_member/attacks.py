@@ -223,7 +223,7 @@ def phantom_group(hostile: Hostile) -> None:
     the padded group fall on the victim (aggregator A) and itself (decryptor D), invites
     the victim alone, finalises the group as if the phantom had accepted, and runs the
     product's secure aggregation with its own contribution-floor lowered to 2 and an
-    all-zero update. Had the victim's session gone on, D's result would be
+    all-zero update. (A victim that refuses the invitation leaves it alone for the round.) Had the victim's session gone on, D's result would be
     ``w_v u_v / (w_v + w_a)``, i.e. the victim's update; the attacker saves
     ``average * total / (total - own weight)`` as ``phantom-r<round>.npy``.
 
@@ -281,6 +281,9 @@ def phantom_group(hostile: Hostile) -> None:
         hostile.record("phantom_group", victim=victim, phantom=phantom, members=members,
                        victim_accepted=accepted)
         if not accepted:
+            # wait as long as the members we left out wait for an invitation, so our next
+            # round's invitation does not reach them while they are still in this one
+            await asyncio.sleep(max(0.0, deadline + kw["config"].final_grace - time.monotonic()))
             return Alone("the victim did not accept the phantom group")
         final = GroupFinal(round, invitation.group_id, me, members)
         await send_before(link, victim, GROUP_KIND, round, final.encode(), None)
