@@ -223,9 +223,10 @@ def phantom_group(hostile: Hostile) -> None:
     the padded group fall on the victim (aggregator A) and itself (decryptor D), invites
     the victim alone, finalises the group as if the phantom had accepted, and runs the
     product's secure aggregation with its own contribution-floor lowered to 2 and an
-    all-zero update. (A victim that refuses the invitation leaves it alone for the round.) Had the victim's session gone on, D's result would be
+    all-zero update. Had the victim's session gone on, D's result would be
     ``w_v u_v / (w_v + w_a)``, i.e. the victim's update; the attacker saves
-    ``average * total / (total - own weight)`` as ``phantom-r<round>.npy``.
+    ``average * total / (total - own weight)`` as ``phantom-r<round>.npy``. A victim that
+    refuses the invitation leaves the attacker alone for the round.
 
     The honest victim must refuse before anything is revealed: no unmask share and no
     upload leave it (its round is recorded aborted or, with plan-matching invitations,
