@@ -216,6 +216,7 @@ def test_an_unbounded_average_is_refused_and_adapters_stay_bounded(
         assert record["status"] == "aborted", record
         assert "group average refused" in str(record["note"]), record
         adapter = run.keeper.adapter(peer, round)
+        print(f"unbounded: {peer.org} max |adapter| {float(np.max(np.abs(adapter))):.3g}")
         assert np.isfinite(adapter).all()
         assert float(np.max(np.abs(adapter))) <= CLIP * 1.01, float(np.max(np.abs(adapter)))
     _assert_honest_alive(run)
@@ -312,6 +313,8 @@ def test_a_far_ahead_member_cannot_hand_out_its_adapter_through_catch_up(
         assert poison_fingerprint not in {r["adapter_fingerprint"] for r in rep.rounds}
         final = load_adapter(run.keeper.kept[(peer.org, max(numbers))])
         near_poison = float(np.mean(np.abs(final - TAKEOVER_VALUE) < 1e-3))
+        print(f"takeover: {peer.org} final adapter: {near_poison:.2%} of values within 1e-3 "
+              f"of {TAKEOVER_VALUE}, max |value| {float(np.max(np.abs(final))):.3g}")
         assert near_poison < 0.01, near_poison
         assert any(r["status"] == "complete" for r in rep.rounds
                    if r["round"] >= TAKEOVER_FROM), rep.rounds
