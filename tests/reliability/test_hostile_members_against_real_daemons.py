@@ -12,7 +12,7 @@ round       attack                 the attacker's role
 1           phantom third member   leader and decryptor of itself + victim + phantom
 2           (none)                 honest member
 3           unbounded result       ordinary member (neither A nor D)
-4           inbound flood          ordinary member or D; the victim is A
+4           inbound flood          ordinary member; the victim is A
 5           malformed SUM          aggregator A
 6..9        catch-up takeover      heartbeats at round 999999 / 2**63 / -3 / "garbage",
                                    a 0.5-everywhere adapter to whoever asks
@@ -93,14 +93,13 @@ class SecureRun:
 
 
 def _attacker_key_fits(candidate: str, honest: list[str]) -> bool:
-    """Sorts lowest (leads every group it is in), is ordinary in the unbounded round, not A
-    in the flood round (the victim there is A), and A in the malformed-SUM round."""
+    """Sorts lowest (leads every group it is in), is ordinary (neither A nor D) in the
+    unbounded and the flood rounds (the flood's victim is A, and an ordinary attacker's
+    own upload is one the fair share refuses), and A in the malformed-SUM round."""
     if candidate >= min(honest):
         return False
     members = [candidate, *honest]
-    if candidate in roles_of(members, UNBOUNDED):
-        return False
-    if roles_of(members, FLOOD)[0] == candidate:
+    if candidate in roles_of(members, UNBOUNDED) or candidate in roles_of(members, FLOOD):
         return False
     return roles_of(members, MALFORMED_SUM)[0] == candidate
 
@@ -249,9 +248,11 @@ def test_a_member_holding_its_inbound_share_keeps_no_other_peer_out(
     assert record["aggregator"] == victim_id, record
     assert honest_in_group <= set(record["survivors"]), record  # every honest upload got in
     assert len(honest_in_group) >= 3, record
-    # the attacker's excess waited for room (and was refused when the round outlasted
-    # the wait), while the honest uploads did not
-    assert victim.traffic["inbound_waited"] >= 1, victim.traffic
+    # the attacker's excess waited for room and was refused (its two extra streams, and
+    # its own upload), while the honest uploads were admitted
+    assert victim.traffic["inbound_waited"] >= 2, victim.traffic
+    assert victim.traffic["rejected"].get("busy", 0) >= 1, victim.traffic
+    assert run.attacker.peer_id not in record["survivors"], record
     _assert_honest_alive(run)
 
 
