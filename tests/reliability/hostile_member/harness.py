@@ -14,9 +14,8 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,26 +28,15 @@ from fedswarm.p2p.identity import Identity
 from fedswarm.p2p.roster import Member, Roster
 from fedswarm.secagg.roles import assign_roles
 
+from tests.reliability.hostile_member.attacks import Plan as HostilePlan
+
 HERE = Path(__file__).resolve().parent
 LAUNCH = HERE / "launch.py"
 
-
-@dataclass
-class HostilePlan:
-    """The JSON plan ``attacks.Plan`` reads (kept here so tests need not import attacks.py)."""
-
-    loot_dir: Path
-    rounds: dict[int, str] = field(default_factory=dict)
-    from_round: dict[str, int] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps({
-            "loot_dir": str(self.loot_dir),
-            "rounds": {str(r): a for r, a in self.rounds.items()},
-            "from_round": self.from_round,
-            "options": self.options,
-        }, indent=1))
+__all__ = [
+    "CheckpointKeeper", "HostilePlan", "PeerReport", "correlation", "give_identity",
+    "load_adapter", "make_hostile", "read_loot", "report", "roles_of",
+]
 
 
 def make_hostile(federation: LocalFederation, peer: PeerProcess, plan: HostilePlan) -> Path:
@@ -178,11 +166,3 @@ def report(peer: PeerProcess) -> PeerReport:
         log=peer.log_path.read_text(errors="replace") if peer.log_path.exists() else "",
     )
 
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(poll_s)
-    return predicate()
