@@ -135,7 +135,7 @@ def secure_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureRun]:
         federation.start()
         federation.wait_rounds(ROUNDS, timeout_s=330, peers=honest, on_poll=keeper)
         keeper([])
-        reports = {p.peer_id: report(p) for p in federation.peers if p.running()}
+        reports = {p.peer_id: report(p) for p in federation.peers}
     finally:
         codes = _stop(federation, attacker)
     wall_s = time.monotonic() - started

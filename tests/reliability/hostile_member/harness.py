@@ -156,13 +156,15 @@ class PeerReport:
 
 
 def report(peer: PeerProcess) -> PeerReport:
+    """What ``peer`` reports now; a daemon that is not running reports only its log."""
+    running = peer.running()
     return PeerReport(
         org=peer.org,
         peer_id=peer.peer_id,
-        running=peer.running(),
-        rounds=list(peer.get("/api/rounds", timeout=10)),
-        traffic=dict(peer.get("/api/traffic", timeout=10)),
-        security=dict(peer.get("/api/security", timeout=10)),
+        running=running,
+        rounds=list(peer.get("/api/rounds", timeout=10)) if running else [],
+        traffic=dict(peer.get("/api/traffic", timeout=10)) if running else {},
+        security=dict(peer.get("/api/security", timeout=10)) if running else {},
         log=peer.log_path.read_text(errors="replace") if peer.log_path.exists() else "",
     )
 
