@@ -153,6 +153,15 @@ def _stop(federation: LocalFederation, attacker: PeerProcess) -> dict[str, int |
     return federation.stop()
 
 
+def _once(run: SecureRun, attack: str, needs: str) -> dict[str, Any]:
+    """The attack's one loot entry; a clear failure when it did not run (the attacker was
+    not where the attack needs it: the members drifted apart before that round)."""
+    entries = run.loot_of(attack)
+    assert len(entries) == 1, (f"{attack} ran {len(entries)} times, not once: it needs the "
+                               f"attacker to be {needs}", run.loot)
+    return entries[0]
+
+
 def _assert_honest_alive(run: SecureRun) -> None:
     for peer in run.honest:
         assert run.reports[peer.peer_id].running, run.federation.log_tail(peer.org)
@@ -204,7 +213,7 @@ def test_an_unbounded_average_is_refused_and_adapters_stay_bounded(
     secure_run: SecureRun,
 ) -> None:
     run = secure_run
-    (poisoned,) = run.loot_of("unbounded_result")
+    poisoned = _once(run, "unbounded_result", "an ordinary member of round 3's group")
     assert run.attacker.peer_id not in (poisoned["aggregator"], poisoned["decryptor"])
     round = poisoned["round"]
     group = [run.by_id(p) for p in poisoned["members"] if p != run.attacker.peer_id]
@@ -263,7 +272,7 @@ def test_a_malformed_sum_aborts_the_decryptors_round_and_nothing_else(
     secure_run: SecureRun,
 ) -> None:
     run = secure_run
-    (sent,) = run.loot_of("malformed_sum")
+    sent = _once(run, "malformed_sum", "the aggregator of round 5's group")
     assert sent["chunks"] > 0 and sent["aggregator"] == run.attacker.peer_id, sent
     round, decryptor = sent["round"], sent["decryptor"]
     d = run.reports[decryptor]
