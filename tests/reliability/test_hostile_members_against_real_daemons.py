@@ -9,8 +9,9 @@ so the honest members' recovery is visible:
 ==========  =====================  =====================================================
 round       attack                 the attacker's role
 ==========  =====================  =====================================================
-1           phantom third member   leader and decryptor of itself + victim + phantom
-2           (none)                 honest member
+1           phantom third member   leader and decryptor of itself + victim + made-up peer
+2           padded group           leader and decryptor of itself + victim + an up member
+                                   it never invites
 3           unbounded result       ordinary member (neither A nor D)
 4           inbound flood          ordinary member; the victim is A
 5           malformed SUM          aggregator A
@@ -63,7 +64,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
 ROUNDS = 9
 DEADLINE_S = 8.0
-PHANTOM, HONEST, UNBOUNDED, FLOOD, MALFORMED_SUM, TAKEOVER_FROM = 1, 2, 3, 4, 5, 6
+PHANTOM, PADDED, UNBOUNDED, FLOOD, MALFORMED_SUM, TAKEOVER_FROM = 1, 2, 3, 4, 5, 6
 CLIP = SecAggParams().clip_norm
 INBOUND_MIB = 16
 FLOOD_BLOB = INBOUND_MIB * 2**20 // 4 - 2**17  # 4 of them leave 0.5 MiB; 2 leave room to invite
@@ -93,10 +94,16 @@ class SecureRun:
 
 
 def _attacker_key_fits(candidate: str, honest: list[str]) -> bool:
-    """Sorts lowest (leads every group it is in), is ordinary (neither A nor D) in the
-    unbounded and the flood rounds (the flood's victim is A, and an ordinary attacker's
-    own upload is one the fair share refuses), and A in the malformed-SUM round."""
+    """Sorts lowest (leads every group it is in); with the victim (``honest[0]``) and one
+    of the other honest members it makes a group whose roles are A = victim, D = itself
+    in the padded round; it is ordinary (neither A nor D) in the unbounded and the flood
+    rounds (the flood's victim is A, and an ordinary attacker's own upload is one the fair
+    share refuses), and A in the malformed-SUM round."""
     if candidate >= min(honest):
+        return False
+    victim = honest[0]
+    if not any(roles_of([candidate, victim, p], PADDED) == (victim, candidate)
+               for p in honest[1:]):
         return False
     members = [candidate, *honest]
     if candidate in roles_of(members, UNBOUNDED) or candidate in roles_of(members, FLOOD):
@@ -122,8 +129,9 @@ def secure_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureRun]:
     loot_dir = workdir / "loot"
     make_hostile(federation, attacker, HostilePlan(
         loot_dir=loot_dir,
-        rounds={PHANTOM: "phantom_group", UNBOUNDED: "unbounded_result",
-                FLOOD: "inbound_flood", MALFORMED_SUM: "malformed_sum"},
+        rounds={PHANTOM: "phantom_group", PADDED: "padded_group",
+                UNBOUNDED: "unbounded_result", FLOOD: "inbound_flood",
+                MALFORMED_SUM: "malformed_sum"},
         from_round={"catch_up_takeover": TAKEOVER_FROM},
         options={"phantom_victim": honest[0].peer_id, "takeover_round": ROUNDS,
                  "flood_blob_bytes": FLOOD_BLOB},
@@ -171,39 +179,64 @@ def _assert_honest_alive(run: SecureRun) -> None:
 # -- 2. phantom third member ------------------------------------------------------------
 
 
+def _judge_padded_group(run: SecureRun, attack: str, round: int) -> dict[str, Any]:
+    """What both padded-group attacks must come to: the victim reveals nothing.
+
+    Either the attacker recovered a vector, which must be uncorrelated with the victim's
+    update (|correlation| < 0.1), or it recovered nothing and the victim's round says
+    why: it aborted for lack of contributors, or it never joined the padded group.
+    Returns the attacker's attempt."""
+    victim = run.honest[0]
+    attempts = [e for e in run.loot_of(attack) if "victim_accepted" in e]
+    assert len(attempts) == 1, run.loot
+    (attempt,) = attempts
+    assert attempt["round"] == round and attempt["victim"] == victim.peer_id, attempt
+    outcome = [e for e in run.loot_of(attack) if "recovered" in e]
+    recovered_files = sorted(run.loot_dir.glob(f"{attack}-r*.npy"))
+    victim_round = run.reports[victim.peer_id].round(round)
+    print(f"{attack}: victim accepted: {attempt['victim_accepted']}; attacker: {outcome}; "
+          f"victim's round: {victim_round['status']}: {victim_round['note']}")
+    if recovered_files:  # the attacker got a result: it must tell nothing of the victim
+        update = run.keeper.adapter(victim, round)
+        recovered = np.load(recovered_files[0])[: update.size]
+        corr = correlation(recovered, update)
+        print(f"{attack}: recovered a vector, correlation with the victim's update {corr:.3f}")
+        assert abs(corr) < 0.1, corr
+    else:
+        assert not any(e["recovered"] for e in outcome), outcome
+        note = str(victim_round["note"])
+        if attempt["victim_accepted"]:  # it joined: the contribution floor must stop it
+            assert victim_round["status"] == "aborted", victim_round
+            assert "contributors" in note, note
+        else:  # it never joined the padded group
+            assert victim_round["status"] == "local_only", victim_round
+            assert "no group" in note, note
+    # the victim is back in its group once the attacker behaves (3 is refused by design)
+    assert run.reports[victim.peer_id].round(FLOOD)["status"] == "complete", \
+        run.reports[victim.peer_id].rounds
+    _assert_honest_alive(run)
+    return attempt
+
+
 def test_a_phantom_padded_group_gets_the_attacker_nothing_of_the_victim(
     secure_run: SecureRun,
 ) -> None:
-    run = secure_run
-    victim = run.honest[0]
-    (attempt,) = [e for e in run.loot_of("phantom_group") if "victim_accepted" in e]
-    assert attempt["round"] == PHANTOM and attempt["victim"] == victim.peer_id
-    outcome = [e for e in run.loot_of("phantom_group") if "recovered" in e]
-    recovered_files = sorted(run.loot_dir.glob("phantom-r*.npy"))
-    victim_round = run.reports[victim.peer_id].round(PHANTOM)
-    if recovered_files:  # the attacker got a result: it must tell nothing of the victim
-        update = run.keeper.adapter(victim, PHANTOM)
-        recovered = np.load(recovered_files[0])[: update.size]
-        corr = correlation(recovered, update)
-        print(f"phantom: recovered a vector, correlation with the victim's update {corr:.3f}")
-        assert abs(corr) < 0.1, corr
-    else:
-        print(f"phantom: nothing recovered; attacker: {outcome}; victim round: {victim_round}")
-        assert not any(e["recovered"] for e in outcome), outcome
-        # the victim refused before anything left it, and says why
-        note = str(victim_round["note"])
-        assert victim_round["status"] in ("aborted", "local_only"), victim_round
-        if victim_round["status"] == "aborted":
-            assert "contributors" in note, note
-            assert attempt["victim_accepted"], attempt
-        else:  # plan-matching invitations: the victim never joined the padded group
-            assert "no group" in note, note
-    for peer in run.honest[1:]:  # the others were left out of the padded group
-        assert run.reports[peer.peer_id].round(PHANTOM)["status"] == "local_only"
-    # the victim is back in its group within the next rounds (3 is refused by design)
-    assert any(run.reports[victim.peer_id].round(n)["status"] == "complete"
-               for n in (HONEST, FLOOD)), run.reports[victim.peer_id].rounds
-    _assert_honest_alive(run)
+    attempt = _judge_padded_group(secure_run, "phantom_group", PHANTOM)
+    assert attempt["padding"] not in secure_run.members  # a made-up peer
+    for peer in secure_run.honest[1:]:  # the others were left out of the padded group
+        assert secure_run.reports[peer.peer_id].round(PHANTOM)["status"] == "local_only"
+
+
+def test_a_group_padded_with_an_uninvited_member_reveals_nothing_of_the_victim(
+    secure_run: SecureRun,
+) -> None:
+    """The invitation names only members of the victim's own planned group, so plan
+    matching admits it; the contribution floor is what stops the attack."""
+    attempt = _judge_padded_group(secure_run, "padded_group", PADDED)
+    padding = attempt["padding"]
+    assert padding in {p.peer_id for p in secure_run.honest[1:]}, attempt
+    # never invited, the padding member formed no group that round
+    assert secure_run.reports[padding].round(PADDED)["status"] == "local_only"
 
 
 # -- 4. unbounded result ----------------------------------------------------------------

@@ -41,6 +41,7 @@ log = logging.getLogger("fedswarm.hostile")
 ATTACKS = (
     "no_contributor_floor",
     "phantom_group",
+    "padded_group",
     "malformed_sum",
     "unbounded_result",
     "inbound_flood",
@@ -225,13 +226,29 @@ def phantom_group(hostile: Hostile) -> None:
     product's secure aggregation with its own contribution-floor lowered to 2 and an
     all-zero update. Had the victim's session gone on, D's result would be
     ``w_v u_v / (w_v + w_a)``, i.e. the victim's update; the attacker saves
-    ``average * total / (total - own weight)`` as ``phantom-r<round>.npy``. A victim that
-    refuses the invitation leaves the attacker alone for the round.
+    ``average * total / (total - own weight)`` as ``phantom-r<round>.npy``.
 
-    The honest victim must refuse before anything is revealed: no unmask share and no
-    upload leave it (its round is recorded aborted or, with plan-matching invitations,
-    it never joins), so the attacker recovers nothing.
+    The honest victim must reveal nothing: it never joins (with plan-matching
+    invitations it does not admit a group naming a peer it does not see up) or it
+    aborts before anything leaves it, so the attacker recovers nothing.
     """
+    _install_padded_group(hostile, "phantom_group", padding="made_up")
+
+
+def padded_group(hostile: Hostile) -> None:
+    """As ``phantom_group``, but the padding is a real member that is up and never invited.
+
+    The attacker picks, among the members it sees up, one its and the victim's plan put
+    in their group and whose presence gives the roles A = victim, D = attacker. The
+    invitation names only members of the victim's own planned group, led by its planned
+    leader, so plan matching admits it; the padding member, never invited, never takes
+    part. What must stop the attack is the contribution floor: with two members sharing
+    keys the victim aborts before its upload or a single unmask share leaves it.
+    """
+    _install_padded_group(hostile, "padded_group", padding="uninvited")
+
+
+def _install_padded_group(hostile: Hostile, attack: str, padding: str) -> None:
     from fedswarm.daemon import round_runner
     from fedswarm.federation.averaging.secure import SecureAggregation
     from fedswarm.federation.groups.agreement import Alone, Formed
@@ -247,29 +264,46 @@ def phantom_group(hostile: Hostile) -> None:
     from fedswarm.secagg import session as secagg_session
     from fedswarm.secagg.roles import assign_roles
 
-    def phantom_for(me: str, victim: str, round: int) -> str:
+    def roles_fit(me: str, victim: str, third: str, round: int) -> bool:
+        members = tuple(sorted((me, victim, third)))
+        return assign_roles(members, round, group_id(round, members)) == (victim, me)
+
+    def third_for(me: str, victim: str, round: int, view: list[str]) -> str | None:
+        if padding == "uninvited":
+            fitting = [p for p in view if p not in (me, victim) and p > me
+                       and roles_fit(me, victim, p, round)]
+            return fitting[0] if fitting else None
         for _ in range(10_000):
             phantom = Identity.generate().peer_id
-            if phantom <= me:
-                continue
-            members = tuple(sorted((me, victim, phantom)))
-            if assign_roles(members, round, group_id(round, members)) == (victim, me):
+            if phantom > me and roles_fit(me, victim, phantom, round):
                 return phantom
-        raise RuntimeError("no phantom id gives the roles wanted")
+        return None
+
+    resync: dict[int, float] = {}  # round -> when the members left out stop waiting
+
+    async def wait_out(round: int) -> None:
+        """Wait as long as the members left out wait for an invitation, so our next
+        round's invitation does not reach them while they are still in this one."""
+        await asyncio.sleep(max(0.0, resync.pop(round, 0.0) - time.monotonic()))
 
     real_form_group = round_runner.form_group
 
     async def hostile_form_group(**kw: Any) -> Any:
         round, me = kw["round"], kw["me"]
-        if not hostile.active("phantom_group", round):
+        if not hostile.active(attack, round):
             return await real_form_group(**kw)
+        config = kw["config"]
+        resync[round] = time.monotonic() + config.invite_window + config.final_grace
         victim = str(hostile.plan.options["phantom_victim"])
-        phantom = phantom_for(me, victim, round)
-        members = tuple(sorted((me, victim, phantom)))
+        third = third_for(me, victim, round, list(kw["view"]))
+        if third is None:
+            hostile.record(attack, skipped=f"no {padding} padding gives the roles wanted")
+            return await real_form_group(**kw)
+        members = tuple(sorted((me, victim, third)))
         invitation = Invitation(round, group_id(round, members), me, members)
         link, mailbox = kw["link"], kw["mailbox"]
         await send_before(link, victim, GROUP_KIND, round, invitation.encode(), None)
-        deadline = time.monotonic() + kw["config"].invite_window
+        deadline = time.monotonic() + config.invite_window
         accepted = False
         while not accepted and time.monotonic() < deadline:
             try:
@@ -279,13 +313,11 @@ def phantom_group(hostile: Hostile) -> None:
             message = decode_message(letter.payload)
             accepted = (isinstance(message, Acceptance) and letter.sender == victim
                         and message.group_id == invitation.group_id)
-        hostile.record("phantom_group", victim=victim, phantom=phantom, members=members,
-                       victim_accepted=accepted)
+        hostile.record(attack, victim=victim, padding=third, padding_kind=padding,
+                       members=members, victim_accepted=accepted)
         if not accepted:
-            # wait as long as the members we left out wait for an invitation, so our next
-            # round's invitation does not reach them while they are still in this one
-            await asyncio.sleep(max(0.0, deadline + kw["config"].final_grace - time.monotonic()))
-            return Alone("the victim did not accept the phantom group")
+            await wait_out(round)
+            return Alone("the victim did not accept the padded group")
         final = GroupFinal(round, invitation.group_id, me, members)
         await send_before(link, victim, GROUP_KIND, round, final.encode(), None)
         return Formed(round, members, me, invitation.group_id)
@@ -294,28 +326,30 @@ def phantom_group(hostile: Hostile) -> None:
 
     async def hostile_average(self: Any, ctx: Any, vector: np.ndarray, weight: float,
                               params: Any = None) -> Any:
-        if not hostile.active("phantom_group", ctx.round):
+        if not hostile.active(attack, ctx.round) or ctx.round not in resync:
             return await real_average(self, ctx, vector, weight, params)
         floor = secagg_session.MIN_CONTRIBUTORS
         secagg_session.MIN_CONTRIBUTORS = 2  # the attacker's own session would stop at 3
         try:
             # A naive victim hands its update over within a step of its one wait for the
-            # phantom (its KEYS step); the attacker waits 1.5 times that, not its full role
+            # padding (its KEYS step); the attacker waits 1.5 times that, not its full role
             # waits, so the honest members' next round is not held up by it.
             result = await asyncio.wait_for(
                 real_average(self, ctx, np.zeros_like(vector), weight, params),
                 timeout=1.5 * self.step_timeout_s,
             )
         except BaseException as exc:
-            hostile.record("phantom_group", recovered=False, error=f"{type(exc).__name__}: {exc}")
+            hostile.record(attack, recovered=False, error=f"{type(exc).__name__}: {exc}")
+            await wait_out(ctx.round)
             raise
         finally:
             secagg_session.MIN_CONTRIBUTORS = floor
         others = result.total_weight - weight
         recovered = np.asarray(result.average, dtype=np.float64) * result.total_weight / others
-        path = hostile.save_vector(f"phantom-r{ctx.round}", recovered)
-        hostile.record("phantom_group", recovered=True, path=str(path),
+        path = hostile.save_vector(f"{attack}-r{ctx.round}", recovered)
+        hostile.record(attack, recovered=True, path=str(path),
                        survivors=list(result.survivors), total_weight=result.total_weight)
+        await wait_out(ctx.round)
         return result
 
     round_runner.form_group = hostile_form_group  # type: ignore[assignment]
@@ -673,6 +707,7 @@ def fedmkt_downgrade(hostile: Hostile) -> None:
 INSTALLERS: dict[str, Callable[[Hostile], None]] = {
     "no_contributor_floor": no_contributor_floor,
     "phantom_group": phantom_group,
+    "padded_group": padded_group,
     "malformed_sum": malformed_sum,
     "unbounded_result": unbounded_result,
     "inbound_flood": inbound_flood,
