@@ -42,6 +42,9 @@ ATTACKS = (
     "no_contributor_floor",
     "phantom_group",
     "padded_group",
+    "colluding_group",
+    "share_update",
+    "record_update",
     "malformed_sum",
     "unbounded_result",
     "inbound_flood",
@@ -248,6 +251,52 @@ def padded_group(hostile: Hostile) -> None:
     _install_padded_group(hostile, "padded_group", padding="uninvited")
 
 
+def colluding_group(hostile: Hostile) -> None:
+    """As ``padded_group``, but the third member is a colluder that takes part.
+
+    The leader invites only itself, the victim and ``options["colluder"]`` out of a
+    larger planned group; the invitation is a subset of the victim's plan, led by its
+    planned leader. The colluder (another hostile member running ``share_update``) joins
+    and contributes, so three contributors are in the sum and every check passes; it
+    hands its update and weight to the attacker out of band (the shared loot folder). From
+    the average, its own zero update and the colluder's, the attacker solves for the
+    victim's: ``u_v = (W avg - w_c u_c) / (W - w_a - w_c)``. The victim must not end up in
+    such a group: two colluders must not be able to shrink its group to themselves.
+    """
+    _install_padded_group(hostile, "colluding_group", padding="colluder")
+
+
+def share_update(hostile: Hostile) -> None:
+    """The colluder's part of ``colluding_group``: save its update (clipped as secure
+    aggregation clips it) and weight where the attacker reads them."""
+    _save_own_update(hostile, "share_update", "colluder-input")
+
+
+def record_update(hostile: Hostile) -> None:
+    """Not an attack: instrumentation of an otherwise honest member, which saves the
+    update it contributes (``own-input-r<round>.npy``) so a test can compare what an
+    attacker recovered with it (a member's checkpoint holds the group's average)."""
+    _save_own_update(hostile, "record_update", "own-input")
+
+
+def _save_own_update(hostile: Hostile, name: str, prefix: str) -> None:
+    from fedswarm.federation.averaging.bounds import clip_vector
+    from fedswarm.federation.averaging.secure import SecureAggregation
+    from fedswarm.secagg.params import SecAggParams
+
+    real_average = SecureAggregation.average
+
+    async def saving_average(self: Any, ctx: Any, vector: np.ndarray, weight: float,
+                             params: Any = None) -> Any:
+        if hostile.active(name, ctx.round):
+            hostile.save_vector(f"{prefix}-r{ctx.round}",
+                                clip_vector(vector, params or SecAggParams()))
+            hostile.record(name, weight=weight, members=list(ctx.members))
+        return await real_average(self, ctx, vector, weight, params)
+
+    SecureAggregation.average = saving_average  # type: ignore[method-assign]
+
+
 def _install_padded_group(hostile: Hostile, attack: str, padding: str) -> None:
     from fedswarm.daemon import round_runner
     from fedswarm.federation.averaging.secure import SecureAggregation
@@ -269,6 +318,8 @@ def _install_padded_group(hostile: Hostile, attack: str, padding: str) -> None:
         return assign_roles(members, round, group_id(round, members)) == (victim, me)
 
     def third_for(me: str, victim: str, round: int, view: list[str]) -> str | None:
+        if padding == "colluder":
+            return str(hostile.plan.options["colluder"])
         if padding == "uninvited":
             fitting = [p for p in view if p not in (me, victim) and p > me
                        and roles_fit(me, victim, p, round)]
@@ -302,24 +353,28 @@ def _install_padded_group(hostile: Hostile, attack: str, padding: str) -> None:
         members = tuple(sorted((me, victim, third)))
         invitation = Invitation(round, group_id(round, members), me, members)
         link, mailbox = kw["link"], kw["mailbox"]
-        await send_before(link, victim, GROUP_KIND, round, invitation.encode(), None)
+        invited = (victim, third) if padding == "colluder" else (victim,)
+        for peer in invited:
+            await send_before(link, peer, GROUP_KIND, round, invitation.encode(), None)
         deadline = time.monotonic() + config.invite_window
-        accepted = False
-        while not accepted and time.monotonic() < deadline:
+        waiting = set(invited)
+        while waiting and time.monotonic() < deadline:
             try:
                 letter = await mailbox.get(GROUP_KIND, round, deadline - time.monotonic())
             except TimeoutError:
                 break
             message = decode_message(letter.payload)
-            accepted = (isinstance(message, Acceptance) and letter.sender == victim
-                        and message.group_id == invitation.group_id)
+            if (isinstance(message, Acceptance) and message.group_id == invitation.group_id):
+                waiting.discard(letter.sender)
+        accepted = victim not in waiting
         hostile.record(attack, victim=victim, padding=third, padding_kind=padding,
                        members=members, victim_accepted=accepted)
         if not accepted:
             await wait_out(round)
             return Alone("the victim did not accept the padded group")
         final = GroupFinal(round, invitation.group_id, me, members)
-        await send_before(link, victim, GROUP_KIND, round, final.encode(), None)
+        for peer in invited:
+            await send_before(link, peer, GROUP_KIND, round, final.encode(), None)
         return Formed(round, members, me, invitation.group_id)
 
     real_average = SecureAggregation.average
@@ -345,7 +400,15 @@ def _install_padded_group(hostile: Hostile, attack: str, padding: str) -> None:
         finally:
             secagg_session.MIN_CONTRIBUTORS = floor
         others = result.total_weight - weight
-        recovered = np.asarray(result.average, dtype=np.float64) * result.total_weight / others
+        recovered = np.asarray(result.average, dtype=np.float64) * result.total_weight
+        if padding == "colluder":  # subtract what the colluder put in
+            shared = [e for e in _read_loot(hostile) if e["attack"] == "share_update"
+                      and e["round"] == ctx.round]
+            if shared:
+                colluder = np.load(hostile.plan.loot_dir / f"colluder-input-r{ctx.round}.npy")
+                recovered -= shared[-1]["weight"] * colluder.astype(np.float64)
+                others -= shared[-1]["weight"]
+        recovered /= others
         path = hostile.save_vector(f"{attack}-r{ctx.round}", recovered)
         hostile.record(attack, recovered=True, path=str(path),
                        survivors=list(result.survivors), total_weight=result.total_weight)
@@ -354,6 +417,13 @@ def _install_padded_group(hostile: Hostile, attack: str, padding: str) -> None:
 
     round_runner.form_group = hostile_form_group  # type: ignore[assignment]
     SecureAggregation.average = hostile_average  # type: ignore[method-assign]
+
+
+def _read_loot(hostile: Hostile) -> list[dict[str, Any]]:
+    path = hostile.plan.loot_dir / "loot.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 # -- 5. crash: A sends D a SUM of malformed ciphertext chunks ---------------------------
@@ -708,6 +778,9 @@ INSTALLERS: dict[str, Callable[[Hostile], None]] = {
     "no_contributor_floor": no_contributor_floor,
     "phantom_group": phantom_group,
     "padded_group": padded_group,
+    "colluding_group": colluding_group,
+    "share_update": share_update,
+    "record_update": record_update,
     "malformed_sum": malformed_sum,
     "unbounded_result": unbounded_result,
     "inbound_flood": inbound_flood,
