@@ -329,6 +329,8 @@ def export(config_path: Path, out: Path) -> None:
     from fedswarm.learning.errors import LearningError
     from fedswarm.learning.trainer import LocalTrainer
 
+    from .model_card import card_for_export
+
     config = _load_config(config_path)
     checkpoint = config.state_dir / "checkpoint"
     if not checkpoint.exists():
@@ -336,7 +338,7 @@ def export(config_path: Path, out: Path) -> None:
     try:
         trainer = LocalTrainer(config.model, config.lora, config.data, config.train)
         round_done = trainer.load_checkpoint(checkpoint)
-        trainer.export_adapter(out)
+        trainer.export_adapter(out, model_card=card_for_export(config, trainer, round_done))
     except LearningError as exc:
         raise UserError(str(exc)) from None
     click.echo(f"{out}: adapter of round {round_done} (load with PeftModel.from_pretrained)")
