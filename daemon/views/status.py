@@ -168,8 +168,13 @@ class DaemonStatusView:
                 if r.round > 0
             ],
             "samples": store.samples(),
+            "samples_per_round": self._samples_per_round(),
             "eval_loss_start": self._d.eval_loss_start,
         }
+
+    def _samples_per_round(self) -> int | None:
+        train = getattr(self._d.config, "train", None)
+        return getattr(train, "samples_per_round", None)
 
     def security(self) -> dict[str, Any]:
         d = self._d
