@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import sys
 import urllib.error
 import urllib.request
@@ -81,6 +82,9 @@ def init(directory: Path, org: str, listen: str | None, api_port: int, model_pat
     click.echo(f"  org:      {org}")
     click.echo(f"  peer id:  {result.peer_id}")
     click.echo(f"  address:  {roster_addr(listen)}")
+    click.echo("(the maintainer adds you with: fedswarm roster add --roster roster.toml "
+               f"--org {shlex.quote(org)} --peer-id {result.peer_id} "
+               f"--addr {shlex.quote(roster_addr(listen))})")
     if is_loopback_listen(listen):
         click.echo("Note: this address is loopback, reachable from this machine only. For members "
                    "on other machines, run init again with --force --listen /ip4/<address they "

@@ -85,3 +85,4 @@ def test_init_prints_org_peer_id_and_address_for_the_roster(tmp_path: Path) -> N
     assert re.search(r"peer id:\s+12D3KooW\w+", run.output)
     # 0.0.0.0 cannot be dialled: the maintainer is asked for the reachable address instead.
     assert "address:  /ip4/<address other members reach>/tcp/4001" in run.output
+    assert "fedswarm roster add --roster roster.toml --org acme --peer-id 12D3KooW" in run.output
