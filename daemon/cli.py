@@ -241,13 +241,16 @@ def run(config_path: Path) -> None:
     """Run the daemon in the foreground until SIGTERM."""
     from fedswarm.learning.errors import LearningError
 
-    from .errors import StateError
+    from .errors import ConfigError, StateError
     from .logging_setup import configure_logging
     from .service import Daemon
     from .state_lock import StateDirLock
 
     config, identity, members, token = _prepare(config_path)
-    configure_logging(config.node.log_level)
+    try:
+        configure_logging(config.node.log_level)
+    except ConfigError as exc:  # e.g. a malformed FEDSWARM_LOG_REPEAT_WINDOW_S
+        raise UserError(str(exc)) from None
     _limit_torch_threads()
     daemon = Daemon(config, identity, members, token)
     try:

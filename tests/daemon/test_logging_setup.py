@@ -266,3 +266,9 @@ def test_the_resource_tracker_of_a_killed_daemon_stays_quiet() -> None:
     """The tracker takes its warning filters from ``sys.warnoptions`` when it starts."""
     configure_logging("info", json_output=True, stream=io.StringIO())
     assert "ignore::UserWarning:multiprocessing.resource_tracker" in sys.warnoptions
+
+
+def test_a_malformed_repeat_window_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEDSWARM_LOG_REPEAT_WINDOW_S", "a minute")
+    with pytest.raises(ConfigError, match="FEDSWARM_LOG_REPEAT_WINDOW_S"):
+        configure_logging("info", json_output=True, stream=io.StringIO())
