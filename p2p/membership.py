@@ -261,9 +261,10 @@ class Membership:
             if self._on_reject is not None:
                 self._on_reject(reason, sender, str(exc))
             # One condition per reason: a burst of stale heartbeats after a restart
-            # must not hide a forged one in the log's once-a-minute summary. Gossip
-            # reordering (older than one seen) is normal: counted, logged at info.
-            level = logging.INFO if reason == "heartbeat_out_of_order" else logging.WARNING
+            # must not hide a forged one in the log's once-a-minute summary. Older than
+            # one seen is normal (GossipSub delivers what it queued for a restarted
+            # peer, dozens at once): counted, logged at debug only.
+            level = logging.DEBUG if reason == "heartbeat_out_of_order" else logging.WARNING
             log.log(level, "heartbeat from %s refused: %s", sender, exc,
                     extra={"condition": reason})
 
