@@ -88,7 +88,8 @@ lr = {lr}                        # AdamW learning rate
 # weight_decay = 0.0
 seed = {seed}
 # fedprox_mu = 0.0                 # > 0 pulls local training towards the group's model (very different data)
-# eval_batches = 10                # eval batches per evaluation; unset: the whole eval set
+# eval_batches = 10                # batches per evaluation (two a round); unset: the whole
+                                   # eval set, usually most of a round's "apply" time
 # samples_per_round = 2            # eval prompts completed (greedy) per round for the dashboard; 0 = none
 # sample_max_new_tokens = 32       # tokens generated per sample
 
