@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import sys
 import urllib.error
 import urllib.request
@@ -42,26 +43,57 @@ def main() -> None:
 @click.option("--dir", "directory", required=True, type=click.Path(path_type=Path),
               help="Folder for this organisation's identity, token and config.")
 @click.option("--org", required=True, help="Your organisation's name.")
-@click.option("--listen", default="/ip4/0.0.0.0/tcp/4001", show_default=True,
-              help="libp2p listen multiaddr.")
+@click.option("--listen", default=None,
+              help="libp2p listen multiaddr: an address the other members reach "
+                   "[default: /ip4/127.0.0.1/tcp/4001, this machine only].")
 @click.option("--api-port", default=8470, show_default=True, type=int)
-@click.option("--model", "model_path", default="model", help="Local Hugging Face model folder.")
-@click.option("--train", "train_path", default="data/train.jsonl", help="Training data file.")
+@click.option("--model", "model_path", required=True,
+              help="Local Hugging Face model folder (written by save_pretrained); must exist.")
+@click.option("--train", "train_path", default="data/train.jsonl", show_default=True,
+              help="Training data file (JSONL or Parquet).")
+@click.option("--eval", "eval_path", default=None,
+              help="Held-out evaluation data [default: 10 % of the training rows].")
 @click.option("--force", is_flag=True, help="Replace an existing identity and config.")
-def init(directory: Path, org: str, listen: str, api_port: int, model_path: str,
-         train_path: str, force: bool) -> None:
+def init(directory: Path, org: str, listen: str | None, api_port: int, model_path: str,
+         train_path: str, eval_path: str | None, force: bool) -> None:
     """Create an identity (Ed25519, 0600), an API token and a commented config file."""
-    from .setup_files import init_node
+    from .defaults import DEFAULT_LISTEN
+    from .setup_files import init_node, is_loopback_listen, missing_model_folder, roster_addr
 
+    listen = listen or DEFAULT_LISTEN
+    # The config resolves relative paths against its own folder; a path the user typed
+    # relative to where they stand is written absolute, so both readings agree.
+    model_path, train_path = _absolute_if_here(model_path), _absolute_if_here(train_path)
+    eval_path = _absolute_if_here(eval_path) if eval_path else None
+    problem = missing_model_folder(model_path, directory)
+    if problem is not None:
+        raise UserError(f"--model {model_path}: {problem}")
     try:
         result = init_node(directory, org, listen=listen, api_port=api_port,
-                           model_path=model_path, train_path=train_path, overwrite=force)
+                           model_path=model_path, train_path=train_path, eval_path=eval_path,
+                           overwrite=force)
     except FileExistsError as exc:
         raise UserError(str(exc)) from None
-    click.echo(f"config:   {result.config_path}")
-    click.echo(f"identity: {result.identity_path} (keep it secret)")
-    click.echo(f"peer id:  {result.peer_id}")
-    click.echo("Send your peer id and org name to whoever maintains the federation's roster.")
+    click.echo(f"config:   {result.config_path} (every key, commented defaults included)")
+    click.echo(f"identity: {result.identity_path} (keep it secret; back it up)")
+    click.echo(f"token:    {result.token_path} (for the dashboard and API)")
+    click.echo("")
+    click.echo("Send these three lines to the federation's roster maintainer:")
+    click.echo(f"  org:      {org}")
+    click.echo(f"  peer id:  {result.peer_id}")
+    click.echo(f"  address:  {roster_addr(listen)}")
+    click.echo("(the maintainer adds you with: fedswarm roster add --roster roster.toml "
+               f"--org {shlex.quote(org)} --peer-id {result.peer_id} "
+               f"--addr {shlex.quote(roster_addr(listen))})")
+    if is_loopback_listen(listen):
+        click.echo("Note: this address is loopback, reachable from this machine only. For members "
+                   "on other machines, run init again with --force --listen /ip4/<address they "
+                   "reach>/tcp/4001, or edit [node] listen.")
+
+
+def _absolute_if_here(value: str) -> str:
+    path = Path(value).expanduser()
+    return str(path.resolve()) if not path.is_absolute() and path.exists() else value
 
 
 @main.group()
@@ -209,13 +241,16 @@ def run(config_path: Path) -> None:
     """Run the daemon in the foreground until SIGTERM."""
     from fedswarm.learning.errors import LearningError
 
-    from .errors import StateError
+    from .errors import ConfigError, StateError
     from .logging_setup import configure_logging
     from .service import Daemon
     from .state_lock import StateDirLock
 
     config, identity, members, token = _prepare(config_path)
-    configure_logging(config.node.log_level)
+    try:
+        configure_logging(config.node.log_level)
+    except ConfigError as exc:  # e.g. a malformed FEDSWARM_LOG_REPEAT_WINDOW_S
+        raise UserError(str(exc)) from None
     _limit_torch_threads()
     daemon = Daemon(config, identity, members, token)
     try:
@@ -301,6 +336,8 @@ def export(config_path: Path, out: Path) -> None:
     from fedswarm.learning.errors import LearningError
     from fedswarm.learning.trainer import LocalTrainer
 
+    from .model_card import card_for_export
+
     config = _load_config(config_path)
     checkpoint = config.state_dir / "checkpoint"
     if not checkpoint.exists():
@@ -308,7 +345,7 @@ def export(config_path: Path, out: Path) -> None:
     try:
         trainer = LocalTrainer(config.model, config.lora, config.data, config.train)
         round_done = trainer.load_checkpoint(checkpoint)
-        trainer.export_adapter(out)
+        trainer.export_adapter(out, model_card=card_for_export(config, trainer, round_done))
     except LearningError as exc:
         raise UserError(str(exc)) from None
     click.echo(f"{out}: adapter of round {round_done} (load with PeftModel.from_pretrained)")

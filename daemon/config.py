@@ -30,6 +30,7 @@ from fedswarm.learning.settings import DataSettings, LoraSettings, ModelSettings
 from fedswarm.p2p.mdns import MdnsInterfaceError, interface_ipv4_addresses
 
 from .config_schema import build_section
+from .defaults import DEFAULT_LISTEN
 from .errors import ConfigError
 
 SECURE_AGGREGATION_CHOICES = ("bfv-mask-shamir-v2", "none")
@@ -45,7 +46,7 @@ class NodeSettings:
     identity: str = "identity.key"
     roster: str = "roster.toml"
     state_dir: str = "state"
-    listen: str = "/ip4/127.0.0.1/tcp/4001"
+    listen: str = DEFAULT_LISTEN
     bootstrap: list[str] = field(default_factory=list)
     enable_mdns: bool = False
     mdns_interface: str | None = None

@@ -11,6 +11,14 @@ so ``journalctl -p warning`` works; journald strips the prefix, so
 ``journalctl -o cat`` still shows plain JSON.
 
 Callers add fields with ``logger.info("...", extra={"round": 3, "peer": pid})``.
+
+Why a repeat filter: a healthy federation's log should be quiet. A condition that
+recurs (a member down, heartbeats queued while we were away, an outsider dialling
+again and again) is logged once per window (60 s; ``FEDSWARM_LOG_REPEAT_WINDOW_S``),
+and the next line for it after the window carries ``similar_suppressed=N``. The
+counters in ``/api/security`` and ``/metrics`` keep the full count. A "condition" is
+the logger and the message template, or ``extra={"condition": ...}`` where one
+template covers several (each rejection reason is its own).
 """
 
 from __future__ import annotations
@@ -18,15 +26,21 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
+import threading
 import time
+import warnings
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from .errors import ConfigError
 
 __all__ = [
     "NOISY_LOGGERS",
+    "REPEAT_WINDOW_ENV",
     "JsonFormatter",
+    "RepeatFilter",
     "TextFormatter",
     "configure_logging",
     "parse_level",
@@ -52,6 +66,81 @@ REPEATED_WARNINGS: dict[str, tuple[str, ...]] = {
 }
 
 
+EXPECTED_THIRD_PARTY: dict[str, tuple[str, ...]] = {
+    # py-libp2p logs every failed dial at ERROR. A member that is not listening yet
+    # (start-up) or any more (down) is expected: fedswarm re-dials it with backoff
+    # and says so at debug (p2p/connections.py); peers up/down show on the dashboard.
+    "libp2p.transport.tcp.tcp": ("Failed to open TCP stream",),
+    # An inbound dialler with no multiplexer in common, at ERROR: fedswarm counts it
+    # as ``muxer_refused`` and logs its own warning (p2p/refusals.py).
+    "libp2p.network.swarm": ("fail to upgrade mux for peer",),
+    # A stream to a member that is stopping or restarting: py-libp2p logs ERRORs and
+    # then raises to fedswarm, which handles it and says what it meant ("group to X
+    # not delivered", a retried blob).
+    "libp2p.host.basic_host": ("Failed to open stream to peer",),
+    "libp2p.protocol_muxer.multiselect_client": (
+        "MultiselectClient handshake: read failed",
+        "MultiselectClient handshake: write failed",
+    ),
+}
+"""Third-party records, at any level, that describe normal operation fedswarm handles."""
+
+REPEAT_WINDOW_ENV = "FEDSWARM_LOG_REPEAT_WINDOW_S"
+DEFAULT_REPEAT_WINDOW_S = 60.0
+_MAX_CONDITIONS = 1024
+
+
+class RepeatFilter(logging.Filter):
+    """At most one WARNING-or-worse record per condition per ``window_s``.
+
+    The first record of a condition passes; later ones within the window are
+    counted and dropped; the first one after the window passes with
+    ``similar_suppressed`` (how many were dropped) as a field. INFO and DEBUG pass
+    untouched: their volume is the log level's business.
+    """
+
+    def __init__(self, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self._clock = clock
+        self._lock = threading.Lock()  # records arrive from the loop, trio and worker threads
+        self._conditions: dict[tuple[str, int, str], list[float]] = {}  # -> [start, dropped]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or self.window_s <= 0:
+            return True
+        condition = getattr(record, "condition", None) or str(record.msg)
+        key = (record.name, record.levelno, str(condition))
+        now = self._clock()
+        with self._lock:
+            entry = self._conditions.get(key)
+            if entry is not None and now - entry[0] < self.window_s:
+                entry[1] += 1
+                return False
+            dropped = int(entry[1]) if entry is not None else 0
+            self._conditions.pop(key, None)
+            self._conditions[key] = [now, 0.0]
+            if len(self._conditions) > _MAX_CONDITIONS:  # forget the least recent
+                del self._conditions[next(iter(self._conditions))]
+        if dropped:
+            record.similar_suppressed = dropped
+        return True
+
+
+def repeat_window_s() -> float:
+    """The repeat filter's window: ``$FEDSWARM_LOG_REPEAT_WINDOW_S`` or 60 s (0: off)."""
+    text = os.environ.get(REPEAT_WINDOW_ENV, "").strip()
+    if not text:
+        return DEFAULT_REPEAT_WINDOW_S
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{REPEAT_WINDOW_ENV}: expected seconds, got {text!r}") from None
+    if value < 0:
+        raise ConfigError(f"{REPEAT_WINDOW_ENV}: must be >= 0 (0 turns it off)")
+    return value
+
+
 class ThirdPartyFilter(logging.Filter):
     """Hold third-party records to WARNING and drop known repeated warnings.
 
@@ -71,6 +160,10 @@ class ThirdPartyFilter(logging.Filter):
         if repeated and record.levelno < logging.ERROR:
             message = str(record.msg)
             return not any(message.startswith(start) for start in repeated)
+        expected = EXPECTED_THIRD_PARTY.get(name)
+        if expected:
+            message = str(record.msg)
+            return not any(message.startswith(start) for start in expected)
         return True
 
 _LEVELS: dict[str, int] = {
@@ -171,6 +264,7 @@ def configure_logging(
     Raises ``ConfigError`` for an unknown level, before changing anything.
     """
     number = parse_level(level)
+    window_s = repeat_window_s()
     out = stream if stream is not None else sys.stderr
     use_json = _choose_json(out) if json_output is None else json_output
     formatter: logging.Formatter = (
@@ -180,6 +274,7 @@ def configure_logging(
     handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
     handler.addFilter(ThirdPartyFilter())
+    handler.addFilter(RepeatFilter(window_s))
     setattr(handler, _OWN_HANDLER_ATTRIBUTE, True)
 
     root = logging.getLogger()
@@ -190,7 +285,35 @@ def configure_logging(
     root.addHandler(handler)
     # Python warnings (e.g. from transformers) become log records in the same format.
     logging.captureWarnings(True)
+    _quiet_libraries(use_json)
     _apply_level(number)
+
+
+# Deprecations inside libraries that an operator can neither act on nor avoid: peft
+# reads transformers' deprecated ``is_gradient_checkpointing`` on every model load.
+_LIBRARY_DEPRECATIONS = ("`is_gradient_checkpointing` is deprecated",)
+
+# multiprocessing's resource tracker (a helper process of the HE pool) outlives a
+# daemon killed with ``kill -9 PID``, frees the pool's semaphores as it is meant to,
+# and then warns on the daemon's stderr that it had to: a raw, alarming line after
+# every such kill that asks nothing of the operator. The tracker takes its warning
+# filters from ``sys.warnoptions`` when it is started, so this must run before it is.
+_RESOURCE_TRACKER_OPTION = "ignore::UserWarning:multiprocessing.resource_tracker"
+
+
+def _quiet_libraries(machine_readable: bool) -> None:
+    """Keep lines that are not log records, and warnings nobody can act on, out of the log."""
+    for message in _LIBRARY_DEPRECATIONS:
+        warnings.filterwarnings("ignore", message=re.escape(message), category=FutureWarning)
+    if _RESOURCE_TRACKER_OPTION not in sys.warnoptions:
+        sys.warnoptions.append(_RESOURCE_TRACKER_OPTION)
+    if machine_readable:
+        # transformers' "Loading weights" progress bar is raw text in a JSON log.
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+        if "transformers" in sys.modules:
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()
 
 
 def set_level(level: str) -> None:

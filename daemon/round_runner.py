@@ -21,10 +21,11 @@ point resumes at the last complete round.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,35 @@ class MemberServices:
     set_phase: Callable[[Phase], None]
     reject: Callable[[str | None, str, str], None]  # (peer, kind, why)
     stopping: asyncio.Event
+
+
+class ApplyParts:
+    """Where a round's "apply" time goes, part by part, for the round log.
+
+    The apply step is everything after the group's result arrives: ``apply`` (load the
+    result, or roll it back), ``eval`` (the evaluation after applying; none when
+    nothing was applied: the evaluation after training stands), ``samples`` (the
+    dashboard's greedy completions), ``checkpoint`` (written and synced) and
+    ``publish`` (the adapter snapshot peers catching up are handed). Operators saw
+    5.9-14.8 s of "apply" and could not tell which it was (docs/operations.md).
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def timing(self, part: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[part] = self.seconds.get(part, 0.0) + time.monotonic() - started
+
+    def rounded(self) -> dict[str, float]:
+        return {part: round(s, 3) for part, s in self.seconds.items()}
+
+    def describe(self) -> str:
+        return ", ".join(f"{part} {s:.1f}" for part, s in self.seconds.items()) or "nothing"
 
 
 class RoundRunner:
@@ -205,23 +235,31 @@ class RoundRunner:
                      else await asyncio.to_thread(s.trainer.rollback_point))
             combined, status, note = await self._combine(round, members)
         apply_started = time.monotonic()
+        parts = ApplyParts()
         eval_after: float | None = None
         if combined is not None:
             combined, status, note, eval_after = await self._apply(
-                round, combined, eval_before, point)
-        eval_after = await self._checkpoint(round, eval_after)
+                round, combined, eval_before, point, parts)
+        elif isinstance(members, str) or s.config.federation.mode == "lora_avg":
+            # Nothing was applied (no group, or lora_avg's combine, which only computes
+            # an average, was aborted): the model is the one just evaluated after
+            # training, so a second full evaluation would measure the same thing.
+            eval_after = eval_before
+        eval_after = await self._checkpoint(round, eval_after, parts)
         record: dict[str, Any] = {
             "status": status,
             "note": note,
             "apply_s": time.monotonic() - apply_started,
+            "apply_parts": parts.rounded(),
             "staleness": staleness(round, self.progress.last_aggregated_round),
         }
         if not isinstance(members, str):
             record["members"] = list(members)
         self._record(round, record, combined, eval_after)
-        log.info("round %d %s: train loss %s, eval loss %.4f -> %.4f (group %s)",
+        log.info("round %d %s: train loss %s, eval loss %.4f -> %.4f (group %s); apply %.1f s (%s)",
                  round, status, "-" if train_loss is None else f"{train_loss:.4f}",
-                 eval_before, eval_after, 0 if isinstance(members, str) else len(members))
+                 eval_before, eval_after, 0 if isinstance(members, str) else len(members),
+                 record["apply_s"], parts.describe())
         s.events.publish("round_finished", round=round, status=status,
                          eval_loss_before=eval_before, eval_loss_after=eval_after)
 
@@ -311,7 +349,8 @@ class RoundRunner:
         return combined, "complete", None
 
     async def _apply(
-        self, round: int, combined: Combined, eval_before: float, point: RollbackPoint | None
+        self, round: int, combined: Combined, eval_before: float, point: RollbackPoint | None,
+        parts: ApplyParts | None = None,
     ) -> tuple[Combined | None, str, str | None, float | None]:
         """Apply the group's result, behind the validation gate when one is set.
 
@@ -323,14 +362,18 @@ class RoundRunner:
         was measured).
         """
         s, gate = self.s, self.s.config.federation.max_eval_loss_increase
+        parts = parts if parts is not None else ApplyParts()
         if combined.apply is not None:
             s.set_phase(Phase.APPLYING)
-            await asyncio.to_thread(combined.apply)
+            with parts.timing("apply"):
+                await asyncio.to_thread(combined.apply)
         eval_after: float | None = None
         if point is not None and gate is not None:
-            eval_after = (await asyncio.to_thread(s.trainer.evaluate)).loss
+            with parts.timing("eval"):
+                eval_after = (await asyncio.to_thread(s.trainer.evaluate)).loss
             if not eval_after <= eval_before + gate:  # a NaN loss is refused too
-                await asyncio.to_thread(s.trainer.roll_back, point)
+                with parts.timing("apply"):
+                    await asyncio.to_thread(s.trainer.roll_back, point)
                 why = (f"the group's result raised our eval loss from {eval_before:.4f} to "
                        f"{eval_after:.4f}, more than max_eval_loss_increase = {gate}; "
                        "kept our own model")
@@ -342,22 +385,29 @@ class RoundRunner:
         self.progress.last_aggregated_round = round
         return combined, "complete", None, eval_after
 
-    async def _checkpoint(self, round: int, eval_loss: float | None = None) -> float:
+    async def _checkpoint(
+        self, round: int, eval_loss: float | None = None, parts: ApplyParts | None = None
+    ) -> float:
         """Evaluate (unless ``eval_loss`` is already known), record sample outputs, write
-        the checkpoint; returns the eval loss."""
+        the checkpoint; returns the eval loss. Each part's time goes into ``parts``."""
         s = self.s
+        parts = parts if parts is not None else ApplyParts()
         eval_after = eval_loss
         if eval_after is None:
-            eval_after = (await asyncio.to_thread(s.trainer.evaluate)).loss
+            with parts.timing("eval"):
+                eval_after = (await asyncio.to_thread(s.trainer.evaluate)).loss
         train = s.config.train
         if train.samples_per_round > 0:
-            samples = await asyncio.to_thread(
-                s.trainer.sample_outputs, train.samples_per_round, train.sample_max_new_tokens
-            )
-            s.store.add_samples(round, samples)
+            with parts.timing("samples"):
+                samples = await asyncio.to_thread(
+                    s.trainer.sample_outputs, train.samples_per_round, train.sample_max_new_tokens
+                )
+                s.store.add_samples(round, samples)
         s.set_phase(Phase.CHECKPOINTING)
-        await asyncio.to_thread(s.trainer.save_checkpoint, self.checkpoint_dir, round)
-        self._publish_adapter(round)
+        with parts.timing("checkpoint"):
+            await asyncio.to_thread(s.trainer.save_checkpoint, self.checkpoint_dir, round)
+        with parts.timing("publish"):
+            self._publish_adapter(round)
         self.progress.eval_loss_last = eval_after
         return eval_after
 

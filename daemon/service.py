@@ -213,6 +213,7 @@ class Daemon:
                 down_after_s=cfg.federation.peer_timeout_s,
                 version=fedswarm_version(),
             ),
+            on_reject=self.node.count_rejection,
         )
         self._publish_local_state()
         await self._finish_he_warm_up()  # before peers hear of us: no round on a cold worker
@@ -394,7 +395,8 @@ class Daemon:
             )
 
     def _reject(self, peer: str | None, kind: str, reason: str) -> None:
-        log.warning("rejected %s from %s: %s", kind, (peer or "?")[-8:], reason)
+        log.warning("rejected %s from %s: %s", kind, (peer or "?")[-8:], reason,
+                    extra={"condition": f"rejected:{kind}"})
         if self.store is not None:
             self.store.add_rejection(peer, kind, reason)
         self.events.publish("rejected", peer_id=peer, kind=kind, reason=reason)

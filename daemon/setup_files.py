@@ -10,9 +10,12 @@ from pathlib import Path
 
 from fedswarm.p2p.identity import Identity
 
+from .defaults import DEFAULT_LISTEN
+
 CONFIG_TEMPLATE = """\
 # fedswarm daemon configuration for {org_plain}.
-# Relative paths are resolved against this file's folder.
+# Relative paths are resolved against this file's folder. Every key fedswarm reads is
+# below; a commented line shows the default that applies while it stays commented.
 # Check it with:  fedswarm config check --config {config_name}
 
 [node]
@@ -20,14 +23,15 @@ org = {org}                      # your organisation's name, as it appears in th
 identity = "identity.key"          # Ed25519 key (mode 0600); env FEDSWARM_IDENTITY overrides
 roster = "roster.toml"             # the federation's roster, shared out of band by all members
 state_dir = "state"                # SQLite database and checkpoints; env FEDSWARM_STATE_DIR overrides
-listen = {listen}
+listen = {listen}{listen_note}
 bootstrap = {bootstrap}            # multiaddrs of members to dial first, e.g. "/ip4/10.0.0.2/tcp/4001/p2p/12D3..."
 enable_mdns = false                # local-network discovery; opt-in
 # mdns_interface = "eth1"          # answer and listen on this interface only (IPv4)
+# enable_dht = false               # Kademlia address records, when members know only one other member
 max_blob_mb = 512                  # refuse any single transfer larger than this
 max_inbound_mb = 2048              # blobs held at once from all peers; more wait, then are refused
 max_inbound_blobs_per_peer = 4     # blobs received at once from one peer; more wait likewise
-log_level = "info"
+log_level = "info"                 # debug | info | warning | error (SIGHUP re-reads it)
 
 [api]
 host = "127.0.0.1"                 # the dashboard and JSON API; keep it on loopback
@@ -37,38 +41,75 @@ token_file = "api.token"           # env FEDSWARM_API_TOKEN_FILE overrides
 [federation]
 mode = "lora_avg"                  # "lora_avg" (average LoRA adapters) or "fedmkt" (mutual distillation)
 rounds = {rounds}                  # stop after this many rounds; 0 = run until stopped
-group_size = 4                     # peers averaged together per round (at least 3)
+group_size = 4                     # peers averaged together per round (at least 3); with fewer
+                                   # than group_size + 3 members up (3 with group_size = 4), all
+                                   # of them form one group: the whole federation is averaged
 round_deadline_s = {deadline}      # a straggler misses the round after this long
 secure_aggregation = {secure}    # "bfv-mask-shamir-v2" or "none" (plaintext; peers see each other's updates)
 final_averaging_rounds = 0         # last rounds only average (no training): every member ends with the same adapter
-# average_optimizer_state = true    # lora_avg: average AdamW's exp_avg with the adapter (2x the bytes); same on every peer
-# max_eval_loss_increase = 0.5      # refuse a group result that raises our eval loss by more (nats); unset: off
+# average_optimizer_state = true   # lora_avg: average AdamW's exp_avg with the adapter (2x the bytes); same on every peer
+# max_eval_loss_increase = 0.5     # refuse a group result that raises our eval loss by more (nats); unset: off
 wait_for_peers = {wait_for_peers}  # before round 1, wait until this many members (incl. you) are up
 wait_for_peers_s = 120.0
+# heartbeat_s = 2.0                # how often this daemon tells members its round and state
+# peer_timeout_s = 10.0            # a member not heard from for this long counts as down
 
 [model]
-path = {model_path}              # a local Hugging Face model directory
-dtype = "auto"                     # bf16 on a capable GPU, fp32 on CPU
-device = "auto"
+path = {model_path}              # a local Hugging Face model directory (save_pretrained)
+dtype = "auto"                     # auto | float32 | bfloat16 | float16; auto = bf16 on a capable GPU, fp32 on CPU
+device = "auto"                    # auto | cpu | cuda | cuda:1 | mps
 load_in_4bit = false               # QLoRA (GPU + bitsandbytes only)
+# trust_remote_code = false        # run the model folder's own Python code (only for models you trust)
 
 [lora]
 r = 8
 alpha = 16
 dropout = 0.0
+# target_modules = ["q_proj", "v_proj"]   # unset: detected for the architecture (peft's table, else
+                                          # every Linear layer but lm_head); must match on every member
+# peft_type = "LORA"               # LORA | LOHA | LOKR
 
 [data]
 train_path = {train_path}        # JSONL or Parquet: text, instruction/input/output, or chat messages
-{eval_line}
+{eval_lines}
+# format = "auto"                  # auto | text | instruction | chat; auto: the first usable row decides
 max_length = {max_length}
+# packing = true                   # text rows only: pack rows into full blocks
 
 [train]
 local_steps = {local_steps}        # optimiser steps per round
 batch_size = {batch_size}
-lr = {lr}
+# grad_accum = 1
+lr = {lr}                        # AdamW learning rate
+# warmup_steps = 0
+# schedule = "cosine"              # cosine | linear | constant; decays over total_steps
+# total_steps = 600                # whole federation; unset: constant rate after warm-up
+# max_grad_norm = 1.0
+# weight_decay = 0.0
 seed = {seed}
-# samples_per_round = 2              # eval prompts completed (greedy) per round for the dashboard; 0 = none
-# sample_max_new_tokens = 32         # tokens generated per sample
+# fedprox_mu = 0.0                 # > 0 pulls local training towards the group's model (very different data)
+# eval_batches = 10                # batches per evaluation (two a round); unset: the whole
+                                   # eval set, usually most of a round's "apply" time
+# samples_per_round = 2            # eval prompts completed (greedy) per round for the dashboard; 0 = none
+# sample_max_new_tokens = 32       # tokens generated per sample
+
+# Only for mode = "fedmkt" (docs/fedmkt.md): members with different models distil from each other.
+# [fedmkt]
+# public_path = "public.jsonl"     # the shared public set, identical at every member
+# public_sha256 = ""               # its agreed content hash; a file that differs stops the daemon
+# top_k = 32
+# alpha = 0.9                      # alpha * LM loss + (1 - alpha) * distillation loss
+# temperature = 1.0
+# selection = "min_ce"             # min_ce | weighted
+# ce_temperature = 1.0
+# distill_loss = "soft_ce"         # soft_ce | kl
+# max_length = 128
+# knowledge_batch_size = 8
+# distill_steps = 10
+# distill_batch_size = 8
+# distill_lr = 1e-3
+# homogeneous_exchange = "secure"  # secure | clear, for members sharing a tokenizer
+# support_size = 30
 """
 
 
@@ -97,7 +138,7 @@ def init_node(
     directory: Path,
     org: str,
     *,
-    listen: str = "/ip4/127.0.0.1/tcp/4001",
+    listen: str = DEFAULT_LISTEN,
     bootstrap: list[str] | None = None,
     api_port: int = 8470,
     model_path: str = "model",
@@ -126,13 +167,20 @@ def init_node(
     identity = Identity.generate()
     identity.save(identity_path)
     write_private(token_path, (secrets.token_urlsafe(32) + "\n").encode())
-    eval_line = f"eval_path = {toml_string(eval_path)}" if eval_path else "eval_fraction = 0.1"
+    if eval_path:
+        eval_lines = (f"eval_path = {toml_string(eval_path)}        # held-out rows, same formats\n"
+                      "# eval_fraction = 0.1              # only used without eval_path")
+    else:
+        eval_lines = ('# eval_path = "data/eval.jsonl"   # held-out rows, same formats as train_path\n'
+                      "eval_fraction = 0.1                # without eval_path: this share of the "
+                      "training rows is held out")
     config_path.write_text(
         CONFIG_TEMPLATE.format(
             org=toml_string(org),
             org_plain=org.replace("\n", " "),
             config_name=config_path.name,
             listen=toml_string(listen),
+            listen_note=listen_note(listen),
             bootstrap="[" + ", ".join(toml_string(b) for b in (bootstrap or [])) + "]",
             api_port=api_port,
             rounds=rounds,
@@ -141,15 +189,69 @@ def init_node(
             wait_for_peers=wait_for_peers,
             model_path=toml_string(model_path),
             train_path=toml_string(train_path),
-            eval_line=eval_line,
+            eval_lines=eval_lines,
             max_length=max_length,
             local_steps=local_steps,
             batch_size=batch_size,
-            lr=lr,
+            lr=toml_float(lr),
             seed=seed,
         )
     )
     return InitResult(config_path, identity_path, token_path, identity.peer_id)
+
+
+def listen_note(listen: str) -> str:
+    """The comment after ``listen =``: whether other members can reach this address."""
+    if is_loopback_listen(listen):
+        return ("   # loopback: only daemons on this machine can reach it; for members elsewhere\n"
+                "                                   # use an address they reach, e.g. /ip4/203.0.113.7/tcp/4001")
+    return "   # where other members reach you; the address you give the roster maintainer"
+
+
+def is_loopback_listen(listen: str) -> bool:
+    """True for a listen multiaddr only this machine can reach (127.x, ::1)."""
+    return listen.startswith(("/ip4/127.", "/ip6/::1/"))
+
+
+def roster_addr(listen: str) -> str:
+    """The address to give the roster maintainer for ``listen``.
+
+    An unspecified address (0.0.0.0, ::) is never announced and cannot be dialled, so
+    the maintainer needs the machine's reachable address in its place.
+    """
+    for unspecified in ("/ip4/0.0.0.0/", "/ip6/::/"):
+        if listen.startswith(unspecified):
+            proto = unspecified.split("/")[1]
+            return f"/{proto}/<address other members reach>/" + listen[len(unspecified):]
+    return listen
+
+
+def missing_model_folder(model_path: str, base: Path) -> str | None:
+    """Why ``model_path`` cannot be the model folder, or None when it looks usable.
+
+    Relative paths are resolved against ``base`` (the config's folder), as the daemon
+    will. Only a folder with ``config.json`` is accepted: the daemon would otherwise
+    fail at start-up, far from the command that wrote the mistake.
+    """
+    path = Path(model_path).expanduser()
+    if not path.is_absolute():
+        path = base / path
+    if not path.exists():
+        return f"no such folder ({path}); give a local Hugging Face model folder"
+    if not path.is_dir():
+        return f"{path} is a file; give the model's folder (it holds config.json)"
+    if not (path / "config.json").is_file():
+        return f"{path} has no config.json; give a folder written by save_pretrained"
+    return None
+
+
+def toml_float(value: float) -> str:
+    """``value`` as a TOML float, small ones as people write them (2e-4, not 0.0002)."""
+    value = float(value)
+    if value == 0 or 1e-3 <= abs(value) < 1e6:
+        return repr(value)
+    mantissa, exponent = f"{value:.12e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
 def toml_string(value: str) -> str:

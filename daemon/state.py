@@ -28,7 +28,7 @@ from typing import Any
 
 from .errors import DiskFullError, StateError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -90,6 +90,10 @@ MIGRATIONS: dict[int, str] = {
         detail TEXT NOT NULL
     );
     """,
+    # Where a round's "apply" time went (apply, eval, samples, checkpoint, ...): JSON.
+    2: """
+    ALTER TABLE rounds ADD COLUMN apply_parts TEXT;
+    """,
 }
 
 ROUND_COLUMNS = (
@@ -110,13 +114,14 @@ ROUND_COLUMNS = (
     "train_s",
     "aggregate_s",
     "apply_s",
+    "apply_parts",
     "bytes_sent",
     "bytes_received",
     "adapter_fingerprint",
     "staleness",
     "note",
 )
-_JSON_COLUMNS = {"members", "survivors", "dropped"}
+_JSON_COLUMNS = {"members", "survivors", "dropped", "apply_parts"}
 
 
 @dataclass
@@ -140,6 +145,8 @@ class RoundRecord:
     train_s: float | None = None
     aggregate_s: float | None = None
     apply_s: float | None = None
+    # seconds per part of apply_s: apply, gate_eval, eval, samples, checkpoint, publish
+    apply_parts: dict[str, float] | None = None
     bytes_sent: int | None = None
     bytes_received: int | None = None
     adapter_fingerprint: str | None = None

@@ -389,13 +389,24 @@ class LocalTrainer:
             raise CheckpointError(f"{path}: checkpoint does not fit this trainer: {exc}") from exc
         return int(meta["round"])
 
-    def export_adapter(self, out_dir: Path) -> None:
-        """Write a standard PEFT adapter dir (``PeftModel.from_pretrained`` loads it)."""
+    def export_adapter(self, out_dir: Path, model_card: str | None = None) -> None:
+        """Write a standard PEFT adapter dir (``PeftModel.from_pretrained`` loads it).
+
+        ``model_card`` replaces the README.md PEFT writes (a blank template) with one
+        that says how the adapter was made; the daemon writes it (learning does not
+        know the federation).
+        """
         out_dir = Path(out_dir)
         meta = {"round_step": self.step, "base_model": self.model_settings.path,
                 "adapter_fingerprint": state_fingerprint(self.adapter_state())}
+
+        def fill(tmp: Path) -> None:
+            self.model.save_pretrained(str(tmp))
+            if model_card is not None:
+                (tmp / "README.md").write_text(model_card, encoding="utf-8")
+
         try:
-            write_atomic_dir(out_dir, lambda tmp: self.model.save_pretrained(str(tmp)), meta)
+            write_atomic_dir(out_dir, fill, meta)
         except OSError as exc:
             raise ExportError(f"{out_dir}: cannot export adapter: {exc}") from exc
 

@@ -81,20 +81,22 @@ class BlobReceiver:
             await close_stream_quietly(stream)
         except BlobTruncatedError as exc:
             log.warning("truncated blob from %s: %s", remote, exc)
-            self._ctx.counters.reject("truncated")
+            self._ctx.counters.reject("truncated", remote, str(exc))
             await reset_stream(stream)
         except trio.TooSlowError:
             log.warning("blob from %s timed out", remote)
-            self._ctx.counters.reject("timeout")
+            self._ctx.counters.reject("timeout", remote, "blob did not arrive in time")
             await reset_stream(stream)
         except Exception:
             log.exception("blob stream from %s failed", remote)
-            self._ctx.counters.reject("internal")
+            self._ctx.counters.reject("internal", remote, "blob stream failed")
             await reset_stream(stream)
 
     async def _refuse(self, stream: INetStream, reason: str) -> _Refused:
         # Count before the sender can see the refusal, so stats() never lags it.
-        self._ctx.counters.reject(reason.split(":", 1)[0])
+        self._ctx.counters.reject(
+            reason.split(":", 1)[0], str(stream.muxed_conn.peer_id), f"blob refused: {reason}"
+        )
         try:
             await stream.write(framing.encode_reply(framing.STATUS_REFUSED, reason))
         except Exception:

@@ -81,7 +81,9 @@ class Connections:
             self._conn_counts[peer_id] += 1
         if not self._ctx.roster.is_member(peer_id):
             log.warning("closing connection from %s: not on the roster", peer_id)
-            self._ctx.counters.reject("not_member")
+            self._ctx.counters.reject(
+                "not_member", peer_id, "connection from a peer id not on the roster"
+            )
             if self._ctx.handles.nursery is not None:
                 self._ctx.handles.nursery.start_soon(self.close_peer, peer_id)
             return

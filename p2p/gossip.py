@@ -141,10 +141,10 @@ class Gossip:
             )
         except GossipRejectedError as exc:
             log.warning("rejected gossip on %s: %s", topic, exc)
-            self._ctx.counters.reject("gossip_invalid")
+            self._ctx.counters.reject("gossip_invalid", None, f"{topic}: {exc}")
             return None
         if not self._ctx.roster.is_member(env.sender):
-            self._ctx.counters.reject("gossip_not_member")
+            self._ctx.counters.reject("gossip_not_member", env.sender, f"gossip on {topic}")
             return None
         return env
 

@@ -22,15 +22,24 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from .identity import Identity
+from .refusals import RefusalCountingUpgrader, RefusedHook
 
 
 def build_host(
-    identity: Identity, listen: Sequence[str] = (), *, enable_mdns: bool = False
+    identity: Identity,
+    listen: Sequence[str] = (),
+    *,
+    enable_mdns: bool = False,
+    on_refused: RefusedHook | None = None,
 ) -> IHost:
-    """A libp2p host keyed by ``identity`` that negotiates only Noise and Yamux."""
+    """A libp2p host keyed by ``identity`` that negotiates only Noise and Yamux.
+
+    ``on_refused(reason, peer_id, detail)`` hears of every inbound connection the
+    transport refuses before fedswarm sees it (:mod:`.refusals`).
+    """
     key_pair = create_new_key_pair(identity.seed)
     noise = NoiseTransport(key_pair, noise_privkey=create_new_x25519_key_pair().private_key)
-    return new_host(
+    host = new_host(
         key_pair=key_pair,
         sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},
         muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
@@ -38,3 +47,7 @@ def build_host(
         enable_mDNS=enable_mdns,
         enable_quic=False,
     )
+    if on_refused is not None:
+        swarm = host.get_network()
+        swarm.upgrader = RefusalCountingUpgrader(swarm.upgrader, on_refused)  # type: ignore[attr-defined]
+    return host

@@ -20,6 +20,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
@@ -27,6 +28,25 @@ from .errors import GossipRejectedError, P2PError
 from .framing import MAX_ROUND
 
 log = logging.getLogger("fedswarm.p2p.membership")
+
+#: ``on_reject(reason, peer_id, detail)``: where refused heartbeats are counted.
+RejectHook = Callable[[str, str, str], None]
+
+
+class HeartbeatRejectedError(GossipRejectedError):
+    """A signed heartbeat this node will not believe; ``reason`` names the check.
+
+    Reasons: ``heartbeat_invalid`` (malformed), ``heartbeat_forged`` (names another
+    peer than its signer), ``heartbeat_stale`` (sent more than ``max_age_s`` ago or
+    ahead: clock skew, or heartbeats GossipSub queued for us while we were away and
+    delivers at once after a restart), ``heartbeat_out_of_order`` (older than one
+    already seen).
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
 
 HEARTBEAT_TOPIC = "heartbeat"
 _MAX_ADDRS = 8
@@ -75,7 +95,9 @@ class Heartbeat:
                 adapter_round=_adapter_round(doc),
             )
         except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
-            raise GossipRejectedError(f"malformed heartbeat: {exc}") from exc
+            raise HeartbeatRejectedError(
+                "heartbeat_invalid", f"malformed heartbeat: {exc}"
+            ) from exc
         return hb
 
 
@@ -156,8 +178,16 @@ class Membership:
     daemon's ``on_gossip`` for ``HEARTBEAT_TOPIC``), then ``await start()``.
     """
 
-    def __init__(self, node: _Node, org: str, config: MembershipConfig | None = None) -> None:
+    def __init__(
+        self,
+        node: _Node,
+        org: str,
+        config: MembershipConfig | None = None,
+        *,
+        on_reject: RejectHook | None = None,
+    ) -> None:
         self._node = node
+        self._on_reject = on_reject
         self._org = org
         self.config = config or MembershipConfig()
         self._local = _LocalState()
@@ -227,19 +257,35 @@ class Membership:
             self.accept(sender, payload)
         except GossipRejectedError as exc:
             self.rejected += 1
-            log.warning("heartbeat from %s refused: %s", sender, exc)
+            reason = exc.reason if isinstance(exc, HeartbeatRejectedError) else "heartbeat_invalid"
+            if self._on_reject is not None:
+                self._on_reject(reason, sender, str(exc))
+            # One condition per reason: a burst of stale heartbeats after a restart
+            # must not hide a forged one in the log's once-a-minute summary. Older than
+            # one seen is normal (GossipSub delivers what it queued for a restarted
+            # peer, dozens at once): counted, logged at debug only.
+            level = logging.DEBUG if reason == "heartbeat_out_of_order" else logging.WARNING
+            log.log(level, "heartbeat from %s refused: %s", sender, exc,
+                    extra={"condition": reason})
 
     def accept(self, sender: str, payload: bytes, now: float | None = None) -> Heartbeat:
         """Validate one heartbeat (already signature-checked by the node)."""
         hb = Heartbeat.decode(payload)
         now = time.time() if now is None else now
         if hb.peer_id != sender:
-            raise GossipRejectedError(f"heartbeat names {hb.peer_id} but was signed by {sender}")
+            raise HeartbeatRejectedError(
+                "heartbeat_forged", f"heartbeat names {hb.peer_id} but was signed by {sender}"
+            )
         if not (now - self.config.max_age_s <= hb.sent_at <= now + self.config.max_age_s):
-            raise GossipRejectedError(f"heartbeat is stale (sent_at={hb.sent_at:.0f})")
+            raise HeartbeatRejectedError(
+                "heartbeat_stale",
+                f"heartbeat is stale (sent_at={hb.sent_at:.0f}, {now - hb.sent_at:.0f} s ago)",
+            )
         current = self._view.get(sender)
         if current is not None and hb.sent_at < current.last_seen:
-            raise GossipRejectedError("heartbeat older than one already seen")
+            raise HeartbeatRejectedError(
+                "heartbeat_out_of_order", "heartbeat older than one already seen"
+            )
         self._view[sender] = PeerView(
             last_seen=hb.sent_at,
             latency_ms=self._node.latency_ms(sender),
@@ -275,6 +321,7 @@ class Membership:
 __all__ = [
     "HEARTBEAT_TOPIC",
     "Heartbeat",
+    "HeartbeatRejectedError",
     "Membership",
     "MembershipConfig",
     "PeerView",

@@ -60,7 +60,7 @@ class MessageStreams:
         max_message_bytes: int,
         body_timeout_s: float,
         deliver: Deliver,
-        count_reject: Callable[[str], None],
+        count_reject: Callable[[str, str | None, str], None],
         add_stat: Callable[[str, int], None],
     ) -> None:
         self._host = host
@@ -138,7 +138,7 @@ class MessageStreams:
             await reset_stream(stream)
         except Exception:
             log.exception("message stream from %s failed", remote)
-            self._count_reject("internal")
+            self._count_reject("internal", remote, "message stream failed")
             await reset_stream(stream)
         finally:
             self._inbound[remote] -= 1
@@ -146,7 +146,7 @@ class MessageStreams:
                 del self._inbound[remote]
 
     def _refused(self, remote: str, reason: str) -> None:
-        self._count_reject(reason.split(":", 1)[0])
+        self._count_reject(reason.split(":", 1)[0], remote, f"message refused: {reason}")
         log.warning("refused message from %s: %s", remote, reason)
 
     async def _read_messages(self, stream: INetStream, remote: str) -> None:

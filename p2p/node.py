@@ -214,6 +214,16 @@ class P2PNode:
         out["dht_records_used"] = dht.records_used if dht is not None else 0
         return out
 
+    def recent_rejections(self) -> list[dict[str, Any]]:
+        """The latest refused connections, blobs, messages and gossip, newest first:
+        ``{ts, peer_id, reason, detail}`` (bounded; ``stats()["rejected"]`` counts all)."""
+        return self._counters.recent_rejections()
+
+    def count_rejection(self, reason: str, peer_id: str | None = None, detail: str = "") -> None:
+        """Count a refusal decided above the node (a heartbeat membership refused), so
+        every refusal shows in one place. Thread-safe."""
+        self._counters.reject(reason, peer_id, detail)
+
     def latency_ms(self, peer_id: str) -> float | None:
         """Smoothed round-trip time of the last pings to ``peer_id``."""
         return self._pinger.latency_ms(peer_id)

@@ -91,7 +91,12 @@ class NodeRuntime:
     def _build(self, *, enable_mdns: bool) -> tuple[IHost, Pubsub, GossipSub]:
         """Host, pubsub and message streams, published in ``handles`` (not yet running)."""
         cfg = self._ctx.config
-        host = build_host(self._ctx.identity, [cfg.listen], enable_mdns=enable_mdns)
+        host = build_host(
+            self._ctx.identity,
+            [cfg.listen],
+            enable_mdns=enable_mdns,
+            on_refused=self._ctx.counters.reject,
+        )
         pubsub, gossipsub = build_pubsub(host, cfg)
         self._ctx.handles.host, self._ctx.handles.pubsub = host, pubsub
         self._ctx.handles.messages = MessageStreams(

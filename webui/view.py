@@ -50,6 +50,10 @@ class DaemonView(Protocol):
     def metrics_text(self) -> str:
         """Prometheus text exposition of the daemon's counters and gauges."""
 
+    def recent_events(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The last ``limit`` events ({"type", "ts", ...}) oldest first, as the live stream
+        sent them (per-step ``train_step`` events left out): the page's history on load."""
+
     def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
         """A queue that receives every live event ({"type": ..., ...}) from now on."""
 

@@ -19,6 +19,16 @@ if TYPE_CHECKING:
     from ..service import Daemon
 
 
+def refusal_kind(reason: str) -> str:
+    """What a node-level refusal reason refused: a connection, a heartbeat, gossip, ..."""
+    if reason in ("not_member", "security_refused", "handshake_failed", "muxer_refused"):
+        return "connection"
+    for prefix in ("heartbeat", "gossip", "dht"):
+        if reason.startswith(prefix):
+            return prefix
+    return "blob/message"
+
+
 def fedswarm_version() -> str:
     try:
         return metadata.version("fedswarm")
@@ -158,8 +168,13 @@ class DaemonStatusView:
                 if r.round > 0
             ],
             "samples": store.samples(),
+            "samples_per_round": self._samples_per_round(),
             "eval_loss_start": self._d.eval_loss_start,
         }
+
+    def _samples_per_round(self) -> int | None:
+        train = getattr(self._d.config, "train", None)
+        return getattr(train, "samples_per_round", None)
 
     def security(self) -> dict[str, Any]:
         d = self._d
@@ -186,9 +201,35 @@ class DaemonStatusView:
                 "security_bits": params.security_bits(),
                 "threshold_rule": "t = floor(k/2) + 1",
             },
-            "rejected": self._d.store.rejections() if self._d.store else [],
-            "rejected_counts": self._d.store.rejection_counts() if self._d.store else {},
+            "rejected": self._rejected_rows(),
+            "rejected_counts": self._rejected_counts(),
         }
+
+    def _rejected_counts(self) -> dict[str, int]:
+        """Every refusal by reason: the daemon's (stored, kept across restarts) and the
+        node's (connections, heartbeats, gossip, blobs; since this start)."""
+        d = self._d
+        counts: dict[str, int] = dict(d.store.rejection_counts()) if d.store else {}
+        node_counts = d.node.stats().get("rejected", {}) if d.node else {}
+        for reason, n in node_counts.items():
+            counts[str(reason)] = counts.get(str(reason), 0) + int(n)
+        return counts
+
+    def _rejected_rows(self, limit: int = 200) -> list[dict[str, Any]]:
+        """The latest refusals of both layers, newest first, in one shape."""
+        d = self._d
+        rows = list(d.store.rejections(limit)) if d.store else []
+        for r in d.node.recent_rejections() if d.node else []:
+            reason = str(r["reason"])
+            detail = str(r.get("detail") or "")
+            rows.append({
+                "ts": r["ts"],
+                "peer_id": r.get("peer_id"),
+                "kind": refusal_kind(reason),
+                "reason": f"{reason}: {detail}" if detail else reason,
+            })
+        rows.sort(key=lambda row: float(row.get("ts") or 0.0), reverse=True)
+        return rows[:limit]
 
     def traffic(self) -> dict[str, Any]:
         d = self._d
@@ -220,7 +261,7 @@ class DaemonStatusView:
                 bytes_sent=int(stats.get("bytes_sent", 0)),
                 bytes_received=int(stats.get("bytes_received", 0)),
                 peers_up=self._peers_up(),
-                rejected_messages=d.store.rejection_counts() if d.store else {},
+                rejected_messages=self._rejected_counts(),
                 secagg_seconds_total=secagg_seconds,
                 secagg_rounds_total=secagg_rounds,
                 state=d.state,
@@ -237,6 +278,9 @@ class DaemonStatusView:
             events=self._fedmkt_events,
             org_of=lambda peer: d.roster.org_of(peer),
         )
+
+    def recent_events(self, limit: int = 50) -> list[dict[str, Any]]:
+        return self._d.events.recent(limit)
 
     def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
         return self._d.events.subscribe()

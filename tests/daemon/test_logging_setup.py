@@ -15,6 +15,7 @@ import pytest
 from fedswarm.daemon.errors import ConfigError
 from fedswarm.daemon.logging_setup import (
     NOISY_LOGGERS,
+    RepeatFilter,
     configure_logging,
     set_level,
 )
@@ -224,3 +225,50 @@ def test_late_created_third_party_logger_with_its_own_info_level_stays_quiet() -
     logging.getLogger("fedswarm.daemon").info("ours")
     messages = [json.loads(line)["msg"] for line in stream.getvalue().splitlines()]
     assert messages == ["a different warning", "ours"]
+
+
+def test_a_repeated_warning_is_logged_once_a_window_then_summarised() -> None:
+    now = [0.0]
+    repeat = RepeatFilter(60.0, clock=lambda: now[0])
+    log = logging.getLogger("fedswarm.test.repeat")
+
+    def passes(message: str, *args: object, **extra: object) -> bool:
+        record = log.makeRecord(log.name, logging.WARNING, __file__, 1, message, args, None,
+                                extra=extra or None)
+        return bool(repeat.filter(record))
+
+    assert passes("peer %s down", "a")
+    assert not passes("peer %s down", "b")  # same condition, other peer: held back
+    assert passes("round %d aborted", 3)  # another condition is not held back
+    assert passes("refused: %s", "x", condition="heartbeat_forged")
+    assert passes("refused: %s", "x", condition="heartbeat_stale")  # its own condition
+    now[0] = 61.0
+    record = log.makeRecord(log.name, logging.WARNING, __file__, 1, "peer %s down", ("c",),
+                            None)
+    assert repeat.filter(record)
+    assert record.similar_suppressed == 1  # type: ignore[attr-defined]
+    info = log.makeRecord(log.name, logging.INFO, __file__, 1, "peer %s down", ("d",), None)
+    assert repeat.filter(info) and repeat.filter(info)  # INFO is the level's business
+
+
+def test_libp2p_errors_for_what_fedswarm_handles_are_dropped() -> None:
+    stream = io.StringIO()
+    configure_logging("info", json_output=True, stream=stream)
+    logging.getLogger("libp2p.transport.tcp.tcp").error("Failed to open TCP stream: %s", "x")
+    logging.getLogger("libp2p.network.swarm").error("fail to upgrade mux for peer %s", "p")
+    logging.getLogger("libp2p.host.basic_host").error("Failed to open stream to peer p:\n ...")
+    logging.getLogger("libp2p.network.swarm").error("something else broke")
+    messages = [json.loads(line)["msg"] for line in stream.getvalue().splitlines()]
+    assert messages == ["something else broke"]
+
+
+def test_the_resource_tracker_of_a_killed_daemon_stays_quiet() -> None:
+    """The tracker takes its warning filters from ``sys.warnoptions`` when it starts."""
+    configure_logging("info", json_output=True, stream=io.StringIO())
+    assert "ignore::UserWarning:multiprocessing.resource_tracker" in sys.warnoptions
+
+
+def test_a_malformed_repeat_window_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEDSWARM_LOG_REPEAT_WINDOW_S", "a minute")
+    with pytest.raises(ConfigError, match="FEDSWARM_LOG_REPEAT_WINDOW_S"):
+        configure_logging("info", json_output=True, stream=io.StringIO())

@@ -99,3 +99,23 @@ async def test_handle_gossip_ignores_other_topics_and_counts_rejects() -> None:
     assert m.rejected == 1
     await m.publish_now()
     assert m._node.published[0][0] == HEARTBEAT_TOPIC  # type: ignore[attr-defined]
+
+
+async def test_each_refused_heartbeat_is_reported_with_its_reason() -> None:
+    """The daemon counts these in /api/security and /metrics (``on_reject``)."""
+    refused: list[tuple[str, str, str]] = []
+    m = Membership(StaticNode(), "me", on_reject=lambda *r: refused.append(r))
+    peer, other = Identity.generate().peer_id, Identity.generate().peer_id
+    now = time.time()
+    await m.handle_gossip(HEARTBEAT_TOPIC, peer, _hb(peer, now - 3600).encode())
+    await m.handle_gossip(HEARTBEAT_TOPIC, other, _hb(peer, now).encode())
+    await m.handle_gossip(HEARTBEAT_TOPIC, peer, b"not json")
+    await m.handle_gossip(HEARTBEAT_TOPIC, peer, _hb(peer, now).encode())
+    await m.handle_gossip(HEARTBEAT_TOPIC, peer, _hb(peer, now - 1).encode())
+    assert [(reason, sender) for reason, sender, _ in refused] == [
+        ("heartbeat_stale", peer),
+        ("heartbeat_forged", other),
+        ("heartbeat_invalid", peer),
+        ("heartbeat_out_of_order", peer),
+    ]
+    assert m.rejected == 4

@@ -30,6 +30,10 @@ class FakeView:
         self.round = 3
         self.queues: list[asyncio.Queue[dict[str, Any]]] = []
         self.fail = False
+        self.history: list[dict[str, Any]] = [
+            {"type": "round_started", "ts": now - 60, "round": 3},
+            {"type": "state", "ts": now - 30, "state": "training", "round": 3},
+        ]
         self.status: dict[str, Any] = {
             "org": "org-1-news",
             "federation_id": "fed-test",
@@ -104,12 +108,16 @@ class FakeView:
                 "train_s": 1.0,
                 "aggregate_s": 0.5,
                 "apply_s": 0.1,
+                "apply_parts": {"apply": 0.01, "eval": 0.05, "samples": 0.02,
+                                "checkpoint": 0.015, "publish": 0.001},
                 "train_loss": 4.0 - r * 0.4,
                 "eval_loss_before": 4.1 - r * 0.4,
                 "eval_loss_after": 4.0 - r * 0.45,
                 "protocol": "bfv-mask-shamir-v2",
                 "staleness": 0,
-                "note": None,
+                "note": None if r == 1 else (
+                    "secure aggregation failed: only 2 members shared keys; a sum needs 3 "
+                    "contributors before anything is revealed"),
             }
             for r in (1, 2)
         ]
@@ -216,6 +224,9 @@ class FakeView:
 
     def metrics_text(self) -> str:
         return f"# TYPE fedswarm_round gauge\nfedswarm_round {self.round}\n"
+
+    def recent_events(self, limit: int = 50) -> list[dict[str, Any]]:
+        return self.history[-limit:]
 
     def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=16)

@@ -208,3 +208,12 @@ async def test_fedmkt_view_failure_gets_503(
     fake_view.fedmkt = broken
     response = await client.get("/api/fedmkt", headers=auth)
     assert response.status == 503
+
+
+async def test_recent_events_give_a_page_opened_late_its_history(
+    client: TestClient[Any, Any], auth: dict[str, str]
+) -> None:
+    events = await get_json(client, "/api/events/recent", auth)
+    assert [e["type"] for e in events] == ["round_started", "state"]
+    assert events[0]["ts"] < events[1]["ts"]
+

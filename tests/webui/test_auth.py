@@ -19,6 +19,7 @@ ROUTES = [
     "/api/security",
     "/api/traffic",
     "/api/events",
+    "/api/events/recent",
     "/metrics",
     "/static/dashboard.js",
     "/static/vendor/chartjs-4.4.9/chart.umd.js",

@@ -50,6 +50,11 @@ async def test_dashboard_shows_state_and_updates_live(
 
     await expect(page.locator("#ov-peers-up")).to_have_text("2", timeout=WAIT_MS)
     await expect(page.locator("#live-text")).to_have_text("live", timeout=WAIT_MS)
+    # Opened after activity: the daemon's recent events are there before any new one.
+    history = await page.locator("#event-log li").all_text_contents()
+    assert len(history) == 2 and "  state  " in history[0], history
+    assert "  round_started  " in history[1], history
+    assert "state" in (await page.text_content("#ov-last-event") or "")
     assert await page.text_content("#ov-round") == "3"
     assert await page.text_content("#ov-org") == "org-1-news"
 
@@ -81,10 +86,38 @@ async def test_dashboard_shows_state_and_updates_live(
     sample_texts = await page.locator("#samples pre").all_text_contents()
     assert "<script>alert(2)</script>" in sample_texts
 
+    # Rounds at 1400 px: nothing pushed off the edge, the protocol on one line, the
+    # note readable, and the apply step's parts shown.
+    await page.set_viewport_size({"width": 1400, "height": 900})
+    await page.click("a[data-tab=rounds]")
+    await page.wait_for_selector("#rounds-table tbody tr >> nth=1", timeout=WAIT_MS)
+    layout = await page.evaluate("""() => {
+        const table = document.querySelector('#rounds-table');
+        const protocol = table.querySelector('tbody tr td.protocol');
+        const note = table.querySelector('tbody tr td.note');
+        const text = document.createRange();
+        text.selectNodeContents(protocol);
+        return {overflow: table.scrollWidth - table.parentElement.clientWidth,
+                protocolLines: text.getClientRects().length,
+                noteRight: note.getBoundingClientRect().right, width: window.innerWidth};
+    }""")
+    assert layout["overflow"] <= 0, layout
+    assert layout["protocolLines"] == 1, layout
+    assert layout["noteRight"] <= layout["width"], layout
+    parts = await page.locator("#rounds-table tbody tr >> nth=0").locator(".parts").text_content()
+    assert parts is not None and "eval 0.05" in parts and "checkpoint" in parts
+
     # Security tab renders the parameters.
     await page.click("a[data-tab=security]")
     assert "128" in (await page.locator("#secagg-table").text_content() or "")
 
     await page.click("a[data-tab=overview]")
     await page.screenshot(path=str(tmp_path / "dashboard-fake.png"), full_page=True)
+
+    # ?static=1, the documented screenshot view: filled once, then idle and marked ready.
+    snapshot = await page.context.new_page()
+    await snapshot.goto(f"{base_url}/?static=1#rounds")
+    await snapshot.wait_for_selector("body[data-ready='1']", timeout=WAIT_MS)
+    assert await snapshot.locator("#rounds-table tbody tr").count() == 2
+    assert "snapshot" in (await snapshot.text_content("#live-text") or "")
     assert problems == []

@@ -181,6 +181,25 @@
   // Round 0 is the daemon's initial evaluation, not a round: charts start at round 1.
   function realRounds(rows) { return rows.filter((r) => r && typeof r.round === "number" && r.round >= 1); }
 
+  // Apply split into its parts, so a slow evaluation or checkpoint shows as such;
+  // whatever the parts do not cover (and rounds recorded before parts were) is "apply s".
+  function applyDatasets(rounds) {
+    const colours = { apply: "#1a7f37", eval: "#8250df", samples: "#bf3989", checkpoint: "#57606a", publish: "#0a7ea4" };
+    const partOf = (r, k) => (r.apply_parts && typeof r.apply_parts[k] === "number" ? r.apply_parts[k] : null);
+    const rest = rounds.map((r) => {
+      if (typeof r.apply_s !== "number") return null;
+      const known = APPLY_PARTS.reduce((sum, k) => sum + (partOf(r, k) ?? 0), 0);
+      return Math.max(0, r.apply_s - known);
+    });
+    return [
+      // Always all parts, in one order: upsertChart updates datasets by position.
+      ...APPLY_PARTS.map((k) => ({
+        label: k + " s", data: rounds.map((r) => partOf(r, k)), backgroundColor: colours[k],
+      })),
+      { label: "apply s (other)", data: rest, backgroundColor: "#9fb8a6" },
+    ];
+  }
+
   function roundTimesChart() {
     const rounds = realRounds(state.rounds);
     const labels = rounds.map((r) => String(r.round));
@@ -192,11 +211,28 @@
         datasets: [
           { label: "train s", data: series("train_s"), backgroundColor: "#2f6fde" },
           { label: "aggregate s", data: series("aggregate_s"), backgroundColor: "#e39d2d" },
-          { label: "apply s", data: series("apply_s"), backgroundColor: "#1a7f37" },
+          ...applyDatasets(rounds),
         ],
       },
       options: { scales: { x: { stacked: true, title: { display: true, text: "round" } }, y: { stacked: true, title: { display: true, text: "seconds" } } } },
     });
+  }
+
+  // The apply step's parts (docs/api.md): apply, eval, samples, checkpoint, publish.
+  const APPLY_PARTS = ["apply", "eval", "samples", "checkpoint", "publish"];
+  function applyParts(r) {
+    const parts = r && r.apply_parts && typeof r.apply_parts === "object" ? r.apply_parts : {};
+    return APPLY_PARTS.filter((k) => typeof parts[k] === "number").map((k) => [k, parts[k]]);
+  }
+  function applyCell(r) {
+    const cell = el("td", { cls: "num apply", text: num(r.apply_s, 2) ?? null });
+    const parts = applyParts(r);
+    if (parts.length) {
+      const text = parts.map(([k, v]) => k + " " + num(v, 2)).join(" · ");
+      cell.title = text;
+      cell.appendChild(el("span", { cls: "parts", text: text }));
+    }
+    return cell;
   }
 
   function renderRounds() {
@@ -207,18 +243,16 @@
       return el("tr", null, [
         td(r.round, "num"),
         el("td", { cls: ok ? "status-ok" : (["aborted", "failed", "refused"].includes(r.status) ? "status-bad" : ""), text: r.status ?? null }),
-        el("td", { title: Array.isArray(members) ? members.join("\n") : null, text: list(members) ?? members ?? null }),
-        td(nameOf(r.aggregator) ?? null),
-        td(nameOf(r.decryptor) ?? null),
+        el("td", { cls: "group", title: Array.isArray(members) ? members.join("\n") : null, text: list(members) ?? members ?? null }),
+        el("td", { cls: "roles", text: r.aggregator || r.decryptor ? (nameOf(r.aggregator) ?? "–") + " → " + (nameOf(r.decryptor) ?? "–") : null }),
         el("td", { title: list(r.survivors), text: count(r.survivors) ?? null, cls: "num" }),
         el("td", { title: list(r.dropped), text: Array.isArray(r.dropped) ? (r.dropped.length ? list(r.dropped) : "none") : (r.dropped ?? null) }),
-        td(bytes(r.bytes_sent), "num"),
-        td(bytes(r.bytes_received), "num"),
+        td(r.bytes_sent == null && r.bytes_received == null ? null : (bytes(r.bytes_sent) ?? "–") + " / " + (bytes(r.bytes_received) ?? "–"), "num"),
         td(num(r.train_s, 2), "num"),
         td(num(r.aggregate_s, 2), "num"),
-        td(num(r.apply_s, 2), "num"),
-        td(r.protocol ?? null),
-        td(r.note ?? null),
+        applyCell(r),
+        td(r.protocol ?? null, "protocol"),
+        el("td", { cls: "note", text: r.note ?? null }),
       ]);
     });
     roundTimesChart();
@@ -286,7 +320,12 @@
     const samples = Array.isArray(t.samples) ? t.samples.slice().sort((a, b) => (b.round ?? 0) - (a.round ?? 0)) : [];
     const box = document.createElement("div");
     box.id = "samples";
-    if (!samples.length) box.appendChild(el("p", { cls: "muted", text: "no samples yet" }));
+    if (!samples.length) {
+      const n = t.samples_per_round;
+      box.appendChild(el("p", { cls: "muted", text: n === 0
+        ? "samples are off: [train] samples_per_round = 0 in the daemon's config"
+        : "no samples yet: after each round the daemon records [train] samples_per_round (default 2) greedy completions of its first eval prompts" }));
+    }
     for (const s of samples) {
       box.appendChild(el("div", { cls: "sample" }, [
         el("div", { cls: "muted", text: "round " + s.round }),
@@ -356,10 +395,11 @@
       td(m.org), el("td", { cls: "mono", text: m.peer_id ?? null }), el("td", { cls: "mono", text: m.key_fingerprint ?? null }),
     ]));
     const counts = s.rejected_counts && typeof s.rejected_counts === "object" ? Object.entries(s.rejected_counts) : [];
-    fillBody("rejected-counts", counts.length ? counts : [["none", 0]], ([kind, n]) => el("tr", null, [td(kind), td(n, "num")]));
+    counts.sort((a, b) => (Number(b[1]) || 0) - (Number(a[1]) || 0));
+    fillBody("rejected-counts", counts.length ? counts : [["none", 0]], ([reason, n]) => el("tr", null, [td(reason), td(n, "num")]));
     const rejected = Array.isArray(s.rejected) ? s.rejected.slice().sort((a, b) => (toDate(b.ts) ?? 0) - (toDate(a.ts) ?? 0)) : [];
     if (!rejected.length) {
-      const empty = el("td", { cls: "muted", text: "no rejected messages" });
+      const empty = el("td", { cls: "muted", text: "nothing refused" });
       empty.colSpan = 4;
       fillBody("rejected-table", [null], () => el("tr", null, [empty]));
       return;
@@ -381,7 +421,8 @@
       : typeof v === "object" ? JSON.stringify(v) : String(v));
     const summary = Object.entries(event).filter(([k]) => k !== "type" && k !== "ts")
       .map(([k, v]) => k + "=" + show(v)).join(" ");
-    log.insertBefore(el("li", { text: new Date().toLocaleTimeString() + "  " + String(event.type) + "  " + summary }), log.firstChild);
+    const when = toDate(event.ts) ?? new Date();
+    log.insertBefore(el("li", { text: when.toLocaleTimeString() + "  " + String(event.type) + "  " + summary }), log.firstChild);
     while (log.children.length > 50) log.removeChild(log.lastChild);
   }
 
@@ -403,12 +444,25 @@
     chart.update("none");
   }
 
+  function showLastEvent(event) {
+    const when = toDate(event.ts) ?? new Date();
+    setText("ov-last-event", when.toLocaleTimeString() + " — " + String(event.type));
+  }
+
+  // What happened before the page was opened: the daemon keeps its last 50 events.
+  async function loadHistory() {
+    const events = await getJSON("/api/events/recent");
+    if (!Array.isArray(events) || !events.length) return;
+    for (const event of events) if (event && typeof event === "object") logEvent(event);
+    showLastEvent(events[events.length - 1]);
+  }
+
   function onEvent(message) {
     let event;
     try { event = JSON.parse(message.data); } catch (e) { return; }
     if (!event || typeof event !== "object") return;
     state.events += 1;
-    setText("ov-last-event", new Date().toLocaleTimeString() + " — " + String(event.type));
+    showLastEvent(event);
     if (event.type === "resync") { refreshAll().catch(() => {}); return; }
     if (typeof event.round === "number" && (state.round === null || event.round >= state.round)) showRound(event.round);
     if (typeof event.state === "string" && event.type !== "peer") setText("ov-state", event.state);
@@ -438,8 +492,18 @@
 
   window.addEventListener("hashchange", showTab);
   showTab();
-  refreshAll().catch(() => {});
-  connectEvents();
-  setInterval(() => refreshAll().catch(() => {}), 30000);
+  // ?static=1: one read of the API and the event history, no live stream or timer, so
+  // the page goes idle and a headless browser's screenshot shows content
+  // (docs/dashboard.md). body[data-ready] marks the moment everything is drawn.
+  const snapshot = new URLSearchParams(location.search).has("static");
+  const loaded = Promise.allSettled([refreshAll(), loadHistory()]);
+  if (snapshot) {
+    setLive(false, "snapshot (no live updates)");
+    loaded.then(() => { document.body.dataset.ready = "1"; });
+  } else {
+    // History first, then the live stream, so live events land above the history.
+    loaded.finally(connectEvents);
+    setInterval(() => refreshAll().catch(() => {}), 30000);
+  }
   setInterval(() => { if (state.peers.length) renderPeers(); }, 5000);
 })();
