@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fedswarm.federation.fedmkt.settings import FedMKTSection
-from fedswarm.federation.modes import MODES, LoraAveragingSettings
+from fedswarm.federation.modes import MODES
 from fedswarm.federation.round import MIN_GROUP_SIZE
 from fedswarm.learning.fedmkt import (
     PublicDataError,
@@ -27,7 +27,6 @@ from fedswarm.learning.fedmkt import (
     load_public_dataset,
 )
 from fedswarm.learning.settings import DataSettings, LoraSettings, ModelSettings, TrainSettings
-from fedswarm.p2p.mdns import MdnsInterfaceError, interface_ipv4_addresses
 
 from .config_schema import build_section
 from .errors import ConfigError
@@ -86,6 +85,10 @@ class FederationSettings:
 
     mode: str = "lora_avg"  # a key of fedswarm.federation.modes.MODES
     rounds: int = 0
+    # What the daemon does once ``rounds`` (> 0) are done: "serve" keeps answering peers
+    # (a late member catches up from it) and the API until stopped; "exit" exits with
+    # status 0 (a batch job; systemd's Restart=on-failure leaves it stopped).
+    after_rounds: Literal["serve", "exit"] = "serve"
     group_size: int = 4
     round_deadline_s: float = 120.0
     secure_aggregation: str = "bfv-mask-shamir-v2"
@@ -155,6 +158,8 @@ class Config:
         """The settings of the configured federation mode, for ``modes.make_exchange``."""
         if self.federation.mode == "fedmkt":
             return self.fedmkt
+        from fedswarm.federation.modes.lora_avg import LoraAveragingSettings  # imports torch
+
         return LoraAveragingSettings(self.federation.average_optimizer_state)
 
     @property
@@ -258,6 +263,9 @@ def check_files(config: Config) -> None:
     if not config.identity_path.is_file():
         raise ConfigError(f"{config.source}: [node] identity: {config.identity_path} is not a file")
     if config.node.enable_mdns and config.node.mdns_interface:
+        # libp2p and zeroconf: imported only for a config that uses them
+        from fedswarm.p2p.mdns import MdnsInterfaceError, interface_ipv4_addresses
+
         try:
             interface_ipv4_addresses(config.node.mdns_interface)
         except MdnsInterfaceError as exc:

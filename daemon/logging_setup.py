@@ -31,6 +31,7 @@ __all__ = [
     "configure_logging",
     "parse_level",
     "set_level",
+    "uses_json",
 ]
 
 NOISY_LOGGERS: tuple[str, ...] = (
@@ -191,6 +192,14 @@ def configure_logging(
     # Python warnings (e.g. from transformers) become log records in the same format.
     logging.captureWarnings(True)
     _apply_level(number)
+
+
+def uses_json() -> bool:
+    """Whether ``configure_logging`` chose JSON lines (False before it was called)."""
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, _OWN_HANDLER_ATTRIBUTE, False):
+            return isinstance(handler.formatter, JsonFormatter)
+    return False
 
 
 def set_level(level: str) -> None:
