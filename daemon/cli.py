@@ -318,8 +318,13 @@ def run(config_path: Path) -> None:
     from fedswarm.learning.errors import LearningError
 
     from .errors import ListenError, StateError
+    from .logging_setup import set_level
     from .service import Daemon
     from .state_lock import StateDirLock
+
+    # importing libp2p (just now) detaches its loggers from the root again: reattach them,
+    # or its warnings reach stderr as bare text through logging's last resort
+    set_level(config.node.log_level)
 
     daemon = Daemon(config, identity, members, token)
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import tomllib
@@ -19,6 +20,19 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
 
 def _finite_run(config: Path, after_rounds: str) -> None:
+    """One short local round; a second roster member that never answers, so libp2p logs
+    its failed dials (py-libp2p's loggers are the ones that escaped as bare text)."""
+    from fedswarm.p2p.identity import Identity
+    from fedswarm.p2p.roster import Member, Roster
+
+    roster_path = config.parent / "roster.toml"
+    roster = Roster.load(roster_path)
+    with socket.socket() as sock:  # a port nobody listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        closed = int(sock.getsockname()[1])
+    absent = Identity.generate().peer_id
+    roster.with_member(Member("absent-c", absent, (f"/ip4/127.0.0.1/tcp/{closed}",))).save(
+        roster_path)
     document = tomllib.loads(config.read_text())
     document["federation"].update(rounds=1, after_rounds=after_rounds,
                                   secure_aggregation="none")
@@ -47,3 +61,4 @@ def test_run_off_a_terminal_writes_only_json_lines_and_exits_after_its_rounds(
     messages = [r["msg"] for r in records]
     assert any("1 round done; exiting" in m for m in messages), messages
     assert not any("1 rounds" in m for m in messages), messages
+    assert any(r["logger"].startswith("libp2p") for r in records), messages  # a dial failed
