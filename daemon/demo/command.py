@@ -68,8 +68,8 @@ def run_demo(
     click.echo(f"  files (identities, configs, daemon logs): {root}")
     federation: LocalFederation | None = None
     try:
-        with Ticker("  building the demo model: ", click.echo,
-                    first="loading torch and transformers") as ticker:
+        with Ticker("  preparing: ", click.echo, first="loading torch and transformers"
+                    ) as ticker:
             federation = _build_federation(root, peers, total, secure, mode, group_size,
                                            averaging, ticker)
         federation.start()
@@ -126,7 +126,8 @@ def _build_federation(root: Path, peers: int, total: int, secure: bool, mode: st
         root, peers, total, secure_aggregation=protocol, group_size=group_size, mode=mode,
         overrides=overrides,
     )
-    federation.prepare(on_progress=ticker.update)
+    ticker.update("the demo model (built once, then reused from its cache)")
+    federation.prepare(on_progress=lambda line: ticker.update(f"building the demo model: {line}"))
     return federation
 
 
