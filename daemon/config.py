@@ -248,8 +248,18 @@ def _resolve_learning_paths(config: Config) -> None:
 
 def check_files(config: Config) -> None:
     """Check that the files the config names exist and are usable, before anything starts."""
-    if not Path(config.model.path).exists() and config.model.path.startswith("/"):
+    model = Path(config.model.path)
+    if model.exists():
+        # the loader's own check (learning.model_loading), without importing torch
+        if not (model / "config.json").is_file():
+            raise ConfigError(f"{config.source}: [model] path: {model} is not a Hugging Face "
+                              "model directory (no config.json)")
+    elif config.model.path.startswith("/"):
         raise ConfigError(f"{config.source}: [model] path: {config.model.path} does not exist")
+    elif os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ConfigError(f"{config.source}: [model] path: {config.model.path} is not a local "
+                          "directory (resolved against the config's folder), and "
+                          "HF_HUB_OFFLINE=1 forbids the hub")
     if not Path(config.data.train_path).is_file():
         raise ConfigError(
             f"{config.source}: [data] train_path: {config.data.train_path} is not a file"

@@ -115,3 +115,22 @@ def test_top_level_help_lists_every_command_uncut(run_cli: RunCli) -> None:
     listed = _command_list(result.stdout)
     assert len(listed) == len(main.commands)
     assert [line for line in listed if line.endswith("...")] == []
+
+
+def test_model_folder_without_config_json_is_refused_by_check(
+    tmp_path: Path, node_config: Path, demo_model_dir: Path, run_cli: RunCli,
+    one_line_error: OneLineError
+) -> None:
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    node_config.write_text(node_config.read_text().replace(str(demo_model_dir), str(empty)))
+    one_line_error(run_cli("config", "check", "--config", str(node_config)),
+                   "[model] path", str(empty), "no config.json")
+
+
+def test_model_name_that_is_no_folder_is_refused_offline(
+    node_config: Path, demo_model_dir: Path, run_cli: RunCli, one_line_error: OneLineError
+) -> None:
+    node_config.write_text(node_config.read_text().replace(f'"{demo_model_dir}"', '"model"'))
+    one_line_error(run_cli("config", "check", "--config", str(node_config)),
+                   "[model] path", "HF_HUB_OFFLINE=1")

@@ -84,3 +84,25 @@ def test_keep_only_logs_removes_everything_but_the_daemon_logs(tmp_path: Path) -
     assert keep_only_logs(tmp_path) == ["peer1/daemon.log", "peer2/daemon.log"]
     left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
     assert left == ["peer1", "peer1/daemon.log", "peer2", "peer2/daemon.log"]
+
+
+def test_fedmkt_peers_are_labelled_with_their_own_model(tmp_path: Path) -> None:
+    """FedMKT's summary said nothing of which peer ran which model."""
+    import json
+
+    from fedswarm.daemon.demo.local_federation import LocalFederation
+    from fedswarm.learning.demo_assets import MARKER
+
+    dirs = []
+    for variant, parameters, tokenizer in (("default", 319968, "byte_bpe"),
+                                           ("small-unigram", 136640, "unigram")):
+        directory = tmp_path / variant
+        directory.mkdir()
+        (directory / MARKER).write_text(json.dumps(
+            {"variant": variant, "parameters": parameters, "tokenizer": tokenizer}))
+        dirs.append(directory)
+    federation = LocalFederation(tmp_path / "fed", 3, 1, mode="fedmkt")
+    federation.model_dirs = dirs
+    assert federation.model_label(0) == "default (320k parameters, byte_bpe tokenizer)"
+    assert federation.model_label(1) == "small-unigram (137k parameters, unigram tokenizer)"
+    assert federation.model_label(2) == federation.model_label(0)
