@@ -80,20 +80,22 @@ def progress_line(statuses: list[dict[str, Any] | None], rounds: int) -> str:
 
 
 class RoundProgress:
-    """Prints the progress line when it changes, at most once per ``min_gap_s``.
+    """Prints the progress line when the peers' rounds change, and phase changes sparingly.
 
-    A peer changes phase several times a round; with six peers that printed dozens
-    of lines. A change is shown as soon as the gap has passed, and the last one is
-    never lost: ``finish`` prints the final state.
+    A peer changes phase several times a round; with six peers one line per change was
+    35 lines for a demo. A new round (or a peer starting or finishing) is shown at once;
+    a change of phase only when ``min_gap_s`` passed since the last line. ``finish``
+    prints the final state if it was held back.
     """
 
-    def __init__(self, rounds: int, echo: Callable[[str], None], *, min_gap_s: float = 3.0
+    def __init__(self, rounds: int, echo: Callable[[str], None], *, min_gap_s: float = 15.0
                  ) -> None:
         self.rounds = rounds
         self.echo = echo
         self.min_gap_s = min_gap_s
         self._started = time.monotonic()
         self._shown = ""
+        self._shown_stage: frozenset[str] = frozenset()
         self._shown_at = float("-inf")
         self._pending = ""
 
@@ -102,16 +104,22 @@ class RoundProgress:
         if line == self._shown:
             self._pending = ""
             return
+        stage = frozenset(_stage(round_label(s, self.rounds)) for s in statuses)
         now = time.monotonic()
-        if now - self._shown_at < self.min_gap_s:
+        if stage == self._shown_stage and now - self._shown_at < self.min_gap_s:
             self._pending = line
             return
-        self._print(line, now)
+        self._print(line, stage, now)
 
     def finish(self) -> None:
         if self._pending:
-            self._print(self._pending, time.monotonic())
+            self._print(self._pending, self._shown_stage, time.monotonic())
 
-    def _print(self, line: str, now: float) -> None:
+    def _print(self, line: str, stage: frozenset[str], now: float) -> None:
         self.echo(f"  {now - self._started:5.0f} s  {line}")
-        self._shown, self._shown_at, self._pending = line, now, ""
+        self._shown, self._shown_stage, self._shown_at, self._pending = line, stage, now, ""
+
+
+def _stage(label: str) -> str:
+    """A label without its phase: "round 2/3 training" -> "round 2/3"."""
+    return " ".join(label.split(" ")[:2]) if label.startswith(("round ", "done ")) else label

@@ -37,7 +37,7 @@ def test_six_peers_fit_on_one_short_line() -> None:
     assert len(line) < 80
 
 
-def test_progress_lines_are_throttled_but_the_last_state_is_printed() -> None:
+def test_phase_changes_are_throttled_but_the_last_state_is_printed() -> None:
     printed: list[str] = []
     progress = RoundProgress(3, printed.append, min_gap_s=60.0)
     progress.show([_status("training", 1, 0)])
@@ -46,6 +46,16 @@ def test_progress_lines_are_throttled_but_the_last_state_is_printed() -> None:
     assert len(printed) == 1 and printed[0].endswith("round 1/3 training")
     progress.finish()
     assert len(printed) == 2 and printed[1].endswith("round 1/3 aggregating")
+
+
+def test_a_new_round_is_printed_at_once() -> None:
+    printed: list[str] = []
+    progress = RoundProgress(3, printed.append, min_gap_s=60.0)
+    progress.show([_status("training", 1, 0), _status("training", 1, 0)])
+    progress.show([_status("grouping", 1, 0), _status("training", 2, 1)])
+    progress.show([_status("done", 3, 3), _status("done", 3, 3)])
+    assert [line.split(" s  ")[1] for line in printed] == [
+        "round 1/3 training ×2", "round 1/3 grouping · round 2/3 training", "done 3/3 ×2"]
 
 
 def test_ticker_prints_the_latest_status_at_least_every_interval() -> None:
