@@ -30,8 +30,8 @@ def test_a_peer_training_round_one_says_round_one() -> None:
 
 
 def test_six_peers_fit_on_one_short_line() -> None:
-    statuses: list[dict[str, Any] | None] = [_status("training", 2, 1)] * 4 + [
-        _status("grouping", 2, 1), None]
+    statuses: list[dict[str, Any] | None] = [_status("training", 2, 1) for _ in range(4)]
+    statuses += [_status("grouping", 2, 1), None]
     line = progress_line(statuses, 5)
     assert line == "round 2/5 grouping · round 2/5 training ×4 · starting"
     assert len(line) < 80
