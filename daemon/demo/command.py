@@ -246,17 +246,21 @@ def _print_table(summary: dict[str, Any]) -> None:
     click.echo("")
     fedmkt = summary["mode"] == "fedmkt"
     model = f" {'model':<44}" if fedmkt else ""
-    click.echo(f"{'organisation':<24}{model} {'rounds done':>11} {'eval loss start':>15} "
-               f"{'end':>7} {'change':>7}")
+    click.echo(f"{'organisation':<24}{model} {'rounds done':>11} {'in a group':>10} "
+               f"{'eval loss start':>15} {'end':>7} {'change':>7}")
     for p in summary["per_peer"]:
         start, end = p["eval_loss_start"], p["eval_loss_end"]
         change = f"{(end - start) / start:+.1%}" if start and end is not None else "-"
         model = f" {p['model']:<44}" if fedmkt else ""
         click.echo(
-            f"{p['org']:<24}{model} {p['rounds_completed']:>11} "
+            f"{p['org']:<24}{model} {p['rounds_completed']:>11} {p['rounds_aggregated']:>10} "
             f"{'-' if start is None else f'{start:.4f}':>15} "
             f"{'-' if end is None else f'{end:.4f}':>7} {change:>7}"
         )
+    click.echo("(eval loss: each peer's held-out rows of its own domain; 'in a group': rounds "
+               "it averaged with others rather than alone)")
+    for line in rotating_groups_note(summary):
+        click.echo(line)
     click.echo(f"secure aggregation:      {summary['secure_aggregation']}")
     diff = summary["consensus_max_abs_diff"]
     if diff is not None:
@@ -264,9 +268,48 @@ def _print_table(summary: dict[str, Any]) -> None:
     elif fedmkt:
         click.echo("consensus:               none expected: FedMKT peers keep their own models")
     click.echo(f"wall time:               {summary['wall_s']:.1f} s")
-    click.echo("result:                  " + ("OK: every peer's eval loss fell" if summary["ok"]
-                                             else "FAILED: a peer did not finish or did not "
-                                             "improve (see its daemon.log)"))
+    click.echo("result:                  " + result_line(summary))
+
+
+def rotating_groups_note(summary: dict[str, Any]) -> list[str]:
+    """Why own-domain losses fall less with rotating groups than with one group of 3.
+
+    Each peer holds one domain and is evaluated on it. In one group of three, the
+    average is a third that peer's own training; with six peers the final averaging
+    rounds spread every adapter over six domains, so each domain's share is a sixth
+    and its own loss falls less (on a quiet box 1-2 % when only one of three rounds
+    trained; see docs/learning.md). A peer whose group did not form trains alone and
+    then averages an adapter that drifted towards its domain, which can even raise
+    its own-domain loss.
+    """
+    if summary["mode"] == "fedmkt" or not summary.get("final_averaging_rounds"):
+        return []
+    peers = summary["peers"]
+    lines = [f"note: the last {summary['final_averaging_rounds']} rounds average every peer's "
+             f"adapter over all {peers} domains, so each peer's own-domain loss falls less than "
+             f"with one group of 3 (its domain is 1/{peers} of the result, not 1/3)"]
+    alone = [p["org"] for p in summary["per_peer"]
+             if p["rounds_aggregated"] < p["rounds_completed"]]
+    if alone:
+        lines.append(f"note: {', '.join(alone)} ran some rounds alone (its group did not form "
+                     "before the round deadline, common on a busy machine); see its daemon.log")
+    return lines
+
+
+def result_line(summary: dict[str, Any]) -> str:
+    """OK, or which peers failed and how."""
+    if summary["ok"]:
+        return "OK: every peer finished and its eval loss fell"
+    problems = []
+    for p in summary["per_peer"]:
+        start, end = p["eval_loss_start"], p["eval_loss_end"]
+        if p["last_finished_round"] < summary["rounds"] + summary.get("final_averaging_rounds", 0):
+            problems.append(f"{p['org']} did not finish")
+        elif start is None or end is None:
+            problems.append(f"{p['org']} reported no eval loss")
+        elif end >= start:
+            problems.append(f"{p['org']}'s eval loss did not fall")
+    return "FAILED: " + "; ".join(problems or ["see the daemons' logs"])
 
 
 #: Below this the peers' final adapters are the same up to secure aggregation's

@@ -116,3 +116,32 @@ def test_fedmkt_peers_are_labelled_with_their_own_model(tmp_path: Path) -> None:
     assert federation.model_label(0) == "default (320k parameters, byte_bpe tokenizer)"
     assert federation.model_label(1) == "small-unigram (137k parameters, unigram tokenizer)"
     assert federation.model_label(2) == federation.model_label(0)
+
+
+def _summary(ok: bool, per_peer: list[dict[str, Any]], averaging: int = 2) -> dict[str, Any]:
+    return {"ok": ok, "mode": "lora_avg", "peers": len(per_peer), "rounds": 3,
+            "final_averaging_rounds": averaging, "per_peer": per_peer}
+
+
+def _peer(org: str, start: float, end: float, done: int = 5, grouped: int = 5) -> dict[str, Any]:
+    return {"org": org, "eval_loss_start": start, "eval_loss_end": end,
+            "rounds_completed": done, "rounds_aggregated": grouped, "last_finished_round": done}
+
+
+def test_failed_result_names_each_peer_and_what_went_wrong() -> None:
+    from fedswarm.daemon.demo.command import result_line
+
+    line = result_line(_summary(False, [_peer("a", 0.8, 0.7), _peer("b", 0.8, 0.81),
+                                        _peer("c", 0.8, 0.7, done=4)]))
+    assert line == "FAILED: b's eval loss did not fall; c did not finish"
+
+
+def test_rotating_groups_explain_the_smaller_drop_and_lonely_rounds() -> None:
+    from fedswarm.daemon.demo.command import rotating_groups_note
+
+    peers = [_peer(f"org-{i}", 0.8, 0.7) for i in range(5)] + [
+        _peer("b", 0.8, 0.7, grouped=2)]
+    notes = rotating_groups_note(_summary(True, peers))
+    assert "over all 6 domains" in notes[0] and "1/6" in notes[0]
+    assert notes[1].startswith("note: b ran some rounds alone")
+    assert rotating_groups_note(_summary(True, [_peer("a", 0.8, 0.7)] * 3, averaging=0)) == []
