@@ -323,5 +323,5 @@ def consensus_note(diff: float) -> str:
         return "every peer holds the same adapter"
     if diff < CONSENSUS_TOLERANCE:
         return "the same adapter, up to secure aggregation's rounding"
-    return ("peers hold different adapters: each ended with its last group's average, "
-            "not the whole federation's")
+    return ("peers hold close but different adapters: the last groups' averages did not "
+            "reach one exact federation-wide average (peers on a grid with empty cells)")
