@@ -501,7 +501,7 @@ Examples:
   fedswarm demo                          # 3 peers, 3 rounds, secure aggregation
   fedswarm demo --peers 6 --json out.json
   fedswarm demo --mode fedmkt            # two different models teach each other
-The first run builds the tiny demo model (about a minute of CPU) into
+The first run builds the tiny demo model (about 40 s of CPU) into
 $FEDSWARM_CACHE_DIR (default ~/.cache/fedswarm); later runs reuse it.""")
 @click.option("--peers", default=3, show_default=True, type=click.IntRange(1, 16),
               help="How many daemons to start, each with one domain of the demo corpus.")

@@ -57,7 +57,7 @@ FEDMKT_DEMO_SETTINGS: dict[str, Any] = {
 def demo_model_cache_dir() -> Path:
     """Where the demo model is built once and reused (``$FEDSWARM_CACHE_DIR`` overrides).
 
-    Building it takes a minute of CPU (tokenizer training and a short pre-training);
+    Building it takes about 40 s of CPU (tokenizer training and a short pre-training);
     the build is deterministic and marked with its version, so every demo and test
     on a machine can share one copy.
     """
