@@ -14,6 +14,8 @@ torch.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 from fedswarm.learning.fedmkt.errors import (
@@ -130,6 +132,25 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
     globals()[name] = value
     return value
+
+
+class _Package(types.ModuleType):
+    """Keeps an exported name from being hidden by the submodule of the same name.
+
+    ``distill`` is both a function (from ``trainer``) and a submodule; importing the
+    submodule sets the package attribute to the module. The eager imports this file
+    used to make ran ``trainer``'s last, so the function won; with lazy names the
+    submodule would win, and FedMKT rounds called a module ("'module' object is not
+    callable"). So a submodule never replaces an exported name here.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [
