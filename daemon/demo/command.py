@@ -135,7 +135,8 @@ def _model_label(federation: LocalFederation, index: int) -> str:
     """Which demo model a peer runs (FedMKT peers differ), padded for the peer line."""
     if federation.mode != "fedmkt":
         return ""
-    return f"{federation.model_label(index):<44} "
+    width = max(len(federation.model_label(i)) for i in range(federation.n_peers))
+    return f"{federation.model_label(index):<{width}} "
 
 
 def keep_only_logs(root: Path) -> list[str]:
@@ -245,13 +246,14 @@ def read_final_adapter(checkpoint_root: Path) -> np.ndarray:
 def _print_table(summary: dict[str, Any]) -> None:
     click.echo("")
     fedmkt = summary["mode"] == "fedmkt"
-    model = f" {'model':<44}" if fedmkt else ""
+    width = max((len(p["model"]) for p in summary["per_peer"]), default=0)
+    model = f" {'model':<{width}}" if fedmkt else ""
     click.echo(f"{'organisation':<24}{model} {'rounds done':>11} {'in a group':>10} "
                f"{'eval loss start':>15} {'end':>7} {'change':>7}")
     for p in summary["per_peer"]:
         start, end = p["eval_loss_start"], p["eval_loss_end"]
         change = f"{(end - start) / start:+.1%}" if start and end is not None else "-"
-        model = f" {p['model']:<44}" if fedmkt else ""
+        model = f" {p['model']:<{width}}" if fedmkt else ""
         click.echo(
             f"{p['org']:<24}{model} {p['rounds_completed']:>11} {p['rounds_aggregated']:>10} "
             f"{'-' if start is None else f'{start:.4f}':>15} "
