@@ -259,11 +259,13 @@ def _print_table(summary: dict[str, Any]) -> None:
             f"{'-' if start is None else f'{start:.4f}':>15} "
             f"{'-' if end is None else f'{end:.4f}':>7} {change:>7}"
         )
-    click.echo("(eval loss: each peer's held-out rows of its own domain; 'in a group': rounds "
-               "it averaged with others rather than alone)")
+    combined = "learnt from its group's predictions" if fedmkt else "averaged with others"
+    click.echo(f"(eval loss: each peer's held-out rows of its own domain; 'in a group': rounds "
+               f"it {combined} rather than alone)")
     for line in rotating_groups_note(summary):
         click.echo(line)
-    click.echo(f"secure aggregation:      {summary['secure_aggregation']}")
+    clear = " (FedMKT's demo exchanges top-k predictions in the clear)" if fedmkt else ""
+    click.echo(f"secure aggregation:      {summary['secure_aggregation']}{clear}")
     diff = summary["consensus_max_abs_diff"]
     if diff is not None:
         click.echo(f"consensus max abs diff:  {diff:.3g}  ({consensus_note(diff)})")
