@@ -34,8 +34,8 @@ def _finite_run(config: Path, after_rounds: str) -> None:
     roster.with_member(Member("absent-c", absent, (f"/ip4/127.0.0.1/tcp/{closed}",))).save(
         roster_path)
     document = tomllib.loads(config.read_text())
-    document["federation"].update(rounds=1, after_rounds=after_rounds,
-                                  secure_aggregation="none")
+    # secure aggregation stays on: its HE worker process shares the daemon's stderr
+    document["federation"].update(rounds=1, after_rounds=after_rounds)
     document["train"].update(local_steps=2, batch_size=2)
     config.write_text(tomli_w.dumps(document))
 
