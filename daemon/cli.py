@@ -1,7 +1,10 @@
 """The ``fedswarm`` command line.
 
-Errors a user can fix (bad config, missing file, wrong key) print one line naming
-the file or key and exit with status 2; nothing prints a traceback for them.
+Errors a user can fix (bad config, missing file, wrong key, a port in use) print one
+line naming the file or key and exit with status 2; nothing prints a traceback for them.
+
+Commands that only read the config (``config check``, ``status``, ``dashboard``) never
+import torch or transformers: they answer in about a second, not ten.
 """
 
 from __future__ import annotations
@@ -18,7 +21,26 @@ from typing import Any
 
 import click
 
+from .wording import plural
+
 EXIT_USAGE = 2
+
+#: ``--config`` when neither the option nor ``FEDSWARM_CONFIG`` is given: the file
+#: ``fedswarm init --dir .`` writes, so commands run from a node's folder need no option.
+DEFAULT_CONFIG = "config.toml"
+CONFIG_ENV = "FEDSWARM_CONFIG"
+
+CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"],
+                                    "max_content_width": 100}
+
+
+def config_option(function: Any) -> Any:
+    """``--config PATH``, defaulting to ``$FEDSWARM_CONFIG`` and then ./config.toml."""
+    return click.option(
+        "--config", "config_path", type=click.Path(path_type=Path), envvar=CONFIG_ENV,
+        default=DEFAULT_CONFIG, show_default=True, show_envvar=True,
+        help="The node's config file (written by fedswarm init).",
+    )(function)
 
 
 class UserError(click.ClickException):
@@ -30,23 +52,37 @@ class UserError(click.ClickException):
         click.echo(f"fedswarm: error: {self.format_message()}", err=True)
 
 
-@click.group()
+@click.group(context_settings=CONTEXT_SETTINGS, epilog="""\b
+Examples:
+  fedswarm demo                                   # 3 daemons on 127.0.0.1, tiny model
+  fedswarm init --dir node --org bank-a --model /models/Qwen2.5-0.5B --train data.jsonl
+  fedswarm config check --config node/config.toml
+  fedswarm run --config node/config.toml          # or: export FEDSWARM_CONFIG=...
+  fedswarm status
+
+Docs: README.md and docs/ in the source tree.""")
 @click.version_option(package_name="fedswarm")
 def main() -> None:
-    """Serverless, private federated fine-tuning of LLMs."""
+    """Serverless, private federated fine-tuning of LLMs.
+
+    Each organisation runs one daemon (fedswarm run); daemons find each other over
+    libp2p, train a LoRA adapter on local data and average it with peers under secure
+    aggregation. Commands that take --config also read $FEDSWARM_CONFIG.
+    """
 
 
 # -- init, roster -----------------------------------------------------------------------
 
 
-@main.command()
+@main.command(short_help="Create an identity, an API token and a commented config.")
 @click.option("--dir", "directory", required=True, type=click.Path(path_type=Path),
               help="Folder for this organisation's identity, token and config.")
 @click.option("--org", required=True, help="Your organisation's name.")
 @click.option("--listen", default=None,
               help="libp2p listen multiaddr: an address the other members reach "
                    "[default: /ip4/127.0.0.1/tcp/4001, this machine only].")
-@click.option("--api-port", default=8470, show_default=True, type=int)
+@click.option("--api-port", default=8470, show_default=True, type=int,
+              help="Port of the local dashboard and JSON API (0: any free port).")
 @click.option("--model", "model_path", required=True,
               help="Local Hugging Face model folder (written by save_pretrained); must exist.")
 @click.option("--train", "train_path", default="data/train.jsonl", show_default=True,
@@ -96,16 +132,22 @@ def _absolute_if_here(value: str) -> str:
     return str(path.resolve()) if not path.is_absolute() and path.exists() else value
 
 
-@main.group()
+@main.group(epilog="""\b
+Examples:
+  fedswarm roster add --roster roster.toml --federation-id myfed --org bank-a \\
+      --peer-id 12D3KooW... --addr /dns4/a.example/tcp/4001
+  fedswarm roster show --roster roster.toml""")
 def roster() -> None:
     """Build and inspect the federation roster (who may join)."""
 
 
 @roster.command("add")
-@click.option("--roster", "roster_path", required=True, type=click.Path(path_type=Path))
-@click.option("--org", required=True)
-@click.option("--peer-id", required=True)
-@click.option("--addr", "addrs", multiple=True, help="Multiaddr where this member listens.")
+@click.option("--roster", "roster_path", required=True, type=click.Path(path_type=Path),
+              help="The roster file (TOML), the same on every member.")
+@click.option("--org", required=True, help="The member's organisation name.")
+@click.option("--peer-id", required=True, help="The member's peer id (fedswarm init prints it).")
+@click.option("--addr", "addrs", multiple=True,
+              help="Multiaddr where this member listens (repeat for several).")
 @click.option("--federation-id", default=None, help="Required when creating a new roster.")
 def roster_add(roster_path: Path, org: str, peer_id: str, addrs: tuple[str, ...],
                federation_id: str | None) -> None:
@@ -129,13 +171,14 @@ def roster_add(roster_path: Path, org: str, peer_id: str, addrs: tuple[str, ...]
         current.save(roster_path)
     except P2PError as exc:
         raise UserError(str(exc)) from None
-    click.echo(f"{roster_path}: {len(current.members)} members, "
+    click.echo(f"{roster_path}: {plural(len(current.members), 'member')}, "
                f"fingerprint {current.fingerprint()[:16]}")
 
 
 @roster.command("remove")
-@click.option("--roster", "roster_path", required=True, type=click.Path(path_type=Path))
-@click.option("--peer-id", required=True)
+@click.option("--roster", "roster_path", required=True, type=click.Path(path_type=Path),
+              help="The roster file (TOML), the same on every member.")
+@click.option("--peer-id", required=True, help="The peer id of the member to remove.")
 def roster_remove(roster_path: Path, peer_id: str) -> None:
     """Remove a member. Running daemons apply it on SIGHUP."""
     from fedswarm.p2p.errors import P2PError
@@ -146,11 +189,12 @@ def roster_remove(roster_path: Path, peer_id: str) -> None:
         current.save(roster_path)
     except P2PError as exc:
         raise UserError(str(exc)) from None
-    click.echo(f"{roster_path}: {len(current.members)} members")
+    click.echo(f"{roster_path}: {plural(len(current.members), 'member')}")
 
 
 @roster.command("show")
-@click.option("--roster", "roster_path", required=True, type=click.Path(path_type=Path))
+@click.option("--roster", "roster_path", required=True, type=click.Path(path_type=Path),
+              help="The roster file (TOML), the same on every member.")
 def roster_show(roster_path: Path) -> None:
     """Print the roster."""
     from fedswarm.p2p.errors import P2PError
@@ -173,13 +217,21 @@ def config_group() -> None:
     """Inspect the configuration."""
 
 
-@config_group.command("check")
-@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path))
+@config_group.command("check", epilog="""\b
+Example:
+  fedswarm config check --config /etc/fedswarm/myfed/config.toml""")
+@config_option
 def config_check(config_path: Path) -> None:
-    """Validate the config, identity and roster without starting anything."""
-    prepared = _prepare(config_path)
-    click.echo(f"{config_path}: ok (org {prepared[0].node.org}, peer {prepared[1].peer_id}, "
-               f"{len(prepared[2].members)} roster members)")
+    """Check config, identity, roster, token and data; start nothing.
+
+    It refuses what `fedswarm run` would refuse: an unknown key, a missing file, a
+    roster that does not list this node or lists it under another org, a data file
+    without one valid row, an unreadable token. (Ports are not probed: the daemon
+    may be running; `fedswarm run` checks them before it loads the model.)
+    """
+    config, identity, members, _token = _prepare(config_path)
+    click.echo(f"{config_path}: ok (org {config.node.org}, peer {identity.peer_id}, "
+               f"{plural(len(members.members), 'roster member')})")
 
 
 def _prepare(config_path: Path) -> tuple[Any, Any, Any, str]:
@@ -191,6 +243,7 @@ def _prepare(config_path: Path) -> tuple[Any, Any, Any, str]:
     from .config import check_files, load_config
     from .errors import ConfigError
 
+    _require_config_file(config_path)
     try:
         config = load_config(config_path)
         check_files(config)
@@ -204,12 +257,52 @@ def _prepare(config_path: Path) -> tuple[Any, Any, Any, str]:
         members = Roster.load(config.roster_path)
     except P2PError as exc:
         raise UserError(f"[node] roster: {exc}") from None
-    if not members.is_member(identity.peer_id):
+    listed = members.member(identity.peer_id)
+    if listed is None:
         raise UserError(
             f"[node] roster: {config.roster_path} does not list this node's peer id "
             f"{identity.peer_id}"
         )
+    if listed.org != config.node.org:
+        raise UserError(
+            f"[node] org: {config.node.org!r} differs from {listed.org!r}, the org the roster "
+            f"({config.roster_path}) lists for this node's peer id; fix one of them"
+        )
+    _check_data(config)
     return config, identity, members, _read_token(config)
+
+
+def _check_data(config: Any) -> None:
+    """Refuse a train (or eval) file without one valid row, as training would, but now.
+
+    Reads only up to the first valid row, so a large file costs no more than a small one.
+    """
+    from fedswarm.learning.data_files import check_has_valid_row
+    from fedswarm.learning.errors import DataError
+
+    try:
+        fmt = check_has_valid_row(Path(config.data.train_path), config.data.format)
+    except DataError as exc:
+        raise UserError(f"[data] train_path: {exc}") from None
+    if config.data.eval_path:
+        try:
+            check_has_valid_row(Path(config.data.eval_path), fmt)
+        except DataError as exc:
+            raise UserError(f"[data] eval_path: {exc}") from None
+
+
+def _probe_ports(config: Any) -> None:
+    """One line, not a traceback or a daemon without a listener, when a port is taken."""
+    from .errors import ListenError
+    from .ports import probe_listen, tcp_endpoint
+
+    try:
+        endpoint = tcp_endpoint(config.node.listen)
+        if endpoint is not None:
+            probe_listen(*endpoint, key="[node] listen")
+        probe_listen(config.api.host, config.api.port, key="[api] port")
+    except ListenError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _read_token(config: Any) -> str:
@@ -235,29 +328,65 @@ def _read_token(config: Any) -> str:
     return str(token)
 
 
-@main.command()
-@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path))
+@main.command(short_help="Run the daemon in the foreground.", epilog="""\b
+Examples:
+  fedswarm run --config /etc/fedswarm/myfed/config.toml
+  fedswarm run 2>&1 | jq -c .      # logs are JSON lines when stderr is not a terminal
+  systemctl enable --now fedswarm@myfed""")
+@config_option
 def run(config_path: Path) -> None:
-    """Run the daemon in the foreground until SIGTERM."""
+    """Run the daemon in the foreground until SIGTERM (or until its rounds are done).
+
+    With [federation] rounds = N it trains N rounds, then keeps serving peers and
+    the API (after_rounds = "serve", the default) or exits with status 0
+    (after_rounds = "exit"). Logs go to stderr: text at a terminal, JSON lines
+    otherwise (FEDSWARM_LOG_FORMAT=json|text overrides).
+    """
+    config, identity, members, token = _prepare(config_path)
+    _probe_ports(config)  # before the model loads: seconds, not a minute, to say so
+    _quiet_third_party_output(config.node.log_level)
+    _limit_torch_threads()
+
     from fedswarm.learning.errors import LearningError
 
-    from .errors import ConfigError, StateError
-    from .logging_setup import configure_logging
+    from .errors import ListenError, StateError
+    from .logging_setup import set_level
     from .service import Daemon
     from .state_lock import StateDirLock
 
-    config, identity, members, token = _prepare(config_path)
-    try:
-        configure_logging(config.node.log_level)
-    except ConfigError as exc:  # e.g. a malformed FEDSWARM_LOG_REPEAT_WINDOW_S
-        raise UserError(str(exc)) from None
-    _limit_torch_threads()
+    # importing libp2p (just now) detaches its loggers from the root again: reattach them,
+    # or its warnings reach stderr as bare text through logging's last resort
+    set_level(config.node.log_level)
+
     daemon = Daemon(config, identity, members, token)
     try:
         with StateDirLock(config.state_dir):
             asyncio.run(daemon.run())
-    except (LearningError, StateError) as exc:
+    except (LearningError, StateError, ListenError) as exc:
         raise UserError(str(exc)) from None
+
+
+def _quiet_third_party_output(level: str) -> None:
+    """Logging first, then the imports: nothing but log lines may reach stderr.
+
+    Python warnings raised while torch and transformers import (a FutureWarning, for
+    one) become log records only once logging is configured, so that happens before
+    any heavy import. When the logs are JSON (stderr is not a terminal) progress bars
+    (tqdm: "Loading weights", "Writing model shards") are switched off through the
+    environment, which the HE worker process inherits too: a bar between two JSON
+    lines breaks ``| jq``.
+    """
+    from .errors import ConfigError
+    from .logging_setup import configure_logging, uses_json
+
+    try:
+        # configure_logging also filters library deprecations nobody can act on
+        configure_logging(level)
+    except ConfigError as exc:  # e.g. a malformed FEDSWARM_LOG_REPEAT_WINDOW_S
+        raise UserError(str(exc)) from None
+    if uses_json():
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+        os.environ["TQDM_DISABLE"] = "1"
 
 
 def _limit_torch_threads() -> None:
@@ -272,11 +401,19 @@ def _limit_torch_threads() -> None:
 # -- status, dashboard, export ---------------------------------------------------------------
 
 
+def _require_config_file(config_path: Path) -> None:
+    """A missing config file, with how to name another one."""
+    if not config_path.exists():
+        raise UserError(f"{config_path}: config file not found (pass --config PATH or set "
+                        f"{CONFIG_ENV})")
+
+
 def _load_config(config_path: Path) -> Any:
     """The validated config, or a one-line UserError naming the key or file."""
     from .config import load_config
     from .errors import ConfigError
 
+    _require_config_file(config_path)
     try:
         return load_config(config_path)
     except ConfigError as exc:
@@ -299,9 +436,12 @@ def _api_get(config_path: Path, route: str) -> Any:
         raise UserError(f"daemon not reachable at {base} ({exc}); is it running?") from None
 
 
-@main.command()
-@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
+@main.command(epilog="""\b
+Examples:
+  fedswarm status --config /etc/fedswarm/myfed/config.toml
+  fedswarm status --json | jq .eval_loss_last""")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON as it is.")
 def status(config_path: Path, as_json: bool) -> None:
     """Print the running daemon's state (asks its local API)."""
     overview = _api_get(config_path, "/api/status")
@@ -309,30 +449,64 @@ def status(config_path: Path, as_json: bool) -> None:
         click.echo(json.dumps(overview, indent=2))
         return
     peers = _api_get(config_path, "/api/peers")
-    keys = ("org", "federation_id", "peer_id", "state", "round", "rounds_completed",
-            "secure_aggregation", "eval_loss_start", "eval_loss_last", "peers_up", "device")
-    for key in keys:
-        click.echo(f"{key:<20} {overview.get(key)}")
-    click.echo("peers:")
+    for line in status_lines(overview, peers):
+        click.echo(line)
+
+
+def status_lines(overview: dict[str, Any], peers: list[dict[str, Any]]) -> list[str]:
+    """``fedswarm status`` for a person: losses rounded, this daemon marked as itself.
+
+    ``peers_up`` counts the *other* members heard from recently, so it is printed as
+    "N of M other members up" rather than next to a list where this daemon shows up.
+    """
+    def number(key: str) -> str:
+        value = overview.get(key)
+        return "-" if value is None else f"{value:.4f}"
+
+    others = [p for p in peers if not p.get("is_self")]
+    target = overview.get("rounds_target") or 0
+    rounds = f"{overview.get('rounds_completed')}" + (f" of {target}" if target else "")
+    rows = [
+        ("org", overview.get("org")),
+        ("federation", overview.get("federation_id")),
+        ("peer id", overview.get("peer_id")),
+        ("state", overview.get("state")),
+        ("round", overview.get("round")),
+        ("rounds done", rounds),
+        ("secure aggregation", overview.get("secure_aggregation")),
+        ("eval loss", f"{number('eval_loss_start')} at start, {number('eval_loss_last')} now"),
+        ("peers up", f"{overview.get('peers_up')} of {plural(len(others), 'other member')}"),
+        ("device", overview.get("device")),
+    ]
+    lines = [f"{key:<20} {value}" for key, value in rows]
+    lines.append("members:")
     for p in peers:
-        mark = "up  " if p.get("up") else "down"
-        click.echo(f"  {mark} {p['org']:<18} round {p.get('round')}  {p['peer_id']}")
+        mark = "self" if p.get("is_self") else ("up  " if p.get("up") else "down")
+        at = "-" if p.get("round") is None else p.get("round")
+        lines.append(f"  {mark} {p['org']:<18} round {at!s:<5} {p['peer_id']}")
+    return lines
 
 
-@main.command()
-@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path))
+@main.command(epilog="""\b
+Example:
+  fedswarm dashboard --config /etc/fedswarm/myfed/config.toml
+  ssh -L 8470:127.0.0.1:8470 host      # from another machine""")
+@config_option
 def dashboard(config_path: Path) -> None:
-    """Print the dashboard URL, with the token, for your browser."""
+    """Print the dashboard URL, with its token, for your browser."""
     overview = _api_get(config_path, "/api/status")
     token = _read_token(_load_config(config_path))
     click.echo(f"{overview['api_url']}/?token={token}")
 
 
-@main.command()
-@click.option("--config", "config_path", required=True, type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path))
+@main.command(epilog="""\b
+Example:
+  fedswarm export --config /etc/fedswarm/myfed/config.toml --out ./adapter""")
+@config_option
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Folder to write the adapter into (PeftModel.from_pretrained reads it).")
 def export(config_path: Path, out: Path) -> None:
-    """Write the current federated adapter as a standard PEFT adapter folder."""
+    """Write the federated adapter as a standard PEFT adapter folder."""
     from fedswarm.learning.errors import LearningError
     from fedswarm.learning.trainer import LocalTrainer
 
@@ -354,23 +528,33 @@ def export(config_path: Path, out: Path) -> None:
 # -- demo ---------------------------------------------------------------------------------------
 
 
-@main.command()
-@click.option("--peers", default=3, show_default=True, type=click.IntRange(1, 16))
-@click.option("--rounds", default=3, show_default=True, type=click.IntRange(1, 1000))
+@main.command(short_help="Run a federation of daemons on 127.0.0.1 (tiny model).",
+              epilog="""\b
+Examples:
+  fedswarm demo                          # 3 peers, 3 rounds, secure aggregation
+  fedswarm demo --peers 6 --json out.json
+  fedswarm demo --mode fedmkt            # two different models teach each other
+The first run builds the tiny demo model (about 40 s of CPU) into
+$FEDSWARM_CACHE_DIR (default ~/.cache/fedswarm); later runs reuse it.""")
+@click.option("--peers", default=3, show_default=True, type=click.IntRange(1, 16),
+              help="How many daemons to start, each with one domain of the demo corpus.")
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(1, 1000),
+              help="Training rounds (with rotating groups, averaging-only rounds follow).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
               help="Write the demo summary JSON here.")
 @click.option("--secure/--plain", default=True, show_default=True,
               help="Secure aggregation (default) or plaintext averaging.")
 @click.option("--mode", type=click.Choice(["lora_avg", "fedmkt"]), default="lora_avg",
-              show_default=True)
+              show_default=True,
+              help="lora_avg: average LoRA adapters; fedmkt: distil between different models.")
 @click.option("--group-size", default=None, type=click.IntRange(3, 64),
               help="Peers per averaging group [default: 3 with 6 or more peers, else 4].")
 @click.option("--workdir", type=click.Path(path_type=Path), default=None,
               help="Keep the federation's files here instead of a temporary folder.")
 def demo(peers: int, rounds: int, json_path: Path | None, secure: bool, mode: str,
          group_size: int | None, workdir: Path | None) -> None:
-    """Run a real federation of daemons on 127.0.0.1 with the bundled tiny model."""
-    from .demo.command import run_demo
+    """Run a real federation of daemons on 127.0.0.1 with a tiny model."""
+    from .demo.command import DemoInterrupted, run_demo
     from .errors import DemoError
 
     if group_size is None:
@@ -380,6 +564,10 @@ def demo(peers: int, rounds: int, json_path: Path | None, secure: bool, mode: st
                            group_size=group_size, workdir=workdir, json_path=json_path)
     except DemoError as exc:
         raise UserError(str(exc)) from None
+    except DemoInterrupted as exc:
+        click.echo(f"\ninterrupted; every daemon was stopped; their files and logs are in "
+                   f"{exc.workdir}", err=True)
+        sys.exit(130)
     except KeyboardInterrupt:
         click.echo("\ninterrupted; every daemon was stopped", err=True)
         sys.exit(130)
@@ -388,4 +576,4 @@ def demo(peers: int, rounds: int, json_path: Path | None, secure: bool, mode: st
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="fedswarm")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fedswarm.federation.fedmkt.settings import FedMKTSection
-from fedswarm.federation.modes import MODES, LoraAveragingSettings
+from fedswarm.federation.modes import MODES
 from fedswarm.federation.round import MIN_GROUP_SIZE
 from fedswarm.learning.fedmkt import (
     PublicDataError,
@@ -27,7 +27,6 @@ from fedswarm.learning.fedmkt import (
     load_public_dataset,
 )
 from fedswarm.learning.settings import DataSettings, LoraSettings, ModelSettings, TrainSettings
-from fedswarm.p2p.mdns import MdnsInterfaceError, interface_ipv4_addresses
 
 from .config_schema import build_section
 from .defaults import DEFAULT_LISTEN
@@ -87,6 +86,10 @@ class FederationSettings:
 
     mode: str = "lora_avg"  # a key of fedswarm.federation.modes.MODES
     rounds: int = 0
+    # What the daemon does once ``rounds`` (> 0) are done: "serve" keeps answering peers
+    # (a late member catches up from it) and the API until stopped; "exit" exits with
+    # status 0 (a batch job; systemd's Restart=on-failure leaves it stopped).
+    after_rounds: Literal["serve", "exit"] = "serve"
     group_size: int = 4
     round_deadline_s: float = 120.0
     secure_aggregation: str = "bfv-mask-shamir-v2"
@@ -156,6 +159,8 @@ class Config:
         """The settings of the configured federation mode, for ``modes.make_exchange``."""
         if self.federation.mode == "fedmkt":
             return self.fedmkt
+        from fedswarm.federation.modes.lora_avg import LoraAveragingSettings  # imports torch
+
         return LoraAveragingSettings(self.federation.average_optimizer_state)
 
     @property
@@ -244,8 +249,18 @@ def _resolve_learning_paths(config: Config) -> None:
 
 def check_files(config: Config) -> None:
     """Check that the files the config names exist and are usable, before anything starts."""
-    if not Path(config.model.path).exists() and config.model.path.startswith("/"):
+    model = Path(config.model.path)
+    if model.exists():
+        # the loader's own check (learning.model_loading), without importing torch
+        if not (model / "config.json").is_file():
+            raise ConfigError(f"{config.source}: [model] path: {model} is not a Hugging Face "
+                              "model directory (no config.json)")
+    elif config.model.path.startswith("/"):
         raise ConfigError(f"{config.source}: [model] path: {config.model.path} does not exist")
+    elif os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ConfigError(f"{config.source}: [model] path: {config.model.path} is not a local "
+                          "directory (resolved against the config's folder), and "
+                          "HF_HUB_OFFLINE=1 forbids the hub")
     if not Path(config.data.train_path).is_file():
         raise ConfigError(
             f"{config.source}: [data] train_path: {config.data.train_path} is not a file"
@@ -259,6 +274,9 @@ def check_files(config: Config) -> None:
     if not config.identity_path.is_file():
         raise ConfigError(f"{config.source}: [node] identity: {config.identity_path} is not a file")
     if config.node.enable_mdns and config.node.mdns_interface:
+        # libp2p and zeroconf: imported only for a config that uses them
+        from fedswarm.p2p.mdns import MdnsInterfaceError, interface_ipv4_addresses
+
         try:
             interface_ipv4_addresses(config.node.mdns_interface)
         except MdnsInterfaceError as exc:

@@ -29,3 +29,11 @@ class DiskFullError(StateError):
 
 class DemoError(DaemonError):
     """``fedswarm demo`` could not complete."""
+
+
+class ListenError(DaemonError):
+    """A port the daemon must listen on is taken or unusable.
+
+    The daemon refuses to run without its libp2p listener (peers could not reach it)
+    or its API (the operator could not see it); the message names the key to change.
+    """

@@ -45,6 +45,7 @@ __all__ = [
     "configure_logging",
     "parse_level",
     "set_level",
+    "uses_json",
 ]
 
 NOISY_LOGGERS: tuple[str, ...] = (
@@ -314,6 +315,14 @@ def _quiet_libraries(machine_readable: bool) -> None:
             from transformers.utils import logging as transformers_logging
 
             transformers_logging.disable_progress_bar()
+
+
+def uses_json() -> bool:
+    """Whether ``configure_logging`` chose JSON lines (False before it was called)."""
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, _OWN_HANDLER_ATTRIBUTE, False):
+            return isinstance(handler.formatter, JsonFormatter)
+    return False
 
 
 def set_level(level: str) -> None:

@@ -57,6 +57,7 @@ from .config import Config
 from .errors import StateError
 from .events import EventBus
 from .state import StateStore
+from .wording import plural
 
 log = logging.getLogger("fedswarm.daemon.rounds")
 
@@ -200,7 +201,13 @@ class RoundRunner:
                 return
         if not s.stopping.is_set():
             s.set_phase(Phase.DONE)
-            log.info("all %d rounds done; serving peers until stopped", fed.rounds)
+            if fed.after_rounds == "exit":
+                log.info("%s done; exiting ([federation] after_rounds = \"exit\")",
+                         plural(fed.rounds, "round"))
+            else:
+                log.info("%s done; serving peers and the API until stopped "
+                         "([federation] after_rounds = \"serve\"; \"exit\" exits instead)",
+                         plural(fed.rounds, "round"))
 
     async def _wait_for_peers(self) -> None:
         fed, s = self.s.config.federation, self.s

@@ -39,10 +39,12 @@ from fedswarm.secagg.he import make_executor
 from fedswarm.webui.app import create_app
 
 from .config import Config, load_config
+from .errors import ListenError
 from .events import EventBus
 from .he_pool import HEPoolStartError, warm_up
 from .logging_setup import set_level
 from .node_link import NodeLink
+from .ports import listen_problem
 from .round_runner import MemberServices, Progress, RoundRunner, TrainingInterrupted
 from .sdnotify import Notifier
 from .state import StateStore
@@ -125,7 +127,8 @@ class Daemon:
                 error = round_task.exception()
                 if error is not None:
                     raise error
-                await stop_task  # rounds are done: keep serving peers and the API until stopped
+                if self.config.federation.after_rounds == "serve":
+                    await stop_task  # rounds done: keep serving peers and the API until stopped
             else:
                 self._set_state(Phase.STOPPING)
                 try:
@@ -205,6 +208,11 @@ class Daemon:
         self.runner = self._build_runner(self.trainer, self.store, NodeLink(self.node))
         await asyncio.to_thread(self.runner.restore)
         await self.node.start()
+        if not self.node.listen_addrs:  # py-libp2p logs the failure and carries on without one
+            raise ListenError(
+                f"[node] listen: cannot listen on {cfg.node.listen} (port already in use, "
+                "or not an address of this machine); no peer could reach this daemon"
+            )
         self.membership = Membership(
             self.node,
             cfg.node.org,
@@ -324,8 +332,14 @@ class Daemon:
         app = create_app(view, self.api_token)
         self._api_runner = web.AppRunner(app, access_log=None)
         await self._api_runner.setup()
-        site = web.TCPSite(self._api_runner, self.config.api.host, self.config.api.port)
-        await site.start()
+        host, port = self.config.api.host, self.config.api.port
+        site = web.TCPSite(self._api_runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ListenError(
+                f"[api] port: cannot listen on {host}:{port}: {listen_problem(exc)}"
+            ) from None
         port = self._api_runner.addresses[0][1] if self._api_runner.addresses else 0
         self.api_url = f"http://{self.config.api.host}:{port}"
         self._write_runtime_file()

@@ -40,7 +40,8 @@ token_file = "api.token"           # env FEDSWARM_API_TOKEN_FILE overrides
 
 [federation]
 mode = "lora_avg"                  # "lora_avg" (average LoRA adapters) or "fedmkt" (mutual distillation)
-rounds = {rounds}                  # stop after this many rounds; 0 = run until stopped
+rounds = {rounds}                  # train this many rounds, then do what after_rounds says; 0 = until stopped
+# after_rounds = "serve"          # "serve": keep answering peers and the API until stopped; "exit": exit 0
 group_size = 4                     # peers averaged together per round (at least 3); with fewer
                                    # than group_size + 3 members up (3 with group_size = 4), all
                                    # of them form one group: the whole federation is averaged

@@ -2,11 +2,17 @@
 
 The daemon uses only the names exported here. Nothing in this package imports asyncio,
 libp2p or secagg: training is blocking code that the daemon runs in a worker thread.
+
+Names are imported on first use (PEP 562): ``fedswarm config check`` reads the settings
+and errors from here and must not pay for importing torch and transformers (seconds),
+which ``LocalTrainer`` and the adapter helpers need.
 """
 
-from fedswarm.learning.adapter_vector import flatten_state, state_fingerprint, unflatten_state
-from fedswarm.learning.checkpoint_files import has_checkpoint
-from fedswarm.learning.data_files import BadRow
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from fedswarm.learning.errors import (
     BadRowError,
     CheckpointError,
@@ -16,7 +22,33 @@ from fedswarm.learning.errors import (
     ModelLoadError,
 )
 from fedswarm.learning.settings import DataSettings, LoraSettings, ModelSettings, TrainSettings
-from fedswarm.learning.trainer import EvalReport, LocalTrainer, TrainReport
+
+if TYPE_CHECKING:
+    from fedswarm.learning.adapter_vector import flatten_state, state_fingerprint, unflatten_state
+    from fedswarm.learning.checkpoint_files import has_checkpoint
+    from fedswarm.learning.data_files import BadRow
+    from fedswarm.learning.trainer import EvalReport, LocalTrainer, TrainReport
+
+_LAZY = {
+    "flatten_state": "adapter_vector",
+    "state_fingerprint": "adapter_vector",
+    "unflatten_state": "adapter_vector",
+    "has_checkpoint": "checkpoint_files",
+    "BadRow": "data_files",
+    "EvalReport": "trainer",
+    "LocalTrainer": "trainer",
+    "TrainReport": "trainer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BadRow",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,11 @@ class Row:
 
 def _read_raw(path: Path) -> list[tuple[int, Any, str | None]]:
     """(line number, parsed object or None, parse error) for every non-blank row."""
+    return list(_iter_raw(path))
+
+
+def _iter_raw(path: Path) -> Iterator[tuple[int, Any, str | None]]:
+    """Like ``_read_raw``, one row at a time (JSONL is streamed, not read whole)."""
     if not path.is_file():
         raise DataError(f"{path}: data file does not exist")
     if path.suffix == ".parquet":
@@ -55,22 +61,67 @@ def _read_raw(path: Path) -> list[tuple[int, Any, str | None]]:
             table = pq.read_table(path)
         except Exception as exc:  # pyarrow raises its own hierarchy
             raise DataError(f"{path}: not a readable Parquet file: {exc}") from exc
-        return [(i + 1, obj, None) for i, obj in enumerate(table.to_pylist())]
-    out: list[tuple[int, Any, str | None]] = []
+        yield from ((i + 1, obj, None) for i, obj in enumerate(table.to_pylist()))
+        return
     try:
         with path.open("r", encoding="utf-8") as f:
             for number, line in enumerate(f, start=1):
                 if not line.strip():
                     continue
                 try:
-                    out.append((number, json.loads(line), None))
+                    parsed = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    out.append((number, None, f"invalid JSON: {exc.msg}"))
+                    yield number, None, f"invalid JSON: {_json_problem(exc)}"
+                    continue
+                yield number, parsed, None
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text: {exc}") from exc
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc}") from exc
-    return out
+
+
+def _json_problem(exc: json.JSONDecodeError) -> str:
+    """The decoder's message with its column: ``exc.msg`` alone ends in a dangling "at"."""
+    joiner = " column" if exc.msg.endswith(" at") else " at column"
+    return f"{exc.msg}{joiner} {exc.colno}"
+
+
+def describe_bad_rows(bad: list[BadRow], shown: int = 3) -> str:
+    """Up to ``shown`` bad rows as "line N: reason", joined on one line, and how many more."""
+    parts = [f"line {b.line}: {b.reason}" for b in bad[:shown]]
+    if len(bad) > shown:
+        parts.append(f"and {len(bad) - shown} more")
+    return "; ".join(parts)
+
+
+def _no_valid_rows(path: Path, fmt: str, bad: list[BadRow]) -> DataError:
+    if not bad:
+        return DataError(f"{path}: no rows to train on (the file is empty)")
+    rows = "row" if len(bad) == 1 else "rows"
+    return DataError(
+        f"{path}: no valid {fmt} rows; {len(bad)} bad {rows}: {describe_bad_rows(bad)}"
+    )
+
+
+def check_has_valid_row(path: Path, fmt: str) -> str:
+    """The format of ``path``'s first valid row; ``DataError`` naming the problems if none.
+
+    Stops at the first valid row, so ``fedswarm config check`` can refuse a file that
+    ``run`` would refuse (every row bad, or empty) without reading a large file whole.
+    """
+    chosen = "" if fmt == "auto" else fmt
+    bad: list[BadRow] = []
+    for number, obj, parse_error in _iter_raw(path):
+        if not chosen:
+            chosen = detect_format(obj) or ""
+        if parse_error is None and not chosen:
+            reason: str | None = "no 'text', 'instruction'/'output' or 'messages' key"
+        else:
+            reason = parse_error or validate_row(obj, chosen)
+        if reason is None:
+            return chosen
+        bad.append(BadRow(str(path), number, reason))
+    raise _no_valid_rows(path, chosen or "usable", bad)
 
 
 def detect_format(obj: Any) -> str | None:
@@ -139,6 +190,5 @@ def read_rows(path: Path, fmt: str) -> tuple[list[Row], list[BadRow]]:
             continue
         rows.append(Row(chosen, obj, str(path), number))
     if not rows:
-        detail = f"; first problem: {bad[0]}" if bad else " (file is empty)"
-        raise DataError(f"{path}: no valid {chosen} rows{detail}")
+        raise _no_valid_rows(path, chosen, bad)
     return rows, bad

@@ -9,12 +9,14 @@ pre-training a LoRA on random weights learns little, and the demo would not conv
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -24,6 +26,7 @@ from fedswarm.learning.demo_corpus import CORPUS_VERSION, DEMO_DOMAINS
 from fedswarm.learning.errors import LearningError
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers.utils import logging as transformers_logging
 
 __all__ = [
     "DEMO_DOMAINS",
@@ -31,6 +34,7 @@ __all__ = [
     "DEMO_LR",
     "DEMO_MAX_LENGTH",
     "DEMO_VARIANTS",
+    "BuildProgress",
     "DemoShard",
     "PublicSet",
     "build_demo_model",
@@ -50,9 +54,18 @@ SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<|system|>", "<|user|>", "<|
 PRETRAIN_STEPS = 300
 PRETRAIN_BATCH = 16
 PRETRAIN_SEQ = 128
+#: Pre-training runs on one torch thread: on a small machine (2 cores, or a box shared with
+#: other work) intra-op threads spin-wait on matrices this small, and a cold build took
+#: 218 s of CPU with 2 threads against about 50 s with one (docs/learning.md).
+BUILD_THREADS = 1
 
-# Measured settings for `fedswarm demo` (3 peers, 3 rounds of 20 steps, batch 8, weighted
-# averaging): every peer's eval loss fell 13-14 % (0.83 -> 0.72, 0.81 -> 0.70, 0.76 -> 0.66).
+#: Called with one line of what the build is doing now ("pre-training step 40/300 ..."),
+#: often (every step); the caller decides how often to show it.
+BuildProgress = Callable[[str], None]
+
+# Measured settings for `fedswarm demo` (3 peers, 3 rounds of 15 steps, batch 8, secure
+# weighted averaging): the peers' eval loss fell 11-14 % (0.831 -> 0.718, 0.813 -> 0.705,
+# 0.759 -> 0.674; docs/learning.md).
 # With peft's default q/v targets and lr 2e-3 it fell only 4 %: averaging three different
 # domains dilutes a small adapter, so the demo adapts every Linear layer.
 DEMO_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -147,7 +160,7 @@ def _model_config(tokenizer: PreTrainedTokenizerFast, variant: _Variant | None =
 
 
 def _pretrain(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, texts: list[str],
-              steps: int, seed: int) -> float:
+              steps: int, seed: int, on_progress: BuildProgress | None = None) -> float:
     """A short next-token pre-training on packed generic text; returns the final loss."""
     ids: list[int] = []
     for encoded in tokenizer(texts, add_special_tokens=False)["input_ids"]:
@@ -169,6 +182,8 @@ def _pretrain(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, texts
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if on_progress is not None:
+            on_progress(f"pre-training step {step + 1}/{steps} (loss {float(loss.detach()):.2f})")
     model.eval()
     return float(loss.detach())
 
@@ -183,12 +198,34 @@ def _marker_matches(out_dir: Path, seed: int, pretrain_steps: int, variant: str)
                 and meta.get("variant", "default") == variant)
 
 
+@contextlib.contextmanager
+def _build_environment() -> Iterator[None]:
+    """One torch thread and no tqdm bars while building; the caller's settings after.
+
+    transformers 5 draws a "Writing model shards" bar on save: a stray bar in the
+    middle of the demo's output (and of a daemon's JSON log) says nothing useful.
+    """
+    threads = torch.get_num_threads()
+    bars = transformers_logging.is_progress_bar_enabled()
+    torch.set_num_threads(BUILD_THREADS)
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        if bars:
+            transformers_logging.enable_progress_bar()
+
+
 def build_demo_model(out_dir: Path, *, seed: int = 0, pretrain_steps: int | None = None,
-                     variant: str = "default") -> Path:
+                     variant: str = "default", on_progress: BuildProgress | None = None
+                     ) -> Path:
     """Build (or reuse) the demo model in ``out_dir`` and return that path.
 
     ``variant`` picks one of :data:`DEMO_VARIANTS` (tokenizer family and network size);
-    ``pretrain_steps`` defaults to the variant's.
+    ``pretrain_steps`` defaults to the variant's. ``on_progress`` hears what the build
+    is doing, once per phase and once per pre-training step (not called when the model
+    is already built).
 
     The result loads with ``AutoModelForCausalLM`` / ``AutoTokenizer``. It is built in a
     temporary sibling directory and renamed into place, so an interrupted build never
@@ -207,15 +244,24 @@ def build_demo_model(out_dir: Path, *, seed: int = 0, pretrain_steps: int | None
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MARKER).exists():
         raise LearningError(f"{out_dir}: exists and is not a fedswarm demo model; not overwriting")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with _build_environment():
+        return _build(out_dir, spec, variant, seed, steps, on_progress or (lambda _line: None))
+
+
+def _build(out_dir: Path, spec: _Variant, variant: str, seed: int, steps: int,
+           on_progress: BuildProgress) -> Path:
     started = time.monotonic()
     data = demo_data_dir()
     generic = _read_texts(data / "generic.jsonl")
     domain_texts = [t for d in DEMO_DOMAINS for t in _read_texts(data / f"{d}.train.jsonl")[:100]]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        on_progress(f"training the {spec.tokenizer} tokenizer ({spec.vocab_size} tokens)")
         tokenizer = _train_tokenizer(generic + domain_texts, spec)
         model = LlamaForCausalLM(_model_config(tokenizer, spec))
-        final_loss = _pretrain(model, tokenizer, generic, steps, seed)
+        on_progress(f"pre-training step 0/{steps}")
+        final_loss = _pretrain(model, tokenizer, generic, steps, seed, on_progress)
+    on_progress("saving the model")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.build-", dir=out_dir.parent))
     try:
         model.save_pretrained(tmp)

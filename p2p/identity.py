@@ -12,9 +12,9 @@ import os
 import stat
 from pathlib import Path
 
+import base58
 import nacl.exceptions
 import nacl.signing
-from libp2p.peer.id import ID
 
 from .errors import IdentityError
 
@@ -121,7 +121,9 @@ def peer_id_from_public_key(public_key: bytes) -> str:
     if len(public_key) != 32:
         raise IdentityError(f"Ed25519 public key must be 32 bytes, got {len(public_key)}")
     multihash = _IDENTITY_MULTIHASH_PREFIX + _ED25519_PROTO_PREFIX + public_key
-    return ID(multihash).to_base58()
+    # base58 directly, not libp2p's ID: importing libp2p costs seconds, and reading a
+    # config (fedswarm config check) needs peer ids but no network
+    return str(base58.b58encode(multihash).decode())
 
 
 def public_key_from_peer_id(peer_id: str) -> bytes:
@@ -131,7 +133,7 @@ def public_key_from_peer_id(peer_id: str) -> bytes:
     that lets a roster of peer ids double as a list of verification keys.
     """
     try:
-        raw = ID.from_base58(peer_id).to_bytes()
+        raw = base58.b58decode(peer_id)
     except (ValueError, UnicodeEncodeError, TypeError) as exc:
         raise IdentityError(f"peer id {peer_id!r} is not base58") from exc
     prefix = _IDENTITY_MULTIHASH_PREFIX + _ED25519_PROTO_PREFIX

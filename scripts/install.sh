@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 
-"$PY" -m pip install --quiet --upgrade "pip>=23.1" "setuptools>=69" wheel
+"$PY" -m pip install --quiet --upgrade "pip>=23.1" "setuptools>=77" wheel
 
 if "$PY" -c "import torch" >/dev/null 2>&1; then
   echo "install: keeping the installed torch $("$PY" -c 'import torch; print(torch.__version__)')"

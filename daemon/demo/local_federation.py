@@ -31,6 +31,8 @@ from fedswarm.learning.demo_assets import (
     DEMO_LORA_TARGETS,
     DEMO_LR,
     DEMO_MAX_LENGTH,
+    MARKER,
+    BuildProgress,
     PublicSet,
     build_demo_model,
     write_demo_public_set,
@@ -55,7 +57,7 @@ FEDMKT_DEMO_SETTINGS: dict[str, Any] = {
 def demo_model_cache_dir() -> Path:
     """Where the demo model is built once and reused (``$FEDSWARM_CACHE_DIR`` overrides).
 
-    Building it takes a minute of CPU (tokenizer training and a short pre-training);
+    Building it takes about 40 s of CPU (tokenizer training and a short pre-training);
     the build is deterministic and marked with its version, so every demo and test
     on a machine can share one copy.
     """
@@ -168,19 +170,24 @@ class LocalFederation:
         self.federation_id = "fedswarm-demo"
         self.model_dir = model_dir or demo_model_cache_dir()
         self.public_set: PublicSet | None = None  # written by prepare() in fedmkt mode
+        self.model_dirs: list[Path] = []  # peer i runs model_dirs[i % len]; set by prepare()
         self.peer_hosts = peer_hosts
         self.command_prefixes = command_prefixes
 
     # -- building -------------------------------------------------------------------------
 
-    def prepare(self) -> None:
-        """Build the demo model, data shards, identities, roster and configs."""
+    def prepare(self, on_progress: BuildProgress | None = None) -> None:
+        """Build the demo model, data shards, identities, roster and configs.
+
+        ``on_progress`` hears what the model build is doing (``build_demo_model``).
+        """
         self.workdir.mkdir(parents=True, exist_ok=True)
-        build_demo_model(self.model_dir, seed=self.seed)
-        model_dirs = [self.model_dir]
+        build_demo_model(self.model_dir, seed=self.seed, on_progress=on_progress)
+        model_dirs = self.model_dirs = [self.model_dir]
         if self.mode == "fedmkt":  # heterogeneous peers: alternate model size and tokenizer
             variant = self.model_dir.with_name(f"{self.model_dir.name}-{FEDMKT_VARIANT}")
-            model_dirs.append(build_demo_model(variant, seed=self.seed, variant=FEDMKT_VARIANT))
+            model_dirs.append(build_demo_model(variant, seed=self.seed, variant=FEDMKT_VARIANT,
+                                               on_progress=on_progress))
             self.public_set = write_demo_public_set(self.workdir / "data" / "public.jsonl")
         shards = write_demo_shards(self.workdir / "data", self.n_peers, seed=self.seed)
         members = []
@@ -231,6 +238,18 @@ class LocalFederation:
         for peer in self.peers:
             roster.save(peer.directory / "roster.toml")
             self._apply_overrides(peer)
+
+    def model_label(self, index: int) -> str:
+        """Peer ``index``'s model in words: "small-unigram (137k parameters, unigram tokenizer)"."""
+        if not self.model_dirs:
+            return "?"
+        directory = self.model_dirs[index % len(self.model_dirs)]
+        try:
+            meta = json.loads((directory / MARKER).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return directory.name
+        return (f"{meta.get('variant', 'default')} ({meta.get('parameters', 0) / 1000:.0f}k "
+                f"parameters, {meta.get('tokenizer', '?')} tokenizer)")
 
     def _apply_overrides(self, peer: PeerProcess) -> None:
         """Set the federation-wide settings the template does not cover."""

@@ -3,23 +3,57 @@
 Each entry builds that mode's ``Exchange`` from the member's parts and the mode's
 settings. Adding a mode is adding a module here and one line to ``MODES``
 (docs/architecture.md, "Adding a federation mode").
+
+The entries import their module when called, not when this package is imported:
+the config reads ``MODES`` to validate ``[federation] mode``, and ``fedswarm config
+check`` must not import torch (seconds) to do that.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..exchange import Exchange, MemberParts
-from .fedmkt import FedMKTDistillation
-from .lora_avg import LoraAveraging, LoraAveragingSettings
+if TYPE_CHECKING:
+    from ..exchange import Exchange, MemberParts
+    from .fedmkt import FedMKTDistillation
+    from .lora_avg import LoraAveraging, LoraAveragingSettings
 
 __all__ = ["MODES", "FedMKTDistillation", "LoraAveraging", "LoraAveragingSettings", "make_exchange"]
 
+
+def _lora_avg(parts: MemberParts, settings: Any) -> Exchange:
+    from .lora_avg import LoraAveraging
+
+    return LoraAveraging(parts, settings)
+
+
+def _fedmkt(parts: MemberParts, settings: Any) -> Exchange:
+    from .fedmkt import FedMKTDistillation
+
+    return FedMKTDistillation(parts, settings)
+
+
 MODES: dict[str, Callable[[MemberParts, Any], Exchange]] = {
-    "lora_avg": LoraAveraging,
-    "fedmkt": FedMKTDistillation,
+    "lora_avg": _lora_avg,
+    "fedmkt": _fedmkt,
 }
+
+_LAZY = {
+    "FedMKTDistillation": "fedmkt",
+    "LoraAveraging": "lora_avg",
+    "LoraAveragingSettings": "lora_avg",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
 
 
 class UnknownModeError(ValueError):

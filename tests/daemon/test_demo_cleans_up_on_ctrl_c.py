@@ -49,6 +49,9 @@ def test_sigint_stops_all_daemons(tmp_path: Path) -> None:
         if demo.poll() is None:
             demo.kill()
     assert demo.returncode == 130
+    output = demo.stdout.read().decode() if demo.stdout else ""
+    # the folder the daemons leave (keys, logs) is named, not left behind silently
+    assert f"their files and logs are in {workdir}" in output, output[-2000:]
     deadline = time.monotonic() + 10
     while daemon_pids(workdir) and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -23,7 +23,10 @@ def make_node(tmp_path: Path, fedmkt_table: str) -> Path:
     """A node folder whose config runs in fedmkt mode with ``fedmkt_table`` appended."""
     train = tmp_path / "train.jsonl"
     train.write_text('{"text": "hello world"}\n' * 4)
-    result = init_node(tmp_path / "node", "bank-a", model_path="model", train_path=str(train),
+    model = tmp_path / "model"  # looks like a model folder to the config check; never loaded
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    result = init_node(tmp_path / "node", "bank-a", model_path=str(model), train_path=str(train),
                        api_port=0)
     Roster("fed", (Member("bank-a", result.peer_id),)).save(tmp_path / "node" / "roster.toml")
     (tmp_path / "node" / "public.jsonl").write_text(

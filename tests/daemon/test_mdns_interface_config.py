@@ -16,6 +16,7 @@ def node_config(tmp_path: Path, interface: str) -> Path:
     train = tmp_path / "train.jsonl"
     train.write_text('{"text": "hello world"}\n' * 4)
     (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")  # never loaded: the check stops first
     result = init_node(
         tmp_path / "node", "bank-a", model_path=str(tmp_path / "model"), train_path=str(train),
         api_port=0,

@@ -26,7 +26,10 @@ def light_node(tmp_path: Path) -> Path:
     """A one-member node whose config passes every check up to the token."""
     train = tmp_path / "train.jsonl"
     train.write_text('{"text": "hello world"}\n' * 4)
-    result = init_node(tmp_path / "node", "bank-a", model_path="model",
+    model = tmp_path / "model"  # looks like a model folder to the config check; never loaded
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    result = init_node(tmp_path / "node", "bank-a", model_path=str(model),
                        train_path=str(train), api_port=0)
     Roster("fed", (Member("bank-a", result.peer_id),)).save(tmp_path / "node" / "roster.toml")
     return result.config_path

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from fedswarm.learning.data_files import read_rows
+from fedswarm.learning.data_files import check_has_valid_row, read_rows
 from fedswarm.learning.dataset import prepare_data
 from fedswarm.learning.errors import DataError
 from fedswarm.learning.examples import IGNORE_INDEX, BatchStream, encode_text
@@ -179,3 +179,37 @@ def test_batch_stream_resumes_the_same_order(tokenizer: PreTrainedTokenizerBase,
     b = BatchStream(examples, batch_size=3, seed=5, pad_id=0)
     b.load_state_dict(a.state_dict())
     assert a.next_batch()["input_ids"].tolist() == b.next_batch()["input_ids"].tolist()
+
+
+def test_invalid_json_reason_names_the_column(tmp_path: Path) -> None:
+    path = tmp_path / "ctrl.jsonl"
+    path.write_text('{"text": "tab\there"}\n{"text": "fine"}\n')
+    _rows, bad = read_rows(path, "auto")
+    assert bad[0].reason == "invalid JSON: Invalid control character at column 14"
+
+
+def test_file_without_valid_rows_names_each_rows_problem(tmp_path: Path) -> None:
+    path = _write(tmp_path / "bad.jsonl", ["{oops\n", {"text": 3}, {"text": ""}, {"text": 4}])
+    with pytest.raises(DataError) as caught:
+        read_rows(path, "text")
+    message = str(caught.value)
+    assert "4 bad rows" in message
+    assert "line 1: invalid JSON" in message
+    assert "line 2: 'text' must be a non-empty string" in message
+    assert "and 1 more" in message
+    assert "\n" not in message
+
+
+def test_check_has_valid_row_stops_at_the_first_valid_row(tmp_path: Path) -> None:
+    path = _write(tmp_path / "m.jsonl", ["{oops\n", {"instruction": "a", "output": "b"}])
+    assert check_has_valid_row(path, "auto") == "instruction"
+
+
+def test_check_has_valid_row_refuses_a_file_with_none(tmp_path: Path) -> None:
+    path = _write(tmp_path / "bad.jsonl", [{"prompt": "x"}, "{oops\n"])
+    with pytest.raises(DataError, match=r"2 bad rows: line 1: no 'text'.*line 2: invalid JSON"):
+        check_has_valid_row(path, "auto")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(DataError, match="empty"):
+        check_has_valid_row(empty, "auto")

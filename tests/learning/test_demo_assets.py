@@ -49,3 +49,26 @@ def test_foreign_directory_is_not_overwritten(tmp_path: Path) -> None:
     with pytest.raises(LearningError, match="not overwriting"):
         build_demo_model(tmp_path, pretrain_steps=1)
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_build_reports_each_phase_and_step_and_restores_the_caller_settings(
+    tmp_path: Path,
+) -> None:
+    """A cold build was 7 minutes of silence; it now says what it does, step by step."""
+    import torch
+    from transformers.utils import logging as transformers_logging
+
+    heard: list[str] = []
+    threads = torch.get_num_threads()
+    bars = transformers_logging.is_progress_bar_enabled()
+    build_demo_model(tmp_path / "model", pretrain_steps=3, on_progress=heard.append)
+    assert heard[0].startswith("training the byte_bpe tokenizer")
+    steps = [line for line in heard if line.startswith("pre-training step ")]
+    assert steps[0] == "pre-training step 0/3"
+    assert [s.split(" (")[0] for s in steps[1:]] == [f"pre-training step {i}/3" for i in (1, 2, 3)]
+    assert heard[-1] == "saving the model"
+    assert torch.get_num_threads() == threads
+    assert transformers_logging.is_progress_bar_enabled() == bars
+    heard.clear()
+    build_demo_model(tmp_path / "model", pretrain_steps=3, on_progress=heard.append)
+    assert heard == []  # reused: nothing to report
