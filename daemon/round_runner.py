@@ -231,7 +231,8 @@ class RoundRunner:
         s.store.begin_round(round)
         s.events.publish("round_started", round=round)
         train_loss, eval_before = await self._train(round)
-        members = await self._form_group(round)
+        formed = await self._form_group(round)
+        members = formed if isinstance(formed, str) else tuple(formed.members)
         combined, status, note = None, "local_only", None
         point: RollbackPoint | None = None
         if isinstance(members, str):
@@ -240,7 +241,8 @@ class RoundRunner:
             # the validation gate's way back, taken before FedMKT distils in place
             point = (None if s.config.federation.max_eval_loss_increase is None
                      else await asyncio.to_thread(s.trainer.rollback_point))
-            combined, status, note = await self._combine(round, members)
+            assert isinstance(formed, Formed)
+            combined, status, note = await self._combine(round, members, formed.min_members)
         apply_started = time.monotonic()
         parts = ApplyParts()
         eval_after: float | None = None
@@ -301,7 +303,7 @@ class RoundRunner:
                          eval_loss_before=eval_before)
         return train_loss, eval_before
 
-    async def _form_group(self, round: int) -> tuple[str, ...] | str:
+    async def _form_group(self, round: int) -> Formed | str:
         """This round's agreed group, or why there is none."""
         s, fed = self.s, self.s.config.federation
         s.set_phase(Phase.GROUPING)
@@ -321,10 +323,10 @@ class RoundRunner:
             on_reject=lambda peer, why: s.reject(peer, "group", why),
             view_now=s.up_members,
         )
-        return tuple(formed.members) if isinstance(formed, Formed) else formed.reason
+        return formed if isinstance(formed, Formed) else formed.reason
 
     async def _combine(
-        self, round: int, members: tuple[str, ...]
+        self, round: int, members: tuple[str, ...], min_contributors: int
     ) -> tuple[Combined | None, str, str | None]:
         """The mode's exchange with the group: (result, status, note)."""
         s = self.s
@@ -337,6 +339,7 @@ class RoundRunner:
             mailbox=s.mailbox,
             deadline=time.monotonic() + s.config.federation.round_deadline_s,
             on_reject=s.reject,
+            min_contributors=min_contributors,
         )
         try:
             combined = await s.exchange.combine(ctx, self.progress.mass)

@@ -21,6 +21,20 @@ Group planning never forms a smaller group, and every protocol refuses a result 
 covers fewer members than this, whoever dropped out."""
 
 
+def contributor_floor(planned_size: int) -> int:
+    """Fewest members of a planned group whose inputs may be summed and revealed.
+
+    A hostile leader can leave planned members out of the group it finalises, and a
+    hostile aggregator can list uploads as dropped; with two colluders left beside one
+    victim, the sum gives the victim's update away (issue #19). Requiring more than
+    half of the planned group plus one, ``ceil(g/2) + 1``, means that while fewer than
+    half of a planned group collude, every sum that is revealed holds at least two
+    honest updates: leaving members out can shrink a group, never isolate one member.
+    The plan is each member's own, which no single member controls (``groups.plan``).
+    """
+    return max(MIN_GROUP_SIZE, (planned_size + 1) // 2 + 1)
+
+
 class Phase(enum.StrEnum):
     """What a member is doing now: its heartbeat, the dashboard and sd_notify show it."""
 
@@ -54,6 +68,9 @@ class RoundContext:
     mailbox: Mailbox
     deadline: float
     on_reject: Callable[[str, str, str], None]
+    min_contributors: int = MIN_GROUP_SIZE
+    """Fewest members whose inputs this member lets a revealed sum hold
+    (``contributor_floor`` of its planned group); secure aggregation enforces it."""
 
     @property
     def others(self) -> list[str]:

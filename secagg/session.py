@@ -75,6 +75,7 @@ from fedswarm.secagg.messages import RoundBinding, Step, encode_message
 from fedswarm.secagg.params import SecAggParams, batching_plain_modulus
 from fedswarm.secagg.payloads import (
     ABORT_NOT_ENOUGH_SURVIVORS,
+    ABORT_OTHER,
     MASK_KEY_SHARE,
     SEED_SHARE,
     AbortPayload,
@@ -118,6 +119,11 @@ class GroupSpec:
     group_id: str
     round: int
     members: tuple[str, ...]
+    min_survivors: int = 0
+    """Fewest survivors (A and D included) this member lets a revealed sum hold, beyond
+    the Shamir threshold and ``MIN_CONTRIBUTORS``: the caller's ``contributor_floor`` of
+    its planned group, so a hostile A cannot drop honest uploads until a victim's update
+    is alone with colluders' (issue #19). 0: no more than those two."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +202,10 @@ def _check_spec(spec: GroupSpec, me: str) -> None:
         raise ParameterSecurityError(f"groups need at least {MIN_GROUP_SIZE} members")
     if spec.round < 0:
         raise ProtocolViolationError("round must be non-negative")
+    if spec.min_survivors > len(spec.members):
+        raise ParameterSecurityError(
+            f"the group has {len(spec.members)} members, fewer than the "
+            f"{spec.min_survivors} survivors this member requires")
 
 
 class _Session:
@@ -224,9 +234,9 @@ class _Session:
         self.executor = executor
         self.k = len(spec.members)
         self.t = threshold_for(self.k)
-        # survivors needed before anything is revealed: the Shamir threshold, and never
-        # fewer than MIN_CONTRIBUTORS uploads in the sum
-        self.floor = max(self.t, MIN_CONTRIBUTORS)
+        # survivors needed before anything is revealed: the Shamir threshold, never
+        # fewer than MIN_CONTRIBUTORS uploads in the sum, and the caller's floor
+        self.floor = max(self.t, MIN_CONTRIBUTORS, spec.min_survivors)
         self.n_values = flat.size + 1  # plus the weight slot
         self.aggregator, self.decryptor = assign_roles(spec.members, spec.round, spec.group_id)
         self.binding = RoundBinding(spec.federation_id, spec.group_id, spec.round)
@@ -294,8 +304,8 @@ class _Session:
         digest = self._local_cpu(lambda: hashlib.sha256(payload).digest())  # once, not per peer
         await asyncio.gather(*(self._send(p, step, payload, digest) for p in targets))
 
-    async def _abort(self, reason: str) -> None:
-        payload = AbortPayload(ABORT_NOT_ENOUGH_SURVIVORS, reason).encode()
+    async def _abort(self, reason: str, code: int = ABORT_NOT_ENOUGH_SURVIVORS) -> None:
+        payload = AbortPayload(code, reason).encode()
         await self._broadcast(self.spec.members, Step.ABORT, payload)
 
     # -- the round ------------------------------------------------------------------
@@ -334,7 +344,14 @@ class _Session:
         revealed = self.vault.reveal(survivors.survivors, survivors.dropped)
         unmask = UnmaskPayload(digest, revealed)
         if self.me == self.decryptor:
-            result = await self._decrypt(survivors, digest, unmask)
+            try:
+                result = await self._decrypt(survivors, digest, unmask)
+            except SecAggError as error:
+                if not isinstance(error, RoundAbortedError):  # those were announced already
+                    # a bad SUM or bad shares: say so now, or every other member waits
+                    # 3 step timeouts for a RESULT and the group drifts a round apart
+                    await self._abort(f"the decryptor could not finish: {error}", ABORT_OTHER)
+                raise
         else:
             await self._send(self.decryptor, Step.UNMASK, unmask.encode())
             result = await self._receive_result(survivors)
@@ -459,9 +476,9 @@ class _Session:
             raise NotEnoughSurvivorsError(
                 f"only {len(mask_set)} members shared keys, need {self.t}"
             )
-        if len(mask_set) < MIN_CONTRIBUTORS:
+        if len(mask_set) < self.floor:
             raise TooFewContributorsError(
-                f"only {len(mask_set)} members shared keys; a sum needs {MIN_CONTRIBUTORS} "
+                f"only {len(mask_set)} members shared keys; a sum needs {self.floor} "
                 "contributors before anything is revealed"
             )
         return mask_set
@@ -579,10 +596,10 @@ class _Session:
             raise SurvivorSetMismatchError("aggregator left out the decryptor, who never uploads")
         if len(survivors.survivors) < self.t:
             raise SurvivorSetMismatchError("aggregator listed fewer than t survivors")
-        if len(survivors.survivors) < MIN_CONTRIBUTORS:
+        if len(survivors.survivors) < self.floor:
             raise TooFewContributorsError(
                 f"aggregator listed {len(survivors.survivors)} contributors; "
-                f"{MIN_CONTRIBUTORS} are needed before any unmask share is sent"
+                f"{self.floor} are needed before any unmask share is sent"
             )
         if not set(survivors.mask_set) <= set(self.spec.members):
             raise SurvivorSetMismatchError("survivor set names peers outside the group")
@@ -676,9 +693,9 @@ class _Session:
             raise NotEnoughSurvivorsError(
                 f"only {len(answers)} members helped unmask, need {self.t}"
             )
-        if len(survivors.survivors) < MIN_CONTRIBUTORS:  # checked on receipt; never decrypt
+        if len(survivors.survivors) < self.floor:  # checked on receipt; never decrypt
             raise TooFewContributorsError(
-                f"{len(survivors.survivors)} contributors in the sum, need {MIN_CONTRIBUTORS}"
+                f"{len(survivors.survivors)} contributors in the sum, need {self.floor}"
             )
         unknown = set(survivors.mask_set) - set(self.keys)
         if unknown:

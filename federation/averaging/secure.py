@@ -89,6 +89,7 @@ class SecureAggregation:
             group_id=group_id(ctx.round, ctx.members),
             round=ctx.round,
             members=ctx.members,
+            min_survivors=ctx.min_contributors,
         )
         started = time.monotonic()
         params = params or SecAggParams()

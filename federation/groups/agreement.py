@@ -12,18 +12,23 @@ peer count in two groups. The rule that prevents this:
    ``Acceptance``. Further invitations that round are ignored. Valid means it matches
    the peer's own plan (``PlanMatch``, issue #19): every invited peer is a roster
    member the peer sees up, and the members are a subset of the group its own
-   ``plan_groups`` gives it, led by that group's leader. An invitation naming a peer it
-   does not see up yet (a newcomer the leader heard of first) waits and is checked
-   again as heartbeats arrive, until the window closes; one naming a made-up or down
-   peer therefore never commits anyone, and a hostile leader cannot choose who averages
-   with a victim: the plan, which no single member controls, does.
+   ``plan_groups`` gives it, led by that group's leader, and at least
+   ``contributor_floor`` of that planned group (more than half, plus one). An invitation
+   naming a peer it does not see up yet (a newcomer the leader heard of first) waits
+   and is checked again as heartbeats arrive, until the window closes; one naming a
+   made-up or down peer therefore never commits anyone, and a hostile leader cannot
+   choose who averages with a victim: the plan, which no single member controls, does.
 3. The leader finalises when every invitee has accepted or when its invitation window
    closes, whichever comes first: the members that accepted in time, plus itself,
    form the group. With 3 or more it sends ``GroupFinal`` to every invitee (so a late
    acceptor learns it is out); with fewer it sends ``GroupDissolved``.
+   A leader with fewer acceptances than its own plan's ``contributor_floor`` dissolves.
 4. A follower is in a group only once it holds a ``GroupFinal`` that names it, from
-   the leader it accepted. If none arrives before its own deadline (the invitation
-   window plus a grace period), it is alone this round.
+   the leader it accepted, and names at least the ``contributor_floor`` of the
+   follower's own planned group: a hostile leader that invites everyone and then
+   finalises with just itself, a colluder and the victim is refused. If no such final
+   arrives before its own deadline (the invitation window plus a grace period), it is
+   alone this round.
 
 Consequences: a peer is in at most one final group (it commits once; a final only
 lists peers that committed to that leader); every final group has 3 or more members,
@@ -41,7 +46,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..round import MIN_GROUP_SIZE
+from ..round import MIN_GROUP_SIZE, contributor_floor
 from .messages import Acceptance, GroupDissolved, GroupFinal, GroupMessage, Invitation
 from .plan import DEFAULT_GROUP_SIZE, group_id, group_of, leader_of, plan_groups
 
@@ -81,6 +86,8 @@ class Formed:
     members: tuple[str, ...]
     leader: str
     invitation_id: str
+    min_members: int = MIN_GROUP_SIZE
+    """This peer's ``contributor_floor``: secure aggregation reveals no smaller sum."""
 
     @property
     def final_id(self) -> str:
@@ -105,6 +112,8 @@ class Verdict:
     accept: bool
     wait: bool = False
     why: str = ""
+    min_members: int = MIN_GROUP_SIZE
+    """Fewest members a final may name for this peer to take part (its plan's floor)."""
 
 
 ACCEPT = Verdict(accept=True)
@@ -146,7 +155,12 @@ class PlanMatch:
                                       f"in other groups: {[p[-8:] for p in outside[:3]]}")
         if invitation.leader != leader_of(planned):
             return Verdict(False, why="the inviter does not lead this peer's planned group")
-        return ACCEPT
+        floor = contributor_floor(len(planned))
+        if len(invitation.members) < floor:
+            return Verdict(False, why=f"invites {len(invitation.members)} of the "
+                                      f"{len(planned)} peers this peer's plan groups it with; "
+                                      f"at least {floor} must be asked")
+        return Verdict(True, min_members=floor)
 
 
 class InvitationBook:
@@ -197,8 +211,10 @@ class GroupFollower:
         self.final_deadline = final_deadline
         self.admit = admit
         self.outcome: Outcome | None = None
+        self.min_members = MIN_GROUP_SIZE  # the committed invitation's floor
         self.waiting: dict[str, Invitation] = {}  # group id -> invitation being re-checked
         self.refused: list[tuple[str, str]] = []  # (leader, why): not accepted
+        self.last_refusal = ""  # why the latest invitation was refused, for the outcome
 
     def on_invitation(self, invitation: Invitation, sender: str, now: float) -> Acceptance | None:
         """Accept the first valid invitation naming this peer; re-accept the same one if resent."""
@@ -220,10 +236,13 @@ class GroupFollower:
         self.waiting.pop(invitation.group_id, None)
         if not verdict.accept:
             self.refused.append((invitation.leader, verdict.why))
+            self.last_refusal = f"refused {invitation.leader[-8:]}'s invitation: {verdict.why}"
             return None
         if not self.book.commit(invitation):
             return None
-        return Acceptance(round=self.round, group_id=invitation.group_id, peer=self.me)
+        self.min_members = max(MIN_GROUP_SIZE, verdict.min_members)
+        return Acceptance(round=self.round, group_id=invitation.group_id, peer=self.me,
+                          min_members=self.min_members)
 
     def on_final(self, final: GroupFinal, sender: str, now: float) -> Outcome | None:
         committed = self.book.committed
@@ -231,10 +250,15 @@ class GroupFollower:
             return None
         if sender != final.leader or not _answers(committed, final.round, final.group_id, sender):
             return None
-        if self.me in final.members and set(final.members) <= set(committed.members):
-            self.outcome = Formed(self.round, final.members, final.leader, final.group_id)
-        else:
+        if self.me not in final.members or not set(final.members) <= set(committed.members):
             self.outcome = Alone("the group was finalised without this peer (late acceptance)")
+        elif len(final.members) < self.min_members:
+            self.outcome = Alone(
+                f"the leader's final names {len(final.members)} peers, fewer than the "
+                f"{self.min_members} this peer's plan needs in a sum with it")
+        else:
+            self.outcome = Formed(self.round, final.members, final.leader, final.group_id,
+                                  self.min_members)
         return self.outcome
 
     def on_dissolved(self, dissolved: GroupDissolved, sender: str, now: float) -> Outcome | None:
@@ -262,8 +286,12 @@ class GroupFollower:
 
     def poll(self, now: float) -> Outcome | None:
         if self.outcome is None and now >= self.final_deadline:
-            if self.book.committed is None:
-                self.outcome = Alone("no invitation arrived before the deadline")
+            if self.book.committed is None and self.waiting:
+                self.outcome = Alone("the invitation named peers this peer never saw up "
+                                     "before the deadline")
+            elif self.book.committed is None:
+                self.outcome = Alone(
+                    self.last_refusal or "no invitation arrived before the deadline")
             else:
                 self.outcome = Alone("the leader's final did not arrive before the deadline")
         return self.outcome
@@ -287,6 +315,8 @@ class GroupLeader:
         planned: Sequence[str],
         book: InvitationBook,
         invite_deadline: float,
+        *,
+        min_members: int = MIN_GROUP_SIZE,
     ) -> None:
         members = tuple(sorted(set(planned)))
         if leader_of(members) != me:
@@ -296,7 +326,9 @@ class GroupLeader:
         self.invitation = Invitation(round, group_id(round, members), me, members)
         self.book = book
         self.invite_deadline = invite_deadline
+        self.min_members = max(MIN_GROUP_SIZE, min_members)
         self.accepted: set[str] = set()
+        self.floors: dict[str, int] = {}  # acceptor -> the smallest final it takes part in
         self.outcome: Outcome | None = None
         self.leading = book.commit(self.invitation)
         if not self.leading:
@@ -320,7 +352,10 @@ class GroupLeader:
             return []
         if acceptance.round != self.round or acceptance.group_id != self.invitation.group_id:
             return []
+        if acceptance.min_members > len(self.invitation.members):
+            return []  # it would refuse any final of this invitation: not an acceptance
         self.accepted.add(sender)
+        self.floors[sender] = acceptance.min_members
         if self.accepted == set(self.invitees):
             return self._finalise()
         return []
@@ -333,11 +368,13 @@ class GroupLeader:
     def _finalise(self) -> list[Outgoing]:
         members = tuple(sorted(self.accepted | {self.me}))
         invitation_id = self.invitation.group_id
-        if len(members) >= MIN_GROUP_SIZE:
-            self.outcome = Formed(self.round, members, self.me, invitation_id)
+        need = max([self.min_members, *self.floors.values()])
+        if len(members) >= need:
+            self.outcome = Formed(self.round, members, self.me, invitation_id, self.min_members)
             final = GroupFinal(self.round, invitation_id, self.me, members)
             return [Outgoing(self.invitees, final)]
-        self.outcome = Alone("fewer than 3 peers accepted; the group dissolved")
+        self.outcome = Alone(f"{len(members)} of {len(self.invitation.members)} planned peers "
+                             f"took part, fewer than {need}; the group dissolved")
         return [Outgoing(self.invitees, GroupDissolved(self.round, invitation_id, self.me))]
 
 
@@ -378,7 +415,8 @@ class GroupAgreement:
         if self.planned is None:
             self.follower.outcome = Alone("fewer than 3 peers in this peer's view")
         elif leader_of(self.planned) == me:
-            self.leader = GroupLeader(me, round, self.planned, self.book, invite_deadline)
+            self.leader = GroupLeader(me, round, self.planned, self.book, invite_deadline,
+                                      min_members=contributor_floor(len(self.planned)))
             self._initial = self.leader.start()
 
     @property

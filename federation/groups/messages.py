@@ -19,6 +19,9 @@ from .plan import group_id
 MAX_MESSAGE_BYTES = 64 * 1024
 """Far above a group of a few dozen peer ids; anything larger is rejected unparsed."""
 
+MAX_GROUP_MEMBERS = 1024
+"""More members than any 64 KiB message can name: a bound for numbers, not a limit."""
+
 
 def _check_round(round: int) -> None:
     if not isinstance(round, int) or isinstance(round, bool) or round < 0:
@@ -86,17 +89,28 @@ class Invitation(_WireMessage):
 
 @dataclass(frozen=True)
 class Acceptance(_WireMessage):
-    """``peer`` commits to the group ``group_id`` for ``round``; it accepts nothing else."""
+    """``peer`` commits to the group ``group_id`` for ``round``; it accepts nothing else.
+
+    ``min_members`` is the smallest final ``peer`` will take part in (its own plan's
+    ``contributor_floor``): a leader that cannot gather that many dissolves instead of
+    finalising a group this member would then refuse.
+    """
 
     round: int
     group_id: str
     peer: str
+    min_members: int = MIN_GROUP_SIZE
     KIND: ClassVar[str] = "acceptance"
 
     def __post_init__(self) -> None:
         _check_round(self.round)
         _check_group_id(self.group_id)
         _check_peer(self.peer, "peer")
+        if (not isinstance(self.min_members, int) or isinstance(self.min_members, bool)
+                or not MIN_GROUP_SIZE <= self.min_members <= MAX_GROUP_MEMBERS):
+            raise GroupMessageError(
+                f"min_members must be an integer in {MIN_GROUP_SIZE}..{MAX_GROUP_MEMBERS} "
+                f"(got {self.min_members!r})")
 
 
 @dataclass(frozen=True)
@@ -145,7 +159,7 @@ GroupMessage = Invitation | Acceptance | GroupFinal | GroupDissolved
 
 _FIELDS: dict[str, tuple[type[GroupMessage], frozenset[str]]] = {
     Invitation.KIND: (Invitation, frozenset({"round", "group_id", "leader", "members"})),
-    Acceptance.KIND: (Acceptance, frozenset({"round", "group_id", "peer"})),
+    Acceptance.KIND: (Acceptance, frozenset({"round", "group_id", "peer", "min_members"})),
     GroupFinal.KIND: (GroupFinal, frozenset({"round", "group_id", "leader", "members"})),
     GroupDissolved.KIND: (GroupDissolved, frozenset({"round", "group_id", "leader"})),
 }

@@ -29,8 +29,8 @@ honest members' records of that round. A plaintext federation runs the extreme-w
 attack, a FedMKT one the downgrade cards. The split view by A and D together is at the
 secure-aggregation session level (``tests/secagg/test_split_view_by_colluding_a_and_d.py``):
 it needs six daemons in one group, more than this suite's CI budget. Two colluders
-shrinking a victim's group to themselves runs only with ``FEDSWARM_HOSTILE_EXTRA=1``
-(a federation of five; it fails on main at the time of writing, docs/reliability.md).
+shrinking a victim's group to themselves run in a federation of five of their own
+(the contributor floor stops them; docs/reliability.md).
 
 Every test judges by what honest daemons report (round log, ``/api/traffic``,
 ``/api/security``, their log) and by what the attacker obtained (its loot file).
@@ -38,7 +38,6 @@ Every test judges by what honest daemons report (round log, ``/api/traffic``,
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -479,11 +478,9 @@ def _set_model(peer: PeerProcess, model_dir: Path) -> None:
     peer.config_path.write_text(tomli_w.dumps(document))
 
 
-# -- two colluders shrink the victim's group (not in CI: see docs/reliability.md) -------
+# -- two colluders shrink the victim's group ---------------------------------------------
 
 
-@pytest.mark.skipif(not os.environ.get("FEDSWARM_HOSTILE_EXTRA"),
-                    reason="60 s more than the suite's CI budget; FEDSWARM_HOSTILE_EXTRA=1 runs it")
 def test_two_colluders_cannot_shrink_the_victims_group_to_themselves(tmp_path: Path) -> None:
     """Five members plan one group. The leader (hostile) invites only itself, a colluder
     and the victim; the colluder joins and hands its update over out of band. Three

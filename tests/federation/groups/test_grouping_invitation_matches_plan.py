@@ -4,8 +4,10 @@ The attack: a member whose peer id sorts lowest invites a victim to a "group" of
 itself, the victim and a made-up (or absent) peer id, or of itself, a colluder and the
 victim. The rule (``agreement.PlanMatch``): every invited peer is a roster member the
 follower sees up, the members are a subset of the group the follower's own
-``plan_groups`` gives it, and the inviter leads that planned group. An invitation naming
-a peer the follower does not see up yet waits and is judged again as its view grows.
+``plan_groups`` gives it, the inviter leads that planned group, and the invitation (and
+then the final) names at least ``contributor_floor`` of that planned group. An
+invitation naming a peer the follower does not see up yet waits and is judged again as
+its view grows.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from fedswarm.federation.groups.agreement import (
 )
 from fedswarm.federation.groups.messages import Acceptance, GroupFinal, GroupMessage, Invitation
 from fedswarm.federation.groups.plan import group_id, group_of, leader_of, plan_groups
+from fedswarm.federation.round import MIN_GROUP_SIZE, contributor_floor
 
 CONFIG = AgreementConfig(invite_window=1.0, final_grace=1.0)
 
@@ -57,7 +60,7 @@ def test_a_waiting_invitation_is_accepted_once_the_newcomer_is_seen() -> None:
     seen.append("e")  # e's first heartbeat reaches c
     sent = agreement.poll(0.3)
     assert [(out.recipients, out.message) for out in sent] == [
-        (("a",), Acceptance(1, invitation.group_id, "c"))]
+        (("a",), Acceptance(1, invitation.group_id, "c", min_members=4))]
     assert agreement.book.committed == invitation
 
 
@@ -133,3 +136,58 @@ def test_equal_views_on_a_grid_form_every_planned_group() -> None:
             outcome = outcomes[peer]
             assert isinstance(outcome, Formed)
             assert outcome.members == group_of(peer, plan_groups(everyone, round))
+
+
+def test_the_floor_keeps_two_honest_members_in_every_sum_while_fewer_than_half_collude(
+) -> None:
+    assert [contributor_floor(g) for g in range(3, 10)] == [3, 3, 4, 4, 5, 5, 6]
+    for planned in range(MIN_GROUP_SIZE, 40):
+        floor = contributor_floor(planned)
+        assert MIN_GROUP_SIZE <= floor <= planned
+        colluders = (planned - 1) // 2  # the most that are still fewer than half
+        assert floor - colluders >= 2, planned
+
+
+def test_an_invitation_shrunk_to_the_leader_a_colluder_and_the_victim_is_refused() -> None:
+    # Five members up: one planned group of everyone. The leader a and its colluder b
+    # invite only the victim c: their sum with c would give c's update away.
+    everyone = ["a", "b", "c", "d", "e"]
+    victim = GroupAgreement("c", 1, everyone, 0.0, config=CONFIG)
+    assert victim.planned == tuple(everyone)
+    assert victim.receive(_invite(1, ("a", "b", "c")), "a", 0.1) == []
+    assert victim.book.committed is None
+    assert "at least 4 must be asked" in victim.follower.refused[0][1]
+    # Leaving out one planned member is still a group the victim joins (4 of 5).
+    assert victim.receive(_invite(1, ("a", "b", "c", "d")), "a", 0.2) != []
+
+
+def test_a_final_shrunk_after_a_complete_invitation_leaves_the_victim_alone() -> None:
+    everyone = ("a", "b", "c", "d", "e")
+    victim = GroupAgreement("c", 1, list(everyone), 0.0, config=CONFIG)
+    invitation = _invite(1, everyone)
+    assert victim.receive(invitation, "a", 0.1) != []  # accepted: it is the plan
+    victim.receive(GroupFinal(1, invitation.group_id, "a", ("a", "b", "c")), "a", 0.2)
+    assert isinstance(victim.outcome, Alone)
+    assert "fewer than the 4" in victim.outcome.reason
+
+
+def test_a_final_that_keeps_the_floor_forms_the_group_and_carries_it() -> None:
+    everyone = ("a", "b", "c", "d", "e")
+    victim = GroupAgreement("c", 1, list(everyone), 0.0, config=CONFIG)
+    invitation = _invite(1, everyone)
+    victim.receive(invitation, "a", 0.1)
+    victim.receive(GroupFinal(1, invitation.group_id, "a", ("a", "b", "c", "e")), "a", 0.2)
+    assert isinstance(victim.outcome, Formed)
+    assert victim.outcome.min_members == 4  # secure aggregation gets it as its floor
+
+
+def test_an_honest_leader_with_acceptances_below_its_floor_dissolves() -> None:
+    everyone = ["a", "b", "c", "d", "e"]
+    leader = GroupAgreement("a", 1, everyone, 0.0, config=CONFIG)
+    invitation = leader.start()[0].message
+    assert isinstance(invitation, Invitation)
+    for peer in ("b", "c"):
+        leader.receive(Acceptance(1, invitation.group_id, peer), peer, 0.1)
+    sent = leader.poll(CONFIG.invite_window + 0.1)
+    assert isinstance(leader.outcome, Alone) and "fewer than 4" in leader.outcome.reason
+    assert sent and not isinstance(sent[0].message, GroupFinal)
