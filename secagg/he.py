@@ -181,6 +181,10 @@ class EncryptJob:
     params: SecAggParams
     group_size: int
     masks: tuple[tuple[bytes, int], ...]  # (derived key, +1/-1): pairwise and self masks
+    weight_class: int | None = None  # v3: the group's largest weight class (KEYS)
+
+    def grid(self) -> QuantisationGrid:
+        return QuantisationGrid.for_group(self.params, self.group_size, self.weight_class)
 
 
 @dataclass(frozen=True)
@@ -192,7 +196,7 @@ class EncryptOutput:
 
 def masked_contribution(job: EncryptJob) -> np.ndarray:
     """Quantised contribution plus all masks, mod p (what A and D could at most see)."""
-    grid = QuantisationGrid.for_group(job.params, job.group_size)
+    grid = job.grid()
     rng = np.random.default_rng(int.from_bytes(secrets.token_bytes(16), "big"))
     values = encode_contribution(job.update, job.weight, job.params, grid, rng)
     apply_masks(values, list(job.masks), grid.plain_modulus)
@@ -272,6 +276,8 @@ class DecryptJob:
     group_size: int
     masks: tuple[tuple[bytes, int], ...]  # (derived key, sign) exactly as members added them
     own: np.ndarray | None = None  # D's masked vector (mask_contribution) when D is a survivor
+    weight_class: int | None = None  # v3: the group's largest weight class (KEYS)
+    n_params: int | None = None  # coordinates in the slots (None: every field)
 
 
 @dataclass(frozen=True)
@@ -285,10 +291,10 @@ def decrypt_and_unmask(job: DecryptJob) -> DecryptOutput:
     """Runs in a worker: the only place the plaintext sum ever exists."""
     silence_native_stdout()
     start = time.process_time()
-    grid = QuantisationGrid.for_group(job.params, job.group_size)
+    grid = QuantisationGrid.for_group(job.params, job.group_size, job.weight_class)
     values = decrypt_chunks(job.secret_context, job.chunks, job.n_values, grid.plain_modulus)
     if job.own is not None:
         add_own_mod_p(values, job.own, grid.plain_modulus)
     apply_masks(values, [(key, -sign) for key, sign in job.masks], grid.plain_modulus)
-    average, total_weight = decode_sum(values, grid)
+    average, total_weight = decode_sum(values, grid, job.n_params)
     return DecryptOutput(average, total_weight, time.process_time() - start)

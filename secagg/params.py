@@ -7,7 +7,24 @@ from typing import Literal
 
 from fedswarm.secagg.errors import ParameterSecurityError
 
-PROTOCOL_NAME = "bfv-mask-shamir-v2"
+PROTOCOL_V2 = "bfv-mask-shamir-v2"
+PROTOCOL_V3 = "bfv-mask-shamir-v3"
+PROTOCOLS = (PROTOCOL_V2, PROTOCOL_V3)
+PROTOCOL_NAME = PROTOCOL_V2
+"""The protocol daemons run unless configured otherwise (``[federation] secure_aggregation``)."""
+
+MAX_PLAIN_MODULUS_BITS_V2 = 40
+MAX_PLAIN_MODULUS_BITS_V3 = 48
+"""v3's cap, measured: with N = 4096 and coefficient primes (60, 49), sums of up to 128
+fresh ciphertexts decrypt exactly with a 48-bit batching plain modulus; 50 bits fails at
+128 summands and 52 bits already at 16 (tests/secagg/test_packed_plain_modulus_noise.py
+re-measures the largest group v3 allows, plus a 52-bit control that must fail)."""
+MIN_NOISE_BITS_V3 = 12
+"""First coefficient prime minus plain modulus bits that v3 requires (60 - 48 measured)."""
+MAX_GROUP_V3 = 64
+"""Largest group v3 sizes a grid for: half the summand count measured to decrypt at 48
+bits, so the noise budget keeps at least one bit in reserve."""
+MAX_FIELDS_PER_SLOT = 4
 
 # Largest total coefficient-modulus bit count per ring dimension that still gives the
 # stated classical security for a ternary secret, from the HomomorphicEncryption.org
@@ -44,6 +61,30 @@ class SecAggParams:
     # sum(weights) / max_weight (QuantisationGrid.error_bound, AggregationResult.error_bound).
     max_weight: float = 65536.0
     weight_resolution: float = 1.0 / 64.0
+    protocol: str = PROTOCOL_V2
+    # v3 only: quantised values packed into each BFV slot (see quantise.QuantisationGrid)
+    fields_per_slot: int = 1
+
+    @classmethod
+    def v3(cls, **overrides: object) -> SecAggParams:
+        """bfv-mask-shamir-v3: 48-bit plain modulus, 3 packed fields per slot, weight classes.
+
+        Why these numbers: 3 fields of 16 bits fill a 48-bit slot, and each member gets
+        16 - ceil(log2 k) - 1 bits of signed value (12 at k = 8), which measured learning
+        tolerates (docs/performance.md); 4 fields of 12 bits would leave 8 at k = 8.
+        """
+        fields: dict[str, object] = {
+            "protocol": PROTOCOL_V3,
+            "plain_modulus_bits": MAX_PLAIN_MODULUS_BITS_V3,
+            "fields_per_slot": 3,
+        }
+        fields.update(overrides)
+        return cls(**fields)  # type: ignore[arg-type]
+
+    @property
+    def packed(self) -> bool:
+        """True for v3: weight classes, signed fields packed into slots."""
+        return self.protocol == PROTOCOL_V3
 
     @property
     def slot_count(self) -> int:
@@ -59,6 +100,20 @@ class SecAggParams:
             if limit is not None and total <= limit:
                 best = level
         return best
+
+    def _validate_v3_modulus(self) -> None:
+        if not 17 <= self.plain_modulus_bits <= MAX_PLAIN_MODULUS_BITS_V3:
+            raise ParameterSecurityError(
+                f"plain_modulus_bits must be in 17..{MAX_PLAIN_MODULUS_BITS_V3} "
+                "(larger moduli measured to overflow the noise budget)"
+            )
+        if self.plain_modulus_bits + MIN_NOISE_BITS_V3 > self.coeff_mod_bit_sizes[0]:
+            raise ParameterSecurityError(
+                f"plain modulus needs {MIN_NOISE_BITS_V3} bits below the first coefficient "
+                "prime: no noise budget left"
+            )
+        if not 1 <= self.fields_per_slot <= MAX_FIELDS_PER_SLOT:
+            raise ParameterSecurityError(f"fields_per_slot must be in 1..{MAX_FIELDS_PER_SLOT}")
 
     def validate(self) -> None:
         """Raise ParameterSecurityError unless the parameters are safe and usable."""
@@ -76,12 +131,23 @@ class SecAggParams:
                 f"N={n} with {sum(self.coeff_mod_bit_sizes)} coefficient bits is below 128-bit "
                 f"security (limit {HE_STANDARD_MAX_COEFF_BITS[128][n]} bits)"
             )
-        if not 17 <= self.plain_modulus_bits <= 40:
-            raise ParameterSecurityError("plain_modulus_bits must be in 17..40")
-        if self.plain_modulus_bits + 20 > self.coeff_mod_bit_sizes[0]:
+        if self.protocol not in PROTOCOLS:
             raise ParameterSecurityError(
-                "plain modulus too large for the first coefficient prime: no noise budget left"
+                f"unknown protocol {self.protocol!r}: this member speaks {', '.join(PROTOCOLS)}"
             )
+        if self.packed:
+            self._validate_v3_modulus()
+        else:
+            if self.fields_per_slot != 1:
+                raise ParameterSecurityError(f"{PROTOCOL_V2} packs one value per slot")
+            if not 17 <= self.plain_modulus_bits <= MAX_PLAIN_MODULUS_BITS_V2:
+                raise ParameterSecurityError(
+                    f"plain_modulus_bits must be in 17..{MAX_PLAIN_MODULUS_BITS_V2}"
+                )
+            if self.plain_modulus_bits + 20 > self.coeff_mod_bit_sizes[0]:
+                raise ParameterSecurityError(
+                    "plain modulus too large for the first coefficient prime: no noise budget"
+                )
         if not (self.clip_norm > 0 and self.clip_norm < float("inf")):
             raise ParameterSecurityError("clip_norm must be a positive finite number")
         if self.clip_mode not in ("coordinate", "l2"):

@@ -42,29 +42,37 @@ class ContextPayload:
 
 @dataclass(frozen=True)
 class KeysPayload:
-    """X25519 keys for share encryption and masking, and the self-mask seed commitment."""
+    """X25519 keys for share encryption and masking, and the self-mask seed commitment.
+
+    v3 adds the member's weight class (quantise.weight_class), one byte at the end; a
+    decoder told which protocol it speaks refuses the other's layout.
+    """
 
     share_public_key: bytes
     mask_public_key: bytes
     seed_commitment: bytes
     n_values: int
+    weight_class: int | None = None
 
     def encode(self) -> bytes:
-        return (
+        w = (
             Writer()
             .raw(self.share_public_key)
             .raw(self.mask_public_key)
             .raw(self.seed_commitment)
             .u64(self.n_values)
-            .getvalue()
         )
+        if self.weight_class is not None:
+            w.u8(self.weight_class)
+        return w.getvalue()
 
     @classmethod
-    def decode(cls, data: Buffer) -> KeysPayload:
+    def decode(cls, data: Buffer, with_weight_class: bool = False) -> KeysPayload:
         r = Reader(data, "keys payload")
-        out = cls(r.raw(KEY_BYTES), r.raw(KEY_BYTES), r.raw(DIGEST_BYTES), r.u64())
+        keys = (r.raw(KEY_BYTES), r.raw(KEY_BYTES), r.raw(DIGEST_BYTES), r.u64())
+        weight_class = r.u8() if with_weight_class else None
         r.finish()
-        return out
+        return cls(*keys, weight_class)
 
 
 @dataclass(frozen=True)

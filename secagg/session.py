@@ -90,7 +90,13 @@ from fedswarm.secagg.payloads import (
     UploadPayload,
 )
 from fedswarm.secagg.plain_add import PlainAddend, plain_addend
-from fedswarm.secagg.quantise import QuantisationGrid, quantise_weight, validate_update
+from fedswarm.secagg.quantise import (
+    QuantisationGrid,
+    max_weight_class,
+    quantise_weight,
+    validate_update,
+    weight_class,
+)
 from fedswarm.secagg.roles import assign_roles
 from fedswarm.secagg.shamir import Share, reconstruct_secret, split_secret, threshold_for
 from fedswarm.secagg.shares import ShareVault
@@ -189,7 +195,7 @@ async def run_secure_aggregation(
         bytes_sent=session.bytes_sent,
         bytes_received=session.inbox.bytes_received,
         rejected=tuple(f"{type(e).__name__}: {e}" for e in session.inbox.rejected),
-        error_bound=QuantisationGrid.for_group(params, session.k).error_bound(total_weight),
+        error_bound=session.grid().error_bound(total_weight),
     )
 
 
@@ -237,7 +243,10 @@ class _Session:
         # survivors needed before anything is revealed: the Shamir threshold, never
         # fewer than MIN_CONTRIBUTORS uploads in the sum, and the caller's floor
         self.floor = max(self.t, MIN_CONTRIBUTORS, spec.min_survivors)
-        self.n_values = flat.size + 1  # plus the weight slot
+        self.n_values = flat.size + 1  # plus the weight slot: what KEYS compares
+        # BFV slots the encoded vector takes (v3 packs fields_per_slot values per slot)
+        self.n_slots = -(-flat.size // params.fields_per_slot) + 1
+        self.weight_class: int | None = None  # v3: the largest class in the mask set
         self.aggregator, self.decryptor = assign_roles(spec.members, spec.round, spec.group_id)
         self.binding = RoundBinding(spec.federation_id, spec.group_id, spec.round)
         roles = Roles(frozenset(spec.members), self.aggregator, self.decryptor)
@@ -282,6 +291,21 @@ class _Session:
 
     def _mask_binding(self) -> bytes:
         return self.binding.to_bytes() + self.context_hash
+
+    def _mask_key_binding(self) -> bytes:
+        """What mask keys are derived under: v3 adds the group's weight class.
+
+        A member who told peers different weight classes would make them quantise on
+        different grids; binding the class into every mask key turns that into masks
+        that do not cancel (a garbage sum the bounds check refuses), not a quietly
+        rescaled average.
+        """
+        if self.weight_class is None:
+            return self._mask_binding()
+        return self._mask_binding() + b"weight-class" + bytes([self.weight_class])
+
+    def grid(self) -> QuantisationGrid:
+        return QuantisationGrid.for_group(self.params, self.k, self.weight_class)
 
     async def _send(
         self, recipient: str, step: Step, payload: bytes, digest: bytes | None = None
@@ -384,6 +408,7 @@ class _Session:
             raise RoleUnavailableError(f"decryptor {self.decryptor!r} published no context")
         context = ContextPayload.decode(message.payload)
         expected_p = batching_plain_modulus(params.poly_modulus_degree, params.plain_modulus_bits)
+        _refuse_other_protocol(context, params)
         if (
             context.poly_modulus_degree != params.poly_modulus_degree
             or context.plain_modulus != expected_p
@@ -404,6 +429,7 @@ class _Session:
             bytes(self._mask_key.public_key),
             self_mask_commitment(self._seed, self._mask_binding()),
             self.n_values,
+            weight_class(self.weight, self.params) if self.params.packed else None,
         )
         self.keys[self.me] = mine
         await self._broadcast(self.spec.members, Step.KEYS, mine.encode())
@@ -412,7 +438,7 @@ class _Session:
             await self.inbox.gather(Step.KEYS, others, self._deadline())
         ).items():
             try:
-                theirs = KeysPayload.decode(message.payload)
+                theirs = _decode_keys(message.payload, self.params, sender)
                 if theirs.n_values != self.n_values:
                     raise VectorShapeError(
                         f"{sender!r} has {theirs.n_values - 1} parameters, we have "
@@ -472,6 +498,8 @@ class _Session:
                 continue
             self.vault.store(sender, bundle)
         mask_set = tuple(sorted(self.vault.owners))
+        if self.params.packed:
+            self.weight_class = max(self.keys[p].weight_class or 0 for p in mask_set)
         if len(mask_set) < self.t:
             raise NotEnoughSurvivorsError(
                 f"only {len(mask_set)} members shared keys, need {self.t}"
@@ -485,7 +513,7 @@ class _Session:
 
     def _contribution_job(self, mask_set: tuple[str, ...]) -> EncryptJob:
         """The worker job that clips, quantises and masks this member's update."""
-        binding = self._mask_binding()
+        binding = self._mask_key_binding()
 
         def mask_keys() -> tuple[tuple[bytes, int], ...]:
             masks = [(derive_mask_key(self._seed, binding, b"self"), 1)]
@@ -506,6 +534,7 @@ class _Session:
                 self.params,
                 self.k,
                 mask_keys(),
+                self.weight_class,
             )
         )
 
@@ -519,7 +548,7 @@ class _Session:
         publish the sum and the survivor set (D included: D never uploads)."""
         accumulator = self._local_cpu(
             lambda: CiphertextAccumulator(
-                self.public_context, self.n_values, self.params.slot_count
+                self.public_context, self.n_slots, self.params.slot_count
             )
         )
         own_plain: PlainAddend | None = None
@@ -550,9 +579,9 @@ class _Session:
                     raise SurvivorSetMismatchError(
                         f"{upload.mask_set} masked with another set than {mask_set}"
                     )
-                if upload.n_values != self.n_values:
+                if upload.n_values != self.n_slots:
                     raise VectorShapeError(
-                        f"upload has {upload.n_values} values, not {self.n_values}"
+                        f"upload has {upload.n_values} slots, not {self.n_slots}"
                     )
                 accumulator.add(upload.chunks)
             except SecAggError as error:
@@ -570,7 +599,7 @@ class _Session:
             raise kind(f"only {len(survivors)} members uploaded, need {self.floor}")
         survivors_bytes = SurvivorsPayload(tuple(sorted(survivors)), mask_set).encode()
         digest = hashlib.sha256(survivors_bytes).digest()
-        summed = SumPayload(digest, self.n_values, accumulator.serialise()).encode()
+        summed = SumPayload(digest, self.n_slots, accumulator.serialise()).encode()
         del accumulator
         await asyncio.gather(
             self._send(self.decryptor, Step.SUM, summed),
@@ -668,8 +697,8 @@ class _Session:
         del message
         if summed.survivors_digest != digest:
             raise SurvivorSetMismatchError("the sum is bound to another survivor set")
-        if summed.n_values != self.n_values:
-            raise VectorShapeError(f"sum has {summed.n_values} values, not {self.n_values}")
+        if summed.n_values != self.n_slots:
+            raise VectorShapeError(f"sum has {summed.n_values} slots, not {self.n_slots}")
         answers: list[UnmaskPayload] = [own]
         waiting = {p for p in survivors.mask_set if p != self.me}
         deadline = self._deadline()
@@ -707,11 +736,13 @@ class _Session:
         job = DecryptJob(
             self.secret_context,
             summed.chunks,
-            self.n_values,
+            self.n_slots,
             self.params,
             self.k,
             masks,
             own_values,
+            self.weight_class,
+            self.flat.size,
         )
         del summed
         try:
@@ -735,11 +766,12 @@ class _Session:
         for answer in answers:
             for item in answer.shares:
                 collected.setdefault((item.owner, item.kind), []).append(item.share)
-        binding = self._mask_binding()
+        binding = self._mask_key_binding()
         masks: list[tuple[bytes, int]] = []
         for owner in survivors.survivors:
             seed = reconstruct_secret(collected.get((owner, SEED_SHARE), []), self.t)
-            if self_mask_commitment(seed, binding) != self.keys[owner].seed_commitment:
+            commitment = self_mask_commitment(seed, self._mask_binding())
+            if commitment != self.keys[owner].seed_commitment:
                 raise ProtocolViolationError(
                     f"reconstructed seed of {owner!r} fails its commitment"
                 )
@@ -769,6 +801,37 @@ class _Session:
         if result.survivors != survivors.survivors or result.dropped != survivors.dropped:
             raise SurvivorSetMismatchError("the result covers another survivor set")
         return result
+
+
+def _refuse_other_protocol(context: ContextPayload, params: SecAggParams) -> None:
+    """Name the protocol a decryptor of another version runs, instead of 'other parameters'."""
+    for other in (SecAggParams(), SecAggParams.v3()):
+        if other.protocol == params.protocol:
+            continue
+        other_p = batching_plain_modulus(other.poly_modulus_degree, other.plain_modulus_bits)
+        if context.plain_modulus == other_p:
+            raise ContextMismatchError(
+                f"the decryptor runs {other.protocol} ({other.plain_modulus_bits}-bit plain "
+                f"modulus); this member runs {params.protocol}: every member of a group "
+                f"must set [federation] secure_aggregation = \"{params.protocol}\""
+            )
+
+
+def _decode_keys(payload: bytes | memoryview, params: SecAggParams, sender: str) -> KeysPayload:
+    """KEYS of this protocol version, with a weight class in range for v3."""
+    try:
+        keys = KeysPayload.decode(payload, with_weight_class=params.packed)
+    except MessageFormatError as exc:
+        raise MessageFormatError(
+            f"{sender!r} sent keys that {params.protocol} cannot read (another protocol "
+            f"version?): {exc}"
+        ) from exc
+    if keys.weight_class is not None and keys.weight_class > max_weight_class(params):
+        raise ProtocolViolationError(
+            f"{sender!r} claims weight class {keys.weight_class}, above max_weight's "
+            f"{max_weight_class(params)}"
+        )
+    return keys
 
 
 def _check_x25519(keys: KeysPayload, sender: str) -> None:
