@@ -265,10 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keys", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.replay_aggregator is not None:
-        replay = replay_aggregator(
+        replayed = replay_aggregator(
             args.replay_aggregator, args.keys, args.params, params_for(args.protocol)
         )
-        print(json.dumps(replay))
+        print(json.dumps(replayed))
         return 0
 
     n, k = args.params, args.group

@@ -32,7 +32,9 @@ from .config_schema import build_section
 from .defaults import DEFAULT_LISTEN
 from .errors import ConfigError
 
-SECURE_AGGREGATION_CHOICES = ("bfv-mask-shamir-v2", "none")
+# v3 packs three 12..14-bit values per BFV slot (a third of v2's bytes and CPU, a coarser
+# grid: docs/security.md); v2 and v3 peers cannot share a group, so every member sets one
+SECURE_AGGREGATION_CHOICES = ("bfv-mask-shamir-v2", "bfv-mask-shamir-v3", "none")
 # v1 peers expect an upload from the decryptor, which v2 never sends: the two cannot mix
 RETIRED_SECURE_AGGREGATION = {"bfv-mask-shamir-v1": "bfv-mask-shamir-v2"}
 

@@ -258,6 +258,7 @@ class Daemon:
                 verify=self._verify_member_signature,
                 executor=self._he_executor,
                 step_timeout_s=cfg.federation.round_deadline_s,
+                protocol=cfg.federation.secure_aggregation,
             )
         parts = MemberParts(trainer=trainer, secure=secure, work_dir=cfg.state_dir,
                             seed=cfg.train.seed)

@@ -46,7 +46,7 @@ group_size = 4                     # peers averaged together per round (at least
                                    # than group_size + 3 members up (3 with group_size = 4), all
                                    # of them form one group: the whole federation is averaged
 round_deadline_s = {deadline}      # a straggler misses the round after this long
-secure_aggregation = {secure}    # "bfv-mask-shamir-v2" or "none" (plaintext; peers see each other's updates)
+secure_aggregation = {secure}    # "bfv-mask-shamir-v2", "bfv-mask-shamir-v3" or "none" (plaintext)
 final_averaging_rounds = 0         # last rounds only average (no training): every member ends with the same adapter
 # average_optimizer_state = true   # lora_avg: average AdamW's exp_avg with the adapter (2x the bytes); same on every peer
 # max_eval_loss_increase = 0.5     # refuse a group result that raises our eval loss by more (nats); unset: off

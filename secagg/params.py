@@ -159,6 +159,17 @@ class SecAggParams:
             raise ParameterSecurityError("need 0 < weight_resolution <= max_weight < inf")
 
 
+def params_for_protocol(protocol: str) -> SecAggParams:
+    """The default parameters of a protocol named in ``[federation] secure_aggregation``."""
+    if protocol == PROTOCOL_V3:
+        return SecAggParams.v3()
+    if protocol == PROTOCOL_V2:
+        return SecAggParams()
+    raise ParameterSecurityError(
+        f"unknown protocol {protocol!r}: this member speaks {', '.join(PROTOCOLS)}"
+    )
+
+
 def _is_prime(n: int) -> bool:
     """Deterministic Miller-Rabin, exact for n < 3.3e24 (far above any plain modulus)."""
     if n < 2:

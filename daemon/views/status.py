@@ -10,7 +10,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from fedswarm.p2p.identity import public_key_from_peer_id
-from fedswarm.secagg.params import PROTOCOL_NAME, SecAggParams
+from fedswarm.secagg.params import SecAggParams, params_for_protocol
 
 from .fedmkt import FedMKTEventLog, fedmkt_panel
 from .prometheus import MetricsSnapshot, render_metrics
@@ -103,7 +103,7 @@ class DaemonStatusView:
         return max(len(self._d.up_members()) - 1, 0) if self._d.membership else 0
 
     def protocol_name(self) -> str:
-        return "none" if self._d.config.federation.secure_aggregation == "none" else PROTOCOL_NAME
+        return self._d.config.federation.secure_aggregation
 
     def peers(self) -> list[dict[str, Any]]:
         d = self._d
@@ -178,7 +178,8 @@ class DaemonStatusView:
 
     def security(self) -> dict[str, Any]:
         d = self._d
-        params = SecAggParams()
+        protocol = self._d.config.federation.secure_aggregation
+        params = params_for_protocol(protocol) if protocol != "none" else SecAggParams()
         return {
             "federation_id": d.roster.federation_id,
             "roster_fingerprint": d.roster.fingerprint(),
@@ -246,7 +247,7 @@ class DaemonStatusView:
         recent = d.store.rounds(limit=20) if d.store else []
         counts = d.store.round_status_counts() if d.store else {}
         secagg_rounds, secagg_seconds = (
-            d.store.secure_aggregation_totals(PROTOCOL_NAME) if d.store else (0, 0.0)
+            d.store.secure_aggregation_totals(self.protocol_name()) if d.store else (0, 0.0)
         )
         stats = d.node.stats() if d.node else {}
         last_train = next((r.train_loss for r in reversed(recent) if r.train_loss is not None),

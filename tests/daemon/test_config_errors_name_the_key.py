@@ -104,6 +104,11 @@ def test_retired_secure_aggregation_protocol_names_its_successor(tmp_path: Path)
         load_config(write(tmp_path, text))
 
 
+def test_packed_protocol_v3_can_be_chosen(tmp_path: Path) -> None:
+    text = MINIMAL + '\n[federation]\nsecure_aggregation = "bfv-mask-shamir-v3"\n'
+    assert load_config(write(tmp_path, text)).federation.secure_aggregation == "bfv-mask-shamir-v3"
+
+
 def test_on_by_default_and_off_when_set(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, MINIMAL)).federation.average_optimizer_state is True
     off = MINIMAL + "\n[federation]\naverage_optimizer_state = false\n"
