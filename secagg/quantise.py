@@ -270,12 +270,15 @@ def decode_sum(
     """Turn the unmasked sum (slots mod p, weight slot last) into (average, total weight).
 
     n_values: how many coordinates the slots hold (packed grids pad the last slot);
-    None means every field of every slot.
+    None means every field of every slot.  Works block by block, so the only full-size
+    array it makes is the float32 average (the whole-array version made five full-size
+    int64/float64 temporaries, about 3 GB at 80 M values).
     """
     if summed.ndim != 1 or summed.size < 2:
         raise VectorShapeError("summed vector must be 1-D with a weight slot")
-    centred = np.where(summed > grid.plain_modulus // 2, summed - grid.plain_modulus, summed)
-    weight_units = int(centred[-1])
+    weight_units = int(summed[-1])
+    if weight_units > grid.plain_modulus // 2:
+        weight_units -= grid.plain_modulus
     if weight_units <= 0:
         raise VectorShapeError("total weight slot is not positive: masks were not removed")
     total_weight = weight_units / grid.weight_units
@@ -284,6 +287,14 @@ def decode_sum(
         n_values = capacity
     if not capacity - grid.fields < n_values <= capacity:
         raise VectorShapeError(f"{summed.size - 1} slots cannot hold {n_values} values")
-    integers = unpack_fields(centred[:-1], grid).reshape(-1) if grid.packed else centred[:-1]
-    average = integers[:n_values].astype(np.float64) / (grid.scale * total_weight)
-    return average.astype(np.float32), total_weight
+    average = np.empty(n_values, dtype=np.float32)
+    divisor = grid.scale * total_weight
+    block = max(QUANTISE_BLOCK // grid.fields, 1)  # slots per step: no full-size temporaries
+    for start in range(0, summed.size - 1, block):
+        part = summed[start : min(start + block, summed.size - 1)]
+        signed = np.where(part > grid.plain_modulus // 2, part - grid.plain_modulus, part)
+        integers = unpack_fields(signed, grid).reshape(-1) if grid.packed else signed
+        first = start * grid.fields
+        count = min(integers.size, n_values - first)
+        average[first : first + count] = integers[:count].astype(np.float64) / divisor
+    return average, total_weight
