@@ -37,9 +37,15 @@ from fedswarm.secagg.he import (
     make_executor,
     silence_native_stdout,
 )
-from fedswarm.secagg.messages import RoundBinding, Step, decode_message, peek_binding
+from fedswarm.secagg.messages import (
+    RoundBinding,
+    Step,
+    decode_message,
+    encode_message,
+    peek_binding,
+)
 from fedswarm.secagg.params import PROTOCOL_V3, PROTOCOLS, SecAggParams
-from fedswarm.secagg.payloads import ContextPayload, UploadPayload
+from fedswarm.secagg.payloads import ContextPayload, SumPayload, UploadPayload
 from fedswarm.secagg.quantise import QuantisationGrid
 from fedswarm.secagg.roles import assign_roles
 from fedswarm.secagg.session import AggregationResult, GroupSpec, run_secure_aggregation
@@ -180,10 +186,67 @@ def replay_aggregator(
         accumulator.add(upload.chunks)
         del upload
     summed = accumulator.serialise()
+    sum_bytes = float(sum(len(c) for c in summed))
+    del accumulator
+    # what A sends D: the SUM payload, signed (A's own plaintext add and its update,
+    # which live in A's worker and its caller, are not part of this replay)
+    payload = SumPayload(bytes(32), slots, summed).encode()
+    del summed
+    message = encode_message(
+        Ed25519Signer.generate(me), binding, Step.SUM, "peer-d", bytes(32), payload
+    )
+    del payload, message
     return {
         "peak_rss_mb": _own_peak_rss_mb(),
         "add_cpu_s": time.process_time() - start,
-        "sum_bytes": float(sum(len(c) for c in summed)),
+        "sum_bytes": sum_bytes,
+    }
+
+
+def _worker_peak_rss_mb() -> float:
+    """Runs in the HE worker: its own high-water mark."""
+    return _own_peak_rss_mb()
+
+
+def replay_member(n_params: int, k: int, params: SecAggParams) -> dict[str, float]:
+    """An ordinary member's upload path in a fresh process and a fresh HE worker.
+
+    The round benchmark runs all k members in one process, so no member's footprint can
+    be read there.  This replays what one member holds: its update, the EncryptJob it
+    sends to its worker (k masks), the chunks it gets back, the UploadPayload and the
+    signed message.  Reports this process's and the worker's VmHWM separately, as a
+    daemon and its HE worker are separate processes.
+    """
+    import secrets as secrets_module
+
+    from fedswarm.secagg.he import EncryptJob, create_context, encrypt_contribution
+
+    keys = create_context(params)
+    update = np.random.default_rng(3).uniform(-0.5, 0.5, n_params).astype(np.float32)
+    masks = tuple((secrets_module.token_bytes(32), 1 if i % 2 else -1) for i in range(k))
+    signer = Ed25519Signer.generate("peer-00")
+    binding = RoundBinding("bench-fed", "bench-group", 1)
+    job = EncryptJob(keys.public_context, update, 1000.0, params, k, masks, 16)
+    pool = make_executor(1)
+    try:
+        pool.submit(silence_native_stdout_and_import, 0).result()
+        baseline_worker_mb = pool.submit(_worker_peak_rss_mb).result()
+        start = time.process_time()
+        output = pool.submit(encrypt_contribution, job).result()
+        worker_mb = pool.submit(_worker_peak_rss_mb).result()
+    finally:
+        pool.shutdown(wait=True)
+    payload = UploadPayload(("peer-00",), output.n_values, output.chunks).encode()
+    del output
+    message = encode_message(signer, binding, Step.UPLOAD, "peer-01", bytes(32), payload)
+    upload_bytes = len(message)
+    del payload, message
+    return {
+        "peak_rss_mb": _own_peak_rss_mb(),
+        "worker_peak_rss_mb": worker_mb,
+        "worker_idle_rss_mb": baseline_worker_mb,
+        "cpu_s_excluding_worker": time.process_time() - start,
+        "upload_bytes": float(upload_bytes),
     }
 
 
@@ -263,7 +326,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", choices=PROTOCOLS, default=PROTOCOL_V3)
     parser.add_argument("--replay-aggregator", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--keys", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--replay-member", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.replay_member:
+        print(json.dumps(replay_member(args.params, args.group, params_for(args.protocol))))
+        return 0
     if args.replay_aggregator is not None:
         replayed = replay_aggregator(
             args.replay_aggregator, args.keys, args.params, params_for(args.protocol)
@@ -296,6 +363,24 @@ def main(argv: list[str] | None = None) -> int:
             text=True,
         )
         a_replay = json.loads(replay.stdout.strip().splitlines()[-1])
+    member_replay = json.loads(
+        subprocess.run(
+            module_command(
+                "secagg",
+                "--params",
+                str(n),
+                "--group",
+                str(k),
+                "--protocol",
+                params.protocol,
+                "--replay-member",
+            ),
+            env=child_env(),
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip().splitlines()[-1]
+    )
     whole_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     plain = plaintext_baseline(n, k)
@@ -360,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "peers": peers,
         "aggregator": {"peer": aggregator, **peers[aggregator], "replay": a_replay},
+        "member_replay": member_replay,
         "decryptor": {"peer": decryptor, **peers[decryptor]},
         "whole_process_peak_rss_mb": whole_rss,
         "plaintext_fp32": plain,
@@ -378,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
             "bytes_ratio_vs_plain": mean_bytes / plain["bytes_per_peer_mean"],
             "member_upload_ratio_vs_fp32": member_sent / (4 * n),
             "aggregator_peak_rss_mb": a_replay["peak_rss_mb"],
+            "member_peak_rss_mb": member_replay["peak_rss_mb"],
+            "member_worker_peak_rss_mb": member_replay["worker_peak_rss_mb"],
             "targets": {
                 "peer_cpu_s": TARGET_PEER_CPU_S,
                 "bytes_ratio_vs_plain": TARGET_BYTES_RATIO,
@@ -434,8 +522,12 @@ def print_table(report: dict[str, Any]) -> None:
         f"{s['decryptor_cpu_s']:.2f} s"
     )
     print(
-        f"A peak RSS (replay)   {s['aggregator_peak_rss_mb']:.0f} MB "
+        f"A peak RSS (replay: add uploads, sign SUM) {s['aggregator_peak_rss_mb']:.0f} MB "
         f"(target <= {TARGET_A_RSS_MB:.0f})"
+    )
+    print(
+        f"member peak RSS       {s['member_peak_rss_mb']:.0f} MB, its HE worker "
+        f"{s['member_worker_peak_rss_mb']:.0f} MB (replay)"
     )
     print(
         f"whole-process RSS     {report['whole_process_peak_rss_mb']:.0f} MB "
