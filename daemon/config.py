@@ -32,7 +32,7 @@ from .config_schema import build_section
 from .defaults import DEFAULT_LISTEN
 from .errors import ConfigError
 
-# v3 packs three 12..14-bit values per BFV slot (a third of v2's bytes and CPU, a coarser
+# v3 packs three signed values per BFV slot (a third of v2's bytes, far less CPU, a coarser
 # grid: docs/security.md); v2 and v3 peers cannot share a group, so every member sets one
 SECURE_AGGREGATION_CHOICES = ("bfv-mask-shamir-v2", "bfv-mask-shamir-v3", "none")
 # v1 peers expect an upload from the decryptor, which v2 never sends: the two cannot mix
