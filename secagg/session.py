@@ -112,6 +112,7 @@ peer that never shows up) the average gives the victim's update away. Every memb
 checks this before it sends an unmask share, and D before it decrypts. It must equal
 ``fedswarm.federation.round.MIN_GROUP_SIZE`` (secagg cannot import federation; a test
 in tests/federation checks they match)."""
+SEQUENTIAL_BROADCAST_BYTES = 64 << 20  # above this, one signed copy in flight at a time
 ROLE_WAIT_FACTOR = 3  # waits on A or D cover their own waits on peers plus their work
 
 T = TypeVar("T")
@@ -324,9 +325,18 @@ class _Session:
         return True
 
     async def _broadcast(self, recipients: Iterable[str], step: Step, payload: bytes) -> None:
+        """Send one payload to many; a large one (D's RESULT) one recipient at a time.
+
+        Each recipient gets its own signed message, a copy of the payload: sent all at
+        once, an 80 M-value average would be k - 1 copies of 320 MB in D's memory.
+        """
         targets = [p for p in recipients if p != self.me]
         digest = self._local_cpu(lambda: hashlib.sha256(payload).digest())  # once, not per peer
-        await asyncio.gather(*(self._send(p, step, payload, digest) for p in targets))
+        if len(payload) <= SEQUENTIAL_BROADCAST_BYTES:
+            await asyncio.gather(*(self._send(p, step, payload, digest) for p in targets))
+            return
+        for peer in targets:
+            await self._send(peer, step, payload, digest)
 
     async def _abort(self, reason: str, code: int = ABORT_NOT_ENOUGH_SURVIVORS) -> None:
         payload = AbortPayload(code, reason).encode()
@@ -353,12 +363,10 @@ class _Session:
         else:
             upload = await self._encrypt(mask_set)
             self._lap("encrypt")
-            sent = await self._send(
-                self.aggregator,
-                Step.UPLOAD,
-                UploadPayload(mask_set, upload.n_values, upload.chunks).encode(),
-            )
-            del upload
+            payload = UploadPayload(mask_set, upload.n_values, upload.chunks).encode()
+            del upload  # the chunks live on in the payload: never three copies at once
+            sent = await self._send(self.aggregator, Step.UPLOAD, payload)
+            del payload
             survivors_bytes = await self._receive_survivors(mask_set, uploaded=sent)
         self._lap("aggregate")
         survivors = SurvivorsPayload.decode(survivors_bytes)
@@ -599,8 +607,10 @@ class _Session:
             raise kind(f"only {len(survivors)} members uploaded, need {self.floor}")
         survivors_bytes = SurvivorsPayload(tuple(sorted(survivors)), mask_set).encode()
         digest = hashlib.sha256(survivors_bytes).digest()
-        summed = SumPayload(digest, self.n_slots, accumulator.serialise()).encode()
-        del accumulator
+        chunks = accumulator.serialise()
+        del accumulator  # the raw sum, the chunks and the payload are each the sum's size
+        summed = SumPayload(digest, self.n_slots, chunks).encode()
+        del chunks
         await asyncio.gather(
             self._send(self.decryptor, Step.SUM, summed),
             self._broadcast(self.spec.members, Step.SURVIVORS, survivors_bytes),
