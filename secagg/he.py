@@ -182,9 +182,12 @@ class EncryptJob:
     group_size: int
     masks: tuple[tuple[bytes, int], ...]  # (derived key, +1/-1): pairwise and self masks
     weight_class: int | None = None  # v3: the group's largest weight class (KEYS)
+    range_shift: int = 0  # v3: the group's smallest range shift (KEYS)
 
     def grid(self) -> QuantisationGrid:
-        return QuantisationGrid.for_group(self.params, self.group_size, self.weight_class)
+        return QuantisationGrid.for_group(
+            self.params, self.group_size, self.weight_class, self.range_shift
+        )
 
 
 @dataclass(frozen=True)
@@ -278,6 +281,7 @@ class DecryptJob:
     own: np.ndarray | None = None  # D's masked vector (mask_contribution) when D is a survivor
     weight_class: int | None = None  # v3: the group's largest weight class (KEYS)
     n_params: int | None = None  # coordinates in the slots (None: every field)
+    range_shift: int = 0  # v3: the group's smallest range shift (KEYS)
 
 
 @dataclass(frozen=True)
@@ -291,7 +295,9 @@ def decrypt_and_unmask(job: DecryptJob) -> DecryptOutput:
     """Runs in a worker: the only place the plaintext sum ever exists."""
     silence_native_stdout()
     start = time.process_time()
-    grid = QuantisationGrid.for_group(job.params, job.group_size, job.weight_class)
+    grid = QuantisationGrid.for_group(
+        job.params, job.group_size, job.weight_class, job.range_shift
+    )
     values = decrypt_chunks(job.secret_context, job.chunks, job.n_values, grid.plain_modulus)
     if job.own is not None:
         add_own_mod_p(values, job.own, grid.plain_modulus)

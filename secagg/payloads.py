@@ -44,8 +44,9 @@ class ContextPayload:
 class KeysPayload:
     """X25519 keys for share encryption and masking, and the self-mask seed commitment.
 
-    v3 adds the member's weight class (quantise.weight_class), one byte at the end; a
-    decoder told which protocol it speaks refuses the other's layout.
+    v3 adds the member's weight class and range shift (quantise.weight_class,
+    quantise.range_shift), one byte each at the end; a decoder told which protocol it
+    speaks refuses the other's layout.
     """
 
     share_public_key: bytes
@@ -53,6 +54,7 @@ class KeysPayload:
     seed_commitment: bytes
     n_values: int
     weight_class: int | None = None
+    range_shift: int | None = None
 
     def encode(self) -> bytes:
         w = (
@@ -63,16 +65,16 @@ class KeysPayload:
             .u64(self.n_values)
         )
         if self.weight_class is not None:
-            w.u8(self.weight_class)
+            w.u8(self.weight_class).u8(self.range_shift or 0)
         return w.getvalue()
 
     @classmethod
-    def decode(cls, data: Buffer, with_weight_class: bool = False) -> KeysPayload:
+    def decode(cls, data: Buffer, packed: bool = False) -> KeysPayload:
         r = Reader(data, "keys payload")
         keys = (r.raw(KEY_BYTES), r.raw(KEY_BYTES), r.raw(DIGEST_BYTES), r.u64())
-        weight_class = r.u8() if with_weight_class else None
+        classes = (r.u8(), r.u8()) if packed else (None, None)
         r.finish()
-        return cls(*keys, weight_class)
+        return cls(*keys, *classes)
 
 
 @dataclass(frozen=True)

@@ -51,13 +51,19 @@ class QuantisationGrid:
 
     @classmethod
     def for_group(
-        cls, params: SecAggParams, group_size: int, weight_class: int | None = None
+        cls,
+        params: SecAggParams,
+        group_size: int,
+        weight_class: int | None = None,
+        range_shift: int = 0,
     ) -> QuantisationGrid:
         """Size the grid so k summed contributions never wrap the plain modulus.
 
         weight_class (v3 only) is the largest ceil(log2(weight units)) in the group; the
         grid then fits weights up to 2**weight_class units instead of max_weight, which
         is what keeps 12-bit fields useful.  None: the class of max_weight.
+        range_shift (v3 only) is the smallest range_shift in the group: every member's
+        coordinates are within clip_norm / 2**range_shift, and the grid is that much finer.
         """
         if group_size < 1:
             raise ParameterSecurityError("group_size must be positive")
@@ -68,7 +74,9 @@ class QuantisationGrid:
         if group_size * round(params.max_weight * weight_units) >= half:
             raise ParameterSecurityError("weight slot would wrap: lower max_weight/resolution")
         if params.packed:
-            return cls._packed(params, group_size, weight_class, p, delta, weight_units)
+            return cls._packed(
+                params, group_size, weight_class, range_shift, p, delta, weight_units
+            )
         scale = (half - 2 * group_size) / (group_size * params.max_weight * params.clip_norm)
         if scale < 1.0:
             raise ParameterSecurityError(
@@ -82,6 +90,7 @@ class QuantisationGrid:
         params: SecAggParams,
         k: int,
         weight_class: int | None,
+        range_shift: int,
         p: int,
         delta: float,
         weight_units: float,
@@ -103,8 +112,10 @@ class QuantisationGrid:
             raise ParameterSecurityError(
                 f"{fields} fields per slot leave no room for {k} members: use fewer fields"
             )
+        if not 0 <= range_shift <= MAX_RANGE_SHIFT:
+            raise ParameterSecurityError(f"range shift {range_shift} not in 0..{MAX_RANGE_SHIFT}")
         reference_weight = (1 << weight_class) / weight_units
-        scale = level / (reference_weight * params.clip_norm)
+        scale = level / (reference_weight * params.clip_norm) * (1 << range_shift)
         return cls(p, k, scale, weight_units, delta, fields, field_bits, level)
 
     @property
@@ -137,6 +148,36 @@ def weight_class(weight: float, params: SecAggParams) -> int:
 
 
 QUANTISE_BLOCK = 1 << 16  # values per step: float64 scratch stays in L2, no page faults
+
+
+MAX_RANGE_SHIFT = 24
+
+
+def range_shift(flat: np.ndarray, params: SecAggParams) -> int:
+    """The largest s with every clipped coordinate within clip_norm / 2**s (0..24).
+
+    Why: LoRA adapters and AdamW moments sit far inside the default clip of 1.0, and
+    13-bit fields spent on [-1, 1] leave them a coarse grid.  Each v3 member publishes s
+    in KEYS, the group takes the smallest, and the grid covers only that range (no
+    honest value is cut).  It reveals each member's largest |coordinate| to within a
+    factor of two (docs/security.md).
+    """
+    largest = 0.0
+    for start in range(0, flat.size, QUANTISE_BLOCK):
+        part = flat[start : start + QUANTISE_BLOCK]
+        largest = max(largest, float(np.max(np.abs(part))))
+    clip = params.clip_norm
+    if params.clip_mode == "l2":
+        norm = l2_norm(flat)
+        if norm > clip:
+            largest *= clip / norm
+    largest = min(largest, clip)
+    if largest <= clip / (1 << MAX_RANGE_SHIFT):
+        return MAX_RANGE_SHIFT
+    shift = max(math.floor(math.log2(clip / largest)), 0)
+    while shift > 0 and clip / (1 << shift) < largest:  # float log2 at a power of two
+        shift -= 1
+    return min(shift, MAX_RANGE_SHIFT)
 
 
 def validate_update(update: np.ndarray) -> np.ndarray:

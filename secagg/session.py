@@ -91,9 +91,11 @@ from fedswarm.secagg.payloads import (
 )
 from fedswarm.secagg.plain_add import PlainAddend, plain_addend
 from fedswarm.secagg.quantise import (
+    MAX_RANGE_SHIFT,
     QuantisationGrid,
     max_weight_class,
     quantise_weight,
+    range_shift,
     validate_update,
     weight_class,
 )
@@ -248,6 +250,7 @@ class _Session:
         # BFV slots the encoded vector takes (v3 packs fields_per_slot values per slot)
         self.n_slots = -(-flat.size // params.fields_per_slot) + 1
         self.weight_class: int | None = None  # v3: the largest class in the mask set
+        self.range_shift = 0  # v3: the smallest range shift in the mask set
         self.aggregator, self.decryptor = assign_roles(spec.members, spec.round, spec.group_id)
         self.binding = RoundBinding(spec.federation_id, spec.group_id, spec.round)
         roles = Roles(frozenset(spec.members), self.aggregator, self.decryptor)
@@ -303,10 +306,18 @@ class _Session:
         """
         if self.weight_class is None:
             return self._mask_binding()
-        return self._mask_binding() + b"weight-class" + bytes([self.weight_class])
+        return (
+            self._mask_binding()
+            + b"weight-class"
+            + bytes([self.weight_class])
+            + b"range-shift"
+            + bytes([self.range_shift])
+        )
 
     def grid(self) -> QuantisationGrid:
-        return QuantisationGrid.for_group(self.params, self.k, self.weight_class)
+        return QuantisationGrid.for_group(
+            self.params, self.k, self.weight_class, self.range_shift
+        )
 
     async def _send(
         self, recipient: str, step: Step, payload: bytes, digest: bytes | None = None
@@ -438,6 +449,9 @@ class _Session:
             self_mask_commitment(self._seed, self._mask_binding()),
             self.n_values,
             weight_class(self.weight, self.params) if self.params.packed else None,
+            self._local_cpu(lambda: range_shift(self.flat, self.params))
+            if self.params.packed
+            else None,
         )
         self.keys[self.me] = mine
         await self._broadcast(self.spec.members, Step.KEYS, mine.encode())
@@ -508,6 +522,7 @@ class _Session:
         mask_set = tuple(sorted(self.vault.owners))
         if self.params.packed:
             self.weight_class = max(self.keys[p].weight_class or 0 for p in mask_set)
+            self.range_shift = min(self.keys[p].range_shift or 0 for p in mask_set)
         if len(mask_set) < self.t:
             raise NotEnoughSurvivorsError(
                 f"only {len(mask_set)} members shared keys, need {self.t}"
@@ -543,6 +558,7 @@ class _Session:
                 self.k,
                 mask_keys(),
                 self.weight_class,
+                self.range_shift,
             )
         )
 
@@ -753,6 +769,7 @@ class _Session:
             own_values,
             self.weight_class,
             self.flat.size,
+            self.range_shift,
         )
         del summed
         try:
@@ -830,7 +847,7 @@ def _refuse_other_protocol(context: ContextPayload, params: SecAggParams) -> Non
 def _decode_keys(payload: bytes | memoryview, params: SecAggParams, sender: str) -> KeysPayload:
     """KEYS of this protocol version, with a weight class in range for v3."""
     try:
-        keys = KeysPayload.decode(payload, with_weight_class=params.packed)
+        keys = KeysPayload.decode(payload, packed=params.packed)
     except MessageFormatError as exc:
         raise MessageFormatError(
             f"{sender!r} sent keys that {params.protocol} cannot read (another protocol "
@@ -840,6 +857,10 @@ def _decode_keys(payload: bytes | memoryview, params: SecAggParams, sender: str)
         raise ProtocolViolationError(
             f"{sender!r} claims weight class {keys.weight_class}, above max_weight's "
             f"{max_weight_class(params)}"
+        )
+    if keys.range_shift is not None and keys.range_shift > MAX_RANGE_SHIFT:
+        raise ProtocolViolationError(
+            f"{sender!r} claims range shift {keys.range_shift}, above {MAX_RANGE_SHIFT}"
         )
     return keys
 

@@ -11,6 +11,7 @@ from fedswarm.secagg.quantise import (
     decode_sum,
     encode_contribution,
     max_weight_class,
+    range_shift,
     weight_class,
 )
 
@@ -105,3 +106,34 @@ def test_v3_packs_three_values_per_slot_at_12_bits_for_a_group_of_8() -> None:
     grid = QuantisationGrid.for_group(PARAMS, 8)
     assert (grid.fields, grid.field_bits, grid.level) == (3, 16, 4095)
     assert grid.encoded_size(4_000_000) == 1_333_335
+
+
+@pytest.mark.parametrize(("largest", "shift"), [
+    (1.0, 0), (5.0, 0), (0.6, 0), (0.5, 1), (0.126, 2), (0.125, 3), (0.1, 3), (0.0, 24),
+])
+def test_range_shift_is_the_largest_power_of_two_that_still_covers_every_value(
+    largest: float, shift: int
+) -> None:
+    update = np.array([0.0, -largest, largest / 3], np.float32)
+    assert range_shift(update, PARAMS) == shift
+    assert largest == 0 or min(abs(largest), 1.0) <= PARAMS.clip_norm / 2**shift
+
+
+def test_range_shift_in_l2_mode_measures_the_scaled_update() -> None:
+    params = SecAggParams.v3(clip_mode="l2", clip_norm=1.0)
+    update = np.array([3.0, 4.0], np.float32)  # norm 5 -> (0.6, 0.8): shift 0
+    assert range_shift(update, params) == 0
+    assert range_shift(update / 40, params) == 3  # norm 0.125 -> (0.075, 0.1)
+
+
+def test_a_range_shift_makes_the_grid_finer_by_its_power_of_two() -> None:
+    coarse = QuantisationGrid.for_group(PARAMS, 8, 10)
+    fine = QuantisationGrid.for_group(PARAMS, 8, 10, range_shift=4)
+    assert fine.error_bound(100.0) == pytest.approx(coarse.error_bound(100.0) / 16)
+    rng = np.random.default_rng(11)
+    updates = [rng.uniform(-0.06, 0.06, 5_000).astype(np.float32) for _ in range(8)]
+    weights = [10.0] * 8
+    grid = QuantisationGrid.for_group(PARAMS, 8, weight_class(10.0, PARAMS), range_shift=4)
+    average, total = decode_sum(_sum(updates, weights, grid), grid, 5_000)
+    exact = np.mean(np.stack(updates).astype(np.float64), axis=0)
+    assert np.max(np.abs(average - exact)) <= grid.error_bound(total) + 1e-9

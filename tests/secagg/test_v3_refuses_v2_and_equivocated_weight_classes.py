@@ -56,10 +56,11 @@ async def test_an_equivocated_weight_class_breaks_the_sum_instead_of_rescaling_i
             binding, step, _ = peek_binding(data)
             if step is Step.KEYS and recipient in fooled:
                 message = decode_message(data, binding, recipient, group.verify)
-                keys = KeysPayload.decode(message.payload, with_weight_class=True)
+                keys = KeysPayload.decode(message.payload, packed=True)
                 assert keys.weight_class is not None
                 louder = KeysPayload(keys.share_public_key, keys.mask_public_key,
-                                     keys.seed_commitment, keys.n_values, keys.weight_class + 3)
+                                     keys.seed_commitment, keys.n_values, keys.weight_class + 3,
+                                     keys.range_shift)
                 data = encode_message(group.signers[self.me], binding, step, recipient,
                                       message.context_hash, louder.encode())
             await super().send(recipient, data)
@@ -100,11 +101,33 @@ async def test_the_same_round_without_equivocation_is_accurate(pool) -> None:
         assert np.max(np.abs(result.average.astype(np.float64) - expected)) <= bound + 1e-6
 
 
-@pytest.mark.parametrize("claimed", [23, 255])
-def test_a_weight_class_above_max_weight_is_a_protocol_violation(claimed: int) -> None:
+@pytest.mark.parametrize(("weight_class", "shift", "what"),
+                         [(23, 0, "weight class"), (255, 0, "weight class"),
+                          (10, 25, "range shift"), (10, 255, "range shift")])
+def test_a_class_or_shift_out_of_range_is_a_protocol_violation(
+    weight_class: int, shift: int, what: str
+) -> None:
     from fedswarm.secagg.errors import ProtocolViolationError
     from fedswarm.secagg.session import _decode_keys
 
-    payload = KeysPayload(bytes(32), bytes(32), bytes(32), 10, claimed).encode()
-    with pytest.raises(ProtocolViolationError, match="weight class"):
+    payload = KeysPayload(bytes(32), bytes(32), bytes(32), 10, weight_class, shift).encode()
+    with pytest.raises(ProtocolViolationError, match=what):
         _decode_keys(payload, V3, "peer-x")
+
+
+async def test_small_updates_get_a_finer_grid_and_stay_within_it(pool) -> None:
+    """Updates within +-0.06 publish range shift 4: the round's bound is 16x v3's default."""
+    group = Group(4)
+    rng = np.random.default_rng(12)
+    updates = [rng.uniform(-0.06, 0.06, N_PARAMS).astype(np.float32) for _ in range(4)]
+    weights = [1.0, 2.0, 3.0, 4.0]
+    results = await asyncio.gather(*(
+        run_secure_aggregation(
+            group.spec, group.signers[m], group.verify, updates[i], weights[i],
+            group.network.transport(m), V3, step_timeout_s=2.0, executor=pool)
+        for i, m in enumerate(group.members)))
+    full_range = group_grid(4, weights).error_bound(sum(weights))
+    expected = weighted_average(updates, weights)
+    for result in results:
+        assert result.error_bound == pytest.approx(full_range / 16)
+        assert np.max(np.abs(result.average.astype(np.float64) - expected)) <= result.error_bound
