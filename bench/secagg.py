@@ -219,7 +219,12 @@ def replay_member(n_params: int, k: int, params: SecAggParams) -> dict[str, floa
     """
     import secrets as secrets_module
 
-    from fedswarm.secagg.he import EncryptJob, create_context, encrypt_contribution
+    from fedswarm.secagg.he import (
+        EncryptJob,
+        create_context,
+        encrypt_contribution,
+        segment_jobs,
+    )
 
     keys = create_context(params)
     update = np.random.default_rng(3).uniform(-0.5, 0.5, n_params).astype(np.float32)
@@ -232,12 +237,18 @@ def replay_member(n_params: int, k: int, params: SecAggParams) -> dict[str, floa
         pool.submit(silence_native_stdout_and_import, 0).result()
         baseline_worker_mb = pool.submit(_worker_peak_rss_mb).result()
         start = time.process_time()
-        output = pool.submit(encrypt_contribution, job).result()
+        chunks: list[bytes] = []
+        n_slots = 0
+        for segment in segment_jobs(job):  # as _Session._encrypt does
+            output = pool.submit(encrypt_contribution, segment).result()
+            chunks.extend(output.chunks)
+            n_slots += output.n_values
+            del output
         worker_mb = pool.submit(_worker_peak_rss_mb).result()
     finally:
         pool.shutdown(wait=True)
-    payload = UploadPayload(("peer-00",), output.n_values, output.chunks).encode()
-    del output
+    payload = UploadPayload(("peer-00",), n_slots, chunks).encode()
+    del chunks
     message = encode_message(signer, binding, Step.UPLOAD, "peer-01", bytes(32), payload)
     upload_bytes = len(message)
     del payload, message

@@ -11,6 +11,7 @@ process's stdout is never touched.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import hashlib
 import multiprocessing
 import os
@@ -30,7 +31,12 @@ from fedswarm.secagg.errors import (
 from fedswarm.secagg.masking import apply_masks
 from fedswarm.secagg.modular import reduce_mod
 from fedswarm.secagg.params import SecAggParams, batching_plain_modulus
-from fedswarm.secagg.quantise import QuantisationGrid, decode_sum, encode_contribution
+from fedswarm.secagg.quantise import (
+    QuantisationGrid,
+    decode_sum,
+    encode_contribution,
+    l2_norm,
+)
 
 _stdout_silenced = False
 
@@ -183,6 +189,11 @@ class EncryptJob:
     masks: tuple[tuple[bytes, int], ...]  # (derived key, +1/-1): pairwise and self masks
     weight_class: int | None = None  # v3: the group's largest weight class (KEYS)
     range_shift: int = 0  # v3: the group's smallest range shift (KEYS)
+    # a segment of a larger update (segment_jobs): where its slots start, whether it
+    # ends with the weight slot, and the whole update's L2 norm
+    offset_slots: int = 0
+    weight_slot: bool = True
+    norm: float | None = None
 
     def grid(self) -> QuantisationGrid:
         return QuantisationGrid.for_group(
@@ -201,9 +212,44 @@ def masked_contribution(job: EncryptJob) -> np.ndarray:
     """Quantised contribution plus all masks, mod p (what A and D could at most see)."""
     grid = job.grid()
     rng = np.random.default_rng(int.from_bytes(secrets.token_bytes(16), "big"))
-    values = encode_contribution(job.update, job.weight, job.params, grid, rng)
-    apply_masks(values, list(job.masks), grid.plain_modulus)
+    values = encode_contribution(
+        job.update, job.weight, job.params, grid, rng, norm=job.norm, weight_slot=job.weight_slot
+    )
+    apply_masks(values, list(job.masks), grid.plain_modulus, offset_words=job.offset_slots)
     return values
+
+
+SEGMENT_CIPHERTEXTS = 128
+"""Ciphertexts per encryption job: 1.6 M values on v3 (8 MB of upload), 0.5 M on v2."""
+
+
+def segment_jobs(job: EncryptJob, ciphertexts: int = SEGMENT_CIPHERTEXTS) -> list[EncryptJob]:
+    """Split one member's encryption into jobs of a fixed number of whole ciphertexts.
+
+    Why: one job for the whole update pickled it into the worker and its chunks back in
+    one piece; at 80 M values that was 320 MB out and 427 MB back, on top of what both
+    processes already held.  Each segment covers whole ciphertexts, masks with its slice
+    of every keystream and is quantised with the whole update's L2 norm, so the chunks
+    are exactly those of one job.  Only the last segment carries the weight slot.
+    """
+    flat = np.asarray(job.update).reshape(-1)
+    values_per_job = ciphertexts * job.params.slot_count * job.params.fields_per_slot
+    if flat.size <= values_per_job:
+        return [job]
+    norm = l2_norm(flat) if job.params.clip_mode == "l2" else None
+    jobs = []
+    for start in range(0, flat.size, values_per_job):
+        stop = min(start + values_per_job, flat.size)
+        jobs.append(
+            dataclasses.replace(
+                job,
+                update=flat[start:stop],
+                offset_slots=start // job.params.fields_per_slot,
+                weight_slot=stop == flat.size,
+                norm=norm,
+            )
+        )
+    return jobs
 
 
 @dataclass(frozen=True)

@@ -224,8 +224,14 @@ def encode_contribution(
     params: SecAggParams,
     grid: QuantisationGrid,
     rng: np.random.Generator,
+    *,
+    norm: float | None = None,
+    weight_slot: bool = True,
 ) -> np.ndarray:
     """Clip, weight and quantise an update, pack it; append the weight slot.  int64 mod p.
+
+    A segment of a larger update (he.segment_jobs) passes the whole update's L2 norm
+    and weight_slot=False for every segment but the last.
 
     Length is grid.encoded_size(update.size): ceil(n / fields) slots, then one slot with
     the integer weight so the decryptor can divide by the total weight without any
@@ -238,12 +244,13 @@ def encode_contribution(
     factor = weight_units / grid.weight_units * grid.scale
     clip = params.clip_norm
     if params.clip_mode == "l2":
-        norm = l2_norm(flat)
+        if norm is None:
+            norm = l2_norm(flat)
         if norm > clip:
             factor *= clip / norm
     fields = grid.fields
     n_slots = -(-flat.size // fields)
-    out = np.empty(n_slots + 1, dtype=np.int64)
+    out = np.empty(n_slots + int(weight_slot), dtype=np.int64)
     block = fields * min(QUANTISE_BLOCK // fields, n_slots)
     scratch = np.empty(block, dtype=np.float64)
     floor = np.empty(block, dtype=np.float64)
@@ -269,7 +276,8 @@ def encode_contribution(
         used = -(-m // fields) * fields
         quantised[m:used] = 0  # the last slot's unused fields
         _pack(quantised[:used], grid, out[start // fields : (start + used) // fields])
-    out[-1] = weight_units
+    if weight_slot:
+        out[-1] = weight_units
     np.remainder(out, grid.plain_modulus, out=out)
     return out
 

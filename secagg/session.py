@@ -62,6 +62,7 @@ from fedswarm.secagg.he import (
     load_public_context,
     make_executor,
     mask_contribution,
+    segment_jobs,
 )
 from fedswarm.secagg.inbox import Inbox, Roles
 from fedswarm.secagg.masking import (
@@ -563,9 +564,17 @@ class _Session:
         )
 
     async def _encrypt(self, mask_set: tuple[str, ...]) -> EncryptOutput:
-        output = await self._in_pool(encrypt_contribution, self._contribution_job(mask_set))
-        self._charge("encrypt_job", output.cpu_s)
-        return output
+        """Encrypt in segments (he.segment_jobs): no whole-update pickle either way."""
+        job = self._contribution_job(mask_set)
+        chunks: list[bytes] = []
+        n_values = 0
+        for segment in self._local_cpu(lambda: segment_jobs(job)):
+            output = await self._in_pool(encrypt_contribution, segment)
+            self._charge("encrypt_job", output.cpu_s)
+            chunks.extend(output.chunks)
+            n_values += output.n_values
+            del output
+        return EncryptOutput(chunks, n_values, 0.0)
 
     async def _aggregate(self, mask_set: tuple[str, ...]) -> bytes:
         """A: add uploads in place as they arrive, then its own contribution as a plaintext;

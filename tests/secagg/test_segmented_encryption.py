@@ -1,0 +1,65 @@
+"""A member encrypts in segments: the chunks and masks are exactly those of one job."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fedswarm.secagg.he import (
+    EncryptJob,
+    create_context,
+    decrypt_chunks,
+    encrypt_contribution,
+    segment_jobs,
+)
+from fedswarm.secagg.masking import apply_masks
+from fedswarm.secagg.params import SecAggParams
+from fedswarm.secagg.quantise import QuantisationGrid, decode_sum
+
+KEYS = ((bytes(range(32)), 1), (bytes(range(1, 33)), -1), (bytes(range(2, 34)), 1))
+
+
+@pytest.mark.parametrize("offset", [0, 1, 7, 8, 9, 4096, 12_345])
+def test_masks_applied_from_an_offset_continue_the_same_keystream(offset: int) -> None:
+    p = (1 << 47) - 115
+    whole = np.zeros(offset + 1000, dtype=np.int64)
+    apply_masks(whole, list(KEYS), p)
+    tail = np.zeros(1000, dtype=np.int64)
+    apply_masks(tail, list(KEYS), p, offset_words=offset)
+    np.testing.assert_array_equal(tail, whole[offset:])
+
+
+@pytest.mark.parametrize("params", [SecAggParams.v3(), SecAggParams(),
+                                    SecAggParams.v3(clip_mode="l2", clip_norm=3.0)],
+                         ids=["v3", "v2", "v3-l2"])
+def test_segmented_upload_decrypts_to_the_same_average_as_one_job(params: SecAggParams) -> None:
+    keys = create_context(params)
+    k, n = 4, 2 * params.slot_count * params.fields_per_slot + 1_001  # 3 segments of 1 ct
+    update = np.random.default_rng(1).uniform(-0.9, 0.9, n).astype(np.float32)
+    job = EncryptJob(keys.public_context, update, 2.0, params, k, KEYS,
+                     8 if params.packed else None)
+    segments = segment_jobs(job, ciphertexts=1)
+    assert len(segments) == 3 and [s.weight_slot for s in segments] == [False, False, True]
+    chunks = [c for s in segments for c in encrypt_contribution(s).chunks]
+    whole = encrypt_contribution(job)
+    assert len(chunks) == len(whole.chunks)
+    grid = QuantisationGrid.for_group(params, k, job.weight_class)
+    results = []
+    for pieces in (chunks, whole.chunks):
+        values = decrypt_chunks(keys.secret_context, pieces, whole.n_values, grid.plain_modulus)
+        apply_masks(values, [(key, -sign) for key, sign in KEYS], grid.plain_modulus)
+        results.append(decode_sum(values, grid, n))
+    (segmented, w1), (single, w2) = results
+    assert w1 == w2 == 2.0
+    # stochastic rounding draws differ; both lie within one member's step of the update
+    step = 1 / (grid.scale * 2.0)
+    expected = update.astype(np.float64)
+    if params.clip_mode == "l2":
+        expected *= min(1.0, params.clip_norm / float(np.linalg.norm(expected)))
+    for average in (segmented, single):
+        assert np.max(np.abs(average - expected)) <= step + 1e-7
+
+
+def test_a_small_update_stays_one_job() -> None:
+    params = SecAggParams.v3()
+    job = EncryptJob(b"", np.zeros(10, np.float32), 1.0, params, 4, KEYS, 6)
+    assert segment_jobs(job) == [job]
