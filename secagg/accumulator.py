@@ -82,20 +82,29 @@ class CiphertextAccumulator:
             np.subtract(total, q, out=scratch)  # wraps above 2^63 where total < q_j
             np.minimum(total, scratch, out=total)
 
-    def add_plain(self, rows: np.ndarray) -> None:
+    def add_plain(self, rows: np.ndarray, first_chunk: int = 0, last: bool = True) -> None:
         """Add A's own contribution as add_plain words (plain_add): c0 += rows mod q_j.
 
         Exactly what SEAL's add_plain does to the sum, so the sum decrypts to the same
         plaintext as if A had encrypted and uploaded its masked vector.  Only in raw mode.
+        rows may be a segment (chunks first_chunk..first_chunk + len(rows)); the
+        contribution counts once its last segment (last=True) is in.
         """
         start = time.thread_time()
         try:
             if self._layout is None:
                 raise ContextMismatchError("plaintext adds need a raw-readable context")
             half = self._layout.n_words // 2
-            if rows.dtype != np.uint64 or rows.shape != (self._n_chunks, half):
+            if (
+                rows.dtype != np.uint64
+                or rows.ndim != 2
+                or rows.shape[1] != half
+                or not 0 <= first_chunk <= first_chunk + len(rows) <= self._n_chunks
+                or (last and first_chunk + len(rows) != self._n_chunks)
+            ):
                 raise VectorShapeError(
-                    f"plain rows are {rows.dtype} {rows.shape}, not uint64 {(self._n_chunks, half)}"
+                    f"plain rows are {rows.dtype} {rows.shape} at chunk {first_chunk}, "
+                    f"not uint64 rows of {half} words within {self._n_chunks} chunks"
                 )
             q = self._layout.modulus_row[:half]
             if self._raw_sum is None:
@@ -103,11 +112,12 @@ class CiphertextAccumulator:
                 # reads (the round goes on only if A and D alone reach the threshold)
                 self._raw_sum = np.zeros((self._n_chunks, self._layout.n_words), np.uint64)
             scratch = np.empty_like(q)
-            for total, addend in zip(self._raw_sum[:, :half], rows, strict=True):
+            target = self._raw_sum[first_chunk : first_chunk + len(rows), :half]
+            for total, addend in zip(target, rows, strict=True):
                 np.add(total, addend, out=total)
                 np.subtract(total, q, out=scratch)
                 np.minimum(total, scratch, out=total)
-            self.plain_count += 1
+            self.plain_count += int(last)
         finally:
             self.cpu_s += time.thread_time() - start
 

@@ -12,7 +12,7 @@ UPLOAD   everyone clips, quantises and masks (in a worker).  Members other than 
          encrypt and send to A.  D never uploads: it keeps its masked vector and adds it
          to the decrypted sum itself.  A does not encrypt its own either: it adds it to
          the encrypted sum as a plaintext (BFV add_plain, see plain_add).
-SURVIVORS A adds uploads in place as they arrive, then its own plaintext; sends the sum
+SURVIVORS A adds its own plaintext, then uploads in place as they arrive; sends the sum
          to D (SUM) and the signed survivor set S (D included) to everyone.
 CONFIRM  members tell each other which survivor set they saw; any disagreement
          aborts before a single share is revealed, and more than half of the mask set
@@ -577,18 +577,25 @@ class _Session:
         return EncryptOutput(chunks, n_values, 0.0)
 
     async def _aggregate(self, mask_set: tuple[str, ...]) -> bytes:
-        """A: add uploads in place as they arrive, then its own contribution as a plaintext;
+        """A: add its own contribution as a plaintext, then uploads in place as they arrive;
         publish the sum and the survivor set (D included: D never uploads)."""
         accumulator = self._local_cpu(
             lambda: CiphertextAccumulator(
                 self.public_context, self.n_slots, self.params.slot_count
             )
         )
-        own_plain: PlainAddend | None = None
         if accumulator.adds_raw:
-            plain: PlainAddend = await self._in_pool(plain_addend, self._contribution_job(mask_set))
-            self._charge("plain_job", plain.cpu_s)
-            own_plain = plain
+            # own contribution first, segment by segment (he.segment_jobs): its words are
+            # added at once and dropped, never held while the uploads arrive
+            job = self._contribution_job(mask_set)
+            segments = self._local_cpu(lambda: segment_jobs(job))
+            for index, segment in enumerate(segments):
+                plain: PlainAddend = await self._in_pool(plain_addend, segment)
+                self._charge("plain_job", plain.cpu_s)
+                first = segment.offset_slots // self.params.slot_count
+                accumulator.add_plain(plain.rows, first, last=index == len(segments) - 1)
+                del plain
+            del job, segments
         else:  # TenSEAL-only parameters: A encrypts its own, as every member once did
             own = await self._encrypt(mask_set)
             accumulator.add(own.chunks)
@@ -622,9 +629,6 @@ class _Session:
                 continue
             survivors.append(sender)
             del upload
-        if own_plain is not None:
-            accumulator.add_plain(own_plain.rows)
-            del own_plain
         self._charge("accumulate", accumulator.cpu_s)
         if len(survivors) < self.floor:
             await self._abort(f"{len(survivors)} uploads, need {self.floor}")

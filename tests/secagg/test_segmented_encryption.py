@@ -63,3 +63,32 @@ def test_a_small_update_stays_one_job() -> None:
     params = SecAggParams.v3()
     job = EncryptJob(b"", np.zeros(10, np.float32), 1.0, params, 4, KEYS, 6)
     assert segment_jobs(job) == [job]
+
+
+def test_aggregator_adds_its_own_plaintext_segment_by_segment() -> None:
+    from fedswarm.secagg.accumulator import CiphertextAccumulator
+    from fedswarm.secagg.errors import VectorShapeError
+    from fedswarm.secagg.plain_add import plain_addend
+
+    params = SecAggParams.v3()
+    keys = create_context(params)
+    k, n = 4, 2 * params.slot_count * params.fields_per_slot + 1_001
+    update = np.random.default_rng(2).uniform(-0.9, 0.9, n).astype(np.float32)
+    job = EncryptJob(keys.public_context, update, 2.0, params, k, KEYS, 8)
+    segments = segment_jobs(job, ciphertexts=1)
+    grid = QuantisationGrid.for_group(params, k, 8)
+    slots = grid.encoded_size(n)
+    accumulator = CiphertextAccumulator(keys.public_context, slots, params.slot_count)
+    rows = [plain_addend(s).rows for s in segments]
+    with pytest.raises(VectorShapeError):  # a "last" segment that does not reach the end
+        accumulator.add_plain(rows[0], 0, last=True)
+    for index, (segment, part) in enumerate(zip(segments, rows, strict=True)):
+        accumulator.add_plain(part, segment.offset_slots // params.slot_count,
+                              last=index == len(segments) - 1)
+    assert accumulator.plain_count == 1
+    values = decrypt_chunks(keys.secret_context, accumulator.serialise(), slots,
+                            grid.plain_modulus)
+    apply_masks(values, [(key, -sign) for key, sign in KEYS], grid.plain_modulus)
+    average, weight = decode_sum(values, grid, n)
+    assert weight == 2.0
+    assert np.max(np.abs(average - update)) <= 1 / (grid.scale * 2.0) + 1e-7
