@@ -64,6 +64,21 @@ TARGET_UPLOAD_RATIO = 1.5  # issue #20: a member's upload against fp32
 TARGET_A_RSS_MB = 1500.0
 
 
+def _replay(n: int, k: int, params: SecAggParams, flag: str) -> dict[str, float]:
+    """Run one role's replay in a fresh process; its JSON line is the last of stdout."""
+    completed = subprocess.run(
+        module_command(
+            "secagg", "--params", str(n), "--group", str(k), "--protocol", params.protocol, flag
+        ),
+        env=child_env(),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result: dict[str, float] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return result
+
+
 def params_for(protocol: str) -> SecAggParams:
     return SecAggParams.v3() if protocol == PROTOCOL_V3 else SecAggParams()
 
@@ -278,6 +293,73 @@ def replay_member(n_params: int, k: int, params: SecAggParams) -> dict[str, floa
     }
 
 
+def replay_decryptor(n_params: int, k: int, params: SecAggParams) -> dict[str, float]:
+    """D's path in a fresh process and HE worker, from a SUM message to k - 1 RESULTs.
+
+    The round benchmark's D shares its process with every member. This replays what D
+    holds: its update, its own masked vector (mask job), the received SUM message (an
+    encryption of a masked vector made in D's worker beforehand, so D's process only
+    ever holds it as a message), the decrypt job and the RESULT sent to k - 1 members
+    one at a time (SEQUENTIAL_BROADCAST_BYTES).
+    """
+    from fedswarm.secagg.he import (
+        DecryptJob,
+        create_context,
+        decrypt_and_unmask,
+        encrypt_contribution,
+        mask_contribution,
+    )
+    from fedswarm.secagg.payloads import ResultPayload
+
+    keys = create_context(params)
+    update = np.random.default_rng(5).uniform(-0.5, 0.5, n_params).astype(np.float32)
+    masks = tuple((secrets.token_bytes(32), 1) for _ in range(k))
+    signer = Ed25519Signer.generate("peer-d")
+    binding = RoundBinding("bench-fed", "bench-group", 1)
+    job = EncryptJob(keys.public_context, update, 1000.0, params, k, masks, 16)
+    pool = make_executor(1)
+    try:
+        pool.submit(silence_native_stdout_and_import, 0).result()
+        chunks: list[bytes] = []
+        n_slots = 0
+        for segment in segment_jobs(job):  # stands in for what the members and A did
+            output = pool.submit(encrypt_contribution, segment).result()
+            chunks.extend(output.chunks)
+            n_slots += output.n_values
+            del output
+        sum_message = encode_message(
+            signer, binding, Step.SUM, "peer-d", bytes(32),
+            SumPayload(bytes(32), n_slots, chunks).encode(),
+        )
+        del chunks
+        start = time.process_time()
+        own = pool.submit(mask_contribution, job).result().values
+        received = decode_message(sum_message, binding, "peer-d", verifier_from_keys(
+            {"peer-d": signer.verify_key}))
+        summed = SumPayload.decode(received.payload, params.slot_count)
+        del received, sum_message
+        # the "sum" and D's own vector each carry every mask once: remove both
+        decrypt = DecryptJob(keys.secret_context, summed.chunks, n_slots, params, k,
+                             masks + masks, own, 16, n_params)
+        del summed
+        output = pool.submit(decrypt_and_unmask, decrypt).result()
+        del decrypt
+        worker_mb = pool.submit(_worker_peak_rss_mb).result()
+    finally:
+        pool.shutdown(wait=True)
+    payload = ResultPayload(("peer-d",), (), output.total_weight, output.average).encode()
+    del output
+    for i in range(k - 1):  # one signed copy alive at a time
+        message = encode_message(signer, binding, Step.RESULT, f"peer-{i:02d}", bytes(32),
+                                 payload)
+        del message
+    return {
+        "peak_rss_mb": _own_peak_rss_mb(),
+        "worker_peak_rss_mb": worker_mb,
+        "cpu_s_excluding_worker": time.process_time() - start,
+    }
+
+
 def _own_peak_rss_mb() -> float:
     """VmHWM of this process image.  ru_maxrss is not used here: Linux carries the
     forking parent's high-water mark into an exec'd child, which would report the whole
@@ -355,7 +437,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay-aggregator", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--keys", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--replay-member", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--replay-decryptor", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.replay_decryptor:
+        print(json.dumps(replay_decryptor(args.params, args.group, params_for(args.protocol))))
+        return 0
     if args.replay_member:
         print(json.dumps(replay_member(args.params, args.group, params_for(args.protocol))))
         return 0
@@ -391,24 +477,8 @@ def main(argv: list[str] | None = None) -> int:
             text=True,
         )
         a_replay = json.loads(replay.stdout.strip().splitlines()[-1])
-    member_replay = json.loads(
-        subprocess.run(
-            module_command(
-                "secagg",
-                "--params",
-                str(n),
-                "--group",
-                str(k),
-                "--protocol",
-                params.protocol,
-                "--replay-member",
-            ),
-            env=child_env(),
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip().splitlines()[-1]
-    )
+    member_replay = _replay(n, k, params, "--replay-member")
+    decryptor_replay = _replay(n, k, params, "--replay-decryptor")
     whole_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     plain = plaintext_baseline(n, k)
@@ -474,6 +544,7 @@ def main(argv: list[str] | None = None) -> int:
         "peers": peers,
         "aggregator": {"peer": aggregator, **peers[aggregator], "replay": a_replay},
         "member_replay": member_replay,
+        "decryptor_replay": decryptor_replay,
         "decryptor": {"peer": decryptor, **peers[decryptor]},
         "whole_process_peak_rss_mb": whole_rss,
         "plaintext_fp32": plain,
@@ -495,6 +566,8 @@ def main(argv: list[str] | None = None) -> int:
             "aggregator_worker_peak_rss_mb": a_replay["worker_peak_rss_mb"],
             "member_peak_rss_mb": member_replay["peak_rss_mb"],
             "member_worker_peak_rss_mb": member_replay["worker_peak_rss_mb"],
+            "decryptor_peak_rss_mb": decryptor_replay["peak_rss_mb"],
+            "decryptor_worker_peak_rss_mb": decryptor_replay["worker_peak_rss_mb"],
             "targets": {
                 "peer_cpu_s": TARGET_PEER_CPU_S,
                 "bytes_ratio_vs_plain": TARGET_BYTES_RATIO,
@@ -557,6 +630,10 @@ def print_table(report: dict[str, Any]) -> None:
     print(
         f"member peak RSS       {s['member_peak_rss_mb']:.0f} MB, its HE worker "
         f"{s['member_worker_peak_rss_mb']:.0f} MB (replay)"
+    )
+    print(
+        f"D peak RSS            {s['decryptor_peak_rss_mb']:.0f} MB, its HE worker "
+        f"{s['decryptor_worker_peak_rss_mb']:.0f} MB (replay)"
     )
     print(
         f"whole-process RSS     {report['whole_process_peak_rss_mb']:.0f} MB "

@@ -113,6 +113,10 @@ class Reader:
         except UnicodeDecodeError as exc:
             raise MessageFormatError(f"{self._what}: string is not UTF-8") from exc
 
+    def raw_view(self, n: int) -> memoryview:
+        """n bytes as a view into the data: the caller copies what it keeps."""
+        return self._take(n)
+
     def blob(self) -> bytes:
         return bytes(self._take(self.u32()))
 
