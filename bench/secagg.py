@@ -224,12 +224,12 @@ def replay_aggregator(
         del message
         accumulator.add(upload.chunks)
         del upload
-    summed = accumulator.serialise()
-    sum_bytes = float(sum(len(c) for c in summed))
+    # what A sends D: the SUM payload, built from the running sum, signed
+    writer = SumPayload.writer(bytes(32), slots, -(-slots // params.slot_count))
+    accumulator.serialise_into(writer)
     del accumulator
-    # what A sends D: the SUM payload, signed
-    payload = SumPayload(bytes(32), slots, summed).encode()
-    del summed
+    payload = writer.finish()
+    sum_bytes = float(len(payload))
     message = encode_message(
         Ed25519Signer.generate(me), binding, Step.SUM, "peer-d", bytes(32), payload
     )
@@ -269,18 +269,17 @@ def replay_member(n_params: int, k: int, params: SecAggParams) -> dict[str, floa
         pool.submit(silence_native_stdout_and_import, 0).result()
         baseline_worker_mb = pool.submit(_worker_peak_rss_mb).result()
         start = time.process_time()
-        chunks: list[bytes] = []
-        n_slots = 0
-        for segment in segment_jobs(job):  # as _Session._encrypt does
+        n_slots = -(-n_params // params.fields_per_slot) + 1
+        writer = UploadPayload.writer(("peer-00",), n_slots, -(-n_slots // params.slot_count))
+        for segment in segment_jobs(job):  # as _Session._upload_payload does
             output = pool.submit(encrypt_contribution, segment).result()
-            chunks.extend(output.chunks)
-            n_slots += output.n_values
+            for chunk in output.chunks:
+                writer.add(chunk)
             del output
         worker_mb = pool.submit(_worker_peak_rss_mb).result()
     finally:
         pool.shutdown(wait=True)
-    payload = UploadPayload(("peer-00",), n_slots, chunks).encode()
-    del chunks
+    payload = writer.finish()
     message = encode_message(signer, binding, Step.UPLOAD, "peer-01", bytes(32), payload)
     upload_bytes = len(message)
     del payload, message

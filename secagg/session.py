@@ -321,7 +321,11 @@ class _Session:
         )
 
     async def _send(
-        self, recipient: str, step: Step, payload: bytes, digest: bytes | None = None
+        self,
+        recipient: str,
+        step: Step,
+        payload: bytes | bytearray,
+        digest: bytes | None = None,
     ) -> bool:
         """Sign and send; False when the transport says the peer is unreachable."""
         data = self._local_cpu(
@@ -373,10 +377,8 @@ class _Session:
             # D "uploaded" by definition: its contribution never leaves D
             survivors_bytes = await self._receive_survivors(mask_set, uploaded=True)
         else:
-            upload = await self._encrypt(mask_set)
+            payload = await self._upload_payload(mask_set)
             self._lap("encrypt")
-            payload = UploadPayload(mask_set, upload.n_values, upload.chunks).encode()
-            del upload  # the chunks live on in the payload: never three copies at once
             sent = await self._send(self.aggregator, Step.UPLOAD, payload)
             del payload
             survivors_bytes = await self._receive_survivors(mask_set, uploaded=sent)
@@ -576,6 +578,26 @@ class _Session:
             del output
         return EncryptOutput(chunks, n_values, 0.0)
 
+    async def _upload_payload(self, mask_set: tuple[str, ...]) -> bytearray:
+        """The UPLOAD payload, each segment's chunks appended as it comes back.
+
+        Holds the payload and one segment, never the payload and a list of every chunk.
+        """
+        job = self._contribution_job(mask_set)
+        n_chunks = -(-self.n_slots // self.params.slot_count)
+        writer = UploadPayload.writer(mask_set, self.n_slots, n_chunks)
+        n_values = 0
+        for segment in self._local_cpu(lambda: segment_jobs(job)):
+            output = await self._in_pool(encrypt_contribution, segment)
+            self._charge("encrypt_job", output.cpu_s)
+            for chunk in output.chunks:
+                writer.add(chunk)
+            n_values += output.n_values
+            del output
+        if n_values != self.n_slots:
+            raise VectorShapeError(f"encrypted {n_values} slots, expected {self.n_slots}")
+        return writer.finish()
+
     async def _aggregate(self, mask_set: tuple[str, ...]) -> bytes:
         """A: add its own contribution as a plaintext, then uploads in place as they arrive;
         publish the sum and the survivor set (D included: D never uploads)."""
@@ -636,10 +658,10 @@ class _Session:
             raise kind(f"only {len(survivors)} members uploaded, need {self.floor}")
         survivors_bytes = SurvivorsPayload(tuple(sorted(survivors)), mask_set).encode()
         digest = hashlib.sha256(survivors_bytes).digest()
-        chunks = accumulator.serialise()
-        del accumulator  # the raw sum, the chunks and the payload are each the sum's size
-        summed = SumPayload(digest, self.n_slots, chunks).encode()
-        del chunks
+        writer = SumPayload.writer(digest, self.n_slots, -(-self.n_slots // self.params.slot_count))
+        accumulator.serialise_into(writer)  # the raw sum and the payload, no chunk list
+        del accumulator
+        summed = writer.finish()
         await asyncio.gather(
             self._send(self.decryptor, Step.SUM, summed),
             self._broadcast(self.spec.members, Step.SURVIVORS, survivors_bytes),

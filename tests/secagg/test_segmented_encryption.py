@@ -92,3 +92,24 @@ def test_aggregator_adds_its_own_plaintext_segment_by_segment() -> None:
     average, weight = decode_sum(values, grid, n)
     assert weight == 2.0
     assert np.max(np.abs(average - update)) <= 1 / (grid.scale * 2.0) + 1e-7
+
+
+def test_payloads_built_chunk_by_chunk_are_byte_identical_to_encode() -> None:
+    from fedswarm.secagg.errors import MessageFormatError
+    from fedswarm.secagg.payloads import SumPayload, UploadPayload
+
+    chunks = [bytes([i]) * (100 + i) for i in range(5)]
+    upload = UploadPayload.writer(("a", "b"), 42, len(chunks))
+    total = SumPayload.writer(b"d" * 32, 42, len(chunks))
+    for chunk in chunks:
+        upload.add(chunk)
+        total.add(chunk)
+    assert bytes(upload.finish()) == UploadPayload(("a", "b"), 42, chunks).encode()
+    assert bytes(total.finish()) == SumPayload(b"d" * 32, 42, chunks).encode()
+    short = UploadPayload.writer(("a",), 1, 2)
+    short.add(b"x")
+    with pytest.raises(MessageFormatError):
+        short.finish()
+    with pytest.raises(MessageFormatError):
+        short.add(b"y")
+        short.add(b"z")
