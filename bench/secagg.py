@@ -303,7 +303,9 @@ def replay_decryptor(n_params: int, k: int, params: SecAggParams) -> dict[str, f
     """
     from fedswarm.secagg.he import (
         DecryptJob,
+        DecryptOutput,
         create_context,
+        decrypt_all,
         decrypt_and_unmask,
         encrypt_contribution,
         mask_contribution,
@@ -335,13 +337,20 @@ def replay_decryptor(n_params: int, k: int, params: SecAggParams) -> dict[str, f
         own = pool.submit(mask_contribution, job).result().values
         received = decode_message(sum_message, binding, "peer-d", verifier_from_keys(
             {"peer-d": signer.verify_key}))
-        summed = SumPayload.decode(received.payload, params.slot_count)
-        del received, sum_message
+        summed = SumPayload.decode(received.payload, params.slot_count, views=True)
+        del received, sum_message  # alive through the views until the job is done
         # the "sum" and D's own vector each carry every mask once: remove both
         decrypt = DecryptJob(keys.secret_context, summed.chunks, n_slots, params, k,
                              masks + masks, own, 16, n_params)
-        del summed
-        output = pool.submit(decrypt_and_unmask, decrypt).result()
+        del summed, own
+
+        async def in_segments(job: DecryptJob) -> DecryptOutput:  # as _Session._decrypt
+            return await decrypt_all(
+                job,
+                lambda segment: asyncio.wrap_future(pool.submit(decrypt_and_unmask, segment)),
+            )
+
+        output = asyncio.run(in_segments(decrypt))
         del decrypt
         worker_mb = pool.submit(_worker_peak_rss_mb).result()
     finally:

@@ -178,7 +178,7 @@ class SumPayload:
 
     survivors_digest: bytes
     n_values: int
-    chunks: list[bytes]
+    chunks: Sequence[Buffer]
 
     def encode(self) -> bytes:
         return Writer().raw(self.survivors_digest).u64(self.n_values).blobs(self.chunks).getvalue()
@@ -189,9 +189,12 @@ class SumPayload:
         return BlobListWriter(Writer().raw(survivors_digest).u64(n_values).getvalue(), n_chunks)
 
     @classmethod
-    def decode(cls, data: Buffer, slot_count: int) -> SumPayload:
+    def decode(cls, data: Buffer, slot_count: int, views: bool = False) -> SumPayload:
+        """views=True: chunks are views into data (D copies one segment at a time)."""
         r = Reader(data, "sum payload")
-        out = cls(r.raw(DIGEST_BYTES), r.u64(), r.blobs())
+        digest, n_values = r.raw(DIGEST_BYTES), r.u64()
+        chunks: Sequence[Buffer] = r.blob_views() if views else r.blobs()
+        out = cls(digest, n_values, chunks)
         r.finish()
         check_chunk_count(out.n_values, len(out.chunks), slot_count)
         return out
@@ -247,9 +250,10 @@ class ResultPayload:
     average: np.ndarray
 
     def encode(self) -> bytes:
-        data = np.ascontiguousarray(self.average, dtype="<f4").tobytes()
+        data = np.ascontiguousarray(self.average, dtype="<f4")  # no copy when already f4
         w = Writer().texts(self.survivors).texts(self.dropped).f64(self.total_weight)
-        return w.u64(self.average.size).raw(data).getvalue()
+        header = w.u64(self.average.size).getvalue()
+        return b"".join((header, data.data.cast("B")))  # the one copy
 
     @classmethod
     def decode(cls, data: Buffer) -> ResultPayload:

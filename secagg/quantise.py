@@ -330,20 +330,30 @@ def decode_sum(
         weight_units -= grid.plain_modulus
     if weight_units <= 0:
         raise VectorShapeError("total weight slot is not positive: masks were not removed")
-    total_weight = weight_units / grid.weight_units
-    capacity = (summed.size - 1) * grid.fields
+    return decode_slots(summed[:-1], grid, weight_units, n_values), weight_units / grid.weight_units
+
+
+def decode_slots(
+    slots: np.ndarray, grid: QuantisationGrid, weight_units: int, n_values: int | None = None
+) -> np.ndarray:
+    """Slots of an unmasked sum (no weight slot) as averages, given the total weight.
+
+    A decryptor working segment by segment reads the weight slot from the last segment
+    first (decode_sum) and decodes the others with it.
+    """
+    capacity = slots.size * grid.fields
     if n_values is None:
         n_values = capacity
     if not capacity - grid.fields < n_values <= capacity:
-        raise VectorShapeError(f"{summed.size - 1} slots cannot hold {n_values} values")
+        raise VectorShapeError(f"{slots.size} slots cannot hold {n_values} values")
     average = np.empty(n_values, dtype=np.float32)
-    divisor = grid.scale * total_weight
+    divisor = grid.scale * weight_units / grid.weight_units
     block = max(QUANTISE_BLOCK // grid.fields, 1)  # slots per step: no full-size temporaries
-    for start in range(0, summed.size - 1, block):
-        part = summed[start : min(start + block, summed.size - 1)]
+    for start in range(0, slots.size, block):
+        part = slots[start : min(start + block, slots.size)]
         signed = np.where(part > grid.plain_modulus // 2, part - grid.plain_modulus, part)
         integers = unpack_fields(signed, grid).reshape(-1) if grid.packed else signed
         first = start * grid.fields
         count = min(integers.size, n_values - first)
         average[first : first + count] = integers[:count].astype(np.float64) / divisor
-    return average, total_weight
+    return average

@@ -57,6 +57,7 @@ from fedswarm.secagg.he import (
     EncryptJob,
     EncryptOutput,
     create_context,
+    decrypt_all,
     decrypt_and_unmask,
     encrypt_contribution,
     load_public_context,
@@ -754,7 +755,8 @@ class _Session:
         )
         if message is None:
             raise RoleUnavailableError(f"aggregator {self.aggregator!r} sent no sum")
-        summed = SumPayload.decode(message.payload, self.params.slot_count)
+        # chunks stay views into the message: D copies one segment at a time
+        summed = SumPayload.decode(message.payload, self.params.slot_count, views=True)
         del message
         if summed.survivors_digest != digest:
             raise SurvivorSetMismatchError("the sum is bound to another survivor set")
@@ -807,8 +809,12 @@ class _Session:
             self.range_shift,
         )
         del summed
+        self.own_masked = None  # the job holds it; dropped segment by segment
         try:
-            output: DecryptOutput = await self._in_pool(decrypt_and_unmask, job)
+            output: DecryptOutput = await decrypt_all(
+                job, lambda segment: self._in_pool(decrypt_and_unmask, segment)
+            )
+            del job
         except (ValueError, RuntimeError, TypeError, OverflowError) as exc:
             # the sum is A's bytes: whatever TenSEAL or numpy make of them, the round ends
             # here as a protocol error, never as a crash of D's daemon

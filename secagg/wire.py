@@ -7,6 +7,7 @@ raise MessageFormatError, never execute code or allocate unbounded memory.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 
 from fedswarm.secagg.errors import MessageFormatError
 
@@ -42,7 +43,7 @@ class Writer:
         self._parts.append(struct.pack(">d", value))
         return self
 
-    def raw(self, data: bytes) -> Writer:
+    def raw(self, data: Buffer) -> Writer:
         self._parts.append(bytes(data))
         return self
 
@@ -52,7 +53,7 @@ class Writer:
             raise MessageFormatError("string field too long")
         return self.u16(len(data)).raw(data)
 
-    def blob(self, data: bytes) -> Writer:
+    def blob(self, data: Buffer) -> Writer:
         return self.u32(len(data)).raw(data)
 
     def texts(self, values: list[str] | tuple[str, ...]) -> Writer:
@@ -61,7 +62,7 @@ class Writer:
             self.text(value)
         return self
 
-    def blobs(self, values: list[bytes]) -> Writer:
+    def blobs(self, values: Sequence[Buffer]) -> Writer:
         self.u32(len(values))
         for value in values:
             self.blob(value)
