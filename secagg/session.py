@@ -371,9 +371,7 @@ class _Session:
         if self.me == self.aggregator:
             survivors_bytes = await self._aggregate(mask_set)
         elif self.me == self.decryptor:
-            masked = await self._in_pool(mask_contribution, self._contribution_job(mask_set))
-            self._charge("mask_job", masked.cpu_s)
-            self.own_masked = masked.values
+            self.own_masked = await self._own_masked(mask_set)
             self._lap("encrypt")
             # D "uploaded" by definition: its contribution never leaves D
             survivors_bytes = await self._receive_survivors(mask_set, uploaded=True)
@@ -578,6 +576,21 @@ class _Session:
             n_values += output.n_values
             del output
         return EncryptOutput(chunks, n_values, 0.0)
+
+    async def _own_masked(self, mask_set: tuple[str, ...]) -> np.ndarray:
+        """D's masked vector, made in segments (he.segment_jobs) into one int64 array."""
+        job = self._contribution_job(mask_set)
+        values = np.empty(self.n_slots, dtype=np.int64)
+        filled = 0
+        for segment in self._local_cpu(lambda: segment_jobs(job)):
+            masked = await self._in_pool(mask_contribution, segment)
+            self._charge("mask_job", masked.cpu_s)
+            values[filled : filled + masked.values.size] = masked.values
+            filled += masked.values.size
+            del masked
+        if filled != self.n_slots:
+            raise VectorShapeError(f"masked {filled} slots, expected {self.n_slots}")
+        return values
 
     async def _upload_payload(self, mask_set: tuple[str, ...]) -> bytearray:
         """The UPLOAD payload, each segment's chunks appended as it comes back.
