@@ -321,18 +321,18 @@ def replay_decryptor(n_params: int, k: int, params: SecAggParams) -> dict[str, f
     pool = make_executor(1)
     try:
         pool.submit(silence_native_stdout_and_import, 0).result()
-        chunks: list[bytes] = []
-        n_slots = 0
-        for segment in segment_jobs(job):  # stands in for what the members and A did
+        # stands in for what the members and A did; built chunk by chunk as A does, so
+        # no heap of freed chunks is left behind to count against D
+        n_slots = -(-n_params // params.fields_per_slot) + 1
+        writer = SumPayload.writer(bytes(32), n_slots, -(-n_slots // params.slot_count))
+        for segment in segment_jobs(job):
             output = pool.submit(encrypt_contribution, segment).result()
-            chunks.extend(output.chunks)
-            n_slots += output.n_values
+            for chunk in output.chunks:
+                writer.add(chunk)
             del output
-        sum_message = encode_message(
-            signer, binding, Step.SUM, "peer-d", bytes(32),
-            SumPayload(bytes(32), n_slots, chunks).encode(),
-        )
-        del chunks
+        payload = writer.finish()
+        sum_message = encode_message(signer, binding, Step.SUM, "peer-d", bytes(32), payload)
+        del payload, writer
         _reset_peak_rss()  # what came before stands in for the members and A, not D
         start = time.process_time()
         own = np.empty(n_slots, dtype=np.int64)
