@@ -474,6 +474,7 @@ def status_lines(overview: dict[str, Any], peers: list[dict[str, Any]]) -> list[
         ("round", overview.get("round")),
         ("rounds done", rounds),
         ("secure aggregation", overview.get("secure_aggregation")),
+        ("privacy", privacy_line(overview.get("privacy"))),
         ("eval loss", f"{number('eval_loss_start')} at start, {number('eval_loss_last')} now"),
         ("peers up", f"{overview.get('peers_up')} of {plural(len(others), 'other member')}"),
         ("device", overview.get("device")),
@@ -485,6 +486,15 @@ def status_lines(overview: dict[str, Any], peers: list[dict[str, Any]]) -> list[
         at = "-" if p.get("round") is None else p.get("round")
         lines.append(f"  {mark} {p['org']:<18} round {at!s:<5} {p['peer_id']}")
     return lines
+
+
+def privacy_line(privacy: Any) -> str:
+    """``ε 1.234 spent of 3, 1.766 left (δ 0.0025)``, or ``off``."""
+    if not isinstance(privacy, dict) or not privacy.get("enabled"):
+        return "off"
+    line = (f"ε {privacy['epsilon_spent']:.3f} spent of {privacy['epsilon_target']:g}, "
+            f"{privacy['epsilon_remaining']:.3f} left (δ {privacy['delta']:.3g})")
+    return line + ("; budget spent, training stopped" if privacy.get("training_stopped") else "")
 
 
 @main.command(epilog="""\b

@@ -26,7 +26,13 @@ from fedswarm.learning.fedmkt import (
     PublicDataset,
     load_public_dataset,
 )
-from fedswarm.learning.settings import DataSettings, LoraSettings, ModelSettings, TrainSettings
+from fedswarm.learning.settings import (
+    DataSettings,
+    LoraSettings,
+    ModelSettings,
+    PrivacySettings,
+    TrainSettings,
+)
 
 from .config_schema import build_section
 from .defaults import DEFAULT_LISTEN
@@ -154,6 +160,7 @@ class Config:
     data: DataSettings
     train: TrainSettings
     fedmkt: FedMKTSection = field(default_factory=FedMKTSection)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
 
     def mode_settings(self) -> Any:
         """The settings of the configured federation mode, for ``modes.make_exchange``."""
@@ -198,6 +205,7 @@ _SECTIONS: dict[str, type] = {
     "data": DataSettings,
     "train": TrainSettings,
     "fedmkt": FedMKTSection,
+    "privacy": PrivacySettings,
 }
 _REQUIRED_SECTIONS = ("node", "model", "data")
 
