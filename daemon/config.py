@@ -238,8 +238,18 @@ def config_from_dict(document: dict[str, Any], *, source: Path) -> Config:
         for name, cls in _SECTIONS.items()
     }
     config = Config(source=source, **sections)
+    _check_privacy(config)
     _resolve_learning_paths(config)
     return config
+
+
+def _check_privacy(config: Config) -> None:
+    """Refuse DP with a mode whose training is not DP-SGD (docs/privacy.md)."""
+    if config.privacy.enabled and config.federation.mode != "lora_avg":
+        raise ConfigError(
+            f"{config.source}: [privacy] enabled: federation.mode = "
+            f"{config.federation.mode!r} trains outside DP-SGD (distillation steps), which "
+            "the accountant cannot count; use mode = 'lora_avg' or disable [privacy]")
 
 
 def _resolve_learning_paths(config: Config) -> None:

@@ -101,3 +101,30 @@ def test_run_refuses_a_budget_that_cannot_cover_one_round(
     node_config.write_text(text)
     result = run_cli("run", "--config", str(node_config))
     one_line_error(result, "[privacy] target_epsilon = 0.1 cannot cover one round")
+
+
+def test_privacy_with_a_mode_that_trains_outside_dp_sgd_is_refused(tmp_path: Path) -> None:
+    from fedswarm.daemon.config import config_from_dict
+    from fedswarm.daemon.errors import ConfigError
+
+    document = {"node": {"org": "a"}, "model": {"path": "m"}, "data": {"train_path": "t"},
+                "federation": {"mode": "fedmkt"}, "privacy": {"enabled": True}}
+    with pytest.raises(ConfigError, match=r"\[privacy\] enabled: federation.mode = 'fedmkt'"):
+        config_from_dict(document, source=tmp_path / "config.toml")
+    document["federation"] = {"mode": "lora_avg"}
+    assert config_from_dict(document, source=tmp_path / "config.toml").privacy.enabled
+
+
+def test_the_model_card_states_the_epsilon_spent() -> None:
+    from fedswarm.daemon.model_card import _privacy_statement
+    from fedswarm.learning.privacy import Spend, epsilon_of
+    from fedswarm.learning.settings import PrivacySettings
+
+    config = SimpleNamespace(node=SimpleNamespace(org="bank-a"), privacy=PrivacySettings(
+        enabled=True, target_epsilon=3.0, noise_multiplier=1.0))
+    text = _privacy_statement(config, 400, [(30, 1.0, 0.02), (15, 1.0, 0.02)])
+    expected = epsilon_of([Spend(1.0, 0.02, 45)], 1 / 400)
+    assert text is not None and f"ε = {expected:.3f} of a 3 budget" in text
+    assert "after 45 steps" in text
+    config.privacy = PrivacySettings()
+    assert _privacy_statement(config, 400, []) is None
