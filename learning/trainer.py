@@ -204,9 +204,11 @@ class LocalTrainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 raise LearningError(f"loss became {step_loss} at step {self.step}; "
                                     "update skipped, adapter unchanged")
-            if self.privacy is None:  # DP-SGD clips per example instead
-                torch.nn.utils.clip_grad_norm_([p for _, p in self._trainable],
-                                               cfg.max_grad_norm)
+            # Under DP-SGD this clips the *noisy* batch gradient: post-processing, so it
+            # spends nothing, and it keeps |exp_avg| <= max_grad_norm, which moment
+            # averaging relies on (learning/moment_averaging.py). AdamW is nearly
+            # invariant to the gradient's scale, so it costs little.
+            torch.nn.utils.clip_grad_norm_([p for _, p in self._trainable], cfg.max_grad_norm)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
