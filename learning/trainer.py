@@ -5,7 +5,8 @@ and talks to it only through the methods below. The training loop is deliberatel
 written out by hand, top to bottom, instead of using ``transformers.Trainer``: a
 federated round needs the optimiser and schedule to survive between calls, adapter
 weights to be swapped from outside, and an optional FedProx term, all of which are
-simpler to see than to configure.
+simpler to see than to configure. With ``privacy`` enabled each step is a DP-SGD step
+(``dp_sgd.py``) and the steps a call may take are capped by the budget (``privacy.py``).
 """
 
 from __future__ import annotations
@@ -178,6 +179,10 @@ class LocalTrainer:
 
         A non-finite loss stops before the optimiser step, so the weights are never
         poisoned; the caller gets a ``LearningError`` and keeps its last good adapter.
+
+        With DP enabled it takes only as many steps as the budget allows (the report says
+        how many), reported to ``on_privacy_spend`` before the first; with no room for
+        one step it raises ``PrivacyBudgetSpentError`` and trains nothing.
         """
         cfg = self.train_settings
         steps = cfg.local_steps if steps is None else steps
