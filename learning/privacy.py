@@ -12,6 +12,7 @@ describes are taken, so a crash can only over-count, never forget a spent step.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 from fedswarm.learning.errors import PrivacyConfigError
@@ -49,7 +50,12 @@ def epsilon_of(history: list[Spend], delta: float) -> float:
         return 0.0
     accountant = RDPAccountant()
     accountant.history = steps
-    return float(accountant.get_epsilon(delta))
+    with warnings.catch_warnings():
+        # "Optimal order is the largest alpha": at low noise the best Rényi order lies past
+        # Opacus's default orders, so ε is looser than it could be but still an upper
+        # bound. The defaults are kept so ε equals what any Opacus user computes.
+        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+        return float(accountant.get_epsilon(delta))
 
 
 def make_plan(privacy: PrivacySettings, train: TrainSettings, examples: int) -> PrivacyPlan:
@@ -74,9 +80,11 @@ def make_plan(privacy: PrivacySettings, train: TrainSettings, examples: int) -> 
             raise PrivacyConfigError(
                 "[privacy] noise_multiplier: unset, and [train] total_steps is unset too; set "
                 "one so the noise can be chosen (derived: total_steps steps spend target_epsilon)")
-        sigma = float(get_noise_multiplier(target_epsilon=privacy.target_epsilon,
-                                           target_delta=delta, sample_rate=sample_rate,
-                                           steps=train.total_steps, accountant="rdp"))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+            sigma = float(get_noise_multiplier(target_epsilon=privacy.target_epsilon,
+                                               target_delta=delta, sample_rate=sample_rate,
+                                               steps=train.total_steps, accountant="rdp"))
     plan = PrivacyPlan(privacy.target_epsilon, delta, privacy.max_grad_norm, sigma, sample_rate,
                        expected_batch, examples)
     one_round = epsilon_of([Spend(sigma, sample_rate, train.local_steps)], delta)
@@ -122,12 +130,17 @@ class PrivacyBudget:
         return low
 
     def spend(self, steps: int) -> Spend:
-        """Record ``steps`` steps at this plan's σ and q (merged into the last stretch)."""
-        entry = Spend(self.plan.noise_multiplier, self.plan.sample_rate, steps)
+        """Record ``steps`` steps at this plan's σ and q."""
+        return self.record(Spend(self.plan.noise_multiplier, self.plan.sample_rate, steps))
+
+    def record(self, entry: Spend) -> Spend:
+        """Add ``entry`` to the history, merged into the last stretch when σ and q match
+        (one accountant term per stretch, not per round, however long the daemon runs)."""
         last = self.history[-1] if self.history else None
         if last is not None and (last.noise_multiplier, last.sample_rate) == \
                 (entry.noise_multiplier, entry.sample_rate):
-            self.history[-1] = Spend(last.noise_multiplier, last.sample_rate, last.steps + steps)
+            self.history[-1] = Spend(last.noise_multiplier, last.sample_rate,
+                                     last.steps + entry.steps)
         else:
             self.history.append(entry)
         return entry

@@ -280,7 +280,9 @@ class LocalTrainer:
         """Start from the steps an earlier run already spent (the daemon's persisted log)."""
         if self.privacy is None:
             raise LearningError("privacy is not enabled on this trainer")
-        self.privacy.history = list(history)
+        self.privacy.history = []
+        for entry in history:
+            self.privacy.record(entry)
 
     @torch.no_grad()
     def evaluate(self) -> EvalReport:

@@ -149,3 +149,15 @@ def test_private_training_lowers_the_loss_with_little_noise(
     before = trainer.evaluate().loss
     trainer.train(30)
     assert trainer.evaluate().loss < before
+
+
+def test_rounds_with_the_same_noise_merge_into_one_stretch_of_equal_epsilon() -> None:
+    plan = make_plan(PrivacySettings(enabled=True, target_epsilon=50.0, noise_multiplier=1.0),
+                     TrainSettings(local_steps=3, batch_size=8), examples=400)
+    budget = PrivacyBudget(plan)
+    for _ in range(50):
+        budget.record(Spend(1.0, plan.sample_rate, 3))
+    budget.record(Spend(2.0, plan.sample_rate, 3))
+    assert budget.history == [Spend(1.0, plan.sample_rate, 150), Spend(2.0, plan.sample_rate, 3)]
+    separate = [Spend(1.0, plan.sample_rate, 3)] * 50 + [Spend(2.0, plan.sample_rate, 3)]
+    assert budget.epsilon() == pytest.approx(epsilon_of(separate, plan.delta), rel=1e-9)
