@@ -289,6 +289,31 @@ def _check_data(config: Any) -> None:
             check_has_valid_row(Path(config.data.eval_path), fmt)
         except DataError as exc:
             raise UserError(f"[data] eval_path: {exc}") from None
+    if config.privacy.enabled:
+        _check_privacy_budget(config)
+
+
+def _check_privacy_budget(config: Any) -> None:
+    """Refuse DP settings ``run`` would refuse when it builds the trainer, from row counts.
+
+    Rows are counted before tokenisation, which can only drop rows, so this never refuses
+    what ``run`` accepts. Only with ``[privacy]`` enabled: Opacus imports torch (seconds).
+    """
+    from fedswarm.learning.data_files import held_out_count, read_rows
+    from fedswarm.learning.errors import DataError, PrivacyConfigError
+    from fedswarm.learning.privacy import make_plan, refuse_packed_text
+
+    try:
+        rows, _ = read_rows(Path(config.data.train_path), config.data.format)
+    except DataError as exc:
+        raise UserError(f"[data] train_path: {exc}") from None
+    examples = len(rows) - (0 if config.data.eval_path
+                            else held_out_count(len(rows), config.data.eval_fraction))
+    try:
+        refuse_packed_text(rows[0].format, config.data.packing)
+        make_plan(config.privacy, config.train, examples)
+    except PrivacyConfigError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _probe_ports(config: Any) -> None:

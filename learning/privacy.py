@@ -58,6 +58,15 @@ def epsilon_of(history: list[Spend], delta: float) -> float:
         return float(accountant.get_epsilon(delta))
 
 
+def refuse_packed_text(data_format: str, packing: bool) -> None:
+    """``PrivacyConfigError`` for packed text: a block mixes rows and a row spans blocks."""
+    if data_format == "text" and packing:
+        raise PrivacyConfigError(
+            "[privacy] enabled: data.packing = true puts pieces of several rows in one "
+            "block and one row in two, so clipping a block does not bound a row; set "
+            "[data] packing = false (each row is one example)")
+
+
 def make_plan(privacy: PrivacySettings, train: TrainSettings, examples: int) -> PrivacyPlan:
     """Check the settings against the data and fix σ, q and δ; ``PrivacyConfigError`` if not.
 

@@ -45,12 +45,11 @@ from fedswarm.learning.errors import (
     ExportError,
     LearningError,
     PrivacyBudgetSpentError,
-    PrivacyConfigError,
 )
 from fedswarm.learning.examples import IGNORE_INDEX, BatchStream, Example, eval_batches
 from fedswarm.learning.model_loading import attach_adapter, load_base_model, load_tokenizer
 from fedswarm.learning.optimizer_moments import Moments, load_moments, read_moments
-from fedswarm.learning.privacy import PrivacyBudget, Spend, make_plan
+from fedswarm.learning.privacy import PrivacyBudget, Spend, make_plan, refuse_packed_text
 from fedswarm.learning.schedule import learning_rate
 from fedswarm.learning.settings import (
     DataSettings,
@@ -140,11 +139,7 @@ class LocalTrainer:
 
     def _set_up_privacy(self, privacy: PrivacySettings) -> None:
         """DP-SGD: the plan (refused here if it cannot be accounted for), sampler, noise."""
-        if self.data.format == "text" and self.data_settings.packing:
-            raise PrivacyConfigError(
-                "[privacy] enabled: data.packing = true puts pieces of several rows in one "
-                "block and one row in two, so clipping a block does not bound a row; set "
-                "[data] packing = false (each row is one example)")
+        refuse_packed_text(self.data.format, self.data_settings.packing)
         plan = make_plan(privacy, self.train_settings, len(self.data.train))
         self.privacy = PrivacyBudget(plan)
         self._sampler = PoissonSampler(plan.examples, plan.sample_rate)

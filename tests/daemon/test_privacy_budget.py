@@ -91,16 +91,36 @@ def test_status_says_how_much_epsilon_is_left() -> None:
     assert line == "ε 1.250 spent of 3, 1.750 left (δ 0.001); budget spent, training stopped"
 
 
-def test_run_refuses_a_budget_that_cannot_cover_one_round(
+def _with_privacy(config: Path, target_epsilon: float, packing: bool = False) -> None:
+    text = config.read_text()
+    if not packing:
+        text = text.replace("# packing = true", "packing = false")
+    text = text.replace("[privacy]\nenabled = false", "[privacy]\nenabled = true\n"
+                        f"target_epsilon = {target_epsilon}\nnoise_multiplier = 0.5")
+    config.write_text(text)
+
+
+@pytest.mark.parametrize("command", [("run",), ("config", "check")])
+def test_a_budget_that_cannot_cover_one_round_is_refused_by_run_and_check(
+        node_config: Path, run_cli: Callable[..., Any],
+        one_line_error: Callable[..., str], command: tuple[str, ...]) -> None:
+    _with_privacy(node_config, 0.1)
+    result = run_cli(*command, "--config", str(node_config))
+    one_line_error(result, "[privacy] target_epsilon = 0.1 cannot cover one round")
+
+
+def test_config_check_refuses_packed_text_and_accepts_a_budget_that_fits(
         node_config: Path, run_cli: Callable[..., Any],
         one_line_error: Callable[..., str]) -> None:
-    text = node_config.read_text()
-    text = text.replace("# packing = true", "packing = false")
-    text = text.replace("[privacy]\nenabled = false",
-                        "[privacy]\nenabled = true\ntarget_epsilon = 0.1\nnoise_multiplier = 0.5")
-    node_config.write_text(text)
-    result = run_cli("run", "--config", str(node_config))
-    one_line_error(result, "[privacy] target_epsilon = 0.1 cannot cover one round")
+    original = node_config.read_text()
+    _with_privacy(node_config, 1000.0, packing=True)
+    one_line_error(run_cli("config", "check", "--config", str(node_config)),
+                   "[privacy] enabled: data.packing = true")
+    node_config.write_text(original)
+    _with_privacy(node_config, 1000.0)
+    result = run_cli("config", "check", "--config", str(node_config))
+    assert result.returncode == 0, result.stderr
+    assert ": ok (" in result.stdout
 
 
 def test_privacy_with_a_mode_that_trains_outside_dp_sgd_is_refused(tmp_path: Path) -> None:
@@ -128,3 +148,24 @@ def test_the_model_card_states_the_epsilon_spent() -> None:
     assert "after 45 steps" in text
     config.privacy = PrivacySettings()
     assert _privacy_statement(config, 400, []) is None
+
+
+def test_api_status_reports_the_budget_and_what_it_does_not_cover() -> None:
+    from fedswarm.daemon.views.status import NOT_COVERED_BY_DP, DaemonStatusView
+    from fedswarm.learning.privacy import PrivacyBudget, Spend, epsilon_of, make_plan
+    from fedswarm.learning.settings import PrivacySettings, TrainSettings
+
+    plan = make_plan(PrivacySettings(enabled=True, target_epsilon=3.0, noise_multiplier=1.0),
+                     TrainSettings(local_steps=15, batch_size=8), examples=400)
+    budget = PrivacyBudget(plan, [Spend(1.0, plan.sample_rate, 45)])
+    view = DaemonStatusView.__new__(DaemonStatusView)
+    view._d = SimpleNamespace(trainer=SimpleNamespace(privacy=budget),  # type: ignore[assignment]
+                              runner=SimpleNamespace(privacy_spent=False))
+    shown = view.privacy()
+    spent = epsilon_of([Spend(1.0, 0.02, 45)], 1 / 400)
+    assert shown["epsilon_spent"] == pytest.approx(spent)
+    assert shown["epsilon_remaining"] == pytest.approx(3.0 - spent)
+    assert shown["steps"] == 45 and shown["delta"] == pytest.approx(1 / 400)
+    assert shown["not_covered"] == NOT_COVERED_BY_DP and not shown["training_stopped"]
+    view._d = SimpleNamespace(trainer=SimpleNamespace(privacy=None))  # type: ignore[assignment]
+    assert view.privacy() == {"enabled": False}
