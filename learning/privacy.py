@@ -12,13 +12,34 @@ describes are taken, so a crash can only over-count, never forget a spent step.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass, field
 
 from fedswarm.learning.errors import PrivacyConfigError
 from fedswarm.learning.settings import PrivacySettings, TrainSettings
-from opacus.accountants import RDPAccountant
-from opacus.accountants.utils import get_noise_multiplier
+
+
+def _import_opacus() -> None:
+    """Import Opacus without letting it configure the root logger.
+
+    ``opacus.utils.module_utils`` calls ``logging.basicConfig`` at import: imported before
+    the daemon sets up logging (``fedswarm config check`` / ``run`` check the budget
+    first), it added a second, plain-text handler, and every log line came out twice,
+    breaking JSON-only stderr. A handler on the root during the import makes that call a
+    no-op.
+    """
+    root, guard = logging.getLogger(), logging.NullHandler()
+    root.addHandler(guard)
+    try:
+        import opacus.accountants  # noqa: F401
+    finally:
+        root.removeHandler(guard)
+
+
+_import_opacus()
+from opacus.accountants import RDPAccountant  # noqa: E402
+from opacus.accountants.utils import get_noise_multiplier  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -161,3 +161,16 @@ def test_rounds_with_the_same_noise_merge_into_one_stretch_of_equal_epsilon() ->
     assert budget.history == [Spend(1.0, plan.sample_rate, 150), Spend(2.0, plan.sample_rate, 3)]
     separate = [Spend(1.0, plan.sample_rate, 3)] * 50 + [Spend(2.0, plan.sample_rate, 3)]
     assert budget.epsilon() == pytest.approx(epsilon_of(separate, plan.delta), rel=1e-9)
+
+
+def test_importing_the_accountant_leaves_the_root_logger_alone() -> None:
+    """Opacus calls logging.basicConfig at import; a daemon's log lines then came out twice."""
+    import subprocess
+    import sys
+
+    script = ("import logging, fedswarm.learning.privacy\n"
+              "print('HANDLERS', len(logging.getLogger().handlers))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "HANDLERS 0" in result.stdout
