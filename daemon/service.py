@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import time
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from fedswarm.federation.averaging.secure import SecureAggregation
@@ -30,7 +31,6 @@ from fedswarm.federation.link import CATCH_UP_KINDS, MAILBOX_KINDS
 from fedswarm.federation.mailbox import Letter, Mailbox, MailboxRejected
 from fedswarm.federation.modes import make_exchange
 from fedswarm.federation.round import Phase
-from fedswarm.learning.privacy import Spend
 from fedswarm.learning.trainer import LocalTrainer
 from fedswarm.p2p.identity import Identity, verify_signature
 from fedswarm.p2p.membership import Membership, MembershipConfig
@@ -50,6 +50,9 @@ from .round_runner import MemberServices, Progress, RoundRunner, TrainingInterru
 from .sdnotify import Notifier
 from .state import StateStore
 from .views.status import DaemonStatusView, fedswarm_version
+
+if TYPE_CHECKING:
+    from fedswarm.learning.privacy import Spend  # Opacus: imported only with [privacy]
 
 log = logging.getLogger("fedswarm.daemon")
 
@@ -205,6 +208,8 @@ class Daemon:
         )
         self.trainer = trainer
         if trainer.privacy is not None:  # never forget, never re-spend (docs/privacy.md)
+            from fedswarm.learning.privacy import Spend
+
             trainer.restore_privacy_spend([
                 Spend(sigma, rate, steps) for steps, sigma, rate in self.store.privacy_spend()
             ])

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -49,7 +49,6 @@ from fedswarm.learning.errors import (
 from fedswarm.learning.examples import IGNORE_INDEX, BatchStream, Example, eval_batches
 from fedswarm.learning.model_loading import attach_adapter, load_base_model, load_tokenizer
 from fedswarm.learning.optimizer_moments import Moments, load_moments, read_moments
-from fedswarm.learning.privacy import PrivacyBudget, Spend, make_plan, refuse_packed_text
 from fedswarm.learning.schedule import learning_rate
 from fedswarm.learning.settings import (
     DataSettings,
@@ -60,6 +59,10 @@ from fedswarm.learning.settings import (
 )
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file
+
+if TYPE_CHECKING:
+    # Imported when privacy is enabled: Opacus costs about 1 s at start-up otherwise.
+    from fedswarm.learning.privacy import PrivacyBudget, Spend
 
 CHECKPOINT_FORMAT = 1
 ADAPTER_FILE = "adapter_model.safetensors"
@@ -139,6 +142,8 @@ class LocalTrainer:
 
     def _set_up_privacy(self, privacy: PrivacySettings) -> None:
         """DP-SGD: the plan (refused here if it cannot be accounted for), sampler, noise."""
+        from fedswarm.learning.privacy import PrivacyBudget, make_plan, refuse_packed_text
+
         refuse_packed_text(self.data.format, self.data_settings.packing)
         plan = make_plan(privacy, self.train_settings, len(self.data.train))
         self.privacy = PrivacyBudget(plan)
@@ -258,6 +263,8 @@ class LocalTrainer:
 
     def _reserve_privacy(self, wanted: int) -> int:
         """How many of ``wanted`` steps the budget allows, recorded as spent before training."""
+        from fedswarm.learning.privacy import Spend
+
         assert self.privacy is not None
         steps = self.privacy.affordable_steps(wanted)
         if steps == 0:

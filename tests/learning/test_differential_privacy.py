@@ -163,14 +163,18 @@ def test_rounds_with_the_same_noise_merge_into_one_stretch_of_equal_epsilon() ->
     assert budget.epsilon() == pytest.approx(epsilon_of(separate, plan.delta), rel=1e-9)
 
 
-def test_importing_the_accountant_leaves_the_root_logger_alone() -> None:
-    """Opacus calls logging.basicConfig at import; a daemon's log lines then came out twice."""
+def test_opacus_loads_only_with_privacy_and_leaves_the_root_logger_alone() -> None:
+    """Opacus costs about 1 s to import, and calls logging.basicConfig when imported: a
+    daemon's log lines then came out twice."""
     import subprocess
     import sys
 
-    script = ("import logging, fedswarm.learning.privacy\n"
+    script = ("import logging, sys, fedswarm.learning.trainer\n"
+              "print('OPACUS', 'opacus' in sys.modules)\n"
+              "import fedswarm.learning.privacy\n"
               "print('HANDLERS', len(logging.getLogger().handlers))\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             timeout=120, check=False)
     assert result.returncode == 0, result.stderr
+    assert "OPACUS False" in result.stdout
     assert "HANDLERS 0" in result.stdout
