@@ -26,7 +26,13 @@ from fedswarm.learning.fedmkt import (
     PublicDataset,
     load_public_dataset,
 )
-from fedswarm.learning.settings import DataSettings, LoraSettings, ModelSettings, TrainSettings
+from fedswarm.learning.settings import (
+    DataSettings,
+    LoraSettings,
+    ModelSettings,
+    PrivacySettings,
+    TrainSettings,
+)
 
 from .config_schema import build_section
 from .defaults import DEFAULT_LISTEN
@@ -156,6 +162,7 @@ class Config:
     data: DataSettings
     train: TrainSettings
     fedmkt: FedMKTSection = field(default_factory=FedMKTSection)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
 
     def mode_settings(self) -> Any:
         """The settings of the configured federation mode, for ``modes.make_exchange``."""
@@ -200,6 +207,7 @@ _SECTIONS: dict[str, type] = {
     "data": DataSettings,
     "train": TrainSettings,
     "fedmkt": FedMKTSection,
+    "privacy": PrivacySettings,
 }
 _REQUIRED_SECTIONS = ("node", "model", "data")
 
@@ -232,8 +240,18 @@ def config_from_dict(document: dict[str, Any], *, source: Path) -> Config:
         for name, cls in _SECTIONS.items()
     }
     config = Config(source=source, **sections)
+    _check_privacy(config)
     _resolve_learning_paths(config)
     return config
+
+
+def _check_privacy(config: Config) -> None:
+    """Refuse DP with a mode whose training is not DP-SGD (docs/privacy.md)."""
+    if config.privacy.enabled and config.federation.mode != "lora_avg":
+        raise ConfigError(
+            f"{config.source}: [privacy] enabled: federation.mode = "
+            f"{config.federation.mode!r} trains outside DP-SGD (distillation steps), which "
+            "the accountant cannot count; use mode = 'lora_avg' or disable [privacy]")
 
 
 def _resolve_learning_paths(config: Config) -> None:

@@ -48,7 +48,7 @@ from fedswarm.federation.mailbox import Mailbox
 from fedswarm.federation.round import Phase, RoundContext
 from fedswarm.federation.staleness import staleness
 from fedswarm.learning.checkpoint_files import has_checkpoint
-from fedswarm.learning.errors import CheckpointError, LearningError
+from fedswarm.learning.errors import CheckpointError, LearningError, PrivacyBudgetSpentError
 from fedswarm.learning.trainer import LocalTrainer, RollbackPoint
 from fedswarm.p2p.framing import MAX_ROUND
 from fedswarm.p2p.membership import PeerView
@@ -150,6 +150,9 @@ class RoundRunner:
         self.s = services
         self.progress = Progress()
         self._just_caught_up = False
+        # Set once the DP budget has no room for a step: no more local training, but the
+        # daemon still serves and averages (averaging spends nothing: docs/privacy.md).
+        self.privacy_spent = False
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -284,12 +287,16 @@ class RoundRunner:
         skip, self._just_caught_up = self._just_caught_up, False
         train_loss: float | None = None
         started = time.monotonic()
-        if not (self._averaging_only(round) or skip):
+        if not (self._averaging_only(round) or skip or self.privacy_spent):
             s.set_phase(Phase.TRAINING)
             try:
                 train_loss = await asyncio.to_thread(s.exchange.train)
             except (TrainingInterrupted, CheckpointError):
                 raise
+            except PrivacyBudgetSpentError as exc:
+                self.privacy_spent = True
+                log.warning("round %d: %s; local training stopped for good, still serving "
+                            "and averaging", round, exc)
             except LearningError as exc:
                 # e.g. a non-finite loss: the trainer refused the step and kept its weights.
                 # Combining with the group still helps; the error is logged and recorded.

@@ -94,6 +94,16 @@ seed = {seed}
 # samples_per_round = 2            # eval prompts completed (greedy) per round for the dashboard; 0 = none
 # sample_max_new_tokens = 32       # tokens generated per sample
 
+# Record-level differential privacy (DP-SGD, docs/privacy.md): each example's gradient is
+# clipped and Gaussian noise added; training stops when target_epsilon is spent.
+[privacy]
+enabled = false
+# target_epsilon = 8.0             # the whole budget of this daemon's data, over every round
+# delta = 0.001                    # unset: 1 / the number of training examples
+# max_grad_norm = 1.0              # each example's gradient is clipped to this L2 norm
+# noise_multiplier = 1.0           # noise std / max_grad_norm; unset: derived from target_epsilon
+                                   # and [train] total_steps
+
 # Only for mode = "fedmkt" (docs/fedmkt.md): members with different models distil from each other.
 # [fedmkt]
 # public_path = "public.jsonl"     # the shared public set, identical at every member

@@ -136,7 +136,7 @@ async def test_a_parser_error_while_combining_aborts_the_round_not_the_daemon(
     error = ValueError("malformed ciphertext chunk")
     runner, rejections = _runner(tmp_path, exchange=RaisingExchange(error))
     with caplog.at_level(logging.WARNING, logger="fedswarm.daemon.rounds"):
-        combined, status, note = await runner._combine(4, ("a", "b", "me"))
+        combined, status, note = await runner._combine(4, ("a", "b", "me"), 3)
     assert (combined, status) == (None, "aborted")
     assert note is not None and "malformed ciphertext chunk" in note
     why = "round 4 aborted: ValueError: malformed ciphertext chunk"
@@ -147,7 +147,7 @@ async def test_a_parser_error_while_combining_aborts_the_round_not_the_daemon(
 
 async def test_a_round_abort_is_still_an_ordinary_abort(tmp_path: Path) -> None:
     runner, rejections = _runner(tmp_path, exchange=RaisingExchange(RoundAbortedError("2 of 3")))
-    assert await runner._combine(4, ("a", "b", "me")) == (None, "aborted", "2 of 3")
+    assert await runner._combine(4, ("a", "b", "me"), 3) == (None, "aborted", "2 of 3")
     assert rejections == []
 
 
@@ -162,7 +162,7 @@ async def test_shutdown_and_own_disk_failures_still_propagate(
 ) -> None:
     runner, _ = _runner(tmp_path, exchange=RaisingExchange(error))
     with pytest.raises(type(error)):
-        await runner._combine(4, ("a", "b", "me"))
+        await runner._combine(4, ("a", "b", "me"), 3)
 
 
 # -- catch-up bounds -------------------------------------------------------------------

@@ -20,8 +20,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
 
 def _finite_run(config: Path, after_rounds: str) -> None:
-    """One short local round; a second roster member that never answers, so libp2p logs
-    its failed dials (py-libp2p's loggers are the ones that escaped as bare text)."""
+    """One short local round; a second roster member that never answers, so libp2p fails
+    to dial it (py-libp2p's loggers are the ones that escaped as bare text)."""
     from fedswarm.p2p.identity import Identity
     from fedswarm.p2p.roster import Member, Roster
 
@@ -61,4 +61,6 @@ def test_run_off_a_terminal_writes_only_json_lines_and_exits_after_its_rounds(
     messages = [r["msg"] for r in records]
     assert any("1 round done; exiting" in m for m in messages), messages
     assert not any("1 rounds" in m for m in messages), messages
-    assert any(r["logger"].startswith("libp2p") for r in records), messages  # a dial failed
+    # The absent member's failed dials are libp2p records the quiet-log filter drops
+    # (docs/operations.md, section 6); whatever libp2p does log must be JSON (above).
+    assert not any("Failed to open TCP stream" in m for m in messages), messages

@@ -55,8 +55,10 @@ from tests.reliability.hostile_member.harness import (
     PeerReport,
     correlation,
     give_identity,
+    keep_out_of_the_lowest_ids,
     load_adapter,
     make_hostile,
+    place_attacker_below,
     read_loot,
     report,
     roles_of,
@@ -125,8 +127,7 @@ def secure_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureRun]:
     )
     federation.prepare()
     attacker, honest = federation.peers[0], federation.peers[1:]
-    honest_ids = [p.peer_id for p in honest]
-    give_identity(federation, attacker, lambda pid: _attacker_key_fits(pid, honest_ids))
+    place_attacker_below(federation, attacker, honest, _attacker_key_fits)
     members = [p.peer_id for p in federation.peers]
     loot_dir = workdir / "loot"
     make_hostile(federation, attacker, HostilePlan(
@@ -493,6 +494,7 @@ def test_two_colluders_cannot_shrink_the_victims_group_to_themselves(tmp_path: P
     )
     federation.prepare()
     attacker, colluder, victim, *others = federation.peers
+    keep_out_of_the_lowest_ids(federation, federation.peers[1:])
     give_identity(federation, attacker,
                   lambda pid: pid < min(p.peer_id for p in federation.peers[1:]))
     loot_dir = tmp_path / "loot"

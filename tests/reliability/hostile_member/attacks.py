@@ -179,10 +179,11 @@ def _track_daemon_and_round(hostile: Hostile) -> None:
 
     combine = round_runner.RoundRunner._combine
 
-    async def tracked_combine(self: Any, round: int, members: tuple[str, ...]) -> Any:
+    async def tracked_combine(self: Any, round: int, members: tuple[str, ...],
+                              *rest: Any) -> Any:
         for callback in hostile.on_group:
             callback(round, members)
-        return await combine(self, round, members)
+        return await combine(self, round, members, *rest)
 
     run_session = _Session.run
 
