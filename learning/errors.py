@@ -58,3 +58,22 @@ class PrivacyBudgetSpentError(LearningError):
 
     Not a failure: the daemon logs it once and goes on serving and averaging.
     """
+
+
+class OwnershipError(LearningError):
+    """The ownership mark cannot be embedded or verified as configured (docs/ownership.md)."""
+
+
+class OwnershipKeyError(OwnershipError):
+    """The member's ownership key file is missing, unreadable, malformed or not mode 0600.
+
+    The message names the file but never its content: the key is the member's secret.
+    """
+
+
+class NoNormLayersError(OwnershipError):
+    """The model has no normalisation layer whose scale can carry the mark."""
+
+
+class MarkCapacityError(OwnershipError):
+    """The member's share of normalisation channels is too small for the bits asked for."""

@@ -182,3 +182,31 @@ class PrivacySettings:
         if self.noise_multiplier is not None:
             _require(0 < self.noise_multiplier < float("inf"), "privacy.noise_multiplier",
                      "must be a finite number > 0, or unset to derive it from target_epsilon")
+
+
+@dataclass
+class OwnershipSettings:
+    """FedIPR-style ownership mark: this member's secret bits in the normalisation scales.
+
+    With ``enabled`` the scales of every RMSNorm/LayerNorm become trainable (as a delta on
+    the base scale, so they join the averaged vector small and centred) and a hinge loss
+    ``weight · mean ReLU(margin − b ⊙ (Pᵀ Δγ))`` pushes this member's share of them to
+    encode ``bits`` secret bits; ``key_file`` (mode 0600, made by ``fedswarm init``) holds
+    the secret that derives the bits and the projection P (docs/ownership.md).
+    """
+
+    enabled: bool = False
+    key_file: str = "ownership.key"
+    bits: int = 64
+    weight: float = 1.0
+    margin: float = 0.05
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.key_file, str) and self.key_file != "", "ownership.key_file",
+                 "must be set")
+        _require(isinstance(self.bits, int) and 8 <= self.bits <= 1024, "ownership.bits",
+                 "must be an integer in [8, 1024]")
+        _require(0 < self.weight < float("inf"), "ownership.weight",
+                 "must be a finite number > 0")
+        _require(0 < self.margin < float("inf"), "ownership.margin",
+                 "must be a finite number > 0")

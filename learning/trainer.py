@@ -58,14 +58,19 @@ from fedswarm.learning.settings import (
     TrainSettings,
 )
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 if TYPE_CHECKING:
+    from fedswarm.learning.ownership import MarkLoss, MarkPlan
+
     # Imported when privacy is enabled: Opacus costs about 1 s at start-up otherwise.
     from fedswarm.learning.privacy import PrivacyBudget, Spend
 
 CHECKPOINT_FORMAT = 1
 ADAPTER_FILE = "adapter_model.safetensors"
+# Exported next to the adapter with [ownership]: the norm scales' deltas (base + delta = scale).
+SCALE_DELTAS_FILE = "ownership_scale_deltas.safetensors"
+DELTA_MARKER = ".ownership_delta"  # ownership.embedding.DELTA_NAME, without importing it
 # A text sample's prompt: this many tokens from the start of an eval block.
 TEXT_PROMPT_TOKENS = 16
 
@@ -79,6 +84,7 @@ class TrainReport:
     tokens: int
     seconds: float
     epsilon: float | None = None  # ε spent so far, with [privacy] enabled
+    mark_detected: float | None = None  # share of own ownership bits carried, with [ownership]
 
 
 @dataclass
@@ -107,7 +113,8 @@ class LocalTrainer:
                  train: TrainSettings, *,
                  on_step: Callable[[int, float], None] | None = None,
                  privacy: PrivacySettings | None = None,
-                 on_privacy_spend: Callable[[Spend], None] | None = None) -> None:
+                 on_privacy_spend: Callable[[Spend], None] | None = None,
+                 ownership: MarkPlan | None = None) -> None:
         self.model_settings = model
         self.lora_settings = lora
         self.data_settings = data
@@ -124,6 +131,12 @@ class LocalTrainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(train.seed)
             self.model = attach_adapter(base, lora)
+        # Before the trainable list is taken: the norm scales' deltas join the adapter.
+        self.mark: MarkLoss | None = None
+        if ownership is not None:
+            from fedswarm.learning.ownership import attach_mark
+
+            self.mark = attach_mark(self.model, ownership)
 
         self.data = prepare_data(data, self.tokenizer, train.seed)
         self.bad_rows: list[BadRow] = self.data.bad_rows
@@ -204,6 +217,9 @@ class LocalTrainer:
             else:
                 step_loss, step_tokens = self._gradient()
             tokens += step_tokens
+            if self.mark is not None:
+                # No data in it: added after DP-SGD's noise, like FedProx's pull.
+                self.mark().backward()
 
             if not math.isfinite(step_loss):
                 self.optimizer.zero_grad(set_to_none=True)
@@ -222,7 +238,8 @@ class LocalTrainer:
                 self.on_step(self.step, step_loss)
         return TrainReport(steps=steps, loss=sum(losses) / len(losses), tokens=tokens,
                            seconds=time.perf_counter() - started,
-                           epsilon=None if self.privacy is None else self.privacy.epsilon())
+                           epsilon=None if self.privacy is None else self.privacy.epsilon(),
+                           mark_detected=None if self.mark is None else self.mark.detected())
 
     def _gradient(self) -> tuple[float, int]:
         """Accumulate ``grad_accum`` batches' gradients; returns (mean loss, tokens)."""
@@ -441,6 +458,8 @@ class LocalTrainer:
             "stream": self.stream.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "anchor": {n: t.cpu() for n, t in self._anchor.items()},
+            # PEFT's adapter files hold LoRA only; the ownership mark's scale deltas ride here
+            "scale_deltas": self._scale_deltas(),
         }
         if torch.cuda.is_available():
             trainer_state["cuda_rng"] = torch.cuda.get_rng_state_all()
@@ -486,6 +505,7 @@ class LocalTrainer:
             raise CheckpointError(f"{path}: adapter does not match this model/LoRA config")
         try:
             set_peft_model_state_dict(self.model, adapter)
+            self._load_scale_deltas(state.get("scale_deltas", {}))
             self.optimizer.load_state_dict(state["optimizer"])
             self.stream.load_state_dict(state["stream"])
             self._anchor = {n: t.to(self.input_device) for n, t in state["anchor"].items()}
@@ -496,6 +516,20 @@ class LocalTrainer:
         except (KeyError, ValueError, RuntimeError, TypeError) as exc:
             raise CheckpointError(f"{path}: checkpoint does not fit this trainer: {exc}") from exc
         return int(meta["round"])
+
+    def _scale_deltas(self) -> dict[str, torch.Tensor]:
+        """The trainable tensors PEFT does not save (ownership scale deltas), on CPU."""
+        return {n: p.detach().cpu().clone() for n, p in self._trainable
+                if DELTA_MARKER in n}
+
+    def _load_scale_deltas(self, deltas: dict[str, torch.Tensor]) -> None:
+        expected = {n: p for n, p in self._trainable if DELTA_MARKER in n}
+        if set(deltas) != set(expected):
+            raise ValueError("ownership scale deltas differ from this trainer's "
+                             f"({len(deltas)} saved, {len(expected)} expected)")
+        with torch.no_grad():
+            for name, tensor in deltas.items():
+                expected[name].copy_(tensor.to(expected[name].device))
 
     def export_adapter(self, out_dir: Path, model_card: str | None = None) -> None:
         """Write a standard PEFT adapter dir (``PeftModel.from_pretrained`` loads it).
@@ -510,6 +544,9 @@ class LocalTrainer:
 
         def fill(tmp: Path) -> None:
             self.model.save_pretrained(str(tmp))
+            deltas = self._scale_deltas()
+            if deltas:
+                save_file(deltas, str(tmp / SCALE_DELTAS_FILE))
             if model_card is not None:
                 (tmp / "README.md").write_text(model_card, encoding="utf-8")
 

@@ -1,0 +1,58 @@
+"""FedIPR-style ownership marks: each member embeds secret bits in the norm scales.
+
+``keys`` holds the member's secret, ``layout`` splits the channels between members,
+``signature`` derives the bits and projection and reads them, ``embedding`` makes the
+scales trainable and defines the sign loss, ``verify`` checks any model against a key.
+``attach_mark`` is what ``LocalTrainer`` calls (docs/ownership.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from fedswarm.learning.settings import OwnershipSettings
+
+from .embedding import MarkLoss, effective_scales, install_scale_deltas
+from .keys import OwnershipKey, read_key_file, write_key_file
+from .layout import member_share, norm_modules
+from .signature import Signature, derive_signature
+from .verify import Verification, verify_model, verify_scales
+
+
+@dataclass(frozen=True)
+class MarkPlan:
+    """Everything a trainer needs to write one member's mark."""
+
+    settings: OwnershipSettings
+    key: OwnershipKey
+    roster: tuple[str, ...]
+    member: str
+
+
+def attach_mark(model: torch.nn.Module, plan: MarkPlan) -> MarkLoss:
+    """Install trainable Δ scales on ``model`` and return the member's sign loss on them."""
+    deltas = install_scale_deltas(model)
+    total = sum(int(d.numel()) for d in deltas)
+    share = member_share(total, list(plan.roster), plan.member, plan.settings.bits)
+    signature = derive_signature(plan.key, share, plan.settings.bits)
+    return MarkLoss(deltas, signature, plan.settings.weight, plan.settings.margin)
+
+
+__all__ = [
+    "MarkLoss",
+    "MarkPlan",
+    "OwnershipKey",
+    "Signature",
+    "Verification",
+    "attach_mark",
+    "derive_signature",
+    "effective_scales",
+    "install_scale_deltas",
+    "member_share",
+    "norm_modules",
+    "read_key_file",
+    "verify_model",
+    "verify_scales",
+    "write_key_file",
+]

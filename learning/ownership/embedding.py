@@ -1,0 +1,79 @@
+"""Make the normalisation scales trainable as small deltas, and the loss that writes the mark.
+
+Each norm's scale becomes ``γ_base + Δ`` through a torch parametrization: the base scale
+stays frozen and only Δ (zero at start, float32) is trainable. So the trainer's adapter,
+and with it the averaged vector, grows by one small centred value per channel instead of
+the raw scales (~1), which would not fit secure aggregation's clip bound; and the forward
+pass of the model is unchanged code.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn.utils import parametrize
+
+from .layout import norm_modules
+from .signature import Signature
+
+#: The trainable parameter's name; it appears in adapter-state names (``...ownership_delta``).
+DELTA_NAME = "ownership_delta"
+
+
+class ScaleDelta(torch.nn.Module):
+    """``weight ↦ weight + Δ`` with Δ trainable, kept in float32 whatever the model's dtype."""
+
+    def __init__(self, channels: int, device: torch.device) -> None:
+        super().__init__()
+        self.register_parameter(DELTA_NAME, torch.nn.Parameter(
+            torch.zeros(channels, dtype=torch.float32, device=device)))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        delta: torch.Tensor = getattr(self, DELTA_NAME)
+        return (weight.float() + delta).to(weight.dtype)
+
+
+def install_scale_deltas(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """Give every norm layer a trainable Δ (idempotent); returns them in channel order."""
+    deltas: list[torch.nn.Parameter] = []
+    for _, module in norm_modules(model):
+        if not parametrize.is_parametrized(module, "weight"):
+            weight = module.weight
+            assert isinstance(weight, torch.Tensor)  # layout.is_norm checked it
+            parametrize.register_parametrization(
+                module, "weight", ScaleDelta(int(weight.shape[0]), weight.device))
+            module.parametrizations.weight.original.requires_grad_(False)  # type: ignore[union-attr]
+        deltas.append(getattr(module.parametrizations.weight[0], DELTA_NAME))  # type: ignore[union-attr,index]
+    return deltas
+
+
+def effective_scales(model: torch.nn.Module) -> torch.Tensor:
+    """All norm scales as the model uses them, concatenated in channel order (float32, CPU)."""
+    with torch.no_grad():
+        return torch.cat([_weight(m).detach().float().cpu() for _, m in norm_modules(model)])
+
+
+def _weight(module: torch.nn.Module) -> torch.Tensor:
+    weight = module.weight
+    assert isinstance(weight, torch.Tensor)
+    return weight
+
+
+class MarkLoss:
+    """The sign loss on a trainer's Δ parameters: ``weight · Signature.loss``."""
+
+    def __init__(self, deltas: list[torch.nn.Parameter], signature: Signature, weight: float,
+                 margin: float) -> None:
+        self.deltas = deltas
+        self.signature = signature
+        self.weight = weight
+        self.margin = margin
+
+    def delta(self) -> torch.Tensor:
+        return torch.cat(list(self.deltas))
+
+    def __call__(self) -> torch.Tensor:
+        return self.weight * self.signature.loss(self.delta(), self.margin)
+
+    def detected(self) -> float:
+        """How much of the mark the trainer's current scales carry (1.0 = all bits)."""
+        return self.signature.detected(self.delta())
