@@ -30,6 +30,7 @@ from fedswarm.learning.settings import (
     DataSettings,
     LoraSettings,
     ModelSettings,
+    OwnershipSettings,
     PrivacySettings,
     TrainSettings,
 )
@@ -163,6 +164,7 @@ class Config:
     train: TrainSettings
     fedmkt: FedMKTSection = field(default_factory=FedMKTSection)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    ownership: OwnershipSettings = field(default_factory=OwnershipSettings)
 
     def mode_settings(self) -> Any:
         """The settings of the configured federation mode, for ``modes.make_exchange``."""
@@ -194,6 +196,10 @@ class Config:
         return self.path(os.environ.get("FEDSWARM_STATE_DIR", self.node.state_dir))
 
     @property
+    def ownership_key_path(self) -> Path:
+        return self.path(os.environ.get("FEDSWARM_OWNERSHIP_KEY", self.ownership.key_file))
+
+    @property
     def token_path(self) -> Path:
         return self.path(os.environ.get("FEDSWARM_API_TOKEN_FILE", self.api.token_file))
 
@@ -208,6 +214,7 @@ _SECTIONS: dict[str, type] = {
     "train": TrainSettings,
     "fedmkt": FedMKTSection,
     "privacy": PrivacySettings,
+    "ownership": OwnershipSettings,
 }
 _REQUIRED_SECTIONS = ("node", "model", "data")
 
@@ -241,6 +248,7 @@ def config_from_dict(document: dict[str, Any], *, source: Path) -> Config:
     }
     config = Config(source=source, **sections)
     _check_privacy(config)
+    _check_ownership(config)
     _resolve_learning_paths(config)
     return config
 
@@ -252,6 +260,26 @@ def _check_privacy(config: Config) -> None:
             f"{config.source}: [privacy] enabled: federation.mode = "
             f"{config.federation.mode!r} trains outside DP-SGD (distillation steps), which "
             "the accountant cannot count; use mode = 'lora_avg' or disable [privacy]")
+
+
+def _check_ownership(config: Config) -> None:
+    """Marks live in averaged norm scales: only a mode that averages the adapter carries them."""
+    if config.ownership.enabled and config.federation.mode != "lora_avg":
+        raise ConfigError(
+            f"{config.source}: [ownership] enabled: federation.mode = "
+            f"{config.federation.mode!r} does not average the norm scales that carry the "
+            "mark; use mode = 'lora_avg' or disable [ownership]")
+
+
+def check_ownership_key(config: Config) -> None:
+    """Refuse a missing, malformed or group/world-readable ownership key, in one line."""
+    from fedswarm.learning.errors import OwnershipKeyError
+    from fedswarm.learning.ownership.keys import read_key_file
+
+    try:
+        read_key_file(config.ownership_key_path)
+    except OwnershipKeyError as exc:
+        raise ConfigError(f"{config.source}: [ownership] key_file: {exc}") from None
 
 
 def _resolve_learning_paths(config: Config) -> None:
@@ -293,6 +321,8 @@ def check_files(config: Config) -> None:
         raise ConfigError(f"{config.source}: [node] roster: {config.roster_path} is not a file")
     if not config.identity_path.is_file():
         raise ConfigError(f"{config.source}: [node] identity: {config.identity_path} is not a file")
+    if config.ownership.enabled:
+        check_ownership_key(config)
     if config.node.enable_mdns and config.node.mdns_interface:
         # libp2p and zeroconf: imported only for a config that uses them
         from fedswarm.p2p.mdns import MdnsInterfaceError, interface_ipv4_addresses

@@ -190,7 +190,7 @@ class OwnershipSettings:
 
     With ``enabled`` the scales of every RMSNorm/LayerNorm become trainable (as a delta on
     the base scale, so they join the averaged vector small and centred) and a hinge loss
-    ``weight · mean ReLU(margin − b ⊙ (Pᵀ Δγ))`` pushes this member's share of them to
+    ``weight · Σ ReLU(margin − b ⊙ (Pᵀ Δγ))`` pushes this member's share of them to
     encode ``bits`` secret bits; ``key_file`` (mode 0600, made by ``fedswarm init``) holds
     the secret that derives the bits and the projection P (docs/ownership.md).
     """
@@ -199,7 +199,7 @@ class OwnershipSettings:
     key_file: str = "ownership.key"
     bits: int = 64
     weight: float = 1.0
-    margin: float = 0.05
+    margin: float = 0.2
 
     def __post_init__(self) -> None:
         _require(isinstance(self.key_file, str) and self.key_file != "", "ownership.key_file",

@@ -218,8 +218,9 @@ class LocalTrainer:
                 step_loss, step_tokens = self._gradient()
             tokens += step_tokens
             if self.mark is not None:
-                # No data in it: added after DP-SGD's noise, like FedProx's pull.
-                self.mark().backward()
+                # The scales' deltas follow the sign loss alone (no data in it, so it also
+                # comes after DP-SGD's noise, like FedProx's pull).
+                self.mark.replace_gradients()
 
             if not math.isfinite(step_loss):
                 self.optimizer.zero_grad(set_to_none=True)

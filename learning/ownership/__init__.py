@@ -4,20 +4,28 @@
 ``signature`` derives the bits and projection and reads them, ``embedding`` makes the
 scales trainable and defines the sign loss, ``verify`` checks any model against a key.
 ``attach_mark`` is what ``LocalTrainer`` calls (docs/ownership.md).
+
+Only the key file and ``MarkPlan`` are imported eagerly: ``fedswarm config check`` reads
+the key without paying for torch; everything else is imported on first use (PEP 562).
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import torch
 from fedswarm.learning.settings import OwnershipSettings
 
-from .embedding import MarkLoss, effective_scales, install_scale_deltas
 from .keys import OwnershipKey, read_key_file, write_key_file
-from .layout import member_share, norm_modules
-from .signature import Signature, derive_signature
-from .verify import Verification, verify_model, verify_scales
+
+if TYPE_CHECKING:
+    import torch
+
+    from .embedding import MarkLoss, effective_scales, install_scale_deltas
+    from .layout import member_share, norm_modules
+    from .signature import Signature, derive_signature
+    from .verify import Verification, verify_model, verify_scales
 
 
 @dataclass(frozen=True)
@@ -32,11 +40,38 @@ class MarkPlan:
 
 def attach_mark(model: torch.nn.Module, plan: MarkPlan) -> MarkLoss:
     """Install trainable Δ scales on ``model`` and return the member's sign loss on them."""
+    from .embedding import MarkLoss, install_scale_deltas
+    from .layout import member_share
+    from .signature import derive_signature
+
     deltas = install_scale_deltas(model)
     total = sum(int(d.numel()) for d in deltas)
     share = member_share(total, list(plan.roster), plan.member, plan.settings.bits)
     signature = derive_signature(plan.key, share, plan.settings.bits)
     return MarkLoss(deltas, signature, plan.settings.weight, plan.settings.margin)
+
+
+_LAZY = {
+    "MarkLoss": "embedding",
+    "effective_scales": "embedding",
+    "install_scale_deltas": "embedding",
+    "member_share": "layout",
+    "norm_modules": "layout",
+    "Signature": "signature",
+    "derive_signature": "signature",
+    "Verification": "verify",
+    "verify_model": "verify",
+    "verify_scales": "verify",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
 
 
 __all__ = [

@@ -17,10 +17,15 @@ from .signature import Signature
 
 #: The trainable parameter's name; it appears in adapter-state names (``...ownership_delta``).
 DELTA_NAME = "ownership_delta"
+#: Δ = GAIN · θ with θ the trained parameter. AdamW moves a parameter by about lr a step
+#: whatever its gradient, and averaging divides one member's push on its share by the
+#: group size, so at LoRA's learning rate a mark took many rounds to reach its margin.
+#: The gain makes the scales move GAIN× faster and keeps θ, what is averaged, GAIN× smaller.
+GAIN = 3.0
 
 
 class ScaleDelta(torch.nn.Module):
-    """``weight ↦ weight + Δ`` with Δ trainable, kept in float32 whatever the model's dtype."""
+    """``weight ↦ weight + GAIN · θ`` with θ trainable, in float32 whatever the model's dtype."""
 
     def __init__(self, channels: int, device: torch.device) -> None:
         super().__init__()
@@ -29,7 +34,7 @@ class ScaleDelta(torch.nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         delta: torch.Tensor = getattr(self, DELTA_NAME)
-        return (weight.float() + delta).to(weight.dtype)
+        return (weight.float() + GAIN * delta).to(weight.dtype)
 
 
 def install_scale_deltas(model: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -69,10 +74,23 @@ class MarkLoss:
         self.margin = margin
 
     def delta(self) -> torch.Tensor:
-        return torch.cat(list(self.deltas))
+        """Δγ, all norm channels concatenated (what verification reads on any model)."""
+        return GAIN * torch.cat(list(self.deltas))
 
     def __call__(self) -> torch.Tensor:
         return self.weight * self.signature.loss(self.delta(), self.margin)
+
+    def replace_gradients(self) -> None:
+        """Make the deltas' gradient the sign loss's alone, dropping the task's.
+
+        The scales then move only to write marks: a member's task gradient neither
+        erodes its own mark nor drifts the other members' shares, so an average moves
+        each share only towards its owner's mark, and the scales change no more than the
+        margins need (LoRA adapts around them).
+        """
+        for delta in self.deltas:
+            delta.grad = None
+        self().backward()
 
     def detected(self) -> float:
         """How much of the mark the trainer's current scales carry (1.0 = all bits)."""

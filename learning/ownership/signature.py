@@ -44,9 +44,13 @@ class Signature:
         return float(np.mean(np.sign(readings) == self.bits))
 
     def loss(self, delta: torch.Tensor, margin: float) -> torch.Tensor:
-        """FedIPR's sign loss: mean over bits of ReLU(margin − b · reading)."""
+        """FedIPR's sign loss: Σ over bits of ReLU(margin − b · reading).
+
+        A sum, as in FedIPR, not a mean: each bit's pull must hold its own against the
+        task gradient on the same scales, whatever the number of bits.
+        """
         b = torch.as_tensor(self.bits, device=delta.device, dtype=delta.dtype)
-        return torch.relu(margin - b * self.readings(delta)).mean()
+        return torch.relu(margin - b * self.readings(delta)).sum()
 
 
 def derive_signature(key: OwnershipKey, share: Share, bits: int) -> Signature:

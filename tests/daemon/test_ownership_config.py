@@ -1,0 +1,70 @@
+"""[ownership] is validated at start-up: bad values, bad key files and modes, one line each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fedswarm.daemon.config import check_ownership_key, load_config
+from fedswarm.daemon.errors import ConfigError
+from fedswarm.learning.ownership.keys import write_key_file
+
+MINIMAL = """
+[node]
+org = "bank-a"
+
+[model]
+path = "model"
+
+[data]
+train_path = "train.jsonl"
+"""
+
+
+def write(tmp_path: Path, extra: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(MINIMAL + extra)
+    return path
+
+
+def test_ownership_is_off_by_default(tmp_path: Path) -> None:
+    assert not load_config(write(tmp_path, "")).ownership.enabled
+
+
+def test_a_good_section_loads_and_resolves_the_key_path(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "\n[ownership]\nenabled = true\nbits = 32\n"))
+    assert config.ownership.bits == 32
+    assert config.ownership_key_path == tmp_path / "ownership.key"
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("bits = 4", r"\[ownership\]: ownership.bits: must be an integer in \[8, 1024\]"),
+    ("margin = 0", r"\[ownership\]: ownership.margin: must be a finite number > 0"),
+    ("weight = -1.0", r"\[ownership\]: ownership.weight: must be a finite number > 0"),
+])
+def test_bad_values_are_named(tmp_path: Path, line: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, f"\n[ownership]\nenabled = true\n{line}\n"))
+
+
+def test_a_mode_that_does_not_average_the_scales_is_refused(tmp_path: Path) -> None:
+    text = "\n[federation]\nmode = \"fedmkt\"\n\n[ownership]\nenabled = true\n"
+    with pytest.raises(ConfigError, match=r"\[ownership\] enabled: federation.mode = 'fedmkt'"):
+        load_config(write(tmp_path, text))
+
+
+def test_a_group_readable_key_file_is_refused_in_one_line(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "\n[ownership]\nenabled = true\n"))
+    write_key_file(config.ownership_key_path)
+    check_ownership_key(config)
+    config.ownership_key_path.chmod(0o640)
+    with pytest.raises(ConfigError, match=r"\[ownership\] key_file: .*mode 0640") as info:
+        check_ownership_key(config)
+    assert "\n" not in str(info.value)
+
+
+def test_a_missing_key_file_is_refused(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "\n[ownership]\nenabled = true\nkey_file = \"k\"\n"))
+    with pytest.raises(ConfigError, match=r"\[ownership\] key_file: .*k: ownership key file "
+                                          "not found"):
+        check_ownership_key(config)
