@@ -52,6 +52,7 @@ from .state import StateStore
 from .views.status import DaemonStatusView, fedswarm_version
 
 if TYPE_CHECKING:
+    from fedswarm.learning.ownership import MarkPlan
     from fedswarm.learning.privacy import Spend  # Opacus: imported only with [privacy]
 
 log = logging.getLogger("fedswarm.daemon")
@@ -192,6 +193,22 @@ class Daemon:
             self.notifier.watchdog()
             await asyncio.sleep(interval)
 
+    def _mark_plan(self) -> MarkPlan | None:
+        """With [ownership] enabled: this member's key and its place in the roster's split.
+
+        The split of norm channels between members follows the roster as it is now; a
+        SIGHUP roster change does not move it (the trainer is built once).
+        """
+        cfg = self.config
+        if not cfg.ownership.enabled:
+            return None
+        from fedswarm.learning.ownership import MarkPlan, read_key_file
+
+        key = read_key_file(cfg.ownership_key_path)
+        log.info("ownership mark: key %s, %d bits", key.key_id, cfg.ownership.bits)
+        return MarkPlan(cfg.ownership, key, tuple(m.org for m in self.roster.members),
+                        cfg.node.org)
+
     async def _start(self) -> None:
         cfg = self.config
         self.store = StateStore.open(cfg.state_dir)
@@ -205,6 +222,7 @@ class Daemon:
         trainer = await asyncio.to_thread(
             LocalTrainer, cfg.model, cfg.lora, cfg.data, cfg.train, on_step=self._on_train_step,
             privacy=cfg.privacy, on_privacy_spend=self._on_privacy_spend,
+            ownership=self._mark_plan(),
         )
         self.trainer = trainer
         if trainer.privacy is not None:  # never forget, never re-spend (docs/privacy.md)

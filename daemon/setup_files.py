@@ -8,6 +8,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedswarm.learning.ownership.keys import write_key_file
 from fedswarm.p2p.identity import Identity
 
 from .defaults import DEFAULT_LISTEN
@@ -104,6 +105,15 @@ enabled = false
 # noise_multiplier = 1.0           # noise std / max_grad_norm; unset: derived from target_epsilon
                                    # and [train] total_steps
 
+# Ownership mark (FedIPR, docs/ownership.md): your secret bits written into the model's
+# normalisation scales during training, so you can later prove a model carries them.
+[ownership]
+enabled = false
+key_file = "ownership.key"         # your secret (mode 0600), made by init; env FEDSWARM_OWNERSHIP_KEY overrides
+# bits = 64                        # bits in your mark; at most (norm channels) / (roster members)
+# weight = 1.0                     # weight of the sign loss
+# margin = 0.2                     # how far past zero each bit's reading is pushed
+
 # Only for mode = "fedmkt" (docs/fedmkt.md): members with different models distil from each other.
 # [fedmkt]
 # public_path = "public.jsonl"     # the shared public set, identical at every member
@@ -177,6 +187,9 @@ def init_node(
                 raise FileExistsError(f"{existing} already exists (use --force to replace it)")
     identity = Identity.generate()
     identity.save(identity_path)
+    ownership_path = directory / "ownership.key"
+    if not ownership_path.exists():  # even with --force: a lost key can prove nothing again
+        write_key_file(ownership_path)
     write_private(token_path, (secrets.token_urlsafe(32) + "\n").encode())
     if eval_path:
         eval_lines = (f"eval_path = {toml_string(eval_path)}        # held-out rows, same formats\n"

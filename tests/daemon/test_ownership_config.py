@@ -68,3 +68,14 @@ def test_a_missing_key_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"\[ownership\] key_file: .*k: ownership key file "
                                           "not found"):
         check_ownership_key(config)
+
+
+def test_init_writes_an_owner_only_key_and_keeps_it_on_force(tmp_path: Path) -> None:
+    from fedswarm.daemon.setup_files import init_node
+    from fedswarm.learning.ownership.keys import read_key_file
+
+    first = init_node(tmp_path / "node", "acme")
+    key_path = first.config_path.parent / "ownership.key"
+    key = read_key_file(key_path)  # refuses anything but an owner-only file
+    init_node(tmp_path / "node", "acme", overwrite=True)
+    assert read_key_file(key_path) == key
