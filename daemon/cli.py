@@ -552,12 +552,77 @@ def export(config_path: Path, out: Path) -> None:
     if not checkpoint.exists():
         raise UserError(f"{checkpoint}: no checkpoint yet; run at least one round first")
     try:
-        trainer = LocalTrainer(config.model, config.lora, config.data, config.train)
+        trainer = LocalTrainer(config.model, config.lora, config.data, config.train,
+                               ownership=_mark_plan(config))
         round_done = trainer.load_checkpoint(checkpoint)
         trainer.export_adapter(out, model_card=card_for_export(config, trainer, round_done))
     except LearningError as exc:
         raise UserError(str(exc)) from None
     click.echo(f"{out}: adapter of round {round_done} (load with PeftModel.from_pretrained)")
+
+
+def _mark_plan(config: Any) -> Any:
+    """The member's ``MarkPlan`` (or None), every failure a one-line UserError."""
+    from fedswarm.p2p.errors import P2PError
+    from fedswarm.p2p.roster import Roster
+
+    from .errors import ConfigError
+    from .ownership import mark_plan
+
+    if not config.ownership.enabled:
+        return None
+    try:
+        return mark_plan(config, Roster.load(config.roster_path))
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    except P2PError as exc:
+        raise UserError(f"[node] roster: {exc}") from None
+
+
+@main.group(epilog="""\b
+Example:
+  fedswarm ownership verify --config config.toml --adapter ./adapter""")
+def ownership() -> None:
+    """Ownership marks (docs/ownership.md): does a model carry this member's secret bits?"""
+
+
+@ownership.command("verify")
+@config_option
+@click.option("--model", "model_dir", type=click.Path(path_type=Path, exists=True,
+                                                      file_okay=False),
+              help="A full model folder (save_pretrained), e.g. one found outside.")
+@click.option("--adapter", "adapter_dir", type=click.Path(path_type=Path, exists=True,
+                                                          file_okay=False),
+              help="An adapter folder (fedswarm export), applied to [model] path.")
+def ownership_verify(config_path: Path, model_dir: Path | None,
+                     adapter_dir: Path | None) -> None:
+    """Print the share of this member's mark bits a model carries (white-box).
+
+    The reference is [model] path, the base every member started from; the key stays
+    secret (only its id is printed). About 0.5 is chance: a model without the mark.
+    """
+    from fedswarm.learning.errors import LearningError
+    from fedswarm.learning.ownership import verify_model
+    from fedswarm.learning.ownership.verify import load_suspect
+    from transformers import AutoModelForCausalLM
+
+    if (model_dir is None) == (adapter_dir is None):
+        raise UserError("give exactly one of --model DIR or --adapter DIR")
+    _require_config_file(config_path)
+    config = _load_config(config_path)
+    plan = _mark_plan(config)
+    if plan is None:
+        raise UserError("[ownership] enabled: false; there is no mark of this member to verify")
+    try:
+        suspect = load_suspect(Path(config.model.path), model_dir=model_dir,
+                               adapter_dir=adapter_dir)
+        base = AutoModelForCausalLM.from_pretrained(config.model.path)
+        result = verify_model(suspect, base, plan.key, list(plan.roster), plan.member,
+                              plan.settings.bits)
+    except (LearningError, OSError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    click.echo(f"key {result.key_id}: {result.detected:.3f} of {result.bits} bits detected "
+               f"in {model_dir or adapter_dir} (chance is about 0.5)")
 
 
 # -- demo ---------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from .events import EventBus
 from .he_pool import HEPoolStartError, warm_up
 from .logging_setup import set_level
 from .node_link import NodeLink
+from .ownership import mark_plan
 from .ports import listen_problem
 from .round_runner import MemberServices, Progress, RoundRunner, TrainingInterrupted
 from .sdnotify import Notifier
@@ -194,20 +195,12 @@ class Daemon:
             await asyncio.sleep(interval)
 
     def _mark_plan(self) -> MarkPlan | None:
-        """With [ownership] enabled: this member's key and its place in the roster's split.
-
-        The split of norm channels between members follows the roster as it is now; a
-        SIGHUP roster change does not move it (the trainer is built once).
-        """
-        cfg = self.config
-        if not cfg.ownership.enabled:
-            return None
-        from fedswarm.learning.ownership import MarkPlan, read_key_file
-
-        key = read_key_file(cfg.ownership_key_path)
-        log.info("ownership mark: key %s, %d bits", key.key_id, cfg.ownership.bits)
-        return MarkPlan(cfg.ownership, key, tuple(m.org for m in self.roster.members),
-                        cfg.node.org)
+        """With [ownership] enabled, this member's mark (the trainer is built once, so a
+        SIGHUP roster change does not move the split of channels)."""
+        plan = mark_plan(self.config, self.roster)
+        if plan is not None:
+            log.info("ownership mark: key %s, %d bits", plan.key.key_id, plan.settings.bits)
+        return plan
 
     async def _start(self) -> None:
         cfg = self.config

@@ -68,7 +68,8 @@ if TYPE_CHECKING:
 
 CHECKPOINT_FORMAT = 1
 ADAPTER_FILE = "adapter_model.safetensors"
-# Exported next to the adapter with [ownership]: the norm scales' deltas (base + delta = scale).
+# Exported next to the adapter with [ownership]: each norm layer's Δγ (base + Δγ = its scale),
+# keyed by plain module name (``learning.ownership.embedding.exported_deltas``).
 SCALE_DELTAS_FILE = "ownership_scale_deltas.safetensors"
 DELTA_MARKER = ".ownership_delta"  # ownership.embedding.DELTA_NAME, without importing it
 # A text sample's prompt: this many tokens from the start of an eval block.
@@ -545,9 +546,10 @@ class LocalTrainer:
 
         def fill(tmp: Path) -> None:
             self.model.save_pretrained(str(tmp))
-            deltas = self._scale_deltas()
-            if deltas:
-                save_file(deltas, str(tmp / SCALE_DELTAS_FILE))
+            if self.mark is not None:
+                from fedswarm.learning.ownership.embedding import exported_deltas
+
+                save_file(exported_deltas(self.model), str(tmp / SCALE_DELTAS_FILE))
             if model_card is not None:
                 (tmp / "README.md").write_text(model_card, encoding="utf-8")
 

@@ -10,6 +10,7 @@ pass of the model is unchanged code.
 from __future__ import annotations
 
 import torch
+from fedswarm.learning.errors import OwnershipError
 from torch.nn.utils import parametrize
 
 from .layout import norm_modules
@@ -49,6 +50,36 @@ def install_scale_deltas(model: torch.nn.Module) -> list[torch.nn.Parameter]:
             module.parametrizations.weight.original.requires_grad_(False)  # type: ignore[union-attr]
         deltas.append(getattr(module.parametrizations.weight[0], DELTA_NAME))  # type: ignore[union-attr,index]
     return deltas
+
+
+def exported_deltas(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Δγ per norm layer, keyed by its plain module name (``model.layers.0.input_layernorm``).
+
+    What an export ships next to the LoRA adapter: base scale + Δγ = the federated scale.
+    """
+    out: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for name, module in norm_modules(model):
+            if parametrize.is_parametrized(module, "weight"):
+                original = module.parametrizations.weight.original  # type: ignore[union-attr]
+                assert isinstance(original, torch.Tensor)
+                out[name] = (_weight(module).float() - original.float()).cpu().contiguous()
+    return out
+
+
+def apply_deltas(model: torch.nn.Module, deltas: dict[str, torch.Tensor]) -> None:
+    """Add exported Δγ to a plain model's norm scales (names as ``exported_deltas`` writes)."""
+    modules = dict(norm_modules(model))
+    unknown = sorted(set(deltas) - set(modules))
+    if unknown:
+        raise OwnershipError(f"scale deltas for layers this model lacks: {unknown[:3]}")
+    with torch.no_grad():
+        for name, delta in deltas.items():
+            weight = _weight(modules[name])
+            if weight.shape != delta.shape:
+                raise OwnershipError(f"{name}: scale delta of shape {tuple(delta.shape)}, "
+                                     f"layer has {tuple(weight.shape)}")
+            weight.add_(delta.to(weight.device, weight.dtype))
 
 
 def effective_scales(model: torch.nn.Module) -> torch.Tensor:

@@ -8,6 +8,7 @@ layers and widths), else nothing can be read and the error says so.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from fedswarm.learning.errors import OwnershipError
@@ -16,6 +17,9 @@ from .embedding import effective_scales
 from .keys import OwnershipKey
 from .layout import member_share
 from .signature import derive_signature
+
+#: ``trainer.SCALE_DELTAS_FILE`` (not imported: the trainer pulls in the whole training stack)
+DELTAS_FILE = "ownership_scale_deltas.safetensors"
 
 
 @dataclass(frozen=True)
@@ -43,3 +47,32 @@ def verify_model(suspect: torch.nn.Module, base: torch.nn.Module, key: Ownership
     """``verify_scales`` on two loaded models (merged, or PEFT-wrapped with Δ installed)."""
     return verify_scales(effective_scales(suspect), effective_scales(base), key, roster,
                          member, bits)
+
+
+def load_suspect(base_dir: Path, *, model_dir: Path | None = None,
+                 adapter_dir: Path | None = None) -> torch.nn.Module:
+    """A model to verify: a full model folder, or the base with an exported adapter applied.
+
+    An adapter folder is what ``fedswarm export`` writes: PEFT's LoRA files, plus the norm
+    scales' deltas (``ownership_scale_deltas.safetensors``) when it was trained with marks.
+    """
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from .embedding import apply_deltas
+
+    if (model_dir is None) == (adapter_dir is None):
+        raise OwnershipError("give exactly one of a model folder or an adapter folder")
+    try:
+        if model_dir is not None:
+            return AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+        assert adapter_dir is not None
+        base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+        model = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+        deltas = Path(adapter_dir) / DELTAS_FILE
+        if deltas.is_file():
+            apply_deltas(model, load_file(str(deltas)))
+        return model
+    except (OSError, ValueError, KeyError) as exc:
+        raise OwnershipError(f"cannot load the model to verify: {exc}") from None

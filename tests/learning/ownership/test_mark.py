@@ -15,8 +15,11 @@ from fedswarm.learning.ownership import (
     attach_mark,
     effective_scales,
     member_share,
+    norm_modules,
+    verify_model,
     verify_scales,
 )
+from fedswarm.learning.ownership.verify import load_suspect
 from fedswarm.learning.settings import OwnershipSettings
 from fedswarm.learning.trainer import SCALE_DELTAS_FILE, LocalTrainer
 from safetensors.torch import load_file
@@ -108,10 +111,24 @@ def test_checkpoints_and_exports_carry_the_scale_deltas(demo_model_dir: Path,
     trainer.train(10)
     trainer.save_checkpoint(tmp_path / "ckpt", round=1)
     trainer.export_adapter(tmp_path / "export")
-    assert len(load_file(str(tmp_path / "export" / SCALE_DELTAS_FILE))) > 0
+    assert set(load_file(str(tmp_path / "export" / SCALE_DELTAS_FILE))) == {
+        name for name, _ in norm_modules(trainer.model)}
     restored = marked_trainer(demo_model_dir, demo_shard_dir, plan())
     restored.load_checkpoint(tmp_path / "ckpt")
     assert restored.adapter_fingerprint() == trainer.adapter_fingerprint()
+
+
+def test_an_exported_adapter_verifies_against_the_base_and_only_with_the_right_key(
+        demo_model_dir: Path, demo_shard_dir: Path, tmp_path: Path) -> None:
+    trainer = marked_trainer(demo_model_dir, demo_shard_dir, plan())
+    assert trainer.train(40).mark_detected == 1.0
+    trainer.export_adapter(tmp_path / "export")
+    suspect = load_suspect(demo_model_dir, adapter_dir=tmp_path / "export")
+    base = load_suspect(demo_model_dir, model_dir=demo_model_dir)
+    assert torch.allclose(effective_scales(suspect), effective_scales(trainer.model))
+    assert verify_model(suspect, base, key(1), list(ROSTER), "bank-a", 16).detected == 1.0
+    assert verify_model(base, base, key(1), list(ROSTER), "bank-a", 16).detected == 0.0
+    assert verify_model(suspect, base, key(9), list(ROSTER), "bank-a", 16).detected < 0.9
 
 
 def marked_trainer(model_dir: Path, shard_dir: Path, mark: MarkPlan) -> LocalTrainer:
