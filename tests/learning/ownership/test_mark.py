@@ -140,3 +140,24 @@ def marked_trainer(model_dir: Path, shard_dir: Path, mark: MarkPlan) -> LocalTra
         DataSettings(str(shard / "train.jsonl"), str(shard / "eval.jsonl"), max_length=64),
         TrainSettings(local_steps=3, batch_size=4, lr=3e-3, eval_batches=2),
         ownership=mark)
+
+
+def test_under_dp_sgd_the_mark_is_written_too(demo_model_dir: Path,
+                                              demo_shard_dir: Path) -> None:
+    """The sign loss reads no data, so it joins after DP-SGD's noise and costs no ε."""
+    from fedswarm.learning.settings import (
+        DataSettings,
+        LoraSettings,
+        ModelSettings,
+        PrivacySettings,
+        TrainSettings,
+    )
+
+    shard = next(demo_shard_dir.glob("peer-0-*"))
+    trainer = LocalTrainer(
+        ModelSettings(str(demo_model_dir)), LoraSettings(r=4, alpha=8),
+        DataSettings(str(shard / "train.jsonl"), str(shard / "eval.jsonl"), max_length=64,
+                     packing=False),
+        TrainSettings(batch_size=4, lr=3e-3, total_steps=100),
+        privacy=PrivacySettings(enabled=True, target_epsilon=50.0), ownership=plan())
+    assert trainer.train(30).mark_detected == 1.0
