@@ -68,7 +68,7 @@ class OwnershipBenchSettings:
     peers: int = 4
     rounds: int = 8
     local_steps: int = 20
-    bits: int = 64
+    bits: int = 32
     weight: float = 1.0
     margin: float = 0.2
     theft_steps: int = 200
@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", dest="json_path", help="write results here")
     parser.add_argument("--model", help="model dir (default: the demo model)")
+    parser.add_argument("--peers", type=int, default=OwnershipBenchSettings.peers)
     parser.add_argument("--rounds", type=int, default=OwnershipBenchSettings.rounds)
     parser.add_argument("--local-steps", type=int, default=OwnershipBenchSettings.local_steps)
     parser.add_argument("--bits", type=int, default=OwnershipBenchSettings.bits)
@@ -121,13 +122,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--margin", type=float, default=OwnershipBenchSettings.margin)
     parser.add_argument("--theft-steps", type=int, default=OwnershipBenchSettings.theft_steps)
     parser.add_argument("--group-size", type=int, default=OwnershipBenchSettings.group_size,
-                        help="< 4 gives rotating groups")
+                        help="below --peers gives rotating groups (with 6+ peers)")
     parser.add_argument("--secure", action="store_true",
                         help="average through secure aggregation (BFV + masks), not plain")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    cfg = OwnershipBenchSettings(rounds=args.rounds, local_steps=args.local_steps,
+    cfg = OwnershipBenchSettings(peers=args.peers, rounds=args.rounds,
+                                 local_steps=args.local_steps,
                                  bits=args.bits, weight=args.weight, margin=args.margin,
                                  theft_steps=args.theft_steps, group_size=args.group_size,
                                  secure=args.secure)

@@ -197,7 +197,7 @@ class OwnershipSettings:
 
     enabled: bool = False
     key_file: str = "ownership.key"
-    bits: int = 64
+    bits: int = 32
     weight: float = 1.0
     margin: float = 0.2
 
