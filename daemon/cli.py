@@ -579,14 +579,15 @@ def _mark_plan(config: Any) -> Any:
         raise UserError(f"[node] roster: {exc}") from None
 
 
-@main.group(epilog="""\b
+@main.group(short_help="Ownership marks: check a model for this member's mark.",
+            epilog="""\b
 Example:
   fedswarm ownership verify --config config.toml --adapter ./adapter""")
 def ownership() -> None:
     """Ownership marks (docs/ownership.md): does a model carry this member's secret bits?"""
 
 
-@ownership.command("verify")
+@ownership.command("verify", short_help="How many of this member's mark bits a model carries.")
 @config_option
 @click.option("--model", "model_dir", type=click.Path(path_type=Path, exists=True,
                                                       file_okay=False),
