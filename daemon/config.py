@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fedswarm.federation.fedmkt.settings import FedMKTSection
+from fedswarm.federation.groups.plan import largest_group
 from fedswarm.federation.modes import MODES
 from fedswarm.federation.round import MIN_GROUP_SIZE
 from fedswarm.learning.fedmkt import (
@@ -33,6 +34,7 @@ from fedswarm.learning.settings import (
     PrivacySettings,
     TrainSettings,
 )
+from fedswarm.secagg.params import MAX_GROUP_V3, PROTOCOL_NAME, PROTOCOL_V3
 
 from .config_schema import build_section
 from .defaults import DEFAULT_LISTEN
@@ -100,7 +102,7 @@ class FederationSettings:
     after_rounds: Literal["serve", "exit"] = "serve"
     group_size: int = 4
     round_deadline_s: float = 120.0
-    secure_aggregation: str = "bfv-mask-shamir-v2"
+    secure_aggregation: str = PROTOCOL_NAME
     final_averaging_rounds: int = 0
     wait_for_peers: int = 0
     wait_for_peers_s: float = 120.0
@@ -146,6 +148,14 @@ class FederationSettings:
             raise ValueError(
                 f"secure_aggregation: expected one of {', '.join(SECURE_AGGREGATION_CHOICES)}, "
                 f"got {self.secure_aggregation!r}"
+            )
+        if (self.secure_aggregation == PROTOCOL_V3
+                and largest_group(self.group_size) > MAX_GROUP_V3):
+            raise ValueError(
+                f"group_size: {PROTOCOL_V3} sizes its grid for groups of up to "
+                f"{MAX_GROUP_V3} and a planned group can reach group_size + "
+                f"{largest_group(0)}; use group_size <= {MAX_GROUP_V3 - largest_group(0)} "
+                "or bfv-mask-shamir-v2"
             )
 
 
