@@ -77,7 +77,7 @@ def demo_data(workdir: Path, n_peers: int, seed: int) -> BenchData:
     """The bundled non-IID shards (one domain per peer) and ``eval_all.jsonl``."""
     shards = write_demo_shards(workdir / "data", n_peers, seed=seed)
     peers = [PeerData(s.domain, s.train_path, s.eval_path) for s in shards]
-    return _with_pooled(workdir, peers, workdir / "data" / "eval_all.jsonl")
+    return with_pooled(workdir, peers, workdir / "data" / "eval_all.jsonl")
 
 
 def folder_data(workdir: Path, folder: Path, n_peers: int) -> BenchData:
@@ -103,10 +103,11 @@ def folder_data(workdir: Path, folder: Path, n_peers: int) -> BenchData:
         train = shutil.copyfile(folder / f"{name}.train.jsonl", copy_dir / f"{name}.train.jsonl")
         evalf = shutil.copyfile(folder / f"{name}.eval.jsonl", copy_dir / f"{name}.eval.jsonl")
         peers.append(PeerData(name, Path(train), Path(evalf)))
-    return _with_pooled(workdir, peers, None)
+    return with_pooled(workdir, peers, None)
 
 
-def _with_pooled(workdir: Path, peers: list[PeerData], eval_all: Path | None) -> BenchData:
+def with_pooled(workdir: Path, peers: list[PeerData], eval_all: Path | None) -> BenchData:
+    """``peers`` plus their pooled training file and union eval file, written in ``workdir``."""
     pooled = _concat([p.train_path for p in peers], workdir / "pooled.train.jsonl")
     union = _concat([p.eval_path for p in peers], workdir / "union.eval.jsonl")
     return BenchData(peers, pooled, union, eval_all)
@@ -123,6 +124,10 @@ class RunSettings:
     ``average_optimizer_state`` is the daemon's ``[federation] average_optimizer_state``
     (default on): the federated arms average AdamW's moments with the adapter, through
     the same ``LocalTrainer.averaging_vector`` / ``load_averaging_vector`` a daemon uses.
+
+    ``packing`` is ``[data] packing``: on in the quality benchmark (the daemon's default);
+    the privacy audit turns it off, since DP-SGD needs one row per example, so that its
+    non-private reference arms train on the same unpacked rows as its DP arms.
     """
 
     rounds: int
@@ -133,6 +138,7 @@ class RunSettings:
     lr: float = DEMO_LR
     batch_size: int = BATCH_SIZE
     max_length: int = DEMO_MAX_LENGTH
+    packing: bool = True
 
     @property
     def total_steps(self) -> int:
@@ -152,7 +158,8 @@ def make_trainer(model_dir: Path, settings: RunSettings, train_path: Path, eval_
         return LocalTrainer(
             ModelSettings(str(model_dir)),
             LoraSettings(target_modules=list(DEMO_LORA_TARGETS)),
-            DataSettings(str(train_path), str(eval_path), max_length=settings.max_length),
+            DataSettings(str(train_path), str(eval_path), max_length=settings.max_length,
+                         packing=settings.packing),
             TrainSettings(local_steps=settings.local_steps, batch_size=settings.batch_size,
                           grad_accum=grad_accum, lr=settings.lr, seed=seed,
                           fedprox_mu=fedprox_mu),
