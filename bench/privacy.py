@@ -20,7 +20,9 @@ own ``run_local_only`` and ``run_centralised`` on the same data (canaries includ
 model, unpacked rows, seeds and step budget: local-only (each peer trains alone for
 ``rounds × local_steps`` steps; union loss = the mean over peers) and centralised (one
 trainer on the pooled rows, same steps, ``grad_accum = peers``). Each arm's
-``gap_closed`` is bench.quality's: (local − arm) / (local − centralised).
+``gap_closed`` is bench.quality's: (local − arm) / (local − centralised). The untrained
+model's union loss is reported beside them: on this small non-IID demo local-only can end
+worse than where it started, which flatters every arm's ``gap_closed``.
 
 Prints a table and writes JSON with the machine, versions, arms, references, settings and
 a ``summary``: per arm ``epsilon_spent``, ``union_loss``, ``gap_closed``,
@@ -64,7 +66,15 @@ from .privacy_audit import (
 )
 from .quality_inprocess import run_centralised, run_local_only
 from .quality_report import gap_closed, machine
-from .quality_setup import BenchData, Evaluator, PeerData, RunSettings, demo_data, with_pooled
+from .quality_setup import (
+    BenchData,
+    Evaluator,
+    PeerData,
+    RunSettings,
+    demo_data,
+    make_trainer,
+    with_pooled,
+)
 
 TARGET_EPSILON = 8.0  # issue #21's checks are made on this arm
 TARGET_GAP_CLOSED = 0.5
@@ -216,7 +226,7 @@ def audit_data(data: BenchData, peer0_train: Path, workdir: Path) -> BenchData:
 
 def run_references(model_dir: Path, a: AuditSettings, data: BenchData,
                    evaluator: Evaluator) -> list[ReferenceResult]:
-    """bench.quality's local-only and centralised arms, on the audit's rows and budget.
+    """The untrained model, and bench.quality's local-only and centralised arms.
 
     ``data`` is ``audit_data``'s (peer 0 with its canaries), so the references see the
     rows the federated arms see; rows are unpacked, as DP-SGD requires, and lr, batch,
@@ -224,7 +234,13 @@ def run_references(model_dir: Path, a: AuditSettings, data: BenchData,
     """
     settings = RunSettings(rounds=a.rounds, local_steps=a.local_steps, seed=a.seed,
                            batch_size=a.batch_size, max_length=a.max_length, packing=False)
-    out = []
+    # The starting point, for reading the others: LoRA starts as the identity (B = 0).
+    base = make_trainer(model_dir, settings, data.peers[0].train_path, data.peers[0].eval_path,
+                        seed=a.seed)
+    untrained = evaluator.evaluate(base.adapter_state()).union
+    del base
+    out = [ReferenceResult("untrained", untrained, [untrained], 0.0,
+                           "the base model (LoRA initialised to the identity)")]
     for name, run in (("local-only", run_local_only), ("centralised", run_centralised)):
         arm = run(model_dir, settings, data, evaluator)
         out.append(ReferenceResult(name, arm.union, [p.union for p in arm.per_peer],
@@ -256,6 +272,7 @@ def summarise(arms: list[ArmResult], references: list[ReferenceResult]) -> dict[
         targets["gap_closed>=0.5"] = gap is not None and gap >= TARGET_GAP_CLOSED
         targets["mia_auc<=0.6"] = per_arm[target]["mia_auc"] <= TARGET_MIA_AUC
     return {
+        "untrained_union_loss": refs.get("untrained"),
         "local_only_union_loss": local,
         "centralised_union_loss": central,
         "arms": per_arm,

@@ -73,8 +73,10 @@ def test_the_quick_audit_runs_and_reports_every_arm(tmp_path: Path) -> None:
         assert 0.0 <= arm["membership_auc"] <= 1.0
         assert len(arm["exposure_rank"]) == 4
 
-    assert [r["arm"] for r in result["references"]] == ["local-only", "centralised"]
+    assert [r["arm"] for r in result["references"]] == ["untrained", "local-only",
+                                                          "centralised"]
     summary = result["summary"]
+    assert math.isfinite(summary["untrained_union_loss"])
     local, central = summary["local_only_union_loss"], summary["centralised_union_loss"]
     assert math.isfinite(local) and math.isfinite(central) and local != central
     assert set(summary["arms"]) == set(arms)
