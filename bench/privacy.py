@@ -37,7 +37,7 @@ import json
 import random
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +107,7 @@ class ArmResult:
     membership_auc: float
     union_eval_loss: float
     train_s: float
+    eval_loss_by_set: dict[str, float] = field(default_factory=dict)  # each eval set
 
 
 @dataclass
@@ -118,6 +119,7 @@ class ReferenceResult:
     union_eval_loss_per_peer: list[float]
     train_s: float  # model loading included
     note: str | None
+    eval_loss_by_set: dict[str, float] = field(default_factory=dict)  # mean over peers
 
 
 def _with_canaries(train: Path, out: Path, canaries: list[Canary], repeats: int,
@@ -207,13 +209,14 @@ def run_arm(name: str, epsilon: float | None, model_dir: Path, a: AuditSettings,
     auc = membership_auc(_losses(victim, rng.sample(members, n), True),
                          _losses(victim, rng.sample(held_out, n), True))
     budget = victim.privacy
+    losses = evaluator.evaluate(victim.adapter_state())
     return ArmResult(
         arm=name, target_epsilon=epsilon,
         epsilon_spent=None if budget is None else budget.epsilon(),
         delta=None if budget is None else budget.plan.delta,
         noise_multiplier=None if budget is None else budget.plan.noise_multiplier,
         exposure_rank=ranks, exposure_fit=fits, membership_auc=auc,
-        union_eval_loss=evaluator.evaluate(victim.adapter_state()).union, train_s=train_s)
+        union_eval_loss=losses.union, train_s=train_s, eval_loss_by_set=losses.by_set)
 
 
 def audit_data(data: BenchData, peer0_train: Path, workdir: Path) -> BenchData:
@@ -237,14 +240,15 @@ def run_references(model_dir: Path, a: AuditSettings, data: BenchData,
     # The starting point, for reading the others: LoRA starts as the identity (B = 0).
     base = make_trainer(model_dir, settings, data.peers[0].train_path, data.peers[0].eval_path,
                         seed=a.seed)
-    untrained = evaluator.evaluate(base.adapter_state()).union
+    untrained = evaluator.evaluate(base.adapter_state())
     del base
-    out = [ReferenceResult("untrained", untrained, [untrained], 0.0,
-                           "the base model (LoRA initialised to the identity)")]
+    out = [ReferenceResult("untrained", untrained.union, [untrained.union], 0.0,
+                           "the base model (LoRA initialised to the identity)",
+                           untrained.by_set)]
     for name, run in (("local-only", run_local_only), ("centralised", run_centralised)):
         arm = run(model_dir, settings, data, evaluator)
         out.append(ReferenceResult(name, arm.union, [p.union for p in arm.per_peer],
-                                   arm.wall_s, arm.note))
+                                   arm.wall_s, arm.note, arm.by_set()))
     return out
 
 
