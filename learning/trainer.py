@@ -51,6 +51,9 @@ CHECKPOINT_FORMAT = 1
 ADAPTER_FILE = "adapter_model.safetensors"
 # A text sample's prompt: this many tokens from the start of an eval block.
 TEXT_PROMPT_TOKENS = 16
+# Frozen-A LoRA: every member draws A from this seed, whatever its own train.seed, so
+# the A matrices are equal across the federation without ever being sent.
+FROZEN_A_SEED = 0
 
 
 @dataclass
@@ -87,7 +90,8 @@ class LocalTrainer:
 
     def __init__(self, model: ModelSettings, lora: LoraSettings, data: DataSettings,
                  train: TrainSettings, *,
-                 on_step: Callable[[int, float], None] | None = None) -> None:
+                 on_step: Callable[[int, float], None] | None = None,
+                 freeze_lora_a: bool = False) -> None:
         self.model_settings = model
         self.lora_settings = lora
         self.data_settings = data
@@ -101,6 +105,9 @@ class LocalTrainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(train.seed)
             self.model = attach_adapter(base, lora)
+        self.freeze_lora_a = freeze_lora_a
+        if freeze_lora_a:
+            freeze_shared_lora_a(self.model)
 
         self.data = prepare_data(data, self.tokenizer, train.seed)
         self.bad_rows: list[BadRow] = self.data.bad_rows
@@ -125,6 +132,13 @@ class LocalTrainer:
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.input_device, non_blocking=True) for k, v in batch.items()}
+
+    def anchor_vector(self) -> np.ndarray:
+        """The last adapter set from outside (``adapter_vector`` layout): the group's
+        model this round's local training started from. Group momentum measures the
+        group's step from it."""
+        return flatten_state({n: t.detach().to("cpu", torch.float32)
+                              for n, t in self._anchor.items()})[0]
 
     def _proximal_term(self) -> torch.Tensor:
         """FedProx: (mu/2)·||w − w_global||², keeping local drift near the group average."""
@@ -462,3 +476,28 @@ class LocalTrainer:
         finally:
             self.model.train(was_training)
         return [self.tokenizer.decode(row[width:], skip_special_tokens=True) for row in out]
+
+
+def freeze_shared_lora_a(model: torch.nn.Module) -> None:
+    """FFA-LoRA: set every ``lora_A`` to a draw from ``FROZEN_A_SEED`` and freeze it.
+
+    With A equal on every member and frozen, only B trains and travels: half the bytes,
+    and the average of the members' ``B·A`` is exactly ``mean(B)·A`` (averaging A and B
+    separately is not the average of their products). The draw is PEFT's own init
+    (Kaiming uniform, a = sqrt(5)) made on the CPU, so it does not depend on the device.
+    """
+    generator = torch.Generator().manual_seed(FROZEN_A_SEED)
+    frozen = 0
+    with torch.no_grad():
+        for name, param in sorted(model.named_parameters(), key=lambda item: item[0]):
+            if ".lora_A." not in name:
+                continue
+            draw = torch.empty(param.shape, dtype=torch.float32)
+            bound = 1.0 / math.sqrt(param.shape[1]) if param.dim() > 1 else 1.0
+            draw.uniform_(-bound, bound, generator=generator)
+            param.copy_(draw.to(param.device, param.dtype))
+            param.requires_grad_(False)
+            frozen += 1
+    if frozen == 0:
+        raise LearningError("freeze_lora_a needs a LoRA adapter (lora.peft_type = \"LORA\"): "
+                            "this model has no lora_A weights")
