@@ -1,0 +1,31 @@
+"""The sweep splits one step budget into rounds and names each lever's settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.quality_setup import QualityBenchError, RunSettings
+from bench.quality_sweep import SweepPoint, settings_for, sweep_points
+
+
+def test_every_split_keeps_the_steps_per_peer() -> None:
+    points = sweep_points(100, [2, 25, 50], ["none", "freeze_a"])
+    assert [(p.local_steps, p.rounds, p.lever) for p in points] == [
+        (2, 50, "none"), (2, 50, "freeze_a"), (25, 4, "none"), (25, 4, "freeze_a"),
+        (50, 2, "none"), (50, 2, "freeze_a")]
+
+
+def test_a_split_that_changes_the_budget_or_an_unknown_lever_is_refused() -> None:
+    with pytest.raises(QualityBenchError, match="does not divide"):
+        sweep_points(100, [30], ["none"])
+    with pytest.raises(QualityBenchError, match="unknown"):
+        sweep_points(100, [25], ["scaffold"])
+
+
+def test_levers_set_the_federation_settings() -> None:
+    base = RunSettings(rounds=1, local_steps=100)
+    both = settings_for(base, SweepPoint(25, 4, "freeze_a+momentum"), 0.5)
+    assert (both.rounds, both.local_steps, both.freeze_lora_a, both.group_momentum) == \
+        (4, 25, True, 0.5)
+    none = settings_for(base, SweepPoint(10, 10, "none"), 0.5)
+    assert (none.freeze_lora_a, none.group_momentum) == (False, 0.0)
