@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                        else args.fedprox_mu),
                            average_optimizer_state=not args.no_average_optimizer_state,
                            freeze_lora_a=args.freeze_lora_a,
-                           group_momentum=args.group_momentum)
+                           group_momentum=args.group_momentum, scaffold=args.scaffold)
     if args.sweep_local_steps:
         return run_sweep(args, variant, settings)
     if args.peers < 3:
@@ -188,7 +188,7 @@ def run_sweep(args: argparse.Namespace, variant: Variant,
     momentum = args.group_momentum or DEFAULT_SWEEP_MOMENTUM
     # The baselines: plain LoRA, the whole budget (one call or many: the same run).
     base = replace(settings, rounds=1, local_steps=total, freeze_lora_a=False,
-                   group_momentum=0.0)
+                   group_momentum=0.0, scaffold=False)
     secure = args.sweep_arm == "secure"
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="fsq-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -268,12 +268,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--group-momentum", type=float, default=0.0,
                         help="federated arms: FedAvgM beta ([federation] group_momentum); in a "
                              f"sweep, the momentum lever's beta (default {DEFAULT_SWEEP_MOMENTUM})")
+    parser.add_argument("--scaffold", action="store_true",
+                        help="federated arms: SCAFFOLD control variates ([federation] scaffold)")
     parser.add_argument("--sweep-local-steps", metavar="N,N,...",
                         help="sweep: run the federated arm once per local_steps at --total-steps "
                              "optimiser steps per peer (e.g. 2,10,25,50)")
     parser.add_argument("--sweep-levers", default="none", metavar="LEVER,...",
                         help="sweep: levers to run at each local_steps, of "
-                             + ", ".join(LEVER_NAMES))
+                             + ", ".join(LEVER_NAMES) + ", or several joined by +")
     parser.add_argument("--sweep-arm", choices=("plain", "secure"), default="secure",
                         help="sweep: which federated arm (secure aggregation or plaintext)")
     parser.add_argument("--total-steps", type=int,

@@ -102,7 +102,8 @@ def run_daemon_arm(name: str, workdir: Path, model_dir: Path, settings: RunSetti
         overrides={"train": {"fedprox_mu": settings.fedprox_mu},
                    "federation": {"average_optimizer_state": settings.average_optimizer_state,
                                   "freeze_lora_a": settings.freeze_lora_a,
-                                  "group_momentum": settings.group_momentum}},
+                                  "group_momentum": settings.group_momentum,
+                                  "scaffold": settings.scaffold}},
     )
     try:
         federation.prepare()

@@ -12,9 +12,8 @@ number of rounds, with the same per-peer seeds (``seed + peer index``, as
   by default, AdamW moments: ``LocalTrainer.averaging_vector``), then either the daemon's own
   ``plain_group_average`` (through real ``Mailbox`` objects) or the real
   ``secagg.run_secure_aggregation`` (BFV + masks + Shamir, HE in a spawn process pool)
-  over in-memory transports. With ``freeze_lora_a`` / ``group_momentum`` the vector
-  carries lora_avg's settings marker and each peer keeps its own ``GroupMomentum``, as
-  ``LoraAveraging`` does.
+  over in-memory transports. The vector is built and applied by lora_avg's own codec
+  (``member_vector`` / ``apply_average``), levers included.
 """
 
 from __future__ import annotations
@@ -28,12 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from fedswarm.federation.averaging.agreement import strip_marker, with_marker
 from fedswarm.federation.averaging.group_momentum import GroupMomentum
 from fedswarm.federation.averaging.plain import plain_group_average
 from fedswarm.federation.groups.plan import epoch_of, group_id, plan_groups
 from fedswarm.federation.link import FunctionLink
-from fedswarm.federation.modes.lora_avg import LoraAveragingSettings
+from fedswarm.federation.modes.lora_avg import (
+    LoraAveragingSettings,
+    apply_average,
+    group_result,
+    member_vector,
+)
 from fedswarm.federation.round import RoundContext
 from fedswarm.learning.trainer import LocalTrainer
 from fedswarm.secagg.errors import SecAggError
@@ -101,13 +104,15 @@ class FederatedArm:
         self.trainers: dict[str, LocalTrainer] = {
             pid: make_trainer(model_dir, settings, peer.train_path, peer.eval_path,
                               seed=settings.seed + index, fedprox_mu=settings.fedprox_mu,
-                              freeze_lora_a=settings.freeze_lora_a)
+                              freeze_lora_a=settings.freeze_lora_a, scaffold=settings.scaffold)
             for index, (pid, peer) in enumerate(zip(self.ids, data.peers, strict=True))
         }
         self.lora = LoraAveragingSettings(settings.average_optimizer_state,
                                           freeze_lora_a=settings.freeze_lora_a,
-                                          group_momentum=settings.group_momentum)
-        self.momentum = {pid: GroupMomentum(settings.group_momentum) for pid in self.ids}
+                                          group_momentum=settings.group_momentum,
+                                          scaffold=settings.scaffold)
+        self.momentum = {pid: GroupMomentum(settings.group_momentum) if settings.group_momentum
+                         else None for pid in self.ids}
         self.mass: dict[str, float] = {}
         self._mass_epoch = -1
         self.signers = {pid: Ed25519Signer.generate(pid) for pid in self.ids}
@@ -178,19 +183,13 @@ class FederatedArm:
             raise QualityBenchError(f"round {round}: secure aggregation failed: {exc}") from exc
 
     def _vector(self, trainer: LocalTrainer) -> np.ndarray:
-        """What ``LoraAveraging.combine`` sends: the averaging vector (+ marker)."""
-        vector = trainer.averaging_vector(self.lora.average_optimizer_state)
-        return with_marker(vector, self.lora.describe()) if self.lora.needs_marker else vector
+        """What ``LoraAveraging.combine`` sends (lora_avg's own codec)."""
+        return member_vector(trainer, self.lora)
 
     def _apply(self, pid: str, average: np.ndarray) -> None:
-        """What ``LoraAveraging._apply`` does: strip the marker, momentum step, load."""
-        trainer = self.trainers[pid]
-        if self.lora.needs_marker:
-            average = np.array(strip_marker(average, self.lora.describe()), copy=True)
-        if self.lora.group_momentum > 0:
-            size = trainer.adapter_size
-            average[:size] = self.momentum[pid].step(trainer.anchor_vector(), average[:size])
-        trainer.load_averaging_vector(average, self.lora.average_optimizer_state)
+        """What ``LoraAveraging`` applies: marker checked, momentum step, c loaded."""
+        apply_average(self.trainers[pid], self.lora, self.momentum[pid],
+                      group_result(average, self.lora))
 
     def run(self) -> tuple[float, dict[str, LocalTrainer]]:
         """All rounds; returns the wall time (training + averaging) and the trainers."""

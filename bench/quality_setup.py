@@ -124,8 +124,9 @@ class RunSettings:
     (default on): the federated arms average AdamW's moments with the adapter, through
     the same ``LocalTrainer.averaging_vector`` / ``load_averaging_vector`` a daemon uses.
 
-    ``freeze_lora_a`` and ``group_momentum`` are the daemon's ``[federation]`` levers for
-    rounds far apart (federated arms only: the baselines train a plain LoRA adapter).
+    ``freeze_lora_a``, ``group_momentum`` and ``scaffold`` are the daemon's
+    ``[federation]`` levers for rounds far apart (federated arms only: the baselines
+    train a plain LoRA adapter).
     """
 
     rounds: int
@@ -135,6 +136,7 @@ class RunSettings:
     average_optimizer_state: bool = True
     freeze_lora_a: bool = False
     group_momentum: float = 0.0
+    scaffold: bool = False
     lr: float = DEMO_LR
     batch_size: int = BATCH_SIZE
     max_length: int = DEMO_MAX_LENGTH
@@ -146,7 +148,7 @@ class RunSettings:
 
 def make_trainer(model_dir: Path, settings: RunSettings, train_path: Path, eval_path: Path,
                  *, seed: int, grad_accum: int = 1, fedprox_mu: float = 0.0,
-                 freeze_lora_a: bool = False) -> LocalTrainer:
+                 freeze_lora_a: bool = False, scaffold: bool = False) -> LocalTrainer:
     """A trainer configured exactly as ``LocalFederation`` configures each daemon.
 
     (constant lr after no warm-up, all-linear LoRA r=8, batch 8, max_length 128.)
@@ -162,7 +164,7 @@ def make_trainer(model_dir: Path, settings: RunSettings, train_path: Path, eval_
             TrainSettings(local_steps=settings.local_steps, batch_size=settings.batch_size,
                           grad_accum=grad_accum, lr=settings.lr, seed=seed,
                           fedprox_mu=fedprox_mu),
-            freeze_lora_a=freeze_lora_a,
+            freeze_lora_a=freeze_lora_a, scaffold=scaffold,
         )
     except (LearningError, ValueError, OSError) as exc:
         raise QualityBenchError(f"cannot set up a trainer on {train_path}: {exc}") from exc

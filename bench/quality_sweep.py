@@ -8,7 +8,8 @@ optimiser steps per peer fixed (``--total-steps``) and splits them into
   none                 plain averaging (lora_avg's defaults)
   freeze_a             [federation] freeze_lora_a = true (FFA-LoRA)
   momentum             [federation] group_momentum = --group-momentum (FedAvgM)
-  freeze_a+momentum    both
+  scaffold             [federation] scaffold = true (control variates)
+  A+B                  several levers together, e.g. freeze_a+momentum
 
 The baselines run once: with a constant learning rate, ``train(25)`` four times is the
 same run as ``train(2)`` fifty times, so local-only and centralised do not depend on the
@@ -24,7 +25,7 @@ from typing import Any
 from .quality_report import ArmResult
 from .quality_setup import QualityBenchError, RunSettings
 
-LEVER_NAMES = ("none", "freeze_a", "momentum", "freeze_a+momentum")
+LEVER_NAMES = ("none", "freeze_a", "momentum", "scaffold")
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,8 @@ class SweepPoint:
 
 def sweep_points(total_steps: int, local_steps: list[int], levers: list[str]) -> list[SweepPoint]:
     """Every (local_steps, lever) pair; each ``local_steps`` must divide ``total_steps``."""
-    unknown = [lever for lever in levers if lever not in LEVER_NAMES]
+    unknown = [lever for lever in levers
+               if lever == "" or any(part not in LEVER_NAMES for part in lever.split("+"))]
     if unknown:
         raise QualityBenchError(f"--sweep-levers: unknown {unknown}; expected {LEVER_NAMES}")
     points = []
@@ -52,9 +54,10 @@ def sweep_points(total_steps: int, local_steps: list[int], levers: list[str]) ->
 
 def settings_for(base: RunSettings, point: SweepPoint, momentum: float) -> RunSettings:
     """``base`` with the point's split and lever."""
+    parts = point.lever.split("+")
     return replace(base, rounds=point.rounds, local_steps=point.local_steps,
-                   freeze_lora_a="freeze_a" in point.lever,
-                   group_momentum=momentum if "momentum" in point.lever else 0.0)
+                   freeze_lora_a="freeze_a" in parts, scaffold="scaffold" in parts,
+                   group_momentum=momentum if "momentum" in parts else 0.0)
 
 
 def sweep_row(point: SweepPoint, arm: ArmResult, local: float, central: float,
@@ -68,6 +71,7 @@ def sweep_row(point: SweepPoint, arm: ArmResult, local: float, central: float,
         "lever": point.lever,
         "freeze_lora_a": settings.freeze_lora_a,
         "group_momentum": settings.group_momentum,
+        "scaffold": settings.scaffold,
         "arm": arm.name,
         "path": arm.path,
         "eval_loss_union": arm.union,

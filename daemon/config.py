@@ -108,6 +108,9 @@ class FederationSettings:
     # group must set the same values: a group that disagrees aborts its round.
     freeze_lora_a: bool = False
     group_momentum: float = 0.0
+    # lora_avg only: SCAFFOLD's control variates correct each local step for drift; the
+    # member's c_i travels in the averaged vector (+1x the adapter in bytes).
+    scaffold: bool = False
     # The validation gate (docs/security.md): refuse a group result that raises this
     # member's own eval loss by more than this many nats, keeping its model. Unset: off.
     max_eval_loss_increase: float | None = None
@@ -121,8 +124,10 @@ class FederationSettings:
             raise ValueError("rounds: must be >= 0 (0 means run until stopped)")
         if not 0.0 <= self.group_momentum < 1.0:
             raise ValueError("group_momentum: must be in [0, 1) (0 = plain averaging)")
-        if self.mode != "lora_avg" and (self.freeze_lora_a or self.group_momentum):
-            raise ValueError("freeze_lora_a and group_momentum apply to mode = \"lora_avg\" only")
+        if self.mode != "lora_avg" and (self.freeze_lora_a or self.group_momentum
+                                        or self.scaffold):
+            raise ValueError(
+                "freeze_lora_a, group_momentum and scaffold apply to mode = \"lora_avg\" only")
         if self.mode not in MODES:
             raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {self.mode!r}")
         if self.group_size < MIN_GROUP_SIZE:
@@ -173,7 +178,8 @@ class Config:
 
         return LoraAveragingSettings(self.federation.average_optimizer_state,
                                      freeze_lora_a=self.federation.freeze_lora_a,
-                                     group_momentum=self.federation.group_momentum)
+                                     group_momentum=self.federation.group_momentum,
+                                     scaffold=self.federation.scaffold)
 
     @property
     def base_dir(self) -> Path:

@@ -200,7 +200,7 @@ class Daemon:
             self._he_warming = asyncio.create_task(warm_up(self._he_pool), name="he-warm-up")
         self.trainer = await asyncio.to_thread(
             LocalTrainer, cfg.model, cfg.lora, cfg.data, cfg.train, on_step=self._on_train_step,
-            freeze_lora_a=cfg.federation.freeze_lora_a,
+            freeze_lora_a=cfg.federation.freeze_lora_a, scaffold=cfg.federation.scaffold,
         )
         self.node = P2PNode(
             self.identity, self.roster, self._node_config(), on_blob=self._on_blob,

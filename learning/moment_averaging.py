@@ -48,14 +48,15 @@ def averaged_length(adapter_size: int, with_moments: bool) -> int:
 def layout_note(adapter_size: int, with_moments: bool, marker: int = 0) -> str:
     """One phrase for log lines that explains a length mismatch between members.
 
-    ``marker``: how many settings-marker values follow (``federation/averaging/agreement``).
+    ``marker``: how many values follow (SCAFFOLD's control variate, the settings marker
+    of ``federation/averaging/agreement``).
     """
     what = f"{adapter_size} adapter values + AdamW exp_avg" if with_moments else "adapter only"
     if marker:
-        what += f" + {marker} settings-marker values"
+        what += f" + {marker} control-variate / settings-marker values"
     return (f"we send {averaged_length(adapter_size, with_moments) + marker} values ({what}); "
             "every member must set the same [federation] average_optimizer_state, "
-            "freeze_lora_a and group_momentum")
+            "freeze_lora_a, group_momentum and scaffold")
 
 
 def explain_refusal(reason: str, adapter_size: int, with_moments: bool, marker: int = 0) -> str:

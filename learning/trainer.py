@@ -36,6 +36,7 @@ from fedswarm.learning.checkpoint_files import (
     verify_dir,
     write_atomic_dir,
 )
+from fedswarm.learning.control_variates import ControlVariates
 from fedswarm.learning.data_files import BadRow
 from fedswarm.learning.dataset import prepare_data
 from fedswarm.learning.errors import CheckpointError, ExportError, LearningError
@@ -91,7 +92,7 @@ class LocalTrainer:
     def __init__(self, model: ModelSettings, lora: LoraSettings, data: DataSettings,
                  train: TrainSettings, *,
                  on_step: Callable[[int, float], None] | None = None,
-                 freeze_lora_a: bool = False) -> None:
+                 freeze_lora_a: bool = False, scaffold: bool = False) -> None:
         self.model_settings = model
         self.lora_settings = lora
         self.data_settings = data
@@ -119,6 +120,8 @@ class LocalTrainer:
         self.optimizer = torch.optim.AdamW([p for _, p in self._trainable], lr=train.lr,
                                            weight_decay=train.weight_decay)
         self.step = 0  # global optimiser step across rounds; drives the lr schedule
+        # SCAFFOLD ([federation] scaffold): drift correction added to every step's gradient.
+        self.control = ControlVariates(self._trainable) if scaffold else None
         self._anchor = self._snapshot()  # FedProx reference: the last adapter set from outside
 
     # ------------------------------------------------------------------ helpers
@@ -183,6 +186,8 @@ class LocalTrainer:
                 raise LearningError(f"loss became {step_loss} at step {self.step}; "
                                     "update skipped, adapter unchanged")
             torch.nn.utils.clip_grad_norm_([p for _, p in self._trainable], cfg.max_grad_norm)
+            if self.control is not None:
+                self.control.correct()
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
@@ -285,6 +290,19 @@ class LocalTrainer:
             for name, tensor in state.items():
                 expected[name].copy_(tensor.to(expected[name].device, expected[name].dtype))
         self._anchor = self._snapshot()
+
+    def control_vector(self) -> np.ndarray:
+        """SCAFFOLD: this member's new ``c_i`` divided by ``max_grad_norm`` (in [-1, 1])."""
+        if self.control is None:
+            raise LearningError("control_vector: this trainer was built without scaffold")
+        return self.control.estimate() / np.float32(self.train_settings.max_grad_norm)
+
+    def load_control_average(self, vector: np.ndarray) -> None:
+        """SCAFFOLD: the group's average of ``control_vector``s becomes ``c``."""
+        if self.control is None:
+            raise LearningError("load_control_average: this trainer was built without scaffold")
+        self.control.load_group(np.asarray(vector, dtype=np.float32)
+                                * np.float32(self.train_settings.max_grad_norm))
 
     # ------------------------------------------------------------------ rollback
     def rollback_point(self) -> RollbackPoint:

@@ -19,7 +19,7 @@ def test_a_split_that_changes_the_budget_or_an_unknown_lever_is_refused() -> Non
     with pytest.raises(QualityBenchError, match="does not divide"):
         sweep_points(100, [30], ["none"])
     with pytest.raises(QualityBenchError, match="unknown"):
-        sweep_points(100, [25], ["scaffold"])
+        sweep_points(100, [25], ["freeze_a+fedadam"])
 
 
 def test_levers_set_the_federation_settings() -> None:
@@ -29,3 +29,10 @@ def test_levers_set_the_federation_settings() -> None:
         (4, 25, True, 0.5)
     none = settings_for(base, SweepPoint(10, 10, "none"), 0.5)
     assert (none.freeze_lora_a, none.group_momentum) == (False, 0.0)
+
+
+def test_scaffold_is_a_lever_of_its_own() -> None:
+    point = sweep_points(100, [25], ["scaffold"])[0]
+    settings = settings_for(RunSettings(rounds=1, local_steps=100), point, 0.5)
+    assert (settings.scaffold, settings.freeze_lora_a, settings.group_momentum) == \
+        (True, False, 0.0)

@@ -134,3 +134,11 @@ def test_rounds_far_apart_levers_load_and_bad_values_are_named(tmp_path: Path) -
     fedmkt = MINIMAL + '\n[federation]\nmode = "fedmkt"\nfreeze_lora_a = true\n'
     with pytest.raises(ConfigError, match=r"lora_avg"):
         load_config(write(tmp_path, fedmkt))
+
+
+def test_scaffold_loads_and_is_refused_outside_lora_avg(tmp_path: Path) -> None:
+    text = MINIMAL + "\n[federation]\nscaffold = true\n"
+    assert load_config(write(tmp_path, text)).mode_settings().scaffold is True
+    fedmkt = MINIMAL + '\n[federation]\nmode = "fedmkt"\nscaffold = true\n'
+    with pytest.raises(ConfigError, match=r"lora_avg"):
+        load_config(write(tmp_path, fedmkt))

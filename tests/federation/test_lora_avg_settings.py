@@ -1,4 +1,4 @@
-"""lora_avg refuses to run with a trainer that trains other weights than it averages."""
+"""lora_avg refuses to run with a trainer built for other [federation] settings."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from fedswarm.federation.modes.lora_avg import (
 )
 
 
-def _parts(freeze_lora_a: bool) -> MemberParts:
-    trainer: Any = SimpleNamespace(freeze_lora_a=freeze_lora_a)
+def _parts(freeze_lora_a: bool, control: object = None) -> MemberParts:
+    trainer: Any = SimpleNamespace(freeze_lora_a=freeze_lora_a, control=control)
     return MemberParts(trainer=trainer, secure=None, work_dir=Path("."), seed=0)
 
 
@@ -24,3 +24,10 @@ def test_a_trainer_built_without_frozen_a_is_refused() -> None:
     with pytest.raises(SettingsConflictError, match="freeze_lora_a"):
         LoraAveraging(_parts(False), LoraAveragingSettings(freeze_lora_a=True))
     LoraAveraging(_parts(True), LoraAveragingSettings(freeze_lora_a=True))  # agrees: fine
+
+
+def test_a_trainer_built_without_control_variates_is_refused() -> None:
+    with pytest.raises(SettingsConflictError, match="scaffold"):
+        LoraAveraging(_parts(False), LoraAveragingSettings(scaffold=True))
+    with pytest.raises(SettingsConflictError, match="scaffold"):
+        LoraAveraging(_parts(False, control=object()), LoraAveragingSettings())
