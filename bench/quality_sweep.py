@@ -84,14 +84,15 @@ def sweep_row(point: SweepPoint, arm: ArmResult, local: float, central: float,
 
 def sweep_table(rows: list[dict[str, Any]], local: float, central: float) -> str:
     """Fixed-width table of the sweep rows, baselines first."""
-    head = (f"{'steps':>5} {'rounds':>6} {'lever':<18} {'union':>7} {'fed/cen':>7} "
+    width = max([18, *(len(row["lever"]) for row in rows)])
+    head = (f"{'steps':>5} {'rounds':>6} {'lever':<{width}} {'union':>7} {'fed/cen':>7} "
             f"{'gap':>6} {'MB/peer':>8} {'wall s':>7}")
     lines = [f"local_only union {local:.4f}   centralised union {central:.4f}", "",
              head, "-" * len(head)]
     for row in rows:
         gap = row["gap_closed"]
         lines.append(
-            f"{row['local_steps']:>5} {row['rounds']:>6} {row['lever']:<18} "
+            f"{row['local_steps']:>5} {row['rounds']:>6} {row['lever']:<{width}} "
             f"{row['eval_loss_union']:>7.4f} {row['fed_over_central']:>7.4f} "
             f"{'n/a' if gap is None else f'{gap:.1%}':>6} "
             f"{row['bytes_per_peer_run'] / 1e6:>8.2f} {row['wall_s']:>7.1f}")

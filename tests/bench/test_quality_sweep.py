@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.quality_setup import QualityBenchError, RunSettings
-from bench.quality_sweep import SweepPoint, settings_for, sweep_points
+from bench.quality_sweep import SweepPoint, settings_for, sweep_points, sweep_table
 
 
 def test_every_split_keeps_the_steps_per_peer() -> None:
@@ -36,3 +36,11 @@ def test_scaffold_is_a_lever_of_its_own() -> None:
     settings = settings_for(RunSettings(rounds=1, local_steps=100), point, 0.5)
     assert (settings.scaffold, settings.freeze_lora_a, settings.group_momentum) == \
         (True, False, 0.0)
+
+
+def test_the_table_keeps_its_columns_for_long_lever_names() -> None:
+    row = {"local_steps": 2, "rounds": 2, "lever": "freeze_a+momentum+scaffold",
+           "eval_loss_union": 0.8, "fed_over_central": 1.01, "gap_closed": 0.9,
+           "bytes_per_peer_run": 1e6, "wall_s": 1.0}
+    lines = sweep_table([row], 1.0, 0.79).splitlines()
+    assert lines[-1].index("0.8000") + len("0.8000") == lines[2].index("union") + len("union")
