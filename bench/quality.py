@@ -40,6 +40,7 @@ import torch
 from fedswarm.daemon.demo.local_federation import demo_model_cache_dir
 from fedswarm.federation.groups.plan import plan_groups
 from fedswarm.learning.demo_assets import DEMO_LR, build_demo_model
+from fedswarm.secagg.params import PROTOCOL_NAME, PROTOCOL_V3, PROTOCOLS, SecAggParams
 
 from .quality_daemons import run_daemon_arm
 from .quality_inprocess import run_centralised, run_federated, run_local_only
@@ -109,6 +110,15 @@ def federated_arms(n_peers: int) -> tuple[list[FedArm], str | None]:
     return [*arms, gossip], None
 
 
+def secagg_params(protocol: str, fields_per_slot: int | None = None) -> SecAggParams:
+    """The secure arms' parameters; fields_per_slot (v3) is how the grid was chosen."""
+    if protocol != PROTOCOL_V3:
+        return SecAggParams()
+    if fields_per_slot is None:
+        return SecAggParams.v3()
+    return SecAggParams.v3(fields_per_slot=fields_per_slot)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     variant = QUICK if args.quick else FULL
     settings = RunSettings(rounds=args.rounds or variant.rounds,
@@ -148,7 +158,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     secure=arm.secure, group_size=arm.group_size, timeout_s=args.arm_timeout)
             else:
                 arms[arm.name] = run_federated(arm.name, model_dir, settings, data, evaluator,
-                                               secure=arm.secure, group_size=arm.group_size)
+                                               secure=arm.secure, group_size=arm.group_size,
+                                               params=secagg_params(args.secagg_protocol,
+                                                                    args.secagg_fields))
         if alias is not None:
             source = arms[alias]
             arms["fed_secure_gossip"] = ArmResult(
@@ -281,6 +293,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--total-steps", type=int,
                         help="sweep: optimiser steps per peer (default rounds x local steps)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--secagg-protocol", choices=PROTOCOLS, default=PROTOCOL_NAME,
+                        help="secure-aggregation protocol of the in-process secure arms "
+                             "(default: the daemons' default)")
+    parser.add_argument("--secagg-fields", type=int, default=None,
+                        help="v3: values packed per BFV slot (default 3)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in this process")
     parser.add_argument("--arm-timeout", type=float, default=1800.0,
                         help="seconds each daemon arm may take (full variant)")

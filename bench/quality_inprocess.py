@@ -41,7 +41,7 @@ from fedswarm.federation.round import RoundContext
 from fedswarm.learning.trainer import LocalTrainer
 from fedswarm.secagg.errors import SecAggError
 from fedswarm.secagg.he import make_executor
-from fedswarm.secagg.params import PROTOCOL_NAME, SecAggParams
+from fedswarm.secagg.params import SecAggParams
 from fedswarm.secagg.session import GroupSpec, run_secure_aggregation
 from fedswarm.secagg.signing import Ed25519Signer, verifier_from_keys
 
@@ -96,7 +96,7 @@ class FederatedArm:
     """N in-process peers that train, group, average and apply exactly as daemons do."""
 
     def __init__(self, model_dir: Path, settings: RunSettings, data: BenchData, *,
-                 secure: bool, group_size: int) -> None:
+                 secure: bool, group_size: int, params: SecAggParams | None = None) -> None:
         self.settings = settings
         self.secure = secure
         self.group_size = group_size
@@ -117,7 +117,7 @@ class FederatedArm:
         self._mass_epoch = -1
         self.signers = {pid: Ed25519Signer.generate(pid) for pid in self.ids}
         self.verify = verifier_from_keys({p: s.verify_key for p, s in self.signers.items()})
-        self.params = SecAggParams()
+        self.params = params or SecAggParams()
         self.network = MailboxNetwork(self.ids)
         self.aggregation_s = 0.0
         self.bytes_sent: list[int] = []
@@ -242,16 +242,18 @@ def plan_group_of(peer: str, groups: list[tuple[str, ...]]) -> tuple[str, ...]:
 
 
 def run_federated(name: str, model_dir: Path, settings: RunSettings, data: BenchData,
-                  evaluator: Evaluator, *, secure: bool, group_size: int) -> ArmResult:
+                  evaluator: Evaluator, *, secure: bool, group_size: int,
+                  params: SecAggParams | None = None) -> ArmResult:
     """One federated arm in process; ``aggregation_s`` is the time spent averaging."""
-    arm = FederatedArm(model_dir, settings, data, secure=secure, group_size=group_size)
+    arm = FederatedArm(model_dir, settings, data, secure=secure, group_size=group_size,
+                       params=params)
     wall, trainers = arm.run()
     extra: dict[str, float] = {"pool_start_s": round(arm.pool_start_s, 2)} if secure else {}
     losses = [evaluator.evaluate(trainers[p].adapter_state()) for p in arm.ids]
     return ArmResult(
         name, "in-process", losses, wall, aggregation_s=arm.aggregation_s,
         bytes_per_peer_round=sum(arm.bytes_sent) / max(len(arm.bytes_sent), 1),
-        group_size=group_size, protocol=PROTOCOL_NAME if secure else "none",
+        group_size=group_size, protocol=arm.params.protocol if secure else "none",
         note="peers train one after another in this process",
         extra={"rounds": settings.rounds,
                "bytes_per_peer_run": sum(arm.bytes_sent) / len(arm.ids), **extra},

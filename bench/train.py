@@ -10,6 +10,12 @@ Without ``--model`` the demo model is built (once) under ``~/.cache/fedswarm``.
 Prints a table and writes JSON with machine, versions, every run and a ``summary``
 holding ``tokens_per_s_ratio`` (fedswarm / bare, target ≥ 0.95) and ``peak_mem_ratio``
 (target ≤ 1.1).
+
+``--dp`` adds two variants: ``fedswarm-unpacked`` (one row per example, padded, as DP
+needs) and ``fedswarm-dp`` (the same with ``[privacy]`` DP-SGD), and reports
+``dp_tokens_per_s_ratio`` (dp / fedswarm, packed: what DP costs end to end; issue #21
+asks ≥ 0.5) and ``dp_mechanism_ratio`` (dp / unpacked: clipping and noise alone).
+Tokens are real (non-pad) tokens, so padding counts as lost throughput.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from fedswarm.daemon.demo.local_federation import demo_model_cache_dir
 from . import child_env, module_command
 
 WARMUP_STEPS = 3
+VARIANTS = ("fedswarm", "bare", "fedswarm-unpacked", "fedswarm-dp")
 
 
 def _peak_memory_mb(device: str) -> float:
@@ -47,14 +54,19 @@ def _run_fedswarm(a: argparse.Namespace) -> dict[str, Any]:
         LocalTrainer,
         LoraSettings,
         ModelSettings,
+        PrivacySettings,
         TrainSettings,
     )
 
+    # A budget no benchmark reaches: this measures speed, not privacy.
+    private = PrivacySettings(enabled=True, target_epsilon=1e6, noise_multiplier=1.0)
     trainer = LocalTrainer(
         ModelSettings(a.model, device=a.device),
         LoraSettings(r=a.rank, alpha=2 * a.rank),
-        DataSettings(a.data, eval_fraction=0.0, max_length=a.seq, packing=True),
+        DataSettings(a.data, eval_fraction=0.0, max_length=a.seq,
+                     packing=a.worker == "fedswarm"),
         TrainSettings(batch_size=a.batch_size, lr=2e-4, schedule="constant", seed=0),
+        privacy=private if a.worker == "fedswarm-dp" else None,
     )
     trainer.train(WARMUP_STEPS)
     report = trainer.train(a.steps)
@@ -111,7 +123,7 @@ def _worker(a: argparse.Namespace) -> None:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    result = _run_fedswarm(a) if a.worker == "fedswarm" else _run_bare(a)
+    result = _run_bare(a) if a.worker == "bare" else _run_fedswarm(a)
     result["peak_mem_mb"] = _peak_memory_mb("cuda" if torch.cuda.is_available()
                                             and a.device != "cpu" else "cpu")
     result["tokens_per_s"] = result["tokens"] / result["seconds"]
@@ -119,6 +131,7 @@ def _worker(a: argparse.Namespace) -> None:
 
 
 def _machine() -> dict[str, Any]:
+    import opacus
     import peft
     import torch
     import transformers
@@ -126,7 +139,8 @@ def _machine() -> dict[str, Any]:
     info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
                             "cpu_count": os.cpu_count(), "processor": platform.processor(),
                             "torch": torch.__version__, "transformers": transformers.__version__,
-                            "peft": peft.__version__, "torch_threads": torch.get_num_threads()}
+                            "peft": peft.__version__,
+                            "opacus": opacus.__version__, "torch_threads": torch.get_num_threads()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -154,15 +168,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument("--worker", choices=["fedswarm", "bare"], help=argparse.SUPPRESS)
+    parser.add_argument("--dp", action="store_true",
+                        help="also measure DP-SGD ([privacy]) against unpacked and packed rows")
+    parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     a = parser.parse_args(argv)
     if a.worker:
         _worker(a)
         return
     _prepare_inputs(a)
     runs: list[dict[str, Any]] = []
+    variants = VARIANTS if a.dp else VARIANTS[:2]
     for repeat in range(a.repeats):
-        for variant in ("fedswarm", "bare"):
+        for variant in variants:
             cmd = module_command(
                 "train", "--worker", variant, "--model", a.model, "--data", a.data,
                 "--steps", str(a.steps), "--batch-size", str(a.batch_size), "--seq", str(a.seq),
@@ -189,18 +206,35 @@ def main(argv: list[str] | None = None) -> None:
     best = {v: max(r["tokens_per_s"] for r in runs if r["variant"] == v)
             for v in ("fedswarm", "bare")}
     summary["best_tokens_per_s_ratio"] = best["fedswarm"] / best["bare"]
+    if a.dp:
+        for variant in VARIANTS[2:]:
+            summary[f"{variant}_tokens_per_s"] = med(variant, "tokens_per_s")
+        summary["dp_tokens_per_s_ratio"] = (summary["fedswarm-dp_tokens_per_s"]
+                                            / summary["fedswarm_tokens_per_s"])
+        summary["dp_mechanism_ratio"] = (summary["fedswarm-dp_tokens_per_s"]
+                                         / summary["fedswarm-unpacked_tokens_per_s"])
+        fastest = {v: max(r["tokens_per_s"] for r in runs if r["variant"] == v)
+                   for v in VARIANTS[2:]}
+        summary["dp_best_tokens_per_s_ratio"] = fastest["fedswarm-dp"] / best["fedswarm"]
+        summary["dp_best_mechanism_ratio"] = (fastest["fedswarm-dp"]
+                                              / fastest["fedswarm-unpacked"])
     result = {"benchmark": "train", "machine": _machine(),
               "config": {"model": a.model, "steps": a.steps, "batch_size": a.batch_size,
                          "seq": a.seq, "rank": a.rank, "repeats": a.repeats,
-                         "device": a.device, "threads": a.threads},
+                         "device": a.device, "threads": a.threads, "dp": a.dp},
               "runs": runs, "summary": summary}
-    print(f"{'variant':<10}{'repeat':>7}{'tokens/s':>12}{'peak MB':>10}{'loss':>8}")
+    print(f"{'variant':<18}{'repeat':>7}{'tokens/s':>12}{'peak MB':>10}{'loss':>8}")
     for r in runs:
-        print(f"{r['variant']:<10}{r['repeat']:>7}{r['tokens_per_s']:>12.0f}"
+        print(f"{r['variant']:<18}{r['repeat']:>7}{r['tokens_per_s']:>12.0f}"
               f"{r['peak_mem_mb']:>10.0f}{r['loss']:>8.3f}")
     print(f"tokens/s ratio (fedswarm/bare), median: {summary['tokens_per_s_ratio']:.3f}  "
           f"best: {summary['best_tokens_per_s_ratio']:.3f}   "
           f"peak memory ratio: {summary['peak_mem_ratio']:.3f}")
+    if a.dp:
+        print(f"DP-SGD tokens/s ratio, median: {summary['dp_tokens_per_s_ratio']:.3f} of packed "
+              f"non-private, {summary['dp_mechanism_ratio']:.3f} of unpacked non-private; "
+              f"best: {summary['dp_best_tokens_per_s_ratio']:.3f} and "
+              f"{summary['dp_best_mechanism_ratio']:.3f}")
     if a.json_path:
         Path(a.json_path).write_text(json.dumps(result, indent=2), encoding="utf-8")
 

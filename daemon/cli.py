@@ -289,6 +289,31 @@ def _check_data(config: Any) -> None:
             check_has_valid_row(Path(config.data.eval_path), fmt)
         except DataError as exc:
             raise UserError(f"[data] eval_path: {exc}") from None
+    if config.privacy.enabled:
+        _check_privacy_budget(config)
+
+
+def _check_privacy_budget(config: Any) -> None:
+    """Refuse DP settings ``run`` would refuse when it builds the trainer, from row counts.
+
+    Rows are counted before tokenisation, which can only drop rows, so this never refuses
+    what ``run`` accepts. Only with ``[privacy]`` enabled: Opacus imports torch (seconds).
+    """
+    from fedswarm.learning.data_files import held_out_count, read_rows
+    from fedswarm.learning.errors import DataError, PrivacyConfigError
+    from fedswarm.learning.privacy import make_plan, refuse_packed_text
+
+    try:
+        rows, _ = read_rows(Path(config.data.train_path), config.data.format)
+    except DataError as exc:
+        raise UserError(f"[data] train_path: {exc}") from None
+    examples = len(rows) - (0 if config.data.eval_path
+                            else held_out_count(len(rows), config.data.eval_fraction))
+    try:
+        refuse_packed_text(rows[0].format, config.data.packing)
+        make_plan(config.privacy, config.train, examples)
+    except PrivacyConfigError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _probe_ports(config: Any) -> None:
@@ -474,6 +499,7 @@ def status_lines(overview: dict[str, Any], peers: list[dict[str, Any]]) -> list[
         ("round", overview.get("round")),
         ("rounds done", rounds),
         ("secure aggregation", overview.get("secure_aggregation")),
+        ("privacy", privacy_line(overview.get("privacy"))),
         ("eval loss", f"{number('eval_loss_start')} at start, {number('eval_loss_last')} now"),
         ("peers up", f"{overview.get('peers_up')} of {plural(len(others), 'other member')}"),
         ("device", overview.get("device")),
@@ -485,6 +511,15 @@ def status_lines(overview: dict[str, Any], peers: list[dict[str, Any]]) -> list[
         at = "-" if p.get("round") is None else p.get("round")
         lines.append(f"  {mark} {p['org']:<18} round {at!s:<5} {p['peer_id']}")
     return lines
+
+
+def privacy_line(privacy: Any) -> str:
+    """``ε 1.234 spent of 3, 1.766 left (δ 0.0025)``, or ``off``."""
+    if not isinstance(privacy, dict) or not privacy.get("enabled"):
+        return "off"
+    line = (f"ε {privacy['epsilon_spent']:.3f} spent of {privacy['epsilon_target']:g}, "
+            f"{privacy['epsilon_remaining']:.3f} left (δ {privacy['delta']:.3g})")
+    return line + ("; budget spent, training stopped" if privacy.get("training_stopped") else "")
 
 
 @main.command(epilog="""\b

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fedswarm.federation.fedmkt.settings import FedMKTSection
+from fedswarm.federation.groups.plan import largest_group
 from fedswarm.federation.modes import MODES
 from fedswarm.federation.round import MIN_GROUP_SIZE
 from fedswarm.learning.fedmkt import (
@@ -26,13 +27,22 @@ from fedswarm.learning.fedmkt import (
     PublicDataset,
     load_public_dataset,
 )
-from fedswarm.learning.settings import DataSettings, LoraSettings, ModelSettings, TrainSettings
+from fedswarm.learning.settings import (
+    DataSettings,
+    LoraSettings,
+    ModelSettings,
+    PrivacySettings,
+    TrainSettings,
+)
+from fedswarm.secagg.params import MAX_GROUP_V3, PROTOCOL_NAME, PROTOCOL_V3
 
 from .config_schema import build_section
 from .defaults import DEFAULT_LISTEN
 from .errors import ConfigError
 
-SECURE_AGGREGATION_CHOICES = ("bfv-mask-shamir-v2", "none")
+# v3 packs three signed values per BFV slot (a third of v2's bytes, far less CPU, a coarser
+# grid: docs/security.md); v2 and v3 peers cannot share a group, so every member sets one
+SECURE_AGGREGATION_CHOICES = ("bfv-mask-shamir-v2", "bfv-mask-shamir-v3", "none")
 # v1 peers expect an upload from the decryptor, which v2 never sends: the two cannot mix
 RETIRED_SECURE_AGGREGATION = {"bfv-mask-shamir-v1": "bfv-mask-shamir-v2"}
 
@@ -92,7 +102,7 @@ class FederationSettings:
     after_rounds: Literal["serve", "exit"] = "serve"
     group_size: int = 4
     round_deadline_s: float = 120.0
-    secure_aggregation: str = "bfv-mask-shamir-v2"
+    secure_aggregation: str = PROTOCOL_NAME
     final_averaging_rounds: int = 0
     wait_for_peers: int = 0
     wait_for_peers_s: float = 120.0
@@ -154,6 +164,14 @@ class FederationSettings:
                 f"secure_aggregation: expected one of {', '.join(SECURE_AGGREGATION_CHOICES)}, "
                 f"got {self.secure_aggregation!r}"
             )
+        if (self.secure_aggregation == PROTOCOL_V3
+                and largest_group(self.group_size) > MAX_GROUP_V3):
+            raise ValueError(
+                f"group_size: {PROTOCOL_V3} sizes its grid for groups of up to "
+                f"{MAX_GROUP_V3} and a planned group can reach group_size + "
+                f"{largest_group(0)}; use group_size <= {MAX_GROUP_V3 - largest_group(0)} "
+                "or bfv-mask-shamir-v2"
+            )
 
 
 @dataclass
@@ -169,6 +187,7 @@ class Config:
     data: DataSettings
     train: TrainSettings
     fedmkt: FedMKTSection = field(default_factory=FedMKTSection)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
 
     def mode_settings(self) -> Any:
         """The settings of the configured federation mode, for ``modes.make_exchange``."""
@@ -216,6 +235,7 @@ _SECTIONS: dict[str, type] = {
     "data": DataSettings,
     "train": TrainSettings,
     "fedmkt": FedMKTSection,
+    "privacy": PrivacySettings,
 }
 _REQUIRED_SECTIONS = ("node", "model", "data")
 
@@ -248,8 +268,18 @@ def config_from_dict(document: dict[str, Any], *, source: Path) -> Config:
         for name, cls in _SECTIONS.items()
     }
     config = Config(source=source, **sections)
+    _check_privacy(config)
     _resolve_learning_paths(config)
     return config
+
+
+def _check_privacy(config: Config) -> None:
+    """Refuse DP with a mode whose training is not DP-SGD (docs/privacy.md)."""
+    if config.privacy.enabled and config.federation.mode != "lora_avg":
+        raise ConfigError(
+            f"{config.source}: [privacy] enabled: federation.mode = "
+            f"{config.federation.mode!r} trains outside DP-SGD (distillation steps), which "
+            "the accountant cannot count; use mode = 'lora_avg' or disable [privacy]")
 
 
 def _resolve_learning_paths(config: Config) -> None:

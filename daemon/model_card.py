@@ -163,6 +163,7 @@ def card_for_export(config: Any, trainer: Any, round_done: int) -> str:
         log.warning("model card: roster not read (%s)", exc)
     by_status: dict[str, int] = {}
     eval_start = eval_last = None
+    spend: list[tuple[int, float, float]] = []
     db = config.state_dir / "fedswarm.sqlite"
     if db.exists():
         store = StateStore.open(config.state_dir)
@@ -173,6 +174,7 @@ def card_for_export(config: Any, trainer: Any, round_done: int) -> str:
             eval_start = initial.eval_loss_after if initial else None
             done = store.round_record(round_done)
             eval_last = done.eval_loss_after if done else None
+            spend = store.privacy_spend()
         finally:
             store.close()
     peft_config = trainer.model.peft_config["default"]
@@ -204,7 +206,25 @@ def card_for_export(config: Any, trainer: Any, round_done: int) -> str:
         eval_loss_last=eval_last,
         adapter_fingerprint=trainer.adapter_fingerprint(),
         fedswarm_version=fedswarm_version(),
+        differential_privacy=_privacy_statement(config, len(trainer.data.train), spend),
     ))
+
+
+def _privacy_statement(config: Any, examples: int,
+                       spend: list[tuple[int, float, float]]) -> str | None:
+    """What this member's DP-SGD spent, from the persisted log; None without [privacy]."""
+    if not config.privacy.enabled:
+        return None
+    from fedswarm.learning.privacy import Spend, epsilon_of
+
+    delta = config.privacy.delta if config.privacy.delta is not None else 1.0 / examples
+    epsilon = epsilon_of([Spend(sigma, rate, steps) for steps, sigma, rate in spend], delta)
+    steps = sum(row[0] for row in spend)
+    return (f"DP-SGD on {config.node.org}'s data (record level): ε = {epsilon:.3f} of a "
+            f"{config.privacy.target_epsilon:g} budget at δ = {delta:.3g}, after {steps} steps "
+            f"with per-example clipping at {config.privacy.max_grad_norm:g} (Opacus RDP "
+            "accountant). Other members' data is protected only by their own [privacy] "
+            "settings. Not covered: the eval set and generation samples (docs/privacy.md).")
 
 
 __all__ = ["CardFacts", "card_for_export", "model_card"]

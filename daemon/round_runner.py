@@ -48,7 +48,7 @@ from fedswarm.federation.mailbox import Mailbox
 from fedswarm.federation.round import Phase, RoundContext
 from fedswarm.federation.staleness import staleness
 from fedswarm.learning.checkpoint_files import has_checkpoint
-from fedswarm.learning.errors import CheckpointError, LearningError
+from fedswarm.learning.errors import CheckpointError, LearningError, PrivacyBudgetSpentError
 from fedswarm.learning.trainer import LocalTrainer, RollbackPoint
 from fedswarm.p2p.framing import MAX_ROUND
 from fedswarm.p2p.membership import PeerView
@@ -150,6 +150,9 @@ class RoundRunner:
         self.s = services
         self.progress = Progress()
         self._just_caught_up = False
+        # Set once the DP budget has no room for a step: no more local training, but the
+        # daemon still serves and averages (averaging spends nothing: docs/privacy.md).
+        self.privacy_spent = False
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -284,12 +287,16 @@ class RoundRunner:
         skip, self._just_caught_up = self._just_caught_up, False
         train_loss: float | None = None
         started = time.monotonic()
-        if not (self._averaging_only(round) or skip):
+        if not (self._averaging_only(round) or skip or self.privacy_spent):
             s.set_phase(Phase.TRAINING)
             try:
                 train_loss = await asyncio.to_thread(s.exchange.train)
             except (TrainingInterrupted, CheckpointError):
                 raise
+            except PrivacyBudgetSpentError as exc:
+                self.privacy_spent = True
+                log.warning("round %d: %s; local training stopped for good, still serving "
+                            "and averaging", round, exc)
             except LearningError as exc:
                 # e.g. a non-finite loss: the trainer refused the step and kept its weights.
                 # Combining with the group still helps; the error is logged and recorded.
@@ -366,7 +373,8 @@ class RoundRunner:
 
         With ``[federation] max_eval_loss_increase`` set (``point`` is then the state
         before combining), a result that raises our own eval loss by more than that is
-        rolled back (adapter, optimiser state, anchor): the round is recorded
+        rolled back (adapter, optimiser state, anchor; the mode's own state through
+        ``Combined.undo``): the round is recorded
         ``refused``, counted as a ``validation`` rejection, and our carried weight is
         left as it was. Returns (result, status, note, eval loss after applying if it
         was measured).
@@ -384,6 +392,8 @@ class RoundRunner:
             if not eval_after <= eval_before + gate:  # a NaN loss is refused too
                 with parts.timing("apply"):
                     await asyncio.to_thread(s.trainer.roll_back, point)
+                    if combined.undo is not None:
+                        combined.undo()
                 why = (f"the group's result raised our eval loss from {eval_before:.4f} to "
                        f"{eval_after:.4f}, more than max_eval_loss_increase = {gate}; "
                        "kept our own model")

@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import time
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from fedswarm.federation.averaging.secure import SecureAggregation
@@ -49,6 +50,9 @@ from .round_runner import MemberServices, Progress, RoundRunner, TrainingInterru
 from .sdnotify import Notifier
 from .state import StateStore
 from .views.status import DaemonStatusView, fedswarm_version
+
+if TYPE_CHECKING:
+    from fedswarm.learning.privacy import Spend  # Opacus: imported only with [privacy]
 
 log = logging.getLogger("fedswarm.daemon")
 
@@ -198,15 +202,27 @@ class Daemon:
         self._he_pool = make_executor(max_workers=1)
         if self._uses_secure_aggregation():  # the worker starts while the model loads
             self._he_warming = asyncio.create_task(warm_up(self._he_pool), name="he-warm-up")
-        self.trainer = await asyncio.to_thread(
+        trainer = await asyncio.to_thread(
             LocalTrainer, cfg.model, cfg.lora, cfg.data, cfg.train, on_step=self._on_train_step,
+            privacy=cfg.privacy, on_privacy_spend=self._on_privacy_spend,
             freeze_lora_a=cfg.federation.freeze_lora_a, scaffold=cfg.federation.scaffold,
         )
+        self.trainer = trainer
+        if trainer.privacy is not None:  # never forget, never re-spend (docs/privacy.md)
+            from fedswarm.learning.privacy import Spend
+
+            trainer.restore_privacy_spend([
+                Spend(sigma, rate, steps) for steps, sigma, rate in self.store.privacy_spend()
+            ])
+            budget = trainer.privacy
+            log.info("differential privacy: ε %.3f of %g spent (δ %.3g, noise multiplier %.3g, "
+                     "sample rate %.3g)", budget.epsilon(), budget.plan.target_epsilon,
+                     budget.plan.delta, budget.plan.noise_multiplier, budget.plan.sample_rate)
         self.node = P2PNode(
             self.identity, self.roster, self._node_config(), on_blob=self._on_blob,
             on_gossip=self._on_gossip,
         )
-        self.runner = self._build_runner(self.trainer, self.store, NodeLink(self.node))
+        self.runner = self._build_runner(trainer, self.store, NodeLink(self.node))
         await asyncio.to_thread(self.runner.restore)
         await self.node.start()
         if not self.node.listen_addrs:  # py-libp2p logs the failure and carries on without one
@@ -259,6 +275,7 @@ class Daemon:
                 verify=self._verify_member_signature,
                 executor=self._he_executor,
                 step_timeout_s=cfg.federation.round_deadline_s,
+                protocol=cfg.federation.secure_aggregation,
             )
         parts = MemberParts(trainer=trainer, secure=secure, work_dir=cfg.state_dir,
                             seed=cfg.train.seed)
@@ -388,6 +405,12 @@ class Daemon:
     async def _on_gossip(self, topic: str, sender: str, payload: bytes) -> None:
         if self.membership is not None:
             await self.membership.handle_gossip(topic, sender, payload)
+
+    def _on_privacy_spend(self, spend: Spend) -> None:
+        """Runs in the training thread, before the steps: persist them (a crash over-counts)."""
+        assert self.store is not None
+        self.store.add_privacy_spend(self.current_round, spend.steps, spend.noise_multiplier,
+                                     spend.sample_rate)
 
     def _on_train_step(self, step: int, loss: float) -> None:
         """Runs in the training thread: record the step, and stop early on shutdown."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedswarm.p2p.identity import Identity
+from fedswarm.secagg.params import PROTOCOL_NAME
 
 from .defaults import DEFAULT_LISTEN
 
@@ -46,7 +47,7 @@ group_size = 4                     # peers averaged together per round (at least
                                    # than group_size + 3 members up (3 with group_size = 4), all
                                    # of them form one group: the whole federation is averaged
 round_deadline_s = {deadline}      # a straggler misses the round after this long
-secure_aggregation = {secure}    # "bfv-mask-shamir-v2" or "none" (plaintext; peers see each other's updates)
+secure_aggregation = {secure}    # "bfv-mask-shamir-v3" (default), "bfv-mask-shamir-v2" or "none" (plaintext)
 final_averaging_rounds = 0         # last rounds only average (no training): every member ends with the same adapter
 # average_optimizer_state = true   # lora_avg: average AdamW's exp_avg with the adapter (2x the bytes); same on every peer
 # freeze_lora_a = false            # lora_avg: FFA-LoRA, A frozen at a shared init, only B trained and sent (half the bytes); same on every peer
@@ -96,6 +97,16 @@ seed = {seed}
                                    # eval set, usually most of a round's "apply" time
 # samples_per_round = 2            # eval prompts completed (greedy) per round for the dashboard; 0 = none
 # sample_max_new_tokens = 32       # tokens generated per sample
+
+# Record-level differential privacy (DP-SGD, docs/privacy.md): each example's gradient is
+# clipped and Gaussian noise added; training stops when target_epsilon is spent.
+[privacy]
+enabled = false
+# target_epsilon = 8.0             # the whole budget of this daemon's data, over every round
+# delta = 0.001                    # unset: 1 / the number of training examples
+# max_grad_norm = 1.0              # each example's gradient is clipped to this L2 norm
+# noise_multiplier = 1.0           # noise std / max_grad_norm; unset: derived from target_epsilon
+                                   # and [train] total_steps
 
 # Only for mode = "fedmkt" (docs/fedmkt.md): members with different models distil from each other.
 # [fedmkt]
@@ -150,7 +161,7 @@ def init_node(
     eval_path: str | None = None,
     rounds: int = 0,
     deadline_s: float = 120.0,
-    secure_aggregation: str = "bfv-mask-shamir-v2",
+    secure_aggregation: str = PROTOCOL_NAME,
     wait_for_peers: int = 0,
     local_steps: int = 20,
     batch_size: int = 8,

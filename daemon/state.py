@@ -28,7 +28,7 @@ from typing import Any
 
 from .errors import DiskFullError, StateError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -93,6 +93,17 @@ MIGRATIONS: dict[int, str] = {
     # Where a round's "apply" time went (apply, eval, samples, checkpoint, ...): JSON.
     2: """
     ALTER TABLE rounds ADD COLUMN apply_parts TEXT;
+    """,
+    # DP-SGD steps, written *before* they are taken (docs/privacy.md): the privacy
+    # accountant's whole input, so a restart never forgets a spent step.
+    3: """
+    CREATE TABLE privacy_spend (
+        ts REAL NOT NULL,
+        round INTEGER NOT NULL,
+        steps INTEGER NOT NULL,
+        noise_multiplier REAL NOT NULL,
+        sample_rate REAL NOT NULL
+    );
     """,
 }
 
@@ -385,6 +396,26 @@ class StateStore:
                 (time.time(), kind, json.dumps(detail)),
             )
 
+
+    # -- privacy --------------------------------------------------------------------------
+
+    def add_privacy_spend(self, round: int, steps: int, noise_multiplier: float,
+                          sample_rate: float) -> None:
+        """Record DP-SGD steps about to be taken (committed before training starts)."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO privacy_spend (ts, round, steps, noise_multiplier, sample_rate) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (time.time(), round, steps, noise_multiplier, sample_rate),
+            )
+
+    def privacy_spend(self) -> list[tuple[int, float, float]]:
+        """Every recorded stretch of DP-SGD steps: (steps, noise_multiplier, sample_rate)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT steps, noise_multiplier, sample_rate FROM privacy_spend ORDER BY rowid"
+            ).fetchall()
+        return [(int(r[0]), float(r[1]), float(r[2])) for r in rows]
 
     def events_of_kind(self, kind: str, limit: int = 500) -> list[dict[str, Any]]:
         """The newest ``limit`` recorded events of ``kind``, oldest first."""

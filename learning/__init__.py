@@ -20,8 +20,16 @@ from fedswarm.learning.errors import (
     ExportError,
     LearningError,
     ModelLoadError,
+    PrivacyBudgetSpentError,
+    PrivacyConfigError,
 )
-from fedswarm.learning.settings import DataSettings, LoraSettings, ModelSettings, TrainSettings
+from fedswarm.learning.settings import (
+    DataSettings,
+    LoraSettings,
+    ModelSettings,
+    PrivacySettings,
+    TrainSettings,
+)
 
 if TYPE_CHECKING:
     from fedswarm.learning.adapter_vector import flatten_state, state_fingerprint, unflatten_state
@@ -63,6 +71,9 @@ __all__ = [
     "LoraSettings",
     "ModelLoadError",
     "ModelSettings",
+    "PrivacyBudgetSpentError",
+    "PrivacyConfigError",
+    "PrivacySettings",
     "TrainReport",
     "TrainSettings",
     "flatten_state",

@@ -20,9 +20,21 @@ The state lives in memory: a restarted member starts again with ``c = c_i = 0``
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from fedswarm.learning.errors import LearningError
+
+
+@dataclass(frozen=True)
+class ControlState:
+    """A copy of ``ControlVariates``' state, for the validation gate's rollback."""
+
+    gradient_sum: tuple[torch.Tensor, ...]
+    steps: int
+    delta: tuple[torch.Tensor, ...]
+    own: np.ndarray
 
 
 class ControlVariates:
@@ -37,6 +49,18 @@ class ControlVariates:
         self._steps = 0
         self._delta = [torch.zeros_like(s) for s in self._sum]  # c − c_i
         self._own = np.zeros(sum(self._sizes), dtype=np.float32)  # the c_i last sent
+
+    def state(self) -> ControlState:
+        """A copy of everything ``load_group`` and ``correct`` change."""
+        return ControlState(tuple(t.clone() for t in self._sum), self._steps,
+                            tuple(t.clone() for t in self._delta), self._own.copy())
+
+    def restore(self, state: ControlState) -> None:
+        """Return to ``state`` (made by ``state()`` on this object)."""
+        self._sum = [t.clone() for t in state.gradient_sum]
+        self._steps = state.steps
+        self._delta = [t.clone() for t in state.delta]
+        self._own = state.own.copy()
 
     def correct(self) -> None:
         """Record this step's (clipped) gradients, then add ``c − c_i`` to them."""

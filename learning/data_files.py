@@ -167,6 +167,17 @@ def validate_row(obj: Any, fmt: str) -> str | None:
     return None
 
 
+def held_out_count(rows: int, eval_fraction: float) -> int:
+    """How many of ``rows`` training rows ``eval_fraction`` holds out (at least one, never all).
+
+    Here, without torch, so ``fedswarm config check`` can count training examples the way
+    training will (``examples.split_rows``).
+    """
+    if eval_fraction <= 0 or rows < 2:
+        return 0
+    return min(rows - 1, max(1, round(rows * eval_fraction)))
+
+
 def read_rows(path: Path, fmt: str) -> tuple[list[Row], list[BadRow]]:
     """Valid rows and skipped rows of one file.
 

@@ -43,3 +43,18 @@ class CheckpointError(LearningError):
 
 class ExportError(LearningError):
     """The adapter could not be written as a standard PEFT directory."""
+
+
+class PrivacyConfigError(LearningError):
+    """DP settings this trainer cannot account for, or whose budget cannot cover one round.
+
+    Raised when the trainer is built, so the daemon refuses to start with one line
+    instead of training without the guarantee the operator asked for.
+    """
+
+
+class PrivacyBudgetSpentError(LearningError):
+    """The privacy budget has no room for another DP-SGD step: training must stop.
+
+    Not a failure: the daemon logs it once and goes on serving and averaging.
+    """

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from fedswarm.learning.data_files import BadRow, Row
+from fedswarm.learning.data_files import BadRow, Row, held_out_count
 from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
@@ -132,11 +132,11 @@ def encode_text(rows: list[Row], tokenizer: PreTrainedTokenizerBase, max_length:
 
 def split_rows(rows: list[Row], eval_fraction: float, seed: int) -> tuple[list[Row], list[Row]]:
     """Deterministic train/eval split at row level (before packing, so no block leaks)."""
-    if eval_fraction <= 0 or len(rows) < 2:
+    n_eval = held_out_count(len(rows), eval_fraction)
+    if n_eval == 0:
         return rows, []
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
-    n_eval = min(len(rows) - 1, max(1, round(len(rows) * eval_fraction)))
     eval_ids = set(order[:n_eval])
     return ([r for i, r in enumerate(rows) if i not in eval_ids],
             [r for i, r in enumerate(rows) if i in eval_ids])

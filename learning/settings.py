@@ -152,3 +152,33 @@ class TrainSettings:
                  f"must be in [0, {MAX_SAMPLES_PER_ROUND}] (0 = no samples)")
         _require(0 < self.sample_max_new_tokens <= MAX_SAMPLE_NEW_TOKENS,
                  "train.sample_max_new_tokens", f"must be in [1, {MAX_SAMPLE_NEW_TOKENS}]")
+
+
+@dataclass
+class PrivacySettings:
+    """Record-level differential privacy (DP-SGD) for this peer's adapter.
+
+    With ``enabled`` every optimiser step clips each training example's gradient to
+    ``max_grad_norm`` and adds Gaussian noise of ``noise_multiplier × max_grad_norm``;
+    Opacus's RDP accountant adds up what the steps spend. ``delta`` unset means
+    1 / (the number of training examples). ``noise_multiplier`` unset is derived so that
+    ``train.total_steps`` steps spend exactly ``target_epsilon``. Training stops when the
+    next step would spend more than ``target_epsilon`` (docs/privacy.md).
+    """
+
+    enabled: bool = False
+    target_epsilon: float = 8.0
+    delta: float | None = None
+    max_grad_norm: float = 1.0
+    noise_multiplier: float | None = None
+
+    def __post_init__(self) -> None:
+        _require(0 < self.target_epsilon < float("inf"), "privacy.target_epsilon",
+                 "must be a finite number > 0")
+        if self.delta is not None:
+            _require(0 < self.delta < 1, "privacy.delta", "must be in (0, 1), or unset for 1/n")
+        _require(0 < self.max_grad_norm < float("inf"), "privacy.max_grad_norm",
+                 "must be a finite number > 0")
+        if self.noise_multiplier is not None:
+            _require(0 < self.noise_multiplier < float("inf"), "privacy.noise_multiplier",
+                     "must be a finite number > 0, or unset to derive it from target_epsilon")

@@ -5,7 +5,8 @@ and talks to it only through the methods below. The training loop is deliberatel
 written out by hand, top to bottom, instead of using ``transformers.Trainer``: a
 federated round needs the optimiser and schedule to survive between calls, adapter
 weights to be swapped from outside, and an optional FedProx term, all of which are
-simpler to see than to configure.
+simpler to see than to configure. With ``privacy`` enabled each step is a DP-SGD step
+(``dp_sgd.py``) and the steps a call may take are capped by the budget (``privacy.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,17 +37,33 @@ from fedswarm.learning.checkpoint_files import (
     verify_dir,
     write_atomic_dir,
 )
-from fedswarm.learning.control_variates import ControlVariates
+from fedswarm.learning.control_variates import ControlState, ControlVariates
 from fedswarm.learning.data_files import BadRow
 from fedswarm.learning.dataset import prepare_data
-from fedswarm.learning.errors import CheckpointError, ExportError, LearningError
+from fedswarm.learning.dp_sgd import GaussianNoise, PerExampleGradients, PoissonSampler, clipped_sum
+from fedswarm.learning.errors import (
+    CheckpointError,
+    ExportError,
+    LearningError,
+    PrivacyBudgetSpentError,
+)
 from fedswarm.learning.examples import IGNORE_INDEX, BatchStream, Example, eval_batches
 from fedswarm.learning.model_loading import attach_adapter, load_base_model, load_tokenizer
 from fedswarm.learning.optimizer_moments import Moments, load_moments, read_moments
 from fedswarm.learning.schedule import learning_rate
-from fedswarm.learning.settings import DataSettings, LoraSettings, ModelSettings, TrainSettings
+from fedswarm.learning.settings import (
+    DataSettings,
+    LoraSettings,
+    ModelSettings,
+    PrivacySettings,
+    TrainSettings,
+)
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file
+
+if TYPE_CHECKING:
+    # Imported when privacy is enabled: Opacus costs about 1 s at start-up otherwise.
+    from fedswarm.learning.privacy import PrivacyBudget, Spend
 
 CHECKPOINT_FORMAT = 1
 ADAPTER_FILE = "adapter_model.safetensors"
@@ -65,6 +82,7 @@ class TrainReport:
     loss: float
     tokens: int
     seconds: float
+    epsilon: float | None = None  # ε spent so far, with [privacy] enabled
 
 
 @dataclass
@@ -84,6 +102,7 @@ class RollbackPoint:
     optimizer: dict[str, Any]
     anchor: dict[str, torch.Tensor]
     step: int
+    control: ControlState | None = None
 
 
 class LocalTrainer:
@@ -92,12 +111,17 @@ class LocalTrainer:
     def __init__(self, model: ModelSettings, lora: LoraSettings, data: DataSettings,
                  train: TrainSettings, *,
                  on_step: Callable[[int, float], None] | None = None,
+                 privacy: PrivacySettings | None = None,
+                 on_privacy_spend: Callable[[Spend], None] | None = None,
                  freeze_lora_a: bool = False, scaffold: bool = False) -> None:
         self.model_settings = model
         self.lora_settings = lora
         self.data_settings = data
         self.train_settings = train
         self.on_step = on_step
+        # Called with the steps about to be taken, *before* they are: the daemon persists
+        # them, so a crash can over-count the privacy budget but never forget a step.
+        self.on_privacy_spend = on_privacy_spend
 
         self.tokenizer = load_tokenizer(model)
         base, self.placement = load_base_model(model)
@@ -123,6 +147,22 @@ class LocalTrainer:
         # SCAFFOLD ([federation] scaffold): drift correction added to every step's gradient.
         self.control = ControlVariates(self._trainable) if scaffold else None
         self._anchor = self._snapshot()  # FedProx reference: the last adapter set from outside
+        self.privacy: PrivacyBudget | None = None
+        if privacy is not None and privacy.enabled:
+            self._set_up_privacy(privacy)
+
+    def _set_up_privacy(self, privacy: PrivacySettings) -> None:
+        """DP-SGD: the plan (refused here if it cannot be accounted for), sampler, noise."""
+        from fedswarm.learning.privacy import PrivacyBudget, make_plan, refuse_packed_text
+
+        refuse_packed_text(self.data.format, self.data_settings.packing)
+        plan = make_plan(privacy, self.train_settings, len(self.data.train))
+        self.privacy = PrivacyBudget(plan)
+        self._sampler = PoissonSampler(plan.examples, plan.sample_rate)
+        self._noise = GaussianNoise(plan.noise_multiplier, plan.max_grad_norm,
+                                    self._trainable[0][1].device)
+        vectorised = self.lora_settings.peft_type == "LORA" and not self.model_settings.load_in_4bit
+        self._per_example = PerExampleGradients(self.model, self._trainable, vectorised)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -157,11 +197,17 @@ class LocalTrainer:
 
         A non-finite loss stops before the optimiser step, so the weights are never
         poisoned; the caller gets a ``LearningError`` and keeps its last good adapter.
+
+        With DP enabled it takes only as many steps as the budget allows (the report says
+        how many), reported to ``on_privacy_spend`` before the first; with no room for
+        one step it raises ``PrivacyBudgetSpentError`` and trains nothing.
         """
         cfg = self.train_settings
         steps = cfg.local_steps if steps is None else steps
         if steps <= 0:
             raise ValueError("steps: must be positive")
+        if self.privacy is not None:
+            steps = self._reserve_privacy(steps)
         self.model.train()
         started = time.perf_counter()
         losses: list[float] = []
@@ -171,20 +217,20 @@ class LocalTrainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
 
-            step_loss = 0.0
-            for _ in range(cfg.grad_accum):
-                batch = self._to_device(self.stream.next_batch())
-                loss = self.model(**batch).loss
-                if cfg.fedprox_mu > 0:
-                    loss = loss + self._proximal_term()
-                (loss / cfg.grad_accum).backward()
-                step_loss += loss.item() / cfg.grad_accum
-                tokens += int(batch["attention_mask"].sum())
+            if self.privacy is not None:
+                step_loss, step_tokens = self._private_gradient()
+            else:
+                step_loss, step_tokens = self._gradient()
+            tokens += step_tokens
 
             if not math.isfinite(step_loss):
                 self.optimizer.zero_grad(set_to_none=True)
                 raise LearningError(f"loss became {step_loss} at step {self.step}; "
                                     "update skipped, adapter unchanged")
+            # Under DP-SGD this clips the *noisy* batch gradient: post-processing, so it
+            # spends nothing, and it keeps |exp_avg| <= max_grad_norm, which moment
+            # averaging relies on (learning/moment_averaging.py). AdamW is nearly
+            # invariant to the gradient's scale, so it costs little.
             torch.nn.utils.clip_grad_norm_([p for _, p in self._trainable], cfg.max_grad_norm)
             if self.control is not None:
                 self.control.correct()
@@ -195,7 +241,70 @@ class LocalTrainer:
             if self.on_step is not None:
                 self.on_step(self.step, step_loss)
         return TrainReport(steps=steps, loss=sum(losses) / len(losses), tokens=tokens,
-                           seconds=time.perf_counter() - started)
+                           seconds=time.perf_counter() - started,
+                           epsilon=None if self.privacy is None else self.privacy.epsilon())
+
+    def _gradient(self) -> tuple[float, int]:
+        """Accumulate ``grad_accum`` batches' gradients; returns (mean loss, tokens)."""
+        cfg = self.train_settings
+        step_loss, tokens = 0.0, 0
+        for _ in range(cfg.grad_accum):
+            batch = self._to_device(self.stream.next_batch())
+            loss = self.model(**batch).loss
+            if cfg.fedprox_mu > 0:
+                loss = loss + self._proximal_term()
+            (loss / cfg.grad_accum).backward()
+            step_loss += loss.item() / cfg.grad_accum
+            tokens += int(batch["attention_mask"].sum())
+        return step_loss, tokens
+
+    def _private_gradient(self) -> tuple[float, int]:
+        """DP-SGD: (Σ clipped per-example gradients + noise) / expected batch, into ``.grad``.
+
+        A Poisson batch may be empty; the step still happens (noise only) because the
+        accountant counts it. The returned loss is the mean over the sampled examples
+        (0.0 for an empty batch). FedProx's pull towards the anchor uses no data, so it
+        is added after the noise, unclipped.
+        """
+        assert self.privacy is not None
+        plan = self.privacy.plan
+        summed = clipped_sum(self._per_example, self.data.train, self._sampler.sample(),
+                             self.train_settings.batch_size, int(self.tokenizer.pad_token_id),
+                             plan.max_grad_norm, self.input_device)
+        mu = self.train_settings.fedprox_mu
+        for name, p in self._trainable:
+            noisy = (summed.grads[name] + self._noise.like(summed.grads[name]))
+            grad = noisy / plan.expected_batch_size
+            if mu > 0:
+                grad = grad + mu * (p.detach() - self._anchor[name]).float()
+            p.grad = grad.to(p.dtype)
+        loss = sum(summed.losses) / len(summed.losses) if summed.losses else 0.0
+        return loss, summed.tokens
+
+    def _reserve_privacy(self, wanted: int) -> int:
+        """How many of ``wanted`` steps the budget allows, recorded as spent before training."""
+        from fedswarm.learning.privacy import Spend
+
+        assert self.privacy is not None
+        steps = self.privacy.affordable_steps(wanted)
+        if steps == 0:
+            raise PrivacyBudgetSpentError(
+                f"privacy budget spent: ε = {self.privacy.epsilon():.3f} of "
+                f"{self.privacy.plan.target_epsilon:g} (δ = {self.privacy.plan.delta:.3g}) after "
+                f"{self.privacy.steps} DP-SGD steps; no further step fits")
+        spend = Spend(self.privacy.plan.noise_multiplier, self.privacy.plan.sample_rate, steps)
+        if self.on_privacy_spend is not None:
+            self.on_privacy_spend(spend)
+        self.privacy.spend(steps)
+        return steps
+
+    def restore_privacy_spend(self, history: list[Spend]) -> None:
+        """Start from the steps an earlier run already spent (the daemon's persisted log)."""
+        if self.privacy is None:
+            raise LearningError("privacy is not enabled on this trainer")
+        self.privacy.history = []
+        for entry in history:
+            self.privacy.record(entry)
 
     @torch.no_grad()
     def evaluate(self) -> EvalReport:
@@ -310,10 +419,12 @@ class LocalTrainer:
 
         The validation gate (``[federation] max_eval_loss_increase``) takes one before
         applying a group's result and rolls back when the result raises this member's
-        own eval loss too much: adapter, AdamW state, FedProx anchor and step.
+        own eval loss too much: adapter, AdamW state, FedProx anchor, step and SCAFFOLD's
+        control variates (a refused group's ``c`` must not steer the next round).
         """
         return RollbackPoint(self._snapshot(), copy.deepcopy(self.optimizer.state_dict()),
-                             dict(self._anchor), self.step)
+                             dict(self._anchor), self.step,
+                             None if self.control is None else self.control.state())
 
     def roll_back(self, point: RollbackPoint) -> None:
         """Return exactly to ``point`` (made by ``rollback_point`` on this trainer)."""
@@ -323,6 +434,8 @@ class LocalTrainer:
         self.optimizer.load_state_dict(point.optimizer)
         self._anchor = point.anchor
         self.step = point.step
+        if self.control is not None and point.control is not None:
+            self.control.restore(point.control)
 
     # ------------------------------------------------------------------ optimiser state
     def optimizer_moments(self) -> Moments:

@@ -26,6 +26,11 @@ else
   fi
 fi
 
+# Opacus (DP-SGD's accountant) asks for torch>=2.6; install it without dependencies so pip
+# never swaps the torch chosen above, then its other requirements explicitly.
+"$PY" -m pip install --quiet --no-deps "opacus>=1.5"
+"$PY" -m pip install --quiet "scipy>=1.10" "opt-einsum>=3.3"
+
 extras="dev"
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   extras="dev,gpu"

@@ -25,6 +25,7 @@ import tenseal as ts
 from fedswarm.secagg.ciphertext_raw import CiphertextLayout, CompressedBlockError
 from fedswarm.secagg.errors import ContextMismatchError, VectorShapeError
 from fedswarm.secagg.he import load_public_context
+from fedswarm.secagg.wire import BlobListWriter
 
 
 class CiphertextAccumulator:
@@ -82,20 +83,29 @@ class CiphertextAccumulator:
             np.subtract(total, q, out=scratch)  # wraps above 2^63 where total < q_j
             np.minimum(total, scratch, out=total)
 
-    def add_plain(self, rows: np.ndarray) -> None:
+    def add_plain(self, rows: np.ndarray, first_chunk: int = 0, last: bool = True) -> None:
         """Add A's own contribution as add_plain words (plain_add): c0 += rows mod q_j.
 
         Exactly what SEAL's add_plain does to the sum, so the sum decrypts to the same
         plaintext as if A had encrypted and uploaded its masked vector.  Only in raw mode.
+        rows may be a segment (chunks first_chunk..first_chunk + len(rows)); the
+        contribution counts once its last segment (last=True) is in.
         """
         start = time.thread_time()
         try:
             if self._layout is None:
                 raise ContextMismatchError("plaintext adds need a raw-readable context")
             half = self._layout.n_words // 2
-            if rows.dtype != np.uint64 or rows.shape != (self._n_chunks, half):
+            if (
+                rows.dtype != np.uint64
+                or rows.ndim != 2
+                or rows.shape[1] != half
+                or not 0 <= first_chunk <= first_chunk + len(rows) <= self._n_chunks
+                or (last and first_chunk + len(rows) != self._n_chunks)
+            ):
                 raise VectorShapeError(
-                    f"plain rows are {rows.dtype} {rows.shape}, not uint64 {(self._n_chunks, half)}"
+                    f"plain rows are {rows.dtype} {rows.shape} at chunk {first_chunk}, "
+                    f"not uint64 rows of {half} words within {self._n_chunks} chunks"
                 )
             q = self._layout.modulus_row[:half]
             if self._raw_sum is None:
@@ -103,11 +113,12 @@ class CiphertextAccumulator:
                 # reads (the round goes on only if A and D alone reach the threshold)
                 self._raw_sum = np.zeros((self._n_chunks, self._layout.n_words), np.uint64)
             scratch = np.empty_like(q)
-            for total, addend in zip(self._raw_sum[:, :half], rows, strict=True):
+            target = self._raw_sum[first_chunk : first_chunk + len(rows), :half]
+            for total, addend in zip(target, rows, strict=True):
                 np.add(total, addend, out=total)
                 np.subtract(total, q, out=scratch)
                 np.minimum(total, scratch, out=total)
-            self.plain_count += 1
+            self.plain_count += int(last)
         finally:
             self.cpu_s += time.thread_time() - start
 
@@ -128,6 +139,19 @@ class CiphertextAccumulator:
             return
         for total, vector in zip(self._tenseal_sum, vectors, strict=True):
             total.add_(vector)
+
+    def serialise_into(self, writer: BlobListWriter) -> None:
+        """Each chunk of the sum straight into the SUM payload (no list of chunks)."""
+        start = time.thread_time()
+        try:
+            if self._layout is not None and self._raw_sum is not None:
+                for i, row in enumerate(self._raw_sum):
+                    writer.add(self._layout.encode(self._want(i), row))
+                return
+        finally:
+            self.cpu_s += time.thread_time() - start
+        for chunk in self.serialise():
+            writer.add(chunk)
 
     def serialise(self) -> list[bytes]:
         start = time.thread_time()

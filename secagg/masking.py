@@ -34,8 +34,21 @@ def derive_mask_key(secret: bytes, binding: bytes, purpose: bytes) -> bytes:
 MASK_BLOCK_WORDS = 1 << 16  # 512 KiB of keystream per step: stays in L2, no page faults
 
 
-def _keystream(key: bytes) -> CipherContext:
-    return Cipher(algorithms.ChaCha20(key, _ZERO_NONCE), mode=None).encryptor()
+def _keystream(key: bytes, offset_words: int = 0) -> CipherContext:
+    """The key's one keystream, positioned offset_words 64-bit words in.
+
+    ChaCha20's 16-byte nonce here is the 32-bit little-endian block counter and a zero
+    nonce, so starting at block offset_words // 8 and skipping the rest gives exactly
+    the words a stream started at 0 would produce there (up to 2**35 words).
+    """
+    block, skip = divmod(offset_words, 8)
+    if not 0 <= block < 1 << 32:
+        raise ValueError("keystream offset out of range")
+    nonce = block.to_bytes(4, "little") + _ZERO_NONCE[4:]
+    stream = Cipher(algorithms.ChaCha20(key, nonce), mode=None).encryptor()
+    if skip:
+        stream.update(bytes(8 * skip))
+    return stream
 
 
 def keystream_mask(key: bytes, length: int, modulus: int) -> np.ndarray:
@@ -72,8 +85,13 @@ def apply_mask(values: np.ndarray, key: bytes, sign: int, modulus: int) -> None:
     apply_masks(values, [(key, sign)], modulus)
 
 
-def apply_masks(values: np.ndarray, masks: list[tuple[bytes, int]], modulus: int) -> None:
+def apply_masks(
+    values: np.ndarray, masks: list[tuple[bytes, int]], modulus: int, offset_words: int = 0
+) -> None:
     """values <- values + sum(sign * PRG(key)) mod p, in place, for int64 values in [0, p).
+
+    offset_words: values[0] takes keystream word offset_words, so a vector masked in
+    segments gets exactly the masks it would get in one piece.
 
     Works in blocks of MASK_BLOCK_WORDS with reused buffers: for a 4 M-value update one
     fresh 32 MB keystream per mask cost more in page faults than ChaCha20 and the
@@ -85,7 +103,7 @@ def apply_masks(values: np.ndarray, masks: list[tuple[bytes, int]], modulus: int
         raise ValueError("masks apply to a 1-D int64 vector")
     if not masks:
         return
-    streams = [(_keystream(key), sign) for key, sign in masks]
+    streams = [(_keystream(key, offset_words), sign) for key, sign in masks]
     block = min(MASK_BLOCK_WORDS, max(values.size, 1))
     zeros = memoryview(bytes(8 * block))
     raw = bytearray(8 * block)

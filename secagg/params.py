@@ -7,7 +7,29 @@ from typing import Literal
 
 from fedswarm.secagg.errors import ParameterSecurityError
 
-PROTOCOL_NAME = "bfv-mask-shamir-v2"
+PROTOCOL_V2 = "bfv-mask-shamir-v2"
+PROTOCOL_V3 = "bfv-mask-shamir-v3"
+PROTOCOLS = (PROTOCOL_V2, PROTOCOL_V3)
+PROTOCOL_NAME = PROTOCOL_V3
+"""The protocol daemons run unless configured otherwise (``[federation] secure_aggregation``).
+
+v3 since its measurements (docs/performance.md): a third of v2's member CPU and upload
+for 0.2 % of union loss. ``SecAggParams()`` alone are still v2's parameters;
+``params_for_protocol`` maps a protocol name to its parameters."""
+
+MAX_PLAIN_MODULUS_BITS_V2 = 40
+MAX_PLAIN_MODULUS_BITS_V3 = 48
+"""v3's cap, measured: with N = 4096 and coefficient primes (60, 49), sums of up to 128
+fresh ciphertexts decrypt exactly with a 48-bit batching plain modulus; 50 bits fails at
+128 summands and 52 bits already at 16 (tests/secagg/test_packed_plain_modulus_noise.py
+re-measures the largest group v3 allows, plus a 52-bit control that must fail)."""
+MIN_NOISE_BITS_V3 = 12
+"""First coefficient prime minus plain modulus bits that v3 requires (60 - 48 measured)."""
+MAX_GROUP_V3 = 32
+"""Largest group v3 sizes a grid for. Independent fresh noise adds like sqrt(summands), and
+128 summands were measured to decrypt at 48 bits: a group of 32 uses half that noise, one
+bit of budget in reserve (the noise test checks both 32 and 128)."""
+MAX_FIELDS_PER_SLOT = 4
 
 # Largest total coefficient-modulus bit count per ring dimension that still gives the
 # stated classical security for a ternary secret, from the HomomorphicEncryption.org
@@ -44,6 +66,32 @@ class SecAggParams:
     # sum(weights) / max_weight (QuantisationGrid.error_bound, AggregationResult.error_bound).
     max_weight: float = 65536.0
     weight_resolution: float = 1.0 / 64.0
+    protocol: str = PROTOCOL_V2
+    # v3 only: quantised values packed into each BFV slot (see quantise.QuantisationGrid)
+    fields_per_slot: int = 1
+
+    @classmethod
+    def v3(cls, **overrides: object) -> SecAggParams:
+        """bfv-mask-shamir-v3: 48-bit plain modulus, 3 packed fields per slot, weight classes.
+
+        Why these numbers: 3 fields of 16 bits fill a 48-bit slot, and each member gets
+        a signed value of magnitude up to (2**15 - 1) // k (13 bits with the sign at
+        k = 8, 14 at k = 4).  Measured on bench.quality --quick (4 peers): 3 fields cost
+        0.17..0.24 % of union loss against plain averaging, 4 fields (12-bit fields,
+        10 signed bits at k = 4) cost 4.7 % (docs/performance.md).
+        """
+        fields: dict[str, object] = {
+            "protocol": PROTOCOL_V3,
+            "plain_modulus_bits": MAX_PLAIN_MODULUS_BITS_V3,
+            "fields_per_slot": 3,
+        }
+        fields.update(overrides)
+        return cls(**fields)  # type: ignore[arg-type]
+
+    @property
+    def packed(self) -> bool:
+        """True for v3: weight classes, signed fields packed into slots."""
+        return self.protocol == PROTOCOL_V3
 
     @property
     def slot_count(self) -> int:
@@ -59,6 +107,20 @@ class SecAggParams:
             if limit is not None and total <= limit:
                 best = level
         return best
+
+    def _validate_v3_modulus(self) -> None:
+        if not 17 <= self.plain_modulus_bits <= MAX_PLAIN_MODULUS_BITS_V3:
+            raise ParameterSecurityError(
+                f"plain_modulus_bits must be in 17..{MAX_PLAIN_MODULUS_BITS_V3} "
+                "(larger moduli measured to overflow the noise budget)"
+            )
+        if self.plain_modulus_bits + MIN_NOISE_BITS_V3 > self.coeff_mod_bit_sizes[0]:
+            raise ParameterSecurityError(
+                f"plain modulus needs {MIN_NOISE_BITS_V3} bits below the first coefficient "
+                "prime: no noise budget left"
+            )
+        if not 1 <= self.fields_per_slot <= MAX_FIELDS_PER_SLOT:
+            raise ParameterSecurityError(f"fields_per_slot must be in 1..{MAX_FIELDS_PER_SLOT}")
 
     def validate(self) -> None:
         """Raise ParameterSecurityError unless the parameters are safe and usable."""
@@ -76,12 +138,23 @@ class SecAggParams:
                 f"N={n} with {sum(self.coeff_mod_bit_sizes)} coefficient bits is below 128-bit "
                 f"security (limit {HE_STANDARD_MAX_COEFF_BITS[128][n]} bits)"
             )
-        if not 17 <= self.plain_modulus_bits <= 40:
-            raise ParameterSecurityError("plain_modulus_bits must be in 17..40")
-        if self.plain_modulus_bits + 20 > self.coeff_mod_bit_sizes[0]:
+        if self.protocol not in PROTOCOLS:
             raise ParameterSecurityError(
-                "plain modulus too large for the first coefficient prime: no noise budget left"
+                f"unknown protocol {self.protocol!r}: this member speaks {', '.join(PROTOCOLS)}"
             )
+        if self.packed:
+            self._validate_v3_modulus()
+        else:
+            if self.fields_per_slot != 1:
+                raise ParameterSecurityError(f"{PROTOCOL_V2} packs one value per slot")
+            if not 17 <= self.plain_modulus_bits <= MAX_PLAIN_MODULUS_BITS_V2:
+                raise ParameterSecurityError(
+                    f"plain_modulus_bits must be in 17..{MAX_PLAIN_MODULUS_BITS_V2}"
+                )
+            if self.plain_modulus_bits + 20 > self.coeff_mod_bit_sizes[0]:
+                raise ParameterSecurityError(
+                    "plain modulus too large for the first coefficient prime: no noise budget"
+                )
         if not (self.clip_norm > 0 and self.clip_norm < float("inf")):
             raise ParameterSecurityError("clip_norm must be a positive finite number")
         if self.clip_mode not in ("coordinate", "l2"):
@@ -90,6 +163,17 @@ class SecAggParams:
             raise ParameterSecurityError(f"unknown quantisation {self.quantisation!r}")
         if not (0 < self.weight_resolution <= self.max_weight < float("inf")):
             raise ParameterSecurityError("need 0 < weight_resolution <= max_weight < inf")
+
+
+def params_for_protocol(protocol: str) -> SecAggParams:
+    """The default parameters of a protocol named in ``[federation] secure_aggregation``."""
+    if protocol == PROTOCOL_V3:
+        return SecAggParams.v3()
+    if protocol == PROTOCOL_V2:
+        return SecAggParams()
+    raise ParameterSecurityError(
+        f"unknown protocol {protocol!r}: this member speaks {', '.join(PROTOCOLS)}"
+    )
 
 
 def _is_prime(n: int) -> bool:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from fedswarm.secagg.errors import MessageFormatError, VectorShapeError
 from fedswarm.secagg.shamir import SHARE_Y_BYTES, Share
-from fedswarm.secagg.wire import Buffer, Reader, Writer
+from fedswarm.secagg.wire import BlobListWriter, Buffer, Reader, Writer
 
 KEY_BYTES = 32
 DIGEST_BYTES = 32
@@ -42,29 +42,39 @@ class ContextPayload:
 
 @dataclass(frozen=True)
 class KeysPayload:
-    """X25519 keys for share encryption and masking, and the self-mask seed commitment."""
+    """X25519 keys for share encryption and masking, and the self-mask seed commitment.
+
+    v3 adds the member's weight class and range shift (quantise.weight_class,
+    quantise.range_shift), one byte each at the end; a decoder told which protocol it
+    speaks refuses the other's layout.
+    """
 
     share_public_key: bytes
     mask_public_key: bytes
     seed_commitment: bytes
     n_values: int
+    weight_class: int | None = None
+    range_shift: int | None = None
 
     def encode(self) -> bytes:
-        return (
+        w = (
             Writer()
             .raw(self.share_public_key)
             .raw(self.mask_public_key)
             .raw(self.seed_commitment)
             .u64(self.n_values)
-            .getvalue()
         )
+        if self.weight_class is not None:
+            w.u8(self.weight_class).u8(self.range_shift or 0)
+        return w.getvalue()
 
     @classmethod
-    def decode(cls, data: Buffer) -> KeysPayload:
+    def decode(cls, data: Buffer, packed: bool = False) -> KeysPayload:
         r = Reader(data, "keys payload")
-        out = cls(r.raw(KEY_BYTES), r.raw(KEY_BYTES), r.raw(DIGEST_BYTES), r.u64())
+        keys = (r.raw(KEY_BYTES), r.raw(KEY_BYTES), r.raw(DIGEST_BYTES), r.u64())
+        classes = (r.u8(), r.u8()) if packed else (None, None)
         r.finish()
-        return out
+        return cls(*keys, *classes)
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,11 @@ class UploadPayload:
 
     def encode(self) -> bytes:
         return Writer().texts(self.mask_set).u64(self.n_values).blobs(self.chunks).getvalue()
+
+    @staticmethod
+    def writer(mask_set: tuple[str, ...], n_values: int, n_chunks: int) -> BlobListWriter:
+        """The same bytes as encode(), built chunk by chunk as segments are encrypted."""
+        return BlobListWriter(Writer().texts(mask_set).u64(n_values).getvalue(), n_chunks)
 
     @classmethod
     def decode(cls, data: Buffer, slot_count: int) -> UploadPayload:
@@ -163,15 +178,23 @@ class SumPayload:
 
     survivors_digest: bytes
     n_values: int
-    chunks: list[bytes]
+    chunks: Sequence[Buffer]
 
     def encode(self) -> bytes:
         return Writer().raw(self.survivors_digest).u64(self.n_values).blobs(self.chunks).getvalue()
 
+    @staticmethod
+    def writer(survivors_digest: bytes, n_values: int, n_chunks: int) -> BlobListWriter:
+        """The same bytes as encode(), built chunk by chunk from A's running sum."""
+        return BlobListWriter(Writer().raw(survivors_digest).u64(n_values).getvalue(), n_chunks)
+
     @classmethod
-    def decode(cls, data: Buffer, slot_count: int) -> SumPayload:
+    def decode(cls, data: Buffer, slot_count: int, views: bool = False) -> SumPayload:
+        """views=True: chunks are views into data (D copies one segment at a time)."""
         r = Reader(data, "sum payload")
-        out = cls(r.raw(DIGEST_BYTES), r.u64(), r.blobs())
+        digest, n_values = r.raw(DIGEST_BYTES), r.u64()
+        chunks: Sequence[Buffer] = r.blob_views() if views else r.blobs()
+        out = cls(digest, n_values, chunks)
         r.finish()
         check_chunk_count(out.n_values, len(out.chunks), slot_count)
         return out
@@ -227,9 +250,10 @@ class ResultPayload:
     average: np.ndarray
 
     def encode(self) -> bytes:
-        data = np.ascontiguousarray(self.average, dtype="<f4").tobytes()
+        data = np.ascontiguousarray(self.average, dtype="<f4")  # no copy when already f4
         w = Writer().texts(self.survivors).texts(self.dropped).f64(self.total_weight)
-        return w.u64(self.average.size).raw(data).getvalue()
+        header = w.u64(self.average.size).getvalue()
+        return b"".join((header, data.data.cast("B")))  # the one copy
 
     @classmethod
     def decode(cls, data: Buffer) -> ResultPayload:
@@ -238,7 +262,8 @@ class ResultPayload:
         n = r.u64()
         if n * 4 != r.remaining():
             raise VectorShapeError(f"result claims {n} values but carries {r.remaining()} bytes")
-        average = np.frombuffer(r.raw(4 * n), dtype="<f4").astype(np.float32)
+        # one copy, out of the message (r.raw would add a second, 320 MB at 80 M values)
+        average = np.frombuffer(r.raw_view(4 * n), dtype="<f4").astype(np.float32)
         r.finish()
         if not np.all(np.isfinite(average)) or not total > 0:
             raise MessageFormatError("result contains non-finite values or no weight")

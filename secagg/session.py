@@ -12,7 +12,7 @@ UPLOAD   everyone clips, quantises and masks (in a worker).  Members other than 
          encrypt and send to A.  D never uploads: it keeps its masked vector and adds it
          to the decrypted sum itself.  A does not encrypt its own either: it adds it to
          the encrypted sum as a plaintext (BFV add_plain, see plain_add).
-SURVIVORS A adds uploads in place as they arrive, then its own plaintext; sends the sum
+SURVIVORS A adds its own plaintext, then uploads in place as they arrive; sends the sum
          to D (SUM) and the signed survivor set S (D included) to everyone.
 CONFIRM  members tell each other which survivor set they saw; any disagreement
          aborts before a single share is revealed, and more than half of the mask set
@@ -57,11 +57,13 @@ from fedswarm.secagg.he import (
     EncryptJob,
     EncryptOutput,
     create_context,
+    decrypt_all,
     decrypt_and_unmask,
     encrypt_contribution,
     load_public_context,
     make_executor,
     mask_contribution,
+    segment_jobs,
 )
 from fedswarm.secagg.inbox import Inbox, Roles
 from fedswarm.secagg.masking import (
@@ -90,7 +92,15 @@ from fedswarm.secagg.payloads import (
     UploadPayload,
 )
 from fedswarm.secagg.plain_add import PlainAddend, plain_addend
-from fedswarm.secagg.quantise import QuantisationGrid, quantise_weight, validate_update
+from fedswarm.secagg.quantise import (
+    MAX_RANGE_SHIFT,
+    QuantisationGrid,
+    max_weight_class,
+    quantise_weight,
+    range_shift,
+    validate_update,
+    weight_class,
+)
 from fedswarm.secagg.roles import assign_roles
 from fedswarm.secagg.shamir import Share, reconstruct_secret, split_secret, threshold_for
 from fedswarm.secagg.shares import ShareVault
@@ -106,6 +116,7 @@ peer that never shows up) the average gives the victim's update away. Every memb
 checks this before it sends an unmask share, and D before it decrypts. It must equal
 ``fedswarm.federation.round.MIN_GROUP_SIZE`` (secagg cannot import federation; a test
 in tests/federation checks they match)."""
+SEQUENTIAL_BROADCAST_BYTES = 64 << 20  # above this, one signed copy in flight at a time
 ROLE_WAIT_FACTOR = 3  # waits on A or D cover their own waits on peers plus their work
 
 T = TypeVar("T")
@@ -189,7 +200,7 @@ async def run_secure_aggregation(
         bytes_sent=session.bytes_sent,
         bytes_received=session.inbox.bytes_received,
         rejected=tuple(f"{type(e).__name__}: {e}" for e in session.inbox.rejected),
-        error_bound=QuantisationGrid.for_group(params, session.k).error_bound(total_weight),
+        error_bound=session.grid().error_bound(total_weight),
     )
 
 
@@ -237,7 +248,11 @@ class _Session:
         # survivors needed before anything is revealed: the Shamir threshold, never
         # fewer than MIN_CONTRIBUTORS uploads in the sum, and the caller's floor
         self.floor = max(self.t, MIN_CONTRIBUTORS, spec.min_survivors)
-        self.n_values = flat.size + 1  # plus the weight slot
+        self.n_values = flat.size + 1  # plus the weight slot: what KEYS compares
+        # BFV slots the encoded vector takes (v3 packs fields_per_slot values per slot)
+        self.n_slots = -(-flat.size // params.fields_per_slot) + 1
+        self.weight_class: int | None = None  # v3: the largest class in the mask set
+        self.range_shift = 0  # v3: the smallest range shift in the mask set
         self.aggregator, self.decryptor = assign_roles(spec.members, spec.round, spec.group_id)
         self.binding = RoundBinding(spec.federation_id, spec.group_id, spec.round)
         roles = Roles(frozenset(spec.members), self.aggregator, self.decryptor)
@@ -283,8 +298,35 @@ class _Session:
     def _mask_binding(self) -> bytes:
         return self.binding.to_bytes() + self.context_hash
 
+    def _mask_key_binding(self) -> bytes:
+        """What mask keys are derived under: v3 adds the group's weight class.
+
+        A member who told peers different weight classes would make them quantise on
+        different grids; binding the class into every mask key turns that into masks
+        that do not cancel (a garbage sum the bounds check refuses), not a quietly
+        rescaled average.
+        """
+        if self.weight_class is None:
+            return self._mask_binding()
+        return (
+            self._mask_binding()
+            + b"weight-class"
+            + bytes([self.weight_class])
+            + b"range-shift"
+            + bytes([self.range_shift])
+        )
+
+    def grid(self) -> QuantisationGrid:
+        return QuantisationGrid.for_group(
+            self.params, self.k, self.weight_class, self.range_shift
+        )
+
     async def _send(
-        self, recipient: str, step: Step, payload: bytes, digest: bytes | None = None
+        self,
+        recipient: str,
+        step: Step,
+        payload: bytes | bytearray,
+        digest: bytes | None = None,
     ) -> bool:
         """Sign and send; False when the transport says the peer is unreachable."""
         data = self._local_cpu(
@@ -300,9 +342,18 @@ class _Session:
         return True
 
     async def _broadcast(self, recipients: Iterable[str], step: Step, payload: bytes) -> None:
+        """Send one payload to many; a large one (D's RESULT) one recipient at a time.
+
+        Each recipient gets its own signed message, a copy of the payload: sent all at
+        once, an 80 M-value average would be k - 1 copies of 320 MB in D's memory.
+        """
         targets = [p for p in recipients if p != self.me]
         digest = self._local_cpu(lambda: hashlib.sha256(payload).digest())  # once, not per peer
-        await asyncio.gather(*(self._send(p, step, payload, digest) for p in targets))
+        if len(payload) <= SEQUENTIAL_BROADCAST_BYTES:
+            await asyncio.gather(*(self._send(p, step, payload, digest) for p in targets))
+            return
+        for peer in targets:
+            await self._send(peer, step, payload, digest)
 
     async def _abort(self, reason: str, code: int = ABORT_NOT_ENOUGH_SURVIVORS) -> None:
         payload = AbortPayload(code, reason).encode()
@@ -320,21 +371,15 @@ class _Session:
         if self.me == self.aggregator:
             survivors_bytes = await self._aggregate(mask_set)
         elif self.me == self.decryptor:
-            masked = await self._in_pool(mask_contribution, self._contribution_job(mask_set))
-            self._charge("mask_job", masked.cpu_s)
-            self.own_masked = masked.values
+            self.own_masked = await self._own_masked(mask_set)
             self._lap("encrypt")
             # D "uploaded" by definition: its contribution never leaves D
             survivors_bytes = await self._receive_survivors(mask_set, uploaded=True)
         else:
-            upload = await self._encrypt(mask_set)
+            payload = await self._upload_payload(mask_set)
             self._lap("encrypt")
-            sent = await self._send(
-                self.aggregator,
-                Step.UPLOAD,
-                UploadPayload(mask_set, upload.n_values, upload.chunks).encode(),
-            )
-            del upload
+            sent = await self._send(self.aggregator, Step.UPLOAD, payload)
+            del payload
             survivors_bytes = await self._receive_survivors(mask_set, uploaded=sent)
         self._lap("aggregate")
         survivors = SurvivorsPayload.decode(survivors_bytes)
@@ -384,6 +429,7 @@ class _Session:
             raise RoleUnavailableError(f"decryptor {self.decryptor!r} published no context")
         context = ContextPayload.decode(message.payload)
         expected_p = batching_plain_modulus(params.poly_modulus_degree, params.plain_modulus_bits)
+        _refuse_other_protocol(context, params)
         if (
             context.poly_modulus_degree != params.poly_modulus_degree
             or context.plain_modulus != expected_p
@@ -404,6 +450,10 @@ class _Session:
             bytes(self._mask_key.public_key),
             self_mask_commitment(self._seed, self._mask_binding()),
             self.n_values,
+            weight_class(self.weight, self.params) if self.params.packed else None,
+            self._local_cpu(lambda: range_shift(self.flat, self.params))
+            if self.params.packed
+            else None,
         )
         self.keys[self.me] = mine
         await self._broadcast(self.spec.members, Step.KEYS, mine.encode())
@@ -412,7 +462,7 @@ class _Session:
             await self.inbox.gather(Step.KEYS, others, self._deadline())
         ).items():
             try:
-                theirs = KeysPayload.decode(message.payload)
+                theirs = _decode_keys(message.payload, self.params, sender)
                 if theirs.n_values != self.n_values:
                     raise VectorShapeError(
                         f"{sender!r} has {theirs.n_values - 1} parameters, we have "
@@ -472,6 +522,9 @@ class _Session:
                 continue
             self.vault.store(sender, bundle)
         mask_set = tuple(sorted(self.vault.owners))
+        if self.params.packed:
+            self.weight_class = max(self.keys[p].weight_class or 0 for p in mask_set)
+            self.range_shift = min(self.keys[p].range_shift or 0 for p in mask_set)
         if len(mask_set) < self.t:
             raise NotEnoughSurvivorsError(
                 f"only {len(mask_set)} members shared keys, need {self.t}"
@@ -485,7 +538,7 @@ class _Session:
 
     def _contribution_job(self, mask_set: tuple[str, ...]) -> EncryptJob:
         """The worker job that clips, quantises and masks this member's update."""
-        binding = self._mask_binding()
+        binding = self._mask_key_binding()
 
         def mask_keys() -> tuple[tuple[bytes, int], ...]:
             masks = [(derive_mask_key(self._seed, binding, b"self"), 1)]
@@ -506,27 +559,79 @@ class _Session:
                 self.params,
                 self.k,
                 mask_keys(),
+                self.weight_class,
+                self.range_shift,
             )
         )
 
     async def _encrypt(self, mask_set: tuple[str, ...]) -> EncryptOutput:
-        output = await self._in_pool(encrypt_contribution, self._contribution_job(mask_set))
-        self._charge("encrypt_job", output.cpu_s)
-        return output
+        """Encrypt in segments (he.segment_jobs): no whole-update pickle either way."""
+        job = self._contribution_job(mask_set)
+        chunks: list[bytes] = []
+        n_values = 0
+        for segment in self._local_cpu(lambda: segment_jobs(job)):
+            output = await self._in_pool(encrypt_contribution, segment)
+            self._charge("encrypt_job", output.cpu_s)
+            chunks.extend(output.chunks)
+            n_values += output.n_values
+            del output
+        return EncryptOutput(chunks, n_values, 0.0)
+
+    async def _own_masked(self, mask_set: tuple[str, ...]) -> np.ndarray:
+        """D's masked vector, made in segments (he.segment_jobs) into one int64 array."""
+        job = self._contribution_job(mask_set)
+        values = np.empty(self.n_slots, dtype=np.int64)
+        filled = 0
+        for segment in self._local_cpu(lambda: segment_jobs(job)):
+            masked = await self._in_pool(mask_contribution, segment)
+            self._charge("mask_job", masked.cpu_s)
+            values[filled : filled + masked.values.size] = masked.values
+            filled += masked.values.size
+            del masked
+        if filled != self.n_slots:
+            raise VectorShapeError(f"masked {filled} slots, expected {self.n_slots}")
+        return values
+
+    async def _upload_payload(self, mask_set: tuple[str, ...]) -> bytearray:
+        """The UPLOAD payload, each segment's chunks appended as it comes back.
+
+        Holds the payload and one segment, never the payload and a list of every chunk.
+        """
+        job = self._contribution_job(mask_set)
+        n_chunks = -(-self.n_slots // self.params.slot_count)
+        writer = UploadPayload.writer(mask_set, self.n_slots, n_chunks)
+        n_values = 0
+        for segment in self._local_cpu(lambda: segment_jobs(job)):
+            output = await self._in_pool(encrypt_contribution, segment)
+            self._charge("encrypt_job", output.cpu_s)
+            for chunk in output.chunks:
+                writer.add(chunk)
+            n_values += output.n_values
+            del output
+        if n_values != self.n_slots:
+            raise VectorShapeError(f"encrypted {n_values} slots, expected {self.n_slots}")
+        return writer.finish()
 
     async def _aggregate(self, mask_set: tuple[str, ...]) -> bytes:
-        """A: add uploads in place as they arrive, then its own contribution as a plaintext;
+        """A: add its own contribution as a plaintext, then uploads in place as they arrive;
         publish the sum and the survivor set (D included: D never uploads)."""
         accumulator = self._local_cpu(
             lambda: CiphertextAccumulator(
-                self.public_context, self.n_values, self.params.slot_count
+                self.public_context, self.n_slots, self.params.slot_count
             )
         )
-        own_plain: PlainAddend | None = None
         if accumulator.adds_raw:
-            plain: PlainAddend = await self._in_pool(plain_addend, self._contribution_job(mask_set))
-            self._charge("plain_job", plain.cpu_s)
-            own_plain = plain
+            # own contribution first, segment by segment (he.segment_jobs): its words are
+            # added at once and dropped, never held while the uploads arrive
+            job = self._contribution_job(mask_set)
+            segments = self._local_cpu(lambda: segment_jobs(job))
+            for index, segment in enumerate(segments):
+                plain: PlainAddend = await self._in_pool(plain_addend, segment)
+                self._charge("plain_job", plain.cpu_s)
+                first = segment.offset_slots // self.params.slot_count
+                accumulator.add_plain(plain.rows, first, last=index == len(segments) - 1)
+                del plain
+            del job, segments
         else:  # TenSEAL-only parameters: A encrypts its own, as every member once did
             own = await self._encrypt(mask_set)
             accumulator.add(own.chunks)
@@ -550,9 +655,9 @@ class _Session:
                     raise SurvivorSetMismatchError(
                         f"{upload.mask_set} masked with another set than {mask_set}"
                     )
-                if upload.n_values != self.n_values:
+                if upload.n_values != self.n_slots:
                     raise VectorShapeError(
-                        f"upload has {upload.n_values} values, not {self.n_values}"
+                        f"upload has {upload.n_values} slots, not {self.n_slots}"
                     )
                 accumulator.add(upload.chunks)
             except SecAggError as error:
@@ -560,9 +665,6 @@ class _Session:
                 continue
             survivors.append(sender)
             del upload
-        if own_plain is not None:
-            accumulator.add_plain(own_plain.rows)
-            del own_plain
         self._charge("accumulate", accumulator.cpu_s)
         if len(survivors) < self.floor:
             await self._abort(f"{len(survivors)} uploads, need {self.floor}")
@@ -570,8 +672,10 @@ class _Session:
             raise kind(f"only {len(survivors)} members uploaded, need {self.floor}")
         survivors_bytes = SurvivorsPayload(tuple(sorted(survivors)), mask_set).encode()
         digest = hashlib.sha256(survivors_bytes).digest()
-        summed = SumPayload(digest, self.n_values, accumulator.serialise()).encode()
+        writer = SumPayload.writer(digest, self.n_slots, -(-self.n_slots // self.params.slot_count))
+        accumulator.serialise_into(writer)  # the raw sum and the payload, no chunk list
         del accumulator
+        summed = writer.finish()
         await asyncio.gather(
             self._send(self.decryptor, Step.SUM, summed),
             self._broadcast(self.spec.members, Step.SURVIVORS, survivors_bytes),
@@ -664,12 +768,13 @@ class _Session:
         )
         if message is None:
             raise RoleUnavailableError(f"aggregator {self.aggregator!r} sent no sum")
-        summed = SumPayload.decode(message.payload, self.params.slot_count)
+        # chunks stay views into the message: D copies one segment at a time
+        summed = SumPayload.decode(message.payload, self.params.slot_count, views=True)
         del message
         if summed.survivors_digest != digest:
             raise SurvivorSetMismatchError("the sum is bound to another survivor set")
-        if summed.n_values != self.n_values:
-            raise VectorShapeError(f"sum has {summed.n_values} values, not {self.n_values}")
+        if summed.n_values != self.n_slots:
+            raise VectorShapeError(f"sum has {summed.n_values} slots, not {self.n_slots}")
         answers: list[UnmaskPayload] = [own]
         waiting = {p for p in survivors.mask_set if p != self.me}
         deadline = self._deadline()
@@ -707,15 +812,22 @@ class _Session:
         job = DecryptJob(
             self.secret_context,
             summed.chunks,
-            self.n_values,
+            self.n_slots,
             self.params,
             self.k,
             masks,
             own_values,
+            self.weight_class,
+            self.flat.size,
+            self.range_shift,
         )
         del summed
+        self.own_masked = None  # the job holds it; dropped segment by segment
         try:
-            output: DecryptOutput = await self._in_pool(decrypt_and_unmask, job)
+            output: DecryptOutput = await decrypt_all(
+                job, lambda segment: self._in_pool(decrypt_and_unmask, segment)
+            )
+            del job
         except (ValueError, RuntimeError, TypeError, OverflowError) as exc:
             # the sum is A's bytes: whatever TenSEAL or numpy make of them, the round ends
             # here as a protocol error, never as a crash of D's daemon
@@ -735,11 +847,12 @@ class _Session:
         for answer in answers:
             for item in answer.shares:
                 collected.setdefault((item.owner, item.kind), []).append(item.share)
-        binding = self._mask_binding()
+        binding = self._mask_key_binding()
         masks: list[tuple[bytes, int]] = []
         for owner in survivors.survivors:
             seed = reconstruct_secret(collected.get((owner, SEED_SHARE), []), self.t)
-            if self_mask_commitment(seed, binding) != self.keys[owner].seed_commitment:
+            commitment = self_mask_commitment(seed, self._mask_binding())
+            if commitment != self.keys[owner].seed_commitment:
                 raise ProtocolViolationError(
                     f"reconstructed seed of {owner!r} fails its commitment"
                 )
@@ -769,6 +882,41 @@ class _Session:
         if result.survivors != survivors.survivors or result.dropped != survivors.dropped:
             raise SurvivorSetMismatchError("the result covers another survivor set")
         return result
+
+
+def _refuse_other_protocol(context: ContextPayload, params: SecAggParams) -> None:
+    """Name the protocol a decryptor of another version runs, instead of 'other parameters'."""
+    for other in (SecAggParams(), SecAggParams.v3()):
+        if other.protocol == params.protocol:
+            continue
+        other_p = batching_plain_modulus(other.poly_modulus_degree, other.plain_modulus_bits)
+        if context.plain_modulus == other_p:
+            raise ContextMismatchError(
+                f"the decryptor runs {other.protocol} ({other.plain_modulus_bits}-bit plain "
+                f"modulus); this member runs {params.protocol}: every member of a group "
+                f"must set [federation] secure_aggregation = \"{params.protocol}\""
+            )
+
+
+def _decode_keys(payload: bytes | memoryview, params: SecAggParams, sender: str) -> KeysPayload:
+    """KEYS of this protocol version, with a weight class in range for v3."""
+    try:
+        keys = KeysPayload.decode(payload, packed=params.packed)
+    except MessageFormatError as exc:
+        raise MessageFormatError(
+            f"{sender!r} sent keys that {params.protocol} cannot read (another protocol "
+            f"version?): {exc}"
+        ) from exc
+    if keys.weight_class is not None and keys.weight_class > max_weight_class(params):
+        raise ProtocolViolationError(
+            f"{sender!r} claims weight class {keys.weight_class}, above max_weight's "
+            f"{max_weight_class(params)}"
+        )
+    if keys.range_shift is not None and keys.range_shift > MAX_RANGE_SHIFT:
+        raise ProtocolViolationError(
+            f"{sender!r} claims range shift {keys.range_shift}, above {MAX_RANGE_SHIFT}"
+        )
+    return keys
 
 
 def _check_x25519(keys: KeysPayload, sender: str) -> None:

@@ -7,6 +7,7 @@ raise MessageFormatError, never execute code or allocate unbounded memory.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 
 from fedswarm.secagg.errors import MessageFormatError
 
@@ -42,7 +43,7 @@ class Writer:
         self._parts.append(struct.pack(">d", value))
         return self
 
-    def raw(self, data: bytes) -> Writer:
+    def raw(self, data: Buffer) -> Writer:
         self._parts.append(bytes(data))
         return self
 
@@ -52,7 +53,7 @@ class Writer:
             raise MessageFormatError("string field too long")
         return self.u16(len(data)).raw(data)
 
-    def blob(self, data: bytes) -> Writer:
+    def blob(self, data: Buffer) -> Writer:
         return self.u32(len(data)).raw(data)
 
     def texts(self, values: list[str] | tuple[str, ...]) -> Writer:
@@ -61,7 +62,7 @@ class Writer:
             self.text(value)
         return self
 
-    def blobs(self, values: list[bytes]) -> Writer:
+    def blobs(self, values: Sequence[Buffer]) -> Writer:
         self.u32(len(values))
         for value in values:
             self.blob(value)
@@ -69,6 +70,32 @@ class Writer:
 
     def getvalue(self) -> bytes:
         return b"".join(self._parts)
+
+
+class BlobListWriter:
+    """Writer's layout for fields then a blob list, filled one blob at a time.
+
+    Why: a 427 MB upload or sum built as a list of chunks and then joined held both at
+    once; appending each chunk to one growing buffer as it is made holds only the
+    buffer (Linux grows a large bytearray with mremap, without copying).
+    """
+
+    def __init__(self, prefix: bytes, count: int) -> None:
+        self._buffer = bytearray(prefix)
+        self._buffer += struct.pack(">I", count)
+        self._left = count
+
+    def add(self, blob: bytes | memoryview) -> None:
+        if self._left <= 0:
+            raise MessageFormatError("more blobs than announced")
+        self._buffer += struct.pack(">I", len(blob))
+        self._buffer += blob
+        self._left -= 1
+
+    def finish(self) -> bytearray:
+        if self._left:
+            raise MessageFormatError(f"{self._left} announced blobs were never added")
+        return self._buffer
 
 
 class Reader:
@@ -112,6 +139,10 @@ class Reader:
             return bytes(self._take(n)).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise MessageFormatError(f"{self._what}: string is not UTF-8") from exc
+
+    def raw_view(self, n: int) -> memoryview:
+        """n bytes as a view into the data: the caller copies what it keeps."""
+        return self._take(n)
 
     def blob(self) -> bytes:
         return bytes(self._take(self.u32()))

@@ -42,6 +42,9 @@ class MetricsSnapshot:
     rejected_messages: dict[str, int] = field(default_factory=dict)
     secagg_seconds_total: float = 0.0
     secagg_rounds_total: int = 0
+    # With [privacy] enabled: the DP budget's ε spent so far and its target (None: off).
+    privacy_epsilon_spent: float | None = None
+    privacy_epsilon_target: float | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -134,6 +137,16 @@ def render_metrics(snapshot: MetricsSnapshot) -> str:
         "Secure-aggregation runs timed in fedswarm_secagg_seconds_total.",
         snapshot.secagg_rounds_total,
     )
+    if snapshot.privacy_epsilon_spent is not None and snapshot.privacy_epsilon_target is not None:
+        spent, target = snapshot.privacy_epsilon_spent, snapshot.privacy_epsilon_target
+        out.gauge("fedswarm_privacy_epsilon_spent",
+                  "Differential privacy: epsilon spent by DP-SGD so far (Opacus RDP accountant).",
+                  spent)
+        out.gauge("fedswarm_privacy_epsilon_target",
+                  "Differential privacy: the epsilon budget ([privacy] target_epsilon).", target)
+        out.gauge("fedswarm_privacy_epsilon_remaining",
+                  "Differential privacy: epsilon left before local training stops.",
+                  max(0.0, target - spent))
     out.gauge(
         "fedswarm_start_time_seconds",
         "Unix time the daemon started.",

@@ -10,7 +10,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from fedswarm.p2p.identity import public_key_from_peer_id
-from fedswarm.secagg.params import PROTOCOL_NAME, SecAggParams
+from fedswarm.secagg.params import SecAggParams, params_for_protocol
 
 from .fedmkt import FedMKTEventLog, fedmkt_panel
 from .prometheus import MetricsSnapshot, render_metrics
@@ -56,6 +56,14 @@ def key_fingerprint(peer_id: str) -> str:
         return "invalid peer id"
 
 
+#: What reads raw training or eval rows outside DP-SGD (docs/privacy.md), for the dashboard.
+NOT_COVERED_BY_DP = [
+    "eval set: eval loss and the validation gate read it in the clear",
+    "generation samples: eval prompts and greedy completions shown on the dashboard",
+    "row counts: the averaging weight is this member's number of training rows",
+]
+
+
 class DaemonStatusView:
     """Read-only view of a running ``Daemon`` for ``fedswarm.webui``."""
 
@@ -96,6 +104,30 @@ class DaemonStatusView:
             "adapter_fingerprint": d.adapter_fingerprint,
             "listen_addrs": d.node.listen_addrs if d.node else [],
             "api_url": d.api_url,
+            "privacy": self.privacy(),
+        }
+
+    def privacy(self) -> dict[str, Any]:
+        """The DP budget: spent, target, left, and what the guarantee does not cover."""
+        trainer = getattr(self._d, "trainer", None)
+        budget = getattr(trainer, "privacy", None)
+        if budget is None:
+            return {"enabled": False}
+        plan, spent = budget.plan, budget.epsilon()
+        runner = getattr(self._d, "runner", None)
+        return {
+            "enabled": True,
+            "epsilon_spent": spent,
+            "epsilon_target": plan.target_epsilon,
+            "epsilon_remaining": max(0.0, plan.target_epsilon - spent),
+            "delta": plan.delta,
+            "steps": budget.steps,
+            "noise_multiplier": plan.noise_multiplier,
+            "sample_rate": plan.sample_rate,
+            "max_grad_norm": plan.max_grad_norm,
+            "accountant": "Opacus RDP",
+            "training_stopped": bool(getattr(runner, "privacy_spent", False)),
+            "not_covered": NOT_COVERED_BY_DP,
         }
 
     def _peers_up(self) -> int:
@@ -103,7 +135,7 @@ class DaemonStatusView:
         return max(len(self._d.up_members()) - 1, 0) if self._d.membership else 0
 
     def protocol_name(self) -> str:
-        return "none" if self._d.config.federation.secure_aggregation == "none" else PROTOCOL_NAME
+        return self._d.config.federation.secure_aggregation
 
     def peers(self) -> list[dict[str, Any]]:
         d = self._d
@@ -178,7 +210,8 @@ class DaemonStatusView:
 
     def security(self) -> dict[str, Any]:
         d = self._d
-        params = SecAggParams()
+        protocol = self._d.config.federation.secure_aggregation
+        params = params_for_protocol(protocol) if protocol != "none" else SecAggParams()
         return {
             "federation_id": d.roster.federation_id,
             "roster_fingerprint": d.roster.fingerprint(),
@@ -246,9 +279,10 @@ class DaemonStatusView:
         recent = d.store.rounds(limit=20) if d.store else []
         counts = d.store.round_status_counts() if d.store else {}
         secagg_rounds, secagg_seconds = (
-            d.store.secure_aggregation_totals(PROTOCOL_NAME) if d.store else (0, 0.0)
+            d.store.secure_aggregation_totals(self.protocol_name()) if d.store else (0, 0.0)
         )
         stats = d.node.stats() if d.node else {}
+        privacy = self.privacy()
         last_train = next((r.train_loss for r in reversed(recent) if r.train_loss is not None),
                           None)
         return render_metrics(
@@ -264,6 +298,8 @@ class DaemonStatusView:
                 rejected_messages=self._rejected_counts(),
                 secagg_seconds_total=secagg_seconds,
                 secagg_rounds_total=secagg_rounds,
+                privacy_epsilon_spent=privacy.get("epsilon_spent"),
+                privacy_epsilon_target=privacy.get("epsilon_target"),
                 state=d.state,
                 up_since=d.started_at,
             )

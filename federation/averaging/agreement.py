@@ -20,10 +20,18 @@ import numpy as np
 from ..errors import SettingsMismatchError
 
 MARKER_SIZE = 4
-MARKER_RANGE = 0.5  # well inside secure aggregation's default clip of [-1, 1]
-# Secure aggregation's grid is far finer; a single member's different marker among
-# a hundred still moves the average by more than this.
-MARKER_TOLERANCE = 1e-4
+MARKER_RANGE = 1.0 / 64.0
+"""Small on purpose: protocol v3 sizes its grid for the group's largest |value| (its range
+shift), and a marker larger than the adapter's own values would coarsen every
+coordinate's grid. LoRA A starts within 1/sqrt(in_features) (1/64 at 4096 features, 1/8
+for the demo model), so a marker within 1/64 leaves the grid as the adapter sets it.
+A member of weight share w with other settings moves the marker by w times the
+difference of two markers (up to 2/64 per value); the check sees it when that exceeds
+twice the average's error bound (v3 at k = 8: ~3e-5 for an adapter within 1/8, so
+w >= ~1 %; ~2.5e-4 if some member's values reach the clip)."""
+MARKER_FLOOR = 1e-6
+"""Tolerance with an exact average (plain averaging: float32 rounding of values ~4e-3 is
+~1e-9). Secure aggregation adds twice its stated per-coordinate error bound."""
 
 
 def settings_marker(description: str) -> np.ndarray:
@@ -38,14 +46,18 @@ def with_marker(vector: np.ndarray, description: str) -> np.ndarray:
     return np.concatenate([vector, settings_marker(description)]).astype(np.float32, copy=False)
 
 
-def strip_marker(average: np.ndarray, description: str) -> np.ndarray:
+def strip_marker(average: np.ndarray, description: str, error_bound: float = 0.0) -> np.ndarray:
     """The averaged vector without its marker; ``SettingsMismatchError`` if the group's
-    marker is not ours (some member averaged with other settings)."""
+    marker is not ours (some member averaged with other settings).
+
+    ``error_bound`` is the average's stated per-coordinate error (``GroupAverage``): the
+    marker may be off by that much on the quantisation grid and still be ours."""
     if average.shape[0] < MARKER_SIZE:
         raise SettingsMismatchError("the group's average is shorter than its settings marker")
     ours = settings_marker(description)
     theirs = np.asarray(average[-MARKER_SIZE:], dtype=np.float32)
-    if not np.all(np.abs(theirs - ours) <= MARKER_TOLERANCE):
+    tolerance = MARKER_FLOOR + 2.0 * max(error_bound, 0.0)
+    if not np.all(np.abs(theirs - ours) <= tolerance):
         raise SettingsMismatchError(
             f"group members disagree on [federation] settings (ours: {description}); "
             "the average was not applied: set the same values on every member")

@@ -29,6 +29,15 @@ class GroupMomentum:
         self.beta = beta
         self._velocity: np.ndarray | None = None
 
+    def velocity(self) -> np.ndarray | None:
+        """A copy of the momentum now (None before the first result), for ``restore``."""
+        return None if self._velocity is None else self._velocity.copy()
+
+    def restore(self, velocity: np.ndarray | None) -> None:
+        """Undo ``step``s since ``velocity()`` returned ``velocity`` (the validation gate
+        refused the result they applied)."""
+        self._velocity = None if velocity is None else velocity.copy()
+
     def step(self, start: np.ndarray, average: np.ndarray) -> np.ndarray:
         """The model to load after the group averaged to ``average`` from ``start``.
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from fedswarm.secagg.errors import SecAggError
-from fedswarm.secagg.params import PROTOCOL_NAME, SecAggParams
+from fedswarm.secagg.params import PROTOCOL_NAME, SecAggParams, params_for_protocol
 from fedswarm.secagg.session import GroupSpec, run_secure_aggregation
 from fedswarm.secagg.signing import Signer
 
@@ -71,6 +71,8 @@ class SecureAggregation:
     executor: Callable[[], concurrent.futures.ProcessPoolExecutor]
     """Where HE runs, looked up per session: a daemon replaces a pool that failed."""
     step_timeout_s: float
+    protocol: str = PROTOCOL_NAME
+    """``[federation] secure_aggregation``: whose default parameters a session uses."""
 
     async def average(
         self,
@@ -92,7 +94,7 @@ class SecureAggregation:
             min_survivors=ctx.min_contributors,
         )
         started = time.monotonic()
-        params = params or SecAggParams()
+        params = params or params_for_protocol(self.protocol)
         try:
             result = await run_secure_aggregation(
                 spec,
@@ -114,7 +116,7 @@ class SecureAggregation:
             total_weight=result.total_weight,
             survivors=list(result.survivors),
             dropped=list(result.dropped),
-            protocol=PROTOCOL_NAME,
+            protocol=params.protocol,
             aggregator=result.aggregator,
             decryptor=result.decryptor,
             bytes_sent=result.bytes_sent,

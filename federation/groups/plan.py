@@ -66,6 +66,17 @@ class GridShape:
         return math.prod(self.dims)
 
 
+def largest_group(group_size: int) -> int:
+    """The most members a planned group can have with target ``group_size``.
+
+    A grid line holds up to ``group_size + 2``; leftovers of short lines (at most two)
+    go one each to the smallest groups, so a full line can gain one more. Secure
+    aggregation v3 sizes its grid for a bounded group, so the configuration checks
+    this against the protocol's limit before a round can hit it.
+    """
+    return group_size + _SIDE_SLACK + 1
+
+
 def _check_group_size(group_size: int) -> None:
     if group_size < MIN_GROUP_SIZE:
         raise GroupSizeError(

@@ -86,10 +86,13 @@ def member_vector(trainer: LocalTrainer, settings: LoraAveragingSettings) -> np.
     return vector
 
 
-def group_result(average: np.ndarray, settings: LoraAveragingSettings) -> np.ndarray:
+def group_result(average: np.ndarray, settings: LoraAveragingSettings,
+                 error_bound: float = 0.0) -> np.ndarray:
     """The group's average without the marker; ``SettingsMismatchError`` if the group
-    disagreed on the settings."""
-    return strip_marker(average, settings.describe()) if settings.needs_marker else average
+    disagreed on the settings (beyond the average's ``error_bound``)."""
+    if not settings.needs_marker:
+        return average
+    return strip_marker(average, settings.describe(), error_bound)
 
 
 def apply_average(trainer: LocalTrainer, settings: LoraAveragingSettings,
@@ -143,7 +146,7 @@ class LoraAveraging:
             raise RoundAbortedError(
                 f"only {len(outcome.survivors)} of {len(ctx.members)} group members took part"
             )
-        average = group_result(outcome.average, self._settings)
+        average = group_result(outcome.average, self._settings, outcome.error_bound)
         return Combined(
             record={
                 "survivors": outcome.survivors,
@@ -158,6 +161,9 @@ class LoraAveraging:
             carried_weight=outcome.total_weight / len(outcome.survivors),
             apply=functools.partial(apply_average, trainer, self._settings, self._momentum,
                                     average),
+            # the validation gate's way back for what the trainer does not hold
+            undo=(None if self._momentum is None
+                  else functools.partial(self._momentum.restore, self._momentum.velocity())),
         )
 
     async def _average(

@@ -54,7 +54,7 @@ def test_quick_json_has_the_summary_and_every_arm(quick_result: dict) -> None:
 @pytest.mark.timeout(600)
 def test_secure_and_plain_arms_reach_the_same_loss(quick_result: dict) -> None:
     plain, secure = quick_result["arms"]["fed_plain"], quick_result["arms"]["fed_secure"]
-    assert secure["protocol"] == "bfv-mask-shamir-v2" and plain["protocol"] == "none"
+    assert secure["protocol"] == "bfv-mask-shamir-v3" and plain["protocol"] == "none"
     assert abs(secure["eval_loss_union"] - plain["eval_loss_union"]) < SECURE_PLAIN_TOLERANCE
     for name, loss in plain["eval_loss_by_set"].items():
         assert abs(secure["eval_loss_by_set"][name] - loss) < SECURE_PLAIN_TOLERANCE

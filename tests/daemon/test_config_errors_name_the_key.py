@@ -30,7 +30,7 @@ def test_minimal_config_loads_with_defaults_and_resolves_paths(tmp_path: Path) -
     config = load_config(write(tmp_path, MINIMAL))
     assert config.node.org == "bank-a"
     assert config.federation.group_size == 4
-    assert config.federation.secure_aggregation == "bfv-mask-shamir-v2"
+    assert config.federation.secure_aggregation == "bfv-mask-shamir-v3"
     assert config.data.train_path == str(tmp_path / "train.jsonl")
     assert config.state_dir == tmp_path / "state"
 
@@ -102,6 +102,21 @@ def test_retired_secure_aggregation_protocol_names_its_successor(tmp_path: Path)
     text = MINIMAL + '\n[federation]\nsecure_aggregation = "bfv-mask-shamir-v1"\n'
     with pytest.raises(ConfigError, match=r"secure_aggregation: 'bfv-mask-shamir-v1' was replaced"):
         load_config(write(tmp_path, text))
+
+
+def test_protocol_v2_can_still_be_chosen(tmp_path: Path) -> None:
+    text = MINIMAL + '\n[federation]\nsecure_aggregation = "bfv-mask-shamir-v2"\n'
+    assert load_config(write(tmp_path, text)).federation.secure_aggregation == "bfv-mask-shamir-v2"
+
+
+def test_groups_too_large_for_v3_are_refused_at_load_and_fine_with_v2(tmp_path: Path) -> None:
+    big = MINIMAL + "\n[federation]\ngroup_size = 30\n"
+    with pytest.raises(ConfigError, match=r"group_size: bfv-mask-shamir-v3 .* up to 32.*<= 29"):
+        load_config(write(tmp_path, big))
+    fits = MINIMAL + "\n[federation]\ngroup_size = 29\n"
+    assert load_config(write(tmp_path, fits)).federation.group_size == 29
+    v2 = big + 'secure_aggregation = "bfv-mask-shamir-v2"\n'
+    assert load_config(write(tmp_path, v2)).federation.group_size == 30
 
 
 def test_on_by_default_and_off_when_set(tmp_path: Path) -> None:

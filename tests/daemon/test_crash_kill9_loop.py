@@ -40,10 +40,12 @@ from fedswarm.daemon.demo.local_federation import LocalFederation, PeerProcess
 from fedswarm.daemon.state import StateStore
 from fedswarm.learning.checkpoint_files import has_checkpoint, latest_dir, verify_dir
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 KILLS = 20
-LOOP_BUDGET_S = 270.0
+# The loop ends at the 20th kill (about 150 s on a quiet 2-core box); the budget is only
+# the give-up time. 270 s ran out at 19 kills once with the box's load at 6.7.
+LOOP_BUDGET_S = 360.0
 STARTUP_WAIT_S = 90.0
 STATE_WAIT_S = 10.0
 FINAL_PROGRESS_S = 90.0

@@ -58,6 +58,7 @@ from tests.reliability.hostile_member.harness import (
     keep_out_of_the_lowest_ids,
     load_adapter,
     make_hostile,
+    place_attacker_below,
     read_loot,
     report,
     roles_of,
@@ -126,9 +127,7 @@ def secure_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureRun]:
     )
     federation.prepare()
     attacker, honest = federation.peers[0], federation.peers[1:]
-    keep_out_of_the_lowest_ids(federation, honest)
-    honest_ids = [p.peer_id for p in honest]
-    give_identity(federation, attacker, lambda pid: _attacker_key_fits(pid, honest_ids))
+    place_attacker_below(federation, attacker, honest, _attacker_key_fits)
     members = [p.peer_id for p in federation.peers]
     loot_dir = workdir / "loot"
     make_hostile(federation, attacker, HostilePlan(

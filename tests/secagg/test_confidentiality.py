@@ -15,13 +15,22 @@ from fedswarm.secagg.he import (
     encrypt_contribution,
 )
 from fedswarm.secagg.masking import apply_mask, derive_mask_key, pairwise_secret, pairwise_sign
-from fedswarm.secagg.quantise import QuantisationGrid, encode_contribution
+from fedswarm.secagg.quantise import (
+    QuantisationGrid,
+    encode_contribution,
+    unpack_fields,
+    weight_class,
+)
 
 from .conftest import SMALL_PARAMS, random_updates
 
 K = 4
 N = 5000
 BINDING = b"fed|group|round-1"
+# every member weighs 1.0: on v3 the group's grid is sized for that weight class
+WEIGHT_CLASS = weight_class(1.0, SMALL_PARAMS) if SMALL_PARAMS.packed else None
+GRID = QuantisationGrid.for_group(SMALL_PARAMS, K, WEIGHT_CLASS)
+SLOTS = GRID.encoded_size(N)  # SLOTS on v2; v3 packs fields_per_slot values per slot
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +48,9 @@ def round_material():
             if other != me:
                 secret = pairwise_secret(bytes(mask_keys[me]), bytes(mask_keys[other].public_key))
                 masks.append((derive_mask_key(secret, BINDING, b"pair"), pairwise_sign(me, other)))
-        job = EncryptJob(keys.public_context, updates[i], 1.0, SMALL_PARAMS, K, tuple(masks))
+        job = EncryptJob(
+            keys.public_context, updates[i], 1.0, SMALL_PARAMS, K, tuple(masks), WEIGHT_CLASS
+        )
         jobs.append(job)
         uploads.append(encrypt_contribution(job))
     return keys, members, seeds, updates, uploads
@@ -50,13 +61,17 @@ def corr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def centred(values: np.ndarray, p: int) -> np.ndarray:
-    return np.where(values > p // 2, values - p, values)
+    """Slots read as signed integers, and packed fields split out: one number per value."""
+    signed = np.where(values > p // 2, values - p, values)
+    if not GRID.packed:
+        return signed
+    return unpack_fields(signed, GRID).reshape(-1)[:N]
 
 
 def test_aggregator_cannot_decrypt_with_the_public_context(round_material):
     keys, _, _, _, uploads = round_material
     with pytest.raises(SecretKeyMissingError):
-        decrypt_chunks(keys.public_context, uploads[0].chunks, N + 1, keys.plain_modulus)
+        decrypt_chunks(keys.public_context, uploads[0].chunks, SLOTS, keys.plain_modulus)
     public = ts.context_from(keys.public_context)
     assert not public.is_private()
     with pytest.raises(ValueError):
@@ -65,10 +80,10 @@ def test_aggregator_cannot_decrypt_with_the_public_context(round_material):
 
 def test_decryptor_sees_noise_in_the_sum_before_unmasking(round_material):
     keys, members, seeds, updates, uploads = round_material
-    accumulator = CiphertextAccumulator(keys.public_context, N + 1, SMALL_PARAMS.slot_count)
+    accumulator = CiphertextAccumulator(keys.public_context, SLOTS, SMALL_PARAMS.slot_count)
     for upload in uploads:
         accumulator.add(upload.chunks)
-    summed = decrypt_chunks(keys.secret_context, accumulator.serialise(), N + 1, keys.plain_modulus)
+    summed = decrypt_chunks(keys.secret_context, accumulator.serialise(), SLOTS, keys.plain_modulus)
     true_sum = np.sum(np.stack(updates), axis=0)
     p = keys.plain_modulus
     assert abs(corr(centred(summed[:-1], p), true_sum)) < 0.1
@@ -80,8 +95,7 @@ def test_decryptor_sees_noise_in_the_sum_before_unmasking(round_material):
 
 def test_aggregator_and_decryptor_together_learn_nothing_from_one_ciphertext(round_material):
     keys, _, _, updates, uploads = round_material
-    single = decrypt_chunks(keys.secret_context, uploads[0].chunks, N + 1, keys.plain_modulus)
+    single = decrypt_chunks(keys.secret_context, uploads[0].chunks, SLOTS, keys.plain_modulus)
     assert abs(corr(centred(single[:-1], keys.plain_modulus), updates[0])) < 0.1
-    grid = QuantisationGrid.for_group(SMALL_PARAMS, K)
-    plain = encode_contribution(updates[0], 1.0, SMALL_PARAMS, grid, np.random.default_rng(0))
+    plain = encode_contribution(updates[0], 1.0, SMALL_PARAMS, GRID, np.random.default_rng(0))
     assert not np.array_equal(single, plain)

@@ -159,8 +159,9 @@ async def test_low_order_x25519_key_is_refused_not_a_crash(pool) -> None:
             binding, step, _ = peek_binding(data)
             if step is Step.KEYS:
                 message = decode_message(data, binding, recipient, group.verify)
-                keys = KeysPayload.decode(message.payload)
-                zero = KeysPayload(bytes(32), bytes(32), keys.seed_commitment, keys.n_values)
+                keys = KeysPayload.decode(message.payload, SMALL_PARAMS.packed)
+                zero = KeysPayload(bytes(32), bytes(32), keys.seed_commitment, keys.n_values,
+                                   keys.weight_class, keys.range_shift)
                 data = encode_message(group.signers[self.me], binding, step, recipient,
                                       message.context_hash, zero.encode())
             await super().send(recipient, data)

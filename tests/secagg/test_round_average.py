@@ -8,10 +8,9 @@ import concurrent.futures
 import numpy as np
 import pytest
 from fedswarm.secagg.params import SecAggParams
-from fedswarm.secagg.quantise import QuantisationGrid
 from fedswarm.secagg.session import AggregationResult, run_secure_aggregation
 
-from .conftest import SMALL_PARAMS, Group, random_updates
+from .conftest import SMALL_PARAMS, Group, group_grid, random_updates
 
 N_PARAMS = 5000
 
@@ -58,9 +57,10 @@ async def test_average_matches_plaintext_within_quantisation_bound(k, pool):
     for r in results:
         assert isinstance(r, AggregationResult), r
     expected = weighted_average(updates, weights)
-    bound = QuantisationGrid.for_group(SMALL_PARAMS, k).error_bound(sum(weights))
+    bound = group_grid(k, weights).error_bound(sum(weights))
     first = results[0]
     assert isinstance(first, AggregationResult)
+    assert first.error_bound == pytest.approx(bound)
     assert first.total_weight == pytest.approx(sum(weights))
     assert np.max(np.abs(first.average.astype(np.float64) - expected)) <= bound + 1e-6
     assert first.survivors == group.members and first.dropped == ()

@@ -52,6 +52,13 @@ class FakeView:
             "eval_loss_last": 3.1,
             "adapter_fingerprint": "ab12cd34ef56",
             "listen_addrs": ["/ip4/127.0.0.1/tcp/4001"],
+            "privacy": {
+                "enabled": True, "epsilon_spent": 1.25, "epsilon_target": 3.0,
+                "epsilon_remaining": 1.75, "delta": 0.0025, "steps": 45,
+                "noise_multiplier": 1.0, "sample_rate": 0.02, "max_grad_norm": 1.0,
+                "accountant": "Opacus RDP", "training_stopped": False,
+                "not_covered": ["eval set: <img src=x onerror=alert(3)>"],
+            },
         }
         self.peer_list: list[dict[str, Any]] = [
             {

@@ -57,6 +57,8 @@ async def test_dashboard_shows_state_and_updates_live(
     assert "state" in (await page.text_content("#ov-last-event") or "")
     assert await page.text_content("#ov-round") == "3"
     assert await page.text_content("#ov-org") == "org-1-news"
+    privacy = "ε 1.250 spent of 3, 1.750 left (δ 0.00250)"
+    assert await page.text_content("#ov-privacy") == privacy
 
     # Live: the round number changes without a reload.
     await page.evaluate("window.__noReloadMarker = 42")
@@ -110,6 +112,9 @@ async def test_dashboard_shows_state_and_updates_live(
     # Security tab renders the parameters.
     await page.click("a[data-tab=security]")
     assert "128" in (await page.locator("#secagg-table").text_content() or "")
+    budget = await page.locator("#privacy-table").text_content() or ""
+    assert "Opacus RDP" in budget and "onerror=alert(3)" in budget  # shown, not run
+    assert await page.locator("#privacy-table img").count() == 0
 
     await page.click("a[data-tab=overview]")
     await page.screenshot(path=str(tmp_path / "dashboard-fake.png"), full_page=True)

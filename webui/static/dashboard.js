@@ -148,6 +148,26 @@
     setText("ov-secagg", typeof s.secure_aggregation === "object" && s.secure_aggregation !== null
       ? JSON.stringify(s.secure_aggregation) : s.secure_aggregation);
     setText("ov-fingerprint", s.adapter_fingerprint);
+    setText("ov-privacy", privacyText(s.privacy));
+    renderPrivacy(s.privacy);
+  }
+
+  // ε spent and left of the DP budget ([privacy], docs/privacy.md), or "off".
+  function privacyText(p) {
+    if (!p || !p.enabled) return "off";
+    return "ε " + num(p.epsilon_spent, 3) + " spent of " + p.epsilon_target + ", " + num(p.epsilon_remaining, 3)
+      + " left (δ " + Number(p.delta).toPrecision(3) + ")" + (p.training_stopped ? "; budget spent, training stopped" : "");
+  }
+
+  function renderPrivacy(p) {
+    const rows = !p || !p.enabled ? [["enabled", "no: training is not differentially private"]] : [
+      ["ε spent", num(p.epsilon_spent, 3)], ["ε target", p.epsilon_target], ["ε remaining", num(p.epsilon_remaining, 3)],
+      ["δ", Number(p.delta).toPrecision(3)], ["DP-SGD steps", p.steps], ["noise multiplier", num(p.noise_multiplier, 3)],
+      ["sample rate", Number(p.sample_rate).toPrecision(3)], ["clipping norm", p.max_grad_norm], ["accountant", p.accountant],
+      ["training", p.training_stopped ? "stopped: budget spent" : "running"],
+      ["not covered", Array.isArray(p.not_covered) ? p.not_covered.join("; ") : p.not_covered],
+    ];
+    fillBody("privacy-table", rows, ([key, value]) => el("tr", null, [el("th", { text: key }), td(value)]));
   }
 
   function renderTraffic() {

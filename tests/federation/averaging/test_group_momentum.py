@@ -41,3 +41,16 @@ def test_out_of_range_beta_and_changed_sizes_are_refused() -> None:
     momentum.step(_v(0.0), _v(1.0))
     with pytest.raises(WeightError, match="changed size"):
         momentum.step(_v(0.0, 0.0), _v(1.0, 2.0))
+
+
+def test_restore_forgets_the_steps_taken_since_the_copy() -> None:
+    momentum = GroupMomentum(0.5)
+    momentum.step(_v(0.0), _v(1.0))
+    momentum.step(_v(1.0), _v(2.0))                # v = 1
+    kept = momentum.velocity()
+    momentum.step(_v(2.0), _v(9.0))                # a result the validation gate refuses
+    momentum.restore(kept)
+    assert momentum.step(_v(2.0), _v(3.0)) == pytest.approx([3.5])  # as if never seen
+    fresh = GroupMomentum(0.5)
+    fresh.restore(fresh.velocity())                # before any result: still the first
+    assert np.array_equal(fresh.step(_v(5.0), _v(1.0)), _v(1.0))

@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 from fedswarm.federation.averaging.agreement import (
+    MARKER_RANGE,
     MARKER_SIZE,
     settings_marker,
     strip_marker,
@@ -68,7 +69,8 @@ def test_the_marker_depends_on_every_lever_and_fits_the_clip() -> None:
         LoraAveragingSettings(), FROZEN, MOMENTUM, LoraAveragingSettings(group_momentum=0.9),
         LoraAveragingSettings(average_optimizer_state=False, freeze_lora_a=True))}
     assert len({m.tobytes() for m in markers.values()}) == len(markers)
-    assert all(m.shape == (MARKER_SIZE,) and np.all(np.abs(m) <= 0.5) for m in markers.values())
+    assert all(m.shape == (MARKER_SIZE,) and np.all(np.abs(m) <= MARKER_RANGE)
+               for m in markers.values())
 
 
 def test_only_a_lever_adds_the_marker() -> None:
@@ -77,3 +79,20 @@ def test_only_a_lever_adds_the_marker() -> None:
     assert FROZEN.needs_marker and MOMENTUM.needs_marker
     with pytest.raises(ValueError, match="group_momentum"):
         LoraAveragingSettings(group_momentum=1.0)
+
+
+def test_a_secure_average_passes_within_its_error_bound_and_a_dissenter_does_not() -> None:
+    """Secure aggregation's grid moves the marker by up to its stated error bound
+    (protocol v3 at k = 8: 2.5e-4 over the clip's range, an eighth of that for an
+    adapter within 1/8); that must not read as disagreement, while a member of weight
+    share 1/8 with other settings still does."""
+    ours, theirs = settings_marker(FROZEN.describe()), settings_marker(MOMENTUM.describe())
+    bound = 2.5e-4 / 8  # v3, k = 8, every member's values within 1/8 (range shift 3)
+    on_grid = with_marker(np.zeros(SIZE, np.float32), FROZEN.describe())
+    on_grid[-MARKER_SIZE:] += np.float32(bound) * np.array([1, -1, 1, -1], np.float32)
+    assert strip_marker(on_grid, FROZEN.describe(), error_bound=bound).shape == (SIZE,)
+    with pytest.raises(SettingsMismatchError):
+        strip_marker(on_grid, FROZEN.describe())  # exact averaging allows no such error
+    mixed = np.concatenate([np.zeros(SIZE, np.float32), (7 * ours + theirs) / 8])
+    with pytest.raises(SettingsMismatchError):
+        strip_marker(mixed, FROZEN.describe(), error_bound=bound)

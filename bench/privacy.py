@@ -1,0 +1,246 @@
+"""Privacy audit: what a federated model gives away about one peer's rows, with and without DP.
+
+    python -m bench.privacy --json privacy.json [--quick]
+
+Peer 0's training file gets canaries (random 6-digit secrets, each row repeated
+``--repeats`` times). Every arm trains the same federation in process — each peer
+``local_steps`` steps a round, then the whole federation averages the daemon's own
+averaging vector (adapter and AdamW exp_avg, ``LocalTrainer.averaging_vector``) weighted
+by row counts — and differs only in ``[privacy]``: off, or DP-SGD with the noise derived
+for ε ∈ ``--epsilons`` over all its steps (δ = 1/n, the daemon's default). Every arm
+trains on unpacked rows (DP needs them), so the arms differ in DP alone.
+
+On the final (averaged) model it measures, for peer 0's data (bench/privacy_audit.py):
+exposure of each canary, the loss-threshold membership-inference AUC of training rows
+against held-out rows, and the union eval loss of the quality benchmark (utility). A
+canary repeated r times is a group of r rows: DP bounds it only at about r·ε.
+
+Prints a table and writes JSON with the machine, versions, arms and settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from fedswarm.daemon.demo.local_federation import demo_model_cache_dir
+from fedswarm.learning.demo_assets import DEMO_LORA_TARGETS, DEMO_LR, build_demo_model
+from fedswarm.learning.examples import IGNORE_INDEX, Example, collate
+from fedswarm.learning.settings import (
+    DataSettings,
+    LoraSettings,
+    ModelSettings,
+    PrivacySettings,
+    TrainSettings,
+)
+from fedswarm.learning.trainer import LocalTrainer
+
+from .privacy_audit import (
+    SECRET_DIGITS,
+    Canary,
+    candidate_secrets,
+    exposure_by_fit,
+    exposure_by_rank,
+    make_canaries,
+    membership_auc,
+)
+from .quality_report import machine
+from .quality_setup import BenchData, Evaluator, RunSettings, demo_data
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    peers: int = 3
+    rounds: int = 3
+    local_steps: int = 15
+    batch_size: int = 8
+    max_length: int = 128
+    canaries: int = 4
+    repeats: int = 10
+    candidates: int = 1000
+    members: int = 200  # training rows scored for membership inference (and as many held out)
+    seed: int = 0
+
+
+@dataclass
+class ArmResult:
+    arm: str
+    target_epsilon: float | None
+    epsilon_spent: float | None
+    delta: float | None
+    noise_multiplier: float | None
+    exposure_rank: list[float]
+    exposure_fit: list[float]
+    membership_auc: float
+    union_eval_loss: float
+    train_s: float
+
+
+def _with_canaries(train: Path, out: Path, canaries: list[Canary], repeats: int,
+                   seed: int) -> Path:
+    rows = [line for line in train.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows += [json.dumps({"text": c.text()}) for c in canaries for _ in range(repeats)]
+    random.Random(seed).shuffle(rows)
+    out.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return out
+
+
+def _trainer(model_dir: Path, a: AuditSettings, train: Path, eval_path: Path, seed: int,
+             epsilon: float | None) -> LocalTrainer:
+    return LocalTrainer(
+        ModelSettings(str(model_dir)),
+        LoraSettings(target_modules=list(DEMO_LORA_TARGETS)),
+        DataSettings(str(train), str(eval_path), max_length=a.max_length, packing=False),
+        TrainSettings(local_steps=a.local_steps, batch_size=a.batch_size, lr=DEMO_LR,
+                      schedule="constant", total_steps=a.rounds * a.local_steps, seed=seed,
+                      samples_per_round=0),
+        privacy=PrivacySettings(enabled=epsilon is not None, target_epsilon=epsilon or 1.0),
+    )
+
+
+def _federate(trainers: list[LocalTrainer], rounds: int) -> float:
+    """Train and average the whole federation ``rounds`` times; returns training seconds."""
+    weights = np.array([t.num_train_samples for t in trainers], dtype=np.float64)
+    weights /= weights.sum()
+    seconds = 0.0
+    for _ in range(rounds):
+        for t in trainers:
+            seconds += t.train().seconds
+        vectors = [t.averaging_vector(with_moments=True) for t in trainers]
+        average = sum(w * v.astype(np.float64) for w, v in zip(weights, vectors, strict=True))
+        for t in trainers:
+            t.load_averaging_vector(np.asarray(average, dtype=np.float32), with_moments=True)
+    return seconds
+
+
+@torch.no_grad()
+def _losses(trainer: LocalTrainer, texts: list[str], per_token: bool) -> np.ndarray:
+    """Each text's summed (or, ``per_token``, mean) next-token loss under the model."""
+    tok, model = trainer.tokenizer, trainer.model
+    model.eval()
+    bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
+    examples = [Example(ids, list(ids)) for ids in
+                (bos + list(tok(t, add_special_tokens=False)["input_ids"])[:256] for t in texts)]
+    out: list[float] = []
+    for start in range(0, len(examples), 64):
+        batch = {k: v.to(trainer.input_device) for k, v in
+                 collate(examples[start:start + 64], int(tok.pad_token_id)).items()}
+        logits = model(input_ids=batch["input_ids"],
+                       attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+        labels = batch["labels"][:, 1:]
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels,
+                                                ignore_index=IGNORE_INDEX, reduction="none")
+        summed = nll.sum(dim=1)
+        count = (labels != IGNORE_INDEX).sum(dim=1).clamp(min=1)
+        out.extend((summed / count if per_token else summed).tolist())
+    return np.array(out)
+
+
+def _rows(path: Path) -> list[str]:
+    return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+
+
+def run_arm(name: str, epsilon: float | None, model_dir: Path, a: AuditSettings,
+            data: BenchData, peer0_train: Path, canaries: list[Canary],
+            evaluator: Evaluator) -> ArmResult:
+    trainers = [_trainer(model_dir, a, peer0_train if i == 0 else peer.train_path,
+                         peer.eval_path, a.seed + i, epsilon)
+                for i, peer in enumerate(data.peers)]
+    train_s = _federate(trainers, a.rounds)
+    victim = trainers[0]
+    ranks, fits = [], []
+    for index, canary in enumerate(canaries):
+        guesses = candidate_secrets(canary, a.candidates, a.seed + 100 + index)
+        scores = _losses(victim, [canary.text(g) for g in [canary.secret, *guesses]], False)
+        ranks.append(exposure_by_rank(float(scores[0]), scores[1:], 10**SECRET_DIGITS))
+        fits.append(exposure_by_fit(float(scores[0]), scores[1:]))
+    secrets_text = {c.text() for c in canaries}
+    members = [t for t in _rows(data.peers[0].train_path) if t not in secrets_text]
+    held_out = _rows(data.peers[0].eval_path)
+    n = min(a.members, len(members), len(held_out))
+    rng = random.Random(a.seed)
+    auc = membership_auc(_losses(victim, rng.sample(members, n), True),
+                         _losses(victim, rng.sample(held_out, n), True))
+    budget = victim.privacy
+    return ArmResult(
+        arm=name, target_epsilon=epsilon,
+        epsilon_spent=None if budget is None else budget.epsilon(),
+        delta=None if budget is None else budget.plan.delta,
+        noise_multiplier=None if budget is None else budget.plan.noise_multiplier,
+        exposure_rank=ranks, exposure_fit=fits, membership_auc=auc,
+        union_eval_loss=evaluator.evaluate(victim.adapter_state()).union, train_s=train_s)
+
+
+def _table(arms: list[ArmResult], a: AuditSettings) -> str:
+    head = (f"{'arm':<8} {'ε spent':>8} {'σ':>6} {'exposure rank':>14} {'exposure fit':>13}"
+            f" {'MIA AUC':>8} {'union loss':>11} {'train s':>8}")
+    lines = [head, "-" * len(head)]
+    for r in arms:
+        eps = "-" if r.epsilon_spent is None else f"{r.epsilon_spent:.2f}"
+        sigma = "-" if r.noise_multiplier is None else f"{r.noise_multiplier:.2f}"
+        lines.append(f"{r.arm:<8} {eps:>8} {sigma:>6} {np.mean(r.exposure_rank):>14.2f}"
+                     f" {np.mean(r.exposure_fit):>13.2f} {r.membership_auc:>8.3f}"
+                     f" {r.union_eval_loss:>11.4f} {r.train_s:>8.1f}")
+    lines.append(f"exposure: mean over {a.canaries} canaries × {a.repeats} repeats, bits of "
+                 f"{SECRET_DIGITS * np.log2(10):.1f} possible ({a.candidates} sampled "
+                 f"candidates); MIA: {a.members} train vs held-out rows of peer 0")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", dest="json_path", help="write results here")
+    parser.add_argument("--model", help="model dir (default: the demo model)")
+    parser.add_argument("--epsilons", type=float, nargs="*", default=[8.0, 3.0, 1.0])
+    parser.add_argument("--rounds", type=int, default=AuditSettings.rounds)
+    parser.add_argument("--local-steps", type=int, default=AuditSettings.local_steps)
+    parser.add_argument("--repeats", type=int, default=AuditSettings.repeats)
+    parser.add_argument("--quick", action="store_true",
+                        help="2 rounds of 5 steps, 200 candidates (a smoke test, not an audit)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    a = AuditSettings(rounds=args.rounds, local_steps=args.local_steps, repeats=args.repeats)
+    if args.quick:
+        a = AuditSettings(rounds=2, local_steps=5, repeats=args.repeats, candidates=200,
+                          members=40)
+    model_dir = Path(args.model) if args.model else build_demo_model(demo_model_cache_dir())
+    work = Path(tempfile.mkdtemp(prefix="fedswarm-privacy-"))
+    data = demo_data(work, a.peers, a.seed)
+    canaries = make_canaries(a.canaries, a.seed)
+    peer0_train = _with_canaries(data.peers[0].train_path, work / "peer0-canaries.jsonl",
+                                 canaries, a.repeats, a.seed)
+    evaluator = Evaluator(model_dir, RunSettings(rounds=a.rounds, local_steps=a.local_steps,
+                                                 seed=a.seed), data)
+    started = time.perf_counter()
+    arms = [run_arm("no-dp", None, model_dir, a, data, peer0_train, canaries, evaluator)]
+    for epsilon in args.epsilons:
+        arms.append(run_arm(f"eps-{epsilon:g}", epsilon, model_dir, a, data, peer0_train,
+                            canaries, evaluator))
+    result: dict[str, Any] = {
+        "benchmark": "privacy", "machine": {**machine(), "opacus": _opacus_version()},
+        "settings": asdict(a), "quick": args.quick, "wall_s": time.perf_counter() - started,
+        "arms": [asdict(r) for r in arms],
+    }
+    print(_table(arms, a))
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(result, indent=2), encoding="utf-8")
+
+
+def _opacus_version() -> str:
+    import opacus
+
+    return str(opacus.__version__)
+
+
+if __name__ == "__main__":
+    main()
