@@ -48,7 +48,8 @@ from typing import Any
 import numpy as np
 from fedswarm.federation.averaging.weighting import carried_weight, weighted_average
 from fedswarm.federation.groups.agreement import AgreementConfig, Formed, GroupAgreement, Outgoing
-from fedswarm.federation.groups.plan import grid_shape
+from fedswarm.federation.groups.plan import grid_shape, plan_groups
+from fedswarm.federation.round import contributor_floor
 
 from .machine import cpu_model
 
@@ -70,6 +71,11 @@ class SimulationConfig:
     fell silent after the views were taken: the worst case, groups lose members and a
     dropped leader dissolves its group). ``live``: peers plan over the peers that are up
     this round (their heartbeats stopped before the round began)."""
+    agreement: str = "real"
+    """``real``: every live peer runs the daemon's ``GroupAgreement``. ``stand-in``: no
+    messages; every planned group averages its live members when at least
+    ``contributor_floor`` of it are up, whoever its leader was: the most a stand-in leader
+    (issue #27) could give, not the daemon's protocol."""
 
 
 @dataclass
@@ -84,9 +90,12 @@ class SimulationResult:
     mass_drift: float = 0.0
     """Largest relative change of total mass seen (should be rounding noise only)."""
 
-    def rounds_to(self, threshold: float = TARGET) -> int | None:
-        """Rounds needed until the deviation first drops below ``threshold``; None if never."""
-        for index, deviation in enumerate(self.deviations):
+    def rounds_to(self, threshold: float = TARGET, *, median: bool = False) -> int | None:
+        """Rounds needed until the deviation first drops below ``threshold``; None if never.
+
+        ``median``: the same for the median peer (the bulk of the federation)."""
+        series = self.median_deviations if median else self.deviations
+        for index, deviation in enumerate(series):
             if deviation < threshold:
                 return index + 1
         return None
@@ -133,6 +142,18 @@ def _run_agreement(
     return sorted(formed.values(), key=lambda group: group.members)
 
 
+def _stand_in_groups(
+    peers: Sequence[str], live: set[str], round: int, group_size: int
+) -> list[Formed]:
+    """Planned groups minus their dropped members, kept if ``contributor_floor`` remain."""
+    formed = []
+    for planned in plan_groups(peers, round, group_size):
+        members = tuple(peer for peer in planned if peer in live)
+        if len(members) >= contributor_floor(len(planned)):
+            formed.append(Formed(round, members, min(members), ""))
+    return formed
+
+
 def simulate(config: SimulationConfig) -> SimulationResult:
     """Run ``config.rounds`` rounds and record the deviation after each."""
     rng = np.random.default_rng(config.seed)
@@ -151,7 +172,10 @@ def simulate(config: SimulationConfig) -> SimulationResult:
     result = SimulationResult(config)
     for round in range(config.rounds):
         live = {peer for peer in peers if rng.random() >= config.dropout}
-        groups = _run_agreement(peers, live, round, config.group_size, config.views)
+        if config.agreement == "stand-in":
+            groups = _stand_in_groups(peers, live, round, config.group_size)
+        else:
+            groups = _run_agreement(peers, live, round, config.group_size, config.views)
         for group in groups:
             members = group.members
             average = weighted_average([vectors[p] for p in members], [mass[p] for p in members])
@@ -216,7 +240,7 @@ def _parse_list(text: str, kind: type) -> list[Any]:
 
 def run_benchmark(
     group_size: int, rounds: int, sizes: Sequence[int], dropouts: Sequence[float], dim: int,
-    seed: int, *, stop_at_target: bool = True,
+    seed: int, *, stop_at_target: bool = True, views: str = "stale", agreement: str = "real",
 ) -> dict[str, Any]:
     """``rounds`` 0 runs each N for three times its 0%-dropout bound (at least 10 rounds),
     so a run that misses the 10%-dropout bound still shows how many rounds it took."""
@@ -225,7 +249,7 @@ def run_benchmark(
         for dropout in dropouts:
             budget = rounds or max(10, 3 * (log_rounds(n_peers, group_size) + 2))
             config = SimulationConfig(n_peers, group_size, budget, dim, dropout, seed,
-                                      stop_at_target)
+                                      stop_at_target, views, agreement)
             started = time.perf_counter()
             result = simulate(config)
             wall = time.perf_counter() - started
@@ -239,6 +263,7 @@ def run_benchmark(
                     "log_g_n": log_rounds(n_peers, group_size),
                     "rounds_run": len(result.deviations),
                     "rounds_to_1e-3": taken,
+                    "median_peer_rounds_to_1e-3": result.rounds_to(TARGET, median=True),
                     "bound": bound,
                     "pass": None if bound is None else taken is not None and taken <= bound,
                     "deviation_per_round": result.deviations,
@@ -263,6 +288,8 @@ def run_benchmark(
             "dim": dim,
             "seed": seed,
             "stop_at_target": stop_at_target,
+            "views": views,
+            "agreement": agreement,
             "metric": "max_i ||x_i - x_target||_inf / max_i ||x_i(0) - x_target||_inf",
             "bound": "ceil(log_g N) + 2 at 0% dropout, 2 x that at <= 10%",
         },
@@ -274,6 +301,7 @@ def run_benchmark(
                     "n_peers": run["n_peers"],
                     "dropout": run["dropout"],
                     "rounds_to_1e-3": run["rounds_to_1e-3"],
+                    "median_peer_rounds_to_1e-3": run["median_peer_rounds_to_1e-3"],
                     "bound": run["bound"],
                     "pass": run["pass"],
                 }
@@ -295,7 +323,8 @@ def _failure(run: dict[str, Any]) -> str:
 
 def format_table(report: dict[str, Any]) -> str:
     rounds = max(len(run["deviation_per_round"]) for run in report["runs"])
-    header = ["N", "drop", "grid", "ceil(log_g N)", "rounds<1e-3", "bound", "pass"] + [
+    header = ["N", "drop", "grid", "ceil(log_g N)", "rounds<1e-3", "median peer", "bound",
+              "pass"] + [
         f"r{index + 1}" for index in range(rounds)
     ]
     lines = [" | ".join(header), " | ".join("---" for _ in header)]
@@ -306,6 +335,7 @@ def format_table(report: dict[str, Any]) -> str:
             "x".join(str(side) for side in run["grid"]),
             str(run["log_g_n"]),
             str(run["rounds_to_1e-3"]) if run["rounds_to_1e-3"] is not None else "-",
+            str(run["median_peer_rounds_to_1e-3"] or "-"),
             str(run["bound"]) if run["bound"] is not None else "-",
             {True: "pass", False: "FAIL", None: "-"}[run["pass"]],
         ] + [f"{value:.1e}" for value in run["deviation_per_round"]]
@@ -318,6 +348,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--group", type=int, default=4, help="target group size g")
     parser.add_argument("--rounds", type=int, default=0,
                         help="rounds per run; 0: twice the bound for each N (at least 10)")
+    parser.add_argument("--views", choices=("stale", "live"), default="stale",
+                        help="stale: dropped peers stay in every view (worst case); "
+                             "live: peers plan over the peers up this round")
+    parser.add_argument("--agreement", choices=("real", "stand-in"), default="real",
+                        help="real: the daemon's GroupAgreement; stand-in: planned groups "
+                             "minus dropped peers (what a stand-in leader could at best give)")
     parser.add_argument("--keep-going", action="store_true",
                         help="run every round even after reaching 1e-3")
     parser.add_argument("--sizes", default="16,64,256", help="comma-separated peer counts")
@@ -333,7 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(not 0.0 <= p < 1.0 for p in dropouts):
         parser.error("dropout probabilities must lie in [0, 1)")
     report = run_benchmark(args.group, args.rounds, sizes, dropouts, args.dim, args.seed,
-                           stop_at_target=not args.keep_going)
+                           stop_at_target=not args.keep_going, views=args.views,
+                           agreement=args.agreement)
     text = json.dumps(report, indent=2)
     print(text)
     print()
