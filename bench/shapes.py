@@ -24,7 +24,7 @@ Bytes per member per round, group of k (default 4):
 reports member / A / D CPU, each role's peak RSS and the measured upload (which checks
 the byte model above); other sizes are left to the 8.8 M / 40 M / 80 M rows in
 docs/performance.md (8.8 M is exactly Qwen2.5-0.5B all-linear r16; 40 M and 80 M are
-within 4 % of the 7-8 B models' adapter and adapter + exp_avg).
+within 5 % of the 7-8 B models' adapter and adapter + exp_avg).
 
 A member's UPLOAD travels as one p2p blob, refused above ``max_blob_bytes`` (512 MiB):
 ``fits_one_blob`` says whether it does.
@@ -241,12 +241,13 @@ def run_secagg(n_values: int, group: int) -> dict[str, Any]:
 def _versions() -> dict[str, str]:
     import numpy
     import peft
+    import tenseal
     import torch
     import transformers
 
     return {"python": sys.version.split()[0], "torch": torch.__version__,
             "transformers": transformers.__version__, "peft": peft.__version__,
-            "numpy": numpy.__version__}
+            "numpy": numpy.__version__, "tenseal": tenseal.__version__}
 
 
 def run(group: int, measure_values: Sequence[int],
