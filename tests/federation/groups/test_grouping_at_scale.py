@@ -4,6 +4,9 @@ benchmark planning the very same groups."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
 from fedswarm.federation.groups.agreement import GroupAgreement
 from fedswarm.federation.groups.plan import grid_shape, group_of, plan_groups, planned_group
@@ -34,6 +37,19 @@ def test_an_extra_dimension_is_used_only_when_it_leaves_fewer_empty_cells() -> N
     assert grid_shape(100, 4).dims == (4, 5, 5)  # perfect in 3 dimensions: no 4th
     assert grid_shape(32, 4).dims == (6, 6)  # 3 dimensions leave as many empty cells
     assert grid_shape(1000, 4).dims == (4, 4, 4, 4, 4)  # 24 empty instead of 80 (5x6x6x6)
+
+
+def test_plans_of_sizes_whose_grid_did_not_change_are_those_of_the_previous_planner() -> None:
+    """Daemons of the release before issue #27 plan these sizes identically, so they can
+    still agree on groups with this one. The digest was computed with both planners
+    (identical for every N < 400 whose grid is unchanged, g = 4, rounds 0..5)."""
+    plans = [
+        [plan_groups([f"12D3KooW{i:05d}" for i in range(n)], round, seed=b"fed")
+         for round in range(6)]
+        for n in [*range(3, 26), 32, 36, 64, 100, 256]
+    ]
+    digest = hashlib.sha256(json.dumps(plans).encode()).hexdigest()
+    assert digest == "983082a2191242a007b3fcf9363be4a6a27eab987127275c2a9d4fe83cd103e4"
 
 
 def test_log_rounds_is_exact_at_powers_where_float_log_is_not() -> None:
