@@ -112,6 +112,15 @@ class FederationSettings:
     # (docs/learning.md).
     # It doubles the averaged vector; every member of a group must set the same value.
     average_optimizer_state: bool = True
+    # lora_avg only, for rounds far apart (many local steps; docs/learning.md): FFA-LoRA,
+    # A frozen at a shared init and only B trained and averaged (half the bytes), and
+    # FedAvgM's momentum over the group's steps (0 = plain averaging). Every member of a
+    # group must set the same values: a group that disagrees aborts its round.
+    freeze_lora_a: bool = False
+    group_momentum: float = 0.0
+    # lora_avg only: SCAFFOLD's control variates correct each local step for drift; the
+    # member's c_i travels in the averaged vector (+1x the adapter in bytes).
+    scaffold: bool = False
     # The validation gate (docs/security.md): refuse a group result that raises this
     # member's own eval loss by more than this many nats, keeping its model. Unset: off.
     max_eval_loss_increase: float | None = None
@@ -123,6 +132,12 @@ class FederationSettings:
             raise ValueError("max_eval_loss_increase: must be a finite number >= 0")
         if self.rounds < 0:
             raise ValueError("rounds: must be >= 0 (0 means run until stopped)")
+        if not 0.0 <= self.group_momentum < 1.0:
+            raise ValueError("group_momentum: must be in [0, 1) (0 = plain averaging)")
+        if self.mode != "lora_avg" and (self.freeze_lora_a or self.group_momentum
+                                        or self.scaffold):
+            raise ValueError(
+                "freeze_lora_a, group_momentum and scaffold apply to mode = \"lora_avg\" only")
         if self.mode not in MODES:
             raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {self.mode!r}")
         if self.group_size < MIN_GROUP_SIZE:
@@ -180,7 +195,10 @@ class Config:
             return self.fedmkt
         from fedswarm.federation.modes.lora_avg import LoraAveragingSettings  # imports torch
 
-        return LoraAveragingSettings(self.federation.average_optimizer_state)
+        return LoraAveragingSettings(self.federation.average_optimizer_state,
+                                     freeze_lora_a=self.federation.freeze_lora_a,
+                                     group_momentum=self.federation.group_momentum,
+                                     scaffold=self.federation.scaffold)
 
     @property
     def base_dir(self) -> Path:

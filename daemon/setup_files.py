@@ -50,6 +50,9 @@ round_deadline_s = {deadline}      # a straggler misses the round after this lon
 secure_aggregation = {secure}    # "bfv-mask-shamir-v3" (default), "bfv-mask-shamir-v2" or "none" (plaintext)
 final_averaging_rounds = 0         # last rounds only average (no training): every member ends with the same adapter
 # average_optimizer_state = true   # lora_avg: average AdamW's exp_avg with the adapter (2x the bytes); same on every peer
+# freeze_lora_a = false            # lora_avg: FFA-LoRA, A frozen at a shared init, only B trained and sent (half the bytes); same on every peer
+# group_momentum = 0.0             # lora_avg: FedAvgM momentum over the group's steps, in [0, 1); 0 = plain averaging; same on every peer
+# scaffold = false                 # lora_avg: SCAFFOLD control variates correct local drift (+1x adapter in bytes); same on every peer
 # max_eval_loss_increase = 0.5     # refuse a group result that raises our eval loss by more (nats); unset: off
 wait_for_peers = {wait_for_peers}  # before round 1, wait until this many members (incl. you) are up
 wait_for_peers_s = 120.0

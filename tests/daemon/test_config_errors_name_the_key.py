@@ -137,3 +137,23 @@ def test_generation_sample_keys_load_and_out_of_range_is_named(tmp_path: Path) -
     text = MINIMAL + "\n[train]\nsample_max_new_tokens = 1000\n"
     with pytest.raises(ConfigError, match=r"\[train\]: train\.sample_max_new_tokens: must be in"):
         load_config(write(tmp_path, text))
+
+
+def test_rounds_far_apart_levers_load_and_bad_values_are_named(tmp_path: Path) -> None:
+    text = MINIMAL + "\n[federation]\nfreeze_lora_a = true\ngroup_momentum = 0.5\n"
+    settings = load_config(write(tmp_path, text)).mode_settings()
+    assert (settings.freeze_lora_a, settings.group_momentum) == (True, 0.5)
+    bad = MINIMAL + "\n[federation]\ngroup_momentum = 1.0\n"
+    with pytest.raises(ConfigError, match=r"\[federation\].*group_momentum: must be in \[0, 1\)"):
+        load_config(write(tmp_path, bad))
+    fedmkt = MINIMAL + '\n[federation]\nmode = "fedmkt"\nfreeze_lora_a = true\n'
+    with pytest.raises(ConfigError, match=r"lora_avg"):
+        load_config(write(tmp_path, fedmkt))
+
+
+def test_scaffold_loads_and_is_refused_outside_lora_avg(tmp_path: Path) -> None:
+    text = MINIMAL + "\n[federation]\nscaffold = true\n"
+    assert load_config(write(tmp_path, text)).mode_settings().scaffold is True
+    fedmkt = MINIMAL + '\n[federation]\nmode = "fedmkt"\nscaffold = true\n'
+    with pytest.raises(ConfigError, match=r"lora_avg"):
+        load_config(write(tmp_path, fedmkt))
