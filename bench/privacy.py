@@ -15,7 +15,19 @@ exposure of each canary, the loss-threshold membership-inference AUC of training
 against held-out rows, and the union eval loss of the quality benchmark (utility). A
 canary repeated r times is a group of r rows: DP bounds it only at about r·ε.
 
-Prints a table and writes JSON with the machine, versions, arms and settings.
+Two non-private reference arms bound the utility from both sides, with bench.quality's
+own ``run_local_only`` and ``run_centralised`` on the same data (canaries included),
+model, unpacked rows, seeds and step budget: local-only (each peer trains alone for
+``rounds × local_steps`` steps; union loss = the mean over peers) and centralised (one
+trainer on the pooled rows, same steps, ``grad_accum = peers``). Each arm's
+``gap_closed`` is bench.quality's: (local − arm) / (local − centralised). The untrained
+model's union loss is reported beside them: on this small non-IID demo local-only can end
+worse than where it started, which flatters every arm's ``gap_closed``.
+
+Prints a table and writes JSON with the machine, versions, arms, references, settings and
+a ``summary``: per arm ``epsilon_spent``, ``union_loss``, ``gap_closed``,
+``canary_exposure`` (mean rank exposure over the canaries, bits), ``mia_auc``, and
+``targets`` for the ε = 8 arm (issue #21: gap_closed ≥ 0.5, mia_auc ≤ 0.6).
 """
 
 from __future__ import annotations
@@ -25,7 +37,7 @@ import json
 import random
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +64,21 @@ from .privacy_audit import (
     make_canaries,
     membership_auc,
 )
-from .quality_report import machine
-from .quality_setup import BenchData, Evaluator, RunSettings, demo_data
+from .quality_inprocess import run_centralised, run_local_only
+from .quality_report import gap_closed, machine
+from .quality_setup import (
+    BenchData,
+    Evaluator,
+    PeerData,
+    RunSettings,
+    demo_data,
+    make_trainer,
+    with_pooled,
+)
+
+TARGET_EPSILON = 8.0  # issue #21's checks are made on this arm
+TARGET_GAP_CLOSED = 0.5
+TARGET_MIA_AUC = 0.6
 
 
 @dataclass(frozen=True)
@@ -82,6 +107,19 @@ class ArmResult:
     membership_auc: float
     union_eval_loss: float
     train_s: float
+    eval_loss_by_set: dict[str, float] = field(default_factory=dict)  # each eval set
+
+
+@dataclass
+class ReferenceResult:
+    """A non-private reference arm: only its utility is compared."""
+
+    arm: str
+    union_eval_loss: float  # the mean over peers of each peer's union loss
+    union_eval_loss_per_peer: list[float]
+    train_s: float  # model loading included
+    note: str | None
+    eval_loss_by_set: dict[str, float] = field(default_factory=dict)  # mean over peers
 
 
 def _with_canaries(train: Path, out: Path, canaries: list[Canary], repeats: int,
@@ -171,36 +209,143 @@ def run_arm(name: str, epsilon: float | None, model_dir: Path, a: AuditSettings,
     auc = membership_auc(_losses(victim, rng.sample(members, n), True),
                          _losses(victim, rng.sample(held_out, n), True))
     budget = victim.privacy
+    losses = evaluator.evaluate(victim.adapter_state())
     return ArmResult(
         arm=name, target_epsilon=epsilon,
         epsilon_spent=None if budget is None else budget.epsilon(),
         delta=None if budget is None else budget.plan.delta,
         noise_multiplier=None if budget is None else budget.plan.noise_multiplier,
         exposure_rank=ranks, exposure_fit=fits, membership_auc=auc,
-        union_eval_loss=evaluator.evaluate(victim.adapter_state()).union, train_s=train_s)
+        union_eval_loss=losses.union, train_s=train_s, eval_loss_by_set=losses.by_set)
 
 
-def _table(arms: list[ArmResult], a: AuditSettings) -> str:
-    head = (f"{'arm':<8} {'ε spent':>8} {'σ':>6} {'exposure rank':>14} {'exposure fit':>13}"
-            f" {'MIA AUC':>8} {'union loss':>11} {'train s':>8}")
+def audit_data(data: BenchData, peer0_train: Path, workdir: Path) -> BenchData:
+    """``data`` with peer 0 training on ``peer0_train`` (its canaries), pooled anew."""
+    peers = [PeerData(p.domain, peer0_train if i == 0 else p.train_path, p.eval_path)
+             for i, p in enumerate(data.peers)]
+    workdir.mkdir(parents=True, exist_ok=True)
+    return with_pooled(workdir, peers, data.eval_all)
+
+
+def run_references(model_dir: Path, a: AuditSettings, data: BenchData,
+                   evaluator: Evaluator) -> list[ReferenceResult]:
+    """The untrained model, and bench.quality's local-only and centralised arms.
+
+    ``data`` is ``audit_data``'s (peer 0 with its canaries), so the references see the
+    rows the federated arms see; rows are unpacked, as DP-SGD requires, and lr, batch,
+    max length, seeds (``seed + peer``) and ``rounds × local_steps`` are the audit's.
+    """
+    settings = RunSettings(rounds=a.rounds, local_steps=a.local_steps, seed=a.seed,
+                           batch_size=a.batch_size, max_length=a.max_length, packing=False)
+    # The starting point, for reading the others: LoRA starts as the identity (B = 0).
+    base = make_trainer(model_dir, settings, data.peers[0].train_path, data.peers[0].eval_path,
+                        seed=a.seed)
+    untrained = evaluator.evaluate(base.adapter_state())
+    del base
+    out = [ReferenceResult("untrained", untrained.union, [untrained.union], 0.0,
+                           "the base model (LoRA initialised to the identity)",
+                           untrained.by_set)]
+    for name, run in (("local-only", run_local_only), ("centralised", run_centralised)):
+        arm = run(model_dir, settings, data, evaluator)
+        out.append(ReferenceResult(name, arm.union, [p.union for p in arm.per_peer],
+                                   arm.wall_s, arm.note, arm.by_set()))
+    return out
+
+
+def summarise(arms: list[ArmResult], references: list[ReferenceResult]) -> dict[str, Any]:
+    """Issue #21's per-ε summary, and its ε = 8 targets (``None`` when ε = 8 did not run)."""
+    refs = {r.arm: r.union_eval_loss for r in references}
+    local, central = refs["local-only"], refs["centralised"]
+    per_arm: dict[str, dict[str, Any]] = {
+        r.arm: {
+            "target_epsilon": r.target_epsilon,
+            "epsilon_spent": r.epsilon_spent,
+            "union_loss": r.union_eval_loss,
+            "gap_closed": gap_closed(local, r.union_eval_loss, central),
+            "canary_exposure": float(np.mean(r.exposure_rank)),
+            "canary_exposure_max": float(np.max(r.exposure_rank)),
+            "canary_exposure_fit": float(np.mean(r.exposure_fit)),
+            "mia_auc": r.membership_auc,
+        }
+        for r in arms
+    }
+    target = next((r.arm for r in arms if r.target_epsilon == TARGET_EPSILON), None)
+    targets: dict[str, Any] = {"arm": target, "gap_closed>=0.5": None, "mia_auc<=0.6": None}
+    if target is not None:
+        gap = per_arm[target]["gap_closed"]
+        targets["gap_closed>=0.5"] = gap is not None and gap >= TARGET_GAP_CLOSED
+        targets["mia_auc<=0.6"] = per_arm[target]["mia_auc"] <= TARGET_MIA_AUC
+    return {
+        "untrained_union_loss": refs.get("untrained"),
+        "local_only_union_loss": local,
+        "centralised_union_loss": central,
+        "arms": per_arm,
+        "targets": targets,
+    }
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _table(arms: list[ArmResult], references: list[ReferenceResult],
+           summary: dict[str, Any], a: AuditSettings) -> str:
+    head = (f"{'arm':<11} {'ε spent':>8} {'σ':>6} {'exposure rank':>14} {'exposure fit':>13}"
+            f" {'MIA AUC':>8} {'union loss':>11} {'gap closed':>11} {'train s':>8}")
     lines = [head, "-" * len(head)]
+    local, central = summary["local_only_union_loss"], summary["centralised_union_loss"]
+    for ref in references:
+        lines.append(f"{ref.arm:<11} {'-':>8} {'-':>6} {'-':>14} {'-':>13} {'-':>8}"
+                     f" {ref.union_eval_loss:>11.4f}"
+                     f" {_percent(gap_closed(local, ref.union_eval_loss, central)):>11}"
+                     f" {ref.train_s:>8.1f}")
     for r in arms:
         eps = "-" if r.epsilon_spent is None else f"{r.epsilon_spent:.2f}"
         sigma = "-" if r.noise_multiplier is None else f"{r.noise_multiplier:.2f}"
-        lines.append(f"{r.arm:<8} {eps:>8} {sigma:>6} {np.mean(r.exposure_rank):>14.2f}"
+        gap = summary["arms"][r.arm]["gap_closed"]
+        lines.append(f"{r.arm:<11} {eps:>8} {sigma:>6} {np.mean(r.exposure_rank):>14.2f}"
                      f" {np.mean(r.exposure_fit):>13.2f} {r.membership_auc:>8.3f}"
-                     f" {r.union_eval_loss:>11.4f} {r.train_s:>8.1f}")
+                     f" {r.union_eval_loss:>11.4f} {_percent(gap):>11} {r.train_s:>8.1f}")
     lines.append(f"exposure: mean over {a.canaries} canaries × {a.repeats} repeats, bits of "
                  f"{SECRET_DIGITS * np.log2(10):.1f} possible ({a.candidates} sampled "
                  f"candidates); MIA: {a.members} train vs held-out rows of peer 0")
+    lines.append("gap closed: (local-only − arm) / (local-only − centralised) union loss; "
+                 "references are non-private, unpacked rows, same steps")
+    targets = summary["targets"]
+    if targets["arm"] is None:
+        lines.append(f"targets: no ε = {TARGET_EPSILON:g} arm ran (--epsilons)")
+    else:
+        row = summary["arms"][targets["arm"]]
+        no_dp = summary["arms"].get("no-dp")
+        yes = {True: "yes", False: "NO"}
+        line = (f"ε = {TARGET_EPSILON:g} targets: gap closed {_percent(row['gap_closed'])} "
+                f"(>= {TARGET_GAP_CLOSED:.0%}: {yes[targets['gap_closed>=0.5']]}), "
+                f"MIA AUC {row['mia_auc']:.3f} (<= {TARGET_MIA_AUC}: "
+                f"{yes[targets['mia_auc<=0.6']]})")
+        if no_dp is not None:
+            line += (f"; no DP beside it: MIA AUC {no_dp['mia_auc']:.3f}, "
+                     f"exposure {no_dp['canary_exposure']:.2f} bits")
+        lines.append(line)
     return "\n".join(lines)
+
+
+def _epsilons(text: str) -> list[float]:
+    """``8``, or ``1,3,8``: one or more comma-separated ε."""
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number list: {text!r}") from exc
+    if any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"every ε must be positive: {text!r}")
+    return values
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", dest="json_path", help="write results here")
     parser.add_argument("--model", help="model dir (default: the demo model)")
-    parser.add_argument("--epsilons", type=float, nargs="*", default=[8.0, 3.0, 1.0])
+    parser.add_argument("--epsilons", type=_epsilons, nargs="*", default=[[8.0, 3.0, 1.0]],
+                        help="ε of the DP arms: 1,3,8 or 1 3 8 (default 8,3,1)")
     parser.add_argument("--rounds", type=int, default=AuditSettings.rounds)
     parser.add_argument("--local-steps", type=int, default=AuditSettings.local_steps)
     parser.add_argument("--repeats", type=int, default=AuditSettings.repeats)
@@ -222,16 +367,20 @@ def main(argv: list[str] | None = None) -> None:
     evaluator = Evaluator(model_dir, RunSettings(rounds=a.rounds, local_steps=a.local_steps,
                                                  seed=a.seed), data)
     started = time.perf_counter()
+    references = run_references(model_dir, a, audit_data(data, peer0_train, work / "audit"),
+                                evaluator)
     arms = [run_arm("no-dp", None, model_dir, a, data, peer0_train, canaries, evaluator)]
-    for epsilon in args.epsilons:
+    for epsilon in [e for group in args.epsilons for e in group]:
         arms.append(run_arm(f"eps-{epsilon:g}", epsilon, model_dir, a, data, peer0_train,
                             canaries, evaluator))
+    summary = summarise(arms, references)
     result: dict[str, Any] = {
         "benchmark": "privacy", "machine": {**machine(), "opacus": _opacus_version()},
         "settings": asdict(a), "quick": args.quick, "wall_s": time.perf_counter() - started,
+        "summary": summary, "references": [asdict(r) for r in references],
         "arms": [asdict(r) for r in arms],
     }
-    print(_table(arms, a))
+    print(_table(arms, references, summary, a))
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(result, indent=2), encoding="utf-8")
 

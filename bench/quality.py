@@ -2,6 +2,8 @@
 
     python -m bench.quality --peers 4 --json quality.json          # real daemons
     python -m bench.quality --quick --json quality-quick.json      # in-process, CI
+    python -m bench.quality --quick --total-steps 100 --sweep-local-steps 2,10,25,50 \
+        --sweep-levers none,freeze_a,momentum --json sweep.json    # rounds far apart
 
 Arms (same demo model, same optimiser steps per peer, same seeds):
   local_only         each peer trains alone on its own domain
@@ -17,6 +19,8 @@ quick variant runs them in this process with the real trainer, grouping, weighti
 plain averaging and secure-aggregation code over in-memory transports. Local-only and
 centralised always run in process (there is nothing federated about them).
 Prints a table, writes JSON with a ``summary`` and the machine and library versions.
+``--sweep-local-steps`` runs the baselines once and then one federated arm per split
+and lever instead (``bench/quality_sweep.py``).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +53,14 @@ from .quality_setup import (
     demo_data,
     folder_data,
     make_trainer,
+)
+from .quality_sweep import (
+    LEVER_NAMES,
+    parse_int_list,
+    settings_for,
+    sweep_points,
+    sweep_row,
+    sweep_table,
 )
 
 DEFAULT_GROUP_SIZE = 4
@@ -73,6 +85,8 @@ class Variant:
 # the same optimiser steps per peer. lr 1e-2 applies to every arm; it is the better of
 # 5e-3 / 1e-2 for the centralised arm too (docs/results.md has the sweep), so the
 # baseline is not weakened by it. FedProx (mu 0.01, 0.1) made the federation worse here.
+# The beta of the sweep's "momentum" lever when --group-momentum is not given.
+DEFAULT_SWEEP_MOMENTUM = 0.5
 FULL = Variant("full", rounds=45, local_steps=2, daemons=True, lr=1e-2)
 QUICK = Variant("quick", rounds=10, local_steps=2, daemons=False, lr=1e-2)
 
@@ -112,7 +126,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                            lr=args.lr or variant.lr,
                            fedprox_mu=(variant.fedprox_mu if args.fedprox_mu is None
                                        else args.fedprox_mu),
-                           average_optimizer_state=not args.no_average_optimizer_state)
+                           average_optimizer_state=not args.no_average_optimizer_state,
+                           freeze_lora_a=args.freeze_lora_a,
+                           group_momentum=args.group_momentum, scaffold=args.scaffold)
+    if args.sweep_local_steps:
+        return run_sweep(args, variant, settings)
     if args.peers < 3:
         raise QualityBenchError("--peers: a federation needs at least 3 peers to average")
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="fsq-"))
@@ -173,6 +191,69 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def run_sweep(args: argparse.Namespace, variant: Variant,
+              settings: RunSettings) -> dict[str, Any]:
+    """Baselines once, then one federated arm per (local_steps, lever)."""
+    total = args.total_steps or settings.total_steps
+    points = sweep_points(total, parse_int_list(args.sweep_local_steps),
+                          [lever.strip() for lever in args.sweep_levers.split(",")])
+    momentum = args.group_momentum or DEFAULT_SWEEP_MOMENTUM
+    # The baselines: plain LoRA, the whole budget (one call or many: the same run).
+    base = replace(settings, rounds=1, local_steps=total, freeze_lora_a=False,
+                   group_momentum=0.0, scaffold=False)
+    secure = args.sweep_arm == "secure"
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="fsq-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    try:
+        data: BenchData = (folder_data(workdir, args.data, args.peers) if args.data
+                           else demo_data(workdir, args.peers, args.seed))
+        model_dir = build_demo_model(demo_model_cache_dir())
+        evaluator = Evaluator(model_dir, base, data)
+        _progress("local_only")
+        local = run_local_only(model_dir, base, data, evaluator).union
+        _progress("centralised")
+        central = run_centralised(model_dir, base, data, evaluator).union
+        for point in points:
+            point_settings = settings_for(settings, point, momentum)
+            name = f"fed_{args.sweep_arm}_{point.local_steps}x{point.rounds}_{point.lever}"
+            _progress(name)
+            if variant.daemons:
+                template = make_trainer(model_dir, point_settings, data.peers[0].eval_path,
+                                        data.peers[0].eval_path, seed=0,
+                                        freeze_lora_a=point_settings.freeze_lora_a
+                                        ).adapter_state()
+                arm = run_daemon_arm(name, workdir, model_dir, point_settings, data, evaluator,
+                                     template, secure=secure, group_size=DEFAULT_GROUP_SIZE,
+                                     timeout_s=args.arm_timeout)
+            else:
+                arm = run_federated(name, model_dir, point_settings, data, evaluator,
+                                    secure=secure, group_size=DEFAULT_GROUP_SIZE)
+            rows.append(sweep_row(point, arm, local, central, point_settings))
+            print(sweep_table(rows, local, central).splitlines()[-1], file=sys.stderr, flush=True)
+    finally:
+        if not args.keep and not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return {
+        "benchmark": "quality-sweep",
+        "variant": variant.name,
+        "command": " ".join(["python -m bench.quality", *sys.argv[1:]]),
+        "peers": args.peers,
+        "domains": data.domains,
+        "total_steps_per_peer": total,
+        "settings": asdict(settings),
+        "sweep_arm": args.sweep_arm,
+        "group_momentum_of_momentum_lever": momentum,
+        "data": str(args.data) if args.data else "bundled demo shards (one domain per peer)",
+        "baselines": {"local_only": local, "centralised": central},
+        "rows": rows,
+        "total_wall_s": round(time.perf_counter() - started, 1),
+        "machine": machine(),
+        "_table": sweep_table(rows, local, central),
+    }
+
+
 def _progress(arm: str) -> None:
     print(f"quality: running {arm} ...", file=sys.stderr, flush=True)
 
@@ -193,6 +274,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-average-optimizer-state", action="store_true",
                         help="federated arms average the adapter only, not AdamW's moments "
                              "([federation] average_optimizer_state = false)")
+    parser.add_argument("--freeze-lora-a", action="store_true",
+                        help="federated arms: FFA-LoRA, A frozen and shared, only B averaged "
+                             "([federation] freeze_lora_a = true)")
+    parser.add_argument("--group-momentum", type=float, default=0.0,
+                        help="federated arms: FedAvgM beta ([federation] group_momentum); in a "
+                             f"sweep, the momentum lever's beta (default {DEFAULT_SWEEP_MOMENTUM})")
+    parser.add_argument("--scaffold", action="store_true",
+                        help="federated arms: SCAFFOLD control variates ([federation] scaffold)")
+    parser.add_argument("--sweep-local-steps", metavar="N,N,...",
+                        help="sweep: run the federated arm once per local_steps at --total-steps "
+                             "optimiser steps per peer (e.g. 2,10,25,50)")
+    parser.add_argument("--sweep-levers", default="none", metavar="LEVER,...",
+                        help="sweep: levers to run at each local_steps, of "
+                             + ", ".join(LEVER_NAMES) + ", or several joined by +")
+    parser.add_argument("--sweep-arm", choices=("plain", "secure"), default="secure",
+                        help="sweep: which federated arm (secure aggregation or plaintext)")
+    parser.add_argument("--total-steps", type=int,
+                        help="sweep: optimiser steps per peer (default rounds x local steps)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--secagg-protocol", choices=PROTOCOLS, default=PROTOCOL_NAME,
                         help="secure-aggregation protocol of the in-process secure arms "
@@ -213,6 +312,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--lr must be positive")
     if args.fedprox_mu is not None and not args.fedprox_mu >= 0:
         parser.error("--fedprox-mu must be >= 0")
+    if not 0.0 <= args.group_momentum < 1.0:
+        parser.error("--group-momentum must be in [0, 1)")
+    if args.total_steps is not None and args.total_steps < 1:
+        parser.error("--total-steps must be at least 1")
     if args.threads < 1:
         parser.error("--threads must be at least 1")
     return args
@@ -230,9 +333,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     text = result.pop("_table")
     print(text)
-    print(f"\nvariant {result['variant']}, {result['peers']} peers, "
-          f"{result['settings']['rounds']} rounds x {result['settings']['local_steps']} steps; "
-          f"total {result['total_wall_s']} s; {result['machine']['cpu']}")
+    if "rows" in result:
+        print(f"\nvariant {result['variant']}, {result['peers']} peers, "
+              f"{result['total_steps_per_peer']} steps per peer, {result['sweep_arm']} arm; "
+              f"total {result['total_wall_s']} s; {result['machine']['cpu']}")
+    else:
+        print(f"\nvariant {result['variant']}, {result['peers']} peers, "
+              f"{result['settings']['rounds']} rounds x {result['settings']['local_steps']} "
+              f"steps; total {result['total_wall_s']} s; {result['machine']['cpu']}")
+    versions = result["machine"]["versions"]
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     if args.json is not None:
         args.json.write_text(json.dumps({**result, "table": text}, indent=2) + "\n")
     return 0

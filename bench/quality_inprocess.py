@@ -12,7 +12,8 @@ number of rounds, with the same per-peer seeds (``seed + peer index``, as
   by default, AdamW moments: ``LocalTrainer.averaging_vector``), then either the daemon's own
   ``plain_group_average`` (through real ``Mailbox`` objects) or the real
   ``secagg.run_secure_aggregation`` (BFV + masks + Shamir, HE in a spawn process pool)
-  over in-memory transports.
+  over in-memory transports. The vector is built and applied by lora_avg's own codec
+  (``member_vector`` / ``apply_average``), levers included.
 """
 
 from __future__ import annotations
@@ -26,9 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from fedswarm.federation.averaging.group_momentum import GroupMomentum
 from fedswarm.federation.averaging.plain import plain_group_average
 from fedswarm.federation.groups.plan import epoch_of, group_id, plan_groups
 from fedswarm.federation.link import FunctionLink
+from fedswarm.federation.modes.lora_avg import (
+    LoraAveragingSettings,
+    apply_average,
+    group_result,
+    member_vector,
+)
 from fedswarm.federation.round import RoundContext
 from fedswarm.learning.trainer import LocalTrainer
 from fedswarm.secagg.errors import SecAggError
@@ -95,9 +103,16 @@ class FederatedArm:
         self.ids = [f"peer-{i:02d}" for i in range(len(data.peers))]
         self.trainers: dict[str, LocalTrainer] = {
             pid: make_trainer(model_dir, settings, peer.train_path, peer.eval_path,
-                              seed=settings.seed + index, fedprox_mu=settings.fedprox_mu)
+                              seed=settings.seed + index, fedprox_mu=settings.fedprox_mu,
+                              freeze_lora_a=settings.freeze_lora_a, scaffold=settings.scaffold)
             for index, (pid, peer) in enumerate(zip(self.ids, data.peers, strict=True))
         }
+        self.lora = LoraAveragingSettings(settings.average_optimizer_state,
+                                          freeze_lora_a=settings.freeze_lora_a,
+                                          group_momentum=settings.group_momentum,
+                                          scaffold=settings.scaffold)
+        self.momentum = {pid: GroupMomentum(settings.group_momentum) if settings.group_momentum
+                         else None for pid in self.ids}
         self.mass: dict[str, float] = {}
         self._mass_epoch = -1
         self.signers = {pid: Ed25519Signer.generate(pid) for pid in self.ids}
@@ -167,6 +182,15 @@ class FederatedArm:
         except SecAggError as exc:
             raise QualityBenchError(f"round {round}: secure aggregation failed: {exc}") from exc
 
+    def _vector(self, trainer: LocalTrainer) -> np.ndarray:
+        """What ``LoraAveraging.combine`` sends (lora_avg's own codec)."""
+        return member_vector(trainer, self.lora)
+
+    def _apply(self, pid: str, average: np.ndarray) -> None:
+        """What ``LoraAveraging`` applies: marker checked, momentum step, c loaded."""
+        apply_average(self.trainers[pid], self.lora, self.momentum[pid],
+                      group_result(average, self.lora))
+
     def run(self) -> tuple[float, dict[str, LocalTrainer]]:
         """All rounds; returns the wall time (training + averaging) and the trainers."""
         pool_started = time.perf_counter()
@@ -180,8 +204,7 @@ class FederatedArm:
                     trainer.train(self.settings.local_steps)
                 self._refresh_mass(round)
                 groups = plan_groups(self.ids, round, self.group_size)
-                moments = self.settings.average_optimizer_state
-                vectors = {p: t.averaging_vector(moments) for p, t in self.trainers.items()}
+                vectors = {p: self._vector(t) for p, t in self.trainers.items()}
                 agg_started = time.perf_counter()
                 outcomes = self._aggregate(round, groups, vectors, pool)
                 self.aggregation_s += time.perf_counter() - agg_started
@@ -191,7 +214,7 @@ class FederatedArm:
                 for pid, out in outcomes.items():
                     if out.survivors != len(plan_group_of(pid, groups)):
                         raise QualityBenchError(f"round {round}: {pid}'s group lost members")
-                    self.trainers[pid].load_averaging_vector(out.average, moments)
+                    self._apply(pid, out.average)
                     self.mass[pid] = out.total_weight / out.survivors
                     self.bytes_sent.append(out.bytes_sent)
         finally:
@@ -232,5 +255,6 @@ def run_federated(name: str, model_dir: Path, settings: RunSettings, data: Bench
         bytes_per_peer_round=sum(arm.bytes_sent) / max(len(arm.bytes_sent), 1),
         group_size=group_size, protocol=arm.params.protocol if secure else "none",
         note="peers train one after another in this process",
-        extra={"rounds": settings.rounds, **extra},
+        extra={"rounds": settings.rounds,
+               "bytes_per_peer_run": sum(arm.bytes_sent) / len(arm.ids), **extra},
     )

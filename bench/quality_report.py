@@ -64,15 +64,24 @@ class ArmResult:
         }
 
 
+def gap_closed(local: float, fed: float, central: float) -> float | None:
+    """Share of the local-only → centralised union-loss gap the federation closes.
+
+    1 is as good as pooling the data, 0 no better than training alone, < 0 worse than
+    alone; ``None`` when the two references tie (there is no gap to close).
+    """
+    gap = local - central
+    return (local - fed) / gap if gap != 0 else None
+
+
 def summarise(arms: dict[str, ArmResult]) -> dict[str, Any]:
     """The four headline ratios, on the union eval loss of the secure gossip arm."""
     local, central = arms["local_only"].union, arms["centralised"].union
     fed = arms["fed_secure_gossip"].union
-    gap = local - central
     summary: dict[str, Any] = {
         "fed_over_central": fed / central,
         "fed_over_local": fed / local,
-        "gap_closed": (local - fed) / gap if gap != 0 else None,
+        "gap_closed": gap_closed(local, fed, central),
         "secure_over_plain_wall": arms["fed_secure"].wall_s / arms["fed_plain"].wall_s,
         "secure_minus_plain_union_loss": arms["fed_secure"].union - arms["fed_plain"].union,
     }

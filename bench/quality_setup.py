@@ -77,7 +77,7 @@ def demo_data(workdir: Path, n_peers: int, seed: int) -> BenchData:
     """The bundled non-IID shards (one domain per peer) and ``eval_all.jsonl``."""
     shards = write_demo_shards(workdir / "data", n_peers, seed=seed)
     peers = [PeerData(s.domain, s.train_path, s.eval_path) for s in shards]
-    return _with_pooled(workdir, peers, workdir / "data" / "eval_all.jsonl")
+    return with_pooled(workdir, peers, workdir / "data" / "eval_all.jsonl")
 
 
 def folder_data(workdir: Path, folder: Path, n_peers: int) -> BenchData:
@@ -103,10 +103,11 @@ def folder_data(workdir: Path, folder: Path, n_peers: int) -> BenchData:
         train = shutil.copyfile(folder / f"{name}.train.jsonl", copy_dir / f"{name}.train.jsonl")
         evalf = shutil.copyfile(folder / f"{name}.eval.jsonl", copy_dir / f"{name}.eval.jsonl")
         peers.append(PeerData(name, Path(train), Path(evalf)))
-    return _with_pooled(workdir, peers, None)
+    return with_pooled(workdir, peers, None)
 
 
-def _with_pooled(workdir: Path, peers: list[PeerData], eval_all: Path | None) -> BenchData:
+def with_pooled(workdir: Path, peers: list[PeerData], eval_all: Path | None) -> BenchData:
+    """``peers`` plus their pooled training file and union eval file, written in ``workdir``."""
     pooled = _concat([p.train_path for p in peers], workdir / "pooled.train.jsonl")
     union = _concat([p.eval_path for p in peers], workdir / "union.eval.jsonl")
     return BenchData(peers, pooled, union, eval_all)
@@ -123,6 +124,14 @@ class RunSettings:
     ``average_optimizer_state`` is the daemon's ``[federation] average_optimizer_state``
     (default on): the federated arms average AdamW's moments with the adapter, through
     the same ``LocalTrainer.averaging_vector`` / ``load_averaging_vector`` a daemon uses.
+
+    ``packing`` is ``[data] packing``: on in the quality benchmark (the daemon's default);
+    the privacy audit turns it off, since DP-SGD needs one row per example, so that its
+    non-private reference arms train on the same unpacked rows as its DP arms.
+
+    ``freeze_lora_a``, ``group_momentum`` and ``scaffold`` are the daemon's
+    ``[federation]`` levers for rounds far apart (federated arms only: the baselines
+    train a plain LoRA adapter).
     """
 
     rounds: int
@@ -130,9 +139,13 @@ class RunSettings:
     seed: int = 0
     fedprox_mu: float = 0.0
     average_optimizer_state: bool = True
+    freeze_lora_a: bool = False
+    group_momentum: float = 0.0
+    scaffold: bool = False
     lr: float = DEMO_LR
     batch_size: int = BATCH_SIZE
     max_length: int = DEMO_MAX_LENGTH
+    packing: bool = True
 
     @property
     def total_steps(self) -> int:
@@ -140,7 +153,8 @@ class RunSettings:
 
 
 def make_trainer(model_dir: Path, settings: RunSettings, train_path: Path, eval_path: Path,
-                 *, seed: int, grad_accum: int = 1, fedprox_mu: float = 0.0) -> LocalTrainer:
+                 *, seed: int, grad_accum: int = 1, fedprox_mu: float = 0.0,
+                 freeze_lora_a: bool = False, scaffold: bool = False) -> LocalTrainer:
     """A trainer configured exactly as ``LocalFederation`` configures each daemon.
 
     (constant lr after no warm-up, all-linear LoRA r=8, batch 8, max_length 128.)
@@ -152,10 +166,12 @@ def make_trainer(model_dir: Path, settings: RunSettings, train_path: Path, eval_
         return LocalTrainer(
             ModelSettings(str(model_dir)),
             LoraSettings(target_modules=list(DEMO_LORA_TARGETS)),
-            DataSettings(str(train_path), str(eval_path), max_length=settings.max_length),
+            DataSettings(str(train_path), str(eval_path), max_length=settings.max_length,
+                         packing=settings.packing),
             TrainSettings(local_steps=settings.local_steps, batch_size=settings.batch_size,
                           grad_accum=grad_accum, lr=settings.lr, seed=seed,
                           fedprox_mu=fedprox_mu),
+            freeze_lora_a=freeze_lora_a, scaffold=scaffold,
         )
     except (LearningError, ValueError, OSError) as exc:
         raise QualityBenchError(f"cannot set up a trainer on {train_path}: {exc}") from exc
@@ -176,23 +192,36 @@ class Evaluator:
     costs a model load and a small tokenisation. Results are cached by adapter
     fingerprint: after a full-group average every peer holds the same adapter, and
     evaluating it once per peer would only cost time.
+
+    A frozen-A adapter (B only: its A is the shared draw every frozen-A trainer makes)
+    is evaluated on frozen-A trainers, built the first time one is asked for.
     """
 
     def __init__(self, model_dir: Path, settings: RunSettings, data: BenchData) -> None:
         self.domains = data.domains
-        self._trainers = {
-            name: make_trainer(model_dir, settings, path, path, seed=settings.seed)
-            for name, path in data.eval_files().items()
-        }
+        self._model_dir = model_dir
+        self._settings = settings
+        self._files = data.eval_files()
+        self._trainers: dict[bool, dict[str, LocalTrainer]] = {}
         self._cache: dict[str, Losses] = {}
+
+    def _trainers_for(self, frozen_a: bool) -> dict[str, LocalTrainer]:
+        if frozen_a not in self._trainers:
+            self._trainers[frozen_a] = {
+                name: make_trainer(self._model_dir, self._settings, path, path,
+                                   seed=self._settings.seed, freeze_lora_a=frozen_a)
+                for name, path in self._files.items()
+            }
+        return self._trainers[frozen_a]
 
     def evaluate(self, state: dict[str, torch.Tensor]) -> Losses:
         key = state_fingerprint(state)
         if key in self._cache:
             return self._cache[key]
+        frozen_a = not any(".lora_A." in name for name in state)
         by_set: dict[str, float] = {}
         weighted, tokens = 0.0, 0
-        for name, trainer in self._trainers.items():
+        for name, trainer in self._trainers_for(frozen_a).items():
             trainer.load_adapter_state(state)
             report = trainer.evaluate()
             by_set[name] = report.loss

@@ -553,7 +553,8 @@ def export(config_path: Path, out: Path) -> None:
         raise UserError(f"{checkpoint}: no checkpoint yet; run at least one round first")
     try:
         trainer = LocalTrainer(config.model, config.lora, config.data, config.train,
-                               ownership=_mark_plan(config))
+                               ownership=_mark_plan(config),
+                               freeze_lora_a=config.federation.freeze_lora_a)
         round_done = trainer.load_checkpoint(checkpoint)
         trainer.export_adapter(out, model_card=card_for_export(config, trainer, round_done))
     except LearningError as exc:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fedswarm.federation.fedmkt.settings import FedMKTSection
+from fedswarm.federation.groups.plan import largest_group
 from fedswarm.federation.modes import MODES
 from fedswarm.federation.round import MIN_GROUP_SIZE
 from fedswarm.learning.fedmkt import (
@@ -34,6 +35,7 @@ from fedswarm.learning.settings import (
     PrivacySettings,
     TrainSettings,
 )
+from fedswarm.secagg.params import MAX_GROUP_V3, PROTOCOL_NAME, PROTOCOL_V3
 
 from .config_schema import build_section
 from .defaults import DEFAULT_LISTEN
@@ -101,7 +103,7 @@ class FederationSettings:
     after_rounds: Literal["serve", "exit"] = "serve"
     group_size: int = 4
     round_deadline_s: float = 120.0
-    secure_aggregation: str = "bfv-mask-shamir-v2"
+    secure_aggregation: str = PROTOCOL_NAME
     final_averaging_rounds: int = 0
     wait_for_peers: int = 0
     wait_for_peers_s: float = 120.0
@@ -111,6 +113,15 @@ class FederationSettings:
     # (docs/learning.md).
     # It doubles the averaged vector; every member of a group must set the same value.
     average_optimizer_state: bool = True
+    # lora_avg only, for rounds far apart (many local steps; docs/learning.md): FFA-LoRA,
+    # A frozen at a shared init and only B trained and averaged (half the bytes), and
+    # FedAvgM's momentum over the group's steps (0 = plain averaging). Every member of a
+    # group must set the same values: a group that disagrees aborts its round.
+    freeze_lora_a: bool = False
+    group_momentum: float = 0.0
+    # lora_avg only: SCAFFOLD's control variates correct each local step for drift; the
+    # member's c_i travels in the averaged vector (+1x the adapter in bytes).
+    scaffold: bool = False
     # The validation gate (docs/security.md): refuse a group result that raises this
     # member's own eval loss by more than this many nats, keeping its model. Unset: off.
     max_eval_loss_increase: float | None = None
@@ -122,6 +133,12 @@ class FederationSettings:
             raise ValueError("max_eval_loss_increase: must be a finite number >= 0")
         if self.rounds < 0:
             raise ValueError("rounds: must be >= 0 (0 means run until stopped)")
+        if not 0.0 <= self.group_momentum < 1.0:
+            raise ValueError("group_momentum: must be in [0, 1) (0 = plain averaging)")
+        if self.mode != "lora_avg" and (self.freeze_lora_a or self.group_momentum
+                                        or self.scaffold):
+            raise ValueError(
+                "freeze_lora_a, group_momentum and scaffold apply to mode = \"lora_avg\" only")
         if self.mode not in MODES:
             raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {self.mode!r}")
         if self.group_size < MIN_GROUP_SIZE:
@@ -148,6 +165,14 @@ class FederationSettings:
                 f"secure_aggregation: expected one of {', '.join(SECURE_AGGREGATION_CHOICES)}, "
                 f"got {self.secure_aggregation!r}"
             )
+        if (self.secure_aggregation == PROTOCOL_V3
+                and largest_group(self.group_size) > MAX_GROUP_V3):
+            raise ValueError(
+                f"group_size: {PROTOCOL_V3} sizes its grid for groups of up to "
+                f"{MAX_GROUP_V3} and a planned group can reach group_size + "
+                f"{largest_group(0)}; use group_size <= {MAX_GROUP_V3 - largest_group(0)} "
+                "or bfv-mask-shamir-v2"
+            )
 
 
 @dataclass
@@ -172,7 +197,10 @@ class Config:
             return self.fedmkt
         from fedswarm.federation.modes.lora_avg import LoraAveragingSettings  # imports torch
 
-        return LoraAveragingSettings(self.federation.average_optimizer_state)
+        return LoraAveragingSettings(self.federation.average_optimizer_state,
+                                     freeze_lora_a=self.federation.freeze_lora_a,
+                                     group_momentum=self.federation.group_momentum,
+                                     scaffold=self.federation.scaffold)
 
     @property
     def base_dir(self) -> Path:

@@ -373,7 +373,8 @@ class RoundRunner:
 
         With ``[federation] max_eval_loss_increase`` set (``point`` is then the state
         before combining), a result that raises our own eval loss by more than that is
-        rolled back (adapter, optimiser state, anchor): the round is recorded
+        rolled back (adapter, optimiser state, anchor; the mode's own state through
+        ``Combined.undo``): the round is recorded
         ``refused``, counted as a ``validation`` rejection, and our carried weight is
         left as it was. Returns (result, status, note, eval loss after applying if it
         was measured).
@@ -391,6 +392,8 @@ class RoundRunner:
             if not eval_after <= eval_before + gate:  # a NaN loss is refused too
                 with parts.timing("apply"):
                     await asyncio.to_thread(s.trainer.roll_back, point)
+                    if combined.undo is not None:
+                        combined.undo()
                 why = (f"the group's result raised our eval loss from {eval_before:.4f} to "
                        f"{eval_after:.4f}, more than max_eval_loss_increase = {gate}; "
                        "kept our own model")

@@ -216,6 +216,7 @@ class Daemon:
             LocalTrainer, cfg.model, cfg.lora, cfg.data, cfg.train, on_step=self._on_train_step,
             privacy=cfg.privacy, on_privacy_spend=self._on_privacy_spend,
             ownership=self._mark_plan(),
+            freeze_lora_a=cfg.federation.freeze_lora_a, scaffold=cfg.federation.scaffold,
         )
         self.trainer = trainer
         if trainer.privacy is not None:  # never forget, never re-spend (docs/privacy.md)

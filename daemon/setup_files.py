@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fedswarm.learning.ownership.keys import write_key_file
 from fedswarm.p2p.identity import Identity
+from fedswarm.secagg.params import PROTOCOL_NAME
 
 from .defaults import DEFAULT_LISTEN
 
@@ -47,9 +48,12 @@ group_size = 4                     # peers averaged together per round (at least
                                    # than group_size + 3 members up (3 with group_size = 4), all
                                    # of them form one group: the whole federation is averaged
 round_deadline_s = {deadline}      # a straggler misses the round after this long
-secure_aggregation = {secure}    # "bfv-mask-shamir-v2", "bfv-mask-shamir-v3" or "none" (plaintext)
+secure_aggregation = {secure}    # "bfv-mask-shamir-v3" (default), "bfv-mask-shamir-v2" or "none" (plaintext)
 final_averaging_rounds = 0         # last rounds only average (no training): every member ends with the same adapter
 # average_optimizer_state = true   # lora_avg: average AdamW's exp_avg with the adapter (2x the bytes); same on every peer
+# freeze_lora_a = false            # lora_avg: FFA-LoRA, A frozen at a shared init, only B trained and sent (half the bytes); same on every peer
+# group_momentum = 0.0             # lora_avg: FedAvgM momentum over the group's steps, in [0, 1); 0 = plain averaging; same on every peer
+# scaffold = false                 # lora_avg: SCAFFOLD control variates correct local drift (+1x adapter in bytes); same on every peer
 # max_eval_loss_increase = 0.5     # refuse a group result that raises our eval loss by more (nats); unset: off
 wait_for_peers = {wait_for_peers}  # before round 1, wait until this many members (incl. you) are up
 wait_for_peers_s = 120.0
@@ -167,7 +171,7 @@ def init_node(
     eval_path: str | None = None,
     rounds: int = 0,
     deadline_s: float = 120.0,
-    secure_aggregation: str = "bfv-mask-shamir-v2",
+    secure_aggregation: str = PROTOCOL_NAME,
     wait_for_peers: int = 0,
     local_steps: int = 20,
     batch_size: int = 8,

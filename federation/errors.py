@@ -33,3 +33,9 @@ class RoundAbortedError(Exception):
 
     The member keeps the model local training made and goes on to the next round.
     """
+
+
+class SettingsMismatchError(RoundAbortedError):
+    """Group members disagree on a ``[federation]`` setting that changes what the
+    averaged vector means (``federation/averaging/agreement.py``); the average is
+    not applied."""

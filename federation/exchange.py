@@ -41,6 +41,10 @@ class Combined:
     None when ``combine`` already changed the model (FedMKT distils in place)."""
     event: tuple[str, dict[str, Any]] | None = None
     """A dashboard event (name, fields), published and kept in the store."""
+    undo: Callable[[], None] | None = None
+    """Reverts what ``apply`` changed outside the trainer (the trainer has its own
+    rollback point); the runner calls it after ``apply`` when the validation gate refuses
+    the result. None: ``apply`` changed nothing else."""
 
 
 class Exchange(Protocol):

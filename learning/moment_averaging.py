@@ -45,18 +45,25 @@ def averaged_length(adapter_size: int, with_moments: bool) -> int:
     return adapter_size * (PARTS_WITH_MOMENTS if with_moments else 1)
 
 
-def layout_note(adapter_size: int, with_moments: bool) -> str:
-    """One phrase for log lines that explains a length mismatch between members."""
+def layout_note(adapter_size: int, with_moments: bool, marker: int = 0) -> str:
+    """One phrase for log lines that explains a length mismatch between members.
+
+    ``marker``: how many values follow (SCAFFOLD's control variate, the settings marker
+    of ``federation/averaging/agreement``).
+    """
     what = f"{adapter_size} adapter values + AdamW exp_avg" if with_moments else "adapter only"
-    return (f"we send {averaged_length(adapter_size, with_moments)} values ({what}); every "
-            "member must set the same [federation] average_optimizer_state")
+    if marker:
+        what += f" + {marker} control-variate / settings-marker values"
+    return (f"we send {averaged_length(adapter_size, with_moments) + marker} values ({what}); "
+            "every member must set the same [federation] average_optimizer_state, "
+            "freeze_lora_a, group_momentum and scaffold")
 
 
-def explain_refusal(reason: str, adapter_size: int, with_moments: bool) -> str:
+def explain_refusal(reason: str, adapter_size: int, with_moments: bool, marker: int = 0) -> str:
     """Add our layout to a peer's length refusal ("update has N values, expected M")."""
     if " values, expected " not in reason:
         return reason
-    return f"{reason} ({layout_note(adapter_size, with_moments)})"
+    return f"{reason} ({layout_note(adapter_size, with_moments, marker)})"
 
 
 def moment_bound(steps: np.ndarray, beta1: float, beta2: float) -> np.ndarray:

@@ -37,6 +37,7 @@ from fedswarm.learning.checkpoint_files import (
     verify_dir,
     write_atomic_dir,
 )
+from fedswarm.learning.control_variates import ControlState, ControlVariates
 from fedswarm.learning.data_files import BadRow
 from fedswarm.learning.dataset import prepare_data
 from fedswarm.learning.dp_sgd import GaussianNoise, PerExampleGradients, PoissonSampler, clipped_sum
@@ -74,6 +75,9 @@ SCALE_DELTAS_FILE = "ownership_scale_deltas.safetensors"
 DELTA_MARKER = ".ownership_delta"  # ownership.embedding.DELTA_NAME, without importing it
 # A text sample's prompt: this many tokens from the start of an eval block.
 TEXT_PROMPT_TOKENS = 16
+# Frozen-A LoRA: every member draws A from this seed, whatever its own train.seed, so
+# the A matrices are equal across the federation without ever being sent.
+FROZEN_A_SEED = 0
 
 
 @dataclass
@@ -105,6 +109,7 @@ class RollbackPoint:
     optimizer: dict[str, Any]
     anchor: dict[str, torch.Tensor]
     step: int
+    control: ControlState | None = None
 
 
 class LocalTrainer:
@@ -115,7 +120,8 @@ class LocalTrainer:
                  on_step: Callable[[int, float], None] | None = None,
                  privacy: PrivacySettings | None = None,
                  on_privacy_spend: Callable[[Spend], None] | None = None,
-                 ownership: MarkPlan | None = None) -> None:
+                 ownership: MarkPlan | None = None,
+                 freeze_lora_a: bool = False, scaffold: bool = False) -> None:
         self.model_settings = model
         self.lora_settings = lora
         self.data_settings = data
@@ -138,6 +144,9 @@ class LocalTrainer:
             from fedswarm.learning.ownership import attach_mark
 
             self.mark = attach_mark(self.model, ownership)
+        self.freeze_lora_a = freeze_lora_a
+        if freeze_lora_a:
+            freeze_shared_lora_a(self.model)
 
         self.data = prepare_data(data, self.tokenizer, train.seed)
         self.bad_rows: list[BadRow] = self.data.bad_rows
@@ -149,6 +158,8 @@ class LocalTrainer:
         self.optimizer = torch.optim.AdamW([p for _, p in self._trainable], lr=train.lr,
                                            weight_decay=train.weight_decay)
         self.step = 0  # global optimiser step across rounds; drives the lr schedule
+        # SCAFFOLD ([federation] scaffold): drift correction added to every step's gradient.
+        self.control = ControlVariates(self._trainable) if scaffold else None
         self._anchor = self._snapshot()  # FedProx reference: the last adapter set from outside
         self.privacy: PrivacyBudget | None = None
         if privacy is not None and privacy.enabled:
@@ -178,6 +189,13 @@ class LocalTrainer:
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.input_device, non_blocking=True) for k, v in batch.items()}
+
+    def anchor_vector(self) -> np.ndarray:
+        """The last adapter set from outside (``adapter_vector`` layout): the group's
+        model this round's local training started from. Group momentum measures the
+        group's step from it."""
+        return flatten_state({n: t.detach().to("cpu", torch.float32)
+                              for n, t in self._anchor.items()})[0]
 
     def _proximal_term(self) -> torch.Tensor:
         """FedProx: (mu/2)·||w − w_global||², keeping local drift near the group average."""
@@ -232,6 +250,8 @@ class LocalTrainer:
             # averaging relies on (learning/moment_averaging.py). AdamW is nearly
             # invariant to the gradient's scale, so it costs little.
             torch.nn.utils.clip_grad_norm_([p for _, p in self._trainable], cfg.max_grad_norm)
+            if self.control is not None:
+                self.control.correct()
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
@@ -399,16 +419,31 @@ class LocalTrainer:
                 expected[name].copy_(tensor.to(expected[name].device, expected[name].dtype))
         self._anchor = self._snapshot()
 
+    def control_vector(self) -> np.ndarray:
+        """SCAFFOLD: this member's new ``c_i`` divided by ``max_grad_norm`` (in [-1, 1])."""
+        if self.control is None:
+            raise LearningError("control_vector: this trainer was built without scaffold")
+        return self.control.estimate() / np.float32(self.train_settings.max_grad_norm)
+
+    def load_control_average(self, vector: np.ndarray) -> None:
+        """SCAFFOLD: the group's average of ``control_vector``s becomes ``c``."""
+        if self.control is None:
+            raise LearningError("load_control_average: this trainer was built without scaffold")
+        self.control.load_group(np.asarray(vector, dtype=np.float32)
+                                * np.float32(self.train_settings.max_grad_norm))
+
     # ------------------------------------------------------------------ rollback
     def rollback_point(self) -> RollbackPoint:
         """The trainable state now, to return to if a group result proves harmful.
 
         The validation gate (``[federation] max_eval_loss_increase``) takes one before
         applying a group's result and rolls back when the result raises this member's
-        own eval loss too much: adapter, AdamW state, FedProx anchor and step.
+        own eval loss too much: adapter, AdamW state, FedProx anchor, step and SCAFFOLD's
+        control variates (a refused group's ``c`` must not steer the next round).
         """
         return RollbackPoint(self._snapshot(), copy.deepcopy(self.optimizer.state_dict()),
-                             dict(self._anchor), self.step)
+                             dict(self._anchor), self.step,
+                             None if self.control is None else self.control.state())
 
     def roll_back(self, point: RollbackPoint) -> None:
         """Return exactly to ``point`` (made by ``rollback_point`` on this trainer)."""
@@ -418,6 +453,8 @@ class LocalTrainer:
         self.optimizer.load_state_dict(point.optimizer)
         self._anchor = point.anchor
         self.step = point.step
+        if self.control is not None and point.control is not None:
+            self.control.restore(point.control)
 
     # ------------------------------------------------------------------ optimiser state
     def optimizer_moments(self) -> Moments:
@@ -610,3 +647,28 @@ class LocalTrainer:
         finally:
             self.model.train(was_training)
         return [self.tokenizer.decode(row[width:], skip_special_tokens=True) for row in out]
+
+
+def freeze_shared_lora_a(model: torch.nn.Module) -> None:
+    """FFA-LoRA: set every ``lora_A`` to a draw from ``FROZEN_A_SEED`` and freeze it.
+
+    With A equal on every member and frozen, only B trains and travels: half the bytes,
+    and the average of the members' ``B·A`` is exactly ``mean(B)·A`` (averaging A and B
+    separately is not the average of their products). The draw is PEFT's own init
+    (Kaiming uniform, a = sqrt(5)) made on the CPU, so it does not depend on the device.
+    """
+    generator = torch.Generator().manual_seed(FROZEN_A_SEED)
+    frozen = 0
+    with torch.no_grad():
+        for name, param in sorted(model.named_parameters(), key=lambda item: item[0]):
+            if ".lora_A." not in name:
+                continue
+            draw = torch.empty(param.shape, dtype=torch.float32)
+            bound = 1.0 / math.sqrt(param.shape[1]) if param.dim() > 1 else 1.0
+            draw.uniform_(-bound, bound, generator=generator)
+            param.copy_(draw.to(param.device, param.dtype))
+            param.requires_grad_(False)
+            frozen += 1
+    if frozen == 0:
+        raise LearningError("freeze_lora_a needs a LoRA adapter (lora.peft_type = \"LORA\"): "
+                            "this model has no lora_A weights")

@@ -152,6 +152,11 @@ class AggregationResult:
     bytes_received: int
     rejected: tuple[str, ...] = field(default=())
     error_bound: float = 0.0  # largest |average - exact weighted average| per coordinate
+    # Largest |coordinate| any honest input had: clip_norm / 2**range_shift on v3 (every
+    # member's values lie within its own published range, the group takes the widest),
+    # None on v2 (the clip itself). A result beyond it holds something no honest input
+    # carries, though it may stay inside the clip (v3 decodes garbage within its fields).
+    value_bound: float | None = None
 
 
 async def run_secure_aggregation(
@@ -201,6 +206,7 @@ async def run_secure_aggregation(
         bytes_received=session.inbox.bytes_received,
         rejected=tuple(f"{type(e).__name__}: {e}" for e in session.inbox.rejected),
         error_bound=session.grid().error_bound(total_weight),
+        value_bound=(params.clip_norm / (1 << session.range_shift) if params.packed else None),
     )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from fedswarm.secagg.params import PROTOCOL_NAME
 
 from ..errors import DemoError
 from ..wording import plural
@@ -49,7 +50,7 @@ def run_demo(
     started = time.monotonic()
     own_tmp = workdir is None
     root = Path(tempfile.mkdtemp(prefix="fedswarm-demo-")) if workdir is None else Path(workdir)
-    protocol = "bfv-mask-shamir-v2" if secure else "none"
+    protocol = PROTOCOL_NAME if secure else "none"
     if mode == "fedmkt":  # models differ: knowledge is exchanged, nothing is averaged
         protocol = "none"
     averaging = final_averaging_rounds(peers, group_size, mode)
@@ -121,7 +122,7 @@ def _build_federation(root: Path, peers: int, total: int, secure: bool, mode: st
     overrides: dict[str, dict[str, Any]] = {"federation": {"final_averaging_rounds": averaging}}
     if mode == "fedmkt":  # the demo's models differ: a member asking for secure would abort
         overrides["fedmkt"] = {"homogeneous_exchange": "clear"}
-    protocol = "bfv-mask-shamir-v2" if secure else "none"
+    protocol = PROTOCOL_NAME if secure else "none"
     federation = LocalFederation(
         root, peers, total, secure_aggregation=protocol, group_size=group_size, mode=mode,
         overrides=overrides,

@@ -39,6 +39,7 @@ from fedswarm.learning.demo_assets import (
     write_demo_shards,
 )
 from fedswarm.p2p.roster import Member, Roster
+from fedswarm.secagg.params import PROTOCOL_NAME
 
 from ..errors import DemoError
 from ..setup_files import init_node
@@ -133,7 +134,7 @@ class LocalFederation:
         peers: int,
         rounds: int,
         *,
-        secure_aggregation: str = "bfv-mask-shamir-v2",
+        secure_aggregation: str = PROTOCOL_NAME,
         group_size: int = 4,
         mode: str = "lora_avg",
         local_steps: int = 15,

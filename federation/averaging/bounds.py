@@ -6,8 +6,11 @@ members clip their inputs to ``clip_norm`` (``SecAggParams``: per coordinate, or
 norm, which bounds every coordinate too) and weigh in ``(0, max_weight]``, so a weighted
 average of k survivors has
 
-* every coordinate in ``[-C - eps, C + eps]`` (``C = clip_norm``, ``eps`` the result's
-  ``error_bound``: quantisation for secure aggregation, 0 in the clear), and
+* every coordinate in ``[-C - eps, C + eps]`` (``C = clip_norm``, or the tighter
+  ``value_bound`` secure aggregation v3 knows: each member publishes the range its values
+  lie in, and a hostile slot decodes to garbage that may stay inside the clip but not
+  inside that range; ``eps`` the result's ``error_bound``: quantisation for secure
+  aggregation, 0 in the clear), and
 * a total weight between this member's own weight (it is one of the survivors) and
   ``k * max_weight``.
 
@@ -66,13 +69,16 @@ def check_group_average(
     average = np.asarray(result.average)
     if average.size and not np.isfinite(average).all():
         raise RoundAbortedError("group average refused: it contains NaN or infinity")
-    limit = params.clip_norm + result.error_bound
+    bound, what = params.clip_norm, "the clip bound"
+    if result.value_bound is not None and result.value_bound < bound:
+        bound, what = result.value_bound, "the group's published range"
+    limit = bound + result.error_bound
     limit += _FLOAT32_SLACK * max(limit, 1.0)
     largest = float(np.max(np.abs(average))) if average.size else 0.0
     if not largest <= limit:
         raise RoundAbortedError(
-            f"group average refused: max |value| {largest:.6g} exceeds the clip bound "
-            f"{params.clip_norm:g} + error bound {result.error_bound:.3g}; no clipped inputs "
+            f"group average refused: max |value| {largest:.6g} exceeds {what} "
+            f"{bound:g} + error bound {result.error_bound:.3g}; no clipped inputs "
             "give that (a member added out-of-range values)"
         )
     total = float(result.total_weight)

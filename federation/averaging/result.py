@@ -28,3 +28,6 @@ class GroupAverage:
     bytes_received: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     error_bound: float = 0.0
+    value_bound: float | None = None
+    """The largest |coordinate| honest inputs can have, when the protocol knows one
+    tighter than the clip (secure aggregation v3: ``clip / 2**range_shift``)."""

@@ -123,6 +123,7 @@ class SecureAggregation:
             bytes_received=result.bytes_received,
             timings={**result.timings, "aggregate_s": time.monotonic() - started},
             error_bound=result.error_bound,
+            value_bound=result.value_bound,
         )
         # D (or any member, through its masked vector or weight slot) could have put
         # anything in the sum: refuse what honest clipped inputs cannot produce.

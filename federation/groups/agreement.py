@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 from ..round import MIN_GROUP_SIZE, contributor_floor
 from .messages import Acceptance, GroupDissolved, GroupFinal, GroupMessage, Invitation
-from .plan import DEFAULT_GROUP_SIZE, group_id, group_of, leader_of, plan_groups
+from .plan import DEFAULT_GROUP_SIZE, group_id, leader_of, planned_group
 
 
 @dataclass(frozen=True)
@@ -145,8 +145,7 @@ class PlanMatch:
             return Verdict(False, wait=True,
                            why=f"invites {len(unseen)} peer(s) this peer does not see up: "
                                f"{[p[-8:] for p in unseen[:3]]}")
-        planned = group_of(self.me, plan_groups(sorted(seen), self.round, self.group_size,
-                                                seed=self.seed))
+        planned = planned_group(self.me, seen, self.round, self.group_size, seed=self.seed)
         if planned is None:
             return Verdict(False, why="this peer's view is too small for a group")
         outside = sorted(set(invitation.members) - set(planned))
@@ -403,7 +402,7 @@ class GroupAgreement:
         self.me = me
         self.round = round
         self.book = InvitationBook(me, round)
-        self.planned = group_of(me, plan_groups([*view, me], round, group_size, seed=seed))
+        self.planned = planned_group(me, (*view, me), round, group_size, seed=seed)
         invite_deadline = now + self.config.invite_window
         fixed_view = tuple(view)
         self.follower = GroupFollower(

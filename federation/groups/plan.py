@@ -11,11 +11,20 @@ The rule implemented here:
 
 * The membership view is de-duplicated and sorted, so the plan does not depend on the
   order in which a caller learnt about peers.
-* Grid shape: d is the smallest dimension with ``(g + 2) ** d >= N``; the side
-  lengths are drawn from ``3 .. g + 2`` and chosen to minimise the number of empty
-  cells (product - N), then the distance from ``g``. Powers of ``g`` (16, 64, 256 for
-  g = 4) get a perfect ``g x g x ...`` grid; sizes that factor into sides in that
-  range (12 = 3x4, 100 = 4x5x5) get a perfect grid too.
+* Grid shape: the side lengths are drawn from ``3 .. g + 2``; the dimension d ranges
+  from the smallest with ``(g + 2) ** d >= N`` up to ``ceil(log_g N)`` (the dimension
+  of the ``g x g x ...`` grid); dimensions beyond the smallest use sides of at least
+  ``g`` only (a 3x3x3 grid would put everyone in groups of 3, which one straggler
+  stops). The shape minimises the number of empty cells
+  (product - N), then d, then the distance of the sides from ``g``. Powers of ``g``
+  (16, 64, 256, 1024, 4096 for g = 4) get a perfect ``g x g x ...`` grid; sizes that
+  factor into sides in that range (12 = 3x4, 100 = 4x5x5) get a perfect grid too.
+  Why empty cells come first (issue #27): an empty cell shortens lines, short lines
+  are pooled across the grid, and the peers of a shorter line carry a different mass,
+  so one pass over the axes no longer gives the exact average. With d capped at the
+  smallest dimension, 1,024 and 4,096 peers got 5x6x6x6 and 4x5x6x6x6 grids with 56
+  and 224 empty cells and missed the ``ceil(log_g N) + 2`` round bound; the extra
+  dimension costs at most ``ceil(log_g N)`` rounds per epoch, which the bound allows.
 * Epoch: round r belongs to epoch ``r // d`` and uses axis ``r % d``. Each epoch
   places peers on the grid in the order of ``sha256(seed, epoch, peer id)``, so every
   pass over the axes uses a different grid and a peer meets new peers each pass.
@@ -26,8 +35,11 @@ The rule implemented here:
   group at all (the caller trains alone this round).
 
 The planner is pure and deterministic: peers with the same view, round and seed
-compute the same plan without talking. Peers whose views differ can compute different
-plans; ``agreement`` resolves that.
+compute the same plan without talking. Plans are memoised on (member set, round,
+group size, seed): a daemon judges every invitation against its own plan, and the
+4,096-peer simulation runs every peer's agreement in one process, so the same plan is
+asked for many times per round (``planned_group`` looks a member up in O(1)). Peers
+whose views differ can compute different plans; ``agreement`` resolves that.
 """
 
 from __future__ import annotations
@@ -66,6 +78,17 @@ class GridShape:
         return math.prod(self.dims)
 
 
+def largest_group(group_size: int) -> int:
+    """The most members a planned group can have with target ``group_size``.
+
+    A grid line holds up to ``group_size + 2``; leftovers of short lines (at most two)
+    go one each to the smallest groups, so a full line can gain one more. Secure
+    aggregation v3 sizes its grid for a bounded group, so the configuration checks
+    this against the protocol's limit before a round can hit it.
+    """
+    return group_size + _SIDE_SLACK + 1
+
+
 def _check_group_size(group_size: int) -> None:
     if group_size < MIN_GROUP_SIZE:
         raise GroupSizeError(
@@ -85,20 +108,33 @@ def grid_shape(n_members: int, group_size: int = DEFAULT_GROUP_SIZE) -> GridShap
     if n_members <= group_size + _SIDE_SLACK:
         return GridShape((max(n_members, 0),))
     largest_side = group_size + _SIDE_SLACK
-    dimension = 1
-    while largest_side**dimension < n_members:
-        dimension += 1
-    best: tuple[int, int, tuple[int, ...]] | None = None
-    sides = range(MIN_GROUP_SIZE, largest_side + 1)
-    for dims in itertools.combinations_with_replacement(sides, dimension):
-        cells = math.prod(dims)
-        if cells < n_members:
-            continue
-        score = (cells - n_members, sum(abs(side - group_size) for side in dims), dims)
-        if best is None or score < best:
-            best = score
+    smallest_dimension = 1
+    while largest_side**smallest_dimension < n_members:
+        smallest_dimension += 1
+    largest_dimension = smallest_dimension
+    while group_size**largest_dimension < n_members:
+        largest_dimension += 1
+    best: tuple[int, int, int, tuple[int, ...]] | None = None
+    for dimension in range(smallest_dimension, largest_dimension + 1):
+        # An extra dimension only with sides of at least g: 27 = 3x3x3 would be exact but
+        # put every member in groups of 3, where one straggler ends the group's round
+        # (its contributor floor is all 3); 5x6 keeps groups of 5 and 6.
+        low = MIN_GROUP_SIZE if dimension == smallest_dimension else group_size
+        sides = range(low, largest_side + 1)
+        for dims in itertools.combinations_with_replacement(sides, dimension):
+            cells = math.prod(dims)
+            if cells < n_members:
+                continue
+            score = (
+                cells - n_members,
+                dimension,
+                sum(abs(side - group_size) for side in dims),
+                dims,
+            )
+            if best is None or score < best:
+                best = score
     assert best is not None  # (g + 2) ** d >= n_members guarantees a candidate
-    return GridShape(best[2])
+    return GridShape(best[3])
 
 
 def epoch_of(round: int, n_members: int, group_size: int = DEFAULT_GROUP_SIZE) -> int:
@@ -106,17 +142,14 @@ def epoch_of(round: int, n_members: int, group_size: int = DEFAULT_GROUP_SIZE) -
     return round // grid_shape(n_members, group_size).rounds_per_epoch
 
 
-def _canonical_view(members: Iterable[str]) -> list[str]:
-    return sorted(set(members))
-
-
-def _placement_key(seed: bytes, epoch: int, peer_id: str) -> bytes:
+def _placement_prefix(seed: bytes, epoch: int) -> hashlib._Hash:
+    """The start of ``sha256(len(seed) || seed || epoch || peer id)``, a peer's place in
+    an epoch's grid: hashed once per plan, copied per peer."""
     digest = hashlib.sha256()
     digest.update(len(seed).to_bytes(4, "big"))
     digest.update(seed)
     digest.update(epoch.to_bytes(8, "big", signed=True))
-    digest.update(peer_id.encode("utf-8"))
-    return digest.digest()
+    return digest
 
 
 def _split_evenly(peers: list[str], group_size: int) -> list[list[str]]:
@@ -146,17 +179,56 @@ def plan_groups(
     larger). Each group is a sorted tuple and the list is sorted, so equal views give
     equal plans. Returns ``[]`` when fewer than 3 distinct members are given.
     """
+    return list(_plan(frozenset(members), round, group_size, seed).groups)
+
+
+def planned_group(
+    me: str,
+    members: Iterable[str],
+    round: int,
+    group_size: int = DEFAULT_GROUP_SIZE,
+    *,
+    seed: bytes = b"",
+) -> Group | None:
+    """``group_of(me, plan_groups(members, ...))`` in O(|members|) on a memoised plan."""
+    return _plan(frozenset(members), round, group_size, seed).by_member.get(me)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    groups: tuple[Group, ...]
+    by_member: dict[str, Group]
+
+
+_PLAN_CACHE_SIZE = 16
+"""A daemon needs this round's plan for one or two views; a simulation for one per round."""
+
+
+@lru_cache(maxsize=_PLAN_CACHE_SIZE)
+def _plan(view_set: frozenset[str], round: int, group_size: int, seed: bytes) -> _Plan:
     _check_group_size(group_size)
     if round < 0:
         raise ValueError(f"round must be >= 0 (got {round})")
-    view = _canonical_view(members)
+    groups = _partition(sorted(view_set), round, group_size, seed)
+    by_member = {peer: group for group in groups for peer in group}
+    return _Plan(tuple(groups), by_member)
+
+
+def _partition(view: list[str], round: int, group_size: int, seed: bytes) -> list[Group]:
     if len(view) < MIN_GROUP_SIZE:
         return []
     shape = grid_shape(len(view), group_size)
     if shape.rounds_per_epoch == 1:
         return [tuple(view)]
     epoch, axis = divmod(round, shape.rounds_per_epoch)
-    placed = sorted(view, key=lambda peer: _placement_key(seed, epoch, peer))
+    prefix = _placement_prefix(seed, epoch)
+
+    def placement(peer: str) -> bytes:
+        digest = prefix.copy()
+        digest.update(peer.encode("utf-8"))
+        return digest.digest()
+
+    placed = sorted(view, key=placement)
     stride = math.prod(shape.dims[:axis])
     side = shape.dims[axis]
     lines: dict[int, list[str]] = {}

@@ -54,11 +54,13 @@ def test_quick_json_has_the_summary_and_every_arm(quick_result: dict) -> None:
 @pytest.mark.timeout(600)
 def test_secure_and_plain_arms_reach_the_same_loss(quick_result: dict) -> None:
     plain, secure = quick_result["arms"]["fed_plain"], quick_result["arms"]["fed_secure"]
-    assert secure["protocol"] == "bfv-mask-shamir-v2" and plain["protocol"] == "none"
+    assert secure["protocol"] == "bfv-mask-shamir-v3" and plain["protocol"] == "none"
     assert abs(secure["eval_loss_union"] - plain["eval_loss_union"]) < SECURE_PLAIN_TOLERANCE
     for name, loss in plain["eval_loss_by_set"].items():
         assert abs(secure["eval_loss_by_set"][name] - loss) < SECURE_PLAIN_TOLERANCE
-    assert secure["bytes_per_peer_round"] > plain["bytes_per_peer_round"] > 0
+    # v3 uploads 1.34x fp32 once (to A); plain sends fp32 to each of the 3 others:
+    # measured 519 kB against 700 kB per peer and round. v2 sent more than plain.
+    assert 0 < secure["bytes_per_peer_round"] < plain["bytes_per_peer_round"]
 
 
 @pytest.mark.slow

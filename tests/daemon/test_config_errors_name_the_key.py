@@ -30,7 +30,7 @@ def test_minimal_config_loads_with_defaults_and_resolves_paths(tmp_path: Path) -
     config = load_config(write(tmp_path, MINIMAL))
     assert config.node.org == "bank-a"
     assert config.federation.group_size == 4
-    assert config.federation.secure_aggregation == "bfv-mask-shamir-v2"
+    assert config.federation.secure_aggregation == "bfv-mask-shamir-v3"
     assert config.data.train_path == str(tmp_path / "train.jsonl")
     assert config.state_dir == tmp_path / "state"
 
@@ -104,9 +104,19 @@ def test_retired_secure_aggregation_protocol_names_its_successor(tmp_path: Path)
         load_config(write(tmp_path, text))
 
 
-def test_packed_protocol_v3_can_be_chosen(tmp_path: Path) -> None:
-    text = MINIMAL + '\n[federation]\nsecure_aggregation = "bfv-mask-shamir-v3"\n'
-    assert load_config(write(tmp_path, text)).federation.secure_aggregation == "bfv-mask-shamir-v3"
+def test_protocol_v2_can_still_be_chosen(tmp_path: Path) -> None:
+    text = MINIMAL + '\n[federation]\nsecure_aggregation = "bfv-mask-shamir-v2"\n'
+    assert load_config(write(tmp_path, text)).federation.secure_aggregation == "bfv-mask-shamir-v2"
+
+
+def test_groups_too_large_for_v3_are_refused_at_load_and_fine_with_v2(tmp_path: Path) -> None:
+    big = MINIMAL + "\n[federation]\ngroup_size = 30\n"
+    with pytest.raises(ConfigError, match=r"group_size: bfv-mask-shamir-v3 .* up to 32.*<= 29"):
+        load_config(write(tmp_path, big))
+    fits = MINIMAL + "\n[federation]\ngroup_size = 29\n"
+    assert load_config(write(tmp_path, fits)).federation.group_size == 29
+    v2 = big + 'secure_aggregation = "bfv-mask-shamir-v2"\n'
+    assert load_config(write(tmp_path, v2)).federation.group_size == 30
 
 
 def test_on_by_default_and_off_when_set(tmp_path: Path) -> None:
@@ -127,3 +137,23 @@ def test_generation_sample_keys_load_and_out_of_range_is_named(tmp_path: Path) -
     text = MINIMAL + "\n[train]\nsample_max_new_tokens = 1000\n"
     with pytest.raises(ConfigError, match=r"\[train\]: train\.sample_max_new_tokens: must be in"):
         load_config(write(tmp_path, text))
+
+
+def test_rounds_far_apart_levers_load_and_bad_values_are_named(tmp_path: Path) -> None:
+    text = MINIMAL + "\n[federation]\nfreeze_lora_a = true\ngroup_momentum = 0.5\n"
+    settings = load_config(write(tmp_path, text)).mode_settings()
+    assert (settings.freeze_lora_a, settings.group_momentum) == (True, 0.5)
+    bad = MINIMAL + "\n[federation]\ngroup_momentum = 1.0\n"
+    with pytest.raises(ConfigError, match=r"\[federation\].*group_momentum: must be in \[0, 1\)"):
+        load_config(write(tmp_path, bad))
+    fedmkt = MINIMAL + '\n[federation]\nmode = "fedmkt"\nfreeze_lora_a = true\n'
+    with pytest.raises(ConfigError, match=r"lora_avg"):
+        load_config(write(tmp_path, fedmkt))
+
+
+def test_scaffold_loads_and_is_refused_outside_lora_avg(tmp_path: Path) -> None:
+    text = MINIMAL + "\n[federation]\nscaffold = true\n"
+    assert load_config(write(tmp_path, text)).mode_settings().scaffold is True
+    fedmkt = MINIMAL + '\n[federation]\nmode = "fedmkt"\nscaffold = true\n'
+    with pytest.raises(ConfigError, match=r"lora_avg"):
+        load_config(write(tmp_path, fedmkt))

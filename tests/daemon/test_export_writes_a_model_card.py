@@ -43,7 +43,7 @@ def test_exported_adapter_has_a_filled_model_card_and_loads_with_peft(
     assert f'base_model: "{config.model.path}"' in card
     assert "federation id: `fed`" in card and "bank-a" in card
     assert "rounds: 2 (1 averaged with a group; 1 complete, 1 local_only)" in card
-    assert "bfv-mask-shamir-v2" in card and "Differential privacy" in card
+    assert "bfv-mask-shamir-v3" in card and "Differential privacy" in card
     assert "eval loss 5.0000 before any training, 4.2000 after round 2" in card
     assert "`text` format" in card
 

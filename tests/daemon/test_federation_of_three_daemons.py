@@ -53,13 +53,13 @@ def test_three_daemons_complete_two_secure_rounds_and_agree(tmp_path: Path) -> N
     for peer, status, log in zip(federation.peers, statuses, rounds, strict=True):
         assert status is not None
         assert status["rounds_completed"] == 2
-        assert status["secure_aggregation"] == "bfv-mask-shamir-v2"
+        assert status["secure_aggregation"] == "bfv-mask-shamir-v3"
         assert status["eval_loss_last"] < status["eval_loss_start"], peer.org
         aggregated = [r for r in log if r["status"] == "complete"]
         assert len(aggregated) == 2, log
         for record in aggregated:
             assert sorted(record["survivors"]) == sorted(p.peer_id for p in federation.peers)
-            assert record["protocol"] == "bfv-mask-shamir-v2"
+            assert record["protocol"] == "bfv-mask-shamir-v3"
             assert record["aggregator"] != record["decryptor"]
 
     for peer in federation.peers:  # the HE worker was up before the first round began

@@ -33,7 +33,7 @@ def test_homogeneous_daemons_average_knowledge_securely_and_improve(tmp_path: Pa
     shared = use_one_model(federation)
     configs = [load_config(p.config_path) for p in federation.peers]
     assert {Path(c.model.path) for c in configs} == {shared}
-    assert {c.federation.secure_aggregation for c in configs} == {"bfv-mask-shamir-v2"}
+    assert {c.federation.secure_aggregation for c in configs} == {"bfv-mask-shamir-v3"}
     assert {c.fedmkt.homogeneous_exchange for c in configs} == {"secure"}  # the default
 
     with federation:

@@ -120,3 +120,17 @@ def test_the_margin_must_be_a_finite_non_negative_number(bad: float) -> None:
 
     with pytest.raises(ValueError, match="max_eval_loss_increase"):
         FederationSettings(max_eval_loss_increase=bad)
+
+
+async def test_a_refused_result_also_undoes_what_the_mode_keeps_itself() -> None:
+    """Group momentum lives in the mode, not the trainer: a refused result's step must
+    not stay in it (``Combined.undo``); an accepted one's must."""
+    runner, trainer, _ = _runner(gate=0.5)
+    undone: list[float] = []
+    for value, refused in ((5.0, True), (0.2, False)):
+        result = _result(trainer, value)
+        result.undo = lambda value=value: undone.append(value)
+        point = trainer.rollback_point()
+        _, status, _, _ = await runner._apply(5, result, 0.0, point)  # type: ignore[arg-type]
+        assert status == ("refused" if refused else "complete")
+    assert undone == [5.0]

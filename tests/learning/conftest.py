@@ -50,11 +50,13 @@ def demo_shard_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def make_trainer(demo_model_dir: Path, demo_shard_dir: Path) -> Callable[..., LocalTrainer]:
     """Factory for small trainers on the first demo shard; keyword overrides go to
-    TrainSettings, except ``lora``, ``data`` and ``privacy``, which replace those settings."""
+    TrainSettings, except ``lora``, ``data`` and ``privacy``, which replace those settings,
+    and ``freeze_lora_a`` and ``scaffold``, which go to the trainer."""
     shard = next(demo_shard_dir.glob("peer-0-*"))
 
     def make(lora: LoraSettings | None = None, data: DataSettings | None = None,
-             privacy: PrivacySettings | None = None, **train: object) -> LocalTrainer:
+             privacy: PrivacySettings | None = None, freeze_lora_a: bool = False,
+             scaffold: bool = False, **train: object) -> LocalTrainer:
         settings = {"local_steps": 3, "batch_size": 4, "lr": 3e-3, "eval_batches": 2, **train}
         return LocalTrainer(
             ModelSettings(str(demo_model_dir)),
@@ -62,7 +64,7 @@ def make_trainer(demo_model_dir: Path, demo_shard_dir: Path) -> Callable[..., Lo
             data or DataSettings(str(shard / "train.jsonl"), str(shard / "eval.jsonl"),
                                  max_length=64),
             TrainSettings(**settings),  # type: ignore[arg-type]
-            privacy=privacy,
+            privacy=privacy, freeze_lora_a=freeze_lora_a, scaffold=scaffold,
         )
 
     return make

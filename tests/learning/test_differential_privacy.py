@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from fedswarm.learning.dp_sgd import PerExampleGradients, clipped_sum
@@ -178,3 +179,23 @@ def test_opacus_loads_only_with_privacy_and_leaves_the_root_logger_alone() -> No
     assert result.returncode == 0, result.stderr
     assert "OPACUS False" in result.stdout
     assert "HANDLERS 0" in result.stdout
+
+
+def test_dp_sgd_trains_with_the_few_rounds_levers_and_leaves_frozen_a_alone(
+        make_trainer: Callable[..., LocalTrainer], unpacked: DataSettings) -> None:
+    """[federation] freeze_lora_a and scaffold change which weights train and what each
+    step adds; under DP-SGD the per-example gradients must still cover exactly the
+    trainable weights (B only when A is frozen), and the correction is post-processing."""
+    trainer = make_trainer(data=unpacked, batch_size=8, freeze_lora_a=True, scaffold=True,
+                           privacy=PrivacySettings(enabled=True, target_epsilon=50.0,
+                                                   noise_multiplier=0.5))
+    frozen = {n: p.detach().clone() for n, p in trainer.model.named_parameters()
+              if ".lora_A." in n}
+    before = trainer.adapter_vector()
+    report = trainer.train(3)
+    assert report.steps == 3 and report.epsilon is not None and report.epsilon > 0
+    assert frozen and all(torch.equal(frozen[n], p) for n, p in trainer.model.named_parameters()
+                          if n in frozen)
+    after = trainer.adapter_vector()
+    assert np.isfinite(after).all() and not np.array_equal(after, before)
+    assert np.isfinite(trainer.control_vector()).all()

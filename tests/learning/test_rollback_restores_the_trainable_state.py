@@ -42,3 +42,21 @@ def test_roll_back_undoes_a_loaded_average_and_further_training(
     assert trainer._anchor.keys() == before_anchor.keys()
     for name, tensor in before_anchor.items():
         assert torch.equal(trainer._anchor[name], tensor), name
+
+
+def test_roll_back_restores_scaffolds_control_variates(
+    make_trainer: Callable[..., LocalTrainer],
+) -> None:
+    """A refused group's ``c`` must not correct the next round's steps."""
+    trainer = make_trainer(scaffold=True)
+    trainer.train()
+    point = trainer.rollback_point()
+    own_before = trainer.control_vector()
+    trainer.load_control_average(np.full(own_before.size, 0.5, dtype=np.float32))
+    trainer.train()
+    assert not np.array_equal(trainer.control_vector(), own_before)
+
+    trainer.roll_back(point)
+    np.testing.assert_array_equal(trainer.control_vector(), own_before)
+    assert trainer.control is not None
+    assert all(not torch.any(d) for d in trainer.control._delta)  # no group c yet

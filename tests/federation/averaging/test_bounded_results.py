@@ -59,6 +59,22 @@ def test_an_average_no_honest_group_gives_is_refused(average, total, why) -> Non
         check_group_average(result(average, total, error_bound=1e-3), 1.0, PARAMS)
 
 
+def test_a_published_range_tighter_than_the_clip_is_the_bound() -> None:
+    """v3 results carry the group's range (clip / 2**shift); garbage inside the clip but
+    beyond it is refused, and a range wider than the clip never loosens the clip."""
+    inside = result(np.array([0.06, -0.062], np.float32), 3.0, error_bound=1e-3)
+    inside.value_bound = 1 / 16
+    assert check_group_average(inside, 1.0, PARAMS) is inside
+    garbage = result(np.array([0.06, -0.4], np.float32), 3.0, error_bound=1e-3)
+    garbage.value_bound = 1 / 16
+    with pytest.raises(RoundAbortedError, match=r"published range 0\.0625"):
+        check_group_average(garbage, 1.0, PARAMS)
+    loose = result(np.array([0.06, -1.2], np.float32), 3.0, error_bound=1e-3)
+    loose.value_bound = 4.0
+    with pytest.raises(RoundAbortedError, match="clip bound 1"):
+        check_group_average(loose, 1.0, PARAMS)
+
+
 def test_clip_vector_matches_both_secagg_clip_modes() -> None:
     v = np.array([3.0, -4.0, 0.5], np.float32)
     np.testing.assert_array_equal(clip_vector(v, PARAMS), [1.0, -1.0, 0.5])

@@ -53,7 +53,7 @@ async def test_the_configured_protocol_runs_and_is_recorded(
 
 async def test_without_a_setting_the_daemon_default_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     result, seen = await _average(monkeypatch)
-    assert seen[0].protocol == PROTOCOL_NAME == PROTOCOL_V2 == result.protocol
+    assert seen[0].protocol == PROTOCOL_NAME == PROTOCOL_V3 == result.protocol
 
 
 def test_every_configurable_protocol_has_parameters_and_nothing_else_does() -> None:

@@ -11,6 +11,7 @@ from fedswarm.federation.groups.plan import (
     grid_shape,
     group_id,
     group_of,
+    largest_group,
     leader_of,
     plan_groups,
 )
@@ -27,7 +28,7 @@ def _peers(n: int) -> list[str]:
 
 @settings(max_examples=150, deadline=None)
 @given(view=views, round=st.integers(0, 50), group_size=st.integers(3, 8))
-def test_partition_covers_every_member_exactly_once_with_no_group_below_three(
+def test_partition_covers_every_member_once_in_groups_of_three_to_the_largest(
     view: list[str], round: int, group_size: int
 ) -> None:
     groups = plan_groups(view, round, group_size)
@@ -37,7 +38,7 @@ def test_partition_covers_every_member_exactly_once_with_no_group_below_three(
     flat = [peer for group in groups for peer in group]
     assert sorted(flat) == sorted(view)
     assert all(len(group) >= 3 for group in groups)
-    assert all(len(group) <= group_size + 3 for group in groups)
+    assert all(len(group) <= largest_group(group_size) for group in groups)
 
 
 @settings(max_examples=60, deadline=None)

@@ -40,3 +40,38 @@ def test_benchmark_cli_writes_json_with_summary(tmp_path, capsys) -> None:
     assert report["summary"]["rounds_to_1e-3"] == {"16": 2}
     assert "numpy" in report["machine"]
     assert "rounds<1e-3" in capsys.readouterr().out
+
+
+def test_stand_in_model_without_dropout_averages_exactly_like_the_real_agreement() -> None:
+    real = simulate(SimulationConfig(64, 4, rounds=3, dim=20, seed=2))
+    stand_in = simulate(SimulationConfig(64, 4, rounds=3, dim=20, seed=2, agreement="stand-in"))
+    assert stand_in.deviations == real.deviations
+    assert stand_in.peers_aggregated == real.peers_aggregated == [64] * 3
+
+
+def test_stand_in_leader_aggregates_at_least_as_many_peers_as_dissolving_groups() -> None:
+    """Same dropout draws: the real protocol loses a group whose leader dropped."""
+    real = simulate(SimulationConfig(256, 4, rounds=4, dim=4, dropout=0.3, seed=4))
+    stand_in = simulate(SimulationConfig(256, 4, rounds=4, dim=4, dropout=0.3, seed=4,
+                                         agreement="stand-in"))
+    assert sum(stand_in.peers_aggregated) > sum(real.peers_aggregated)
+    assert stand_in.mass_drift < 1e-9
+
+
+def test_live_views_plan_only_over_peers_that_are_up_and_conserve_mass() -> None:
+    result = simulate(SimulationConfig(64, 4, rounds=6, dim=8, dropout=0.2, seed=9,
+                                       views="live"))
+    assert result.mass_drift < 1e-9
+    assert result.deviations[-1] < result.deviations[0]
+
+
+def test_summary_judges_each_run_against_the_issue_bound(tmp_path) -> None:
+    path = tmp_path / "gossip.json"
+    main(["--group", "4", "--sizes", "16,64", "--dropout", "0,0.3", "--dim", "4",
+          "--json", str(path)])
+    summary = json.loads(path.read_text())["summary"]
+    judged = {(run["n_peers"], run["dropout"]): run for run in summary["per_run"]}
+    assert judged[(16, 0.0)]["bound"] == 4 and judged[(16, 0.0)]["pass"] is True
+    assert judged[(64, 0.0)]["rounds_to_1e-3"] == 3 and judged[(64, 0.0)]["pass"] is True
+    assert judged[(64, 0.3)]["bound"] is None and judged[(64, 0.3)]["pass"] is None
+    assert summary["all_within_bound"] is True and summary["failed"] == []

@@ -439,17 +439,29 @@ def malformed_sum(hostile: Hostile) -> None:
     """
     from fedswarm.secagg.accumulator import CiphertextAccumulator
 
-    real_serialise = CiphertextAccumulator.serialise
+    real_serialise_into = CiphertextAccumulator.serialise_into
 
-    def hostile_serialise(self: Any) -> list[bytes]:
-        chunks = real_serialise(self)
+    class RandomBytes:
+        """Stands in for the SUM payload's writer: each chunk's length, random bytes."""
+
+        def __init__(self, writer: Any) -> None:
+            self.writer, self.chunks, self.bytes = writer, 0, 0
+
+        def add(self, chunk: bytes) -> None:
+            self.chunks += 1
+            self.bytes += len(chunk)
+            self.writer.add(os.urandom(len(chunk)))
+
+    def hostile_serialise_into(self: Any, writer: Any) -> None:
         if not hostile.active("malformed_sum"):
-            return chunks
-        hostile.record("malformed_sum", chunks=len(chunks), bytes=sum(map(len, chunks)),
+            real_serialise_into(self, writer)
+            return
+        garbage = RandomBytes(writer)
+        real_serialise_into(self, garbage)
+        hostile.record("malformed_sum", chunks=garbage.chunks, bytes=garbage.bytes,
                        **hostile.roles())
-        return [os.urandom(len(chunk)) for chunk in chunks]
 
-    CiphertextAccumulator.serialise = hostile_serialise  # type: ignore[method-assign]
+    CiphertextAccumulator.serialise_into = hostile_serialise_into  # type: ignore[method-assign]
 
 
 # -- 4. unbounded result ----------------------------------------------------------------
@@ -459,42 +471,47 @@ def unbounded_result(hostile: Hostile) -> None:
     """As an ordinary member (neither A nor D), add p/4 to the masked vector and lower the
     weight slot to one unit.
 
-    The masks hide this from A and D alike; decrypted, every coordinate of the average is
-    about ``k x max_weight x C / 2 / total weight`` (hundreds, against honest inputs
-    clipped to C = 1). Honest members must refuse that average (round aborted, adapter
-    kept), so their adapters stay within the clip bound.
+    The masks hide this from A and D alike. Decrypted under v2, every coordinate of the
+    average is about ``k x max_weight x C / 2 / total weight`` (hundreds, against honest
+    inputs clipped to C = 1); under v3 each slot unpacks into fields that cannot leave
+    their range, so the garbage stays inside the clip but not inside the range the group's
+    members published (their range shifts). Honest members must refuse that average
+    (round aborted, adapter kept), so their adapters stay within the clip bound.
     """
     from fedswarm.secagg.he import (
         EncryptJob,
-        EncryptOutput,
         encrypt_vector,
         load_public_context,
         masked_contribution,
     )
-    from fedswarm.secagg.quantise import QuantisationGrid, quantise_weight
+    from fedswarm.secagg.payloads import UploadPayload
+    from fedswarm.secagg.quantise import quantise_weight
     from fedswarm.secagg.session import _Session
 
-    def poisoned_upload(job: EncryptJob) -> tuple[EncryptOutput, int]:
+    def poisoned_chunks(job: EncryptJob) -> tuple[list[bytes], int]:
         values = masked_contribution(job)
-        p = QuantisationGrid.for_group(job.params, job.group_size).plain_modulus
+        grid = job.grid()  # v2 or v3: the group's own grid, weight class and range
+        p = grid.plain_modulus
         values[:-1] = (values[:-1] + p // 4) % p
         lowered = quantise_weight(job.weight, job.params) - 1
         values[-1] = (values[-1] - lowered) % p
         context = load_public_context(job.public_context)
-        chunks = encrypt_vector(context, values, job.params.slot_count)
-        return EncryptOutput(chunks, values.size, 0.0), p
+        return encrypt_vector(context, values, job.params.slot_count), p
 
-    real_encrypt = _Session._encrypt
+    real_upload = _Session._upload_payload
 
-    async def hostile_encrypt(self: Any, mask_set: tuple[str, ...]) -> Any:
+    async def hostile_upload(self: Any, mask_set: tuple[str, ...]) -> Any:
         if not hostile.active("unbounded_result", self.spec.round):
-            return await real_encrypt(self, mask_set)
+            return await real_upload(self, mask_set)
         job = self._contribution_job(mask_set)
-        output, p = await asyncio.to_thread(poisoned_upload, job)
+        chunks, p = await asyncio.to_thread(poisoned_chunks, job)
+        writer = UploadPayload.writer(mask_set, self.n_slots, len(chunks))
+        for chunk in chunks:
+            writer.add(chunk)
         hostile.record("unbounded_result", added=p // 4, **hostile.roles())
-        return output
+        return writer.finish()
 
-    _Session._encrypt = hostile_encrypt  # type: ignore[method-assign]
+    _Session._upload_payload = hostile_upload  # type: ignore[method-assign]
 
 
 # -- 8. inbound flood ------------------------------------------------------------------
