@@ -10,7 +10,6 @@ which ``LocalTrainer`` and the adapter helpers need.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 from fedswarm.learning.errors import (
@@ -23,6 +22,7 @@ from fedswarm.learning.errors import (
     PrivacyBudgetSpentError,
     PrivacyConfigError,
 )
+from fedswarm.learning.lazy_exports import import_lazily
 from fedswarm.learning.settings import (
     DataSettings,
     LoraSettings,
@@ -50,12 +50,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+    return import_lazily(__name__, _LAZY, globals(), name)
 
 
 __all__ = [

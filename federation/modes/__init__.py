@@ -11,9 +11,10 @@ check`` must not import torch (seconds) to do that.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from fedswarm.learning.lazy_exports import import_lazily
 
 if TYPE_CHECKING:
     from ..exchange import Exchange, MemberParts
@@ -48,12 +49,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+    return import_lazily(__name__, _LAZY, globals(), name)
 
 
 class UnknownModeError(ValueError):

@@ -13,7 +13,6 @@ torch.
 
 from __future__ import annotations
 
-import importlib
 import sys
 import types
 from typing import TYPE_CHECKING, Any
@@ -40,6 +39,7 @@ from fedswarm.learning.fedmkt.public_data import (
 from fedswarm.learning.fedmkt.settings import (
     FedMKTSettings,
 )
+from fedswarm.learning.lazy_exports import import_lazily
 
 if TYPE_CHECKING:
     from fedswarm.learning.fedmkt.alignment import (
@@ -126,12 +126,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+    return import_lazily(__name__, _LAZY, globals(), name)
 
 
 class _Package(types.ModuleType):

@@ -11,10 +11,10 @@ the key without paying for torch; everything else is imported on first use (PEP 
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from fedswarm.learning.lazy_exports import import_lazily
 from fedswarm.learning.settings import OwnershipSettings
 
 from .keys import OwnershipKey, read_key_file, write_key_file
@@ -66,12 +66,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+    return import_lazily(__name__, _LAZY, globals(), name)
 
 
 __all__ = [
