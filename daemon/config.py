@@ -165,13 +165,12 @@ class FederationSettings:
                 f"secure_aggregation: expected one of {', '.join(SECURE_AGGREGATION_CHOICES)}, "
                 f"got {self.secure_aggregation!r}"
             )
-        if (self.secure_aggregation == PROTOCOL_V3
-                and largest_group(self.group_size) > MAX_GROUP_V3):
+        slack = largest_group(self.group_size) - self.group_size
+        if self.secure_aggregation == PROTOCOL_V3 and self.group_size + slack > MAX_GROUP_V3:
             raise ValueError(
                 f"group_size: {PROTOCOL_V3} sizes its grid for groups of up to "
-                f"{MAX_GROUP_V3} and a planned group can reach group_size + "
-                f"{largest_group(0)}; use group_size <= {MAX_GROUP_V3 - largest_group(0)} "
-                "or bfv-mask-shamir-v2"
+                f"{MAX_GROUP_V3} and a planned group can reach group_size + {slack}; "
+                f"use group_size <= {MAX_GROUP_V3 - slack} or bfv-mask-shamir-v2"
             )
 
 
