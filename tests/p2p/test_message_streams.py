@@ -45,8 +45,9 @@ def _flip_signature_bit(frame: bytes) -> bytes:
     Not the last byte set to zero: that byte is the top of S, which is below 0x10,
     so it is already zero for about one signature in sixteen and the frame stays valid.
     """
-    signature_start = len(frame) - 64
-    return frame[:signature_start] + bytes([frame[signature_start] ^ 1]) + frame[signature_start + 1 :]
+    forged = bytearray(frame)
+    forged[len(frame) - 64] ^= 1  # the signature is the frame's last 64 bytes
+    return bytes(forged)
 
 
 async def _write_raw(node: P2PNode, peer: str, data: bytes) -> None:
