@@ -75,9 +75,10 @@ SCALE_DELTAS_FILE = "ownership_scale_deltas.safetensors"
 DELTA_MARKER = ".ownership_delta"  # ownership.embedding.DELTA_NAME, without importing it
 # A text sample's prompt: this many tokens from the start of an eval block.
 TEXT_PROMPT_TOKENS = 16
-# Frozen-A LoRA: every member draws A from this seed, whatever its own train.seed, so
-# the A matrices are equal across the federation without ever being sent.
-FROZEN_A_SEED = 0
+# Every member draws LoRA's A from this seed, whatever its own train.seed and device, so
+# the federation starts from one adapter (B is zero) and frozen-A LoRA's A matrices are
+# equal without ever being sent.
+SHARED_A_SEED = 0
 
 
 @dataclass
@@ -145,8 +146,7 @@ class LocalTrainer:
 
             self.mark = attach_mark(self.model, ownership)
         self.freeze_lora_a = freeze_lora_a
-        if freeze_lora_a:
-            freeze_shared_lora_a(self.model)
+        draw_shared_lora_a(self.model, freeze=freeze_lora_a)
 
         self.data = prepare_data(data, self.tokenizer, train.seed)
         self.bad_rows: list[BadRow] = self.data.bad_rows
@@ -649,16 +649,24 @@ class LocalTrainer:
         return [self.tokenizer.decode(row[width:], skip_special_tokens=True) for row in out]
 
 
-def freeze_shared_lora_a(model: torch.nn.Module) -> None:
-    """FFA-LoRA: set every ``lora_A`` to a draw from ``FROZEN_A_SEED`` and freeze it.
+def draw_shared_lora_a(model: torch.nn.Module, *, freeze: bool = False) -> int:
+    """Set every ``lora_A`` to a draw from ``SHARED_A_SEED``; with ``freeze``, freeze it.
 
-    With A equal on every member and frozen, only B trains and travels: half the bytes,
-    and the average of the members' ``B·A`` is exactly ``mean(B)·A`` (averaging A and B
-    separately is not the average of their products). The draw is PEFT's own init
-    (Kaiming uniform, a = sqrt(5)) made on the CPU, so it does not depend on the device.
+    Why one draw for everyone: B starts at zero, so the members' first updates are
+    ``B_i·A_i``. Averaging A and B separately is close to the average of the products
+    only when the A matrices are close; drawn from each member's own seed they are
+    independent, the cross terms cancel and round 1's average keeps about 1/k of what
+    the group learnt. (PEFT's own init also ran on the model's device, so a CPU member
+    and a GPU member drew different A from the same seed.)
+
+    With ``freeze`` (FFA-LoRA) only B trains and travels: half the bytes, and the
+    average of the members' ``B·A`` is exactly ``mean(B)·A``. The draw is PEFT's own
+    init (Kaiming uniform, a = sqrt(5)) made on the CPU, so it does not depend on the
+    device. Returns how many A matrices were drawn; none (another PEFT type) is only an
+    error when freezing was asked for.
     """
-    generator = torch.Generator().manual_seed(FROZEN_A_SEED)
-    frozen = 0
+    generator = torch.Generator().manual_seed(SHARED_A_SEED)
+    drawn = 0
     with torch.no_grad():
         for name, param in sorted(model.named_parameters(), key=lambda item: item[0]):
             if ".lora_A." not in name:
@@ -667,8 +675,10 @@ def freeze_shared_lora_a(model: torch.nn.Module) -> None:
             bound = 1.0 / math.sqrt(param.shape[1]) if param.dim() > 1 else 1.0
             draw.uniform_(-bound, bound, generator=generator)
             param.copy_(draw.to(param.device, param.dtype))
-            param.requires_grad_(False)
-            frozen += 1
-    if frozen == 0:
+            if freeze:
+                param.requires_grad_(False)
+            drawn += 1
+    if freeze and drawn == 0:
         raise LearningError("freeze_lora_a needs a LoRA adapter (lora.peft_type = \"LORA\"): "
                             "this model has no lora_A weights")
+    return drawn
