@@ -541,7 +541,10 @@ Example:
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Folder to write the adapter into (PeftModel.from_pretrained reads it).")
 def export(config_path: Path, out: Path) -> None:
-    """Write the federated adapter as a standard PEFT adapter folder."""
+    """Write the federated adapter, or fedkseed's full model.
+
+    LoRA modes write a PEFT adapter folder; mode = "fedkseed" writes the tuned full model
+    as a save_pretrained folder."""
     from fedswarm.learning.errors import LearningError
     from fedswarm.learning.trainer import LocalTrainer
 
@@ -552,14 +555,34 @@ def export(config_path: Path, out: Path) -> None:
     if not checkpoint.exists():
         raise UserError(f"{checkpoint}: no checkpoint yet; run at least one round first")
     try:
-        trainer = LocalTrainer(config.model, config.lora, config.data, config.train,
-                               ownership=_mark_plan(config),
-                               freeze_lora_a=config.federation.freeze_lora_a)
+        if config.federation.mode == "fedkseed":
+            trainer = _fedkseed_trainer(config)
+        else:
+            trainer = LocalTrainer(config.model, config.lora, config.data, config.train,
+                                   ownership=_mark_plan(config),
+                                   freeze_lora_a=config.federation.freeze_lora_a)
         round_done = trainer.load_checkpoint(checkpoint)
         trainer.export_adapter(out, model_card=card_for_export(config, trainer, round_done))
     except LearningError as exc:
         raise UserError(str(exc)) from None
-    click.echo(f"{out}: adapter of round {round_done} (load with PeftModel.from_pretrained)")
+    if config.federation.mode == "fedkseed":
+        click.echo(f"{out}: full model of round {round_done} "
+                   "(load with AutoModelForCausalLM.from_pretrained)")
+    else:
+        click.echo(f"{out}: adapter of round {round_done} (load with PeftModel.from_pretrained)")
+
+
+def _fedkseed_trainer(config: Any) -> Any:
+    """FedKSeed's trainer for export: the seed pool needs the roster's federation id."""
+    from fedswarm.learning.fedkseed import KSeedTrainer
+    from fedswarm.p2p.errors import P2PError
+    from fedswarm.p2p.roster import Roster
+
+    try:
+        federation_id = Roster.load(config.roster_path).federation_id
+    except (OSError, P2PError, ValueError) as exc:
+        raise UserError(f"{config.roster_path}: cannot read the roster: {exc}") from None
+    return KSeedTrainer(config.model, config.data, config.train, config.fedkseed, federation_id)
 
 
 def _mark_plan(config: Any) -> Any:

@@ -34,7 +34,7 @@ def make_kseed(
     """Factory: ``peer`` picks the demo shard, keywords go to ``KSeedSettings``."""
 
     def make(peer: int = 0, **settings: object) -> KSeedTrainer:
-        shard = next(demo_shard_dir.glob(f"peer-{peer}-*"))
+        shard = next(demo_shard_dir.glob(f"peer-{peer % 2}-*"))  # the session writes 2 shards
         values = {
             "k": 64,
             "lr": 2e-4,
