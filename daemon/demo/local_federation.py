@@ -201,7 +201,7 @@ class LocalFederation:
                                                on_progress=on_progress))
             self.public_set = write_demo_public_set(self.workdir / "data" / "public.jsonl")
         if self.mode == "fedkseed":  # the seed pool derives from the base weights' hash
-            self.base_model_sha256 = _base_model_sha256(self.model_dir)
+            self.base_model_sha256 = demo_base_model_sha256(self.model_dir)
         shards = write_demo_shards(self.workdir / "data", self.n_peers, seed=self.seed)
         members = []
         for i, shard in enumerate(shards):
@@ -412,7 +412,7 @@ class LocalFederation:
         return ""
 
 
-def _base_model_sha256(model_dir: Path) -> str:
+def demo_base_model_sha256(model_dir: Path) -> str:
     """What ``[fedkseed] base_model_sha256`` pins for the demo model (loads it once)."""
     import torch
     from fedswarm.learning.fedkseed.parameters import base_model_sha256
