@@ -97,3 +97,18 @@ def test_export_is_a_plain_pretrained_model(make_kseed: Make, tmp_path: Path) ->
     assert parameters_fingerprint(loaded) == trainer.parameters_fingerprint()
     assert (tmp_path / "out" / "README.md").read_text() == "# tuned\n"
     assert (tmp_path / "out" / "tokenizer.json").is_file()
+
+
+def test_roll_back_returns_to_the_k_vector_and_weights_of_the_point(make_kseed: Make) -> None:
+    """The validation gate's way back: K-vector, data position and weights, exactly."""
+    trainer = make_kseed()
+    trainer.train()
+    point = trainer.rollback_point()
+    before = trainer.parameters_fingerprint()
+    scalars = trainer.state.scalars.copy()
+    trainer.train()
+    trainer.load_group_average(np.zeros(trainer.settings.vector_size, np.float32))
+    assert trainer.parameters_fingerprint() != before
+    trainer.roll_back(point)
+    assert trainer.parameters_fingerprint() == before
+    assert np.array_equal(trainer.state.scalars, scalars) and trainer.step == 3
