@@ -659,6 +659,7 @@ Examples:
   fedswarm demo                          # 3 peers, 3 rounds, secure aggregation
   fedswarm demo --peers 6 --json out.json
   fedswarm demo --mode fedmkt            # two different models teach each other
+  fedswarm demo --mode fedkseed          # full model, zeroth-order, K numbers a round
 The first run builds the tiny demo model (about 40 s of CPU) into
 $FEDSWARM_CACHE_DIR (default ~/.cache/fedswarm); later runs reuse it.""")
 @click.option("--peers", default=3, show_default=True, type=click.IntRange(1, 16),
@@ -669,9 +670,10 @@ $FEDSWARM_CACHE_DIR (default ~/.cache/fedswarm); later runs reuse it.""")
               help="Write the demo summary JSON here.")
 @click.option("--secure/--plain", default=True, show_default=True,
               help="Secure aggregation (default) or plaintext averaging.")
-@click.option("--mode", type=click.Choice(["lora_avg", "fedmkt"]), default="lora_avg",
-              show_default=True,
-              help="lora_avg: average LoRA adapters; fedmkt: distil between different models.")
+@click.option("--mode", type=click.Choice(["lora_avg", "fedmkt", "fedkseed"]),
+              default="lora_avg", show_default=True,
+              help="lora_avg: average LoRA adapters; fedmkt: distil between different models; "
+                   "fedkseed: full-model zeroth-order steps, K numbers a round.")
 @click.option("--group-size", default=None, type=click.IntRange(3, 64),
               help="Peers per averaging group [default: 3 with 6 or more peers, else 4].")
 @click.option("--workdir", type=click.Path(path_type=Path), default=None,

@@ -31,9 +31,10 @@ def demo_base_sha256(demo_model_dir: Path, demo_shard_dir: Path) -> str:
 def make_kseed(
     demo_model_dir: Path, demo_shard_dir: Path, demo_base_sha256: str
 ) -> Callable[..., KSeedTrainer]:
-    """Factory: ``peer`` picks the demo shard, keywords go to ``KSeedSettings``."""
+    """Factory: ``peer`` picks the demo shard and train seed, ``device`` the model's
+    device, other keywords go to ``KSeedSettings``."""
 
-    def make(peer: int = 0, **settings: object) -> KSeedTrainer:
+    def make(peer: int = 0, device: str = "auto", **settings: object) -> KSeedTrainer:
         shard = next(demo_shard_dir.glob(f"peer-{peer % 2}-*"))  # the session writes 2 shards
         values = {
             "k": 64,
@@ -43,7 +44,7 @@ def make_kseed(
             **settings,
         }
         return KSeedTrainer(
-            ModelSettings(str(demo_model_dir)),
+            ModelSettings(str(demo_model_dir), device=device),
             DataSettings(str(shard / "train.jsonl"), str(shard / "eval.jsonl"), max_length=64),
             TrainSettings(batch_size=4, eval_batches=2, seed=peer),
             KSeedSettings(**values),  # type: ignore[arg-type]
