@@ -47,6 +47,7 @@ from fedswarm.federation.round import RoundContext
 from fedswarm.learning.demo_assets import (
     DEMO_LORA_TARGETS,
     DEMO_LR,
+    DEMO_MAX_LENGTH,
     build_demo_model,
     write_demo_shards,
 )
@@ -76,7 +77,7 @@ class BenchSettings:
     lr: float = 2e-4
     eps: float = 5e-4
     batch_size: int = 8
-    max_length: int = 64
+    max_length: int = DEMO_MAX_LENGTH
     seed: int = 0
 
 
@@ -457,6 +458,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=BenchSettings.rounds)
     parser.add_argument("--steps", type=int, default=BenchSettings.steps)
     parser.add_argument("--k", type=int, default=BenchSettings.k)
+    parser.add_argument("--max-length", type=int, default=BenchSettings.max_length)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench-fedkseed"))
     parser.add_argument("--memory-probe", choices=("fedkseed", "lora"), help=argparse.SUPPRESS)
     parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
@@ -474,7 +476,9 @@ def main(argv: list[str] | None = None) -> None:
             )
         )
         return
-    settings = BenchSettings(rounds=args.rounds, steps=args.steps, k=args.k)
+    settings = BenchSettings(
+        rounds=args.rounds, steps=args.steps, k=args.k, max_length=args.max_length
+    )
     result = run(settings, args.workdir)
     print(table(result))
     if args.json:
