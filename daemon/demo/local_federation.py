@@ -417,6 +417,13 @@ def demo_base_model_sha256(model_dir: Path) -> str:
     import torch
     from fedswarm.learning.fedkseed.parameters import base_model_sha256
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as transformers_logging
 
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    bars = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()  # no stray "Loading weights" bar in the demo
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    finally:
+        if bars:
+            transformers_logging.enable_progress_bar()
     return base_model_sha256(model)
