@@ -233,11 +233,14 @@ class KSeedTrainer(LocalTrainer):
     # ------------------------------------------------------------------ catch-up
     @property
     def adapter_size(self) -> int:
-        """Catch-up's vector: the K scalars and the K amplitudes, raw."""
+        """Catch-up's vector: the K scalars, then the K amplitudes over ``grad_clip``."""
         return 2 * self.settings.k
 
     def adapter_vector(self) -> np.ndarray:
-        return np.concatenate([self.state.scalars, self.state.amplitudes]).astype(np.float32)
+        """``[scalars | amplitudes / grad_clip]``: what a member catching up adopts (every
+        value well inside the bound catch-up's codec puts on a value)."""
+        amplitudes = self.state.amplitudes / np.float32(self.settings.grad_clip)
+        return np.concatenate([self.state.scalars, amplitudes]).astype(np.float32)
 
     def adapter_snapshot(self) -> tuple[np.ndarray, str]:
         return self.adapter_vector(), self.state.fingerprint()
@@ -256,9 +259,9 @@ class KSeedTrainer(LocalTrainer):
         k, cfg = self.settings.k, self.settings
         flat = check_vector(vector, 2 * k, 1e3, "K-vector")
         check_vector(flat[:k], k, cfg.scalar_bound * (1 + _AVERAGE_SLACK), "K-vector scalars")
-        check_vector(flat[k:], k, cfg.grad_clip * (1 + _AVERAGE_SLACK), "K-vector amplitudes")
+        check_vector(flat[k:], k, 1 + _AVERAGE_SLACK, "K-vector amplitudes")
         self.state.scalars = flat[:k].copy()
-        self.state.amplitudes = np.clip(flat[k:], 0.0, None).astype(np.float32)
+        self.state.amplitudes = np.clip(flat[k:], 0.0, 1.0) * np.float32(cfg.grad_clip)
         self.replay_state()
 
     def parameters_fingerprint(self) -> str:

@@ -112,3 +112,14 @@ def test_roll_back_returns_to_the_k_vector_and_weights_of_the_point(make_kseed: 
     trainer.roll_back(point)
     assert trainer.parameters_fingerprint() == before
     assert np.array_equal(trainer.state.scalars, scalars) and trainer.step == 3
+
+
+def test_no_embeddings_leaves_the_embedding_alone(make_kseed: Make) -> None:
+    trainer = make_kseed(trainable="no_embeddings")
+    names = [t.name for t in trainer.tensors]
+    assert names and not any("embed_tokens" in n for n in names)
+    embedding = trainer.model.get_input_embeddings().weight.detach().clone()
+    trainer.train()
+    trainer.replay_state()
+    assert torch.equal(trainer.model.get_input_embeddings().weight, embedding)
+    assert trainer.state.seeds_used() >= 1
