@@ -541,7 +541,10 @@ Example:
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Folder to write the adapter into (PeftModel.from_pretrained reads it).")
 def export(config_path: Path, out: Path) -> None:
-    """Write the federated adapter as a standard PEFT adapter folder."""
+    """Write the federated adapter, or fedkseed's full model.
+
+    LoRA modes write a PEFT adapter folder; mode = "fedkseed" writes the tuned full model
+    as a save_pretrained folder."""
     from fedswarm.learning.errors import LearningError
     from fedswarm.learning.trainer import LocalTrainer
 
@@ -552,14 +555,34 @@ def export(config_path: Path, out: Path) -> None:
     if not checkpoint.exists():
         raise UserError(f"{checkpoint}: no checkpoint yet; run at least one round first")
     try:
-        trainer = LocalTrainer(config.model, config.lora, config.data, config.train,
-                               ownership=_mark_plan(config),
-                               freeze_lora_a=config.federation.freeze_lora_a)
+        if config.federation.mode == "fedkseed":
+            trainer = _fedkseed_trainer(config)
+        else:
+            trainer = LocalTrainer(config.model, config.lora, config.data, config.train,
+                                   ownership=_mark_plan(config),
+                                   freeze_lora_a=config.federation.freeze_lora_a)
         round_done = trainer.load_checkpoint(checkpoint)
         trainer.export_adapter(out, model_card=card_for_export(config, trainer, round_done))
     except LearningError as exc:
         raise UserError(str(exc)) from None
-    click.echo(f"{out}: adapter of round {round_done} (load with PeftModel.from_pretrained)")
+    if config.federation.mode == "fedkseed":
+        click.echo(f"{out}: full model of round {round_done} "
+                   "(load with AutoModelForCausalLM.from_pretrained)")
+    else:
+        click.echo(f"{out}: adapter of round {round_done} (load with PeftModel.from_pretrained)")
+
+
+def _fedkseed_trainer(config: Any) -> Any:
+    """FedKSeed's trainer for export: the seed pool needs the roster's federation id."""
+    from fedswarm.learning.fedkseed import KSeedTrainer
+    from fedswarm.p2p.errors import P2PError
+    from fedswarm.p2p.roster import Roster
+
+    try:
+        federation_id = Roster.load(config.roster_path).federation_id
+    except (OSError, P2PError, ValueError) as exc:
+        raise UserError(f"{config.roster_path}: cannot read the roster: {exc}") from None
+    return KSeedTrainer(config.model, config.data, config.train, config.fedkseed, federation_id)
 
 
 def _mark_plan(config: Any) -> Any:
@@ -636,6 +659,7 @@ Examples:
   fedswarm demo                          # 3 peers, 3 rounds, secure aggregation
   fedswarm demo --peers 6 --json out.json
   fedswarm demo --mode fedmkt            # two different models teach each other
+  fedswarm demo --mode fedkseed          # full model, zeroth-order, K numbers a round
 The first run builds the tiny demo model (about 40 s of CPU) into
 $FEDSWARM_CACHE_DIR (default ~/.cache/fedswarm); later runs reuse it.""")
 @click.option("--peers", default=3, show_default=True, type=click.IntRange(1, 16),
@@ -646,9 +670,10 @@ $FEDSWARM_CACHE_DIR (default ~/.cache/fedswarm); later runs reuse it.""")
               help="Write the demo summary JSON here.")
 @click.option("--secure/--plain", default=True, show_default=True,
               help="Secure aggregation (default) or plaintext averaging.")
-@click.option("--mode", type=click.Choice(["lora_avg", "fedmkt"]), default="lora_avg",
-              show_default=True,
-              help="lora_avg: average LoRA adapters; fedmkt: distil between different models.")
+@click.option("--mode", type=click.Choice(["lora_avg", "fedmkt", "fedkseed"]),
+              default="lora_avg", show_default=True,
+              help="lora_avg: average LoRA adapters; fedmkt: distil between different models; "
+                   "fedkseed: full-model zeroth-order steps, K numbers a round.")
 @click.option("--group-size", default=None, type=click.IntRange(3, 64),
               help="Peers per averaging group [default: 3 with 6 or more peers, else 4].")
 @click.option("--workdir", type=click.Path(path_type=Path), default=None,

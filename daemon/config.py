@@ -21,6 +21,7 @@ from fedswarm.federation.fedmkt.settings import FedMKTSection
 from fedswarm.federation.groups.plan import largest_group
 from fedswarm.federation.modes import MODES
 from fedswarm.federation.round import MIN_GROUP_SIZE
+from fedswarm.learning.fedkseed.settings import KSeedSettings
 from fedswarm.learning.fedmkt import (
     PublicDataError,
     PublicDataHashMismatchError,
@@ -187,6 +188,7 @@ class Config:
     data: DataSettings
     train: TrainSettings
     fedmkt: FedMKTSection = field(default_factory=FedMKTSection)
+    fedkseed: KSeedSettings = field(default_factory=KSeedSettings)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     ownership: OwnershipSettings = field(default_factory=OwnershipSettings)
 
@@ -194,6 +196,8 @@ class Config:
         """The settings of the configured federation mode, for ``modes.make_exchange``."""
         if self.federation.mode == "fedmkt":
             return self.fedmkt
+        if self.federation.mode == "fedkseed":
+            return self.fedkseed
         from fedswarm.federation.modes.lora_avg import LoraAveragingSettings  # imports torch
 
         return LoraAveragingSettings(self.federation.average_optimizer_state,
@@ -240,6 +244,7 @@ _SECTIONS: dict[str, type] = {
     "data": DataSettings,
     "train": TrainSettings,
     "fedmkt": FedMKTSection,
+    "fedkseed": KSeedSettings,
     "privacy": PrivacySettings,
     "ownership": OwnershipSettings,
 }

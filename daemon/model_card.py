@@ -11,6 +11,7 @@ without a model.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -145,6 +146,39 @@ def model_card(f: CardFacts) -> str:
 
 
 
+def full_model_card(f: CardFacts) -> str:
+    """The README.md of a FedKSeed export: a full model, not an adapter.
+
+    The adapter card's federation, data, aggregation, privacy and evaluation sections
+    hold as they are; the title, the "Adapter" section and how to load it do not.
+    """
+    adapter_card = model_card(dataclasses.replace(f, extra={}))  # extras go under "Weights"
+    body = adapter_card.split("## Federation", 1)[1].split("## How to load", 1)[0]
+    body = body.replace("adapter updates", "K-vectors").replace("the adapter itself",
+                                                                "the model itself")
+    lines = ["---", 'library_name: "transformers"', f"base_model: {json.dumps(f.base_model)}",
+             "tags: " + json.dumps(["fedswarm", "federated-learning", "fedkseed", "causal-lm"]
+                                  + (["secure-aggregation"] if f.secure_aggregation != "none"
+                                     else [])),
+             "---", "",
+             f"# FedKSeed-tuned model of {f.org} ({f.federation_id})", "",
+             f"`{f.base_model}` with every weight tuned by {len(f.member_orgs)} organisations "
+             f"with fedswarm {f.fedswarm_version} (FedKSeed: zeroth-order steps along K shared "
+             "seeds; each round a member sent K numbers, never its data). This is the copy "
+             f"held by **{f.org}** after round {f.round}; every member of its last group holds "
+             "the same weights, bit for bit.", "",
+             "## Weights", "",
+             f"- a full model (no adapter), fp32; fingerprint of its K-vector: "
+             f"`{f.adapter_fingerprint}`",
+             *(f"- {key}: {value}" for key, value in f.extra.items()), "",
+             "## Federation" + body,
+             "## How to load", "", "```python",
+             "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+             'model = AutoModelForCausalLM.from_pretrained("path/to/this/folder")',
+             'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")', "```", ""]
+    return "\n".join(lines)
+
+
 def card_for_export(config: Any, trainer: Any, round_done: int) -> str:
     """The card for ``fedswarm export``: facts from the config, roster, trainer and
     round log. A roster or database that cannot be read leaves those facts out rather
@@ -177,10 +211,11 @@ def card_for_export(config: Any, trainer: Any, round_done: int) -> str:
             spend = store.privacy_spend()
         finally:
             store.close()
-    peft_config = trainer.model.peft_config["default"]
-    targets = sorted(str(m) for m in (peft_config.target_modules or []))
+    fedkseed = config.federation.mode == "fedkseed"
+    peft_config = None if fedkseed else trainer.model.peft_config["default"]
+    targets = sorted(str(m) for m in (getattr(peft_config, "target_modules", None) or []))
     model_type = getattr(getattr(trainer.model, "config", None), "model_type", None)
-    return model_card(CardFacts(
+    facts = (CardFacts(
         org=config.node.org,
         federation_id=federation_id,
         member_orgs=orgs,
@@ -208,6 +243,15 @@ def card_for_export(config: Any, trainer: Any, round_done: int) -> str:
         fedswarm_version=fedswarm_version(),
         differential_privacy=_privacy_statement(config, len(trainer.data.train), spend),
     ))
+    if not fedkseed:
+        return model_card(facts)
+    settings = config.fedkseed
+    facts.local_steps, facts.lr = settings.steps_per_round, settings.lr
+    pro = "on" if settings.pro else "off"
+    facts.extra = {"base model sha256": settings.base_model_sha256,
+                   "pool": f"K = {settings.k} seeds, FedKSeed-Pro {pro}",
+                   "parameters fingerprint": trainer.parameters_fingerprint()}
+    return full_model_card(facts)
 
 
 def _privacy_statement(config: Any, examples: int,
@@ -227,4 +271,4 @@ def _privacy_statement(config: Any, examples: int,
             "settings. Not covered: the eval set and generation samples (docs/privacy.md).")
 
 
-__all__ = ["CardFacts", "card_for_export", "model_card"]
+__all__ = ["CardFacts", "card_for_export", "full_model_card", "model_card"]

@@ -212,12 +212,7 @@ class Daemon:
         self._he_pool = make_executor(max_workers=1)
         if self._uses_secure_aggregation():  # the worker starts while the model loads
             self._he_warming = asyncio.create_task(warm_up(self._he_pool), name="he-warm-up")
-        trainer = await asyncio.to_thread(
-            LocalTrainer, cfg.model, cfg.lora, cfg.data, cfg.train, on_step=self._on_train_step,
-            privacy=cfg.privacy, on_privacy_spend=self._on_privacy_spend,
-            ownership=self._mark_plan(),
-            freeze_lora_a=cfg.federation.freeze_lora_a, scaffold=cfg.federation.scaffold,
-        )
+        trainer = await asyncio.to_thread(self._build_trainer)
         self.trainer = trainer
         if trainer.privacy is not None:  # never forget, never re-spend (docs/privacy.md)
             from fedswarm.learning.privacy import Spend
@@ -258,6 +253,21 @@ class Daemon:
         log.info(
             "peer %s (%s) listening on %s; API %s",
             self.identity.peer_id, cfg.node.org, ", ".join(self.node.listen_addrs), self.api_url,
+        )
+
+    def _build_trainer(self) -> LocalTrainer:
+        """The member's trainer (blocking: it loads the model): LoRA, or FedKSeed's."""
+        cfg = self.config
+        if cfg.federation.mode == "fedkseed":
+            from fedswarm.learning.fedkseed import KSeedTrainer
+
+            return KSeedTrainer(cfg.model, cfg.data, cfg.train, cfg.fedkseed,
+                                self.roster.federation_id, on_step=self._on_train_step)
+        return LocalTrainer(
+            cfg.model, cfg.lora, cfg.data, cfg.train, on_step=self._on_train_step,
+            privacy=cfg.privacy, on_privacy_spend=self._on_privacy_spend,
+            ownership=self._mark_plan(),
+            freeze_lora_a=cfg.federation.freeze_lora_a, scaffold=cfg.federation.scaffold,
         )
 
     def _node_config(self) -> NodeConfig:

@@ -41,7 +41,7 @@ port = {api_port}
 token_file = "api.token"           # env FEDSWARM_API_TOKEN_FILE overrides
 
 [federation]
-mode = "lora_avg"                  # "lora_avg" (average LoRA adapters) or "fedmkt" (mutual distillation)
+mode = "lora_avg"                  # "lora_avg" (average LoRA adapters), "fedmkt" (mutual distillation) or "fedkseed"
 rounds = {rounds}                  # train this many rounds, then do what after_rounds says; 0 = until stopped
 # after_rounds = "serve"          # "serve": keep answering peers and the API until stopped; "exit": exit 0
 group_size = 4                     # peers averaged together per round (at least 3); with fewer
@@ -135,6 +135,18 @@ key_file = "ownership.key"         # your secret (mode 0600), made by init; env 
 # distill_lr = 1e-3
 # homogeneous_exchange = "secure"  # secure | clear, for members sharing a tokenizer
 # support_size = 30
+
+# Only for mode = "fedkseed" (docs/fedkseed.md): zeroth-order full-model tuning along K shared seeds.
+# [fedkseed]
+# base_model_sha256 = ""           # pins the base weights; run prints the model's hash when unset
+# k = 1024                         # seeds in the pool: a member sends k scalars (and k amplitudes)
+# eps = 5e-4                       # perturbation size of the two forward passes
+# lr = 3e-7                        # the paper's, for 1-3B models; the demo model uses 2e-4
+# steps_per_round = 50
+# pro = true                       # FedKSeed-Pro: draw seeds by their past |g|
+# grad_clip = 10.0                 # bound on each projected gradient
+# max_steps_per_seed = 32.0        # full clipped steps one scalar can carry when sent
+# trainable = "all"                # all | no_embeddings
 """
 
 

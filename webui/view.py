@@ -47,6 +47,11 @@ class DaemonView(Protocol):
         student, student_org, edges: [{teacher, teacher_org, student, student_org}],
         aligned_fraction, public_losses: [{peer_id, org, loss}], dropped, distill, note}]}"""
 
+    def fedkseed(self) -> dict[str, Any]:
+        """{"enabled": bool (mode is fedkseed), "k", "rounds": [{round, status, bytes_sent,
+        bytes_received, train_loss, eval_loss_after, group, seeds_used, clipped, replay_s,
+        parameters_fingerprint}]}"""
+
     def metrics_text(self) -> str:
         """Prometheus text exposition of the daemon's counters and gauges."""
 

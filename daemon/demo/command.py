@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from .local_federation import LocalFederation
 
 DEMO_TIMEOUT_S = 1800.0
+#: FedKSeed's steps per round in the demo: a zeroth-order step is two forward passes
+#: and moves the loss far less than a LoRA step (docs/fedkseed.md).
+FEDKSEED_DEMO_STEPS = 100
 
 
 def run_demo(
@@ -61,6 +64,10 @@ def run_demo(
     if averaging:
         click.echo(f"  groups of {group_size} rotate each round; the last {averaging} only "
                    "average, so every peer ends with the same adapter")
+    if mode == "fedkseed":
+        click.echo("  NOTE: FedKSeed (zeroth-order full-model tuning): each peer sends its "
+                   f"K-vector (8 KB) a round, after {FEDKSEED_DEMO_STEPS} two-forward steps; "
+                   "see docs/fedkseed.md")
     if mode == "fedmkt":
         click.echo("  NOTE: FedMKT (mutual distillation between different models): each peer's "
                    "top-k predictions on the public set are seen by its group; see docs/fedmkt.md")
@@ -123,9 +130,11 @@ def _build_federation(root: Path, peers: int, total: int, secure: bool, mode: st
     if mode == "fedmkt":  # the demo's models differ: a member asking for secure would abort
         overrides["fedmkt"] = {"homogeneous_exchange": "clear"}
     protocol = PROTOCOL_NAME if secure else "none"
+    # a zeroth-order step is two forward passes and moves little: more of them per round
+    steps: dict[str, Any] = {"local_steps": FEDKSEED_DEMO_STEPS} if mode == "fedkseed" else {}
     federation = LocalFederation(
         root, peers, total, secure_aggregation=protocol, group_size=group_size, mode=mode,
-        overrides=overrides,
+        overrides=overrides, **steps,
     )
     ticker.update("the demo model (built once, then reused from its cache)")
     federation.prepare(on_progress=lambda line: ticker.update(f"building the demo model: {line}"))
@@ -234,11 +243,17 @@ def _summarise(
 
 
 def read_final_adapter(checkpoint_root: Path) -> np.ndarray:
-    """The adapter of a peer's latest checkpoint, flattened (for the consensus check)."""
+    """The adapter of a peer's latest checkpoint, flattened (for the consensus check);
+    with FedKSeed its K scalars (the whole model, given the base)."""
+    import numpy as np
     from fedswarm.learning.adapter_vector import flatten_state
     from fedswarm.learning.checkpoint_files import latest_dir
     from safetensors.torch import load_file
 
+    kseed = latest_dir(checkpoint_root) / "kseed_state.npz"
+    if kseed.exists():
+        with np.load(kseed) as arrays:
+            return np.asarray(arrays["scalars"], dtype=np.float32)
     tensors = load_file(str(latest_dir(checkpoint_root) / "adapter" / "adapter_model.safetensors"))
     vector, _ = flatten_state(tensors)
     return vector

@@ -55,6 +55,15 @@ FEDMKT_DEMO_SETTINGS: dict[str, Any] = {
 }
 
 
+#: ``[fedkseed]`` settings of the demo (measured on the demo model, docs/fedkseed.md); the
+#: base model's hash is added by ``prepare``.
+FEDKSEED_DEMO_SETTINGS: dict[str, Any] = {
+    "k": 1024,
+    "lr": 2e-4,
+    "eps": 5e-4,
+}
+
+
 def demo_model_cache_dir() -> Path:
     """Where the demo model is built once and reused (``$FEDSWARM_CACHE_DIR`` overrides).
 
@@ -171,6 +180,7 @@ class LocalFederation:
         self.federation_id = "fedswarm-demo"
         self.model_dir = model_dir or demo_model_cache_dir()
         self.public_set: PublicSet | None = None  # written by prepare() in fedmkt mode
+        self.base_model_sha256 = ""  # measured by prepare() in fedkseed mode
         self.model_dirs: list[Path] = []  # peer i runs model_dirs[i % len]; set by prepare()
         self.peer_hosts = peer_hosts
         self.command_prefixes = command_prefixes
@@ -190,6 +200,8 @@ class LocalFederation:
             model_dirs.append(build_demo_model(variant, seed=self.seed, variant=FEDMKT_VARIANT,
                                                on_progress=on_progress))
             self.public_set = write_demo_public_set(self.workdir / "data" / "public.jsonl")
+        if self.mode == "fedkseed":  # the seed pool derives from the base weights' hash
+            self.base_model_sha256 = demo_base_model_sha256(self.model_dir)
         shards = write_demo_shards(self.workdir / "data", self.n_peers, seed=self.seed)
         members = []
         for i, shard in enumerate(shards):
@@ -269,6 +281,12 @@ class LocalFederation:
                 "public_path": str(self.public_set.path),
                 "public_sha256": self.public_set.sha256,
                 "max_length": self.max_length,
+            }
+        if self.mode == "fedkseed":
+            document["fedkseed"] = {
+                **FEDKSEED_DEMO_SETTINGS,
+                "steps_per_round": self.local_steps,
+                "base_model_sha256": self.base_model_sha256,
             }
         for section, values in self.overrides.items():
             document.setdefault(section, {}).update(values)
@@ -379,9 +397,33 @@ class LocalFederation:
                 )
             time.sleep(0.5)
 
+    def checkpoint_meta(self, peer: PeerProcess) -> dict[str, Any]:
+        """The meta of ``peer``'s latest checkpoint (round, fingerprints)."""
+        from fedswarm.learning.checkpoint_files import latest_dir
+
+        path = latest_dir(peer.state_dir / "checkpoint") / "meta.json"
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        return meta if isinstance(meta, dict) else {}
+
     def log_tail(self, org: str, lines: int = 15) -> str:
         for peer in self.peers:
             if peer.org == org and peer.log_path.exists():
                 return "\n".join(peer.log_path.read_text(errors="replace").splitlines()[-lines:])
         return ""
 
+
+def demo_base_model_sha256(model_dir: Path) -> str:
+    """What ``[fedkseed] base_model_sha256`` pins for the demo model (loads it once)."""
+    import torch
+    from fedswarm.learning.fedkseed.parameters import base_model_sha256
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as transformers_logging
+
+    bars = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()  # no stray "Loading weights" bar in the demo
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    finally:
+        if bars:
+            transformers_logging.enable_progress_bar()
+    return base_model_sha256(model)

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 from fedswarm.p2p.identity import public_key_from_peer_id
 from fedswarm.secagg.params import SecAggParams, params_for_protocol
 
+from .fedkseed import EVENT as FEDKSEED_EVENT
+from .fedkseed import fedkseed_panel
 from .fedmkt import FedMKTEventLog, fedmkt_panel
 from .prometheus import MetricsSnapshot, render_metrics
 
@@ -313,6 +315,16 @@ class DaemonStatusView:
             records=d.store.rounds() if d.store else [],
             events=self._fedmkt_events,
             org_of=lambda peer: d.roster.org_of(peer),
+        )
+
+    def fedkseed(self) -> dict[str, Any]:
+        d = self._d
+        enabled = d.config.federation.mode == "fedkseed"
+        store = d.store if enabled else None
+        return fedkseed_panel(
+            enabled=enabled,
+            records=store.rounds(limit=500) if store else [],
+            events=store.events_of_kind(FEDKSEED_EVENT) if store else [],
         )
 
     def recent_events(self, limit: int = 50) -> list[dict[str, Any]]:

@@ -18,16 +18,30 @@ from fedswarm.learning.lazy_exports import import_lazily
 
 if TYPE_CHECKING:
     from ..exchange import Exchange, MemberParts
+    from .fedkseed import KSeedAveraging
     from .fedmkt import FedMKTDistillation
     from .lora_avg import LoraAveraging, LoraAveragingSettings
 
-__all__ = ["MODES", "FedMKTDistillation", "LoraAveraging", "LoraAveragingSettings", "make_exchange"]
+__all__ = [
+    "MODES",
+    "FedMKTDistillation",
+    "KSeedAveraging",
+    "LoraAveraging",
+    "LoraAveragingSettings",
+    "make_exchange",
+]
 
 
 def _lora_avg(parts: MemberParts, settings: Any) -> Exchange:
     from .lora_avg import LoraAveraging
 
     return LoraAveraging(parts, settings)
+
+
+def _fedkseed(parts: MemberParts, settings: Any) -> Exchange:
+    from .fedkseed import KSeedAveraging
+
+    return KSeedAveraging(parts, settings)
 
 
 def _fedmkt(parts: MemberParts, settings: Any) -> Exchange:
@@ -39,9 +53,11 @@ def _fedmkt(parts: MemberParts, settings: Any) -> Exchange:
 MODES: dict[str, Callable[[MemberParts, Any], Exchange]] = {
     "lora_avg": _lora_avg,
     "fedmkt": _fedmkt,
+    "fedkseed": _fedkseed,
 }
 
 _LAZY = {
+    "KSeedAveraging": "fedkseed",
     "FedMKTDistillation": "fedmkt",
     "LoraAveraging": "lora_avg",
     "LoraAveragingSettings": "lora_avg",

@@ -198,6 +198,19 @@ class FakeView:
             ],
         }
 
+        self.kseed: dict[str, Any] = {
+            "enabled": False,
+            "k": 1024,
+            "rounds": [
+                {"round": 1, "status": "complete", "bytes_sent": 16416, "bytes_received": 16416,
+                 "train_loss": 0.81, "eval_loss_after": 0.84, "group": 3, "seeds_used": 88,
+                 "clipped": 0, "replay_s": 0.2, "parameters_fingerprint": "0123456789abcdef"},
+                {"round": 2, "status": "local_only", "bytes_sent": None, "bytes_received": None,
+                 "train_loss": 0.8, "eval_loss_after": 0.83, "group": None, "seeds_used": None,
+                 "clipped": None, "replay_s": None, "parameters_fingerprint": None},
+            ],
+        }
+
     # -- DaemonView ---------------------------------------------------------------------
     def overview(self) -> dict[str, Any]:
         if self.fail:
@@ -228,6 +241,9 @@ class FakeView:
 
     def fedmkt(self) -> dict[str, Any]:
         return self.mkt
+
+    def fedkseed(self) -> dict[str, Any]:
+        return self.kseed
 
     def metrics_text(self) -> str:
         return f"# TYPE fedswarm_round gauge\nfedswarm_round {self.round}\n"

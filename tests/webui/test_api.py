@@ -183,6 +183,17 @@ def test_out_of_range_config_is_refused(kwargs: dict[str, Any]) -> None:
         DashboardConfig(**kwargs)
 
 
+async def test_fedkseed_lists_bytes_losses_and_seeds_per_round(
+    client: TestClient[Any, Any], auth: dict[str, str], fake_view: Any
+) -> None:
+    fake_view.kseed["enabled"] = True
+    panel = await get_json(client, "/api/fedkseed", auth)
+    assert panel["enabled"] is True and panel["k"] == 1024
+    assert [(r["round"], r["bytes_sent"], r["seeds_used"]) for r in panel["rounds"]] == [
+        (1, 16416, 88), (2, None, None)]
+    assert (await client.get("/api/fedkseed")).status == 401  # the token is required
+
+
 async def test_fedmkt_lists_teacher_student_edges_with_org_names(
     client: TestClient[Any, Any], auth: dict[str, str], fake_view: Any, hostile_org: str
 ) -> None:

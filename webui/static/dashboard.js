@@ -8,6 +8,7 @@
 (function () {
   const state = {
     status: null, peers: [], rounds: [], training: null, security: null, traffic: null, fedmkt: null,
+    fedkseed: null,
     round: null, names: new Map(), charts: {}, events: 0,
   };
   window.fedswarmDashboard = state; // for operators' consoles and the browser test
@@ -89,7 +90,7 @@
     const parts = await Promise.allSettled([
       getJSON("/api/status"), getJSON("/api/peers"), getJSON("/api/rounds"),
       getJSON("/api/training"), getJSON("/api/security"), getJSON("/api/traffic"),
-      getJSON("/api/fedmkt"),
+      getJSON("/api/fedmkt"), getJSON("/api/fedkseed"),
     ]);
     const value = (i) => (parts[i].status === "fulfilled" ? parts[i].value : null);
     if (value(1)) { state.peers = value(1); rememberNames(state.peers); renderPeers(); }
@@ -99,6 +100,7 @@
     if (value(2)) { state.rounds = value(2); renderRounds(); }
     if (value(3)) { state.training = value(3); renderTraining(); }
     if (value(6)) { state.fedmkt = value(6); renderFedMKT(); }
+    if (value(7)) { state.fedkseed = value(7); renderFedKSeed(); }
     showTab();
   }
 
@@ -401,6 +403,30 @@
     setText("fedmkt-summary", rounds.length ? rounds.length + " FedMKT round(s) recorded" : "no FedMKT rounds yet");
   }
 
+  // ---------- FedKSeed ----------
+  function fedkseedOn() {
+    return Boolean((state.fedkseed && state.fedkseed.enabled === true) || (state.status && state.status.mode === "fedkseed"));
+  }
+
+  function renderFedKSeed() {
+    const f = state.fedkseed || {};
+    const k = typeof f.k === "number" ? f.k : null;
+    const rounds = Array.isArray(f.rounds) ? realRounds(f.rounds).slice().reverse() : [];
+    fillBody("fedkseed-table", rounds, (r) => el("tr", null, [
+      td(r.round, "num"),
+      el("td", { cls: r.status === "complete" ? "status-ok" : (["aborted", "refused"].includes(r.status) ? "status-bad" : ""), text: r.status ?? null }),
+      td(typeof r.bytes_sent === "number" ? r.bytes_sent.toLocaleString() : null, "num"),
+      td(typeof r.bytes_received === "number" ? r.bytes_received.toLocaleString() : null, "num"),
+      td(num(r.train_loss), "num"),
+      td(num(r.eval_loss_after), "num"),
+      td(typeof r.seeds_used === "number" ? r.seeds_used + (k !== null ? " of " + k : "") : null, "num"),
+      td(typeof r.clipped === "number" ? r.clipped : null, "num"),
+      td(typeof r.replay_s === "number" ? r.replay_s.toFixed(2) + " s" : null, "num"),
+      el("td", { cls: "mono", text: typeof r.parameters_fingerprint === "string" ? r.parameters_fingerprint : null }),
+    ]));
+    setText("fedkseed-summary", rounds.length ? rounds.length + " FedKSeed round(s) recorded" : "no FedKSeed rounds yet");
+  }
+
   function renderSecurity() {
     const s = state.security || {};
     setText("sec-federation", s.federation_id);
@@ -501,12 +527,14 @@
   // ---------- tabs ----------
   function showTab() {
     const name = (location.hash || "#overview").slice(1);
-    const known = ["overview", "peers", "rounds", "training", "fedmkt", "security"];
-    const allowed = fedmktOn() ? known : known.filter((tab) => tab !== "fedmkt");
+    const known = ["overview", "peers", "rounds", "training", "fedmkt", "fedkseed", "security"];
+    const allowed = known.filter((tab) => (tab !== "fedmkt" || fedmktOn()) && (tab !== "fedkseed" || fedkseedOn()));
     const current = allowed.includes(name) ? name : "overview";
     for (const tab of known) byId("tab-" + tab).hidden = tab !== current;
     const mktLink = document.querySelector(".tabs a[data-tab=fedmkt]");
     if (mktLink) mktLink.hidden = !fedmktOn();
+    const kseedLink = document.querySelector(".tabs a[data-tab=fedkseed]");
+    if (kseedLink) kseedLink.hidden = !fedkseedOn();
     for (const link of document.querySelectorAll(".tabs a")) link.classList.toggle("active", link.dataset.tab === current);
   }
 
