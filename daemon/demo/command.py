@@ -284,7 +284,8 @@ def _print_table(summary: dict[str, Any]) -> None:
     click.echo(f"secure aggregation:      {summary['secure_aggregation']}{clear}")
     diff = summary["consensus_max_abs_diff"]
     if diff is not None:
-        click.echo(f"consensus max abs diff:  {diff:.3g}  ({consensus_note(diff)})")
+        held = "K-vector" if summary["mode"] == "fedkseed" else "adapter"
+        click.echo(f"consensus max abs diff:  {diff:.3g}  ({consensus_note(diff, held)})")
     elif fedmkt:
         click.echo("consensus:               none expected: FedMKT peers keep their own models")
     click.echo(f"wall time:               {summary['wall_s']:.1f} s")
@@ -337,11 +338,15 @@ def result_line(summary: dict[str, Any]) -> str:
 CONSENSUS_TOLERANCE = 1e-3
 
 
-def consensus_note(diff: float) -> str:
-    """What the largest difference between two peers' final adapters means, in words."""
+def consensus_note(diff: float, held: str = "adapter") -> str:
+    """What the largest difference between two peers' final ``held`` states means, in words.
+
+    ``held`` is what the mode averages: the adapter, or FedKSeed's K-vector (equal
+    K-vectors replay to bit-identical weights).
+    """
     if diff == 0:
-        return "every peer holds the same adapter"
+        return f"every peer holds the same {held}"
     if diff < CONSENSUS_TOLERANCE:
-        return "the same adapter, up to secure aggregation's rounding"
-    return ("peers hold close but different adapters: the last groups' averages did not "
+        return f"the same {held}, up to secure aggregation's rounding"
+    return (f"peers hold close but different {held}s: the last groups' averages did not "
             "reach one exact federation-wide average (peers on a grid with empty cells)")

@@ -82,6 +82,7 @@ def test_consensus_note_says_what_the_difference_means() -> None:
     assert "same adapter" in consensus_note(0.0)
     assert "rounding" in consensus_note(CONSENSUS_TOLERANCE / 10)
     assert "different adapters" in consensus_note(0.0214)
+    assert consensus_note(0.0, "K-vector") == "every peer holds the same K-vector"
 
 
 def test_keep_only_logs_removes_everything_but_the_daemon_logs(tmp_path: Path) -> None:
