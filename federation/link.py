@@ -34,8 +34,10 @@ FEDMKT_CARD_KIND = "fedmkt-card"  # FedMKT: which exchange a member can run (fed
 FEDMKT_KIND = "fedmkt"  # FedMKT: public-set knowledge (fedmkt/exchange.py)
 ADAPTER_REQUEST_KIND = "adapter-request"  # catch-up: please send your adapter (catch_up.py)
 ADAPTER_KIND = "adapter"  # catch-up: the answer (catch_up.py)
+OFFSITE_AVERAGE_KIND = "offsite-average"  # offsite: a group's average, to the model owner
 
-MAILBOX_KINDS = (GROUP_KIND, PLAIN_UPDATE_KIND, SECAGG_KIND, FEDMKT_CARD_KIND, FEDMKT_KIND)
+MAILBOX_KINDS = (GROUP_KIND, PLAIN_UPDATE_KIND, SECAGG_KIND, FEDMKT_CARD_KIND, FEDMKT_KIND,
+                 OFFSITE_AVERAGE_KIND)
 """Kinds filed in the round's mailbox until the protocol that owns them asks."""
 CATCH_UP_KINDS = (ADAPTER_REQUEST_KIND, ADAPTER_KIND)
 """Kinds answered at once by ``catch_up.AdapterExchange``, whatever the round."""
