@@ -46,6 +46,10 @@ if TYPE_CHECKING:
 OWNER_STATE_FILE = "offsite_owner_state.npz"
 
 
+class OwnerStateError(ValueError):
+    """The owner's saved average is unreadable or does not fit its package."""
+
+
 def averaging_members(ctx: RoundContext, owner: str) -> tuple[str, ...]:
     """The group without the model owner: who sums, and who counts towards the minimum."""
     members = tuple(m for m in ctx.members if m != owner)
@@ -134,9 +138,16 @@ class OffsiteOwner:
         """After a restart: plug the last accepted average back in (nothing is lost)."""
         if not self._state.exists():
             return
-        with np.load(self._state) as saved:
-            round, average = int(saved["round"]), saved["average"].astype(np.float32)
-        self._model.plug_in_vector(apply_delta(self._model.initial_vector, average))
+        try:
+            with np.load(self._state) as saved:
+                round, average = int(saved["round"]), saved["average"].astype(np.float32)
+            adapter = apply_delta(self._model.initial_vector, average)
+        except (OSError, ValueError, KeyError) as exc:
+            raise OwnerStateError(
+                f"{self._state}: cannot restore the last plugged-in average "
+                f"({exc}); move it away to start from the package"
+            ) from None
+        self._model.plug_in_vector(adapter)
         self.round = round
 
     def train(self) -> float | None:

@@ -80,6 +80,8 @@ async def _fetch_file(request: Request, name: str, size: int, part: Path) -> Non
     with part.open("ab") as f:
         while have < size:
             answer = await request(encode_request(name, have, min(CHUNK_BYTES, size - have)))
+            if len(answer) < _ANSWER.size:
+                raise TamperedPackageError(f"{name}: the owner's answer is {len(answer)} bytes")
             (offset,) = _ANSWER.unpack_from(answer)
             chunk = answer[_ANSWER.size :]
             if offset != have or not chunk or len(chunk) > size - have:

@@ -151,3 +151,11 @@ def test_the_owner_believes_only_an_average_a_quorum_sent() -> None:
         agreed_average({"a": good, "b": good, "c": good, "d": forged, "e": forged, "f": forged})
     with pytest.raises(NoQuorumError):
         agreed_average({})
+
+
+def test_an_unreadable_owner_state_is_a_one_line_error(tmp_path: Path) -> None:
+    from fedswarm.federation.modes.offsite import OWNER_STATE_FILE, OwnerStateError
+
+    (tmp_path / OWNER_STATE_FILE).write_bytes(b"not an npz")
+    with pytest.raises(OwnerStateError, match="cannot restore"):
+        OffsiteOwner(FakeOwnerModel(), tmp_path)  # type: ignore[arg-type]

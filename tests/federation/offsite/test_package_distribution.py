@@ -97,3 +97,18 @@ async def test_a_package_the_owner_tampered_with_in_transit_is_refused(
     assert not (dest / "model.safetensors").exists()
     with pytest.raises(TamperedPackageError, match="published package id"):
         await fetch_package(tampering, tmp_path / "other", "0" * 64)
+
+
+async def test_a_short_answer_is_refused_not_a_crash(
+    owner_side: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    from fedswarm.learning.errors import TamperedPackageError
+
+    _, package, package_id = owner_side
+    server = PackageServer(package)
+
+    async def short(request: bytes) -> bytes:
+        return server.answer(request) if b"offsite_manifest" in request else b"\x00"
+
+    with pytest.raises(TamperedPackageError, match="answer is 1 bytes"):
+        await fetch_package(short, tmp_path / "member", package_id)
