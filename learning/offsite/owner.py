@@ -46,6 +46,8 @@ class OwnerModel:
             {n: params[n].detach().to("cpu", torch.float32) for n in self._names}
         )[0]
         """The package's adapter layers as a vector: round 0, before anyone trained."""
+        self.vector = self.initial_vector.copy()
+        """The adapter layers plugged in now (``plug_in_vector`` replaces it)."""
 
     def plug_in_vector(self, vector: np.ndarray) -> None:
         """Load an averaged vector into the emulator and its layers into the full model."""
@@ -62,6 +64,7 @@ class OwnerModel:
             adapter_layer_weights(self.emulator, self.package.layout),
             self.package.layout,
         )
+        self.vector = np.asarray(vector, np.float32).copy()
 
     def export(self, out_dir: Path) -> None:
         """``save_pretrained`` the plugged-in full model, atomically (temp sibling + rename)."""
@@ -69,7 +72,7 @@ class OwnerModel:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=out_dir.parent))
         try:
-            self.model.save_pretrained(tmp)
+            self.model.save_pretrained(tmp)  # type: ignore[operator]
             self.tokenizer.save_pretrained(tmp)
             if out_dir.exists():
                 shutil.rmtree(out_dir)

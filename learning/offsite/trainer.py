@@ -8,14 +8,28 @@ the lr schedule and the evaluation are the same code the LoRA trainer uses.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
-from fedswarm.learning.adapter_vector import flatten_state, unflatten_state
+from fedswarm.learning.adapter_vector import (
+    flatten_state,
+    state_fingerprint,
+    unflatten_state,
+    vector_fingerprint,
+)
+from fedswarm.learning.checkpoint_files import (
+    latest_dir,
+    publish_latest,
+    round_dir_name,
+    verify_dir,
+    write_atomic_dir,
+)
 from fedswarm.learning.dataset import prepare_data
-from fedswarm.learning.errors import LearningError
+from fedswarm.learning.errors import CheckpointError, LearningError
 from fedswarm.learning.examples import BatchStream
 from fedswarm.learning.model_loading import load_tokenizer
 from fedswarm.learning.offsite.emulator import load_emulator
@@ -24,9 +38,11 @@ from fedswarm.learning.offsite.layers import LayerWeights, adapter_layer_weights
 from fedswarm.learning.offsite.package import OffsitePackage
 from fedswarm.learning.schedule import learning_rate
 from fedswarm.learning.settings import DataSettings, LoraSettings, ModelSettings, TrainSettings
-from fedswarm.learning.trainer import EvalReport, TrainReport
+from fedswarm.learning.trainer import EvalReport, RollbackPoint, TrainReport
 
 LORA_INIT_SEED = 0
+CHECKPOINT_FORMAT = "fedswarm-offsite-member-1"
+_STATE_FILE = "offsite_member_state.pt"
 
 
 class OffsiteTrainer:
@@ -64,7 +80,7 @@ class OffsiteTrainer:
 
     @property
     def device(self) -> torch.device:
-        return self.model.get_input_embeddings().weight.device
+        return self.model.get_input_embeddings().weight.device  # type: ignore[operator]
 
     def train(self, steps: int | None = None) -> TrainReport:
         """``steps`` AdamW steps on the adapter layers; a non-finite loss changes nothing."""
@@ -131,3 +147,87 @@ class OffsiteTrainer:
     def adapter_layer_weights(self) -> LayerWeights:
         """The adapter layers as full-model layer weights (what the owner plugs in)."""
         return adapter_layer_weights(self.model, self.package.layout)
+
+    # -- what the round runner asks of any trainer (daemon/round_runner.py) -------------
+
+    def adapter_fingerprint(self) -> str:
+        """A short hash of the adapter layers, for heartbeats and the round log."""
+        return state_fingerprint(self.adapter_state())
+
+    def fingerprint_of(self, vector: np.ndarray) -> str:
+        """What ``adapter_fingerprint`` would be after ``load_adapter_vector(vector)``."""
+        return vector_fingerprint(vector, flatten_state(self.adapter_state())[1])
+
+    def adapter_snapshot(self) -> tuple[np.ndarray, str]:
+        state = self.adapter_state()
+        return flatten_state(state)[0], state_fingerprint(state)
+
+    @property
+    def adapter_size(self) -> int:
+        return sum(int(p.numel()) for _, p in self._trainable)
+
+    def rollback_point(self) -> RollbackPoint:
+        """The adapter layers, AdamW state and step now (the validation gate's way back)."""
+        return RollbackPoint(
+            self.adapter_state(), copy.deepcopy(self.optimizer.state_dict()), {}, self.step
+        )
+
+    def roll_back(self, point: RollbackPoint) -> None:
+        with torch.no_grad():
+            for name, param in self._trainable:
+                param.copy_(point.weights[name].to(param.device, param.dtype))
+        self.optimizer.load_state_dict(point.optimizer)
+        self.step = point.step
+
+    def sample_outputs(self, n: int, max_new_tokens: int) -> list[tuple[str, str]]:
+        """None: the emulator's completions say little about the owner's model."""
+        return []
+
+    def save_checkpoint(self, directory: Path, round: int) -> None:
+        """Adapter layers, optimiser, step and data position, atomically
+        (``checkpoint_files``: a crash leaves ``LATEST`` naming a complete checkpoint)."""
+        directory = Path(directory)
+        adapter = self.adapter_state()
+        state = {
+            "adapter": adapter,
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "stream": self.stream.state_dict(),
+        }
+        meta = {"format": CHECKPOINT_FORMAT, "round": int(round), "step": self.step,
+                "package_id": self.package.package_id,
+                "adapter_fingerprint": state_fingerprint(adapter)}
+        name = round_dir_name(int(round))
+        try:
+            write_atomic_dir(directory / name, lambda tmp: torch.save(state, tmp / _STATE_FILE),
+                             meta)
+            publish_latest(directory, name)
+        except OSError as exc:
+            raise CheckpointError(f"{directory}: cannot write checkpoint: {exc}") from exc
+
+    def load_checkpoint(self, directory: Path) -> int:
+        """Restore the newest complete checkpoint under ``directory``; returns its round."""
+        path = latest_dir(Path(directory))
+        meta = verify_dir(path)
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{path}: not an offsite member checkpoint "
+                                  f"(format {meta.get('format')!r})")
+        if meta.get("package_id") != self.package.package_id:
+            raise CheckpointError(f"{path}: checkpoint of another package; move it away "
+                                  "to start from this one")
+        try:
+            state = torch.load(path / _STATE_FILE, map_location="cpu", weights_only=True)
+            adapter = state["adapter"]
+            mine = self.adapter_state()
+            if {k: tuple(v.shape) for k, v in adapter.items()} != \
+                    {k: tuple(v.shape) for k, v in mine.items()}:
+                raise ValueError("adapter layers do not match this package")
+            with torch.no_grad():
+                for name, param in self._trainable:
+                    param.copy_(adapter[name].to(param.device, param.dtype))
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.stream.load_state_dict(state["stream"])
+            self.step = int(state["step"])
+        except (OSError, KeyError, ValueError, RuntimeError, TypeError) as exc:
+            raise CheckpointError(f"{path}: checkpoint does not fit this trainer: {exc}") from exc
+        return int(meta["round"])
