@@ -30,6 +30,12 @@ def _lora_avg(parts: MemberParts, settings: Any) -> Exchange:
     return LoraAveraging(parts, settings)
 
 
+def _offsite(parts: MemberParts, settings: Any) -> Exchange:
+    from .offsite import make_offsite_exchange
+
+    return make_offsite_exchange(parts, settings)
+
+
 def _fedmkt(parts: MemberParts, settings: Any) -> Exchange:
     from .fedmkt import FedMKTDistillation
 
@@ -39,6 +45,7 @@ def _fedmkt(parts: MemberParts, settings: Any) -> Exchange:
 MODES: dict[str, Callable[[MemberParts, Any], Exchange]] = {
     "lora_avg": _lora_avg,
     "fedmkt": _fedmkt,
+    "offsite": _offsite,
 }
 
 _LAZY = {

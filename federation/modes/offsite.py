@@ -19,8 +19,9 @@ import asyncio
 import dataclasses
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,7 +44,27 @@ from ..round import MIN_GROUP_SIZE, RoundContext
 if TYPE_CHECKING:
     from fedswarm.learning.offsite import OffsiteTrainer, OwnerModel
 
+    from ..exchange import MemberParts
+
 OWNER_STATE_FILE = "offsite_owner_state.npz"
+
+
+@dataclass(frozen=True)
+class OffsiteRole:
+    """What ``make_exchange("offsite", ...)`` needs beyond ``MemberParts``: who the
+    roster names model owner, whether that is us, and (owner) where to export.
+    ``parts.trainer`` is then an ``OffsiteTrainer`` (member) or an ``OwnerTrainer``."""
+
+    owner: str
+    is_owner: bool
+    export_dir: Path | None = None
+
+
+def make_offsite_exchange(parts: MemberParts, role: OffsiteRole) -> OffsiteMember | OffsiteOwner:
+    trainer: Any = parts.trainer
+    if role.is_owner:
+        return OffsiteOwner(trainer.owner, parts.work_dir, role.export_dir)
+    return OffsiteMember(trainer, role.owner, parts.secure)
 
 
 class OwnerStateError(ValueError):
