@@ -104,7 +104,8 @@ class OffsiteStart:
 
             def owner() -> OwnerTrainer:
                 return OwnerTrainer(OwnerModel(cfg.path(cfg.model.path), own, lora,
-                                               device=cfg.model.device), cfg.data, cfg.train)
+                                               device=cfg.model.device), cfg.data, cfg.train,
+                                    cfg.offsite_export_dir)
 
             return await asyncio.to_thread(owner)
         from fedswarm.learning.offsite.trainer import OffsiteTrainer

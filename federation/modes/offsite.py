@@ -86,7 +86,9 @@ class OffsiteMember:
     """A data member's ``Exchange`` for ``mode = "offsite"``."""
 
     name = "offsite"
-    adopts_neighbour_adapters = False  # catch-up speaks LoRA adapters, not adapter layers
+    # A member that fell behind adopts the adapter layers a quorum of up members hold
+    # (federation/catch_up.py, checked against their fingerprint), as in lora_avg.
+    adopts_neighbour_adapters = True
 
     def __init__(
         self, trainer: OffsiteTrainer, owner: str, secure: SecureAggregation | None
@@ -144,7 +146,10 @@ class OffsiteOwner:
     """The model owner's ``Exchange``: accept a confirmed average, plug it in, export."""
 
     name = "offsite"
-    adopts_neighbour_adapters = False
+    # An owner that restarts after the members moved on adopts the adapter layers a
+    # quorum of them hold (= the package's plus their latest average): nothing is lost
+    # even when the federation finished while the owner was down.
+    adopts_neighbour_adapters = True
 
     def __init__(self, model: OwnerModel, work_dir: Path, export_dir: Path | None = None) -> None:
         self._model = model

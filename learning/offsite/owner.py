@@ -48,6 +48,8 @@ class OwnerModel:
         """The package's adapter layers as a vector: round 0, before anyone trained."""
         self.vector = self.initial_vector.copy()
         """The adapter layers plugged in now (``plug_in_vector`` replaces it)."""
+        self.exported: np.ndarray | None = None
+        """The vector plugged in at the last ``export`` (None: not exported yet)."""
 
     def plug_in_vector(self, vector: np.ndarray) -> None:
         """Load an averaged vector into the emulator and its layers into the full model."""
@@ -77,6 +79,7 @@ class OwnerModel:
             if out_dir.exists():
                 shutil.rmtree(out_dir)
             os.replace(tmp, out_dir)
+            self.exported = self.vector.copy()
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -40,8 +40,10 @@ class OwnerTrainer:
     num_train_samples = 0
     """The owner's averaging weight: it adds nothing to any group sum."""
 
-    def __init__(self, owner: OwnerModel, data: DataSettings, train: TrainSettings) -> None:
+    def __init__(self, owner: OwnerModel, data: DataSettings, train: TrainSettings,
+                 export_dir: Path | None = None) -> None:
         self.owner = owner
+        self.export_dir = export_dir
         self.train_settings = train
         self.data = prepare_data(data, owner.tokenizer, train.seed)
         self.pad_id = int(owner.tokenizer.pad_token_id)
@@ -86,8 +88,15 @@ class OwnerTrainer:
         return []
 
     def save_checkpoint(self, directory: Path, round: int) -> None:
-        """The plugged-in vector (not the full model), atomically (``checkpoint_files``)."""
+        """The plugged-in vector (not the full model), atomically (``checkpoint_files``);
+        the full model is exported first when its plugged-in layers changed since the last
+        export (an adapter adopted by catch-up, not plugged in by ``OffsiteOwner``)."""
         directory = Path(directory)
+        exported = self.owner.exported
+        if self.export_dir is not None and (
+            exported is None or not np.array_equal(exported, self.owner.vector)
+        ):
+            self.owner.export(self.export_dir)
         vector = self.owner.vector.copy()
 
         def fill(tmp: Path) -> None:
