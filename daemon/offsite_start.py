@@ -19,7 +19,7 @@ from fedswarm.federation.link import PACKAGE_KIND, Link
 from fedswarm.federation.modes.offsite import OffsiteRole
 from fedswarm.federation.offsite.distribution import PackageServer, fetch_package
 from fedswarm.federation.offsite.transport import PackageClient, PackageService
-from fedswarm.learning.errors import TamperedPackageError
+from fedswarm.learning.errors import OffsiteError, TamperedPackageError
 from fedswarm.learning.offsite import OffsitePackage, open_package
 from fedswarm.p2p.roster import Roster
 
@@ -84,6 +84,10 @@ class OffsiteStart:
             except TamperedPackageError as exc:
                 log.error("offsite package refused: %s; fetching again", exc)
                 self._reject(self.owner, PACKAGE_KIND, str(exc))
+            except OffsiteError as exc:
+                # every byte is what the configured id pins, so no retry can fix it
+                raise ConfigError(f"{self.config.source}: [offsite] package_id: the package "
+                                  f"{package_id[:12]}… is not usable: {exc}") from None
             except Exception as exc:  # the owner not up yet: the node raises its own types
                 log.warning("offsite package not fetched yet from %s: %s: %s; retrying",
                             self.owner[-8:], type(exc).__name__, exc)
