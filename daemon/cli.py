@@ -378,7 +378,7 @@ def run(config_path: Path) -> None:
 
     from fedswarm.learning.errors import LearningError
 
-    from .errors import ListenError, StateError
+    from .errors import ConfigError, ListenError, StateError
     from .logging_setup import set_level
     from .service import Daemon
     from .state_lock import StateDirLock
@@ -391,7 +391,8 @@ def run(config_path: Path) -> None:
     try:
         with StateDirLock(config.state_dir):
             asyncio.run(daemon.run())
-    except (LearningError, StateError, ListenError) as exc:
+    except (LearningError, StateError, ListenError, ConfigError) as exc:
+        # ConfigError here: what only the daemon can check (the roster's offsite roles)
         raise UserError(str(exc)) from None
 
 

@@ -35,6 +35,7 @@ from fedswarm.federation.link import (
 )
 from fedswarm.federation.mailbox import Letter, Mailbox, MailboxRejected
 from fedswarm.federation.modes import make_exchange
+from fedswarm.federation.modes.offsite import OwnerStateError
 from fedswarm.federation.round import Phase
 from fedswarm.learning.trainer import LocalTrainer
 from fedswarm.p2p.identity import Identity, verify_signature
@@ -45,7 +46,7 @@ from fedswarm.secagg.he import make_executor
 from fedswarm.webui.app import create_app
 
 from .config import Config, load_config
-from .errors import ListenError
+from .errors import ListenError, StateError
 from .events import EventBus
 from .he_pool import HEPoolStartError, warm_up
 from .logging_setup import set_level
@@ -335,7 +336,10 @@ class Daemon:
                             work_dir=cfg.state_dir, seed=cfg.train.seed)
         settings: Any = (cfg.mode_settings() if self.offsite is None
                          else self.offsite.role)
-        exchange = make_exchange(cfg.federation.mode, parts, settings)
+        try:
+            exchange = make_exchange(cfg.federation.mode, parts, settings)
+        except OwnerStateError as exc:  # the owner's own saved average: its disk, not a peer
+            raise StateError(str(exc)) from None
         self.adapter_exchange = AdapterExchange(link, lambda: self.progress.published)
         return RoundRunner(MemberServices(
             me=self.identity.peer_id,

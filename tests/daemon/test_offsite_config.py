@@ -3,9 +3,11 @@ against the config file, errors are one line naming the key, and no torch is imp
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,9 @@ from fedswarm.federation.offsite.settings import OffsiteSettings
 from fedswarm.p2p.roster import Member, Roster
 
 PACKAGE_ID = "ab" * 32
+
+RunCli = Callable[..., subprocess.CompletedProcess[str]]  # the conftest fixtures' types
+OneLineError = Callable[..., str]
 
 
 def make_node(tmp_path: Path, mode: str, offsite_table: str | None) -> Path:
@@ -69,3 +74,23 @@ def test_offsite_config_check_imports_no_torch(tmp_path: Path) -> None:
                             timeout=120, env=dict(os.environ))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_run_refuses_an_owner_without_its_package_in_one_line(
+    tmp_path: Path, run_cli: RunCli, one_line_error: OneLineError
+) -> None:
+    """Only the daemon knows the roster's roles: the owner's package is checked at start."""
+    path = make_node(tmp_path, "offsite", f'package_id = "{PACKAGE_ID}"\npackage_dir = "pkg"\n')
+    one_line_error(run_cli("run", "--config", str(path)), "[offsite] package_dir", "pkg")
+
+
+def test_run_refuses_an_offsite_roster_without_a_model_owner_in_one_line(
+    tmp_path: Path, run_cli: RunCli, one_line_error: OneLineError
+) -> None:
+    path = make_node(tmp_path, "offsite", f'package_id = "{PACKAGE_ID}"\n')
+    roster = Roster.load(path.parent / "roster.toml")
+    Roster(roster.federation_id, tuple(
+        dataclasses.replace(m, role="member") for m in roster.members
+    )).save(path.parent / "roster.toml")
+    one_line_error(run_cli("run", "--config", str(path)), "roster.toml",
+                   'role = "model_owner"')
