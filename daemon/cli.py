@@ -149,8 +149,10 @@ def roster() -> None:
 @click.option("--addr", "addrs", multiple=True,
               help="Multiaddr where this member listens (repeat for several).")
 @click.option("--federation-id", default=None, help="Required when creating a new roster.")
+@click.option("--role", type=click.Choice(["member", "model_owner"]), default="member",
+              show_default=True, help="model_owner: owns the model in an offsite federation.")
 def roster_add(roster_path: Path, org: str, peer_id: str, addrs: tuple[str, ...],
-               federation_id: str | None) -> None:
+               federation_id: str | None, role: str) -> None:
     """Add a member (or replace its entry) in the roster file."""
     from fedswarm.p2p.errors import P2PError
     from fedswarm.p2p.identity import public_key_from_peer_id
@@ -167,7 +169,8 @@ def roster_add(roster_path: Path, org: str, peer_id: str, addrs: tuple[str, ...]
             current = Roster(federation_id=federation_id, members=())
         else:
             raise UserError(f"{roster_path} does not exist; pass --federation-id to create it")
-        current = current.with_member(Member(org=org, peer_id=peer_id, addrs=tuple(addrs)))
+        current = current.with_member(Member(org=org, peer_id=peer_id, addrs=tuple(addrs),
+                                             role=role))
         current.save(roster_path)
     except P2PError as exc:
         raise UserError(str(exc)) from None
@@ -206,7 +209,8 @@ def roster_show(roster_path: Path) -> None:
         raise UserError(str(exc)) from None
     click.echo(f"federation {current.federation_id}  fingerprint {current.fingerprint()[:16]}")
     for m in current.members:
-        click.echo(f"  {m.org:<20} {m.peer_id}  {' '.join(m.addrs)}")
+        role = "" if m.role == "member" else f"  ({m.role})"
+        click.echo(f"  {m.org:<20} {m.peer_id}  {' '.join(m.addrs)}{role}")
 
 
 # -- config check, run -------------------------------------------------------------------
@@ -374,7 +378,7 @@ def run(config_path: Path) -> None:
 
     from fedswarm.learning.errors import LearningError
 
-    from .errors import ListenError, StateError
+    from .errors import ConfigError, ListenError, StateError
     from .logging_setup import set_level
     from .service import Daemon
     from .state_lock import StateDirLock
@@ -387,7 +391,8 @@ def run(config_path: Path) -> None:
     try:
         with StateDirLock(config.state_dir):
             asyncio.run(daemon.run())
-    except (LearningError, StateError, ListenError) as exc:
+    except (LearningError, StateError, ListenError, ConfigError) as exc:
+        # ConfigError here: what only the daemon can check (the roster's offsite roles)
         raise UserError(str(exc)) from None
 
 
@@ -648,6 +653,56 @@ def ownership_verify(config_path: Path, model_dir: Path | None,
         raise UserError(str(exc)) from None
     click.echo(f"key {result.key_id}: {result.detected:.3f} of {result.bits} bits detected "
                f"in {model_dir or adapter_dir} (chance is about 0.5)")
+
+
+@main.group(short_help="Offsite-tuning: build the emulator package a model owner sends.",
+            epilog="""\b
+Example:
+  fedswarm offsite build --model ./bank-llm --out ./package --keep 2 --adapter-layers 2,2""")
+def offsite() -> None:
+    """Offsite-tuning (docs/offsite.md): members tune adapters on an emulator of your model."""
+
+
+@offsite.command("build", short_help="Cut the emulator and adapter package out of a model.")
+@click.option("--model", "model_dir", required=True,
+              type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="The owner's full model (a local Hugging Face causal-LM folder).")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Where to write the package (must not exist or be empty).")
+@click.option("--keep", required=True, type=int, help="Middle layers the emulator keeps.")
+@click.option("--adapter-layers", required=True, metavar="B,T",
+              help="Bottom and top layers members train, e.g. 2,2.")
+@click.option("--distill-steps", default=0, show_default=True, type=int,
+              help="Distil the kept middle towards the full model's (docs/offsite.md).")
+@click.option("--distill-data", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="JSONL with a 'text' field per row, to distil on (owner's choice).")
+def offsite_build(model_dir: Path, out_dir: Path, keep: int, adapter_layers: str,
+                  distill_steps: int, distill_data: Path | None) -> None:
+    """Write the package and print its id, which every member puts in [offsite] package_id."""
+    import json
+
+    from fedswarm.learning.errors import LearningError
+    from fedswarm.learning.offsite import build_package, parse_adapter_layers
+    from fedswarm.learning.offsite.settings import DistillSettings
+
+    try:
+        bottom, top = parse_adapter_layers(adapter_layers)
+        distill = DistillSettings(steps=distill_steps)
+        texts = None
+        if distill_steps > 0:
+            if distill_data is None:
+                raise UserError("--distill-steps needs --distill-data FILE.jsonl")
+            texts = [json.loads(line)["text"] for line in
+                     distill_data.read_text(encoding="utf-8").splitlines() if line.strip()]
+        package = build_package(model_dir, out_dir, keep=keep, bottom=bottom, top=top,
+                                distill=distill, distill_texts=texts)
+    except (LearningError, OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"offsite build: {exc}") from None
+    layout = package.layout
+    click.echo(f"{out_dir}: emulator of {layout.emulator_layers} of {layout.total} layers "
+               f"(adapters {layout.bottom} bottom + {layout.top} top, middle layers "
+               f"{layout.kept_middle()} kept)")
+    click.echo(f"package_id = \"{package.package_id}\"")
 
 
 # -- demo ---------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from fedswarm.federation.fedmkt.settings import FedMKTSection
 from fedswarm.federation.groups.plan import largest_group
 from fedswarm.federation.modes import MODES
+from fedswarm.federation.offsite.settings import OffsiteSettings
 from fedswarm.federation.round import MIN_GROUP_SIZE
 from fedswarm.learning.fedkseed.settings import KSeedSettings
 from fedswarm.learning.fedmkt import (
@@ -191,13 +192,21 @@ class Config:
     fedkseed: KSeedSettings = field(default_factory=KSeedSettings)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     ownership: OwnershipSettings = field(default_factory=OwnershipSettings)
+    # present exactly when federation.mode = "offsite" (its package_id has no default)
+    offsite: OffsiteSettings | None = None
 
     def mode_settings(self) -> Any:
-        """The settings of the configured federation mode, for ``modes.make_exchange``."""
+        """The settings of the configured federation mode, for ``modes.make_exchange``.
+
+        For ``offsite`` the daemon wraps these in an ``OffsiteRole`` (who the roster
+        names model owner), which is what that mode's exchange takes.
+        """
         if self.federation.mode == "fedmkt":
             return self.fedmkt
         if self.federation.mode == "fedkseed":
             return self.fedkseed
+        if self.federation.mode == "offsite":
+            return self.offsite
         from fedswarm.federation.modes.lora_avg import LoraAveragingSettings  # imports torch
 
         return LoraAveragingSettings(self.federation.average_optimizer_state,
@@ -231,6 +240,18 @@ class Config:
         return self.path(os.environ.get("FEDSWARM_OWNERSHIP_KEY", self.ownership.key_file))
 
     @property
+    def offsite_package_dir(self) -> Path:
+        """The owner's built package, or where a member keeps its fetched copy."""
+        value = self.offsite.package_dir if self.offsite is not None else ""
+        return self.path(value) if value else self.state_dir / "offsite-package"
+
+    @property
+    def offsite_export_dir(self) -> Path:
+        """Where the model owner writes its plugged-in full model after each round."""
+        value = self.offsite.export_dir if self.offsite is not None else ""
+        return self.path(value) if value else self.state_dir / "offsite-export"
+
+    @property
     def token_path(self) -> Path:
         return self.path(os.environ.get("FEDSWARM_API_TOKEN_FILE", self.api.token_file))
 
@@ -249,6 +270,8 @@ _SECTIONS: dict[str, type] = {
     "ownership": OwnershipSettings,
 }
 _REQUIRED_SECTIONS = ("node", "model", "data")
+# Tables built only when present: their settings have no usable defaults.
+_OPTIONAL_SECTIONS: dict[str, type] = {"offsite": OffsiteSettings}
 
 
 def load_config(path: Path) -> Config:
@@ -268,7 +291,7 @@ def load_config(path: Path) -> Config:
 
 
 def config_from_dict(document: dict[str, Any], *, source: Path) -> Config:
-    unknown = sorted(set(document) - set(_SECTIONS))
+    unknown = sorted(set(document) - set(_SECTIONS) - set(_OPTIONAL_SECTIONS))
     if unknown:
         raise ConfigError(f"{source}: unknown table [{unknown[0]}]")
     for name in _REQUIRED_SECTIONS:
@@ -278,11 +301,28 @@ def config_from_dict(document: dict[str, Any], *, source: Path) -> Config:
         name: build_section(cls, document.get(name, {}), section=name, source=str(source))
         for name, cls in _SECTIONS.items()
     }
+    for name, cls in _OPTIONAL_SECTIONS.items():
+        if name in document:
+            sections[name] = build_section(cls, document[name], section=name, source=str(source))
     config = Config(source=source, **sections)
+    _check_offsite(config)
     _check_privacy(config)
     _check_ownership(config)
     _resolve_learning_paths(config)
     return config
+
+
+def _check_offsite(config: Config) -> None:
+    """``[offsite]`` goes with ``mode = "offsite"`` and only with it."""
+    offsite_mode = config.federation.mode == "offsite"
+    if offsite_mode and config.offsite is None:
+        raise ConfigError(
+            f"{config.source}: [offsite] missing (required when federation.mode = 'offsite'; "
+            "package_id is what 'fedswarm offsite build' printed)")
+    if not offsite_mode and config.offsite is not None:
+        raise ConfigError(
+            f"{config.source}: [offsite] is set but federation.mode = "
+            f"{config.federation.mode!r}; set mode = 'offsite' or remove the table")
 
 
 def _check_privacy(config: Config) -> None:
@@ -330,7 +370,9 @@ def _resolve_learning_paths(config: Config) -> None:
 def check_files(config: Config) -> None:
     """Check that the files the config names exist and are usable, before anything starts."""
     model = Path(config.model.path)
-    if model.exists():
+    if config.federation.mode == "offsite":
+        pass  # members train the fetched package, not [model]; the owner's is loaded at start
+    elif model.exists():
         # the loader's own check (learning.model_loading), without importing torch
         if not (model / "config.json").is_file():
             raise ConfigError(f"{config.source}: [model] path: {model} is not a Hugging Face "

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from fedswarm.federation.catch_up import (
@@ -49,7 +49,7 @@ from fedswarm.federation.round import Phase, RoundContext
 from fedswarm.federation.staleness import staleness
 from fedswarm.learning.checkpoint_files import has_checkpoint
 from fedswarm.learning.errors import CheckpointError, LearningError, PrivacyBudgetSpentError
-from fedswarm.learning.trainer import LocalTrainer, RollbackPoint
+from fedswarm.learning.trainer import EvalReport, RollbackPoint
 from fedswarm.p2p.framing import MAX_ROUND
 from fedswarm.p2p.membership import PeerView
 
@@ -93,13 +93,33 @@ class Progress:
         return -1 if self.published is None else self.published[0]
 
 
+class RoundTrainer(Protocol):
+    """What a round asks of the local model: ``LocalTrainer``, and for ``mode = "offsite"``
+    ``OffsiteTrainer`` (a member) or ``OwnerTrainer`` (the model owner)."""
+
+    @property
+    def num_train_samples(self) -> int: ...
+    @property
+    def adapter_size(self) -> int: ...
+    def evaluate(self) -> EvalReport: ...
+    def adapter_fingerprint(self) -> str: ...
+    def fingerprint_of(self, vector: np.ndarray) -> str: ...
+    def adapter_snapshot(self) -> tuple[np.ndarray, str]: ...
+    def load_adapter_vector(self, vector: np.ndarray) -> None: ...
+    def rollback_point(self) -> RollbackPoint: ...
+    def roll_back(self, point: RollbackPoint) -> None: ...
+    def sample_outputs(self, n: int, max_new_tokens: int) -> list[tuple[str, str]]: ...
+    def save_checkpoint(self, directory: Path, round: int) -> None: ...
+    def load_checkpoint(self, directory: Path) -> int: ...
+
+
 @dataclass
 class MemberServices:
     """The daemon's parts a round uses; each is started before the runner is built."""
 
     me: str
     config: Config
-    trainer: LocalTrainer
+    trainer: RoundTrainer
     store: StateStore
     events: EventBus
     mailbox: Mailbox

@@ -21,15 +21,21 @@ import logging
 import os
 import signal
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from fedswarm.federation.averaging.secure import SecureAggregation
 from fedswarm.federation.catch_up import REQUEST_KIND, AdapterExchange
 from fedswarm.federation.exchange import MemberParts
-from fedswarm.federation.link import CATCH_UP_KINDS, MAILBOX_KINDS
+from fedswarm.federation.link import (
+    CATCH_UP_KINDS,
+    MAILBOX_KINDS,
+    PACKAGE_KINDS,
+    PACKAGE_REQUEST_KIND,
+)
 from fedswarm.federation.mailbox import Letter, Mailbox, MailboxRejected
 from fedswarm.federation.modes import make_exchange
+from fedswarm.federation.modes.offsite import OwnerStateError
 from fedswarm.federation.round import Phase
 from fedswarm.learning.trainer import LocalTrainer
 from fedswarm.p2p.identity import Identity, verify_signature
@@ -40,14 +46,21 @@ from fedswarm.secagg.he import make_executor
 from fedswarm.webui.app import create_app
 
 from .config import Config, load_config
-from .errors import ListenError
+from .errors import ListenError, StateError
 from .events import EventBus
 from .he_pool import HEPoolStartError, warm_up
 from .logging_setup import set_level
 from .node_link import NodeLink
+from .offsite_start import OffsiteStart
 from .ownership import mark_plan
 from .ports import listen_problem
-from .round_runner import MemberServices, Progress, RoundRunner, TrainingInterrupted
+from .round_runner import (
+    MemberServices,
+    Progress,
+    RoundRunner,
+    RoundTrainer,
+    TrainingInterrupted,
+)
 from .sdnotify import Notifier
 from .state import StateStore
 from .views.status import DaemonStatusView, fedswarm_version
@@ -89,6 +102,8 @@ class Daemon:
         self.notifier = Notifier()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.adapter_exchange: AdapterExchange | None = None
+        # mode = "offsite" only (docs/offsite.md): the package's transport and our role
+        self.offsite: OffsiteStart | None = None
 
     # -- what the status view reads -------------------------------------------------------
 
@@ -122,7 +137,10 @@ class Daemon:
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         try:
-            await self._start()
+            try:
+                await self._start()
+            except TrainingInterrupted:
+                return  # stopped before the first round (a member still fetching its package)
             assert self.runner is not None
             self.notifier.ready()
             watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
@@ -212,30 +230,23 @@ class Daemon:
         self._he_pool = make_executor(max_workers=1)
         if self._uses_secure_aggregation():  # the worker starts while the model loads
             self._he_warming = asyncio.create_task(warm_up(self._he_pool), name="he-warm-up")
-        trainer = await asyncio.to_thread(self._build_trainer)
-        self.trainer = trainer
-        if trainer.privacy is not None:  # never forget, never re-spend (docs/privacy.md)
-            from fedswarm.learning.privacy import Spend
-
-            trainer.restore_privacy_spend([
-                Spend(sigma, rate, steps) for steps, sigma, rate in self.store.privacy_spend()
-            ])
-            budget = trainer.privacy
-            log.info("differential privacy: ε %.3f of %g spent (δ %.3g, noise multiplier %.3g, "
-                     "sample rate %.3g)", budget.epsilon(), budget.plan.target_epsilon,
-                     budget.plan.delta, budget.plan.noise_multiplier, budget.plan.sample_rate)
-        self.node = P2PNode(
-            self.identity, self.roster, self._node_config(), on_blob=self._on_blob,
-            on_gossip=self._on_gossip,
-        )
-        self.runner = self._build_runner(trainer, self.store, NodeLink(self.node))
-        await asyncio.to_thread(self.runner.restore)
-        await self.node.start()
-        if not self.node.listen_addrs:  # py-libp2p logs the failure and carries on without one
-            raise ListenError(
-                f"[node] listen: cannot listen on {cfg.node.listen} (port already in use, "
-                "or not an address of this machine); no peer could reach this daemon"
-            )
+        if cfg.federation.mode == "offsite":
+            # a member fetches the package from the owner before it can build its trainer,
+            # so the node starts first (until the runner is up it only serves the package
+            # and files blobs in the mailbox)
+            self.node = self._make_node()
+            self.offsite = OffsiteStart(cfg, self.roster, self.identity.peer_id,
+                                        NodeLink(self.node), self._reject)
+            await self._start_node()
+            trainer: RoundTrainer = await self.offsite.build_trainer(self._stop)
+            self.runner = self._build_runner(trainer, self.store, NodeLink(self.node))
+            await asyncio.to_thread(self.runner.restore)
+        else:
+            member_trainer = await self._member_trainer()
+            self.node = self._make_node()
+            self.runner = self._build_runner(member_trainer, self.store, NodeLink(self.node))
+            await asyncio.to_thread(self.runner.restore)
+            await self._start_node()
         self.membership = Membership(
             self.node,
             cfg.node.org,
@@ -255,6 +266,23 @@ class Daemon:
             self.identity.peer_id, cfg.node.org, ", ".join(self.node.listen_addrs), self.api_url,
         )
 
+    async def _member_trainer(self) -> LocalTrainer:
+        """Build the member's trainer off the event loop, then restore its privacy spend."""
+        assert self.store is not None
+        trainer = await asyncio.to_thread(self._build_trainer)
+        self.trainer = trainer
+        if trainer.privacy is not None:  # never forget, never re-spend (docs/privacy.md)
+            from fedswarm.learning.privacy import Spend
+
+            trainer.restore_privacy_spend([
+                Spend(sigma, rate, steps) for steps, sigma, rate in self.store.privacy_spend()
+            ])
+            budget = trainer.privacy
+            log.info("differential privacy: ε %.3f of %g spent (δ %.3g, noise multiplier %.3g, "
+                     "sample rate %.3g)", budget.epsilon(), budget.plan.target_epsilon,
+                     budget.plan.delta, budget.plan.noise_multiplier, budget.plan.sample_rate)
+        return trainer
+
     def _build_trainer(self) -> LocalTrainer:
         """The member's trainer (blocking: it loads the model): LoRA, or FedKSeed's."""
         cfg = self.config
@@ -270,6 +298,21 @@ class Daemon:
             freeze_lora_a=cfg.federation.freeze_lora_a, scaffold=cfg.federation.scaffold,
         )
 
+    def _make_node(self) -> P2PNode:
+        return P2PNode(
+            self.identity, self.roster, self._node_config(), on_blob=self._on_blob,
+            on_gossip=self._on_gossip,
+        )
+
+    async def _start_node(self) -> None:
+        assert self.node is not None
+        await self.node.start()
+        if not self.node.listen_addrs:  # py-libp2p logs the failure and carries on without one
+            raise ListenError(
+                f"[node] listen: cannot listen on {self.config.node.listen} (port already in "
+                "use, or not an address of this machine); no peer could reach this daemon"
+            )
+
     def _node_config(self) -> NodeConfig:
         node, fed = self.config.node, self.config.federation
         return NodeConfig(
@@ -284,7 +327,7 @@ class Daemon:
             enable_dht=node.enable_dht,
         )
 
-    def _build_runner(self, trainer: LocalTrainer, store: StateStore,
+    def _build_runner(self, trainer: RoundTrainer, store: StateStore,
                       link: NodeLink) -> RoundRunner:
         """The federation mode's exchange and the round runner that drives it."""
         cfg = self.config
@@ -298,9 +341,15 @@ class Daemon:
                 step_timeout_s=cfg.federation.round_deadline_s,
                 protocol=cfg.federation.secure_aggregation,
             )
-        parts = MemberParts(trainer=trainer, secure=secure, work_dir=cfg.state_dir,
-                            seed=cfg.train.seed)
-        exchange = make_exchange(cfg.federation.mode, parts, cfg.mode_settings())
+        # an offsite trainer is not a LocalTrainer; only the offsite exchange receives one
+        parts = MemberParts(trainer=trainer, secure=secure,  # type: ignore[arg-type]
+                            work_dir=cfg.state_dir, seed=cfg.train.seed)
+        settings: Any = (cfg.mode_settings() if self.offsite is None
+                         else self.offsite.role)
+        try:
+            exchange = make_exchange(cfg.federation.mode, parts, settings)
+        except OwnerStateError as exc:  # the owner's own saved average: its disk, not a peer
+            raise StateError(str(exc)) from None
         self.adapter_exchange = AdapterExchange(link, lambda: self.progress.published)
         return RoundRunner(MemberServices(
             me=self.identity.peer_id,
@@ -411,6 +460,15 @@ class Daemon:
                 self.adapter_exchange.on_request(header.sender)
                 if header.kind == REQUEST_KIND
                 else self.adapter_exchange.on_response(header.sender, header.round, payload)
+            )
+            if reason is not None:
+                self._reject(header.sender, header.kind, reason)
+            return
+        if header.kind in PACKAGE_KINDS:
+            reason = (
+                "not an offsite federation" if self.offsite is None
+                else self.offsite.on_blob(header.sender, header.kind == PACKAGE_REQUEST_KIND,
+                                          payload)
             )
             if reason is not None:
                 self._reject(header.sender, header.kind, reason)

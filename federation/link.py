@@ -34,11 +34,17 @@ FEDMKT_CARD_KIND = "fedmkt-card"  # FedMKT: which exchange a member can run (fed
 FEDMKT_KIND = "fedmkt"  # FedMKT: public-set knowledge (fedmkt/exchange.py)
 ADAPTER_REQUEST_KIND = "adapter-request"  # catch-up: please send your adapter (catch_up.py)
 ADAPTER_KIND = "adapter"  # catch-up: the answer (catch_up.py)
+OFFSITE_AVERAGE_KIND = "offsite-average"  # offsite: a group's average, to the model owner
+PACKAGE_REQUEST_KIND = "offsite-package-request"  # offsite: a slice of the package, please
+PACKAGE_KIND = "offsite-package"  # offsite: the owner's answer (offsite/transport.py)
 
-MAILBOX_KINDS = (GROUP_KIND, PLAIN_UPDATE_KIND, SECAGG_KIND, FEDMKT_CARD_KIND, FEDMKT_KIND)
+MAILBOX_KINDS = (GROUP_KIND, PLAIN_UPDATE_KIND, SECAGG_KIND, FEDMKT_CARD_KIND, FEDMKT_KIND,
+                 OFFSITE_AVERAGE_KIND)
 """Kinds filed in the round's mailbox until the protocol that owns them asks."""
 CATCH_UP_KINDS = (ADAPTER_REQUEST_KIND, ADAPTER_KIND)
 """Kinds answered at once by ``catch_up.AdapterExchange``, whatever the round."""
+PACKAGE_KINDS = (PACKAGE_REQUEST_KIND, PACKAGE_KIND)
+"""Kinds answered at once by ``offsite.transport`` (the owner serves, a member fetches)."""
 
 
 class Link(Protocol):

@@ -93,6 +93,9 @@ class _Variant:
 DEMO_VARIANTS: dict[str, _Variant] = {
     "default": _Variant("byte_bpe", VOCAB_SIZE, 96, 256, 2, PRETRAIN_STEPS),
     "small-unigram": _Variant("unigram", 768, 64, 160, 2, 200),
+    # Offsite-tuning needs depth to split into adapters and an emulated middle
+    # (docs/offsite.md): the default's tokenizer and width, eight layers.
+    "deep-8": _Variant("byte_bpe", VOCAB_SIZE, 96, 256, 8, PRETRAIN_STEPS),
 }
 
 #: How many generic rows form the FedMKT demo's public set.

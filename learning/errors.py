@@ -77,3 +77,15 @@ class NoNormLayersError(OwnershipError):
 
 class MarkCapacityError(OwnershipError):
     """The member's share of normalisation channels is too small for the bits asked for."""
+
+
+class OffsiteError(LearningError):
+    """An offsite-tuning layout, package or adapter that cannot be used (docs/offsite.md)."""
+
+
+class TamperedPackageError(OffsiteError):
+    """An emulator package whose files do not match its manifest or its published id.
+
+    Raised before any file of the package is parsed: a member never loads weights the
+    owner did not publish.
+    """

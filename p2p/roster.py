@@ -22,14 +22,21 @@ import tomli_w
 from .errors import IdentityError, RosterError
 from .identity import public_key_from_peer_id
 
+MEMBER_ROLE = "member"
+MODEL_OWNER_ROLE = "model_owner"
+ROLES = (MEMBER_ROLE, MODEL_OWNER_ROLE)
+"""``member`` trains on its own data; ``model_owner`` (offsite-tuning, docs/offsite.md)
+owns the model, sends members only an emulator and takes part in groups with weight 0."""
+
 
 @dataclass(frozen=True)
 class Member:
-    """One organisation: its name, its peer id, and optional dial addresses."""
+    """One organisation: its name, its peer id, optional dial addresses and its role."""
 
     org: str
     peer_id: str
     addrs: tuple[str, ...] = ()
+    role: str = MEMBER_ROLE
 
 
 @dataclass(frozen=True)
@@ -64,9 +71,7 @@ class Roster:
         path = Path(path)
         data = {
             "federation_id": self.federation_id,
-            "members": [
-                {"org": m.org, "peer_id": m.peer_id, "addrs": list(m.addrs)} for m in self.members
-            ],
+            "members": [_member_dict(m) for m in self.members],
         }
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
@@ -94,6 +99,13 @@ class Roster:
                 return m
         return None
 
+    def model_owner(self) -> str | None:
+        """The peer id with ``role = "model_owner"``, if the federation has one."""
+        for m in self.members:
+            if m.role == MODEL_OWNER_ROLE:
+                return m.peer_id
+        return None
+
     def peer_ids(self) -> frozenset[str]:
         return frozenset(m.peer_id for m in self.members)
 
@@ -114,7 +126,10 @@ class Roster:
         canonical = {
             "federation_id": self.federation_id,
             "members": [
+                # The role joins only when it is not the default, so rosters without
+                # roles keep the fingerprint they had before roles existed.
                 [m.org, m.peer_id, sorted(m.addrs)]
+                + ([m.role] if m.role != MEMBER_ROLE else [])
                 for m in sorted(self.members, key=lambda m: m.peer_id)
             ],
         }
@@ -123,7 +138,14 @@ class Roster:
 
 
 _TOP_KEYS = {"federation_id", "members"}
-_MEMBER_KEYS = {"org", "peer_id", "addrs"}
+_MEMBER_KEYS = {"org", "peer_id", "addrs", "role"}
+
+
+def _member_dict(m: Member) -> dict[str, Any]:
+    data: dict[str, Any] = {"org": m.org, "peer_id": m.peer_id, "addrs": list(m.addrs)}
+    if m.role != MEMBER_ROLE:
+        data["role"] = m.role
+    return data
 
 
 def _from_dict(data: dict[str, Any], source: str) -> Roster:
@@ -151,7 +173,10 @@ def _from_dict(data: dict[str, Any], source: str) -> Roster:
             raise RosterError(f"{where}: key 'peer_id' must be a non-empty string")
         if not isinstance(addrs, list) or not all(isinstance(a, str) for a in addrs):
             raise RosterError(f"{where}: key 'addrs' must be an array of multiaddr strings")
-        members.append(Member(org=org, peer_id=peer_id, addrs=tuple(addrs)))
+        role = raw.get("role", MEMBER_ROLE)
+        if not isinstance(role, str):
+            raise RosterError(f"{where}: key 'role' must be a string")
+        members.append(Member(org=org, peer_id=peer_id, addrs=tuple(addrs), role=role))
     return _build(fed, tuple(members), source)
 
 
@@ -168,8 +193,16 @@ def _validate(roster: Roster, source: str) -> None:
         raise RosterError(f"{source}: key 'federation_id' must be a non-empty string")
     seen_ids: set[str] = set()
     seen_orgs: set[str] = set()
+    owners = 0
     for i, m in enumerate(roster.members):
         where = f"{source}: members[{i}]"
+        if m.role not in ROLES:
+            raise RosterError(f"{where}: key 'role': unknown role {m.role!r} "
+                              f"(expected one of {', '.join(ROLES)})")
+        owners += m.role == MODEL_OWNER_ROLE
+        if owners > 1:
+            raise RosterError(f"{where}: key 'role': a second model_owner; a federation "
+                              "has at most one")
         try:
             public_key_from_peer_id(m.peer_id)
         except IdentityError as exc:

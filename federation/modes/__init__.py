@@ -42,6 +42,10 @@ def _fedkseed(parts: MemberParts, settings: Any) -> Exchange:
     from .fedkseed import KSeedAveraging
 
     return KSeedAveraging(parts, settings)
+def _offsite(parts: MemberParts, settings: Any) -> Exchange:
+    from .offsite import make_offsite_exchange
+
+    return make_offsite_exchange(parts, settings)
 
 
 def _fedmkt(parts: MemberParts, settings: Any) -> Exchange:
@@ -54,6 +58,7 @@ MODES: dict[str, Callable[[MemberParts, Any], Exchange]] = {
     "lora_avg": _lora_avg,
     "fedmkt": _fedmkt,
     "fedkseed": _fedkseed,
+    "offsite": _offsite,
 }
 
 _LAZY = {
