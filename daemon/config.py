@@ -21,12 +21,15 @@ from fedswarm.federation.fedmkt.settings import FedMKTSection
 from fedswarm.federation.groups.plan import largest_group
 from fedswarm.federation.modes import MODES
 from fedswarm.federation.round import MIN_GROUP_SIZE
+from fedswarm.learning.errors import ScreenConfigError
 from fedswarm.learning.fedmkt import (
     PublicDataError,
     PublicDataHashMismatchError,
     PublicDataset,
     load_public_dataset,
 )
+from fedswarm.learning.screening.classifier_files import check_classifier_dir
+from fedswarm.learning.screening.settings import ScreenSettings
 from fedswarm.learning.settings import (
     DataSettings,
     LoraSettings,
@@ -189,6 +192,8 @@ class Config:
     fedmkt: FedMKTSection = field(default_factory=FedMKTSection)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     ownership: OwnershipSettings = field(default_factory=OwnershipSettings)
+    # [data.screen]: a sub-table of [data], kept apart so DataSettings stays the loader's
+    screen: ScreenSettings = field(default_factory=ScreenSettings)
 
     def mode_settings(self) -> Any:
         """The settings of the configured federation mode, for ``modes.make_exchange``."""
@@ -269,10 +274,19 @@ def config_from_dict(document: dict[str, Any], *, source: Path) -> Config:
     for name in _REQUIRED_SECTIONS:
         if name not in document:
             raise ConfigError(f"{source}: [{name}] missing (required)")
+    document = dict(document)
+    data = document.get("data")
+    screen_table: Any = {}
+    if isinstance(data, dict) and "screen" in data:
+        data = dict(data)
+        screen_table = data.pop("screen")
+        document["data"] = data
     sections: dict[str, Any] = {
         name: build_section(cls, document.get(name, {}), section=name, source=str(source))
         for name, cls in _SECTIONS.items()
     }
+    sections["screen"] = build_section(ScreenSettings, screen_table, section="data.screen",
+                                       source=str(source))
     config = Config(source=source, **sections)
     _check_privacy(config)
     _check_ownership(config)
@@ -320,6 +334,8 @@ def _resolve_learning_paths(config: Config) -> None:
         config.data.eval_path = str(config.path(config.data.eval_path))
     if config.fedmkt.public_path:
         config.fedmkt.public_path = str(config.path(config.fedmkt.public_path))
+    if config.screen.classifier:
+        config.screen.classifier = str(config.path(config.screen.classifier))
 
 
 def check_files(config: Config) -> None:
@@ -360,6 +376,11 @@ def check_files(config: Config) -> None:
             raise ConfigError(f"{config.source}: [node] mdns_interface: {exc}") from None
     if config.federation.mode == "fedmkt":
         load_checked_public_set(config.fedmkt, config.source)
+    if config.screen.classifier:
+        try:  # plain file reads: config check must not import torch
+            check_classifier_dir(config.screen.classifier, config.screen.drop_labels)
+        except ScreenConfigError as exc:
+            raise ConfigError(f"{config.source}: [data.screen] classifier: {exc}") from None
 
 
 def load_checked_public_set(section: FedMKTSection, source: Path | str) -> PublicDataset:

@@ -48,6 +48,7 @@ from .node_link import NodeLink
 from .ownership import mark_plan
 from .ports import listen_problem
 from .round_runner import MemberServices, Progress, RoundRunner, TrainingInterrupted
+from .screening import ScreenSummary, record_screening
 from .sdnotify import Notifier
 from .state import StateStore
 from .views.status import DaemonStatusView, fedswarm_version
@@ -74,6 +75,7 @@ class Daemon:
         self.started_at = time.time()
         self.store: StateStore | None = None
         self.trainer: LocalTrainer | None = None
+        self.screen: ScreenSummary | None = None  # [data.screen]: what the loader dropped
         self.node: P2PNode | None = None
         self.membership: Membership | None = None
         self.runner: RoundRunner | None = None
@@ -217,8 +219,11 @@ class Daemon:
             privacy=cfg.privacy, on_privacy_spend=self._on_privacy_spend,
             ownership=self._mark_plan(),
             freeze_lora_a=cfg.federation.freeze_lora_a, scaffold=cfg.federation.scaffold,
+            screen=cfg.screen,
         )
         self.trainer = trainer
+        self.screen = await asyncio.to_thread(record_screening, cfg.state_dir,
+                                              trainer.screen_result)
         if trainer.privacy is not None:  # never forget, never re-spend (docs/privacy.md)
             from fedswarm.learning.privacy import Spend
 

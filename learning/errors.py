@@ -77,3 +77,16 @@ class NoNormLayersError(OwnershipError):
 
 class MarkCapacityError(OwnershipError):
     """The member's share of normalisation channels is too small for the bits asked for."""
+
+
+class ScreenConfigError(LearningError):
+    """A ``[data.screen]`` setting cannot work: a bad regular expression, an unreadable
+    classifier folder, a label the classifier does not have. Raised at config check."""
+
+
+class EvalSetError(LearningError):
+    """An evaluation set cannot be used; the message names ``file:line`` of the first problem.
+
+    ``fedswarm eval`` is strict where training is lenient: a score over a silently
+    shortened set would be a different score.
+    """
