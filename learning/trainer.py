@@ -343,10 +343,8 @@ class LocalTrainer:
             self.privacy.record(entry)
 
     @torch.no_grad()
-    def row_losses(self, rows: list[Row], batch_size: int = 16) -> list[float]:
-        """Each row's mean token loss under the model as it is now (the quality screen's
-        score). A row that cannot be encoded gets NaN, which no cut drops: the encoder
-        reports it as a bad row itself."""
+    def encode_rows(self, rows: list[Row]) -> list[Example | None]:
+        """One example per row (text unpacked), None where a row cannot be encoded."""
         examples: list[Example | None] = []
         for row in rows:
             if row.format == "text":
@@ -356,15 +354,18 @@ class LocalTrainer:
                 encoded, _ = encode_supervised([row], self.tokenizer,
                                                self.data_settings.max_length)
                 examples.append(encoded[0] if encoded else None)
-        losses = [math.nan] * len(rows)
-        present = [(i, e) for i, e in enumerate(examples) if e is not None]
+        return examples
+
+    def example_losses(self, examples: list[Example], batch_size: int = 16
+                       ) -> list[tuple[float, int]]:
+        """(summed token loss, predicted tokens) of each example under the model as it is."""
+        out: list[tuple[float, int]] = []
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.no_grad():
-                for start in range(0, len(present), batch_size):
-                    chunk = present[start:start + batch_size]
-                    batch = self._to_device(collate([e for _, e in chunk],
+                for start in range(0, len(examples), batch_size):
+                    batch = self._to_device(collate(examples[start:start + batch_size],
                                                     int(self.tokenizer.pad_token_id)))
                     logits = self.model(input_ids=batch["input_ids"],
                                         attention_mask=batch["attention_mask"]).logits.float()
@@ -372,13 +373,36 @@ class LocalTrainer:
                     token_loss = torch.nn.functional.cross_entropy(
                         logits[:, :-1].transpose(1, 2), labels, ignore_index=IGNORE_INDEX,
                         reduction="none")
-                    counts = (labels != IGNORE_INDEX).sum(dim=1).clamp(min=1)
-                    for (i, _), loss in zip(chunk, (token_loss.sum(dim=1) / counts).tolist(),
-                                            strict=True):
-                        losses[i] = float(loss)
+                    counts = (labels != IGNORE_INDEX).sum(dim=1)
+                    out += [(float(total), int(n)) for total, n in
+                            zip(token_loss.sum(dim=1).tolist(), counts.tolist(), strict=True)]
         finally:
             self.model.train(was_training)
+        return out
+
+    def row_losses(self, rows: list[Row]) -> list[float]:
+        """Each row's mean token loss under the model as it is now (the quality screen's
+        score). A row that cannot be encoded gets NaN, which no cut drops: the encoder
+        reports it as a bad row itself."""
+        examples = self.encode_rows(rows)
+        present = [(i, e) for i, e in enumerate(examples) if e is not None]
+        losses = [math.nan] * len(rows)
+        scored = self.example_losses([e for _, e in present])
+        for (i, _), (total, n) in zip(present, scored, strict=True):
+            losses[i] = total / max(n, 1)
         return losses
+
+    def load_exported_adapter(self, folder: Path) -> None:
+        """Load an adapter folder ``export_adapter`` (or PEFT's ``save_pretrained``) wrote."""
+        try:
+            adapter = load_file(str(Path(folder) / ADAPTER_FILE))
+        except Exception as exc:  # safetensors raises several types
+            raise CheckpointError(f"{folder}: no readable {ADAPTER_FILE}: {exc}") from exc
+        current = get_peft_model_state_dict(self.model)
+        if {k: tuple(v.shape) for k, v in adapter.items()} != \
+                {k: tuple(v.shape) for k, v in current.items()}:
+            raise CheckpointError(f"{folder}: adapter does not match this model/LoRA config")
+        set_peft_model_state_dict(self.model, adapter)
 
     def evaluate(self) -> EvalReport:
         """Loss weighted by the number of predicted tokens, on fixed eval batches."""
