@@ -562,7 +562,8 @@ def export(config_path: Path, out: Path) -> None:
     click.echo(f"{out}: adapter of round {round_done} (load with PeftModel.from_pretrained)")
 
 
-@main.command("eval", epilog="""\b
+@main.command("eval", short_help="Score an adapter: loss, exact match, Rouge-L, refusals.",
+              epilog="""\b
 Example:
   fedswarm eval --config config.toml --set qa.jsonl --refusal harmful-prompts.jsonl
   fedswarm eval --config config.toml --adapter ./adapter --set qa.jsonl --json out.json""")
