@@ -38,6 +38,7 @@ from fedswarm.federation.modes.lora_avg import (
     member_vector,
 )
 from fedswarm.federation.round import RoundContext
+from fedswarm.learning.screening.settings import ScreenSettings
 from fedswarm.learning.trainer import LocalTrainer
 from fedswarm.secagg.errors import SecAggError
 from fedswarm.secagg.he import make_executor
@@ -96,7 +97,8 @@ class FederatedArm:
     """N in-process peers that train, group, average and apply exactly as daemons do."""
 
     def __init__(self, model_dir: Path, settings: RunSettings, data: BenchData, *,
-                 secure: bool, group_size: int, params: SecAggParams | None = None) -> None:
+                 secure: bool, group_size: int, params: SecAggParams | None = None,
+                 screen: ScreenSettings | None = None) -> None:
         self.settings = settings
         self.secure = secure
         self.group_size = group_size
@@ -104,7 +106,8 @@ class FederatedArm:
         self.trainers: dict[str, LocalTrainer] = {
             pid: make_trainer(model_dir, settings, peer.train_path, peer.eval_path,
                               seed=settings.seed + index, fedprox_mu=settings.fedprox_mu,
-                              freeze_lora_a=settings.freeze_lora_a, scaffold=settings.scaffold)
+                              freeze_lora_a=settings.freeze_lora_a, scaffold=settings.scaffold,
+                              screen=screen)
             for index, (pid, peer) in enumerate(zip(self.ids, data.peers, strict=True))
         }
         self.lora = LoraAveragingSettings(settings.average_optimizer_state,

@@ -24,6 +24,7 @@ from fedswarm.learning.demo_assets import (
     write_demo_shards,
 )
 from fedswarm.learning.errors import LearningError
+from fedswarm.learning.screening.settings import ScreenSettings
 from fedswarm.learning.settings import DataSettings, LoraSettings, ModelSettings, TrainSettings
 from fedswarm.learning.trainer import LocalTrainer
 
@@ -154,7 +155,8 @@ class RunSettings:
 
 def make_trainer(model_dir: Path, settings: RunSettings, train_path: Path, eval_path: Path,
                  *, seed: int, grad_accum: int = 1, fedprox_mu: float = 0.0,
-                 freeze_lora_a: bool = False, scaffold: bool = False) -> LocalTrainer:
+                 freeze_lora_a: bool = False, scaffold: bool = False,
+                 screen: ScreenSettings | None = None) -> LocalTrainer:
     """A trainer configured exactly as ``LocalFederation`` configures each daemon.
 
     (constant lr after no warm-up, all-linear LoRA r=8, batch 8, max_length 128.)
@@ -171,7 +173,7 @@ def make_trainer(model_dir: Path, settings: RunSettings, train_path: Path, eval_
             TrainSettings(local_steps=settings.local_steps, batch_size=settings.batch_size,
                           grad_accum=grad_accum, lr=settings.lr, seed=seed,
                           fedprox_mu=fedprox_mu),
-            freeze_lora_a=freeze_lora_a, scaffold=scaffold,
+            freeze_lora_a=freeze_lora_a, scaffold=scaffold, screen=screen,
         )
     except (LearningError, ValueError, OSError) as exc:
         raise QualityBenchError(f"cannot set up a trainer on {train_path}: {exc}") from exc

@@ -590,6 +590,65 @@ def _fedkseed_trainer(config: Any) -> Any:
     return KSeedTrainer(config.model, config.data, config.train, config.fedkseed, federation_id)
 
 
+@main.command("eval", short_help="Score an adapter: loss, exact match, Rouge-L, refusals.",
+              epilog="""\b
+Example:
+  fedswarm eval --config config.toml --set qa.jsonl --refusal harmful-prompts.jsonl
+  fedswarm eval --config config.toml --adapter ./adapter --set qa.jsonl --json out.json""")
+@config_option
+@click.option("--adapter", "adapter_dir", type=click.Path(path_type=Path, exists=True,
+                                                          file_okay=False),
+              help="An exported adapter folder (default: this member's latest checkpoint).")
+@click.option("--set", "set_paths", multiple=True, type=click.Path(path_type=Path),
+              help="A JSONL set (text, instruction or chat rows); repeatable.")
+@click.option("--refusal", "refusal_paths", multiple=True, type=click.Path(path_type=Path),
+              help="JSONL prompts that should be refused ({\"prompt\": ...}); repeatable.")
+@click.option("--max-new-tokens", default=64, show_default=True, type=click.IntRange(1, 512),
+              help="Greedy tokens generated per answer.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path),
+              help="Also write the scores here as JSON.")
+def eval_command(config_path: Path, adapter_dir: Path | None, set_paths: tuple[Path, ...],
+                 refusal_paths: tuple[Path, ...], max_new_tokens: int,
+                 json_path: Path | None) -> None:
+    """Score an adapter: loss/perplexity, exact match and Rouge-L, refusal rate (docs/safety.md)."""
+    from fedswarm.learning.errors import LearningError
+    from fedswarm.learning.evaluation import read_eval_set, read_refusal_prompts
+
+    if not set_paths and not refusal_paths:
+        raise UserError("give at least one --set FILE or --refusal FILE")
+    config = _load_config(config_path)
+    try:  # every file is read, strictly, before the model loads
+        sets = [read_eval_set(p) for p in set_paths]
+        refusals = [(str(p), read_refusal_prompts(p)) for p in refusal_paths]
+    except LearningError as exc:
+        raise UserError(str(exc)) from None
+    from fedswarm.learning.evaluation.run import as_dict, score_refusals, score_set, table
+    from fedswarm.learning.trainer import LocalTrainer
+
+    try:
+        trainer = LocalTrainer(config.model, config.lora, config.data, config.train,
+                               ownership=_mark_plan(config),
+                               freeze_lora_a=config.federation.freeze_lora_a)
+        if adapter_dir is not None:
+            trainer.load_exported_adapter(adapter_dir)
+            source = str(adapter_dir)
+        elif (config.state_dir / "checkpoint").exists():
+            source = f"checkpoint round {trainer.load_checkpoint(config.state_dir / 'checkpoint')}"
+        else:
+            source = "base model (no checkpoint yet)"
+        set_scores = [score_set(trainer, s, max_new_tokens) for s in sets]
+        refusal_scores = [score_refusals(trainer, path, prompts, max_new_tokens)
+                          for path, prompts in refusals]
+    except LearningError as exc:
+        raise UserError(str(exc)) from None
+    click.echo(f"adapter: {source}")
+    click.echo(table(set_scores, refusal_scores))
+    if json_path is not None:
+        json_path.write_text(json.dumps({"adapter": source,
+                                         **as_dict(set_scores, refusal_scores)}, indent=2),
+                             encoding="utf-8")
+
+
 def _mark_plan(config: Any) -> Any:
     """The member's ``MarkPlan`` (or None), every failure a one-line UserError."""
     from fedswarm.p2p.errors import P2PError

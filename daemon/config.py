@@ -22,6 +22,7 @@ from fedswarm.federation.groups.plan import largest_group
 from fedswarm.federation.modes import MODES
 from fedswarm.federation.offsite.settings import OffsiteSettings
 from fedswarm.federation.round import MIN_GROUP_SIZE
+from fedswarm.learning.errors import ScreenConfigError
 from fedswarm.learning.fedkseed.settings import KSeedSettings
 from fedswarm.learning.fedmkt import (
     PublicDataError,
@@ -29,6 +30,8 @@ from fedswarm.learning.fedmkt import (
     PublicDataset,
     load_public_dataset,
 )
+from fedswarm.learning.screening.classifier_files import check_classifier_dir
+from fedswarm.learning.screening.settings import ScreenSettings
 from fedswarm.learning.settings import (
     DataSettings,
     LoraSettings,
@@ -194,6 +197,8 @@ class Config:
     ownership: OwnershipSettings = field(default_factory=OwnershipSettings)
     # present exactly when federation.mode = "offsite" (its package_id has no default)
     offsite: OffsiteSettings | None = None
+    # [data.screen]: a sub-table of [data], kept apart so DataSettings stays the loader's
+    screen: ScreenSettings = field(default_factory=ScreenSettings)
 
     def mode_settings(self) -> Any:
         """The settings of the configured federation mode, for ``modes.make_exchange``.
@@ -297,6 +302,13 @@ def config_from_dict(document: dict[str, Any], *, source: Path) -> Config:
     for name in _REQUIRED_SECTIONS:
         if name not in document:
             raise ConfigError(f"{source}: [{name}] missing (required)")
+    document = dict(document)
+    data = document.get("data")
+    screen_table: Any = {}
+    if isinstance(data, dict) and "screen" in data:
+        data = dict(data)
+        screen_table = data.pop("screen")
+        document["data"] = data
     sections: dict[str, Any] = {
         name: build_section(cls, document.get(name, {}), section=name, source=str(source))
         for name, cls in _SECTIONS.items()
@@ -304,9 +316,12 @@ def config_from_dict(document: dict[str, Any], *, source: Path) -> Config:
     for name, cls in _OPTIONAL_SECTIONS.items():
         if name in document:
             sections[name] = build_section(cls, document[name], section=name, source=str(source))
+    sections["screen"] = build_section(ScreenSettings, screen_table, section="data.screen",
+                                       source=str(source))
     config = Config(source=source, **sections)
     _check_offsite(config)
     _check_privacy(config)
+    _check_screen(config)
     _check_ownership(config)
     _resolve_learning_paths(config)
     return config
@@ -332,6 +347,16 @@ def _check_privacy(config: Config) -> None:
             f"{config.source}: [privacy] enabled: federation.mode = "
             f"{config.federation.mode!r} trains outside DP-SGD (distillation steps), which "
             "the accountant cannot count; use mode = 'lora_avg' or disable [privacy]")
+
+
+def _check_screen(config: Config) -> None:
+    """The data screen runs in the LoRA trainer's loader (FedMKT's private data included);
+    a mode with its own trainer would train on rows the operator asked to drop."""
+    if config.screen.enabled and config.federation.mode not in ("lora_avg", "fedmkt"):
+        raise ConfigError(
+            f"{config.source}: [data.screen]: federation.mode = {config.federation.mode!r} "
+            "loads its data without the screen; use mode = 'lora_avg' or 'fedmkt', or "
+            "remove [data.screen]")
 
 
 def _check_ownership(config: Config) -> None:
@@ -365,6 +390,8 @@ def _resolve_learning_paths(config: Config) -> None:
         config.data.eval_path = str(config.path(config.data.eval_path))
     if config.fedmkt.public_path:
         config.fedmkt.public_path = str(config.path(config.fedmkt.public_path))
+    if config.screen.classifier:
+        config.screen.classifier = str(config.path(config.screen.classifier))
 
 
 def check_files(config: Config) -> None:
@@ -407,6 +434,11 @@ def check_files(config: Config) -> None:
             raise ConfigError(f"{config.source}: [node] mdns_interface: {exc}") from None
     if config.federation.mode == "fedmkt":
         load_checked_public_set(config.fedmkt, config.source)
+    if config.screen.classifier:
+        try:  # plain file reads: config check must not import torch
+            check_classifier_dir(config.screen.classifier, config.screen.drop_labels)
+        except ScreenConfigError as exc:
+            raise ConfigError(f"{config.source}: [data.screen] classifier: {exc}") from None
 
 
 def load_checked_public_set(section: FedMKTSection, source: Path | str) -> PublicDataset:

@@ -61,6 +61,7 @@ from .round_runner import (
     RoundTrainer,
     TrainingInterrupted,
 )
+from .screening import ScreenSummary, record_screening
 from .sdnotify import Notifier
 from .state import StateStore
 from .views.status import DaemonStatusView, fedswarm_version
@@ -87,6 +88,7 @@ class Daemon:
         self.started_at = time.time()
         self.store: StateStore | None = None
         self.trainer: LocalTrainer | None = None
+        self.screen: ScreenSummary | None = None  # [data.screen]: what the loader dropped
         self.node: P2PNode | None = None
         self.membership: Membership | None = None
         self.runner: RoundRunner | None = None
@@ -267,10 +269,14 @@ class Daemon:
         )
 
     async def _member_trainer(self) -> LocalTrainer:
-        """Build the member's trainer off the event loop, then restore its privacy spend."""
+        """Build the member's trainer off the event loop; report what its data screen
+        dropped; restore its privacy spend."""
+        cfg = self.config
         assert self.store is not None
         trainer = await asyncio.to_thread(self._build_trainer)
         self.trainer = trainer
+        self.screen = await asyncio.to_thread(record_screening, cfg.state_dir,
+                                              trainer.screen_result)
         if trainer.privacy is not None:  # never forget, never re-spend (docs/privacy.md)
             from fedswarm.learning.privacy import Spend
 
@@ -296,6 +302,7 @@ class Daemon:
             privacy=cfg.privacy, on_privacy_spend=self._on_privacy_spend,
             ownership=self._mark_plan(),
             freeze_lora_a=cfg.federation.freeze_lora_a, scaffold=cfg.federation.scaffold,
+            screen=cfg.screen,
         )
 
     def _make_node(self) -> P2PNode:

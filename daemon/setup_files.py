@@ -82,6 +82,23 @@ train_path = {train_path}        # JSONL or Parquet: text, instruction/input/out
 max_length = {max_length}
 # packing = true                   # text rows only: pack rows into full blocks
 
+# Data screen (docs/safety.md): rows refused before training, each one recorded with file:line
+# and reason in <state_dir>/quarantine.jsonl. Every screen is off until configured.
+# [data.screen]
+# patterns = []                    # regular expressions (case-insensitive); a match drops the row
+# words = []                       # whole words (case-insensitive); one present drops the row
+# min_chars = 0
+# max_chars = 20000
+# scripts = []                     # e.g. ["LATIN"]: drop rows whose letters are mostly in other scripts
+# min_script_share = 0.9
+# classifier = "safety-classifier" # a local AutoModelForSequenceClassification folder
+# drop_labels = ["unsafe"]         # its labels that drop a row; other labels keep it
+# classifier_threshold = 0.5       # probability a drop label must reach
+# classifier_batch_size = 16
+# classifier_max_length = 256
+# loss_outlier_mads = 6.0          # drop rows whose loss under the model is this far above the median
+# report_excerpt_chars = 0         # 0: the report holds a row's sha256, not its text
+
 [train]
 local_steps = {local_steps}        # optimiser steps per round
 batch_size = {batch_size}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedswarm.learning.errors import DataError
+from fedswarm.learning.errors import BadRowError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -203,3 +203,28 @@ def read_rows(path: Path, fmt: str) -> tuple[list[Row], list[BadRow]]:
     if not rows:
         raise _no_valid_rows(path, chosen, bad)
     return rows, bad
+
+
+def read_rows_strict(path: Path, fmt: str = "auto") -> list[Row]:
+    """Every row of ``path``, or ``BadRowError`` naming ``file:line`` of the first bad one.
+
+    For evaluation sets: a score over a silently shortened set is a different score, so
+    where training skips a bad row, an evaluation refuses the file.
+    """
+    chosen = "" if fmt == "auto" else fmt
+    rows: list[Row] = []
+    for number, obj, parse_error in _iter_raw(path):
+        if parse_error is not None:
+            raise BadRowError(str(path), number, parse_error)
+        if not chosen:
+            chosen = detect_format(obj) or ""
+            if not chosen:
+                raise BadRowError(str(path), number,
+                                  "no 'text', 'instruction'/'output' or 'messages' key")
+        reason = validate_row(obj, chosen)
+        if reason is not None:
+            raise BadRowError(str(path), number, reason)
+        rows.append(Row(chosen, obj, str(path), number))
+    if not rows:
+        raise DataError(f"{path}: no rows (the file is empty)")
+    return rows

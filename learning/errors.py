@@ -89,3 +89,16 @@ class TamperedPackageError(OffsiteError):
     Raised before any file of the package is parsed: a member never loads weights the
     owner did not publish.
     """
+
+
+class ScreenConfigError(LearningError):
+    """A ``[data.screen]`` setting cannot work: a bad regular expression, an unreadable
+    classifier folder, a label the classifier does not have. Raised at config check."""
+
+
+class EvalSetError(LearningError):
+    """An evaluation set cannot be used; the message names ``file:line`` of the first problem.
+
+    ``fedswarm eval`` is strict where training is lenient: a score over a silently
+    shortened set would be a different score.
+    """

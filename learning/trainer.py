@@ -38,7 +38,7 @@ from fedswarm.learning.checkpoint_files import (
     write_atomic_dir,
 )
 from fedswarm.learning.control_variates import ControlState, ControlVariates
-from fedswarm.learning.data_files import BadRow
+from fedswarm.learning.data_files import BadRow, Row
 from fedswarm.learning.dataset import prepare_data
 from fedswarm.learning.dp_sgd import GaussianNoise, PerExampleGradients, PoissonSampler, clipped_sum
 from fedswarm.learning.errors import (
@@ -47,7 +47,15 @@ from fedswarm.learning.errors import (
     LearningError,
     PrivacyBudgetSpentError,
 )
-from fedswarm.learning.examples import IGNORE_INDEX, BatchStream, Example, eval_batches
+from fedswarm.learning.examples import (
+    IGNORE_INDEX,
+    BatchStream,
+    Example,
+    collate,
+    encode_supervised,
+    encode_text,
+    eval_batches,
+)
 from fedswarm.learning.model_loading import attach_adapter, load_base_model, load_tokenizer
 from fedswarm.learning.optimizer_moments import Moments, load_moments, read_moments
 from fedswarm.learning.schedule import learning_rate
@@ -66,6 +74,8 @@ if TYPE_CHECKING:
 
     # Imported when privacy is enabled: Opacus costs about 1 s at start-up otherwise.
     from fedswarm.learning.privacy import PrivacyBudget, Spend
+    from fedswarm.learning.screening.screen import ScreenResult
+    from fedswarm.learning.screening.settings import ScreenSettings
 
 CHECKPOINT_FORMAT = 1
 ADAPTER_FILE = "adapter_model.safetensors"
@@ -122,7 +132,8 @@ class LocalTrainer:
                  privacy: PrivacySettings | None = None,
                  on_privacy_spend: Callable[[Spend], None] | None = None,
                  ownership: MarkPlan | None = None,
-                 freeze_lora_a: bool = False, scaffold: bool = False) -> None:
+                 freeze_lora_a: bool = False, scaffold: bool = False,
+                 screen: ScreenSettings | None = None) -> None:
         self.model_settings = model
         self.lora_settings = lora
         self.data_settings = data
@@ -148,8 +159,14 @@ class LocalTrainer:
         self.freeze_lora_a = freeze_lora_a
         draw_shared_lora_a(self.model, freeze=freeze_lora_a)
 
-        self.data = prepare_data(data, self.tokenizer, train.seed)
+        screener = None
+        if screen is not None and screen.enabled:  # docs/safety.md
+            from fedswarm.learning.screening.build import screener as make_screener
+
+            screener = make_screener(screen, self.row_losses)
+        self.data = prepare_data(data, self.tokenizer, train.seed, screen=screener)
         self.bad_rows: list[BadRow] = self.data.bad_rows
+        self.screen_result: ScreenResult | None = self.data.screen
         self.num_train_samples: int = self.data.train_rows
         self.stream = BatchStream(self.data.train, train.batch_size, train.seed,
                                   int(self.tokenizer.pad_token_id))
@@ -326,6 +343,67 @@ class LocalTrainer:
             self.privacy.record(entry)
 
     @torch.no_grad()
+    def encode_rows(self, rows: list[Row]) -> list[Example | None]:
+        """One example per row (text unpacked), None where a row cannot be encoded."""
+        examples: list[Example | None] = []
+        for row in rows:
+            if row.format == "text":
+                examples.append(encode_text([row], self.tokenizer, self.data_settings.max_length,
+                                            packing=False)[0])
+            else:
+                encoded, _ = encode_supervised([row], self.tokenizer,
+                                               self.data_settings.max_length)
+                examples.append(encoded[0] if encoded else None)
+        return examples
+
+    def example_losses(self, examples: list[Example], batch_size: int = 16
+                       ) -> list[tuple[float, int]]:
+        """(summed token loss, predicted tokens) of each example under the model as it is."""
+        out: list[tuple[float, int]] = []
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                for start in range(0, len(examples), batch_size):
+                    batch = self._to_device(collate(examples[start:start + batch_size],
+                                                    int(self.tokenizer.pad_token_id)))
+                    logits = self.model(input_ids=batch["input_ids"],
+                                        attention_mask=batch["attention_mask"]).logits.float()
+                    labels = batch["labels"][:, 1:]
+                    token_loss = torch.nn.functional.cross_entropy(
+                        logits[:, :-1].transpose(1, 2), labels, ignore_index=IGNORE_INDEX,
+                        reduction="none")
+                    counts = (labels != IGNORE_INDEX).sum(dim=1)
+                    out += [(float(total), int(n)) for total, n in
+                            zip(token_loss.sum(dim=1).tolist(), counts.tolist(), strict=True)]
+        finally:
+            self.model.train(was_training)
+        return out
+
+    def row_losses(self, rows: list[Row]) -> list[float]:
+        """Each row's mean token loss under the model as it is now (the quality screen's
+        score). A row that cannot be encoded gets NaN, which no cut drops: the encoder
+        reports it as a bad row itself."""
+        examples = self.encode_rows(rows)
+        present = [(i, e) for i, e in enumerate(examples) if e is not None]
+        losses = [math.nan] * len(rows)
+        scored = self.example_losses([e for _, e in present])
+        for (i, _), (total, n) in zip(present, scored, strict=True):
+            losses[i] = total / max(n, 1)
+        return losses
+
+    def load_exported_adapter(self, folder: Path) -> None:
+        """Load an adapter folder ``export_adapter`` (or PEFT's ``save_pretrained``) wrote."""
+        try:
+            adapter = load_file(str(Path(folder) / ADAPTER_FILE))
+        except Exception as exc:  # safetensors raises several types
+            raise CheckpointError(f"{folder}: no readable {ADAPTER_FILE}: {exc}") from exc
+        current = get_peft_model_state_dict(self.model)
+        if {k: tuple(v.shape) for k, v in adapter.items()} != \
+                {k: tuple(v.shape) for k, v in current.items()}:
+            raise CheckpointError(f"{folder}: adapter does not match this model/LoRA config")
+        set_peft_model_state_dict(self.model, adapter)
+
     def evaluate(self) -> EvalReport:
         """Loss weighted by the number of predicted tokens, on fixed eval batches."""
         if not self.data.eval:

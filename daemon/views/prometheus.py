@@ -45,6 +45,9 @@ class MetricsSnapshot:
     # With [privacy] enabled: the DP budget's ε spent so far and its target (None: off).
     privacy_epsilon_spent: float | None = None
     privacy_epsilon_target: float | None = None
+    # With [data.screen]: rows the loader screened at start, and those dropped, by screen.
+    screen_rows_checked: int | None = None
+    screen_rows_dropped: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in (
@@ -147,6 +150,14 @@ def render_metrics(snapshot: MetricsSnapshot) -> str:
         out.gauge("fedswarm_privacy_epsilon_remaining",
                   "Differential privacy: epsilon left before local training stops.",
                   max(0.0, target - spent))
+    if snapshot.screen_rows_checked is not None:
+        out.gauge("fedswarm_screen_rows_checked",
+                  "Data screen: training rows screened when the data was loaded.",
+                  snapshot.screen_rows_checked)
+        out.family("fedswarm_screen_rows_dropped", "gauge",
+                   "Data screen: rows dropped at load, by screen (see quarantine.jsonl).",
+                   [({"screen": name}, count)
+                    for name, count in sorted(snapshot.screen_rows_dropped.items())])
     out.gauge(
         "fedswarm_start_time_seconds",
         "Unix time the daemon started.",

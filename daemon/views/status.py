@@ -107,7 +107,13 @@ class DaemonStatusView:
             "listen_addrs": d.node.listen_addrs if d.node else [],
             "api_url": d.api_url,
             "privacy": self.privacy(),
+            "screen": self.screen(),
         }
+
+    def screen(self) -> dict[str, Any]:
+        """[data.screen]: rows this start checked and dropped, by screen; the report's size."""
+        summary = getattr(self._d, "screen", None)
+        return summary.as_dict() if summary is not None else {"enabled": False}
 
     def privacy(self) -> dict[str, Any]:
         """The DP budget: spent, target, left, and what the guarantee does not cover."""
@@ -285,6 +291,7 @@ class DaemonStatusView:
         )
         stats = d.node.stats() if d.node else {}
         privacy = self.privacy()
+        screen = self.screen()
         last_train = next((r.train_loss for r in reversed(recent) if r.train_loss is not None),
                           None)
         return render_metrics(
@@ -302,6 +309,8 @@ class DaemonStatusView:
                 secagg_rounds_total=secagg_rounds,
                 privacy_epsilon_spent=privacy.get("epsilon_spent"),
                 privacy_epsilon_target=privacy.get("epsilon_target"),
+                screen_rows_checked=screen.get("rows_checked") if screen["enabled"] else None,
+                screen_rows_dropped=screen.get("dropped_by_screen", {}),
                 state=d.state,
                 up_since=d.started_at,
             )

@@ -152,6 +152,15 @@
     setText("ov-fingerprint", s.adapter_fingerprint);
     setText("ov-privacy", privacyText(s.privacy));
     renderPrivacy(s.privacy);
+    setText("ov-screen", screenText(s.screen));
+  }
+
+  // Rows [data.screen] dropped at load, by screen, and where the report is (docs/safety.md).
+  function screenText(sc) {
+    if (!sc || !sc.enabled) return "off";
+    const by = Object.entries(sc.dropped_by_screen || {}).map(([k, v]) => k + " " + v).join(", ");
+    return sc.rows_dropped + " of " + sc.rows_checked + " rows dropped" + (by ? " (" + by + ")" : "")
+      + "; " + sc.report_entries + " in " + sc.report_path;
   }
 
   // ε spent and left of the DP budget ([privacy], docs/privacy.md), or "off".
