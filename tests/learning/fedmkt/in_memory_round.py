@@ -105,5 +105,6 @@ def mutual_round(
             learning_rate=learning_rate,
             mapping_cache=cache,
             seed=peer.seed + 1000 * round_number + 7,
+            replay_texts=peer.private_texts,
         )
     return report
