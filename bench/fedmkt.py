@@ -46,6 +46,7 @@ from tests.learning.fedmkt.toy_world import (
     build_toy_world,
     tiny_llama,
     train_byte_bpe,
+    train_metaspace_bpe,
     train_metaspace_unigram,
 )
 
@@ -267,8 +268,8 @@ def paper_peers(world: ToyWorld, seed: int, private: str = "own") -> list[Partic
     union = [t for d in PAPER_DOMAINS for t in world.private[d]]
     texts = {d: (union if private == "union" else world.private[d]) for d in PAPER_DOMAINS}
     town_tok = train_byte_bpe(world.private["town"] + world.public, 800)
-    kitchen_tok = train_metaspace_unigram(world.private["kitchen"] + world.public, 500)
-    harbour_tok = train_byte_bpe(world.private["harbour"] + world.public, 500)
+    kitchen_tok = train_metaspace_bpe(world.private["kitchen"] + world.public, 500)
+    harbour_tok = train_byte_bpe(world.private["harbour"] + world.public, 800)
     return [
         Participant("town", tiny_llama(len(town_tok), 128, 3, seed), town_tok, texts["town"], 0),
         Participant(

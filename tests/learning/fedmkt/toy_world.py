@@ -90,6 +90,18 @@ def train_metaspace_unigram(texts: list[str], vocab_size: int = 200) -> PreTrain
     return _as_transformers(backend)
 
 
+def train_metaspace_bpe(texts: list[str], vocab_size: int = 300) -> PreTrainedTokenizerFast:
+    """A sentencepiece-BPE-style tokenizer (``▁`` word starts, Llama-2 style, no bytes)."""
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<pad>", "<s>", "</s>", "<unk>"]
+    )
+    backend.train_from_iterator(texts, trainer)
+    return _as_transformers(backend)
+
+
 def tiny_llama(vocab_size: int, hidden: int, layers: int, seed: int) -> LlamaForCausalLM:
     """A randomly initialised Llama-architecture causal LM of the given size."""
     import torch
