@@ -290,7 +290,7 @@ def paper_peers(world: ToyWorld, seed: int, private: str = "own") -> list[Partic
 
 def _paper_eval(peers: list[Participant], world: ToyWorld) -> dict[str, dict[str, float]]:
     out = _eval(peers, world)
-    for name, losses in out.items():
+    for losses in out.values():
         losses["union"] = float(np.mean([losses[d] for d in PAPER_DOMAINS]))
     return out
 
@@ -429,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay-fraction", type=float, default=PaperConfig.replay_fraction)
     parser.add_argument("--top-k", type=int, default=PaperConfig.top_k)
     parser.add_argument("--large-replay-fraction", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=PaperConfig.seed)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.shape == "paper":
@@ -442,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
             replay_fraction=args.replay_fraction,
             large_replay_fraction=args.large_replay_fraction,
             top_k=args.top_k,
+            seed=args.seed,
         )
         result = paper_benchmark(paper)
         print_paper(result)
