@@ -56,3 +56,11 @@ def test_replay_keeps_the_own_domain_while_distilling_on_public_text() -> None:
         assert np.isfinite(stats.last_loss)
         losses[fraction] = evaluate_lm_loss(model, tokenizer, own_texts[:16])
     assert losses[0.5] < 0.9 * losses[0.0], losses
+
+
+def test_the_daemon_section_accepts_token_min_ce() -> None:
+    from fedswarm.federation.fedmkt.settings import FedMKTSection
+
+    assert FedMKTSection(selection="token_min_ce").settings().selection == "token_min_ce"
+    with pytest.raises(ValueError):
+        FedMKTSection(selection="per_token")  # type: ignore[arg-type]
