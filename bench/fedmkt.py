@@ -1,11 +1,15 @@
 """FedMKT benchmark: bandwidth, alignment cost, distillation memory, and whether it helps.
 
-Run: ``python -m bench.fedmkt --json out.json``. One run of the toy federation
-(``tests/learning/fedmkt/toy_world.py``): a byte-level-BPE model on kitchen text and a
-smaller sentencepiece-style model on harbour text. Three arms get the same number of
-optimizer steps: FedMKT (alpha 0.9), the same pipeline with alpha 1 (LM loss on the
-public set only, no distillation: the ablation that shows what distillation itself
-adds), and local-only training. Prints a table and writes JSON with machine + versions.
+Run: ``python -m bench.fedmkt --json out.json``. The default (``--shape paper``, issue
+#26) is the paper's shape: one larger model on a general domain ("town") and two small
+ones with their own tokenizers on their own domains (kitchen, harbour), with four arms of
+equal optimiser steps and seeds: FedMKT, public only (alpha 1, no distillation), local
+only and centralised; the summary gives, per model, own-domain and union losses over
+those arms, and which issue #26 targets are met. ``--shape pair`` is the original toy
+federation (``tests/learning/fedmkt/toy_world.py``): a byte-level-BPE model on kitchen
+text and a smaller sentencepiece-style model on harbour text, FedMKT (alpha 0.9) against
+alpha 1 and local only, plus bandwidth, alignment cost and distillation memory. Prints
+a table and writes JSON with machine + versions.
 """
 
 from __future__ import annotations
