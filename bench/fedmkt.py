@@ -1,16 +1,21 @@
 """FedMKT benchmark: bandwidth, alignment cost, distillation memory, and whether it helps.
 
-Run: ``python -m bench.fedmkt --json out.json``. One run of the toy federation
-(``tests/learning/fedmkt/toy_world.py``): a byte-level-BPE model on kitchen text and a
-smaller sentencepiece-style model on harbour text. Three arms get the same number of
-optimizer steps: FedMKT (alpha 0.9), the same pipeline with alpha 1 (LM loss on the
-public set only, no distillation: the ablation that shows what distillation itself
-adds), and local-only training. Prints a table and writes JSON with machine + versions.
+Run: ``python -m bench.fedmkt --json out.json``. The default (``--shape paper``, issue
+#26) is the paper's shape: one larger model on a general domain ("town") and two small
+ones with their own tokenizers on their own domains (kitchen, harbour), with four arms of
+equal optimiser steps and seeds: FedMKT, public only (alpha 1, no distillation), local
+only and centralised; the summary gives, per model, own-domain and union losses over
+those arms, and which issue #26 targets are met. ``--shape pair`` is the original toy
+federation (``tests/learning/fedmkt/toy_world.py``): a byte-level-BPE model on kitchen
+text and a smaller sentencepiece-style model on harbour text, FedMKT (alpha 0.9) against
+alpha 1 and local only, plus bandwidth, alignment cost and distillation memory. Prints
+a table and writes JSON with machine + versions.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing
 import platform
@@ -46,6 +51,7 @@ from tests.learning.fedmkt.toy_world import (
     build_toy_world,
     tiny_llama,
     train_byte_bpe,
+    train_metaspace_bpe,
     train_metaspace_unigram,
 )
 
@@ -228,6 +234,171 @@ def _fresh_memory_worker(config: BenchConfig) -> dict[str, float]:
     return measure_distill_memory(build_toy_world(seed=config.seed), config)
 
 
+# --- The paper's shape (issue #26): one larger model on a general domain, two small ones.
+
+PAPER_DOMAINS = ("town", "kitchen", "harbour")
+LARGE = "town"
+
+
+@dataclass(frozen=True)
+class PaperConfig:
+    rounds: int = 3
+    local_steps: int = 20
+    distill_steps: int = 20
+    learning_rate: float = 3e-3
+    top_k: int = 32
+    # The levers that paid in docs/fedmkt.md "Making the exchange pay" (issue #26):
+    # distil only where an aligned teacher beats us (token_min_ce, gold elsewhere, so
+    # alpha 0 loses no LM signal) and keep 3/4 of every distillation batch own data.
+    alpha: float = 0.0
+    temperature: float = 1.0
+    selection: str = "token_min_ce"
+    replay_fraction: float = 0.75
+    large_replay_fraction: float | None = None  # the large model's own, if it differs
+    private_count: int = 64
+    public_count: int = 48
+    seed: int = 0
+
+
+def paper_world(config: PaperConfig) -> ToyWorld:
+    return build_toy_world(
+        private_count=config.private_count,
+        public_count=config.public_count,
+        seed=config.seed,
+        domains=PAPER_DOMAINS,
+    )
+
+
+def paper_peers(world: ToyWorld, seed: int, private: str = "own") -> list[Participant]:
+    """The large byte-BPE model on town text; small models with their own tokenizers.
+
+    ``private="union"`` gives every model all members' private texts (the centralised arm).
+    """
+    union = [t for d in PAPER_DOMAINS for t in world.private[d]]
+    texts = {d: (union if private == "union" else world.private[d]) for d in PAPER_DOMAINS}
+    town_tok = train_byte_bpe(world.private["town"] + world.public, 800)
+    kitchen_tok = train_metaspace_bpe(world.private["kitchen"] + world.public, 500)
+    harbour_tok = train_byte_bpe(world.private["harbour"] + world.public, 800)
+    return [
+        Participant("town", tiny_llama(len(town_tok), 128, 3, seed), town_tok, texts["town"], 0),
+        Participant(
+            "kitchen", tiny_llama(len(kitchen_tok), 64, 2, seed + 1), kitchen_tok,
+            texts["kitchen"], 1,
+        ),
+        Participant(
+            "harbour", tiny_llama(len(harbour_tok), 64, 2, seed + 2), harbour_tok,
+            texts["harbour"], 2,
+        ),
+    ]
+
+
+def _paper_eval(peers: list[Participant], world: ToyWorld) -> dict[str, dict[str, float]]:
+    out = _eval(peers, world)
+    for losses in out.values():
+        losses["union"] = float(np.mean([losses[d] for d in PAPER_DOMAINS]))
+    return out
+
+
+def paper_federated(
+    world: ToyWorld, config: PaperConfig, alpha: float
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    peers = paper_peers(world, config.seed)
+    public = PublicDataset.from_texts(world.public)
+    settings = FedMKTSettings(
+        top_k=config.top_k,
+        alpha=alpha,
+        temperature=config.temperature,
+        selection=config.selection,  # type: ignore[arg-type]
+        replay_fraction=config.replay_fraction,
+    )
+    if config.large_replay_fraction is not None:
+        for peer in peers:
+            if peer.name == LARGE:
+                peer.settings = dataclasses.replace(
+                    settings, replay_fraction=config.large_replay_fraction
+                )
+    aligned: dict[str, list[float]] = {p.name: [] for p in peers}
+    for number in range(config.rounds):
+        report = mutual_round(
+            peers, public, settings, config.local_steps, config.distill_steps,
+            learning_rate=config.learning_rate, round_number=number,
+        )
+        for name, stats in report.distill.items():
+            aligned[name].append(stats.peer_position_fraction)
+    return _paper_eval(peers, world), {n: float(np.mean(v)) for n, v in aligned.items()}
+
+
+def paper_alone(world: ToyWorld, config: PaperConfig, private: str) -> dict[str, dict[str, float]]:
+    """Every optimiser step on private text: own (local-only) or everyone's (centralised)."""
+    peers = paper_peers(world, config.seed, private)
+    steps = config.rounds * (config.local_steps + config.distill_steps)
+    for p in peers:
+        train_causal_lm(
+            p.model, p.tokenizer, p.private_texts, steps,
+            learning_rate=config.learning_rate, seed=p.seed,
+        )
+    return _paper_eval(peers, world)
+
+
+def paper_benchmark(config: PaperConfig) -> dict[str, Any]:
+    started = time.perf_counter()
+    world = paper_world(config)
+    params = {p.name: sum(x.numel() for x in p.model.parameters())
+              for p in paper_peers(world, config.seed)}
+    arms = {
+        "fedmkt": paper_federated(world, config, config.alpha)[0],
+        "public_only_alpha1": paper_federated(world, config, 1.0)[0],
+        "local_only": paper_alone(world, config, "own"),
+        "centralised": paper_alone(world, config, "union"),
+    }
+    summary: dict[str, dict[str, float]] = {}
+    for name in params:
+        fed, pub, loc, cen = (arms[a][name] for a in arms)
+        summary[name] = {
+            "own_domain_over_local": fed[name] / loc[name],
+            "union_over_local": fed["union"] / loc["union"],
+            "union_over_public_only": fed["union"] / pub["union"],
+            "union_over_centralised": fed["union"] / cen["union"],
+        }
+    small = [n for n in params if n != LARGE]
+    targets = {
+        "own_domain_over_local <= 1.02 (all)": all(
+            s["own_domain_over_local"] <= 1.02 for s in summary.values()
+        ),
+        "union_over_local < 1 (all)": all(s["union_over_local"] < 1 for s in summary.values()),
+        "union_over_public_only <= 0.95 (small)": all(
+            summary[n]["union_over_public_only"] <= 0.95 for n in small
+        ),
+    }
+    return {
+        "benchmark": "fedmkt",
+        "shape": "paper",
+        "machine": machine(),
+        "config": config.__dict__,
+        "parameters": params,
+        "public_examples": len(world.public),
+        "eval_loss": arms,
+        "summary": summary,
+        "targets_met": targets,
+        "wall_s": time.perf_counter() - started,
+    }
+
+
+def print_paper(result: dict[str, Any]) -> None:
+    arms = result["eval_loss"]
+    print(f"{'model':<8} {'params':>8} {'eval':<8} " + " ".join(f"{a[:12]:>12}" for a in arms))
+    for name, count in result["parameters"].items():
+        for domain in (*PAPER_DOMAINS, "union"):
+            print(
+                f"{name:<8} {count:>8} {domain:<8} "
+                + " ".join(f"{arms[a][name][domain]:>12.3f}" for a in arms)
+            )
+    for name, ratios in result["summary"].items():
+        print(name, " ".join(f"{k}={v:.3f}" for k, v in ratios.items()))
+    print(json.dumps(result["targets_met"]))
+    print(json.dumps(result["machine"]))
+
+
 def machine() -> dict[str, Any]:
     return {
         "platform": platform.platform(),
@@ -245,10 +416,45 @@ def machine() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument("--rounds", type=int, default=BenchConfig.rounds)
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument(
+        "--shape", choices=("paper", "pair"), default="paper",
+        help="paper: one larger model on a general domain + two small ones (issue #26); "
+        "pair: the original two same-size models",
+    )
+    parser.add_argument("--local-steps", type=int, default=PaperConfig.local_steps)
+    parser.add_argument("--distill-steps", type=int, default=PaperConfig.distill_steps)
+    parser.add_argument("--alpha", type=float, default=PaperConfig.alpha)
+    parser.add_argument("--temperature", type=float, default=PaperConfig.temperature)
+    parser.add_argument(
+        "--selection", choices=("min_ce", "weighted", "token_min_ce"),
+        default=PaperConfig.selection,
+    )
+    parser.add_argument("--replay-fraction", type=float, default=PaperConfig.replay_fraction)
+    parser.add_argument("--top-k", type=int, default=PaperConfig.top_k)
+    parser.add_argument("--large-replay-fraction", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=PaperConfig.seed)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    config = BenchConfig(rounds=args.rounds)
+    if args.shape == "paper":
+        paper = PaperConfig(
+            rounds=args.rounds or PaperConfig.rounds,
+            local_steps=args.local_steps,
+            distill_steps=args.distill_steps,
+            alpha=args.alpha,
+            temperature=args.temperature,
+            selection=args.selection,
+            replay_fraction=args.replay_fraction,
+            large_replay_fraction=args.large_replay_fraction,
+            top_k=args.top_k,
+            seed=args.seed,
+        )
+        result = paper_benchmark(paper)
+        print_paper(result)
+        if args.json is not None:
+            args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        return 0
+    config = BenchConfig(rounds=args.rounds or BenchConfig.rounds)
     world = build_toy_world(seed=config.seed)
 
     started = time.perf_counter()

@@ -35,7 +35,7 @@ class FedMKTSection:
     top_k: int = 32
     alpha: float = 0.9
     temperature: float = 1.0
-    selection: Literal["min_ce", "weighted"] = "min_ce"
+    selection: Literal["min_ce", "weighted", "token_min_ce"] = "min_ce"
     ce_temperature: float = 1.0
     distill_loss: Literal["soft_ce", "kl"] = "soft_ce"
     max_length: int = 128

@@ -68,13 +68,21 @@ def peer_distribution(
     (mapped into our vocabulary) is used; otherwise the row is one-hot on our own token.
     Returns the number of rows taken from the peer as well.
     """
+    indices, probs, aligned = _peer_rows(own, peer, k, temperature)
+    return indices, probs, int(aligned.sum())
+
+
+def _peer_rows(
+    own: ExampleKnowledge, peer: PeerExample, k: int, temperature: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`peer_distribution` with a boolean ``[L - 1]`` mask of the peer's rows."""
     rows = max(len(own.input_ids) - 1, 0)
     gold = own.input_ids[1:].astype(np.int64)
     indices = np.repeat(gold[:, None], k, axis=1)
     probs = np.zeros((rows, k), dtype=np.float32)
     probs[:, 0] = 1.0
+    aligned = np.zeros(rows, dtype=bool)
     peer_k = min(k, peer.knowledge.topk_ids.shape[1])
-    used = 0
     for row in range(rows):
         peer_token = peer.alignment.one_to_one(row + 1)
         if peer_token is None or peer_token == 0:
@@ -84,8 +92,41 @@ def peer_distribution(
         indices[row, :peer_k] = peer.mapping.map_ids(ids)
         probs[row] = 0.0
         probs[row, :peer_k] = _softmax(peer.knowledge.topk_logits[peer_row, :peer_k], temperature)
-        used += 1
-    return indices, probs, used
+        aligned[row] = True
+    return indices, probs, aligned
+
+
+def _gold_probability(indices: np.ndarray, probs: np.ndarray, gold: np.ndarray) -> np.ndarray:
+    """Per row, the probability a sparse distribution gives the gold token (0 if absent)."""
+    return np.where(indices == gold[:, None], probs, 0.0).sum(axis=1)
+
+
+def _token_min_ce(
+    own: ExampleKnowledge, peers: Sequence[PeerExample], k: int, temperature: float
+) -> ExampleTargets:
+    """Per row, an aligned peer's distribution where it beats ours on the gold token.
+
+    A row keeps a one-hot target on the gold token (plain LM loss) unless some peer,
+    aligned 1:1 there, gives the gold token a higher probability than our own top-k
+    does; then the best such peer's distribution is the target. Distilling from our
+    own distribution where no teacher is better would only reinforce what we predict.
+    """
+    gold = own.input_ids[1:].astype(np.int64)
+    own_idx, own_probs = own_distribution(own, temperature)
+    best = _gold_probability(own_idx, own_probs, gold)
+    indices = np.repeat(gold[:, None], k, axis=1)
+    probs = np.zeros((len(gold), k), dtype=np.float32)
+    probs[:, 0] = 1.0
+    used = np.zeros(len(gold), dtype=bool)
+    for peer in peers:
+        peer_idx, peer_probs, aligned = _peer_rows(own, peer, k, temperature)
+        peer_gold = _gold_probability(peer_idx, peer_probs, gold)
+        better = aligned & (peer_gold > best)
+        indices[better] = peer_idx[better]
+        probs[better] = peer_probs[better]
+        best = np.where(better, peer_gold, best)
+        used |= better
+    return ExampleTargets(indices=indices, probs=probs, peer_positions=int(used.sum()))
 
 
 def example_targets(
@@ -95,9 +136,12 @@ def example_targets(
 
     ``min_ce`` keeps the single source with the lowest mean cross-entropy on this example
     (``K = k``); ``weighted`` concatenates all sources' supports with probabilities scaled
-    by ``softmax(-ce / ce_temperature)`` (``K = k * sources``, still sparse).
+    by ``softmax(-ce / ce_temperature)`` (``K = k * sources``, still sparse);
+    ``token_min_ce`` chooses per row instead of per example (see :func:`_token_min_ce`).
     """
     k = own.topk_ids.shape[1]
+    if settings.selection == "token_min_ce":
+        return _token_min_ce(own, peers, k, settings.temperature)
     own_idx, own_probs = own_distribution(own, settings.temperature)
     sources: list[tuple[np.ndarray, np.ndarray, int]] = [(own_idx, own_probs, 0)]
     ces = [own.mean_ce]

@@ -8,7 +8,7 @@ from typing import Literal
 
 from fedswarm.learning.fedmkt.errors import FedMKTError
 
-Selection = Literal["min_ce", "weighted"]
+Selection = Literal["min_ce", "weighted", "token_min_ce"]
 DistillLoss = Literal["soft_ce", "kl"]
 
 
@@ -21,7 +21,11 @@ class FedMKTSettings:
     set against the distillation loss: ``alpha * lm + (1 - alpha) * distill``.
     ``selection`` picks, per public example, either the single distribution (own or a
     peer's) with the lowest mean cross-entropy (``"min_ce"``), or mixes all of them with
-    weights ``softmax(-ce / ce_temperature)`` (``"weighted"``).
+    weights ``softmax(-ce / ce_temperature)`` (``"weighted"``), or, per prediction row,
+    takes the source that gives the gold token the highest probability, a peer only where
+    it is aligned 1:1 (``"token_min_ce"``: distil only where a teacher beats us).
+    ``replay_fraction`` of every distillation batch is the member's own private text with
+    the plain LM loss (own-data replay, so the own domain is not forgotten).
     """
 
     top_k: int = 32
@@ -34,6 +38,7 @@ class FedMKTSettings:
     public_sha256: str | None = None
     max_length: int = 128
     knowledge_batch_size: int = 8
+    replay_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -44,8 +49,13 @@ class FedMKTSettings:
             raise FedMKTError(f"temperature must be > 0, got {self.temperature}")
         if self.ce_temperature <= 0.0:
             raise FedMKTError(f"ce_temperature must be > 0, got {self.ce_temperature}")
-        if self.selection not in ("min_ce", "weighted"):
-            raise FedMKTError(f"selection must be 'min_ce' or 'weighted', got {self.selection!r}")
+        if self.selection not in ("min_ce", "weighted", "token_min_ce"):
+            raise FedMKTError(
+                "selection must be 'min_ce', 'weighted' or 'token_min_ce', "
+                f"got {self.selection!r}"
+            )
+        if not 0.0 <= self.replay_fraction < 1.0:
+            raise FedMKTError(f"replay_fraction must lie in [0, 1), got {self.replay_fraction}")
         if self.distill_loss not in ("soft_ce", "kl"):
             raise FedMKTError(f"distill_loss must be 'soft_ce' or 'kl', got {self.distill_loss!r}")
         if self.max_length < 2:

@@ -129,12 +129,18 @@ def distill(
     learning_rate: float = 1e-3,
     mapping_cache: VocabMappingCache | None = None,
     seed: int = 0,
+    replay_texts: Sequence[str] | None = None,
 ) -> DistillStats:
     """Train ``model`` on the public set with ``alpha * lm + (1 - alpha) * distill``.
 
     ``own`` must be this model's knowledge (its input ids are reused as training
     inputs, so targets and inputs share one tokenisation). Only parameters with
     ``requires_grad`` are trained, so a peft-wrapped model trains its adapter only.
+
+    With ``settings.replay_fraction`` > 0 and ``replay_texts`` (the member's private
+    texts), that share of every batch's examples is own data under the plain LM loss:
+    the step's loss is the example-weighted mean of the public loss and the replay loss,
+    so a step still sees ``batch_size`` examples.
     """
     targets = build_example_targets(own, peers, settings, mapping_cache)
     rows = sum(t.indices.shape[0] for t in targets)
@@ -144,16 +150,28 @@ def distill(
     optimizer = torch.optim.AdamW(_trainable(model), lr=learning_rate)
     order = random.Random(seed)
     indices = [i for i, e in enumerate(own.examples) if len(e.input_ids) > 1]
+    replay = _encode(tokenizer, replay_texts or [], settings.max_length)
+    replay_size = round(batch_size * settings.replay_fraction) if replay else 0
+    replay_size = min(replay_size, batch_size - 1)
+    public_size = batch_size - replay_size
     losses: list[float] = []
     lm_losses: list[float] = []
     distill_losses: list[float] = []
     model.train()
     for _ in range(steps):
-        chosen = order.sample(indices, min(batch_size, len(indices)))
+        chosen = order.sample(indices, min(public_size, len(indices)))
         input_ids, attention = _padded([own.examples[i].input_ids.tolist() for i in chosen], pad_id)
         batch_targets = collate_targets([targets[i] for i in chosen], input_ids.shape[1] - 1)
         logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
         total, lm, distill_part = fedmkt_loss(logits, input_ids.to(device), batch_targets, settings)
+        if replay_size:
+            own_batch = order.sample(replay, min(replay_size, len(replay)))
+            own_ids, own_attention = _padded(own_batch, pad_id)
+            own_ids, own_attention = own_ids.to(device), own_attention.to(device)
+            own_logits = model(input_ids=own_ids, attention_mask=own_attention).logits
+            replay_loss = lm_loss(own_logits, own_ids, own_attention[:, 1:].bool())
+            share = len(own_batch) / (len(own_batch) + len(chosen))
+            total = (1.0 - share) * total + share * replay_loss
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
@@ -170,6 +188,15 @@ def distill(
     )
 
 
+def _encode(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Token ids of ``texts`` (truncated), dropping those too short to predict anything."""
+    encoded = [
+        [int(i) for i in tokenizer(t, truncation=True, max_length=max_length)["input_ids"]]
+        for t in texts
+    ]
+    return [ids for ids in encoded if len(ids) > 1]
+
+
 def train_causal_lm(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -181,11 +208,7 @@ def train_causal_lm(
     seed: int = 0,
 ) -> list[float]:
     """Plain next-token training on private texts (the local step of a round)."""
-    encoded = [
-        [int(i) for i in tokenizer(t, truncation=True, max_length=max_length)["input_ids"]]
-        for t in texts
-    ]
-    encoded = [ids for ids in encoded if len(ids) > 1]
+    encoded = _encode(tokenizer, texts, max_length)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = _device_of(model)
     optimizer = torch.optim.AdamW(_trainable(model), lr=learning_rate)

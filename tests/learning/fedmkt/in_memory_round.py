@@ -35,6 +35,9 @@ class Participant:
     tokenizer: Any
     private_texts: Sequence[str]
     seed: int = 0
+    #: This member's own settings for its distillation (e.g. its replay_fraction); the
+    #: round's settings when None. Knowledge (top_k, max_length) always uses the round's.
+    settings: FedMKTSettings | None = None
 
 
 @dataclass
@@ -99,11 +102,12 @@ def mutual_round(
             peer.tokenizer,
             own_knowledge[peer.name],
             accepted,
-            settings,
+            peer.settings or settings,
             distill_steps,
             batch_size=batch_size,
             learning_rate=learning_rate,
             mapping_cache=cache,
             seed=peer.seed + 1000 * round_number + 7,
+            replay_texts=peer.private_texts,
         )
     return report

@@ -27,11 +27,21 @@ _DOMAINS: dict[str, dict[str, list[str]]] = {
         "object": ["the wooden boat", "heavy nets", "a rusty chain", "the blue ferry"],
         "tail": ["at high tide", "near the lighthouse", "before the storm", "in the fog"],
     },
+    # The general domain of the large model in the paper-shaped benchmark (bench/fedmkt.py).
+    "town": {
+        "subject": ["the mayor", "a teacher", "the postman", "my cousin", "the grocer", "a child"],
+        "verb": ["visits", "opens", "cleans", "reads", "sells", "watches", "paints"],
+        "object": ["the old library", "a busy market", "the town hall", "the morning paper"],
+        "tail": ["on monday", "after school", "in the square", "with a smile", "at noon"],
+    },
 }
+
+#: The two domains of the original toy world (tests rely on these).
+PAIR_DOMAINS = ("harbour", "kitchen")
 
 
 def domain_names() -> list[str]:
-    return sorted(_DOMAINS)
+    return list(PAIR_DOMAINS)
 
 
 def domain_texts(domain: str, count: int, seed: int) -> list[str]:
@@ -80,6 +90,18 @@ def train_metaspace_unigram(texts: list[str], vocab_size: int = 200) -> PreTrain
     return _as_transformers(backend)
 
 
+def train_metaspace_bpe(texts: list[str], vocab_size: int = 300) -> PreTrainedTokenizerFast:
+    """A sentencepiece-BPE-style tokenizer (``▁`` word starts, Llama-2 style, no bytes)."""
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<pad>", "<s>", "</s>", "<unk>"]
+    )
+    backend.train_from_iterator(texts, trainer)
+    return _as_transformers(backend)
+
+
 def tiny_llama(vocab_size: int, hidden: int, layers: int, seed: int) -> LlamaForCausalLM:
     """A randomly initialised Llama-architecture causal LM of the given size."""
     import torch
@@ -108,7 +130,11 @@ class ToyWorld:
 
 
 def build_toy_world(
-    private_count: int = 64, public_count: int = 48, eval_count: int = 16, seed: int = 0
+    private_count: int = 64,
+    public_count: int = 48,
+    eval_count: int = 16,
+    seed: int = 0,
+    domains: tuple[str, ...] = PAIR_DOMAINS,
 ) -> ToyWorld:
     """Disjoint private, public and evaluation sentences for both domains.
 
@@ -118,10 +144,11 @@ def build_toy_world(
     private: dict[str, list[str]] = {}
     evaluation: dict[str, list[str]] = {}
     public: list[str] = []
-    for index, name in enumerate(domain_names()):
-        texts = domain_texts(name, private_count + public_count // 2 + eval_count, seed + index)
+    share = public_count // len(domains)
+    for index, name in enumerate(domains):
+        texts = domain_texts(name, private_count + share + eval_count, seed + index)
         private[name] = texts[:private_count]
-        public.extend(texts[private_count : private_count + public_count // 2])
-        evaluation[name] = texts[private_count + public_count // 2 :]
+        public.extend(texts[private_count : private_count + share])
+        evaluation[name] = texts[private_count + share :]
     random.Random(seed).shuffle(public)
     return ToyWorld(private=private, public=public, evaluation=evaluation)
