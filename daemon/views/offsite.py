@@ -75,7 +75,7 @@ def reveals(layout: OffsiteLayout, distill_steps: int) -> str:
         f"bottom {layout.bottom} and top {layout.top} (the adapters, which they train) and "
         f"{layout.keep} of the {layout.middle} middle layers ({how}), plus its embeddings "
         f"and head; layer{'s' if len(withheld) > 1 else ''} {', '.join(withheld)} never "
-        "leave the owner."
+        f"leave{'' if len(withheld) > 1 else 's'} the owner."
     )
 
 

@@ -9,6 +9,7 @@ import time
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
+from fedswarm.learning.errors import TamperedPackageError
 from fedswarm.p2p.identity import public_key_from_peer_id
 from fedswarm.secagg.params import SecAggParams, params_for_protocol
 
@@ -338,7 +339,10 @@ class DaemonStatusView:
         facts = self._package_facts
         package = start.package if start is not None else None
         if package is not None and (facts is None or facts.package_id != package.package_id):
-            facts = self._package_facts = PackageFacts.read(package)  # once per package
+            try:
+                facts = self._package_facts = PackageFacts.read(package)  # once per package
+            except (OSError, TamperedPackageError):
+                facts = None  # moved away under a running daemon: the rest still answers
         return offsite_panel(
             enabled=enabled,
             is_owner=bool(start and start.is_owner),

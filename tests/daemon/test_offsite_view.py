@@ -62,6 +62,15 @@ def test_a_member_sees_the_package_it_verified_and_what_it_reveals(package: Any)
     assert (second["round"], second["status"], first["plugged_in"]) == (2, "aborted", None)
 
 
+def test_the_reveal_line_follows_any_layout() -> None:
+    from fedswarm.daemon.views.offsite import reveals
+    from fedswarm.learning.offsite import OffsiteLayout
+
+    line = reveals(OffsiteLayout(total=5, bottom=1, top=1, keep=2), 0)
+    assert line.startswith("Members hold 4 of the owner's 5 layers")
+    assert "(not distilled)" in line and line.endswith("layer 3 never leaves the owner.")
+
+
 def test_a_member_still_fetching_shows_bytes_and_the_published_id() -> None:
     panel = offsite_panel(
         enabled=True, is_owner=False, owner="o", owner_org="bank", package_id="ab" * 32,
