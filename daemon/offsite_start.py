@@ -52,6 +52,11 @@ class OffsiteStart:
         self.package: OffsitePackage | None = None
         self.client: PackageClient | None = None
         self.service: PackageService | None = None
+        self.fetch_state = "verified" if self.is_owner else "waiting"
+        """``waiting`` (no answer from the owner yet), ``fetching`` or ``verified``."""
+        self.fetched_bytes = 0
+        self.package_bytes: int | None = None
+        """Bytes of the files the manifest lists (None: no manifest yet)."""
         if self.is_owner:
             try:
                 self.package = open_package(config.offsite_package_dir, self.settings.package_id)
@@ -77,8 +82,10 @@ class OffsiteStart:
         dest, package_id = self.config.offsite_package_dir, self.settings.package_id
         while not stop.is_set():
             try:
-                await fetch_package(self.client.request, dest, package_id)
+                await fetch_package(self.client.request, dest, package_id,
+                                    progress=self._fetch_progress)
                 package = await asyncio.to_thread(open_package, dest, package_id)
+                self.fetch_state = "verified"
                 log.info("offsite package %s… fetched and verified in %s", package_id[:12], dest)
                 return package
             except TamperedPackageError as exc:
@@ -94,6 +101,9 @@ class OffsiteStart:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), FETCH_RETRY_S)
         raise TrainingInterrupted()
+
+    def _fetch_progress(self, have: int, total: int) -> None:
+        self.fetch_state, self.fetched_bytes, self.package_bytes = "fetching", have, total
 
     async def build_trainer(self, stop: asyncio.Event) -> RoundTrainer:
         """The owner's ``OwnerTrainer`` or, once the package is here, an ``OffsiteTrainer``."""

@@ -240,6 +240,9 @@ class Daemon:
             self.offsite = OffsiteStart(cfg, self.roster, self.identity.peer_id,
                                         NodeLink(self.node), self._reject)
             await self._start_node()
+            # the API comes up now, so a member's Offsite panel shows how far its package
+            # fetch got (and the owner's dashboard answers while its full model loads)
+            await self._start_api()
             trainer: RoundTrainer = await self.offsite.build_trainer(self._stop)
             self.runner = self._build_runner(trainer, self.store, NodeLink(self.node))
             await asyncio.to_thread(self.runner.restore)
@@ -262,7 +265,8 @@ class Daemon:
         self._publish_local_state()
         await self._finish_he_warm_up()  # before peers hear of us: no round on a cold worker
         await self.membership.start()
-        await self._start_api()
+        if self._api_runner is None:
+            await self._start_api()
         log.info(
             "peer %s (%s) listening on %s; API %s",
             self.identity.peer_id, cfg.node.org, ", ".join(self.node.listen_addrs), self.api_url,

@@ -90,6 +90,10 @@ async def api_fedkseed(request: web.Request) -> web.Response:
     return _json(request, lambda view: view.fedkseed())
 
 
+async def api_offsite(request: web.Request) -> web.Response:
+    return _json(request, lambda view: view.offsite())
+
+
 async def api_events_recent(request: web.Request) -> web.Response:
     return _json(request, lambda view: view.recent_events(50))
 
@@ -160,6 +164,7 @@ def create_app(
     app.router.add_get("/api/traffic", api_traffic)
     app.router.add_get("/api/fedmkt", api_fedmkt)
     app.router.add_get("/api/fedkseed", api_fedkseed)
+    app.router.add_get("/api/offsite", api_offsite)
     app.router.add_get("/api/events", api_events)
     app.router.add_get("/api/events/recent", api_events_recent)
     app.router.add_get("/metrics", metrics)

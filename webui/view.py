@@ -52,6 +52,16 @@ class DaemonView(Protocol):
         bytes_received, train_loss, eval_loss_after, group, seeds_used, clipped, replay_s,
         parameters_fingerprint}]}"""
 
+    def offsite(self) -> dict[str, Any]:
+        """{"enabled": bool (mode is offsite), "role": "model_owner"|"member", "owner",
+        "owner_org", "package_id", "package": {bytes, files, layers_total, layers_in_package,
+        adapter_layers: {bottom, top}, middle_layers, middle_kept, kept_middle, never_sent,
+        distill_steps}|None, "reveals": str|None, "fetch": {state, bytes_fetched,
+        bytes_total}|None (member), "owner_state": {rounds_plugged_in, last_plugged_in_round,
+        last_plugged_in_at, export_dir, export_written_at}|None (owner), "rounds": [{round,
+        status, eval_loss_before, eval_loss_after, train_loss, bytes_sent, bytes_received,
+        survivors, plugged_in, confirmed_by}]}"""
+
     def metrics_text(self) -> str:
         """Prometheus text exposition of the daemon's counters and gauges."""
 

@@ -9,12 +9,15 @@ import time
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
+from fedswarm.learning.errors import TamperedPackageError
 from fedswarm.p2p.identity import public_key_from_peer_id
 from fedswarm.secagg.params import SecAggParams, params_for_protocol
 
 from .fedkseed import EVENT as FEDKSEED_EVENT
 from .fedkseed import fedkseed_panel
 from .fedmkt import FedMKTEventLog, fedmkt_panel
+from .offsite import EVENT as OFFSITE_EVENT
+from .offsite import PackageFacts, offsite_panel
 from .prometheus import MetricsSnapshot, render_metrics
 
 if TYPE_CHECKING:
@@ -73,6 +76,7 @@ class DaemonStatusView:
         self._d = daemon
         self._device = device_description()
         self._fedmkt_events = FedMKTEventLog()
+        self._package_facts: PackageFacts | None = None
         if daemon.config.federation.mode == "fedmkt":  # public-set losses live only in events
             for recorded in daemon.store.events_of_kind("fedmkt") if daemon.store else []:
                 self._fedmkt_events.record({"type": "fedmkt", **recorded})
@@ -334,6 +338,32 @@ class DaemonStatusView:
             enabled=enabled,
             records=store.rounds(limit=500) if store else [],
             events=store.events_of_kind(FEDKSEED_EVENT) if store else [],
+        )
+
+    def offsite(self) -> dict[str, Any]:
+        d = self._d
+        start = d.offsite
+        enabled = d.config.federation.mode == "offsite" and start is not None
+        store = d.store if enabled else None
+        facts = self._package_facts
+        package = start.package if start is not None else None
+        if package is not None and (facts is None or facts.package_id != package.package_id):
+            try:
+                facts = self._package_facts = PackageFacts.read(package)  # once per package
+            except (OSError, TamperedPackageError):
+                facts = None  # moved away under a running daemon: the rest still answers
+        return offsite_panel(
+            enabled=enabled,
+            is_owner=bool(start and start.is_owner),
+            owner=start.owner if start else None,
+            owner_org=d.roster.org_of(start.owner) if start else None,
+            package_id=start.settings.package_id if start else None,
+            package=facts if package is not None else None,
+            fetch=(start.fetch_state, start.fetched_bytes, start.package_bytes) if start else None,
+            records=store.rounds(limit=500) if store else [],
+            events=store.events_of_kind(OFFSITE_EVENT) if store and start and start.is_owner
+            else [],
+            export_dir=start.role.export_dir if start else None,
         )
 
     def recent_events(self, limit: int = 50) -> list[dict[str, Any]]:

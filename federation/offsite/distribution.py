@@ -29,6 +29,8 @@ CHUNK_BYTES = 4 << 20
 _ANSWER = struct.Struct("!Q")  # offset of the data that follows
 
 Request = Callable[[bytes], Awaitable[bytes]]
+Progress = Callable[[int, int], None]
+"""Told ``(bytes held, bytes in the package)`` as a fetch goes (the dashboard's line)."""
 
 
 class NotInPackageError(Exception):
@@ -70,13 +72,17 @@ class PackageServer:
             return _ANSWER.pack(offset) + f.read(length)
 
 
-async def _fetch_file(request: Request, name: str, size: int, part: Path) -> None:
-    """Append ``name``'s missing bytes to ``part`` (resuming from what is there)."""
+async def _fetch_file(
+    request: Request, name: str, size: int, part: Path, on_chunk: Callable[[int], None]
+) -> None:
+    """Append ``name``'s missing bytes to ``part`` (resuming from what is there);
+    ``on_chunk`` is told how many of its bytes are held, first and after each chunk."""
     part.parent.mkdir(parents=True, exist_ok=True)
     have = part.stat().st_size if part.exists() else 0
     if have > size:
         part.unlink()
         have = 0
+    on_chunk(have)
     with part.open("ab") as f:
         while have < size:
             answer = await request(encode_request(name, have, min(CHUNK_BYTES, size - have)))
@@ -91,17 +97,24 @@ async def _fetch_file(request: Request, name: str, size: int, part: Path) -> Non
             f.write(chunk)
             f.flush()
             have += len(chunk)
+            on_chunk(have)
         os.fsync(f.fileno())
 
 
 async def fetch_package(
-    request: Request, dest: Path, package_id: str, manifest_size: int = 0
+    request: Request,
+    dest: Path,
+    package_id: str,
+    manifest_size: int = 0,
+    progress: Progress | None = None,
 ) -> Path:
     """Fetch (or finish fetching) the package ``package_id`` into ``dest``; returns ``dest``.
 
     ``manifest_size`` 0 asks for the manifest in one chunk. Raises ``TamperedPackageError``
     when the manifest or a file does not hash as published (a bad file is deleted, so the
     next attempt fetches it again) and lets transport errors through: calling again resumes.
+    ``progress`` hears the bytes held of the files the manifest lists, once the manifest is
+    here and after every chunk.
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -116,6 +129,8 @@ async def fetch_package(
             )
         manifest.write_bytes(body)
     _, entries = read_manifest(dest, package_id)
+    total = sum(e.size for e in entries)
+    done = 0  # bytes of the files already whole and checked
     for entry in entries:
         final = dest / entry.name
         if (
@@ -123,11 +138,20 @@ async def fetch_package(
             and final.stat().st_size == entry.size
             and file_sha256(final) == entry.sha256
         ):
+            done += entry.size
             continue
         part = final.with_name(final.name + ".part")
-        await _fetch_file(request, entry.name, entry.size, part)
+
+        def on_chunk(have: int, before: int = done) -> None:
+            if progress is not None:
+                progress(before + have, total)
+
+        await _fetch_file(request, entry.name, entry.size, part, on_chunk)
         if file_sha256(part) != entry.sha256:
             part.unlink()
             raise TamperedPackageError(f"{entry.name}: fetched bytes do not match the manifest")
         os.replace(part, final)
+        done += entry.size
+    if progress is not None:
+        progress(done, total)
     return dest

@@ -75,9 +75,23 @@ def test_owner_and_three_members_complete_two_offsite_rounds(tmp_path: Path) -> 
     with federation:
         statuses = federation.wait_rounds(2, timeout_s=600)
         logs = [peer.get("/api/rounds") for peer in federation.peers]
+        panels = [peer.get("/api/offsite") for peer in federation.peers]
     codes = federation.stop()
     assert all(code == 0 for code in codes.values()), codes
     assert all(s is not None and s["rounds_completed"] == 2 for s in statuses), statuses
+
+    # the dashboard's Offsite panel, from the real daemons
+    plugged = panels[0]["owner_state"]
+    assert panels[0]["role"] == "model_owner" and panels[0]["fetch"] is None
+    assert (plugged["rounds_plugged_in"], plugged["last_plugged_in_round"]) == (2, 2)
+    assert plugged["export_written_at"] is not None
+    for panel in panels[1:]:
+        assert (panel["role"], panel["fetch"]["state"]) == ("member", "verified")
+        assert panel["package"]["package_id"] == package_id
+        assert panel["package"]["never_sent"] == [3, 5]
+        assert "Members hold 6 of the owner's 8 layers" in panel["reveals"]
+        assert all(r["eval_loss_after"] is not None for r in panel["rounds"]
+                   if r["status"] == "complete")
 
     member_ids = sorted(p.peer_id for p in members)
     for peer, log in zip(members, logs[1:], strict=True):

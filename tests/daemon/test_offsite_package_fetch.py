@@ -83,8 +83,13 @@ def test_a_tampered_answer_is_refused_then_the_package_is_fetched(
     start, rejected = _member(tmp_path, package_id)
     assert not start.is_owner and start.role.owner == OWNER
     _serve(start, package, corrupt_answers=1)
+    assert (start.fetch_state, start.package_bytes) == ("waiting", None)
 
     fetched = asyncio.run(start.fetch(asyncio.Event()))
+    listed = (package / "model.safetensors").stat().st_size + (package / "offsite.json").stat(
+    ).st_size
+    assert (start.fetch_state, start.fetched_bytes, start.package_bytes) == (
+        "verified", listed, listed)
     assert fetched.package_id == package_id
     assert fetched.path == start.config.offsite_package_dir
     assert (fetched.path / "model.safetensors").read_bytes() == (
@@ -113,6 +118,7 @@ def test_an_owner_that_never_answers_is_waited_for_until_stopped(
     with pytest.raises(TrainingInterrupted):
         asyncio.run(start.fetch(stop))
     assert len(tries) == 3 and rejected == []
+    assert start.fetch_state == "waiting"  # what the Offsite panel shows meanwhile
 
 
 def test_answers_and_requests_to_the_wrong_role_are_reasons(tmp_path: Path) -> None:
@@ -137,3 +143,48 @@ def test_a_verified_but_unusable_package_is_a_config_error_not_an_endless_retry(
     with pytest.raises(ConfigError, match=r"\[offsite\] package_id: .* not usable") as error:
         asyncio.run(start.fetch(asyncio.Event()))
     assert "\n" not in str(error.value)
+
+
+def test_a_member_waiting_for_its_package_already_answers_on_its_api(tmp_path: Path) -> None:
+    """The API is up before the package is: the Offsite panel says the member waits."""
+    import tomllib
+    import urllib.request
+
+    import tomli_w
+    from fedswarm.daemon.service import Daemon
+    from fedswarm.p2p.identity import Identity as Id
+
+    _, package_id = _package(tmp_path)
+    _member(tmp_path, package_id)  # writes the member's node folder
+    config_path = tmp_path / "node" / "config.toml"
+    document = tomllib.loads(config_path.read_text())
+    document["federation"]["secure_aggregation"] = "none"
+    document["node"]["listen"] = "/ip4/127.0.0.1/tcp/0"
+    config_path.write_text(tomli_w.dumps(document))
+    config = load_config(config_path)
+    identity = Id.load(config.identity_path)
+    roster = Roster("fed", (Member("bank-a", OWNER, role="model_owner"),
+                            Member("bank-b", identity.peer_id)))
+    token = (tmp_path / "node" / "api.token").read_text().strip()
+    daemon = Daemon(config, identity, roster, token)
+
+    def get(route: str) -> dict[str, object]:
+        request = urllib.request.Request(daemon.api_url + route,
+                                         headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())  # type: ignore[no-any-return]
+
+    async def scenario() -> dict[str, object]:
+        running = asyncio.create_task(daemon.run())
+        for _ in range(300):
+            if daemon.api_url:
+                break
+            await asyncio.sleep(0.05)
+        panel = await asyncio.to_thread(get, "/api/offsite")
+        daemon.request_stop()
+        await asyncio.wait_for(running, 30)
+        return panel
+
+    panel = asyncio.run(scenario())
+    assert (panel["enabled"], panel["role"], panel["package"]) == (True, "member", None)
+    assert panel["fetch"] == {"state": "waiting", "bytes_fetched": 0, "bytes_total": None}

@@ -211,6 +211,29 @@ class FakeView:
             ],
         }
 
+        self.off: dict[str, Any] = {
+            "enabled": False,
+            "role": "member",
+            "owner": "12D3KooWowner",
+            "owner_org": "org-0-bank",
+            "package_id": "ab" * 32,
+            "package": {
+                "package_id": "ab" * 32, "bytes": 123456, "files": 9, "layers_total": 8,
+                "layers_in_package": 6, "adapter_layers": {"bottom": 2, "top": 2},
+                "middle_layers": 4, "middle_kept": 2, "kept_middle": [2, 4],
+                "never_sent": [3, 5], "distill_steps": 50,
+            },
+            "reveals": "Members hold 6 of the owner's 8 layers: layers 3, 5 never leave the owner.",
+            "fetch": {"state": "verified", "bytes_fetched": 123456, "bytes_total": 123456},
+            "owner_state": None,
+            "rounds": [
+                {"round": 1, "status": "complete", "eval_loss_before": 0.96,
+                 "eval_loss_after": 0.81, "train_loss": 0.9, "bytes_sent": 5000,
+                 "bytes_received": 4000, "survivors": 3, "plugged_in": None,
+                 "confirmed_by": None},
+            ],
+        }
+
     # -- DaemonView ---------------------------------------------------------------------
     def overview(self) -> dict[str, Any]:
         if self.fail:
@@ -244,6 +267,9 @@ class FakeView:
 
     def fedkseed(self) -> dict[str, Any]:
         return self.kseed
+
+    def offsite(self) -> dict[str, Any]:
+        return self.off
 
     def metrics_text(self) -> str:
         return f"# TYPE fedswarm_round gauge\nfedswarm_round {self.round}\n"

@@ -194,6 +194,18 @@ async def test_fedkseed_lists_bytes_losses_and_seeds_per_round(
     assert (await client.get("/api/fedkseed")).status == 401  # the token is required
 
 
+async def test_offsite_shows_role_package_and_rounds_behind_the_token(
+    client: TestClient[Any, Any], auth: dict[str, str], fake_view: Any
+) -> None:
+    fake_view.off["enabled"] = True
+    panel = await get_json(client, "/api/offsite", auth)
+    assert (panel["enabled"], panel["role"], panel["owner_org"]) == (True, "member", "org-0-bank")
+    assert panel["package"]["layers_in_package"] == 6 and panel["fetch"]["state"] == "verified"
+    assert [(r["round"], r["eval_loss_after"], r["bytes_sent"]) for r in panel["rounds"]] == [
+        (1, 0.81, 5000)]
+    assert (await client.get("/api/offsite")).status == 401  # the token is required
+
+
 async def test_fedmkt_lists_teacher_student_edges_with_org_names(
     client: TestClient[Any, Any], auth: dict[str, str], fake_view: Any, hostile_org: str
 ) -> None:

@@ -8,7 +8,7 @@
 (function () {
   const state = {
     status: null, peers: [], rounds: [], training: null, security: null, traffic: null, fedmkt: null,
-    fedkseed: null,
+    fedkseed: null, offsite: null,
     round: null, names: new Map(), charts: {}, events: 0,
   };
   window.fedswarmDashboard = state; // for operators' consoles and the browser test
@@ -90,7 +90,7 @@
     const parts = await Promise.allSettled([
       getJSON("/api/status"), getJSON("/api/peers"), getJSON("/api/rounds"),
       getJSON("/api/training"), getJSON("/api/security"), getJSON("/api/traffic"),
-      getJSON("/api/fedmkt"), getJSON("/api/fedkseed"),
+      getJSON("/api/fedmkt"), getJSON("/api/fedkseed"), getJSON("/api/offsite"),
     ]);
     const value = (i) => (parts[i].status === "fulfilled" ? parts[i].value : null);
     if (value(1)) { state.peers = value(1); rememberNames(state.peers); renderPeers(); }
@@ -101,6 +101,7 @@
     if (value(3)) { state.training = value(3); renderTraining(); }
     if (value(6)) { state.fedmkt = value(6); renderFedMKT(); }
     if (value(7)) { state.fedkseed = value(7); renderFedKSeed(); }
+    if (value(8)) { state.offsite = value(8); renderOffsite(); }
     showTab();
   }
 
@@ -436,6 +437,55 @@
     setText("fedkseed-summary", rounds.length ? rounds.length + " FedKSeed round(s) recorded" : "no FedKSeed rounds yet");
   }
 
+  // ---------- Offsite ----------
+  function offsiteOn() {
+    return Boolean((state.offsite && state.offsite.enabled === true) || (state.status && state.status.mode === "offsite"));
+  }
+
+  function fetchText(f) {
+    if (!f || typeof f !== "object") return null;
+    if (f.state === "waiting") return "waiting for the model owner";
+    const of = typeof f.bytes_total === "number" ? " of " + bytes(f.bytes_total) : "";
+    if (f.state === "fetching") return "fetching: " + bytes(f.bytes_fetched) + of;
+    if (f.state === "verified") return "verified" + (typeof f.bytes_total === "number" ? " (" + bytes(f.bytes_total) + ")" : "");
+    return f.state ?? null;
+  }
+
+  function renderOffsite() {
+    const o = state.offsite || {};
+    const p = o.package && typeof o.package === "object" ? o.package : null;
+    const owner = o.owner_state && typeof o.owner_state === "object" ? o.owner_state : null;
+    setText("offsite-reveals", o.reveals);
+    setText("off-role", o.role === "model_owner" ? "model owner" : (o.role === "member" ? "data member" : o.role));
+    setText("off-owner", o.owner ? (o.owner_org || short(o.owner)) : null);
+    setText("off-package-id", o.package_id);
+    setText("off-package", p ? bytes(p.bytes) + " in " + p.files + " files" : null);
+    const adapters = p && p.adapter_layers ? p.adapter_layers : null;
+    setText("off-layers", p ? p.layers_in_package + " of " + p.layers_total + " in the package: adapters bottom "
+      + (adapters ? adapters.bottom : "–") + " + top " + (adapters ? adapters.top : "–") + ", " + p.middle_kept + " of "
+      + p.middle_layers + " middle layers kept" + (p.distill_steps ? " (distilled, " + p.distill_steps + " steps)" : "") : null);
+    setText("off-fetch", o.role === "model_owner" ? "serves the package" : fetchText(o.fetch));
+    setText("off-plugged", owner ? owner.rounds_plugged_in + " round(s); last: "
+      + (owner.last_plugged_in_round ?? "none") + (owner.last_plugged_in_at ? " (" + ago(owner.last_plugged_in_at) + ")" : "")
+      : (o.role === "member" ? "the owner plugs in; members never see its full model" : null));
+    setText("off-export", owner ? (owner.export_dir || "–") + (owner.export_written_at ? ", written " + ago(owner.export_written_at)
+      : ", not written yet") : null);
+    const rounds = Array.isArray(o.rounds) ? realRounds(o.rounds).slice().reverse() : [];
+    fillBody("offsite-table", rounds, (r) => el("tr", null, [
+      td(r.round, "num"),
+      el("td", { cls: r.status === "complete" ? "status-ok" : (["aborted", "refused"].includes(r.status) ? "status-bad" : ""), text: r.status ?? null }),
+      td(num(r.eval_loss_before), "num"),
+      td(num(r.eval_loss_after), "num"),
+      td(num(r.train_loss), "num"),
+      td(typeof r.bytes_sent === "number" ? r.bytes_sent.toLocaleString() : null, "num"),
+      td(typeof r.bytes_received === "number" ? r.bytes_received.toLocaleString() : null, "num"),
+      td(typeof r.survivors === "number" ? r.survivors : null, "num"),
+      td(r.plugged_in === true ? "yes" + (typeof r.confirmed_by === "number" ? " (" + r.confirmed_by + " confirmed)" : "")
+        : (r.plugged_in === false ? "no" : null)),
+    ]));
+    setText("offsite-summary", rounds.length ? rounds.length + " offsite round(s) recorded" : "no offsite rounds yet");
+  }
+
   function renderSecurity() {
     const s = state.security || {};
     setText("sec-federation", s.federation_id);
@@ -536,14 +586,17 @@
   // ---------- tabs ----------
   function showTab() {
     const name = (location.hash || "#overview").slice(1);
-    const known = ["overview", "peers", "rounds", "training", "fedmkt", "fedkseed", "security"];
-    const allowed = known.filter((tab) => (tab !== "fedmkt" || fedmktOn()) && (tab !== "fedkseed" || fedkseedOn()));
+    const known = ["overview", "peers", "rounds", "training", "fedmkt", "fedkseed", "offsite", "security"];
+    const allowed = known.filter((tab) => (tab !== "fedmkt" || fedmktOn()) && (tab !== "fedkseed" || fedkseedOn())
+      && (tab !== "offsite" || offsiteOn()));
     const current = allowed.includes(name) ? name : "overview";
     for (const tab of known) byId("tab-" + tab).hidden = tab !== current;
     const mktLink = document.querySelector(".tabs a[data-tab=fedmkt]");
     if (mktLink) mktLink.hidden = !fedmktOn();
     const kseedLink = document.querySelector(".tabs a[data-tab=fedkseed]");
     if (kseedLink) kseedLink.hidden = !fedkseedOn();
+    const offsiteLink = document.querySelector(".tabs a[data-tab=offsite]");
+    if (offsiteLink) offsiteLink.hidden = !offsiteOn();
     for (const link of document.querySelectorAll(".tabs a")) link.classList.toggle("active", link.dataset.tab === current);
   }
 

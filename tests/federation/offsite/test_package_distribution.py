@@ -70,9 +70,14 @@ async def test_a_dropped_transfer_resumes_where_it_stopped(
         await fetch_package(flaky, dest, package_id)
     partial = sum(p.stat().st_size for p in dest.rglob("*.part"))
     assert partial > 0  # kept, not thrown away
-    await fetch_package(flaky, dest, package_id)
+    heard: list[tuple[int, int]] = []
+    await fetch_package(flaky, dest, package_id, progress=lambda *p: heard.append(p))
     assert verify_package_files(dest, package_id) == package_id
     total = sum(p.stat().st_size for p in package.rglob("*") if p.is_file())
+    listed = total - (package / "offsite_manifest.json").stat().st_size
+    # the dashboard's "n of m bytes": resumes from what was kept, grows, ends whole
+    assert heard[0][0] >= partial and heard[-1] == (listed, listed)
+    assert [h for h, _ in heard] == sorted(h for h, _ in heard)
     # Every byte crossed the wire once (plus the 8-byte offset of each answer).
     assert sum(n for n in served if n > 0) - 8 * sum(1 for n in served if n > 0) == total
 
