@@ -148,3 +148,32 @@ def latest_dir(root: Path) -> Path:
 def has_checkpoint(root: Path) -> bool:
     """Whether ``root`` holds a checkpoint to resume from (cheap; no verification)."""
     return (Path(root) / LATEST).is_file()
+
+
+def save_round(root: Path, round_number: int, fill: Callable[[Path], None],
+               meta: dict[str, Any]) -> None:
+    """Write round ``round_number``'s checkpoint under ``root`` and point ``LATEST`` at it.
+
+    One place for every trainer (LoRA, FedKSeed, offsite member and owner): the directory
+    is complete on disk before ``LATEST`` names it, and a full disk or a read-only
+    folder is a ``CheckpointError``, which the daemon reports and survives.
+    """
+    name = round_dir_name(int(round_number))
+    try:
+        write_atomic_dir(root / name, fill, meta)
+        publish_latest(root, name)
+    except OSError as exc:
+        raise CheckpointError(f"{root}: cannot write checkpoint: {exc}") from exc
+
+
+def open_latest(root: Path, expected_format: int | str, kind: str) -> tuple[Path, dict[str, Any]]:
+    """The newest checkpoint under ``root``, verified file by file, and its metadata.
+
+    ``CheckpointError`` if there is none, a file is missing or changed, or it was written
+    by another kind of trainer (``kind`` names the one expected, for the message).
+    """
+    path = latest_dir(Path(root))
+    meta = verify_dir(path)
+    if meta.get("format") != expected_format:
+        raise CheckpointError(f"{path}: not {kind} checkpoint (format {meta.get('format')!r})")
+    return path, meta

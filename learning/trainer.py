@@ -31,10 +31,8 @@ from fedswarm.learning.adapter_vector import (
     vector_fingerprint,
 )
 from fedswarm.learning.checkpoint_files import (
-    latest_dir,
-    publish_latest,
-    round_dir_name,
-    verify_dir,
+    open_latest,
+    save_round,
     write_atomic_dir,
 )
 from fedswarm.learning.control_variates import ControlState, ControlVariates
@@ -598,19 +596,11 @@ class LocalTrainer:
         meta = {"format": CHECKPOINT_FORMAT, "round": int(round), "step": self.step,
                 "base_model": self.model_settings.path,
                 "adapter_fingerprint": state_fingerprint(self.adapter_state())}
-        name = round_dir_name(int(round))
-        try:
-            write_atomic_dir(directory / name, fill, meta)
-            publish_latest(directory, name)
-        except OSError as exc:
-            raise CheckpointError(f"{directory}: cannot write checkpoint: {exc}") from exc
+        save_round(directory, round, fill, meta)
 
     def load_checkpoint(self, directory: Path) -> int:
         """Restore the newest complete checkpoint under ``directory``; returns its round."""
-        path = latest_dir(Path(directory))
-        meta = verify_dir(path)
-        if meta.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{path}: unknown checkpoint format {meta.get('format')!r}")
+        path, meta = open_latest(Path(directory), CHECKPOINT_FORMAT, "a LoRA trainer's")
         try:
             adapter = load_file(str(path / "adapter" / ADAPTER_FILE))
             state = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=True)

@@ -28,10 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 from fedswarm.learning.checkpoint_files import (
-    latest_dir,
-    publish_latest,
-    round_dir_name,
-    verify_dir,
+    open_latest,
+    save_round,
     write_atomic_dir,
 )
 from fedswarm.learning.dataset import prepare_data
@@ -324,21 +322,11 @@ class KSeedTrainer(LocalTrainer):
             "adapter_fingerprint": self.state.fingerprint(),
             "parameters_fingerprint": parameters_fingerprint(self.model),
         }
-        name = round_dir_name(int(round))
-        try:
-            write_atomic_dir(directory / name, fill, meta)
-            publish_latest(directory, name)
-        except OSError as exc:
-            raise CheckpointError(f"{directory}: cannot write checkpoint: {exc}") from exc
+        save_round(directory, round, fill, meta)
 
     def load_checkpoint(self, directory: Path) -> int:
         """Restore the newest complete checkpoint and replay it; returns its round."""
-        path = latest_dir(Path(directory))
-        meta = verify_dir(path)
-        if meta.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(
-                f"{path}: not a FedKSeed checkpoint (format {meta.get('format')!r})"
-            )
+        path, meta = open_latest(Path(directory), CHECKPOINT_FORMAT, "a FedKSeed")
         if meta.get("base_model_sha256") != self.base_sha256 or meta.get("k") != self.settings.k:
             raise CheckpointError(f"{path}: written for another base model or pool size")
         try:

@@ -17,11 +17,8 @@ from pathlib import Path
 import numpy as np
 from fedswarm.learning.adapter_vector import vector_fingerprint
 from fedswarm.learning.checkpoint_files import (
-    latest_dir,
-    publish_latest,
-    round_dir_name,
-    verify_dir,
-    write_atomic_dir,
+    open_latest,
+    save_round,
 )
 from fedswarm.learning.dataset import prepare_data
 from fedswarm.learning.errors import CheckpointError
@@ -107,19 +104,10 @@ class OwnerTrainer:
         meta = {"format": CHECKPOINT_FORMAT, "round": int(round),
                 "package_id": self.owner.package.package_id,
                 "adapter_fingerprint": self.adapter_fingerprint()}
-        name = round_dir_name(int(round))
-        try:
-            write_atomic_dir(directory / name, fill, meta)
-            publish_latest(directory, name)
-        except OSError as exc:
-            raise CheckpointError(f"{directory}: cannot write checkpoint: {exc}") from exc
+        save_round(directory, round, fill, meta)
 
     def load_checkpoint(self, directory: Path) -> int:
-        path = latest_dir(Path(directory))
-        meta = verify_dir(path)
-        if meta.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{path}: not an offsite owner checkpoint "
-                                  f"(format {meta.get('format')!r})")
+        path, meta = open_latest(Path(directory), CHECKPOINT_FORMAT, "an offsite owner")
         if meta.get("package_id") != self.owner.package.package_id:
             raise CheckpointError(f"{path}: checkpoint of another package; move it away "
                                   "to start from this one")

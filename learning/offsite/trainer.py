@@ -22,11 +22,8 @@ from fedswarm.learning.adapter_vector import (
     vector_fingerprint,
 )
 from fedswarm.learning.checkpoint_files import (
-    latest_dir,
-    publish_latest,
-    round_dir_name,
-    verify_dir,
-    write_atomic_dir,
+    open_latest,
+    save_round,
 )
 from fedswarm.learning.dataset import prepare_data
 from fedswarm.learning.errors import CheckpointError, LearningError
@@ -197,21 +194,11 @@ class OffsiteTrainer:
         meta = {"format": CHECKPOINT_FORMAT, "round": int(round), "step": self.step,
                 "package_id": self.package.package_id,
                 "adapter_fingerprint": state_fingerprint(adapter)}
-        name = round_dir_name(int(round))
-        try:
-            write_atomic_dir(directory / name, lambda tmp: torch.save(state, tmp / _STATE_FILE),
-                             meta)
-            publish_latest(directory, name)
-        except OSError as exc:
-            raise CheckpointError(f"{directory}: cannot write checkpoint: {exc}") from exc
+        save_round(directory, round, lambda tmp: torch.save(state, tmp / _STATE_FILE), meta)
 
     def load_checkpoint(self, directory: Path) -> int:
         """Restore the newest complete checkpoint under ``directory``; returns its round."""
-        path = latest_dir(Path(directory))
-        meta = verify_dir(path)
-        if meta.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{path}: not an offsite member checkpoint "
-                                  f"(format {meta.get('format')!r})")
+        path, meta = open_latest(Path(directory), CHECKPOINT_FORMAT, "an offsite member")
         if meta.get("package_id") != self.package.package_id:
             raise CheckpointError(f"{path}: checkpoint of another package; move it away "
                                   "to start from this one")
