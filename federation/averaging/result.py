@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -31,3 +32,21 @@ class GroupAverage:
     value_bound: float | None = None
     """The largest |coordinate| honest inputs can have, when the protocol knows one
     tighter than the clip (secure aggregation v3: ``clip / 2**range_shift``)."""
+
+    def round_record(self) -> dict[str, Any]:
+        """The round log's fields for this average (``Combined.record``), one shape for
+        every mode that averages a vector."""
+        return {
+            "survivors": self.survivors,
+            "dropped": self.dropped,
+            "protocol": self.protocol,
+            "aggregator": self.aggregator,
+            "decryptor": self.decryptor,
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+            "aggregate_s": self.timings.get("aggregate_s"),
+        }
+
+    def carried_weight(self) -> float:
+        """The push-sum weight each survivor carries into its next round."""
+        return self.total_weight / len(self.survivors)

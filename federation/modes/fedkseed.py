@@ -86,17 +86,8 @@ class KSeedAveraging:
             event["parameters_fingerprint"] = trainer.parameters_fingerprint()
 
         return Combined(
-            record={
-                "survivors": outcome.survivors,
-                "dropped": outcome.dropped,
-                "protocol": outcome.protocol,
-                "aggregator": outcome.aggregator,
-                "decryptor": outcome.decryptor,
-                "bytes_sent": outcome.bytes_sent,
-                "bytes_received": outcome.bytes_received,
-                "aggregate_s": outcome.timings.get("aggregate_s"),
-            },
-            carried_weight=outcome.total_weight / len(outcome.survivors),
+            record=outcome.round_record(),
+            carried_weight=outcome.carried_weight(),
             apply=apply,
             event=(EVENT, event),
         )

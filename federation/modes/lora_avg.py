@@ -148,17 +148,8 @@ class LoraAveraging:
             )
         average = group_result(outcome.average, self._settings, outcome.error_bound)
         return Combined(
-            record={
-                "survivors": outcome.survivors,
-                "dropped": outcome.dropped,
-                "protocol": outcome.protocol,
-                "aggregator": outcome.aggregator,
-                "decryptor": outcome.decryptor,
-                "bytes_sent": outcome.bytes_sent,
-                "bytes_received": outcome.bytes_received,
-                "aggregate_s": outcome.timings.get("aggregate_s"),
-            },
-            carried_weight=outcome.total_weight / len(outcome.survivors),
+            record=outcome.round_record(),
+            carried_weight=outcome.carried_weight(),
             apply=functools.partial(apply_average, trainer, self._settings, self._momentum,
                                     average),
             # the validation gate's way back for what the trainer does not hold

@@ -124,15 +124,8 @@ class OffsiteMember:
             )
         adapter = apply_delta(trainer.initial_vector, outcome.average)
         return Combined(
-            record={
-                "survivors": outcome.survivors,
-                "dropped": outcome.dropped,
-                "protocol": outcome.protocol,
-                "bytes_sent": outcome.bytes_sent + to_owner,
-                "bytes_received": outcome.bytes_received,
-                "aggregate_s": outcome.timings.get("aggregate_s"),
-            },
-            carried_weight=outcome.total_weight / len(outcome.survivors),
+            record={**outcome.round_record(), "bytes_sent": outcome.bytes_sent + to_owner},
+            carried_weight=outcome.carried_weight(),
             apply=lambda: trainer.load_adapter_vector(adapter),
         )
 
