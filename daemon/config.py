@@ -340,32 +340,37 @@ def _check_offsite(config: Config) -> None:
             f"{config.federation.mode!r}; set mode = 'offsite' or remove the table")
 
 
+def _refuse_outside_modes(config: Config, enabled: bool, section: str,
+                          modes: tuple[str, ...], why: str, fix: str) -> None:
+    """One line refusing a feature the configured federation mode cannot carry."""
+    if enabled and config.federation.mode not in modes:
+        raise ConfigError(f"{config.source}: {section}: federation.mode = "
+                          f"{config.federation.mode!r} {why}; {fix}")
+
+
 def _check_privacy(config: Config) -> None:
     """Refuse DP with a mode whose training is not DP-SGD (docs/privacy.md)."""
-    if config.privacy.enabled and config.federation.mode != "lora_avg":
-        raise ConfigError(
-            f"{config.source}: [privacy] enabled: federation.mode = "
-            f"{config.federation.mode!r} trains outside DP-SGD (distillation steps), which "
-            "the accountant cannot count; use mode = 'lora_avg' or disable [privacy]")
+    _refuse_outside_modes(
+        config, config.privacy.enabled, "[privacy] enabled", ("lora_avg",),
+        "trains outside DP-SGD (distillation steps), which the accountant cannot count",
+        "use mode = 'lora_avg' or disable [privacy]")
 
 
 def _check_screen(config: Config) -> None:
     """The data screen runs in the LoRA trainer's loader (FedMKT's private data included);
     a mode with its own trainer would train on rows the operator asked to drop."""
-    if config.screen.enabled and config.federation.mode not in ("lora_avg", "fedmkt"):
-        raise ConfigError(
-            f"{config.source}: [data.screen]: federation.mode = {config.federation.mode!r} "
-            "loads its data without the screen; use mode = 'lora_avg' or 'fedmkt', or "
-            "remove [data.screen]")
+    _refuse_outside_modes(
+        config, config.screen.enabled, "[data.screen]", ("lora_avg", "fedmkt"),
+        "loads its data without the screen", "use mode = 'lora_avg' or 'fedmkt', or remove "
+        "[data.screen]")
 
 
 def _check_ownership(config: Config) -> None:
     """Marks live in averaged norm scales: only a mode that averages the adapter carries them."""
-    if config.ownership.enabled and config.federation.mode != "lora_avg":
-        raise ConfigError(
-            f"{config.source}: [ownership] enabled: federation.mode = "
-            f"{config.federation.mode!r} does not average the norm scales that carry the "
-            "mark; use mode = 'lora_avg' or disable [ownership]")
+    _refuse_outside_modes(
+        config, config.ownership.enabled, "[ownership] enabled", ("lora_avg",),
+        "does not average the norm scales that carry the mark",
+        "use mode = 'lora_avg' or disable [ownership]")
 
 
 def check_ownership_key(config: Config) -> None:
