@@ -23,6 +23,7 @@ from fedswarm.federation.modes import MODES
 from fedswarm.federation.offsite.settings import OffsiteSettings
 from fedswarm.federation.round import MIN_GROUP_SIZE
 from fedswarm.learning.errors import ScreenConfigError
+from fedswarm.learning.evaluation.settings import RoundEvalSettings
 from fedswarm.learning.fedkseed.settings import KSeedSettings
 from fedswarm.learning.fedmkt import (
     PublicDataError,
@@ -199,6 +200,8 @@ class Config:
     offsite: OffsiteSettings | None = None
     # [data.screen]: a sub-table of [data], kept apart so DataSettings stays the loader's
     screen: ScreenSettings = field(default_factory=ScreenSettings)
+    # [eval]: sets scored after each round and shown on the training page (docs/safety.md)
+    eval: RoundEvalSettings = field(default_factory=RoundEvalSettings)
 
     def mode_settings(self) -> Any:
         """The settings of the configured federation mode, for ``modes.make_exchange``.
@@ -273,6 +276,7 @@ _SECTIONS: dict[str, type] = {
     "fedkseed": KSeedSettings,
     "privacy": PrivacySettings,
     "ownership": OwnershipSettings,
+    "eval": RoundEvalSettings,
 }
 _REQUIRED_SECTIONS = ("node", "model", "data")
 # Tables built only when present: their settings have no usable defaults.
@@ -322,6 +326,7 @@ def config_from_dict(document: dict[str, Any], *, source: Path) -> Config:
     _check_offsite(config)
     _check_privacy(config)
     _check_screen(config)
+    _check_round_eval(config)
     _check_ownership(config)
     _resolve_learning_paths(config)
     return config
@@ -365,6 +370,13 @@ def _check_screen(config: Config) -> None:
         "[data.screen]")
 
 
+def _check_round_eval(config: Config) -> None:
+    """Scoring needs the LoRA trainer's encoder and generator; offsite's trainers have neither."""
+    _refuse_outside_modes(
+        config, config.eval.enabled, "[eval]", ("lora_avg", "fedmkt"),
+        "has no per-round evaluation", "use mode = 'lora_avg' or 'fedmkt', or remove [eval]")
+
+
 def _check_ownership(config: Config) -> None:
     """Marks live in averaged norm scales: only a mode that averages the adapter carries them."""
     _refuse_outside_modes(
@@ -397,6 +409,8 @@ def _resolve_learning_paths(config: Config) -> None:
         config.fedmkt.public_path = str(config.path(config.fedmkt.public_path))
     if config.screen.classifier:
         config.screen.classifier = str(config.path(config.screen.classifier))
+    config.eval.sets = [str(config.path(p)) for p in config.eval.sets]
+    config.eval.refusal = [str(config.path(p)) for p in config.eval.refusal]
 
 
 def check_files(config: Config) -> None:

@@ -37,6 +37,7 @@ from fedswarm.federation.mailbox import Letter, Mailbox, MailboxRejected
 from fedswarm.federation.modes import make_exchange
 from fedswarm.federation.modes.offsite import OwnerStateError
 from fedswarm.federation.round import Phase
+from fedswarm.learning.evaluation.per_round import RoundEvalSets
 from fedswarm.learning.trainer import LocalTrainer
 from fedswarm.p2p.identity import Identity, verify_signature
 from fedswarm.p2p.membership import Membership, MembershipConfig
@@ -89,6 +90,7 @@ class Daemon:
         self.store: StateStore | None = None
         self.trainer: LocalTrainer | None = None
         self.screen: ScreenSummary | None = None  # [data.screen]: what the loader dropped
+        self.round_eval: RoundEvalSets | None = None  # [eval]: sets scored after rounds
         self.node: P2PNode | None = None
         self.membership: Membership | None = None
         self.runner: RoundRunner | None = None
@@ -277,6 +279,8 @@ class Daemon:
         dropped; restore its privacy spend."""
         cfg = self.config
         assert self.store is not None
+        if cfg.eval.enabled:  # read (strictly) before the model loads, as config check does
+            self.round_eval = await asyncio.to_thread(RoundEvalSets.load, cfg.eval)
         trainer = await asyncio.to_thread(self._build_trainer)
         self.trainer = trainer
         self.screen = await asyncio.to_thread(record_screening, cfg.state_dir,
@@ -378,6 +382,7 @@ class Daemon:
             set_phase=self._set_state,
             reject=self._reject,
             stopping=self._stop,
+            round_eval=self.round_eval,
         ))
 
     def _uses_secure_aggregation(self) -> bool:

@@ -116,6 +116,15 @@ seed = {seed}
 # samples_per_round = 2            # eval prompts completed (greedy) per round for the dashboard; 0 = none
 # sample_max_new_tokens = 32       # tokens generated per sample
 
+# Per-round evaluation (docs/safety.md): after every `every_rounds` rounds the daemon scores
+# these sets (capped at max_rows rows each) and shows them on the dashboard's training page.
+# [eval]
+# sets = ["qa.jsonl"]              # text, instruction or chat rows: loss; instruction: exact match, Rouge-L
+# refusal = ["should-refuse.jsonl"] # rows with a "prompt" that should be refused: the refusal rate
+# every_rounds = 1
+# max_rows = 32                    # rows (prompts) scored per file: bounds each round's cost
+# max_new_tokens = 32              # greedy tokens per answer
+
 # Record-level differential privacy (DP-SGD, docs/privacy.md): each example's gradient is
 # clipped and Gaussian noise added; training stops when target_epsilon is spent.
 [privacy]

@@ -216,6 +216,18 @@ class DaemonStatusView:
             "eval_loss_start": self._d.eval_loss_start,
         }
 
+    def evaluation(self) -> dict[str, Any]:
+        """``[eval]``: the configured sets and every round's scores (from the database)."""
+        settings = self._d.config.eval
+        store = self._d.store
+        enabled = settings.enabled
+        return {
+            "enabled": enabled,
+            "every_rounds": settings.every_rounds if enabled else None,
+            "max_rows": settings.max_rows if enabled else None,
+            "results": store.round_evals() if store is not None else [],
+        }
+
     def _samples_per_round(self) -> int | None:
         train = getattr(self._d.config, "train", None)
         return getattr(train, "samples_per_round", None)
