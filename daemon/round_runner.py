@@ -63,6 +63,7 @@ from .wording import plural
 log = logging.getLogger("fedswarm.daemon.rounds")
 
 CATCH_UP_TIMEOUT_S = 30.0
+CHECKPOINT_DIR = "checkpoint"  # under the state folder
 
 
 class TrainingInterrupted(Exception):
@@ -179,7 +180,7 @@ class RoundRunner:
 
     @property
     def checkpoint_dir(self) -> Path:
-        return self.s.config.state_dir / "checkpoint"
+        return self.s.config.state_dir / CHECKPOINT_DIR
 
     # -- start ----------------------------------------------------------------------------
 

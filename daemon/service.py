@@ -56,6 +56,7 @@ from .offsite_start import OffsiteStart
 from .ownership import mark_plan
 from .ports import listen_problem
 from .round_runner import (
+    CHECKPOINT_DIR,
     MemberServices,
     Progress,
     RoundRunner,
@@ -284,7 +285,7 @@ class Daemon:
         trainer = await asyncio.to_thread(self._build_trainer)
         self.trainer = trainer
         self.screen = await asyncio.to_thread(record_screening, cfg.state_dir,
-                                              trainer.screen_result)
+                                              trainer.screen_result, trainer.screened_with_round)
         if trainer.privacy is not None:  # never forget, never re-spend (docs/privacy.md)
             from fedswarm.learning.privacy import Spend
 
@@ -310,7 +311,8 @@ class Daemon:
             privacy=cfg.privacy, on_privacy_spend=self._on_privacy_spend,
             ownership=self._mark_plan(),
             freeze_lora_a=cfg.federation.freeze_lora_a, scaffold=cfg.federation.scaffold,
-            screen=cfg.screen,
+            # the quality screen scores rows under the federation's latest adapter
+            screen=cfg.screen, screen_with_checkpoint=cfg.state_dir / CHECKPOINT_DIR,
         )
 
     def _make_node(self) -> P2PNode:
