@@ -313,6 +313,7 @@ class Daemon:
             freeze_lora_a=cfg.federation.freeze_lora_a, scaffold=cfg.federation.scaffold,
             # the quality screen scores rows under the federation's latest adapter
             screen=cfg.screen, screen_with_checkpoint=cfg.state_dir / CHECKPOINT_DIR,
+            alignment=cfg.alignment,
         )
 
     def _make_node(self) -> P2PNode:

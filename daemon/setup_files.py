@@ -99,6 +99,12 @@ max_length = {max_length}
 # loss_outlier_mads = 6.0          # drop rows whose loss under the model is this far above the median
 # report_excerpt_chars = 0         # 0: the report holds a row's sha256, not its text
 
+# Shared alignment set (docs/safety.md): safe demonstrations every member mixes into training.
+# [data.alignment]
+# path = "alignment.jsonl"         # JSONL rows with a "text" string, the same file on every member
+# sha256 = ""                      # its content hash (FedMKT's public-set hash); a mismatch stops the daemon
+# share = 0.1                      # fraction of each epoch's training examples drawn from it
+
 [train]
 local_steps = {local_steps}        # optimiser steps per round
 batch_size = {batch_size}

@@ -59,6 +59,7 @@ from fedswarm.learning.model_loading import attach_adapter, load_base_model, loa
 from fedswarm.learning.optimizer_moments import Moments, load_moments, read_moments
 from fedswarm.learning.schedule import learning_rate
 from fedswarm.learning.settings import (
+    AlignmentSettings,
     DataSettings,
     LoraSettings,
     ModelSettings,
@@ -133,7 +134,8 @@ class LocalTrainer:
                  ownership: MarkPlan | None = None,
                  freeze_lora_a: bool = False, scaffold: bool = False,
                  screen: ScreenSettings | None = None,
-                 screen_with_checkpoint: Path | None = None) -> None:
+                 screen_with_checkpoint: Path | None = None,
+                 alignment: AlignmentSettings | None = None) -> None:
         self.model_settings = model
         self.lora_settings = lora
         self.data_settings = data
@@ -175,6 +177,16 @@ class LocalTrainer:
                 self.screened_with_round = int(meta["round"])
             screener = make_screener(screen, self.row_losses)
         self.data = prepare_data(data, self.tokenizer, train.seed, screen=screener)
+        # [data.alignment]: the shared set's examples join the private ones (not screened,
+        # never held out for eval, not counted in num_train_samples: docs/safety.md)
+        self.alignment_examples = 0
+        if alignment is not None and alignment.enabled:
+            from fedswarm.learning.alignment_set import load_alignment_examples, mix_alignment
+
+            shared = load_alignment_examples(alignment, self.tokenizer, data.max_length)
+            mixed = mix_alignment(self.data.train, shared, alignment.share, train.seed)
+            self.alignment_examples = len(mixed) - len(self.data.train)
+            self.data.train = mixed
         self.bad_rows: list[BadRow] = self.data.bad_rows
         self.screen_result: ScreenResult | None = self.data.screen
         self.num_train_samples: int = self.data.train_rows
