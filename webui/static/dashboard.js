@@ -319,17 +319,18 @@
     const rounds = Array.from(new Set(results.map((r) => r.round))).sort((a, b) => a - b);
     const palette = ["#2f6fde", "#1a7f37", "#e39d2d", "#7a4cc2", "#c2364c", "#0f8a8a"];
     const datasets = [];
-    const measures = [["loss", "loss", "y"], ["exact_match", "exact match", "y1"],
-      ["rouge_l", "Rouge-L", "y1"], ["refusal_rate", "refusal rate", "y1"]];
+    // one colour per set, one line style per measure
+    const measures = [["loss", "loss", "y", []], ["exact_match", "exact match", "y1", [6, 3]],
+      ["rouge_l", "Rouge-L", "y1", [2, 2]], ["refusal_rate", "refusal rate", "y1", [8, 3, 2, 3]]];
     const names = Array.from(new Set(results.map((r) => r.name)));
     names.forEach((name, i) => {
       const mine = results.filter((r) => r.name === name);
-      for (const [key, label, axis] of measures) {
+      for (const [key, label, axis, dash] of measures) {
         if (!mine.some((r) => typeof r[key] === "number")) continue;
         const at = new Map(mine.map((r) => [r.round, r[key]]));
         const colour = palette[i % palette.length];
         datasets.push({ label: name + ": " + label, yAxisID: axis, borderColor: colour, backgroundColor: colour,
-          borderDash: axis === "y" ? [] : [4, 3],
+          borderDash: dash,
           data: rounds.map((r) => (typeof at.get(r) === "number" ? at.get(r) : null)) });
       }
     });
