@@ -2,7 +2,8 @@
 
 One member (its round is local only), one round of one step. The first run drops the bad
 rows and writes each to quarantine.jsonl with file:line and reason; the restart screens
-the same file again, writes nothing new, and its /api/status counts the same drops. The
+the same file again (its quality screen under round 1's adapter), writes nothing new, and
+its /api/status counts the same drops. The
 same run scores an ``[eval]`` set after its round, and the restarted daemon still serves
 that round's scores at /api/evaluation.
 """
@@ -52,11 +53,13 @@ def _configure(config: Path, after_rounds: str) -> Path:
         rounds=1, after_rounds=after_rounds, round_deadline_s=1.0, secure_aggregation="none"
     )
     document["train"].update(local_steps=1, batch_size=2, samples_per_round=0)
+    # loss_outlier_mads = 1e6: the quality screen runs (and says whose adapter it scored
+    # with) but cannot drop any of these near-identical rows, so the counts are the rules'
     document["data"].update(
         train_path=str(train),
         eval_path="eval.jsonl",
         packing=False,
-        screen={"words": ["forbidden"], "min_chars": 5},
+        screen={"words": ["forbidden"], "min_chars": 5, "loss_outlier_mads": 1e6},
     )
     document["eval"] = {"sets": ["qa.jsonl"], "max_new_tokens": 4}
     config.write_text(tomli_w.dumps(document))
@@ -125,6 +128,9 @@ def test_each_dropped_row_is_reported_once_and_counted_after_a_restart(
     assert (screen["rows_checked"], screen["rows_kept"], screen["rows_dropped"]) == (15, 12, 3)
     assert screen["dropped_by_screen"] == {"rules": 3}
     assert (screen["newly_reported"], screen["report_entries"]) == (0, 3)
+    # the quality screen scored the restart's rows under round 1's adapter, not a fresh one
+    assert screen["scored_with_round"] == 1
+    assert "scored rows with the adapter of round" not in first.stderr
     assert sorted((e["file"], e["line"], e["reason"]) for e in _report(state)) == expected
     # the round's [eval] scores were kept in the database and survive the restart
     assert evaluation["enabled"] is True
