@@ -445,6 +445,17 @@ class StateStore:
         return sorted((dict(zip(keys, r, strict=True)) for r in reversed(rows)),
                       key=lambda e: e["round"])
 
+    def latest_round_eval(self) -> list[dict[str, Any]]:
+        """The scores of the newest scored round (empty before the first)."""
+        names = ", ".join(ROUND_EVAL_COLUMNS)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT round, ts, {names} FROM round_eval "
+                "WHERE round = (SELECT MAX(round) FROM round_eval) ORDER BY rowid"
+            ).fetchall()
+        keys = ("round", "ts", *ROUND_EVAL_COLUMNS)
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
     # -- privacy --------------------------------------------------------------------------
 
     def add_privacy_spend(self, round: int, steps: int, noise_multiplier: float,

@@ -225,3 +225,40 @@ def test_a_bad_eval_file_is_refused_at_config_check_with_file_and_line(
         "missing.jsonl",
         "cannot read",
     )
+
+
+def test_metrics_report_the_latest_scored_round(tmp_path: Path) -> None:
+    store = StateStore.open(tmp_path)
+    try:
+        view = DaemonStatusView(
+            SimpleNamespace(  # type: ignore[arg-type]
+                store=store,
+                config=SimpleNamespace(
+                    eval=RoundEvalSettings(sets=["/qa"]),
+                    federation=SimpleNamespace(mode="lora_avg"),
+                ),
+            )
+        )
+        before = view._eval_metrics()
+        for r, loss in ((1, 2.0), (2, 1.5)):
+            store.set_round_eval(
+                r,
+                [
+                    {
+                        "name": "qa",
+                        "path": "/qa",
+                        "kind": "set",
+                        "rows": 3,
+                        "loss": loss,
+                        "exact_match": 0.5,
+                    }
+                ],
+            )
+        after = view._eval_metrics()
+    finally:
+        store.close()
+    assert before == {"eval_round": 0, "eval_scores": []}
+    assert after == {
+        "eval_round": 2,
+        "eval_scores": [("qa", "loss", 1.5), ("qa", "exact_match", 0.5)],
+    }
