@@ -95,6 +95,30 @@ class Connections:
             if self._conn_counts[peer_id] <= 0:
                 del self._conn_counts[peer_id]
 
+    def reconcile(self) -> None:
+        """Set every peer's count to the open connections the swarm holds (trio thread).
+
+        libp2p reports a closed connection only at the very end of its clean-up, after
+        resetting streams and a sleep; a clean-up cancelled part-way (our own 5 s limit
+        in :meth:`close_peer` on a loaded machine) never reports it. The count then stays
+        above zero for a connection that no longer exists: the member looks connected,
+        is never re-dialled, and its pings fail with "no known addresses" for good —
+        32 daemons on a 2-core box lost every member this way. The swarm's own table is
+        the truth; the events only keep the count fresh between two passes.
+        """
+        network = self._ctx.handles.require_host().get_network()
+        live: Counter[str] = Counter()
+        for conn in network.get_connections():
+            if not getattr(conn, "is_closed", False):
+                live[str(conn.muxed_conn.peer_id)] += 1
+        with self._lock:
+            ghosts = [p for p, n in self._conn_counts.items() if n > 0 and live[p] == 0]
+            self._conn_counts = Counter({p: n for p, n in live.items() if n > 0})
+        for peer_id in ghosts:
+            if self._ctx.roster.is_member(peer_id):
+                log.info("connection to member %s (%s) ended unreported; re-dialling",
+                         peer_id, self._ctx.roster.org_of(peer_id))
+
     async def close_peer(self, peer_id: str) -> None:
         """Close every connection to ``peer_id``; logs, never raises."""
         host = self._ctx.handles.require_host()

@@ -158,6 +158,7 @@ class NodeRuntime:
         next_announce = 0.0
         while True:
             now = trio.current_time()
+            self.connections.reconcile()
             self.connections.reconnect_members(now)
             if now >= next_announce:
                 next_announce = now + self._ctx.config.announce_interval_s

@@ -237,3 +237,13 @@ async def test_receiver_that_stops_reading_fails_send_in_bounded_time(node_facto
         assert [d for _, d in inbox.blobs] == [b"still works"]
     finally:
         await asyncio.to_thread(stalled.thread.stop, 5.0)
+
+
+async def test_a_connection_that_ends_unreported_is_forgotten(node_factory: Any) -> None:
+    """libp2p reports a closed connection at the end of a clean-up that can be cancelled
+    part-way; a lost report must not leave a member looking connected forever (it would
+    never be re-dialled). The lost report is played by counting one connection twice."""
+    a, _, b, _ = await connected_pair(node_factory)
+    b._connections.on_connected(a.peer_id)  # the report of one closed connection never comes
+    await a.stop()
+    assert await wait_until(lambda: a.peer_id not in b.connected_peers(), timeout=20)
