@@ -140,6 +140,21 @@ class CiphertextAccumulator:
         for total, vector in zip(self._tenseal_sum, vectors, strict=True):
             total.add_(vector)
 
+    def serialise_range(self, first: int, stop: int) -> list[bytes]:
+        """Ciphertexts first..stop-1 of the sum: one streamed SUM chunk's worth."""
+        start = time.thread_time()
+        try:
+            if not 0 <= first <= stop <= self._n_chunks:
+                raise VectorShapeError(f"ciphertexts {first}..{stop} of {self._n_chunks}")
+            if self._layout is not None and self._raw_sum is not None:
+                layout = self._layout
+                return [layout.encode(self._want(i), self._raw_sum[i]) for i in range(first, stop)]
+            if self._tenseal_sum is not None:
+                return [v.serialize() for v in self._tenseal_sum[first:stop]]
+            raise VectorShapeError("nothing was added")
+        finally:
+            self.cpu_s += time.thread_time() - start
+
     def serialise_into(self, writer: BlobListWriter) -> None:
         """Each chunk of the sum straight into the SUM payload (no list of chunks)."""
         start = time.thread_time()

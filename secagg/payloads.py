@@ -123,6 +123,19 @@ class UploadPayload:
         check_chunk_count(out.n_values, len(out.chunks), slot_count)
         return out
 
+    @classmethod
+    def decode_chunk(cls, data: Buffer, ciphertexts: int) -> UploadPayload:
+        """One streamed UPLOAD chunk's body (chunks.py): the same layout, carrying only
+        the ciphertexts that chunk's index fixes (chunks.chunk_ciphertexts)."""
+        r = Reader(data, "upload chunk")
+        out = cls(r.texts(), r.u64(), r.blob_views())
+        r.finish()
+        if len(out.chunks) != ciphertexts:
+            raise VectorShapeError(
+                f"upload chunk carries {len(out.chunks)} ciphertexts, not {ciphertexts}"
+            )
+        return out
+
 
 def check_chunk_count(n_values: int, n_chunks: int, slot_count: int) -> None:
     """A vector of n_values needs exactly ceil(n_values / slots) ciphertexts."""
@@ -199,6 +212,18 @@ class SumPayload:
         check_chunk_count(out.n_values, len(out.chunks), slot_count)
         return out
 
+    @classmethod
+    def decode_chunk(cls, data: Buffer, ciphertexts: int) -> SumPayload:
+        """One streamed SUM chunk's body: the ciphertexts its index fixes, as views."""
+        r = Reader(data, "sum chunk")
+        out = cls(r.raw(DIGEST_BYTES), r.u64(), r.blob_views())
+        r.finish()
+        if len(out.chunks) != ciphertexts:
+            raise VectorShapeError(
+                f"sum chunk carries {len(out.chunks)} ciphertexts, not {ciphertexts}"
+            )
+        return out
+
 
 SEED_SHARE = 0
 MASK_KEY_SHARE = 1
@@ -264,6 +289,23 @@ class ResultPayload:
             raise VectorShapeError(f"result claims {n} values but carries {r.remaining()} bytes")
         # one copy, out of the message (r.raw would add a second, 320 MB at 80 M values)
         average = np.frombuffer(r.raw_view(4 * n), dtype="<f4").astype(np.float32)
+        r.finish()
+        if not np.all(np.isfinite(average)) or not total > 0:
+            raise MessageFormatError("result contains non-finite values or no weight")
+        return cls(survivors, dropped, total, average)
+
+    @classmethod
+    def decode_chunk(cls, data: Buffer, n_values: int) -> ResultPayload:
+        """One streamed RESULT chunk's body: the n_values its index fixes (chunks.py)."""
+        r = Reader(data, "result chunk")
+        survivors, dropped, total = r.texts(), r.texts(), r.f64()
+        n = r.u64()
+        if n != n_values or n * 4 != r.remaining():
+            raise VectorShapeError(
+                f"result chunk claims {n} values with {r.remaining()} bytes; its index "
+                f"fixes {n_values}"
+            )
+        average = np.frombuffer(r.raw_view(4 * n), dtype="<f4")  # a view: the caller copies
         r.finish()
         if not np.all(np.isfinite(average)) or not total > 0:
             raise MessageFormatError("result contains non-finite values or no weight")
