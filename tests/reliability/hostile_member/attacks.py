@@ -447,8 +447,9 @@ def malformed_sum(hostile: Hostile) -> None:
         if not hostile.active("malformed_sum"):
             return chunks
         garbage = [os.urandom(len(chunk)) for chunk in chunks]
-        hostile.record("malformed_sum", chunks=len(garbage), bytes=sum(map(len, garbage)),
-                       **hostile.roles())
+        if first == 0:  # once per round: D refuses the first SUM chunk already
+            hostile.record("malformed_sum", chunks=len(garbage), bytes=sum(map(len, garbage)),
+                           **hostile.roles())
         return garbage
 
     CiphertextAccumulator.serialise_range = hostile_serialise_range  # type: ignore[method-assign]
