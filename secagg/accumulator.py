@@ -25,7 +25,6 @@ import tenseal as ts
 from fedswarm.secagg.ciphertext_raw import CiphertextLayout, CompressedBlockError
 from fedswarm.secagg.errors import ContextMismatchError, VectorShapeError
 from fedswarm.secagg.he import load_public_context
-from fedswarm.secagg.wire import BlobListWriter
 
 
 class CiphertextAccumulator:
@@ -154,19 +153,6 @@ class CiphertextAccumulator:
             raise VectorShapeError("nothing was added")
         finally:
             self.cpu_s += time.thread_time() - start
-
-    def serialise_into(self, writer: BlobListWriter) -> None:
-        """Each chunk of the sum straight into the SUM payload (no list of chunks)."""
-        start = time.thread_time()
-        try:
-            if self._layout is not None and self._raw_sum is not None:
-                for i, row in enumerate(self._raw_sum):
-                    writer.add(self._layout.encode(self._want(i), row))
-                return
-        finally:
-            self.cpu_s += time.thread_time() - start
-        for chunk in self.serialise():
-            writer.add(chunk)
 
     def serialise(self) -> list[bytes]:
         start = time.thread_time()

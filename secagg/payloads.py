@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from fedswarm.secagg.errors import MessageFormatError, VectorShapeError
 from fedswarm.secagg.shamir import SHARE_Y_BYTES, Share
-from fedswarm.secagg.wire import BlobListWriter, Buffer, Reader, Writer
+from fedswarm.secagg.wire import Buffer, Reader, Writer
 
 KEY_BYTES = 32
 DIGEST_BYTES = 32
@@ -110,11 +110,6 @@ class UploadPayload:
     def encode(self) -> bytes:
         return Writer().texts(self.mask_set).u64(self.n_values).blobs(self.chunks).getvalue()
 
-    @staticmethod
-    def writer(mask_set: tuple[str, ...], n_values: int, n_chunks: int) -> BlobListWriter:
-        """The same bytes as encode(), built chunk by chunk as segments are encrypted."""
-        return BlobListWriter(Writer().texts(mask_set).u64(n_values).getvalue(), n_chunks)
-
     @classmethod
     def decode(cls, data: Buffer, slot_count: int) -> UploadPayload:
         r = Reader(data, "upload payload")
@@ -195,11 +190,6 @@ class SumPayload:
 
     def encode(self) -> bytes:
         return Writer().raw(self.survivors_digest).u64(self.n_values).blobs(self.chunks).getvalue()
-
-    @staticmethod
-    def writer(survivors_digest: bytes, n_values: int, n_chunks: int) -> BlobListWriter:
-        """The same bytes as encode(), built chunk by chunk from A's running sum."""
-        return BlobListWriter(Writer().raw(survivors_digest).u64(n_values).getvalue(), n_chunks)
 
     @classmethod
     def decode(cls, data: Buffer, slot_count: int, views: bool = False) -> SumPayload:

@@ -1,13 +1,13 @@
 """D's side of a streamed SUM: decrypt each chunk as it arrives, unmask after UNMASK.
 
-Why two jobs, not he.decrypt_and_unmask's one: SUM chunks reach D before the unmask
-shares do (A streams the sum once it has confirmed the survivor set, while members are
-still sending UNMASK). Decrypting needs no masks, so D decrypts each chunk as it comes
-and adds it, mod p, into its own masked vector in place; that int64 vector (which D
-held anyway) becomes the masked sum, and no SUM chunk is kept. Once t unmask answers
-are in, the masks come off and the fields are decoded segment by segment, the segment
-with the weight slot first. The masked sum is uniform noise mod p until then, as it
-always was for D.
+Why two jobs, not one decrypt-and-unmask job per segment as before: SUM chunks reach D
+before the unmask shares do (A streams the sum once it has confirmed the survivor set,
+while members are still sending UNMASK). Decrypting needs no masks, so D decrypts each
+chunk as it comes and adds it, mod p, into its own masked vector in place; that int64
+vector (which D held anyway) becomes the masked sum, and no SUM chunk is kept. Once t
+unmask answers are in, the masks come off and the fields are decoded segment by
+segment, the segment with the weight slot first. The masked sum is uniform noise mod p
+until then, as it always was for D.
 """
 
 from __future__ import annotations
