@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 from fedswarm.secagg.accumulator import CiphertextAccumulator
-from fedswarm.secagg.chunks import add_prefix, chunk_ciphertexts, read_prefix, upload_chunk_count
+from fedswarm.secagg.chunks import add_prefix, chunk_ciphertexts, read_prefix, stream_chunk_count
 from fedswarm.secagg.he import (
     EncryptJob,
     load_public_context,
@@ -224,7 +224,7 @@ def replay_aggregator(
         pool.shutdown(wait=True)
     del job, segments
     per_chunk = params.stream_chunk_ciphertexts
-    n_chunks = upload_chunk_count(slots, params.slot_count, per_chunk)
+    n_chunks = stream_chunk_count(slots, params.slot_count, per_chunk)
     senders = sorted(
         {
             path.name.split("-", 1)[1].rsplit("-", 1)[0]
@@ -294,7 +294,7 @@ def replay_member(n_params: int, k: int, params: SecAggParams) -> dict[str, floa
         start = time.process_time()
         n_slots = -(-n_params // params.fields_per_slot) + 1
         per_chunk = params.stream_chunk_ciphertexts
-        n_chunks = upload_chunk_count(n_slots, params.slot_count, per_chunk)
+        n_chunks = stream_chunk_count(n_slots, params.slot_count, per_chunk)
         upload_bytes = 0
 
         def send(index: int, ciphertexts: list[bytes]) -> int:
@@ -367,7 +367,7 @@ def replay_decryptor(n_params: int, k: int, params: SecAggParams) -> dict[str, f
     grid = QuantisationGrid.for_group(params, k, 16)
     n_slots = -(-n_params // params.fields_per_slot) + 1
     per_chunk = params.stream_chunk_ciphertexts
-    n_chunks = upload_chunk_count(n_slots, params.slot_count, per_chunk)
+    n_chunks = stream_chunk_count(n_slots, params.slot_count, per_chunk)
     pool = make_executor(1)
     with tempfile.TemporaryDirectory(prefix="secagg-bench-sum-") as tmp:
         chunk_files = [Path(tmp) / f"sum-{i:05d}.msg" for i in range(n_chunks)]

@@ -9,7 +9,7 @@ Each chunk's payload starts with (index u32, count u32).  The payload's sha256 i
 signed header, which also binds federation, group, round, step, sender, recipient and
 context, so a chunk cannot move to another round, sender or step, and its index and
 count cannot be edited.  The count is not the sender's to choose: it follows from the
-vector length every member published in KEYS (``upload_chunk_count``), and the inbox
+vector length every member published in KEYS (``stream_chunk_count``), and the inbox
 refuses any other (``ChunkCountError``), any index at or past it, and any index other
 than the next one expected from that sender (``ChunkOrderError``: a duplicate or a
 reordered chunk ends that sender's stream; the aggregator then counts it as dropped).
@@ -30,8 +30,8 @@ def ciphertext_count(n_slots: int, slot_count: int) -> int:
     return -(-n_slots // slot_count)
 
 
-def upload_chunk_count(n_slots: int, slot_count: int, per_chunk: int) -> int:
-    """UPLOAD chunk messages for a vector of n_slots slots (at least one)."""
+def stream_chunk_count(n_slots: int, slot_count: int, per_chunk: int) -> int:
+    """Chunk messages of UPLOAD, SUM or RESULT for a vector of n_slots slots (at least one)."""
     return max(1, -(-ciphertext_count(n_slots, slot_count) // per_chunk))
 
 

@@ -48,7 +48,7 @@ from fedswarm.secagg.chunks import (
     chunk_ciphertexts,
     chunk_slots,
     result_chunk_values,
-    upload_chunk_count,
+    stream_chunk_count,
 )
 from fedswarm.secagg.errors import (
     CiphertextLayoutError,
@@ -281,13 +281,13 @@ class _Session:
         self.binding = RoundBinding(spec.federation_id, spec.group_id, spec.round)
         roles = Roles(frozenset(spec.members), self.aggregator, self.decryptor)
         self.inbox = Inbox(transport, self.binding, self.me, verify, roles)
-        # UPLOAD streams in chunks whose count the vector length fixes (KEYS refuses a
-        # peer with another length, so every honest member counts the same)
-        self.upload_chunks = upload_chunk_count(
+        # UPLOAD, SUM and RESULT stream in chunks whose count the vector length fixes
+        # (KEYS refuses a peer with another length, so every honest member counts the same)
+        self.stream_chunks = stream_chunk_count(
             self.n_slots, params.slot_count, params.stream_chunk_ciphertexts
         )
         for step in (Step.UPLOAD, Step.SUM, Step.RESULT):  # all three cut the same way
-            self.inbox.expect_chunks(step, self.upload_chunks)
+            self.inbox.expect_chunks(step, self.stream_chunks)
         self._sum: CiphertextAccumulator | None = None  # A: the sum, until it is streamed
         self.context_hash = bytes(32)
         self.public_context = b""
@@ -660,7 +660,7 @@ class _Session:
         self, mask_set: tuple[str, ...], index: int, ciphertexts: list[bytes]
     ) -> bytearray:
         body = UploadPayload(mask_set, self.n_slots, ciphertexts).encode()
-        return add_prefix(index, self.upload_chunks, body)
+        return add_prefix(index, self.stream_chunks, body)
 
     async def _stream_upload(self, mask_set: tuple[str, ...]) -> bool:
         """UPLOAD as upload_chunks signed chunk messages, each sent once it is full.
@@ -675,14 +675,14 @@ class _Session:
             async for ciphertexts in segments:
                 pending.extend(ciphertexts)
                 del ciphertexts
-                while len(pending) >= per_chunk and index < self.upload_chunks - 1:
+                while len(pending) >= per_chunk and index < self.stream_chunks - 1:
                     payload = self._upload_chunk(mask_set, index, pending[:per_chunk])
                     del pending[:per_chunk]
                     if not await self._send(self.aggregator, Step.UPLOAD, payload):
                         return False
                     del payload
                     index += 1
-        if index != self.upload_chunks - 1 or len(pending) != chunk_ciphertexts(
+        if index != self.stream_chunks - 1 or len(pending) != chunk_ciphertexts(
             index, self.n_slots, self.params.slot_count, per_chunk
         ):
             raise VectorShapeError(f"{len(pending)} ciphertexts left for the last chunk {index}")
@@ -738,13 +738,13 @@ class _Session:
             raise ProtocolViolationError("no sum to send")
         per_chunk = self.params.stream_chunk_ciphertexts
         before = accumulator.cpu_s
-        for index in range(self.upload_chunks):
+        for index in range(self.stream_chunks):
             first = index * per_chunk
             stop = first + chunk_ciphertexts(index, self.n_slots, self.params.slot_count, per_chunk)
             body = SumPayload(
                 digest, self.n_slots, accumulator.serialise_range(first, stop)
             ).encode()
-            payload = add_prefix(index, self.upload_chunks, body)
+            payload = add_prefix(index, self.stream_chunks, body)
             del body
             if not await self._send(self.decryptor, Step.SUM, payload):
                 break  # D is gone: members find no RESULT (RoleUnavailableError)
@@ -793,7 +793,7 @@ class _Session:
                 held = staged.setdefault(sender, [])
                 held.extend(memoryview(c) for c in part.chunks)
                 del part
-                if index + 1 < self.upload_chunks:
+                if index + 1 < self.stream_chunks:
                     continue
                 accumulator.add(staged.pop(sender))
             except SecAggError as error:
@@ -939,11 +939,11 @@ class _Session:
         p = self.grid().plain_modulus
         per_chunk = self.params.stream_chunk_ciphertexts
         deadline = self._deadline(ROLE_WAIT_FACTOR)
-        for index in range(self.upload_chunks):
+        for index in range(self.stream_chunks):
             message = await self.inbox.next((Step.SUM,), (self.aggregator,), deadline)
             if message is None:
                 raise RoleUnavailableError(
-                    f"aggregator {self.aggregator!r} sent {index} of {self.upload_chunks} "
+                    f"aggregator {self.aggregator!r} sent {index} of {self.stream_chunks} "
                     "sum chunks"
                 )
             # the inbox hands chunks over in order, each index once (chunks.py)
@@ -979,7 +979,7 @@ class _Session:
         per_chunk = self.params.stream_chunk_ciphertexts
         fields = self.params.fields_per_slot
         n_params = self.flat.size
-        last = self.upload_chunks - 1
+        last = self.stream_chunks - 1
 
         def job(index: int, weight_units: int | None) -> UnmaskJob:
             start, stop = chunk_slots(index, self.n_slots, self.params.slot_count, per_chunk)
@@ -1005,7 +1005,7 @@ class _Session:
 
         async def publish(index: int, values: np.ndarray) -> None:
             body = ResultPayload(survivors.survivors, survivors.dropped, total_weight, values)
-            payload = add_prefix(index, self.upload_chunks, body.encode())
+            payload = add_prefix(index, self.stream_chunks, body.encode())
             await self._broadcast(self.spec.members, Step.RESULT, bytes(payload))
 
         for index in range(last):
@@ -1055,11 +1055,11 @@ class _Session:
         average = np.empty(self.flat.size, dtype=np.float32)
         total_weight: float | None = None
         deadline = self._deadline(ROLE_WAIT_FACTOR)
-        for index in range(self.upload_chunks):
+        for index in range(self.stream_chunks):
             message = await self.inbox.next((Step.RESULT, Step.ABORT), (self.decryptor,), deadline)
             if message is None:
                 raise RoleUnavailableError(
-                    f"decryptor {self.decryptor!r} published {index} of {self.upload_chunks} "
+                    f"decryptor {self.decryptor!r} published {index} of {self.stream_chunks} "
                     "result chunks"
                 )
             if message.step is Step.ABORT:

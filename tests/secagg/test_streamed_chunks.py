@@ -22,7 +22,7 @@ from fedswarm.secagg.chunks import (
     chunk_slots,
     read_prefix,
     result_chunk_values,
-    upload_chunk_count,
+    stream_chunk_count,
 )
 from fedswarm.secagg.errors import (
     ChunkCountError,
@@ -45,7 +45,7 @@ from .test_round_average import run_group, weighted_average
 # one ciphertext per chunk: a vector of a few ciphertexts streams in several chunks
 STREAMED = dataclasses.replace(SMALL_PARAMS, stream_chunk_ciphertexts=1)
 N_VALUES = 2 * SMALL_PARAMS.slot_count * SMALL_PARAMS.fields_per_slot + 500  # 3 ciphertexts
-CHUNKS = upload_chunk_count(
+CHUNKS = stream_chunk_count(
     -(-N_VALUES // SMALL_PARAMS.fields_per_slot) + 1, SMALL_PARAMS.slot_count, 1
 )
 CONTEXT = bytes(32)
@@ -63,7 +63,7 @@ def test_the_vector_length_fixes_every_chunk_count_and_cut() -> None:
         for i in range(CHUNKS)
     ]
     assert sum(counts) == N_VALUES
-    assert upload_chunk_count(n_slots, SMALL_PARAMS.slot_count, 128) == 1
+    assert stream_chunk_count(n_slots, SMALL_PARAMS.slot_count, 128) == 1
 
 
 # -- the inbox refuses bad chunks ------------------------------------------------------
