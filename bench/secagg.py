@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 from fedswarm.secagg.accumulator import CiphertextAccumulator
+from fedswarm.secagg.chunks import add_prefix, chunk_ciphertexts, read_prefix, stream_chunk_count
 from fedswarm.secagg.he import (
     EncryptJob,
     load_public_context,
@@ -90,6 +91,7 @@ class RecordingTransport:
         self, queues: dict[str, asyncio.Queue[tuple[str, bytes]]], me: str, record: Path
     ) -> None:
         self.queues, self.me, self.record = queues, me, record
+        self.sent: dict[Step, int] = {}
 
     recording_cpu_s = 0.0  # bench-only work, subtracted from the round's CPU total
 
@@ -97,7 +99,8 @@ class RecordingTransport:
         _, step, _ = peek_binding(data)
         if step in (Step.UPLOAD, Step.CONTEXT) and recipient == self.record.name:
             start = time.thread_time()
-            (self.record / f"{int(step)}-{self.me}.msg").write_bytes(data)
+            sequence = self.sent[step] = self.sent.get(step, -1) + 1  # UPLOAD: one per chunk
+            (self.record / f"{int(step)}-{self.me}-{sequence:05d}.msg").write_bytes(data)
             RecordingTransport.recording_cpu_s += time.thread_time() - start
         await self.queues[recipient].put((self.me, data))
 
@@ -189,8 +192,10 @@ def replay_aggregator(
     """A's path in a fresh process and HE worker: its peak RSS is A's footprint.
 
     A holds its own update, adds its own masked contribution as plaintext words from
-    its worker segment by segment (as _Session._aggregate does), adds the recorded
-    uploads one at a time as they would arrive, and encodes and signs the SUM for D.
+    its worker segment by segment (as _Session._aggregate does), takes each member's
+    recorded UPLOAD chunks, keeps them until that member's last one and adds them (one
+    member after another: concurrent uploads would hold one staged upload each), and
+    signs the SUM for D one chunk at a time.
     """
     keys = {m: bytes.fromhex(h) for m, h in json.loads(keys_file.read_text()).items()}
     verify = verifier_from_keys(keys)
@@ -203,7 +208,7 @@ def replay_aggregator(
     slots = -(-n_params // params.fields_per_slot) + 1
     accumulator = CiphertextAccumulator(context.context, slots, params.slot_count)
     start = time.process_time()
-    own = np.random.default_rng(4).uniform(-0.5, 0.5, n_params).astype(np.float32)
+    own = _role_update(4, n_params)
     masks = tuple((secrets.token_bytes(32), 1 if i % 2 else -1) for i in range(4))
     job = EncryptJob(context.context, own, 1000.0, params, 4, masks, 16)
     pool = make_executor(1)
@@ -218,22 +223,39 @@ def replay_aggregator(
     finally:
         pool.shutdown(wait=True)
     del job, segments
-    for path in sorted(record.glob(f"{int(Step.UPLOAD)}-*.msg")):
-        message = decode_message(path.read_bytes(), binding, me, verify)
-        upload = UploadPayload.decode(message.payload, params.slot_count)
-        del message
-        accumulator.add(upload.chunks)
-        del upload
-    # what A sends D: the SUM payload, built from the running sum, signed
-    writer = SumPayload.writer(bytes(32), slots, -(-slots // params.slot_count))
-    accumulator.serialise_into(writer)
-    del accumulator
-    payload = writer.finish()
-    sum_bytes = float(len(payload))
-    message = encode_message(
-        Ed25519Signer.generate(me), binding, Step.SUM, "peer-d", bytes(32), payload
+    per_chunk = params.stream_chunk_ciphertexts
+    n_chunks = stream_chunk_count(slots, params.slot_count, per_chunk)
+    senders = sorted(
+        {
+            path.name.split("-", 1)[1].rsplit("-", 1)[0]
+            for path in record.glob(f"{int(Step.UPLOAD)}-*.msg")
+        }
     )
-    del payload, message
+    for sender in senders:  # as _Session._collect_uploads: staged until complete, added
+        staged: list[memoryview] = []
+        for path in sorted(record.glob(f"{int(Step.UPLOAD)}-{sender}-*.msg")):
+            message = decode_message(path.read_bytes(), binding, me, verify)
+            index, count, body = read_prefix(message.payload)
+            if count != n_chunks:
+                raise SystemExit(f"{path.name}: {count} chunks, expected {n_chunks}")
+            want = chunk_ciphertexts(index, slots, params.slot_count, per_chunk)
+            staged.extend(UploadPayload.decode_chunk(body, want).chunks)
+            del message, body
+        accumulator.add(staged)
+        del staged
+    # what A sends D: the sum, one signed SUM chunk at a time (as _Session._stream_sum)
+    signer = Ed25519Signer.generate(me)
+    sum_bytes = 0.0
+    for index in range(n_chunks):
+        first = index * per_chunk
+        stop = first + chunk_ciphertexts(index, slots, params.slot_count, per_chunk)
+        body = SumPayload(bytes(32), slots, accumulator.serialise_range(first, stop)).encode()
+        payload = add_prefix(index, n_chunks, body)
+        del body
+        message = encode_message(signer, binding, Step.SUM, "peer-d", bytes(32), payload)
+        sum_bytes += len(payload)
+        del payload, message
+    del accumulator
     return {
         "peak_rss_mb": _own_peak_rss_mb(),
         "worker_peak_rss_mb": worker_mb,
@@ -252,14 +274,14 @@ def replay_member(n_params: int, k: int, params: SecAggParams) -> dict[str, floa
 
     The round benchmark runs all k members in one process, so no member's footprint can
     be read there.  This replays what one member holds: its update, the EncryptJob it
-    sends to its worker (k masks), the chunks it gets back, the UploadPayload and the
-    signed message.  Reports this process's and the worker's VmHWM separately, as a
-    daemon and its HE worker are separate processes.
+    sends to its worker (k masks), the ciphertexts it gets back (two segments at most)
+    and one signed UPLOAD chunk at a time.  Reports this process's and the worker's VmHWM
+    separately, as a daemon and its HE worker are separate processes.
     """
     from fedswarm.secagg.he import create_context, encrypt_contribution
 
     keys = create_context(params)
-    update = np.random.default_rng(3).uniform(-0.5, 0.5, n_params).astype(np.float32)
+    update = _role_update(3, n_params)
     masks = tuple((secrets.token_bytes(32), 1 if i % 2 else -1) for i in range(k))
     signer = Ed25519Signer.generate("peer-00")
     binding = RoundBinding("bench-fed", "bench-group", 1)
@@ -268,21 +290,39 @@ def replay_member(n_params: int, k: int, params: SecAggParams) -> dict[str, floa
     try:
         pool.submit(silence_native_stdout_and_import, 0).result()
         baseline_worker_mb = pool.submit(_worker_peak_rss_mb).result()
+        _reset_peak_rss()  # D's key generation stood in for here; the update stays counted
         start = time.process_time()
         n_slots = -(-n_params // params.fields_per_slot) + 1
-        writer = UploadPayload.writer(("peer-00",), n_slots, -(-n_slots // params.slot_count))
-        for segment in segment_jobs(job):  # as _Session._upload_payload does
-            output = pool.submit(encrypt_contribution, segment).result()
-            for chunk in output.chunks:
-                writer.add(chunk)
+        per_chunk = params.stream_chunk_ciphertexts
+        n_chunks = stream_chunk_count(n_slots, params.slot_count, per_chunk)
+        upload_bytes = 0
+
+        def send(index: int, ciphertexts: list[bytes]) -> int:
+            body = UploadPayload(("peer-00",), n_slots, ciphertexts).encode()
+            payload = add_prefix(index, n_chunks, body)
+            del body
+            return len(encode_message(signer, binding, Step.UPLOAD, "peer-01", bytes(32), payload))
+
+        # as _Session._stream_upload: the next segment encrypts while this one is sent
+        segments = segment_jobs(job)
+        pending_job = pool.submit(encrypt_contribution, segments[0])
+        pending: list[bytes] = []
+        index = 0
+        for i in range(len(segments)):
+            output = pending_job.result()
+            if i + 1 < len(segments):
+                pending_job = pool.submit(encrypt_contribution, segments[i + 1])
+            pending.extend(output.chunks)
             del output
+            while len(pending) >= per_chunk and index < n_chunks - 1:
+                upload_bytes += send(index, pending[:per_chunk])
+                del pending[:per_chunk]
+                index += 1
+        upload_bytes += send(index, pending)
+        del pending, segments
         worker_mb = pool.submit(_worker_peak_rss_mb).result()
     finally:
         pool.shutdown(wait=True)
-    payload = writer.finish()
-    message = encode_message(signer, binding, Step.UPLOAD, "peer-01", bytes(32), payload)
-    upload_bytes = len(message)
-    del payload, message
     return {
         "peak_rss_mb": _own_peak_rss_mb(),
         "worker_peak_rss_mb": worker_mb,
@@ -293,86 +333,148 @@ def replay_member(n_params: int, k: int, params: SecAggParams) -> dict[str, floa
 
 
 def replay_decryptor(n_params: int, k: int, params: SecAggParams) -> dict[str, float]:
-    """D's path in a fresh process and HE worker, from a SUM message to k - 1 RESULTs.
+    """D's path in a fresh process and HE worker, from SUM chunks to k - 1 RESULT streams.
 
     The round benchmark's D shares its process with every member. This replays what D
-    holds: its update, its own masked vector (mask job), the received SUM message (an
-    encryption of a masked vector made in D's worker beforehand, so D's process only
-    ever holds it as a message), the decrypt job and the RESULT sent to k - 1 members
-    one at a time (SEQUENTIAL_BROADCAST_BYTES).
+    holds: its update, its own masked vector (mask job), each received SUM chunk (an
+    encryption of a masked vector made in D's worker beforehand and kept on disk, so D's
+    process holds one chunk at a time, as from the network) decrypted as it arrives into
+    its own vector, then each segment unmasked, the weight slot's first, and sent as a
+    RESULT chunk signed for k - 1 members one at a time (as _Session._publish_result).
     """
+    from fedswarm.secagg.chunks import chunk_slots, result_chunk_values
     from fedswarm.secagg.he import (
-        DecryptJob,
-        DecryptOutput,
+        add_own_mod_p,
         create_context,
-        decrypt_all,
-        decrypt_and_unmask,
         encrypt_contribution,
         mask_contribution,
     )
     from fedswarm.secagg.payloads import ResultPayload
+    from fedswarm.secagg.stream_decrypt import (
+        SumChunkJob,
+        UnmaskJob,
+        decrypt_sum_chunk,
+        unmask_segment,
+    )
 
     keys = create_context(params)
-    update = np.random.default_rng(5).uniform(-0.5, 0.5, n_params).astype(np.float32)
+    update = _role_update(5, n_params)
     masks = tuple((secrets.token_bytes(32), 1) for _ in range(k))
     signer = Ed25519Signer.generate("peer-d")
     binding = RoundBinding("bench-fed", "bench-group", 1)
+    verify = verifier_from_keys({"peer-d": signer.verify_key})
     job = EncryptJob(keys.public_context, update, 1000.0, params, k, masks, 16)
+    grid = QuantisationGrid.for_group(params, k, 16)
+    n_slots = -(-n_params // params.fields_per_slot) + 1
+    per_chunk = params.stream_chunk_ciphertexts
+    n_chunks = stream_chunk_count(n_slots, params.slot_count, per_chunk)
     pool = make_executor(1)
-    try:
-        pool.submit(silence_native_stdout_and_import, 0).result()
-        # stands in for what the members and A did; built chunk by chunk as A does, so
-        # no heap of freed chunks is left behind to count against D
-        n_slots = -(-n_params // params.fields_per_slot) + 1
-        writer = SumPayload.writer(bytes(32), n_slots, -(-n_slots // params.slot_count))
-        for segment in segment_jobs(job):
-            output = pool.submit(encrypt_contribution, segment).result()
-            for chunk in output.chunks:
-                writer.add(chunk)
-            del output
-        payload = writer.finish()
-        sum_message = encode_message(signer, binding, Step.SUM, "peer-d", bytes(32), payload)
-        del payload, writer
-        _reset_peak_rss()  # what came before stands in for the members and A, not D
-        start = time.process_time()
-        own = np.empty(n_slots, dtype=np.int64)
-        filled = 0
-        for segment in segment_jobs(job):  # as _Session._own_masked does
-            part = pool.submit(mask_contribution, segment).result().values
-            own[filled : filled + part.size] = part
-            filled += part.size
-            del part
-        received = decode_message(sum_message, binding, "peer-d", verifier_from_keys(
-            {"peer-d": signer.verify_key}))
-        summed = SumPayload.decode(received.payload, params.slot_count, views=True)
-        del received, sum_message  # alive through the views until the job is done
-        # the "sum" and D's own vector each carry every mask once: remove both
-        decrypt = DecryptJob(keys.secret_context, summed.chunks, n_slots, params, k,
-                             masks + masks, own, 16, n_params)
-        del summed, own
+    with tempfile.TemporaryDirectory(prefix="secagg-bench-sum-") as tmp:
+        chunk_files = [Path(tmp) / f"sum-{i:05d}.msg" for i in range(n_chunks)]
+        try:
+            pool.submit(silence_native_stdout_and_import, 0).result()
+            # stands in for what the members and A did, written to disk chunk by chunk
+            pending: list[bytes] = []
+            written = 0
 
-        async def in_segments(job: DecryptJob) -> DecryptOutput:  # as _Session._decrypt
-            return await decrypt_all(
-                job,
-                lambda segment: asyncio.wrap_future(pool.submit(decrypt_and_unmask, segment)),
-            )
+            def write(ciphertexts: list[bytes]) -> None:
+                body = SumPayload(bytes(32), n_slots, ciphertexts).encode()
+                payload = add_prefix(written, n_chunks, body)
+                chunk_files[written].write_bytes(
+                    encode_message(signer, binding, Step.SUM, "peer-d", bytes(32), payload)
+                )
 
-        output = asyncio.run(in_segments(decrypt))
-        del decrypt
-        worker_mb = pool.submit(_worker_peak_rss_mb).result()
-    finally:
-        pool.shutdown(wait=True)
-    payload = ResultPayload(("peer-d",), (), output.total_weight, output.average).encode()
-    del output
-    for i in range(k - 1):  # one signed copy alive at a time
-        message = encode_message(signer, binding, Step.RESULT, f"peer-{i:02d}", bytes(32),
-                                 payload)
-        del message
+            for segment in segment_jobs(job):
+                pending.extend(pool.submit(encrypt_contribution, segment).result().chunks)
+                while len(pending) >= per_chunk and written < n_chunks - 1:
+                    write(pending[:per_chunk])
+                    del pending[:per_chunk]
+                    written += 1
+            write(pending)
+            del pending
+            _reset_peak_rss()  # what came before stands in for the members and A, not D
+            start = time.process_time()
+            own = np.empty(n_slots, dtype=np.int64)
+            filled = 0
+            for segment in segment_jobs(job):  # as _Session._own_masked does
+                part = pool.submit(mask_contribution, segment).result().values
+                own[filled : filled + part.size] = part
+                filled += part.size
+                del part
+            for index, path in enumerate(chunk_files):  # as _Session._receive_sum
+                received = decode_message(path.read_bytes(), binding, "peer-d", verify)
+                _, _, body = read_prefix(received.payload)
+                want = chunk_ciphertexts(index, n_slots, params.slot_count, per_chunk)
+                part_sum = SumPayload.decode_chunk(body, want)
+                first, stop = chunk_slots(index, n_slots, params.slot_count, per_chunk)
+                chunk_job = SumChunkJob(
+                    keys.secret_context,
+                    [bytes(c) for c in part_sum.chunks],
+                    stop - first,
+                    grid.plain_modulus,
+                )
+                del received, body, part_sum
+                values = pool.submit(decrypt_sum_chunk, chunk_job).result().values
+                add_own_mod_p(own[first:stop], values, grid.plain_modulus)
+                del chunk_job, values
+            fields = params.fields_per_slot
+
+            def unmask(index: int, units: int | None) -> Any:
+                first, stop = chunk_slots(index, n_slots, params.slot_count, per_chunk)
+                count = result_chunk_values(
+                    index, n_params, n_slots, params.slot_count, per_chunk, fields
+                )
+                # the "sum" and D's own vector each carry every mask once: remove both
+                segment = UnmaskJob(
+                    own[first:stop], first, params, k, masks + masks, 16, 0, count, units
+                )
+                return pool.submit(unmask_segment, segment).result()
+
+            def publish(index: int, values: np.ndarray, total: float) -> None:
+                body = ResultPayload(("peer-d",), (), total, values).encode()
+                payload = bytes(add_prefix(index, n_chunks, body))
+                for i in range(k - 1):  # one signed copy alive at a time
+                    message = encode_message(
+                        signer, binding, Step.RESULT, f"peer-{i:02d}", bytes(32), payload
+                    )
+                    del message
+
+            average = np.empty(n_params, dtype=np.float32)
+            last = n_chunks - 1
+            tail = unmask(last, None)
+            tail_offset = last * per_chunk * params.slot_count * fields
+            average[tail_offset:] = tail.average
+            for index in range(last):
+                output = unmask(index, tail.weight_units)
+                offset = index * per_chunk * params.slot_count * fields
+                average[offset : offset + output.average.size] = output.average
+                publish(index, output.average, tail.total_weight)
+                del output
+            publish(last, tail.average, tail.total_weight)
+            worker_mb = pool.submit(_worker_peak_rss_mb).result()
+        finally:
+            pool.shutdown(wait=True)
+    peak_mb, cpu_s = _own_peak_rss_mb(), time.process_time() - start
+    # the stand-in sum averages to update; checked after the peak is read, since
+    # average - update is a bench-only temporary the size of the vector
+    error = float(np.max(np.abs(average - update)))
     return {
-        "peak_rss_mb": _own_peak_rss_mb(),
+        "peak_rss_mb": peak_mb,
         "worker_peak_rss_mb": worker_mb,
-        "cpu_s_excluding_worker": time.process_time() - start,
+        "cpu_s_excluding_worker": cpu_s,
+        "stand_in_error": error,
     }
+
+
+def _role_update(seed: int, n_params: int) -> np.ndarray:
+    """A replayed role's update, uniform in [-0.5, 0.5), made in float32 in place.
+
+    Why: uniform() draws float64 and astype copies, 12 bytes per value on top of the
+    update (960 MB at 80 M values) that the replays counted as the role's peak.
+    """
+    update = np.random.default_rng(seed).random(n_params, dtype=np.float32)
+    update -= np.float32(0.5)
+    return update
 
 
 def _reset_peak_rss() -> None:

@@ -25,7 +25,6 @@ import tenseal as ts
 from fedswarm.secagg.ciphertext_raw import CiphertextLayout, CompressedBlockError
 from fedswarm.secagg.errors import ContextMismatchError, VectorShapeError
 from fedswarm.secagg.he import load_public_context
-from fedswarm.secagg.wire import BlobListWriter
 
 
 class CiphertextAccumulator:
@@ -140,18 +139,20 @@ class CiphertextAccumulator:
         for total, vector in zip(self._tenseal_sum, vectors, strict=True):
             total.add_(vector)
 
-    def serialise_into(self, writer: BlobListWriter) -> None:
-        """Each chunk of the sum straight into the SUM payload (no list of chunks)."""
+    def serialise_range(self, first: int, stop: int) -> list[bytes]:
+        """Ciphertexts first..stop-1 of the sum: one streamed SUM chunk's worth."""
         start = time.thread_time()
         try:
+            if not 0 <= first <= stop <= self._n_chunks:
+                raise VectorShapeError(f"ciphertexts {first}..{stop} of {self._n_chunks}")
             if self._layout is not None and self._raw_sum is not None:
-                for i, row in enumerate(self._raw_sum):
-                    writer.add(self._layout.encode(self._want(i), row))
-                return
+                layout = self._layout
+                return [layout.encode(self._want(i), self._raw_sum[i]) for i in range(first, stop)]
+            if self._tenseal_sum is not None:
+                return [v.serialize() for v in self._tenseal_sum[first:stop]]
+            raise VectorShapeError("nothing was added")
         finally:
             self.cpu_s += time.thread_time() - start
-        for chunk in self.serialise():
-            writer.add(chunk)
 
     def serialise(self) -> list[bytes]:
         start = time.thread_time()

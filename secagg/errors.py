@@ -34,6 +34,10 @@ class ReplayError(SecAggError):
     """A validly signed message belongs to another federation, group or round, or repeats."""
 
 
+class ChunkOrderError(ReplayError):
+    """A chunk of a streamed step arrived out of order or twice; the sender's stream stops there."""
+
+
 class ContextMismatchError(SecAggError):
     """A message is bound to a different BFV context (ciphertext under another key)."""
 
@@ -56,6 +60,10 @@ class InvalidWeightError(SecAggError):
 
 class ProtocolViolationError(SecAggError):
     """A peer did something the protocol forbids (wrong step, wrong role, bad share...)."""
+
+
+class ChunkCountError(ProtocolViolationError):
+    """A chunk claims another chunk count or index than the group's vector length fixes."""
 
 
 class UnexpectedStepError(ProtocolViolationError):

@@ -18,7 +18,6 @@ import os
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,8 +33,6 @@ from fedswarm.secagg.modular import reduce_mod
 from fedswarm.secagg.params import SecAggParams, batching_plain_modulus
 from fedswarm.secagg.quantise import (
     QuantisationGrid,
-    decode_slots,
-    decode_sum,
     encode_contribution,
     l2_norm,
 )
@@ -264,7 +261,7 @@ def mask_contribution(job: EncryptJob) -> MaskOutput:
     """D's contribution: clip, quantise and mask, but do not encrypt (runs in a worker).
 
     D never uploads: it keeps this vector and adds it to the decrypted sum itself
-    (DecryptJob.own), so encrypting it would protect nothing.
+    (stream_decrypt: the SUM is decrypted into it), so encrypting it would protect nothing.
     """
     silence_native_stdout()
     start = time.process_time()
@@ -314,113 +311,3 @@ def add_own_mod_p(values: np.ndarray, own: np.ndarray, plain_modulus: int) -> No
         raise VectorShapeError(f"own contribution has {own.size} values, not {values.size}")
     np.add(values, own, out=values)
     np.subtract(values, plain_modulus, out=values, where=values >= plain_modulus)
-
-
-@dataclass(frozen=True)
-class DecryptJob:
-    """D's final step: decrypt the sum, strip the non-cancelling masks, dequantise."""
-
-    secret_context: bytes
-    chunks: Sequence[bytes | memoryview]  # views only until decrypt_segments copies them
-    n_values: int
-    params: SecAggParams
-    group_size: int
-    masks: tuple[tuple[bytes, int], ...]  # (derived key, sign) exactly as members added them
-    own: np.ndarray | None = None  # D's masked vector (mask_contribution) when D is a survivor
-    weight_class: int | None = None  # v3: the group's largest weight class (KEYS)
-    n_params: int | None = None  # coordinates in the slots (None: every field)
-    range_shift: int = 0  # v3: the group's smallest range shift (KEYS)
-    # a segment (decrypt_segments): where its slots start in every keystream, and the
-    # total weight units read from the last segment (None: this segment holds the slot)
-    offset_slots: int = 0
-    weight_units: int | None = None
-
-
-@dataclass(frozen=True)
-class DecryptOutput:
-    average: np.ndarray
-    total_weight: float
-    cpu_s: float
-    weight_units: int = 0
-
-
-def decrypt_segments(
-    job: DecryptJob, ciphertexts: int = SEGMENT_CIPHERTEXTS
-) -> Iterator[DecryptJob]:
-    """D's decryption as jobs of whole ciphertexts, the one with the weight slot first.
-
-    Why: one job pickled every chunk of the sum and D's own vector into the worker and
-    the whole average back.  Run the first job, then the rest with its weight_units
-    (decrypt_all).  Chunks may be views into the SUM message; each job gets its own
-    bytes, made only when the job is drawn.
-    """
-    slots_per_job = ciphertexts * job.params.slot_count
-    fields = job.params.fields_per_slot
-    n_params = job.n_params if job.n_params is not None else (job.n_values - 1) * fields
-    starts = list(range(0, job.n_values, slots_per_job))
-    for start in [starts[-1], *starts[:-1]]:
-        stop = min(start + slots_per_job, job.n_values)
-        last = stop == job.n_values
-        first_chunk, end_chunk = start // job.params.slot_count, -(-stop // job.params.slot_count)
-        yield dataclasses.replace(
-            job,
-            chunks=[bytes(c) for c in job.chunks[first_chunk:end_chunk]],
-            n_values=stop - start,
-            own=None if job.own is None else job.own[start:stop],
-            n_params=(n_params - start * fields) if last else (stop - start) * fields,
-            offset_slots=start,
-        )
-
-
-async def decrypt_all(
-    job: DecryptJob,
-    run: Callable[[DecryptJob], Awaitable[DecryptOutput]],
-    ciphertexts: int = SEGMENT_CIPHERTEXTS,
-) -> DecryptOutput:
-    """Run decrypt_segments through run (a worker pool) and assemble the average."""
-    fields = job.params.fields_per_slot
-    n_params = job.n_params if job.n_params is not None else (job.n_values - 1) * fields
-    average = np.empty(n_params, dtype=np.float32)
-    first: DecryptOutput | None = None
-    cpu_s = 0.0
-    for segment in decrypt_segments(job, ciphertexts):
-        if first is not None:
-            segment = dataclasses.replace(segment, weight_units=first.weight_units)
-        offset = segment.offset_slots * fields
-        output = await run(segment)
-        del segment
-        cpu_s += output.cpu_s
-        if first is None:
-            first = output
-        average[offset : offset + output.average.size] = output.average
-        del output
-    assert first is not None  # decrypt_segments yields at least one job
-    return DecryptOutput(average, first.total_weight, cpu_s, first.weight_units)
-
-
-def decrypt_and_unmask(job: DecryptJob) -> DecryptOutput:
-    """Runs in a worker: the only place the plaintext sum ever exists."""
-    silence_native_stdout()
-    start = time.process_time()
-    grid = QuantisationGrid.for_group(
-        job.params, job.group_size, job.weight_class, job.range_shift
-    )
-    chunks = [bytes(c) for c in job.chunks]  # no copy: decrypt_segments made them bytes
-    values = decrypt_chunks(job.secret_context, chunks, job.n_values, grid.plain_modulus)
-    del chunks
-    if job.own is not None:
-        add_own_mod_p(values, job.own, grid.plain_modulus)
-    apply_masks(
-        values,
-        [(key, -sign) for key, sign in job.masks],
-        grid.plain_modulus,
-        offset_words=job.offset_slots,
-    )
-    if job.weight_units is None:
-        average, total_weight = decode_sum(values, grid, job.n_params)
-        units = round(total_weight * grid.weight_units)
-    else:
-        units = job.weight_units
-        average = decode_slots(values, grid, units, job.n_params)
-        total_weight = units / grid.weight_units
-    return DecryptOutput(average, total_weight, time.process_time() - start, units)

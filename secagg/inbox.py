@@ -3,16 +3,22 @@
 A fast peer may send step n+1 before a slow member has finished step n, so messages are
 kept per (step, sender) until the session asks for them.  Anything that fails a check
 is recorded in `rejected` and dropped: a bad or foreign message never ends the session.
-The buffer holds at most one message per (step, sender), so it is bounded by the group.
+The buffer holds at most one message per (step, sender), so it is bounded by the group;
+a streamed step (UPLOAD, chunks.py) holds at most the chunk count its vector length
+fixes per sender, and only in order: the next index expected from that sender, never a
+repeat, never one past the count.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from fedswarm.secagg.chunks import check_chunk, read_prefix
 from fedswarm.secagg.errors import (
+    ChunkOrderError,
     ContextMismatchError,
     ProtocolViolationError,
     ReplayError,
@@ -67,8 +73,10 @@ class Inbox:
         self._verify = verify
         self._roles = roles
         self._context_hash: bytes | None = None
-        self._buffer: dict[tuple[Step, str], Message] = {}
+        self._buffer: dict[tuple[Step, str, int], Message] = {}
         self._seen: set[tuple[Step, str]] = set()
+        self._chunk_counts: dict[Step, int] = {}  # streamed steps: count fixed by KEYS
+        self._next_chunk: dict[tuple[Step, str], int] = {}
         self.rejected: list[SecAggError] = []
         self.bytes_received = 0
         self.cpu_s = 0.0  # CPU spent checking messages (sha256 of large payloads)
@@ -80,6 +88,10 @@ class Inbox:
             if message.context_hash != context_hash and message.step is not Step.CONTEXT:
                 del self._buffer[key]
                 self._reject(ContextMismatchError(f"{message.step.name} under another context"))
+
+    def expect_chunks(self, step: Step, count: int) -> None:
+        """step arrives as count chunks per sender (chunks.py), in order, once each."""
+        self._chunk_counts[step] = count
 
     def _reject(self, error: SecAggError) -> None:
         if len(self.rejected) < MAX_REJECTED:
@@ -102,16 +114,48 @@ class Inbox:
             if message.sender != transport_sender:
                 raise ProtocolViolationError("signed sender differs from the transport sender")
             self._roles.check(message.step, message.sender, message.recipient)
+            if message.step in self._chunk_counts:
+                message = self._chunk(message, self._chunk_counts[message.step])
+                self._buffer[(message.step, message.sender, message.chunk)] = message
+                return
             key = (message.step, message.sender)
             if key in self._seen:
                 raise ReplayError(f"duplicate {message.step.name} from {message.sender!r}")
             self._seen.add(key)
-            self._buffer[key] = message
+            self._buffer[(message.step, message.sender, 0)] = message
         except SecAggError as error:
             self._reject(error)
 
+    def _chunk(self, message: Message, expected_count: int) -> Message:
+        """Check a streamed step's chunk prefix; its payload becomes the body after it."""
+        index, count, body = read_prefix(message.payload)
+        check_chunk(index, count, expected_count)
+        stream = (message.step, message.sender)
+        wanted = self._next_chunk.get(stream, 0)
+        if wanted >= expected_count:
+            raise ChunkOrderError(
+                f"{message.step.name} chunk {index} from {message.sender!r} after its stream "
+                "ended or broke"
+            )
+        if index < wanted:
+            # a repeat (a transport may duplicate): refused, the stream goes on
+            raise ChunkOrderError(
+                f"{message.step.name} chunk {index} from {message.sender!r} repeats an "
+                f"earlier chunk (next is {wanted})"
+            )
+        if index > wanted:
+            # a gap or a reordering: the stream is broken from here on, so the sender's
+            # later chunks are refused too and its contribution never completes
+            self._next_chunk[stream] = expected_count
+            raise ChunkOrderError(
+                f"{message.step.name} chunk {index} from {message.sender!r} skips ahead of "
+                f"chunk {wanted}"
+            )
+        self._next_chunk[stream] = index + 1
+        return dataclasses.replace(message, payload=body, chunk=index)
+
     def take(self, step: Step, sender: str) -> Message | None:
-        return self._buffer.pop((step, sender), None)
+        return self._buffer.pop((step, sender, 0), None)
 
     async def next(
         self, steps: Collection[Step], senders: Collection[str], deadline: float

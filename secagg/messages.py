@@ -72,6 +72,7 @@ class Message:
     recipient: str
     context_hash: bytes
     payload: memoryview  # read-only view into the received bytes: no copy of large uploads
+    chunk: int = 0  # a streamed step's chunk index (chunks.py); its prefix is off payload
 
 
 def encode_message(

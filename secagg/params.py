@@ -44,6 +44,9 @@ ClipMode = Literal["coordinate", "l2"]
 Quantisation = Literal["stochastic", "nearest"]
 
 
+MAX_CHUNK_CIPHERTEXTS = 1024  # 64 MB of ciphertext per message at N = 4096
+
+
 @dataclass(frozen=True)
 class SecAggParams:
     """Knobs of one secure-aggregation round; every member of a group must use the same.
@@ -69,6 +72,9 @@ class SecAggParams:
     protocol: str = PROTOCOL_V2
     # v3 only: quantised values packed into each BFV slot (see quantise.QuantisationGrid)
     fields_per_slot: int = 1
+    # ciphertexts per UPLOAD / SUM / RESULT chunk message (secagg/chunks.py): fixes every
+    # chunk count from the vector length KEYS agreed, so a peer cannot claim another
+    stream_chunk_ciphertexts: int = 128
 
     @classmethod
     def v3(cls, **overrides: object) -> SecAggParams:
@@ -155,6 +161,10 @@ class SecAggParams:
                 raise ParameterSecurityError(
                     "plain modulus too large for the first coefficient prime: no noise budget"
                 )
+        if not 1 <= self.stream_chunk_ciphertexts <= MAX_CHUNK_CIPHERTEXTS:
+            raise ParameterSecurityError(
+                f"stream_chunk_ciphertexts must be in 1..{MAX_CHUNK_CIPHERTEXTS}"
+            )
         if not (self.clip_norm > 0 and self.clip_norm < float("inf")):
             raise ParameterSecurityError("clip_norm must be a positive finite number")
         if self.clip_mode not in ("coordinate", "l2"):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from fedswarm.secagg.errors import MessageFormatError, VectorShapeError
 from fedswarm.secagg.shamir import SHARE_Y_BYTES, Share
-from fedswarm.secagg.wire import BlobListWriter, Buffer, Reader, Writer
+from fedswarm.secagg.wire import Buffer, Reader, Writer
 
 KEY_BYTES = 32
 DIGEST_BYTES = 32
@@ -110,17 +110,25 @@ class UploadPayload:
     def encode(self) -> bytes:
         return Writer().texts(self.mask_set).u64(self.n_values).blobs(self.chunks).getvalue()
 
-    @staticmethod
-    def writer(mask_set: tuple[str, ...], n_values: int, n_chunks: int) -> BlobListWriter:
-        """The same bytes as encode(), built chunk by chunk as segments are encrypted."""
-        return BlobListWriter(Writer().texts(mask_set).u64(n_values).getvalue(), n_chunks)
-
     @classmethod
     def decode(cls, data: Buffer, slot_count: int) -> UploadPayload:
         r = Reader(data, "upload payload")
         out = cls(r.texts(), r.u64(), r.blob_views())
         r.finish()
         check_chunk_count(out.n_values, len(out.chunks), slot_count)
+        return out
+
+    @classmethod
+    def decode_chunk(cls, data: Buffer, ciphertexts: int) -> UploadPayload:
+        """One streamed UPLOAD chunk's body (chunks.py): the same layout, carrying only
+        the ciphertexts that chunk's index fixes (chunks.chunk_ciphertexts)."""
+        r = Reader(data, "upload chunk")
+        out = cls(r.texts(), r.u64(), r.blob_views())
+        r.finish()
+        if len(out.chunks) != ciphertexts:
+            raise VectorShapeError(
+                f"upload chunk carries {len(out.chunks)} ciphertexts, not {ciphertexts}"
+            )
         return out
 
 
@@ -183,11 +191,6 @@ class SumPayload:
     def encode(self) -> bytes:
         return Writer().raw(self.survivors_digest).u64(self.n_values).blobs(self.chunks).getvalue()
 
-    @staticmethod
-    def writer(survivors_digest: bytes, n_values: int, n_chunks: int) -> BlobListWriter:
-        """The same bytes as encode(), built chunk by chunk from A's running sum."""
-        return BlobListWriter(Writer().raw(survivors_digest).u64(n_values).getvalue(), n_chunks)
-
     @classmethod
     def decode(cls, data: Buffer, slot_count: int, views: bool = False) -> SumPayload:
         """views=True: chunks are views into data (D copies one segment at a time)."""
@@ -197,6 +200,18 @@ class SumPayload:
         out = cls(digest, n_values, chunks)
         r.finish()
         check_chunk_count(out.n_values, len(out.chunks), slot_count)
+        return out
+
+    @classmethod
+    def decode_chunk(cls, data: Buffer, ciphertexts: int) -> SumPayload:
+        """One streamed SUM chunk's body: the ciphertexts its index fixes, as views."""
+        r = Reader(data, "sum chunk")
+        out = cls(r.raw(DIGEST_BYTES), r.u64(), r.blob_views())
+        r.finish()
+        if len(out.chunks) != ciphertexts:
+            raise VectorShapeError(
+                f"sum chunk carries {len(out.chunks)} ciphertexts, not {ciphertexts}"
+            )
         return out
 
 
@@ -264,6 +279,23 @@ class ResultPayload:
             raise VectorShapeError(f"result claims {n} values but carries {r.remaining()} bytes")
         # one copy, out of the message (r.raw would add a second, 320 MB at 80 M values)
         average = np.frombuffer(r.raw_view(4 * n), dtype="<f4").astype(np.float32)
+        r.finish()
+        if not np.all(np.isfinite(average)) or not total > 0:
+            raise MessageFormatError("result contains non-finite values or no weight")
+        return cls(survivors, dropped, total, average)
+
+    @classmethod
+    def decode_chunk(cls, data: Buffer, n_values: int) -> ResultPayload:
+        """One streamed RESULT chunk's body: the n_values its index fixes (chunks.py)."""
+        r = Reader(data, "result chunk")
+        survivors, dropped, total = r.texts(), r.texts(), r.f64()
+        n = r.u64()
+        if n != n_values or n * 4 != r.remaining():
+            raise VectorShapeError(
+                f"result chunk claims {n} values with {r.remaining()} bytes; its index "
+                f"fixes {n_values}"
+            )
+        average = np.frombuffer(r.raw_view(4 * n), dtype="<f4")  # a view: the caller copies
         r.finish()
         if not np.all(np.isfinite(average)) or not total > 0:
             raise MessageFormatError("result contains non-finite values or no weight")

@@ -12,24 +12,30 @@ UPLOAD   everyone clips, quantises and masks (in a worker).  Members other than 
          encrypt and send to A.  D never uploads: it keeps its masked vector and adds it
          to the decrypted sum itself.  A does not encrypt its own either: it adds it to
          the encrypted sum as a plaintext (BFV add_plain, see plain_add).
-SURVIVORS A adds its own plaintext, then uploads in place as they arrive; sends the sum
-         to D (SUM) and the signed survivor set S (D included) to everyone.
+SURVIVORS A adds its own plaintext, then each upload once all its chunks are in; sends
+         the signed survivor set S (D included) to everyone.
 CONFIRM  members tell each other which survivor set they saw; any disagreement
          aborts before a single share is revealed, and more than half of the mask set
          other than A and D must confirm the same set (defeats a split view even by
          A and D together).
+SUM      A, once it has confirmed, streams the sum to D, who decrypts each chunk as it
+         arrives into its own masked vector.
 UNMASK   members send D seed shares for S and mask-key shares for M \\ S, never both.
-RESULT   D reconstructs, decrypts, unmasks, dequantises and publishes the signed average.
+RESULT   D reconstructs, unmasks, dequantises and publishes the signed average in chunks.
+
+UPLOAD, SUM and RESULT are streamed as signed chunks (chunks.py), their count fixed by the
+vector length agreed in KEYS.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -37,6 +43,13 @@ import nacl.exceptions
 import nacl.public
 import numpy as np
 from fedswarm.secagg.accumulator import CiphertextAccumulator
+from fedswarm.secagg.chunks import (
+    add_prefix,
+    chunk_ciphertexts,
+    chunk_slots,
+    result_chunk_values,
+    stream_chunk_count,
+)
 from fedswarm.secagg.errors import (
     CiphertextLayoutError,
     ContextMismatchError,
@@ -52,13 +65,10 @@ from fedswarm.secagg.errors import (
     VectorShapeError,
 )
 from fedswarm.secagg.he import (
-    DecryptJob,
-    DecryptOutput,
     EncryptJob,
     EncryptOutput,
+    add_own_mod_p,
     create_context,
-    decrypt_all,
-    decrypt_and_unmask,
     encrypt_contribution,
     load_public_context,
     make_executor,
@@ -105,6 +115,14 @@ from fedswarm.secagg.roles import assign_roles
 from fedswarm.secagg.shamir import Share, reconstruct_secret, split_secret, threshold_for
 from fedswarm.secagg.shares import ShareVault
 from fedswarm.secagg.signing import Signer, Verifier
+from fedswarm.secagg.stream_decrypt import (
+    SumChunkJob,
+    SumChunkOutput,
+    UnmaskJob,
+    UnmaskOutput,
+    decrypt_sum_chunk,
+    unmask_segment,
+)
 from fedswarm.secagg.transport import Transport
 
 MIN_GROUP_SIZE = 3  # with two members the average reveals the other member's update
@@ -263,6 +281,14 @@ class _Session:
         self.binding = RoundBinding(spec.federation_id, spec.group_id, spec.round)
         roles = Roles(frozenset(spec.members), self.aggregator, self.decryptor)
         self.inbox = Inbox(transport, self.binding, self.me, verify, roles)
+        # UPLOAD, SUM and RESULT stream in chunks whose count the vector length fixes
+        # (KEYS refuses a peer with another length, so every honest member counts the same)
+        self.stream_chunks = stream_chunk_count(
+            self.n_slots, params.slot_count, params.stream_chunk_ciphertexts
+        )
+        for step in (Step.UPLOAD, Step.SUM, Step.RESULT):  # all three cut the same way
+            self.inbox.expect_chunks(step, self.stream_chunks)
+        self._sum: CiphertextAccumulator | None = None  # A: the sum, until it is streamed
         self.context_hash = bytes(32)
         self.public_context = b""
         self.secret_context = b""
@@ -382,15 +408,17 @@ class _Session:
             # D "uploaded" by definition: its contribution never leaves D
             survivors_bytes = await self._receive_survivors(mask_set, uploaded=True)
         else:
-            payload = await self._upload_payload(mask_set)
+            sent = await self._stream_upload(mask_set)
             self._lap("encrypt")
-            sent = await self._send(self.aggregator, Step.UPLOAD, payload)
-            del payload
             survivors_bytes = await self._receive_survivors(mask_set, uploaded=sent)
         self._lap("aggregate")
         survivors = SurvivorsPayload.decode(survivors_bytes)
         digest = hashlib.sha256(survivors_bytes).digest()
         await self._confirm(survivors, digest)
+        if self.me == self.aggregator:
+            # the sum goes to D only once A has confirmed the survivor set: D decrypts each
+            # chunk as it arrives instead of holding the whole sum through CONFIRM
+            await self._stream_sum(digest)
         self._lap("confirm")
         revealed = self.vault.reveal(survivors.survivors, survivors.dropped)
         unmask = UnmaskPayload(digest, revealed)
@@ -598,25 +626,69 @@ class _Session:
             raise VectorShapeError(f"masked {filled} slots, expected {self.n_slots}")
         return values
 
-    async def _upload_payload(self, mask_set: tuple[str, ...]) -> bytearray:
-        """The UPLOAD payload, each segment's chunks appended as it comes back.
+    async def _encrypted_segments(
+        self, mask_set: tuple[str, ...]
+    ) -> AsyncGenerator[list[bytes], None]:
+        """This member's ciphertexts, one segment job (he.segment_jobs) at a time.
 
-        Holds the payload and one segment, never the payload and a list of every chunk.
+        The next segment is encrypting in the worker while the caller sends this one.
         """
         job = self._contribution_job(mask_set)
-        n_chunks = -(-self.n_slots // self.params.slot_count)
-        writer = UploadPayload.writer(mask_set, self.n_slots, n_chunks)
+        segments = self._local_cpu(lambda: segment_jobs(job))
+        loop = asyncio.get_running_loop()
+        pending = loop.run_in_executor(self.executor, encrypt_contribution, segments[0])
         n_values = 0
-        for segment in self._local_cpu(lambda: segment_jobs(job)):
-            output = await self._in_pool(encrypt_contribution, segment)
-            self._charge("encrypt_job", output.cpu_s)
-            for chunk in output.chunks:
-                writer.add(chunk)
-            n_values += output.n_values
-            del output
+        try:
+            for index in range(len(segments)):
+                output: EncryptOutput = await pending
+                if index + 1 < len(segments):
+                    pending = loop.run_in_executor(
+                        self.executor, encrypt_contribution, segments[index + 1]
+                    )
+                self._charge("encrypt_job", output.cpu_s)
+                n_values += output.n_values
+                chunks = output.chunks
+                del output
+                yield chunks
+                del chunks
+        finally:
+            pending.cancel()
         if n_values != self.n_slots:
             raise VectorShapeError(f"encrypted {n_values} slots, expected {self.n_slots}")
-        return writer.finish()
+
+    def _upload_chunk(
+        self, mask_set: tuple[str, ...], index: int, ciphertexts: list[bytes]
+    ) -> bytearray:
+        body = UploadPayload(mask_set, self.n_slots, ciphertexts).encode()
+        return add_prefix(index, self.stream_chunks, body)
+
+    async def _stream_upload(self, mask_set: tuple[str, ...]) -> bool:
+        """UPLOAD as upload_chunks signed chunk messages, each sent once it is full.
+
+        Holds at most one chunk and one segment of ciphertexts, never the whole upload.
+        False when the aggregator is unreachable (the member is then not a survivor).
+        """
+        per_chunk = self.params.stream_chunk_ciphertexts
+        pending: list[bytes] = []
+        index = 0
+        async with contextlib.aclosing(self._encrypted_segments(mask_set)) as segments:
+            async for ciphertexts in segments:
+                pending.extend(ciphertexts)
+                del ciphertexts
+                while len(pending) >= per_chunk and index < self.stream_chunks - 1:
+                    payload = self._upload_chunk(mask_set, index, pending[:per_chunk])
+                    del pending[:per_chunk]
+                    if not await self._send(self.aggregator, Step.UPLOAD, payload):
+                        return False
+                    del payload
+                    index += 1
+        if index != self.stream_chunks - 1 or len(pending) != chunk_ciphertexts(
+            index, self.n_slots, self.params.slot_count, per_chunk
+        ):
+            raise VectorShapeError(f"{len(pending)} ciphertexts left for the last chunk {index}")
+        return await self._send(
+            self.aggregator, Step.UPLOAD, self._upload_chunk(mask_set, index, pending)
+        )
 
     async def _aggregate(self, mask_set: tuple[str, ...]) -> bytes:
         """A: add its own contribution as a plaintext, then uploads in place as they arrive;
@@ -647,46 +719,90 @@ class _Session:
         if self.decryptor in mask_set:
             survivors.append(self.decryptor)
         waiting = {p for p in mask_set if p not in (self.me, self.decryptor)}
-        deadline = self._deadline()
-        while waiting:
-            message = await self.inbox.next((Step.UPLOAD,), waiting, deadline)
-            if message is None:
-                break
-            sender = message.sender
-            waiting.discard(sender)
-            try:
-                upload = UploadPayload.decode(message.payload, self.params.slot_count)
-                del message
-                if upload.mask_set != mask_set:
-                    raise SurvivorSetMismatchError(
-                        f"{upload.mask_set} masked with another set than {mask_set}"
-                    )
-                if upload.n_values != self.n_slots:
-                    raise VectorShapeError(
-                        f"upload has {upload.n_values} slots, not {self.n_slots}"
-                    )
-                accumulator.add(upload.chunks)
-            except SecAggError as error:
-                self.inbox.rejected.append(error)
-                continue
-            survivors.append(sender)
-            del upload
+        await self._collect_uploads(accumulator, mask_set, waiting, survivors)
         self._charge("accumulate", accumulator.cpu_s)
         if len(survivors) < self.floor:
             await self._abort(f"{len(survivors)} uploads, need {self.floor}")
             kind = TooFewContributorsError if len(survivors) >= self.t else NotEnoughSurvivorsError
             raise kind(f"only {len(survivors)} members uploaded, need {self.floor}")
         survivors_bytes = SurvivorsPayload(tuple(sorted(survivors)), mask_set).encode()
-        digest = hashlib.sha256(survivors_bytes).digest()
-        writer = SumPayload.writer(digest, self.n_slots, -(-self.n_slots // self.params.slot_count))
-        accumulator.serialise_into(writer)  # the raw sum and the payload, no chunk list
+        self._sum = accumulator
         del accumulator
-        summed = writer.finish()
-        await asyncio.gather(
-            self._send(self.decryptor, Step.SUM, summed),
-            self._broadcast(self.spec.members, Step.SURVIVORS, survivors_bytes),
-        )
+        await self._broadcast(self.spec.members, Step.SURVIVORS, survivors_bytes)
         return survivors_bytes
+
+    async def _stream_sum(self, digest: bytes) -> None:
+        """A: the sum to D as upload_chunks signed SUM chunks, each serialised when sent."""
+        accumulator, self._sum = self._sum, None
+        if accumulator is None:
+            raise ProtocolViolationError("no sum to send")
+        per_chunk = self.params.stream_chunk_ciphertexts
+        before = accumulator.cpu_s
+        for index in range(self.stream_chunks):
+            first = index * per_chunk
+            stop = first + chunk_ciphertexts(index, self.n_slots, self.params.slot_count, per_chunk)
+            body = SumPayload(
+                digest, self.n_slots, accumulator.serialise_range(first, stop)
+            ).encode()
+            payload = add_prefix(index, self.stream_chunks, body)
+            del body
+            if not await self._send(self.decryptor, Step.SUM, payload):
+                break  # D is gone: members find no RESULT (RoleUnavailableError)
+            del payload
+        self._charge("sum_serialise", accumulator.cpu_s - before)
+
+    async def _collect_uploads(
+        self,
+        accumulator: CiphertextAccumulator,
+        mask_set: tuple[str, ...],
+        waiting: set[str],
+        survivors: list[str],
+    ) -> None:
+        """A: take UPLOAD chunks as they arrive; add a member's only once all are in.
+
+        Why not add each chunk at once: a member that stops mid-upload would leave its
+        first chunks (its values under its self and pairwise masks) in the sum, and
+        nobody can take them out again: D removes masks for the whole vector, as a
+        survivor's or as a dropped member's, never for part of it (revealing both would
+        unmask its ciphertexts to A and D). So every chunk is checked on arrival (mask
+        set, length, ciphertext count for its index) and kept; the member's chunks are
+        added, checked word by word, when its last one arrives, and dropped. A member
+        whose stream stops, breaks or fails a check is a dropout with nothing in the sum
+        (docs/security.md, "Streamed uploads").
+        """
+        per_chunk = self.params.stream_chunk_ciphertexts
+        staged: dict[str, list[memoryview]] = {}
+        deadline = self._deadline()
+        while waiting:
+            message = await self.inbox.next((Step.UPLOAD,), waiting, deadline)
+            if message is None:
+                break
+            sender, index = message.sender, message.chunk
+            try:
+                part = UploadPayload.decode_chunk(
+                    message.payload,
+                    chunk_ciphertexts(index, self.n_slots, self.params.slot_count, per_chunk),
+                )
+                del message
+                if part.mask_set != mask_set:
+                    raise SurvivorSetMismatchError(
+                        f"{part.mask_set} masked with another set than {mask_set}"
+                    )
+                if part.n_values != self.n_slots:
+                    raise VectorShapeError(f"upload has {part.n_values} slots, not {self.n_slots}")
+                held = staged.setdefault(sender, [])
+                held.extend(memoryview(c) for c in part.chunks)
+                del part
+                if index + 1 < self.stream_chunks:
+                    continue
+                accumulator.add(staged.pop(sender))
+            except SecAggError as error:
+                self.inbox.rejected.append(error)
+                staged.pop(sender, None)
+                waiting.discard(sender)
+                continue
+            waiting.discard(sender)
+            survivors.append(sender)
 
     async def _receive_survivors(self, mask_set: tuple[str, ...], uploaded: bool) -> bytes:
         message = await self.inbox.next(
@@ -769,18 +885,7 @@ class _Session:
         self, survivors: SurvivorsPayload, digest: bytes, own: UnmaskPayload
     ) -> ResultPayload:
         """D: gather the sum and t unmask messages, reconstruct, decrypt, publish."""
-        message = await self.inbox.next(
-            (Step.SUM,), (self.aggregator,), self._deadline(ROLE_WAIT_FACTOR)
-        )
-        if message is None:
-            raise RoleUnavailableError(f"aggregator {self.aggregator!r} sent no sum")
-        # chunks stay views into the message: D copies one segment at a time
-        summed = SumPayload.decode(message.payload, self.params.slot_count, views=True)
-        del message
-        if summed.survivors_digest != digest:
-            raise SurvivorSetMismatchError("the sum is bound to another survivor set")
-        if summed.n_values != self.n_slots:
-            raise VectorShapeError(f"sum has {summed.n_values} slots, not {self.n_slots}")
+        masked = await self._receive_sum(survivors, digest)
         answers: list[UnmaskPayload] = [own]
         waiting = {p for p in survivors.mask_set if p != self.me}
         deadline = self._deadline()
@@ -814,36 +919,104 @@ class _Session:
                 f"mask set names {len(unknown)} peer(s) whose keys we never received"
             )
         masks = self._local_cpu(lambda: self._masks_to_remove(survivors, answers))
-        own_values = self.own_masked if self.me in survivors.survivors else None
-        job = DecryptJob(
-            self.secret_context,
-            summed.chunks,
-            self.n_slots,
-            self.params,
-            self.k,
-            masks,
-            own_values,
-            self.weight_class,
-            self.flat.size,
-            self.range_shift,
-        )
-        del summed
-        self.own_masked = None  # the job holds it; dropped segment by segment
         try:
-            output: DecryptOutput = await decrypt_all(
-                job, lambda segment: self._in_pool(decrypt_and_unmask, segment)
-            )
-            del job
+            return await self._publish_result(survivors, masked, masks)
         except (ValueError, RuntimeError, TypeError, OverflowError) as exc:
-            # the sum is A's bytes: whatever TenSEAL or numpy make of them, the round ends
-            # here as a protocol error, never as a crash of D's daemon
-            raise CiphertextLayoutError(f"the aggregator's sum does not decrypt: {exc}") from exc
-        self._charge("decrypt_job", output.cpu_s)
-        result = ResultPayload(
-            survivors.survivors, survivors.dropped, output.total_weight, output.average
-        )
-        await self._broadcast(self.spec.members, Step.RESULT, result.encode())
-        return result
+            # the sum is A's bytes: whatever numpy makes of them, the round ends here as a
+            # protocol error, never as a crash of D's daemon
+            raise CiphertextLayoutError(f"the aggregator's sum does not decode: {exc}") from exc
+
+    async def _receive_sum(self, survivors: SurvivorsPayload, digest: bytes) -> np.ndarray:
+        """D: decrypt each SUM chunk as it arrives into its own masked vector, mod p.
+
+        D's own masked vector (int64, held anyway) becomes the masked sum in place; no
+        SUM chunk outlives its decryption (stream_decrypt.py says why this order).
+        """
+        own = self.own_masked if self.me in survivors.survivors else None
+        self.own_masked = None
+        masked = own if own is not None else np.zeros(self.n_slots, dtype=np.int64)
+        del own
+        p = self.grid().plain_modulus
+        per_chunk = self.params.stream_chunk_ciphertexts
+        deadline = self._deadline(ROLE_WAIT_FACTOR)
+        for index in range(self.stream_chunks):
+            message = await self.inbox.next((Step.SUM,), (self.aggregator,), deadline)
+            if message is None:
+                raise RoleUnavailableError(
+                    f"aggregator {self.aggregator!r} sent {index} of {self.stream_chunks} "
+                    "sum chunks"
+                )
+            # the inbox hands chunks over in order, each index once (chunks.py)
+            part = SumPayload.decode_chunk(
+                message.payload,
+                chunk_ciphertexts(index, self.n_slots, self.params.slot_count, per_chunk),
+            )
+            del message
+            if part.survivors_digest != digest:
+                raise SurvivorSetMismatchError("the sum is bound to another survivor set")
+            if part.n_values != self.n_slots:
+                raise VectorShapeError(f"sum has {part.n_values} slots, not {self.n_slots}")
+            start, stop = chunk_slots(index, self.n_slots, self.params.slot_count, per_chunk)
+            job = SumChunkJob(self.secret_context, [bytes(c) for c in part.chunks], stop - start, p)
+            del part
+            output: SumChunkOutput = await self._in_pool(decrypt_sum_chunk, job)
+            self._charge("decrypt_job", output.cpu_s)
+            cpu = time.thread_time()
+            add_own_mod_p(masked[start:stop], output.values, p)  # in place: a view
+            self._charge("loop", time.thread_time() - cpu)
+            del job, output
+            deadline = max(deadline, self._deadline())
+        return masked
+
+    async def _publish_result(
+        self,
+        survivors: SurvivorsPayload,
+        masked: np.ndarray,
+        masks: tuple[tuple[bytes, int], ...],
+    ) -> ResultPayload:
+        """D: unmask segment by segment (the weight slot's first) and send each as a
+        RESULT chunk in index order, as soon as the total weight is known."""
+        per_chunk = self.params.stream_chunk_ciphertexts
+        fields = self.params.fields_per_slot
+        n_params = self.flat.size
+        last = self.stream_chunks - 1
+
+        def job(index: int, weight_units: int | None) -> UnmaskJob:
+            start, stop = chunk_slots(index, self.n_slots, self.params.slot_count, per_chunk)
+            return UnmaskJob(
+                masked[start:stop],
+                start,
+                self.params,
+                self.k,
+                masks,
+                self.weight_class,
+                self.range_shift,
+                result_chunk_values(
+                    index, n_params, self.n_slots, self.params.slot_count, per_chunk, fields
+                ),
+                weight_units,
+            )
+
+        average = np.empty(n_params, dtype=np.float32)
+        tail: UnmaskOutput = await self._in_pool(unmask_segment, job(last, None))
+        self._charge("decrypt_job", tail.cpu_s)
+        total_weight, units = tail.total_weight, tail.weight_units
+        average[last * per_chunk * self.params.slot_count * fields :] = tail.average
+
+        async def publish(index: int, values: np.ndarray) -> None:
+            body = ResultPayload(survivors.survivors, survivors.dropped, total_weight, values)
+            payload = add_prefix(index, self.stream_chunks, body.encode())
+            await self._broadcast(self.spec.members, Step.RESULT, bytes(payload))
+
+        for index in range(last):
+            output: UnmaskOutput = await self._in_pool(unmask_segment, job(index, units))
+            self._charge("decrypt_job", output.cpu_s)
+            offset = index * per_chunk * self.params.slot_count * fields
+            average[offset : offset + output.average.size] = output.average
+            await publish(index, output.average)
+            del output
+        await publish(last, tail.average)
+        return ResultPayload(survivors.survivors, survivors.dropped, total_weight, average)
 
     def _masks_to_remove(
         self, survivors: SurvivorsPayload, answers: list[UnmaskPayload]
@@ -875,19 +1048,38 @@ class _Session:
         return tuple(masks)
 
     async def _receive_result(self, survivors: SurvivorsPayload) -> ResultPayload:
-        message = await self.inbox.next(
-            (Step.RESULT, Step.ABORT), (self.decryptor,), self._deadline(ROLE_WAIT_FACTOR)
-        )
-        if message is None:
-            raise RoleUnavailableError(f"decryptor {self.decryptor!r} published no result")
-        if message.step is Step.ABORT:
-            raise _abort_error(message.payload)
-        result = ResultPayload.decode(message.payload)
-        if result.average.size != self.flat.size:
-            raise VectorShapeError(f"result has {result.average.size} values, not {self.flat.size}")
-        if result.survivors != survivors.survivors or result.dropped != survivors.dropped:
-            raise SurvivorSetMismatchError("the result covers another survivor set")
-        return result
+        """Apply D's RESULT chunks as they arrive; all must name the same survivors and
+        total weight, and each carry exactly the values its index fixes."""
+        per_chunk = self.params.stream_chunk_ciphertexts
+        fields = self.params.fields_per_slot
+        average = np.empty(self.flat.size, dtype=np.float32)
+        total_weight: float | None = None
+        deadline = self._deadline(ROLE_WAIT_FACTOR)
+        for index in range(self.stream_chunks):
+            message = await self.inbox.next((Step.RESULT, Step.ABORT), (self.decryptor,), deadline)
+            if message is None:
+                raise RoleUnavailableError(
+                    f"decryptor {self.decryptor!r} published {index} of {self.stream_chunks} "
+                    "result chunks"
+                )
+            if message.step is Step.ABORT:
+                raise _abort_error(message.payload)
+            want = result_chunk_values(
+                index, self.flat.size, self.n_slots, self.params.slot_count, per_chunk, fields
+            )
+            part = ResultPayload.decode_chunk(message.payload, want)
+            if part.survivors != survivors.survivors or part.dropped != survivors.dropped:
+                raise SurvivorSetMismatchError("the result covers another survivor set")
+            if total_weight is None:
+                total_weight = part.total_weight
+            elif part.total_weight != total_weight:
+                raise ProtocolViolationError("result chunks name different total weights")
+            offset = index * per_chunk * self.params.slot_count * fields
+            average[offset : offset + want] = part.average
+            del part, message
+            deadline = max(deadline, self._deadline())
+        assert total_weight is not None  # at least one chunk
+        return ResultPayload(survivors.survivors, survivors.dropped, total_weight, average)
 
 
 def _refuse_other_protocol(context: ContextPayload, params: SecAggParams) -> None:

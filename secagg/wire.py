@@ -72,32 +72,6 @@ class Writer:
         return b"".join(self._parts)
 
 
-class BlobListWriter:
-    """Writer's layout for fields then a blob list, filled one blob at a time.
-
-    Why: a 427 MB upload or sum built as a list of chunks and then joined held both at
-    once; appending each chunk to one growing buffer as it is made holds only the
-    buffer (Linux grows a large bytearray with mremap, without copying).
-    """
-
-    def __init__(self, prefix: bytes, count: int) -> None:
-        self._buffer = bytearray(prefix)
-        self._buffer += struct.pack(">I", count)
-        self._left = count
-
-    def add(self, blob: bytes | memoryview) -> None:
-        if self._left <= 0:
-            raise MessageFormatError("more blobs than announced")
-        self._buffer += struct.pack(">I", len(blob))
-        self._buffer += blob
-        self._left -= 1
-
-    def finish(self) -> bytearray:
-        if self._left:
-            raise MessageFormatError(f"{self._left} announced blobs were never added")
-        return self._buffer
-
-
 class Reader:
     """Reads what Writer wrote; any shortfall or leftover raises MessageFormatError."""
 

@@ -27,17 +27,21 @@ def test_daemon_default_adapts_q_and_v_at_rank_8_on_llama() -> None:
 
 def test_upload_model_matches_bench_secagg_member_replays_to_the_byte() -> None:
     """Measured 2026-12-04: v3 591,254 B at 100 k and 5,385,237 B at 1 M values;
-    v2 1,641,990 B and 16,089,610 B (k = 4)."""
-    assert upload_bytes(100_000, 4)["secure_v3"] == 591_254
-    assert upload_bytes(1_000_000, 4)["secure_v3"] == 5_385_237
-    assert upload_bytes(100_000, 4)["secure_v2"] == 1_641_990
-    assert upload_bytes(1_000_000, 4)["secure_v2"] == 16_089_610
+    v2 1,641,990 B and 16,089,610 B (k = 4), each one UPLOAD message. Streamed (one
+    signed chunk per 128 ciphertexts, 8 bytes of index and count each), the same
+    uploads are 8 bytes more per chunk: v2 at 1 M is 245 ciphertexts in 2 chunks."""
+    assert upload_bytes(100_000, 4)["secure_v3"] == 591_254 + 8
+    assert upload_bytes(1_000_000, 4)["secure_v3"] == 5_385_237 + 8
+    assert upload_bytes(100_000, 4)["secure_v2"] == 1_641_990 + 8
+    assert upload_bytes(1_000_000, 4)["secure_v2"] == 16_089_610 + 8 + 223
     assert upload_bytes(1_000_000, 4)["plain"] == 3 * (16 + 4_000_000)
 
 
-def test_an_8b_all_linear_adapter_with_exp_avg_exceeds_one_blob_only_under_v2() -> None:
-    sent = upload_bytes(83_886_080, 4)
-    assert fits_one_blob(sent, 4) == {"plain": True, "secure_v2": False, "secure_v3": True}
+def test_an_8b_all_linear_adapter_with_exp_avg_fits_in_streamed_chunks_under_both() -> None:
+    """Before streaming, v2's 1.35 GB UPLOAD exceeded the 512 MiB blob limit; each chunk
+    is now at most 128 ciphertexts (8.4 MB), and plain's 336 MB vector still fits."""
+    assert fits_one_blob(83_886_080, 4) == {"plain": True, "secure_v2": True, "secure_v3": True}
+    assert not fits_one_blob(200_000_000, 4)["plain"]
 
 
 @pytest.mark.slow

@@ -33,6 +33,7 @@ from fedswarm.p2p.identity import Identity
 from fedswarm.p2p.membership import Heartbeat
 from fedswarm.p2p.roster import Member, Roster
 from fedswarm.secagg import payloads
+from fedswarm.secagg.chunks import add_prefix, check_chunk, read_prefix
 from fedswarm.secagg.errors import SecAggError
 from fedswarm.secagg.messages import RoundBinding, Step, decode_message, encode_message
 from fedswarm.secagg.signing import Ed25519Signer, verifier_from_keys
@@ -141,6 +142,16 @@ DECODERS = [
             b""),
     Decoder("secagg unmask payload", payloads.UnmaskPayload.decode, (SecAggError,), b""),
     Decoder("secagg result payload", payloads.ResultPayload.decode, (SecAggError,),
+            payloads.ResultPayload(("a",), (), 2.0, np.ones(3, np.float32)).encode()),
+    Decoder("secagg chunk prefix (streamed steps)",
+            lambda d: check_chunk(*read_prefix(d)[:2], 3), (SecAggError,),
+            bytes(add_prefix(1, 3, b"body"))),
+    Decoder("secagg upload chunk", lambda d: payloads.UploadPayload.decode_chunk(d, 2),
+            (SecAggError,), payloads.UploadPayload(("a", "b"), 42, [b"c", b"d"]).encode()),
+    Decoder("secagg sum chunk", lambda d: payloads.SumPayload.decode_chunk(d, 1),
+            (SecAggError,), payloads.SumPayload(bytes(32), 42, [b"c"]).encode()),
+    Decoder("secagg result chunk", lambda d: payloads.ResultPayload.decode_chunk(d, 3),
+            (SecAggError,),
             payloads.ResultPayload(("a",), (), 2.0, np.ones(3, np.float32)).encode()),
     Decoder("secagg abort payload", payloads.AbortPayload.decode, (SecAggError,),
             payloads.AbortPayload(1, "not enough").encode()),

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tenseal as ts
 from fedswarm.secagg.accumulator import CiphertextAccumulator
+from fedswarm.secagg.chunks import add_prefix, read_prefix
 from fedswarm.secagg.ciphertext_raw import CiphertextLayout
 from fedswarm.secagg.errors import SecAggError, SurvivorSetMismatchError, VectorShapeError
 from fedswarm.secagg.he import create_context, decrypt_chunks, load_public_context
@@ -151,8 +152,10 @@ class LeaveOutDecryptor(MemoryTransport):
             elif step is Step.CONFIRM:
                 payload = DigestPayload(self.digest).encode()
             else:
-                summed = SumPayload.decode(message.payload, SMALL_PARAMS.slot_count)
-                payload = SumPayload(self.digest, summed.n_values, summed.chunks).encode()
+                index, count, body = read_prefix(message.payload)  # a streamed SUM chunk
+                summed = SumPayload.decode_chunk(body, 1)
+                payload = bytes(add_prefix(index, count, SumPayload(
+                    self.digest, summed.n_values, summed.chunks).encode()))
             data = encode_message(
                 self.group.signers[self.me],
                 binding,

@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 import pytest
+from fedswarm.secagg.chunks import add_prefix, read_prefix
 from fedswarm.secagg.errors import (
     CiphertextLayoutError,
     NotEnoughSurvivorsError,
@@ -99,9 +100,11 @@ class HostileAggregatorTransport(MemoryTransport):
         binding, step, _ = peek_binding(data)
         if step is Step.SUM:
             message = decode_message(data, binding, recipient, self.group.verify)
-            honest = SumPayload.decode(message.payload, SMALL_PARAMS.slot_count)
+            index, count, body = read_prefix(message.payload)  # one streamed SUM chunk
+            honest = SumPayload.decode(body, SMALL_PARAMS.slot_count)
             chunks = [self._spoil(chunk) for chunk in honest.chunks]
-            payload = SumPayload(honest.survivors_digest, honest.n_values, chunks).encode()
+            payload = add_prefix(index, count, SumPayload(
+                honest.survivors_digest, honest.n_values, chunks).encode())
             data = encode_message(
                 self.group.signers[self.me], binding, step, recipient,
                 message.context_hash, payload,

@@ -94,32 +94,20 @@ def test_aggregator_adds_its_own_plaintext_segment_by_segment() -> None:
     assert np.max(np.abs(average - update)) <= 1 / (grid.scale * 2.0) + 1e-7
 
 
-def test_payloads_built_chunk_by_chunk_are_byte_identical_to_encode() -> None:
-    from fedswarm.secagg.errors import MessageFormatError
-    from fedswarm.secagg.payloads import SumPayload, UploadPayload
-
-    chunks = [bytes([i]) * (100 + i) for i in range(5)]
-    upload = UploadPayload.writer(("a", "b"), 42, len(chunks))
-    total = SumPayload.writer(b"d" * 32, 42, len(chunks))
-    for chunk in chunks:
-        upload.add(chunk)
-        total.add(chunk)
-    assert bytes(upload.finish()) == UploadPayload(("a", "b"), 42, chunks).encode()
-    assert bytes(total.finish()) == SumPayload(b"d" * 32, 42, chunks).encode()
-    short = UploadPayload.writer(("a",), 1, 2)
-    short.add(b"x")
-    with pytest.raises(MessageFormatError):
-        short.finish()
-    with pytest.raises(MessageFormatError):
-        short.add(b"y")
-        short.add(b"z")
-
-
 @pytest.mark.parametrize("params", [SecAggParams.v3(), SecAggParams()], ids=["v3", "v2"])
-async def test_decryptor_in_segments_publishes_exactly_the_one_job_average(
+def test_decryptor_streaming_chunks_publishes_exactly_the_one_segment_average(
     params: SecAggParams,
 ) -> None:
-    from fedswarm.secagg.he import DecryptJob, decrypt_all, decrypt_and_unmask, mask_contribution
+    """D's streamed path (stream_decrypt): SUM chunks of one ciphertext decrypted into its
+    own vector, then unmasked per chunk, the weight slot's first, equal one segment."""
+    from fedswarm.secagg.chunks import chunk_slots, result_chunk_values
+    from fedswarm.secagg.he import add_own_mod_p, mask_contribution
+    from fedswarm.secagg.stream_decrypt import (
+        SumChunkJob,
+        UnmaskJob,
+        decrypt_sum_chunk,
+        unmask_segment,
+    )
 
     keys = create_context(params)
     k, n = 4, 2 * params.slot_count * params.fields_per_slot + 1_001
@@ -130,17 +118,27 @@ async def test_decryptor_in_segments_publishes_exactly_the_one_job_average(
     own_job = EncryptJob(keys.public_context, rng.uniform(-0.9, 0.9, n).astype(np.float32),
                          1.0, params, k, tuple((key, -sign) for key, sign in KEYS), wc)
     upload = encrypt_contribution(member)
-    own = mask_contribution(own_job).values  # masks cancel against the member's
-    job = DecryptJob(keys.secret_context, [memoryview(c) for c in upload.chunks],
-                     upload.n_values, params, k, (), own, wc, n)
+    masked = mask_contribution(own_job).values  # masks cancel against the member's
+    slots, p = upload.n_values, QuantisationGrid.for_group(params, k, wc).plain_modulus
+    count = len(upload.chunks)
+    for index in range(count):  # one ciphertext per SUM chunk
+        first, stop = chunk_slots(index, slots, params.slot_count, 1)
+        job = SumChunkJob(keys.secret_context, [upload.chunks[index]], stop - first, p)
+        add_own_mod_p(masked[first:stop], decrypt_sum_chunk(job).values, p)
 
-    async def run(segment: DecryptJob):
-        return decrypt_and_unmask(segment)
+    def unmask(index: int, per_chunk: int, units: int | None):
+        first, stop = chunk_slots(index, slots, params.slot_count, per_chunk)
+        values = result_chunk_values(index, n, slots, params.slot_count, per_chunk,
+                                     params.fields_per_slot)
+        return unmask_segment(UnmaskJob(masked[first:stop], first, params, k, (), wc, 0,
+                                        values, units))
 
-    segmented = await decrypt_all(job, run, ciphertexts=1)
-    whole = await decrypt_all(job, run, ciphertexts=10_000)
-    assert segmented.total_weight == whole.total_weight == 3.0
-    np.testing.assert_array_equal(segmented.average, whole.average)
+    whole = unmask(0, 10_000, None)
+    tail = unmask(count - 1, 1, None)
+    parts = [unmask(i, 1, tail.weight_units).average for i in range(count - 1)]
+    streamed = np.concatenate([*parts, tail.average])
+    assert tail.total_weight == whole.total_weight == 3.0
+    np.testing.assert_array_equal(streamed, whole.average)
     expected = (2.0 * np.clip(member.update, -1, 1) + own_job.update.astype(np.float64)) / 3.0
     grid = QuantisationGrid.for_group(params, k, wc)
-    assert np.max(np.abs(segmented.average - expected)) <= grid.error_bound(3.0) + 1e-7
+    assert np.max(np.abs(streamed - expected)) <= grid.error_bound(3.0) + 1e-7

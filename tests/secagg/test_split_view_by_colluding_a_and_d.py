@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+from fedswarm.secagg.chunks import read_prefix
 from fedswarm.secagg.errors import SecAggError
 from fedswarm.secagg.he import decrypt_chunks
 from fedswarm.secagg.masking import (
@@ -187,7 +188,8 @@ async def test_a_and_d_showing_two_views_recover_no_honest_update(
         queue = group.network.queues[colluder]
         while not queue.empty():
             collusion.received.setdefault(colluder, []).append(queue.get_nowait()[1])
-    uploads = {m.sender: UploadPayload.decode(m.payload, SMALL_PARAMS.slot_count)
+    # one UPLOAD chunk each at this size: its body after the chunk prefix
+    uploads = {m.sender: UploadPayload.decode(read_prefix(m.payload)[2], SMALL_PARAMS.slot_count)
                for m in _decode_all(group, collusion.received.get(a, []), a, Step.UPLOAD)}
     unmasks = [UnmaskPayload.decode(m.payload)
                for m in _decode_all(group, collusion.received.get(d, []), d, Step.UNMASK)]

@@ -11,6 +11,7 @@ clip / 2**(smallest shift), and ``check_group_average`` refuses anything beyond 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,6 @@ from fedswarm.federation.averaging.result import GroupAverage
 from fedswarm.federation.errors import RoundAbortedError
 from fedswarm.secagg.he import encrypt_vector, load_public_context, masked_contribution
 from fedswarm.secagg.params import SecAggParams
-from fedswarm.secagg.payloads import UploadPayload
 from fedswarm.secagg.roles import assign_roles
 from fedswarm.secagg.session import AggregationResult, _Session
 
@@ -33,11 +33,13 @@ RANGE = 0.05  # honest updates within 1/16 of the clip: range shift 4
 
 
 def _poison(monkeypatch: pytest.MonkeyPatch, attacker: str) -> None:
-    real = _Session._upload_payload
+    real = _Session._encrypted_segments
 
-    async def upload(self: Any, mask_set: tuple[str, ...]) -> bytearray:
+    async def segments(self: Any, mask_set: tuple[str, ...]) -> AsyncIterator[list[bytes]]:
         if self.me != attacker:
-            return await real(self, mask_set)
+            async for chunks in real(self, mask_set):
+                yield chunks
+            return
         job = self._contribution_job(mask_set)
 
         def poisoned() -> list[bytes]:
@@ -47,13 +49,9 @@ def _poison(monkeypatch: pytest.MonkeyPatch, attacker: str) -> None:
             return encrypt_vector(load_public_context(job.public_context), values,
                                   job.params.slot_count)
 
-        chunks = await asyncio.to_thread(poisoned)
-        writer = UploadPayload.writer(mask_set, self.n_slots, len(chunks))
-        for chunk in chunks:
-            writer.add(chunk)
-        return writer.finish()
+        yield await asyncio.to_thread(poisoned)  # streamed in chunks like any upload
 
-    monkeypatch.setattr(_Session, "_upload_payload", upload)
+    monkeypatch.setattr(_Session, "_encrypted_segments", segments)
 
 
 def _as_group_average(result: AggregationResult) -> GroupAverage:

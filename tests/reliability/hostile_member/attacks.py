@@ -439,29 +439,20 @@ def malformed_sum(hostile: Hostile) -> None:
     """
     from fedswarm.secagg.accumulator import CiphertextAccumulator
 
-    real_serialise_into = CiphertextAccumulator.serialise_into
+    real_serialise_range = CiphertextAccumulator.serialise_range
 
-    class RandomBytes:
-        """Stands in for the SUM payload's writer: each chunk's length, random bytes."""
-
-        def __init__(self, writer: Any) -> None:
-            self.writer, self.chunks, self.bytes = writer, 0, 0
-
-        def add(self, chunk: bytes) -> None:
-            self.chunks += 1
-            self.bytes += len(chunk)
-            self.writer.add(os.urandom(len(chunk)))
-
-    def hostile_serialise_into(self: Any, writer: Any) -> None:
+    def hostile_serialise_range(self: Any, first: int, stop: int) -> list[bytes]:
+        """Each streamed SUM chunk's ciphertexts: their lengths, random bytes."""
+        chunks = real_serialise_range(self, first, stop)
         if not hostile.active("malformed_sum"):
-            real_serialise_into(self, writer)
-            return
-        garbage = RandomBytes(writer)
-        real_serialise_into(self, garbage)
-        hostile.record("malformed_sum", chunks=garbage.chunks, bytes=garbage.bytes,
-                       **hostile.roles())
+            return chunks
+        garbage = [os.urandom(len(chunk)) for chunk in chunks]
+        if first == 0:  # once per round: D refuses the first SUM chunk already
+            hostile.record("malformed_sum", chunks=len(garbage), bytes=sum(map(len, garbage)),
+                           **hostile.roles())
+        return garbage
 
-    CiphertextAccumulator.serialise_into = hostile_serialise_into  # type: ignore[method-assign]
+    CiphertextAccumulator.serialise_range = hostile_serialise_range  # type: ignore[method-assign]
 
 
 # -- 4. unbounded result ----------------------------------------------------------------
@@ -484,7 +475,6 @@ def unbounded_result(hostile: Hostile) -> None:
         load_public_context,
         masked_contribution,
     )
-    from fedswarm.secagg.payloads import UploadPayload
     from fedswarm.secagg.quantise import quantise_weight
     from fedswarm.secagg.session import _Session
 
@@ -498,20 +488,19 @@ def unbounded_result(hostile: Hostile) -> None:
         context = load_public_context(job.public_context)
         return encrypt_vector(context, values, job.params.slot_count), p
 
-    real_upload = _Session._upload_payload
+    real_segments = _Session._encrypted_segments
 
-    async def hostile_upload(self: Any, mask_set: tuple[str, ...]) -> Any:
+    async def hostile_segments(self: Any, mask_set: tuple[str, ...]) -> Any:
         if not hostile.active("unbounded_result", self.spec.round):
-            return await real_upload(self, mask_set)
+            async for chunks in real_segments(self, mask_set):
+                yield chunks
+            return
         job = self._contribution_job(mask_set)
         chunks, p = await asyncio.to_thread(poisoned_chunks, job)
-        writer = UploadPayload.writer(mask_set, self.n_slots, len(chunks))
-        for chunk in chunks:
-            writer.add(chunk)
         hostile.record("unbounded_result", added=p // 4, **hostile.roles())
-        return writer.finish()
+        yield chunks  # streamed to A in UPLOAD chunks like any honest member's
 
-    _Session._upload_payload = hostile_upload  # type: ignore[method-assign]
+    _Session._encrypted_segments = hostile_segments  # type: ignore[method-assign]
 
 
 # -- 8. inbound flood ------------------------------------------------------------------
