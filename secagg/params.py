@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
+from fedswarm.secagg.distributed_dp import DDP_FIELDS_PER_SLOT, GroupNoise
 from fedswarm.secagg.errors import ParameterSecurityError
 
 PROTOCOL_V2 = "bfv-mask-shamir-v2"
@@ -69,6 +70,9 @@ class SecAggParams:
     protocol: str = PROTOCOL_V2
     # v3 only: quantised values packed into each BFV slot (see quantise.QuantisationGrid)
     fields_per_slot: int = 1
+    # v3 only: group-level DP, integer noise each member adds (distributed_dp.py);
+    # set with with_group_noise, which also packs 2 fields of 24 bits per slot
+    group_noise: GroupNoise | None = None
 
     @classmethod
     def v3(cls, **overrides: object) -> SecAggParams:
@@ -87,6 +91,18 @@ class SecAggParams:
         }
         fields.update(overrides)
         return cls(**fields)  # type: ignore[arg-type]
+
+    def with_group_noise(self, noise: GroupNoise | None) -> SecAggParams:
+        """These parameters with group-level DP noise (None: without).
+
+        Why 2 fields per slot: v3's 16-bit fields hold k values of 13..14 bits and no
+        room for noise; 24-bit fields hold the noise of k members (NOISE_TAIL standard
+        deviations of the sum) and values on a grid far finer than the noise, for half
+        again v3's upload (docs/privacy.md).
+        """
+        if noise is None:
+            return self
+        return replace(self, group_noise=noise, fields_per_slot=DDP_FIELDS_PER_SLOT)
 
     @property
     def packed(self) -> bool:
@@ -155,6 +171,13 @@ class SecAggParams:
                 raise ParameterSecurityError(
                     "plain modulus too large for the first coefficient prime: no noise budget"
                 )
+        if self.group_noise is not None and (
+            not self.packed or self.fields_per_slot != DDP_FIELDS_PER_SLOT
+        ):
+            raise ParameterSecurityError(
+                f"group-level DP needs {PROTOCOL_V3} with {DDP_FIELDS_PER_SLOT} fields per "
+                "slot (SecAggParams.with_group_noise)"
+            )
         if not (self.clip_norm > 0 and self.clip_norm < float("inf")):
             raise ParameterSecurityError("clip_norm must be a positive finite number")
         if self.clip_mode not in ("coordinate", "l2"):

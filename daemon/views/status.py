@@ -137,7 +137,7 @@ class DaemonStatusView:
             "noise_multiplier": plan.noise_multiplier,
             "sample_rate": plan.sample_rate,
             "max_grad_norm": plan.max_grad_norm,
-            "accountant": "Opacus RDP",
+            "accountant": "Opacus PRV" if plan.accountant == "prv" else "Opacus RDP",
             "training_stopped": bool(getattr(runner, "privacy_spent", False)),
             "not_covered": NOT_COVERED_BY_DP,
         }
