@@ -505,6 +505,7 @@ def status_lines(overview: dict[str, Any], peers: list[dict[str, Any]]) -> list[
         ("rounds done", rounds),
         ("secure aggregation", overview.get("secure_aggregation")),
         ("privacy", privacy_line(overview.get("privacy"))),
+        ("group privacy", group_privacy_line(overview.get("group_privacy"))),
         ("eval loss", f"{number('eval_loss_start')} at start, {number('eval_loss_last')} now"),
         ("peers up", f"{overview.get('peers_up')} of {plural(len(others), 'other member')}"),
         ("device", overview.get("device")),
@@ -516,6 +517,17 @@ def status_lines(overview: dict[str, Any], peers: list[dict[str, Any]]) -> list[
         at = "-" if p.get("round") is None else p.get("round")
         lines.append(f"  {mark} {p['org']:<18} round {at!s:<5} {p['peer_id']}")
     return lines
+
+
+def group_privacy_line(group: Any) -> str:
+    """Group-level DP for ``fedswarm status``: ε over the rounds released, or off."""
+    if not isinstance(group, dict) or not group.get("enabled"):
+        return "off"
+    target = group.get("epsilon_target")
+    of = f" of {target:g}" if target is not None else ""
+    return (f"ε {group['epsilon_spent']:.3f} spent{of} over {group['rounds']} rounds "
+            f"(δ {group['delta']:.3g}, noise multiplier {group['noise_multiplier']:g}, "
+            f"{group['colluders']} colluders)")
 
 
 def privacy_line(privacy: Any) -> str:

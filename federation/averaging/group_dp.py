@@ -11,7 +11,10 @@ the next time the member averages; the anchor never carries it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from fedswarm.learning.settings import PrivacySettings
@@ -20,6 +23,9 @@ from fedswarm.secagg.params import SecAggParams, params_for_protocol
 from fedswarm.secagg.quantise import QuantisationGrid
 
 from ..round import MIN_GROUP_SIZE
+
+if TYPE_CHECKING:  # the budget imports Opacus (and torch): reading a config must not
+    from fedswarm.learning.group_privacy import GroupBudget
 
 
 def group_noise(privacy: PrivacySettings) -> GroupNoise | None:
@@ -86,3 +92,59 @@ def planned_noise_multiplier(params: SecAggParams, largest_group: int, n_values:
         raise ValueError("parameters without group-level DP")
     grid = QuantisationGrid.for_group(params, largest_group)
     return effective_noise_multiplier(noise.noise_multiplier, grid.sensitivity, n_values)
+
+
+@dataclass
+class GroupPrivacy:
+    """A member's group-level DP: its anchor, its budget, and the release it is about to make.
+
+    ``on_release(z)`` persists a release before it is made (the daemon writes it to its
+    state), so a crash can over-count but never forget one. ``anchor_file``, when set,
+    keeps the anchor across restarts: without it a restarted member would take its own
+    unreleased training (rounds it trained alone) as released.
+    """
+
+    params: SecAggParams
+    budget: GroupBudget
+    largest_group: int
+    on_release: Callable[[float], None] = lambda z: None
+    anchor_file: Path | None = None
+    anchor: Anchor = field(init=False)
+
+    def __post_init__(self) -> None:
+        assert self.params.group_noise is not None
+        self.anchor = Anchor(self.params.group_noise)
+        if self.anchor_file is not None and self.anchor_file.exists():
+            self.anchor.vector = np.load(self.anchor_file, allow_pickle=False)
+
+    def start(self, vector: np.ndarray) -> None:
+        """Before the first training: the member's starting vector is its anchor (a
+        seeded initialisation or an earlier release), unless one was kept."""
+        if self.anchor.vector is None or self.anchor.vector.shape != vector.shape:
+            self.released(vector)
+
+    def prepare(self, vector: np.ndarray) -> tuple[np.ndarray, float]:
+        """(what to send, the z accounted for it); ``GroupBudgetSpentError`` when no
+        release fits the target any more. The release is recorded before returning."""
+        z = planned_noise_multiplier(self.params, self.largest_group, vector.size)
+        if not self.budget.fits(z):
+            raise GroupBudgetSpentError(
+                f"group-level privacy budget spent: ε = {self.budget.epsilon():.3f} of "
+                f"{self.budget.target_epsilon:g}; this member no longer averages"
+            )
+        sent = self.anchor.clip(vector)
+        self.on_release(z)
+        self.budget.record(z)
+        return sent, z
+
+    def released(self, vector: np.ndarray) -> None:
+        """A group result (or a start): the anchor the next change is measured from."""
+        self.anchor.reset(vector)
+        if self.anchor_file is not None:
+            tmp = self.anchor_file.with_name(self.anchor_file.name + ".tmp.npy")
+            np.save(tmp, np.asarray(self.anchor.vector), allow_pickle=False)
+            tmp.replace(self.anchor_file)
+
+
+class GroupBudgetSpentError(RuntimeError):
+    """One more group-level release would exceed ``[privacy] group_target_epsilon``."""
