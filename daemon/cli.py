@@ -786,6 +786,7 @@ Examples:
   fedswarm demo --peers 6 --json out.json
   fedswarm demo --mode fedmkt            # two different models teach each other
   fedswarm demo --mode fedkseed          # full model, zeroth-order, K numbers a round
+  fedswarm demo --dp                     # DP-SGD on every peer; ε spent at the end
 The first run builds the tiny demo model (about 40 s of CPU) into
 $FEDSWARM_CACHE_DIR (default ~/.cache/fedswarm); later runs reuse it.""")
 @click.option("--peers", default=3, show_default=True, type=click.IntRange(1, 16),
@@ -804,8 +805,11 @@ $FEDSWARM_CACHE_DIR (default ~/.cache/fedswarm); later runs reuse it.""")
               help="Peers per averaging group [default: 3 with 6 or more peers, else 4].")
 @click.option("--workdir", type=click.Path(path_type=Path), default=None,
               help="Keep the federation's files here instead of a temporary folder.")
+@click.option("--dp", is_flag=True, default=False,
+              help="Train every peer with DP-SGD ([privacy], docs/privacy.md) and report the "
+                   "ε each spent.")
 def demo(peers: int, rounds: int, json_path: Path | None, secure: bool, mode: str,
-         group_size: int | None, workdir: Path | None) -> None:
+         group_size: int | None, workdir: Path | None, dp: bool) -> None:
     """Run a real federation of daemons on 127.0.0.1 with a tiny model."""
     from .demo.command import DemoInterrupted, run_demo
     from .errors import DemoError
@@ -814,7 +818,7 @@ def demo(peers: int, rounds: int, json_path: Path | None, secure: bool, mode: st
         group_size = 3 if peers >= 6 else 4
     try:
         summary = run_demo(peers=peers, rounds=rounds, secure=secure, mode=mode,
-                           group_size=group_size, workdir=workdir, json_path=json_path)
+                           group_size=group_size, workdir=workdir, json_path=json_path, dp=dp)
     except DemoError as exc:
         raise UserError(str(exc)) from None
     except DemoInterrupted as exc:
