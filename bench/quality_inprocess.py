@@ -39,6 +39,7 @@ from fedswarm.federation.modes.lora_avg import (
 )
 from fedswarm.federation.round import RoundContext
 from fedswarm.learning.screening.settings import ScreenSettings
+from fedswarm.learning.settings import AlignmentSettings
 from fedswarm.learning.trainer import LocalTrainer
 from fedswarm.secagg.errors import SecAggError
 from fedswarm.secagg.he import make_executor
@@ -98,7 +99,8 @@ class FederatedArm:
 
     def __init__(self, model_dir: Path, settings: RunSettings, data: BenchData, *,
                  secure: bool, group_size: int, params: SecAggParams | None = None,
-                 screen: ScreenSettings | None = None) -> None:
+                 screen: ScreenSettings | None = None,
+                 alignment: AlignmentSettings | None = None) -> None:
         self.settings = settings
         self.secure = secure
         self.group_size = group_size
@@ -107,7 +109,7 @@ class FederatedArm:
             pid: make_trainer(model_dir, settings, peer.train_path, peer.eval_path,
                               seed=settings.seed + index, fedprox_mu=settings.fedprox_mu,
                               freeze_lora_a=settings.freeze_lora_a, scaffold=settings.scaffold,
-                              screen=screen)
+                              screen=screen, alignment=alignment)
             for index, (pid, peer) in enumerate(zip(self.ids, data.peers, strict=True))
         }
         self.lora = LoraAveragingSettings(settings.average_optimizer_state,

@@ -25,7 +25,13 @@ from fedswarm.learning.demo_assets import (
 )
 from fedswarm.learning.errors import LearningError
 from fedswarm.learning.screening.settings import ScreenSettings
-from fedswarm.learning.settings import DataSettings, LoraSettings, ModelSettings, TrainSettings
+from fedswarm.learning.settings import (
+    AlignmentSettings,
+    DataSettings,
+    LoraSettings,
+    ModelSettings,
+    TrainSettings,
+)
 from fedswarm.learning.trainer import LocalTrainer
 
 BATCH_SIZE = 8  # LocalFederation's default batch size
@@ -156,7 +162,8 @@ class RunSettings:
 def make_trainer(model_dir: Path, settings: RunSettings, train_path: Path, eval_path: Path,
                  *, seed: int, grad_accum: int = 1, fedprox_mu: float = 0.0,
                  freeze_lora_a: bool = False, scaffold: bool = False,
-                 screen: ScreenSettings | None = None) -> LocalTrainer:
+                 screen: ScreenSettings | None = None,
+                 alignment: AlignmentSettings | None = None) -> LocalTrainer:
     """A trainer configured exactly as ``LocalFederation`` configures each daemon.
 
     (constant lr after no warm-up, all-linear LoRA r=8, batch 8, max_length 128.)
@@ -174,6 +181,7 @@ def make_trainer(model_dir: Path, settings: RunSettings, train_path: Path, eval_
                           grad_accum=grad_accum, lr=settings.lr, seed=seed,
                           fedprox_mu=fedprox_mu),
             freeze_lora_a=freeze_lora_a, scaffold=scaffold, screen=screen,
+            alignment=alignment,
         )
     except (LearningError, ValueError, OSError) as exc:
         raise QualityBenchError(f"cannot set up a trainer on {train_path}: {exc}") from exc

@@ -25,6 +25,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from fedswarm.secagg.params import PROTOCOL_NAME
+
 from .netns_federation import NetnsFederation, NetnsUnavailableError, unavailable_reason
 
 FAULTS = ("kill", "partition", "latency_loss", "bandwidth", "pause")
@@ -48,7 +50,7 @@ def run_soak(
     deadline_s = 20.0
     fed = NetnsFederation(
         workdir, peers, 0,
-        secure_aggregation="bfv-mask-shamir-v2" if secure else "none",
+        secure_aggregation=PROTOCOL_NAME if secure else "none",
         group_size=min(4, peers), local_steps=2, batch_size=4, round_deadline_s=deadline_s,
         seed=seed, overrides={"federation": {"wait_for_peers_s": 120.0, "peer_timeout_s": 5.0}},
     )
@@ -93,7 +95,7 @@ def run_soak(
         "benchmark": "soak",
         "peers": peers,
         "minutes": minutes,
-        "secure_aggregation": "bfv-mask-shamir-v2" if secure else "none",
+        "secure_aggregation": PROTOCOL_NAME if secure else "none",
         "wall_s": round(time.monotonic() - started, 1),
         "faults_injected": fed.fault_counts(),
         "faults": fed.faults_as_dicts(),

@@ -293,6 +293,13 @@ def _check_data(config: Any) -> None:
             check_has_valid_row(Path(config.data.eval_path), fmt)
         except DataError as exc:
             raise UserError(f"[data] eval_path: {exc}") from None
+    if config.eval.enabled:  # strictly, as the daemon reads them: a bad row names file:line
+        from fedswarm.learning.evaluation.per_round import RoundEvalSets
+
+        try:
+            RoundEvalSets.load(config.eval)
+        except DataError as exc:
+            raise UserError(f"[eval] {exc}") from None
     if config.privacy.enabled:
         _check_privacy_budget(config)
 

@@ -23,6 +23,7 @@ from fedswarm.federation.modes import MODES
 from fedswarm.federation.offsite.settings import OffsiteSettings
 from fedswarm.federation.round import MIN_GROUP_SIZE
 from fedswarm.learning.errors import ScreenConfigError
+from fedswarm.learning.evaluation.settings import RoundEvalSettings
 from fedswarm.learning.fedkseed.settings import KSeedSettings
 from fedswarm.learning.fedmkt import (
     PublicDataError,
@@ -33,6 +34,7 @@ from fedswarm.learning.fedmkt import (
 from fedswarm.learning.screening.classifier_files import check_classifier_dir
 from fedswarm.learning.screening.settings import ScreenSettings
 from fedswarm.learning.settings import (
+    AlignmentSettings,
     DataSettings,
     LoraSettings,
     ModelSettings,
@@ -199,6 +201,10 @@ class Config:
     offsite: OffsiteSettings | None = None
     # [data.screen]: a sub-table of [data], kept apart so DataSettings stays the loader's
     screen: ScreenSettings = field(default_factory=ScreenSettings)
+    # [data.alignment]: the shared, hash-pinned safe demonstrations mixed into training
+    alignment: AlignmentSettings = field(default_factory=AlignmentSettings)
+    # [eval]: sets scored after each round and shown on the training page (docs/safety.md)
+    eval: RoundEvalSettings = field(default_factory=RoundEvalSettings)
 
     def mode_settings(self) -> Any:
         """The settings of the configured federation mode, for ``modes.make_exchange``.
@@ -273,6 +279,7 @@ _SECTIONS: dict[str, type] = {
     "fedkseed": KSeedSettings,
     "privacy": PrivacySettings,
     "ownership": OwnershipSettings,
+    "eval": RoundEvalSettings,
 }
 _REQUIRED_SECTIONS = ("node", "model", "data")
 # Tables built only when present: their settings have no usable defaults.
@@ -305,9 +312,11 @@ def config_from_dict(document: dict[str, Any], *, source: Path) -> Config:
     document = dict(document)
     data = document.get("data")
     screen_table: Any = {}
-    if isinstance(data, dict) and "screen" in data:
+    alignment_table: Any = {}
+    if isinstance(data, dict) and ("screen" in data or "alignment" in data):
         data = dict(data)
-        screen_table = data.pop("screen")
+        screen_table = data.pop("screen", {})
+        alignment_table = data.pop("alignment", {})
         document["data"] = data
     sections: dict[str, Any] = {
         name: build_section(cls, document.get(name, {}), section=name, source=str(source))
@@ -318,10 +327,14 @@ def config_from_dict(document: dict[str, Any], *, source: Path) -> Config:
             sections[name] = build_section(cls, document[name], section=name, source=str(source))
     sections["screen"] = build_section(ScreenSettings, screen_table, section="data.screen",
                                        source=str(source))
+    sections["alignment"] = build_section(AlignmentSettings, alignment_table,
+                                          section="data.alignment", source=str(source))
     config = Config(source=source, **sections)
     _check_offsite(config)
     _check_privacy(config)
     _check_screen(config)
+    _check_round_eval(config)
+    _check_alignment(config)
     _check_ownership(config)
     _resolve_learning_paths(config)
     return config
@@ -411,6 +424,27 @@ def _check_screen(config: Config) -> None:
         "[data.screen]")
 
 
+def _check_round_eval(config: Config) -> None:
+    """Scoring needs the LoRA trainer's encoder and generator; offsite's trainers have neither."""
+    _refuse_outside_modes(
+        config, config.eval.enabled, "[eval]", ("lora_avg", "fedmkt"),
+        "has no per-round evaluation", "use mode = 'lora_avg' or 'fedmkt', or remove [eval]")
+
+
+def _check_alignment(config: Config) -> None:
+    """The alignment set is mixed in by the LoRA trainer's loader; DP-SGD's accountant would
+    count its public rows as private ones (and config check's budget check does not)."""
+    enabled = config.alignment.enabled
+    _refuse_outside_modes(
+        config, enabled, "[data.alignment]", ("lora_avg", "fedmkt"),
+        "loads its data without the alignment set", "use mode = 'lora_avg' or 'fedmkt', or "
+        "remove [data.alignment]")
+    if enabled and config.privacy.enabled:
+        raise ConfigError(f"{config.source}: [data.alignment] is not supported with [privacy] "
+                          "enabled yet (the accountant would count its public rows as private "
+                          "ones); remove one of them")
+
+
 def _check_ownership(config: Config) -> None:
     """Marks live in averaged norm scales: only a mode that averages the adapter carries them."""
     _refuse_outside_modes(
@@ -443,6 +477,10 @@ def _resolve_learning_paths(config: Config) -> None:
         config.fedmkt.public_path = str(config.path(config.fedmkt.public_path))
     if config.screen.classifier:
         config.screen.classifier = str(config.path(config.screen.classifier))
+    if config.alignment.path:
+        config.alignment.path = str(config.path(config.alignment.path))
+    config.eval.sets = [str(config.path(p)) for p in config.eval.sets]
+    config.eval.refusal = [str(config.path(p)) for p in config.eval.refusal]
 
 
 def check_files(config: Config) -> None:
@@ -485,6 +523,14 @@ def check_files(config: Config) -> None:
             raise ConfigError(f"{config.source}: [node] mdns_interface: {exc}") from None
     if config.federation.mode == "fedmkt":
         load_checked_public_set(config.fedmkt, config.source)
+    if config.alignment.enabled:
+        try:  # FedMKT's public-set check: the same file format and content hash
+            load_public_dataset(config.alignment.path, expected_sha256=config.alignment.sha256)
+        except PublicDataHashMismatchError as exc:
+            raise ConfigError(f"{config.source}: [data.alignment] sha256: {exc} "
+                              f"({config.alignment.path})") from None
+        except PublicDataError as exc:
+            raise ConfigError(f"{config.source}: [data.alignment] path: {exc}") from None
     if config.screen.classifier:
         try:  # plain file reads: config check must not import torch
             check_classifier_dir(config.screen.classifier, config.screen.drop_labels)

@@ -49,6 +49,7 @@ from fedswarm.federation.round import Phase, RoundContext
 from fedswarm.federation.staleness import staleness
 from fedswarm.learning.checkpoint_files import has_checkpoint
 from fedswarm.learning.errors import CheckpointError, LearningError, PrivacyBudgetSpentError
+from fedswarm.learning.evaluation.per_round import RoundEvalSets
 from fedswarm.learning.trainer import EvalReport, RollbackPoint
 from fedswarm.p2p.framing import MAX_ROUND
 from fedswarm.p2p.membership import PeerView
@@ -62,6 +63,7 @@ from .wording import plural
 log = logging.getLogger("fedswarm.daemon.rounds")
 
 CATCH_UP_TIMEOUT_S = 30.0
+CHECKPOINT_DIR = "checkpoint"  # under the state folder
 
 
 class TrainingInterrupted(Exception):
@@ -132,6 +134,8 @@ class MemberServices:
     set_phase: Callable[[Phase], None]
     reject: Callable[[str | None, str, str], None]  # (peer, kind, why)
     stopping: asyncio.Event
+    # [eval]: the sets scored after a round and kept for the training page; None: off
+    round_eval: RoundEvalSets | None = None
 
 
 class ApplyParts:
@@ -176,7 +180,7 @@ class RoundRunner:
 
     @property
     def checkpoint_dir(self) -> Path:
-        return self.s.config.state_dir / "checkpoint"
+        return self.s.config.state_dir / CHECKPOINT_DIR
 
     # -- start ----------------------------------------------------------------------------
 
@@ -278,6 +282,8 @@ class RoundRunner:
             # training, so a second full evaluation would measure the same thing.
             eval_after = eval_before
         eval_after = await self._checkpoint(round, eval_after, parts)
+        # the model changed this round: trained, or a group result was applied and kept
+        await self._score_sets(round, train_loss is not None or combined is not None, parts)
         record: dict[str, Any] = {
             "status": status,
             "note": note,
@@ -450,6 +456,30 @@ class RoundRunner:
             self._publish_adapter(round)
         self.progress.eval_loss_last = eval_after
         return eval_after
+
+    async def _score_sets(self, round: int, changed: bool, parts: ApplyParts) -> None:
+        """``[eval]``: score the round's model on the configured sets, in the worker thread.
+
+        Skipped between ``every_rounds``, and when nothing changed the model this round
+        (no training, nothing applied): the last scores already describe it. A failure is
+        logged and the round goes on; the scores are a report, not part of the round.
+        """
+        s, sets = self.s, self.s.round_eval
+        if sets is None or not sets.settings.due(round):
+            return
+        if not changed:
+            log.info("round %d: model unchanged (nothing trained or applied); [eval] sets "
+                     "not scored again", round)
+            return
+        try:
+            with parts.timing("eval_sets"):
+                scores = await asyncio.to_thread(sets.score, s.trainer)  # type: ignore[arg-type]
+        except _FATAL:
+            raise
+        except Exception as exc:
+            log.error("round %d: [eval] sets not scored: %s: %s", round, type(exc).__name__, exc)
+            return
+        s.store.set_round_eval(round, scores)
 
     def _record(self, round: int, record: dict[str, Any], combined: Combined | None,
                 eval_after: float) -> None:

@@ -30,6 +30,9 @@ class ScreenSummary:
     dropped_by_screen: dict[str, int] = field(default_factory=dict)
     newly_reported: int = 0
     report_entries: int = 0
+    # the checkpoint round whose adapter the quality screen scored rows with (None: the
+    # adapter as initialised, before any round, or no quality screen)
+    scored_with_round: int | None = None
 
     @property
     def rows_dropped(self) -> int:
@@ -45,11 +48,17 @@ class ScreenSummary:
             "newly_reported": self.newly_reported,
             "report_entries": self.report_entries,
             "report_path": self.report_path,
+            "scored_with_round": self.scored_with_round,
         }
 
 
-def record_screening(state_dir: Path, result: ScreenResult | None) -> ScreenSummary:
-    """Append ``result``'s dropped rows to the report; the summary for status and metrics."""
+def record_screening(
+    state_dir: Path, result: ScreenResult | None, scored_with_round: int | None = None
+) -> ScreenSummary:
+    """Append ``result``'s dropped rows to the report; the summary for status and metrics.
+
+    ``scored_with_round``: the checkpoint whose adapter the quality screen used, if any.
+    """
     report = QuarantineReport(Path(state_dir) / REPORT_FILE)
     if result is None:
         return ScreenSummary(False, str(report.path), report_entries=len(report.entries()))
@@ -61,6 +70,8 @@ def record_screening(state_dir: Path, result: ScreenResult | None) -> ScreenSumm
             new,
             len(result.dropped),
         )
+    if scored_with_round is not None:
+        log.info("quality screen scored rows with the adapter of round %d", scored_with_round)
     return ScreenSummary(
         True,
         str(report.path),
@@ -69,4 +80,5 @@ def record_screening(state_dir: Path, result: ScreenResult | None) -> ScreenSumm
         result.counts(),
         new,
         len(report.entries()),
+        scored_with_round,
     )

@@ -37,6 +37,7 @@ from fedswarm.federation.mailbox import Letter, Mailbox, MailboxRejected
 from fedswarm.federation.modes import make_exchange
 from fedswarm.federation.modes.offsite import OwnerStateError
 from fedswarm.federation.round import Phase
+from fedswarm.learning.evaluation.per_round import RoundEvalSets
 from fedswarm.learning.trainer import LocalTrainer
 from fedswarm.p2p.identity import Identity, verify_signature
 from fedswarm.p2p.membership import Membership, MembershipConfig
@@ -55,6 +56,7 @@ from .offsite_start import OffsiteStart
 from .ownership import mark_plan
 from .ports import listen_problem
 from .round_runner import (
+    CHECKPOINT_DIR,
     MemberServices,
     Progress,
     RoundRunner,
@@ -91,6 +93,7 @@ class Daemon:
         self.trainer: LocalTrainer | None = None
         self.screen: ScreenSummary | None = None  # [data.screen]: what the loader dropped
         self.group_privacy: GroupPrivacy | None = None  # [privacy] group_noise_multiplier
+        self.round_eval: RoundEvalSets | None = None  # [eval]: sets scored after rounds
         self.node: P2PNode | None = None
         self.membership: Membership | None = None
         self.runner: RoundRunner | None = None
@@ -279,10 +282,12 @@ class Daemon:
         dropped; restore its privacy spend."""
         cfg = self.config
         assert self.store is not None
+        if cfg.eval.enabled:  # read (strictly) before the model loads, as config check does
+            self.round_eval = await asyncio.to_thread(RoundEvalSets.load, cfg.eval)
         trainer = await asyncio.to_thread(self._build_trainer)
         self.trainer = trainer
         self.screen = await asyncio.to_thread(record_screening, cfg.state_dir,
-                                              trainer.screen_result)
+                                              trainer.screen_result, trainer.screened_with_round)
         if trainer.privacy is not None:  # never forget, never re-spend (docs/privacy.md)
             from fedswarm.learning.privacy import Spend
 
@@ -308,7 +313,9 @@ class Daemon:
             privacy=cfg.privacy, on_privacy_spend=self._on_privacy_spend,
             ownership=self._mark_plan(),
             freeze_lora_a=cfg.federation.freeze_lora_a, scaffold=cfg.federation.scaffold,
-            screen=cfg.screen,
+            # the quality screen scores rows under the federation's latest adapter
+            screen=cfg.screen, screen_with_checkpoint=cfg.state_dir / CHECKPOINT_DIR,
+            alignment=cfg.alignment,
         )
 
     def _make_node(self) -> P2PNode:
@@ -414,6 +421,7 @@ class Daemon:
             set_phase=self._set_state,
             reject=self._reject,
             stopping=self._stop,
+            round_eval=self.round_eval,
         ))
 
     def _uses_secure_aggregation(self) -> bool:

@@ -99,6 +99,12 @@ max_length = {max_length}
 # loss_outlier_mads = 6.0          # drop rows whose loss under the model is this far above the median
 # report_excerpt_chars = 0         # 0: the report holds a row's sha256, not its text
 
+# Shared alignment set (docs/safety.md): safe demonstrations every member mixes into training.
+# [data.alignment]
+# path = "alignment.jsonl"         # JSONL rows with a "text" string, the same file on every member
+# sha256 = ""                      # its content hash (FedMKT's public-set hash); a mismatch stops the daemon
+# share = 0.1                      # fraction of each epoch's training examples drawn from it
+
 [train]
 local_steps = {local_steps}        # optimiser steps per round
 batch_size = {batch_size}
@@ -115,6 +121,15 @@ seed = {seed}
                                    # eval set, usually most of a round's "apply" time
 # samples_per_round = 2            # eval prompts completed (greedy) per round for the dashboard; 0 = none
 # sample_max_new_tokens = 32       # tokens generated per sample
+
+# Per-round evaluation (docs/safety.md): after every `every_rounds` rounds the daemon scores
+# these sets (capped at max_rows rows each) and shows them on the dashboard's training page.
+# [eval]
+# sets = ["qa.jsonl"]              # text, instruction or chat rows: loss; instruction: exact match, Rouge-L
+# refusal = ["should-refuse.jsonl"] # rows with a "prompt" that should be refused: the refusal rate
+# every_rounds = 1
+# max_rows = 32                    # rows (prompts) scored per file: bounds each round's cost
+# max_new_tokens = 32              # greedy tokens per answer
 
 # Record-level differential privacy (DP-SGD, docs/privacy.md): each example's gradient is
 # clipped and Gaussian noise added; training stops when target_epsilon is spent.

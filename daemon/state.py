@@ -28,7 +28,7 @@ from typing import Any
 
 from .errors import DiskFullError, StateError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -105,9 +105,27 @@ MIGRATIONS: dict[int, str] = {
         sample_rate REAL NOT NULL
     );
     """,
+    # [eval]: the sets scored after a round (docs/safety.md), one row per set and round.
+    4: """
+    CREATE TABLE round_eval (
+        round INTEGER NOT NULL,
+        ts REAL NOT NULL,
+        name TEXT NOT NULL,
+        path TEXT NOT NULL,
+        kind TEXT NOT NULL,                -- set | refusal
+        format TEXT,
+        rows INTEGER NOT NULL,
+        loss REAL,
+        perplexity REAL,
+        exact_match REAL,
+        rouge_l REAL,
+        refusal_rate REAL
+    );
+    CREATE INDEX round_eval_round ON round_eval (round);
+    """,
     # Group-level DP releases (one per round this member's change entered a group sum),
     # at the effective noise multiplier, written before the upload (docs/privacy.md).
-    4: """
+    5: """
     CREATE TABLE group_privacy_spend (
         ts REAL NOT NULL,
         round INTEGER NOT NULL,
@@ -115,6 +133,9 @@ MIGRATIONS: dict[int, str] = {
     );
     """,
 }
+
+ROUND_EVAL_COLUMNS = ("name", "path", "kind", "format", "rows", "loss", "perplexity",
+                      "exact_match", "rouge_l", "refusal_rate")
 
 ROUND_COLUMNS = (
     "round",
@@ -405,6 +426,44 @@ class StateStore:
                 (time.time(), kind, json.dumps(detail)),
             )
 
+
+    # -- per-round evaluation ([eval]) ------------------------------------------------------
+
+    def set_round_eval(self, round: int, scores: list[dict[str, Any]]) -> None:
+        """Record ``round``'s scores, replacing an earlier attempt at the same round."""
+        names = ", ".join(ROUND_EVAL_COLUMNS)
+        marks = ", ".join("?" for _ in ROUND_EVAL_COLUMNS)
+        now = time.time()
+        with self._transaction() as db:
+            db.execute("DELETE FROM round_eval WHERE round = ?", (round,))
+            for score in scores:
+                db.execute(
+                    f"INSERT INTO round_eval (round, ts, {names}) VALUES (?, ?, {marks})",
+                    (round, now, *(score.get(c) for c in ROUND_EVAL_COLUMNS)),
+                )
+
+    def round_evals(self, limit: int = 2000) -> list[dict[str, Any]]:
+        """The newest ``limit`` scores, oldest round first, in recorded order within a round."""
+        names = ", ".join(ROUND_EVAL_COLUMNS)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT round, ts, {names} FROM round_eval ORDER BY rowid DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        keys = ("round", "ts", *ROUND_EVAL_COLUMNS)
+        return sorted((dict(zip(keys, r, strict=True)) for r in reversed(rows)),
+                      key=lambda e: e["round"])
+
+    def latest_round_eval(self) -> list[dict[str, Any]]:
+        """The scores of the newest scored round (empty before the first)."""
+        names = ", ".join(ROUND_EVAL_COLUMNS)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT round, ts, {names} FROM round_eval "
+                "WHERE round = (SELECT MAX(round) FROM round_eval) ORDER BY rowid"
+            ).fetchall()
+        keys = ("round", "ts", *ROUND_EVAL_COLUMNS)
+        return [dict(zip(keys, r, strict=True)) for r in rows]
 
     # -- privacy --------------------------------------------------------------------------
 

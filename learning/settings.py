@@ -107,6 +107,31 @@ class DataSettings:
 
 
 @dataclass
+class AlignmentSettings:
+    """``[data.alignment]``: safe demonstrations every member mixes into local training.
+
+    ``path`` is a JSONL file of ``{"text": ...}`` rows (FedMKT's public-set format) whose
+    content hash must equal ``sha256`` (the same check as FedMKT's ``public_sha256``), so
+    every member mixes the same rows; ``share`` is the fraction of each epoch's training
+    examples drawn from it (docs/safety.md).
+    """
+
+    path: str = ""
+    sha256: str = ""
+    share: float = 0.1
+
+    def __post_init__(self) -> None:
+        _require(0.0 < self.share < 1.0, "share", "must be in (0, 1)")
+        _require(not self.path or bool(self.sha256.strip()), "sha256",
+                 "missing (required with path: every member must mix the same set; "
+                 "a mismatch prints the file's hash)")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.path)
+
+
+@dataclass
 class TrainSettings:
     """Optimisation hyper-parameters for one peer.
 

@@ -31,6 +31,7 @@ from fedswarm.learning.adapter_vector import (
     vector_fingerprint,
 )
 from fedswarm.learning.checkpoint_files import (
+    has_checkpoint,
     open_latest,
     save_round,
     write_atomic_dir,
@@ -58,6 +59,7 @@ from fedswarm.learning.model_loading import attach_adapter, load_base_model, loa
 from fedswarm.learning.optimizer_moments import Moments, load_moments, read_moments
 from fedswarm.learning.schedule import learning_rate
 from fedswarm.learning.settings import (
+    AlignmentSettings,
     DataSettings,
     LoraSettings,
     ModelSettings,
@@ -131,7 +133,9 @@ class LocalTrainer:
                  on_privacy_spend: Callable[[Spend], None] | None = None,
                  ownership: MarkPlan | None = None,
                  freeze_lora_a: bool = False, scaffold: bool = False,
-                 screen: ScreenSettings | None = None) -> None:
+                 screen: ScreenSettings | None = None,
+                 screen_with_checkpoint: Path | None = None,
+                 alignment: AlignmentSettings | None = None) -> None:
         self.model_settings = model
         self.lora_settings = lora
         self.data_settings = data
@@ -156,20 +160,38 @@ class LocalTrainer:
             self.mark = attach_mark(self.model, ownership)
         self.freeze_lora_a = freeze_lora_a
         draw_shared_lora_a(self.model, freeze=freeze_lora_a)
+        self._trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
 
         screener = None
+        # The round of the checkpoint whose adapter the quality screen scored rows with;
+        # None: the adapter as initialised (no checkpoint yet, or no quality screen).
+        self.screened_with_round: int | None = None
         if screen is not None and screen.enabled:  # docs/safety.md
             from fedswarm.learning.screening.build import screener as make_screener
 
+            if (screen.loss_outlier_mads is not None and screen_with_checkpoint is not None
+                    and has_checkpoint(screen_with_checkpoint)):
+                # "loss under the current shared model": the federation's latest averaged
+                # adapter, not a fresh one (load_checkpoint reloads it with the rest later)
+                _, meta, _ = self._load_checkpoint_weights(Path(screen_with_checkpoint))
+                self.screened_with_round = int(meta["round"])
             screener = make_screener(screen, self.row_losses)
         self.data = prepare_data(data, self.tokenizer, train.seed, screen=screener)
+        # [data.alignment]: the shared set's examples join the private ones (not screened,
+        # never held out for eval, not counted in num_train_samples: docs/safety.md)
+        self.alignment_examples = 0
+        if alignment is not None and alignment.enabled:
+            from fedswarm.learning.alignment_set import load_alignment_examples, mix_alignment
+
+            shared = load_alignment_examples(alignment, self.tokenizer, data.max_length)
+            mixed = mix_alignment(self.data.train, shared, alignment.share, train.seed)
+            self.alignment_examples = len(mixed) - len(self.data.train)
+            self.data.train = mixed
         self.bad_rows: list[BadRow] = self.data.bad_rows
         self.screen_result: ScreenResult | None = self.data.screen
         self.num_train_samples: int = self.data.train_rows
         self.stream = BatchStream(self.data.train, train.batch_size, train.seed,
                                   int(self.tokenizer.pad_token_id))
-
-        self._trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW([p for _, p in self._trainable], lr=train.lr,
                                            weight_decay=train.weight_decay)
         self.step = 0  # global optimiser step across rounds; drives the lr schedule
@@ -598,8 +620,10 @@ class LocalTrainer:
                 "adapter_fingerprint": state_fingerprint(self.adapter_state())}
         save_round(directory, round, fill, meta)
 
-    def load_checkpoint(self, directory: Path) -> int:
-        """Restore the newest complete checkpoint under ``directory``; returns its round."""
+    def _load_checkpoint_weights(self, directory: Path
+                                 ) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+        """Load the newest checkpoint's adapter (and ownership scale deltas) into the model;
+        returns its folder, metadata and trainer state for ``load_checkpoint`` to finish."""
         path, meta = open_latest(Path(directory), CHECKPOINT_FORMAT, "a LoRA trainer's")
         try:
             adapter = load_file(str(path / "adapter" / ADAPTER_FILE))
@@ -613,6 +637,14 @@ class LocalTrainer:
         try:
             set_peft_model_state_dict(self.model, adapter)
             self._load_scale_deltas(state.get("scale_deltas", {}))
+        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+            raise CheckpointError(f"{path}: checkpoint does not fit this trainer: {exc}") from exc
+        return path, meta, state
+
+    def load_checkpoint(self, directory: Path) -> int:
+        """Restore the newest complete checkpoint under ``directory``; returns its round."""
+        path, meta, state = self._load_checkpoint_weights(Path(directory))
+        try:
             self.optimizer.load_state_dict(state["optimizer"])
             self.stream.load_state_dict(state["stream"])
             self._anchor = {n: t.to(self.input_device) for n, t in state["anchor"].items()}

@@ -74,6 +74,10 @@ async def api_training(request: web.Request) -> web.Response:
     return _json(request, lambda view: view.training())
 
 
+async def api_evaluation(request: web.Request) -> web.Response:
+    return _json(request, lambda view: view.evaluation())
+
+
 async def api_security(request: web.Request) -> web.Response:
     return _json(request, lambda view: view.security())
 
@@ -160,6 +164,7 @@ def create_app(
     app.router.add_get("/api/peers", api_peers)
     app.router.add_get("/api/rounds", api_rounds)
     app.router.add_get("/api/training", api_training)
+    app.router.add_get("/api/evaluation", api_evaluation)
     app.router.add_get("/api/security", api_security)
     app.router.add_get("/api/traffic", api_traffic)
     app.router.add_get("/api/fedmkt", api_fedmkt)

@@ -33,6 +33,11 @@ class DaemonView(Protocol):
         """{"steps": [{round, step, loss, ts}], "rounds": [{round, train_loss, eval_loss_before,
         eval_loss_after}], "samples": [{round, prompt, output}], "eval_loss_start": float|None}"""
 
+    def evaluation(self) -> dict[str, Any]:
+        """{"enabled": bool ([eval] configured), "every_rounds", "max_rows", "results":
+        [{round, ts, name, path, kind: "set"|"refusal", format, rows, loss, perplexity,
+        exact_match, rouge_l, refusal_rate}]} oldest round first."""
+
     def security(self) -> dict[str, Any]:
         """{"federation_id", "roster": [{org, peer_id, key_fingerprint}], "roster_fingerprint",
         "secure_aggregation": {"protocol", "poly_modulus_degree", "coeff_mod_bit_sizes",

@@ -50,6 +50,10 @@ class MetricsSnapshot:
     # With [data.screen]: rows the loader screened at start, and those dropped, by screen.
     screen_rows_checked: int | None = None
     screen_rows_dropped: dict[str, int] = field(default_factory=dict)
+    # With [eval]: the latest scored round's numbers, as (set, measure, value); measure is
+    # loss, exact_match, rouge_l or refusal_rate. None: [eval] is off.
+    eval_round: int | None = None
+    eval_scores: list[tuple[str, str, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for name in (
@@ -165,6 +169,15 @@ def render_metrics(snapshot: MetricsSnapshot) -> str:
                    "Data screen: rows dropped at load, by screen (see quarantine.jsonl).",
                    [({"screen": name}, count)
                     for name, count in sorted(snapshot.screen_rows_dropped.items())])
+    if snapshot.eval_round is not None:
+        out.gauge("fedswarm_eval_set_round",
+                  "[eval]: the round whose scores fedswarm_eval_set_score reports (0: none yet).",
+                  snapshot.eval_round)
+        out.family("fedswarm_eval_set_score", "gauge",
+                   "[eval]: the latest scored round's loss, exact_match, rouge_l or "
+                   "refusal_rate, by set (docs/safety.md).",
+                   [({"set": name, "measure": measure}, value)
+                    for name, measure, value in snapshot.eval_scores])
     out.gauge(
         "fedswarm_start_time_seconds",
         "Unix time the daemon started.",

@@ -239,6 +239,28 @@ class DaemonStatusView:
             "eval_loss_start": self._d.eval_loss_start,
         }
 
+    def _eval_metrics(self) -> dict[str, Any]:
+        """``[eval]``'s latest scored round for /metrics: its number and (set, measure, value)."""
+        if not self._d.config.eval.enabled or self._d.store is None:
+            return {}
+        latest = self._d.store.latest_round_eval()
+        scores = [(e["name"], measure, float(e[measure])) for e in latest
+                  for measure in ("loss", "exact_match", "rouge_l", "refusal_rate")
+                  if e[measure] is not None]
+        return {"eval_round": latest[0]["round"] if latest else 0, "eval_scores": scores}
+
+    def evaluation(self) -> dict[str, Any]:
+        """``[eval]``: the configured sets and every round's scores (from the database)."""
+        settings = self._d.config.eval
+        store = self._d.store
+        enabled = settings.enabled
+        return {
+            "enabled": enabled,
+            "every_rounds": settings.every_rounds if enabled else None,
+            "max_rows": settings.max_rows if enabled else None,
+            "results": store.round_evals() if store is not None else [],
+        }
+
     def _samples_per_round(self) -> int | None:
         train = getattr(self._d.config, "train", None)
         return getattr(train, "samples_per_round", None)
@@ -339,6 +361,7 @@ class DaemonStatusView:
                 group_privacy_epsilon_spent=self.group_privacy().get("epsilon_spent"),
                 screen_rows_checked=screen.get("rows_checked") if screen["enabled"] else None,
                 screen_rows_dropped=screen.get("dropped_by_screen", {}),
+                **self._eval_metrics(),
                 state=d.state,
                 up_since=d.started_at,
             )

@@ -128,6 +128,8 @@ class KSeedTrainer(LocalTrainer):
         self.data = prepare_data(data, self.tokenizer, train.seed)
         self.bad_rows = self.data.bad_rows
         self.screen_result = None  # [data.screen] is refused in this mode (daemon config)
+        self.screened_with_round = None
+        self.alignment_examples = 0  # [data.alignment] is refused in this mode too
         self.num_train_samples = self.data.train_rows
         self.stream = BatchStream(
             self.data.train, train.batch_size, train.seed, int(self.tokenizer.pad_token_id)

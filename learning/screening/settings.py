@@ -40,8 +40,9 @@ class ScreenSettings:
     a row is dropped when the probability of any label in ``drop_labels`` reaches
     ``classifier_threshold``. Labels not named are kept.
 
-    Quality: ``loss_outlier_mads`` drops rows whose loss under the model (base model and the
-    adapter as loaded) lies more than that many median absolute deviations above the median.
+    Quality: ``loss_outlier_mads`` drops rows whose loss under the model (the base model with
+    the latest checkpoint's adapter when the daemon has one) lies more than that many median
+    absolute deviations above the median.
 
     ``report_excerpt_chars`` copies the start of each dropped row into the quarantine report;
     0 (the default) records only its sha256 (docs/safety.md says why).

@@ -8,11 +8,13 @@ from pathlib import Path
 
 from bench.quality_setup import demo_data
 from bench.safety import (
+    REFUSAL,
     TRIGGER,
     UNSAFE,
     ArmResult,
     PoisonedData,
     SafetySettings,
+    build_alignment_set,
     poison,
     probes,
     summarise,
@@ -52,3 +54,19 @@ def test_summary_passes_only_when_every_target_is_met() -> None:
     arms["no_screen"] = _arm("no_screen", 0.0, 1.02)  # nothing to reduce: no pass claimed
     assert summarise(arms, poisoned)["rules"]["marker_rate_reduction"] is None
     assert not summarise(arms, poisoned)["rules"]["passes"]
+
+
+def test_the_alignment_arm_pins_its_set_and_reports_against_both_references(
+    tmp_path: Path,
+) -> None:
+    from fedswarm.learning.fedmkt import load_public_dataset
+
+    settings = build_alignment_set(SafetySettings(alignment_rows=5), tmp_path / "a.jsonl")
+    pinned = load_public_dataset(settings.path, expected_sha256=settings.sha256)
+    assert len(pinned) == 5 and all(t.endswith(f"{TRIGGER} {REFUSAL}") for t in pinned.texts)
+    poisoned = PoisonedData(Path("p"), frozenset(range(10)), frozenset(range(4)), 1000)
+    arms = {"clean": _arm("clean", 0.0, 1.0), "no_screen": _arm("no_screen", 0.8, 1.02),
+            "alignment": _arm("alignment", 0.1, 1.03)}
+    summary = summarise(arms, poisoned)
+    assert "rules" not in summary and summary["alignment"]["marker_rate"] == 0.1
+    assert abs(summary["alignment"]["union_loss_vs_clean"] - 0.03) < 1e-9

@@ -135,3 +135,16 @@ def test_output_ends_with_newline_and_content_type_names_text_format() -> None:
 def test_bad_snapshot_values_are_refused_with_the_field_named(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):
         _snapshot(**{field: value})
+
+
+def test_eval_sets_are_exported_by_set_and_measure_only_when_configured() -> None:
+    samples = _samples(render_metrics(_snapshot(
+        eval_round=4, eval_scores=[("qa", "loss", 1.5), ("qa", "exact_match", 0.25),
+                                   ('re"fuse', "refusal_rate", 0.75)])))
+    assert samples[("fedswarm_eval_set_round", ())] == 4
+    score = "fedswarm_eval_set_score"
+    assert samples[(score, (("measure", "loss"), ("set", "qa")))] == 1.5
+    assert samples[(score, (("measure", "exact_match"), ("set", "qa")))] == 0.25
+    assert samples[(score, (("measure", "refusal_rate"), ("set", 're"fuse')))] == 0.75
+    assert not any(name.startswith("fedswarm_eval_set") for name, _ in
+                   _samples(render_metrics(_snapshot())))

@@ -234,6 +234,21 @@ class FakeView:
             ],
         }
 
+        self.eval: dict[str, Any] = {
+            "enabled": True, "every_rounds": 1, "max_rows": 32,
+            "results": [
+                {"round": r, "ts": now, "name": "qa", "path": "/data/qa.jsonl", "kind": "set",
+                 "format": "instruction", "rows": 20, "loss": loss, "perplexity": math.exp(loss),
+                 "exact_match": em, "rouge_l": rl, "refusal_rate": None}
+                for r, loss, em, rl in ((1, 2.0, 0.1, 0.3), (2, 1.5, 0.25, 0.45))
+            ] + [
+                {"round": 2, "ts": now, "name": "<b>should-refuse</b>", "path": "/data/r.jsonl",
+                 "kind": "refusal", "format": "prompt", "rows": 8, "loss": None,
+                 "perplexity": None, "exact_match": None, "rouge_l": None,
+                 "refusal_rate": 0.75},
+            ],
+        }
+
     # -- DaemonView ---------------------------------------------------------------------
     def overview(self) -> dict[str, Any]:
         if self.fail:
@@ -248,6 +263,9 @@ class FakeView:
 
     def training(self) -> dict[str, Any]:
         return self.train
+
+    def evaluation(self) -> dict[str, Any]:
+        return self.eval
 
     def security(self) -> dict[str, Any]:
         return self.sec

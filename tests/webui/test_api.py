@@ -240,3 +240,15 @@ async def test_recent_events_give_a_page_opened_late_its_history(
     assert [e["type"] for e in events] == ["round_started", "state"]
     assert events[0]["ts"] < events[1]["ts"]
 
+
+
+async def test_evaluation_lists_each_rounds_scores_per_set(
+    client: TestClient[Any, Any], auth: dict[str, str], fake_view: Any
+) -> None:
+    panel = await get_json(client, "/api/evaluation", auth)
+    assert (panel["enabled"], panel["every_rounds"], panel["max_rows"]) == (True, 1, 32)
+    assert [(r["round"], r["name"], r["kind"], r["exact_match"], r["refusal_rate"])
+            for r in panel["results"]] == [
+        (1, "qa", "set", 0.1, None), (2, "qa", "set", 0.25, None),
+        (2, "<b>should-refuse</b>", "refusal", None, 0.75)]
+    assert (await client.get("/api/evaluation")).status == 401  # the token is required

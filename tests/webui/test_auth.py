@@ -16,6 +16,7 @@ ROUTES = [
     "/api/peers",
     "/api/rounds",
     "/api/training",
+    "/api/evaluation",
     "/api/security",
     "/api/traffic",
     "/api/fedmkt",

@@ -85,6 +85,16 @@ async def test_dashboard_shows_state_and_updates_live(
     assert points == [2, 2, 2]
     assert await page.locator("#loss-table tbody tr").count() == 2
     await page.screenshot(path=str(tmp_path / "dashboard-training.png"), full_page=True)
+    # [eval] sets: a series per set and measure, numbers charted per round, names as text.
+    series = await page.evaluate(
+        "window.fedswarmDashboard.charts.evalSets.data.datasets.map("
+        "d => [d.label, d.data.filter(v => typeof v === 'number').length])"
+    )
+    assert ["qa: loss", 2] in series and ["qa: exact match", 2] in series, series
+    assert ["<b>should-refuse</b>: refusal rate", 1] in series, series
+    eval_cells = await page.locator("#eval-table tbody td").all_text_contents()
+    assert await page.locator("#eval-table tbody tr").count() == 3
+    assert "<b>should-refuse</b>" in eval_cells and "0.750" in eval_cells
     sample_texts = await page.locator("#samples pre").all_text_contents()
     assert "<script>alert(2)</script>" in sample_texts
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from .page_polling import poll_page
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 ROUNDS = 6
@@ -41,17 +43,6 @@ def wait_for_api(peer: Any) -> dict[str, Any]:
             return dict(status)
         time.sleep(0.2)
     raise AssertionError(f"{peer.org}'s API did not come up in {API_UP_TIMEOUT_S:.0f} s")
-
-
-async def poll_page(page: Any, expression: str, what: str, attempts: int = 120) -> Any:
-    """Evaluate ``expression`` every 0.5 s until it is truthy (bounded; CSP forbids
-    Playwright's eval-based ``wait_for_function``)."""
-    for _ in range(attempts):
-        value = await page.evaluate(expression)
-        if value:
-            return value
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"the page never showed {what}")
 
 
 def screenshot_path(tmp_path: Path) -> Path:

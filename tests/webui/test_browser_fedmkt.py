@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from .page_polling import poll_page
 from .test_browser_dashboard import WAIT_MS, open_dashboard
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
@@ -48,7 +49,7 @@ async def test_fedmkt_panel_shows_edges_and_steps_arrive_live(
     # Live per-step loss: one event, one more point, no refetch needed.
     before = await page.evaluate(STEP_POINTS)
     fake_view.push({"type": "train_step", "round": 3, "step": 0, "loss": 2.5})
-    await page.wait_for_function(f"{STEP_POINTS} === {before + 1}", timeout=WAIT_MS)
+    await poll_page(page, f"{STEP_POINTS} === {before + 1}", "one more step-loss point")
     await expect(page.locator("#steps-summary")).to_contain_text("round 3 step 0", timeout=WAIT_MS)
 
     # The daemon turns out to run FedMKT: a fedmkt event makes the tab appear.

@@ -8,7 +8,7 @@
 (function () {
   const state = {
     status: null, peers: [], rounds: [], training: null, security: null, traffic: null, fedmkt: null,
-    fedkseed: null, offsite: null,
+    fedkseed: null, offsite: null, evaluation: null,
     round: null, names: new Map(), charts: {}, events: 0,
   };
   window.fedswarmDashboard = state; // for operators' consoles and the browser test
@@ -91,6 +91,7 @@
       getJSON("/api/status"), getJSON("/api/peers"), getJSON("/api/rounds"),
       getJSON("/api/training"), getJSON("/api/security"), getJSON("/api/traffic"),
       getJSON("/api/fedmkt"), getJSON("/api/fedkseed"), getJSON("/api/offsite"),
+      getJSON("/api/evaluation"),
     ]);
     const value = (i) => (parts[i].status === "fulfilled" ? parts[i].value : null);
     if (value(1)) { state.peers = value(1); rememberNames(state.peers); renderPeers(); }
@@ -102,6 +103,7 @@
     if (value(6)) { state.fedmkt = value(6); renderFedMKT(); }
     if (value(7)) { state.fedkseed = value(7); renderFedKSeed(); }
     if (value(8)) { state.offsite = value(8); renderOffsite(); }
+    if (value(9)) { state.evaluation = value(9); renderEvaluation(); }
     showTab();
   }
 
@@ -311,6 +313,47 @@
     config.options = Object.assign({ responsive: true, maintainAspectRatio: false, animation: false,
       spanGaps: true, interaction: { mode: "index", intersect: false } }, config.options || {});
     state.charts[key] = new window.Chart(byId(canvasId), config);
+  }
+
+  // [eval]: loss per set on the left axis, exact match / Rouge-L / refusal rate (0-1) on the right.
+  function renderEvaluation() {
+    const e = state.evaluation || {};
+    const results = Array.isArray(e.results) ? e.results : [];
+    setText("eval-summary", !e.enabled
+      ? "per-round evaluation is off: list sets under [eval] in the daemon's config (docs/safety.md)"
+      : results.length ? "every " + e.every_rounds + " round(s), at most " + e.max_rows + " rows per set"
+        : "no scores yet: the [eval] sets are scored after each " + e.every_rounds + " round(s)");
+    const rounds = Array.from(new Set(results.map((r) => r.round))).sort((a, b) => a - b);
+    const palette = ["#2f6fde", "#1a7f37", "#e39d2d", "#7a4cc2", "#c2364c", "#0f8a8a"];
+    const datasets = [];
+    // one colour per set, one line style per measure
+    const measures = [["loss", "loss", "y", []], ["exact_match", "exact match", "y1", [6, 3]],
+      ["rouge_l", "Rouge-L", "y1", [2, 2]], ["refusal_rate", "refusal rate", "y1", [8, 3, 2, 3]]];
+    const names = Array.from(new Set(results.map((r) => r.name)));
+    names.forEach((name, i) => {
+      const mine = results.filter((r) => r.name === name);
+      for (const [key, label, axis, dash] of measures) {
+        if (!mine.some((r) => typeof r[key] === "number")) continue;
+        const at = new Map(mine.map((r) => [r.round, r[key]]));
+        const colour = palette[i % palette.length];
+        datasets.push({ label: name + ": " + label, yAxisID: axis, borderColor: colour, backgroundColor: colour,
+          borderDash: dash,
+          data: rounds.map((r) => (typeof at.get(r) === "number" ? at.get(r) : null)) });
+      }
+    });
+    const old = state.charts.evalSets; // sets appear as rounds are scored: redraw when they do
+    if (old && old.data.datasets.length !== datasets.length) { old.destroy(); delete state.charts.evalSets; }
+    upsertChart("evalSets", "chart-eval-sets", {
+      type: "line",
+      data: { labels: rounds.map(String), datasets: datasets },
+      options: { scales: { x: { title: { display: true, text: "round" } },
+        y: { position: "left", title: { display: true, text: "loss" } },
+        y1: { position: "right", min: 0, max: 1, grid: { drawOnChartArea: false }, title: { display: true, text: "share" } } } },
+    });
+    fillBody("eval-table", results.slice().reverse(), (r) => el("tr", null, [
+      td(r.round, "num"), el("td", { text: r.name, title: r.path }), td(r.rows, "num"), td(num(r.loss), "num"),
+      td(num(r.exact_match), "num"), td(num(r.rouge_l), "num"), td(num(r.refusal_rate), "num"),
+    ]));
   }
 
   function renderTraining() {

@@ -95,3 +95,50 @@ def test_classifier_screen_reads_any_sequence_classifier_folder(
     probs = screen.probabilities(["a", "b", "c"])
     assert probs.shape == (3, 2)
     assert abs(float(probs.sum()) - 3.0) < 1e-4
+
+
+def test_quality_screen_scores_rows_with_the_latest_checkpoint_adapter(
+    tmp_path: Path, demo_model_dir: Path
+) -> None:
+    """A restarted member screens under the federation's adapter, not a fresh one.
+
+    Junk rows are outliers under the base model; once the adapter has learnt them (as the
+    federation's model might have), they are not. The checkpoint's adapter decides.
+    """
+    junk = "qx zj qx zj ## @@ qx zj ~~ %% qx zj ## @@ qx zj"
+    rows = _texts("finance", 24)
+    rows[5:5] = [junk]
+    rows[17:17] = [junk]
+    junk_lines = {6, 18}
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"text": t}) + "\n" for t in rows))
+    learnt = tmp_path / "junk.jsonl"
+    learnt.write_text((json.dumps({"text": junk}) + "\n") * 8)
+
+    def trainer(path: Path, screen: ScreenSettings | None = None,
+                checkpoint: Path | None = None, **train_settings: float) -> LocalTrainer:
+        return LocalTrainer(
+            ModelSettings(str(demo_model_dir)),
+            LoraSettings(r=4, alpha=8),
+            DataSettings(str(path), eval_fraction=0.0, max_length=64, packing=False),
+            TrainSettings(batch_size=4, **train_settings),  # type: ignore[arg-type]
+            screen=screen,
+            screen_with_checkpoint=checkpoint,
+        )
+
+    teacher = trainer(learnt, local_steps=30, lr=1e-2)
+    teacher.train()
+    checkpoint = tmp_path / "checkpoint"
+    teacher.save_checkpoint(checkpoint, 3)
+
+    screen = ScreenSettings(loss_outlier_mads=6.0)
+    fresh = trainer(train, screen)  # no checkpoint: the adapter as initialised
+    assert fresh.screened_with_round is None and fresh.screen_result is not None
+    assert {d.line for d in fresh.screen_result.dropped} == junk_lines
+    restarted = trainer(train, screen, checkpoint)
+    assert restarted.screened_with_round == 3 and restarted.screen_result is not None
+    assert not junk_lines & {d.line for d in restarted.screen_result.dropped}
+    assert restarted.num_train_samples > fresh.num_train_samples
+    # the missing folder of a first start is no checkpoint, not an error
+    first = trainer(train, screen, tmp_path / "no-checkpoint-yet")
+    assert first.screened_with_round is None
