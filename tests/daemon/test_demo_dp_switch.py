@@ -65,3 +65,24 @@ def test_dp_outside_lora_avg_is_refused_before_anything_starts(tmp_path: Path) -
             dp=True,
         )
     assert not any(tmp_path.iterdir())
+
+
+def test_with_dp_the_demo_passes_on_the_budget_not_on_a_falling_loss() -> None:
+    from fedswarm.daemon.demo.command import result_line
+
+    peer = {
+        "org": "finance",
+        "eval_loss_start": 0.81,
+        "eval_loss_end": 0.83,
+        "last_finished_round": 3,
+        "privacy": {"epsilon_spent": 0.70, "epsilon_target": 3.0},
+    }
+    assert result_line({"ok": True, "dp": True, "per_peer": [peer], "rounds": 3}).startswith(
+        "OK: every peer finished within its DP budget"
+    )
+    failed = result_line(
+        {"ok": False, "dp": True, "rounds": 3, "per_peer": [{**peer, "privacy": None}]}
+    )
+    assert failed == "FAILED: finance reported no privacy budget"
+    plain = result_line({"ok": False, "rounds": 3, "per_peer": [peer]})
+    assert plain == "FAILED: finance's eval loss did not fall"
