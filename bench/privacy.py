@@ -93,6 +93,7 @@ class AuditSettings:
     candidates: int = 1000
     members: int = 200  # training rows scored for membership inference (and as many held out)
     seed: int = 0
+    accountant: str = "rdp"  # [privacy] accountant: the DP arms' σ is derived with it
 
 
 @dataclass
@@ -140,7 +141,8 @@ def _trainer(model_dir: Path, a: AuditSettings, train: Path, eval_path: Path, se
         TrainSettings(local_steps=a.local_steps, batch_size=a.batch_size, lr=DEMO_LR,
                       schedule="constant", total_steps=a.rounds * a.local_steps, seed=seed,
                       samples_per_round=0),
-        privacy=PrivacySettings(enabled=epsilon is not None, target_epsilon=epsilon or 1.0),
+        privacy=PrivacySettings(enabled=epsilon is not None, target_epsilon=epsilon or 1.0,
+                                accountant=a.accountant),
     )
 
 
@@ -352,12 +354,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="2 rounds of 5 steps, 200 candidates (a smoke test, not an audit)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--accountant", choices=("rdp", "prv"), default="rdp",
+                        help="Opacus accountant the DP arms derive σ with and count ε by")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    a = AuditSettings(rounds=args.rounds, local_steps=args.local_steps, repeats=args.repeats)
+    a = AuditSettings(rounds=args.rounds, local_steps=args.local_steps, repeats=args.repeats,
+                      accountant=args.accountant)
     if args.quick:
         a = AuditSettings(rounds=2, local_steps=5, repeats=args.repeats, candidates=200,
-                          members=40)
+                          members=40, accountant=args.accountant)
     model_dir = Path(args.model) if args.model else build_demo_model(demo_model_cache_dir())
     work = Path(tempfile.mkdtemp(prefix="fedswarm-privacy-"))
     data = demo_data(work, a.peers, a.seed)

@@ -128,6 +128,7 @@ class FederatedArm:
         self.bytes_sent: list[int] = []
         self.rejections: list[str] = []
         self.pool_start_s = 0.0
+        self.min_survivors = 0  # secure sessions: the smallest sum they may reveal
 
     def _refresh_mass(self, round: int) -> None:
         """As ``RoundRunner._refresh_mass``: reset to the sample count at each grid pass."""
@@ -154,7 +155,8 @@ class FederatedArm:
 
     async def _secure(self, round: int, group: tuple[str, ...], vectors: dict[str, np.ndarray],
                       pool: concurrent.futures.ProcessPoolExecutor) -> dict[str, GroupOutcome]:
-        spec = GroupSpec(FEDERATION_ID, group_id(round, group), round, group)
+        spec = GroupSpec(FEDERATION_ID, group_id(round, group), round, group,
+                         min_survivors=self.min_survivors)
         transports = queue_transports(group)
 
         async def member(me: str) -> tuple[str, GroupOutcome]:

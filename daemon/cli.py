@@ -512,6 +512,7 @@ def status_lines(overview: dict[str, Any], peers: list[dict[str, Any]]) -> list[
         ("rounds done", rounds),
         ("secure aggregation", overview.get("secure_aggregation")),
         ("privacy", privacy_line(overview.get("privacy"))),
+        ("group privacy", group_privacy_line(overview.get("group_privacy"))),
         ("eval loss", f"{number('eval_loss_start')} at start, {number('eval_loss_last')} now"),
         ("peers up", f"{overview.get('peers_up')} of {plural(len(others), 'other member')}"),
         ("device", overview.get("device")),
@@ -523,6 +524,17 @@ def status_lines(overview: dict[str, Any], peers: list[dict[str, Any]]) -> list[
         at = "-" if p.get("round") is None else p.get("round")
         lines.append(f"  {mark} {p['org']:<18} round {at!s:<5} {p['peer_id']}")
     return lines
+
+
+def group_privacy_line(group: Any) -> str:
+    """Group-level DP for ``fedswarm status``: ε over the rounds released, or off."""
+    if not isinstance(group, dict) or not group.get("enabled"):
+        return "off"
+    target = group.get("epsilon_target")
+    of = f" of {target:g}" if target is not None else ""
+    return (f"ε {group['epsilon_spent']:.3f} spent{of} over {group['rounds']} rounds "
+            f"(δ {group['delta']:.3g}, noise multiplier {group['noise_multiplier']:g}, "
+            f"{group['colluders']} colluders)")
 
 
 def privacy_line(privacy: Any) -> str:
@@ -781,6 +793,7 @@ Examples:
   fedswarm demo --peers 6 --json out.json
   fedswarm demo --mode fedmkt            # two different models teach each other
   fedswarm demo --mode fedkseed          # full model, zeroth-order, K numbers a round
+  fedswarm demo --dp                     # DP-SGD on every peer; ε spent at the end
 The first run builds the tiny demo model (about 40 s of CPU) into
 $FEDSWARM_CACHE_DIR (default ~/.cache/fedswarm); later runs reuse it.""")
 @click.option("--peers", default=3, show_default=True, type=click.IntRange(1, 16),
@@ -799,8 +812,11 @@ $FEDSWARM_CACHE_DIR (default ~/.cache/fedswarm); later runs reuse it.""")
               help="Peers per averaging group [default: 3 with 6 or more peers, else 4].")
 @click.option("--workdir", type=click.Path(path_type=Path), default=None,
               help="Keep the federation's files here instead of a temporary folder.")
+@click.option("--dp", is_flag=True, default=False,
+              help="Train every peer with DP-SGD ([privacy], docs/privacy.md) and report the "
+                   "ε each spent.")
 def demo(peers: int, rounds: int, json_path: Path | None, secure: bool, mode: str,
-         group_size: int | None, workdir: Path | None) -> None:
+         group_size: int | None, workdir: Path | None, dp: bool) -> None:
     """Run a real federation of daemons on 127.0.0.1 with a tiny model."""
     from .demo.command import DemoInterrupted, run_demo
     from .errors import DemoError
@@ -809,7 +825,7 @@ def demo(peers: int, rounds: int, json_path: Path | None, secure: bool, mode: st
         group_size = 3 if peers >= 6 else 4
     try:
         summary = run_demo(peers=peers, rounds=rounds, secure=secure, mode=mode,
-                           group_size=group_size, workdir=workdir, json_path=json_path)
+                           group_size=group_size, workdir=workdir, json_path=json_path, dp=dp)
     except DemoError as exc:
         raise UserError(str(exc)) from None
     except DemoInterrupted as exc:

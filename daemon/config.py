@@ -367,6 +367,52 @@ def _check_privacy(config: Config) -> None:
         config, config.privacy.enabled, "[privacy] enabled", ("lora_avg",),
         "trains outside DP-SGD (distillation steps), which the accountant cannot count",
         "use mode = 'lora_avg' or disable [privacy]")
+    _check_group_dp(config)
+
+
+def _check_group_dp(config: Config) -> None:
+    """Group-level DP needs v3 secure aggregation and at least one honest survivor.
+
+    Why not plain averaging: each member adds only a 1/sqrt(survivors) share of the
+    noise, calibrated on the assumption that nobody sees a member's value without the
+    others' noise on it; in the clear every peer would read each update with its own
+    share of the noise alone.
+    """
+    privacy = config.privacy
+    if not privacy.group_dp:
+        return
+    key = f"{config.source}: [privacy] group_noise_multiplier"
+    _refuse_outside_modes(
+        config, True, "[privacy] group_noise_multiplier", ("lora_avg",),
+        "does not send a clipped adapter change through secure aggregation",
+        "use mode = 'lora_avg' or unset group_noise_multiplier")
+    protocol = config.federation.secure_aggregation
+    if protocol == "none":
+        raise ConfigError(
+            f"{key}: needs secure aggregation (federation.secure_aggregation = 'none' shows "
+            "every peer each update with only its own share of the noise); use "
+            f"'{PROTOCOL_V3}'")
+    if protocol != PROTOCOL_V3:
+        raise ConfigError(
+            f"{key}: needs federation.secure_aggregation = '{PROTOCOL_V3}' (its packed "
+            f"fields carry the noise), not {protocol!r}")
+    if MIN_GROUP_SIZE - privacy.colluders < 1:
+        raise ConfigError(
+            f"{config.source}: [privacy] colluders = {privacy.colluders}: a group may reveal "
+            f"a sum of {MIN_GROUP_SIZE} survivors, which leaves no honest member's noise; "
+            f"set colluders <= {MIN_GROUP_SIZE - 1}")
+    from fedswarm.federation.averaging.group_dp import group_dp_params, group_noise
+    from fedswarm.secagg.errors import ParameterSecurityError
+    from fedswarm.secagg.quantise import QuantisationGrid
+
+    noise = group_noise(privacy)
+    assert noise is not None
+    try:  # the largest planned group must fit its noise in a field
+        QuantisationGrid.for_group(group_dp_params(protocol, noise),
+                                   min(largest_group(config.federation.group_size),
+                                       MAX_GROUP_V3))
+    except ParameterSecurityError as exc:
+        raise ConfigError(f"{key}: {exc}") from exc
 
 
 def _check_screen(config: Config) -> None:

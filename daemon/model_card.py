@@ -262,13 +262,16 @@ def _privacy_statement(config: Any, examples: int,
     from fedswarm.learning.privacy import Spend, epsilon_of
 
     delta = config.privacy.delta if config.privacy.delta is not None else 1.0 / examples
-    epsilon = epsilon_of([Spend(sigma, rate, steps) for steps, sigma, rate in spend], delta)
+    accountant = config.privacy.accountant
+    epsilon = epsilon_of([Spend(sigma, rate, steps) for steps, sigma, rate in spend], delta,
+                         accountant)
     steps = sum(row[0] for row in spend)
     return (f"DP-SGD on {config.node.org}'s data (record level): ε = {epsilon:.3f} of a "
             f"{config.privacy.target_epsilon:g} budget at δ = {delta:.3g}, after {steps} steps "
-            f"with per-example clipping at {config.privacy.max_grad_norm:g} (Opacus RDP "
-            "accountant). Other members' data is protected only by their own [privacy] "
-            "settings. Not covered: the eval set and generation samples (docs/privacy.md).")
+            f"with per-example clipping at {config.privacy.max_grad_norm:g} (Opacus "
+            f"{accountant.upper()} accountant). Other members' data is protected only by "
+            "their own [privacy] settings. Not covered: the eval set and generation samples "
+            "(docs/privacy.md).")
 
 
 __all__ = ["CardFacts", "card_for_export", "full_model_card", "model_card"]

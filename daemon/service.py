@@ -69,6 +69,7 @@ from .state import StateStore
 from .views.status import DaemonStatusView, fedswarm_version
 
 if TYPE_CHECKING:
+    from fedswarm.federation.averaging.group_dp import GroupPrivacy
     from fedswarm.learning.ownership import MarkPlan
     from fedswarm.learning.privacy import Spend  # Opacus: imported only with [privacy]
 
@@ -91,6 +92,7 @@ class Daemon:
         self.store: StateStore | None = None
         self.trainer: LocalTrainer | None = None
         self.screen: ScreenSummary | None = None  # [data.screen]: what the loader dropped
+        self.group_privacy: GroupPrivacy | None = None  # [privacy] group_noise_multiplier
         self.round_eval: RoundEvalSets | None = None  # [eval]: sets scored after rounds
         self.node: P2PNode | None = None
         self.membership: Membership | None = None
@@ -345,6 +347,38 @@ class Daemon:
             enable_dht=node.enable_dht,
         )
 
+    def _group_privacy(self, store: StateStore) -> GroupPrivacy:
+        """Group-level DP: its budget replayed from the state, releases persisted first."""
+        from fedswarm.federation.averaging.group_dp import (
+            GroupPrivacy,
+            group_dp_params,
+            group_noise,
+        )
+        from fedswarm.federation.groups.plan import largest_group
+        from fedswarm.learning.group_privacy import GroupBudget
+        from fedswarm.secagg.params import MAX_GROUP_V3
+
+        cfg = self.config
+        noise = group_noise(cfg.privacy)
+        assert noise is not None
+        budget = GroupBudget(cfg.privacy.group_delta, cfg.privacy.group_target_epsilon,
+                             cfg.privacy.accountant)
+        for z in store.group_privacy_spend():
+            budget.record(z)
+
+        def persist(z: float) -> None:
+            store.add_group_privacy_spend(self.current_round, z)
+
+        privacy = GroupPrivacy(
+            group_dp_params(cfg.federation.secure_aggregation, noise), budget,
+            min(largest_group(cfg.federation.group_size), MAX_GROUP_V3),
+            on_release=persist, anchor_file=cfg.state_dir / "group_dp_anchor.npy")
+        log.info("group-level differential privacy: ε %.3f spent over %d rounds (δ %.3g, "
+                 "noise multiplier %g, update clip %g, %d colluders)", budget.epsilon(),
+                 budget.rounds, budget.delta, noise.noise_multiplier, noise.update_clip,
+                 noise.colluders)
+        return privacy
+
     def _build_runner(self, trainer: RoundTrainer, store: StateStore,
                       link: NodeLink) -> RoundRunner:
         """The federation mode's exchange and the round runner that drives it."""
@@ -359,9 +393,11 @@ class Daemon:
                 step_timeout_s=cfg.federation.round_deadline_s,
                 protocol=cfg.federation.secure_aggregation,
             )
+        self.group_privacy = self._group_privacy(store) if cfg.privacy.group_dp else None
         # an offsite trainer is not a LocalTrainer; only the offsite exchange receives one
         parts = MemberParts(trainer=trainer, secure=secure,  # type: ignore[arg-type]
-                            work_dir=cfg.state_dir, seed=cfg.train.seed)
+                            work_dir=cfg.state_dir, seed=cfg.train.seed,
+                            group_dp=self.group_privacy)
         settings: Any = (cfg.mode_settings() if self.offsite is None
                          else self.offsite.role)
         try:

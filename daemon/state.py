@@ -28,7 +28,7 @@ from typing import Any
 
 from .errors import DiskFullError, StateError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -122,6 +122,15 @@ MIGRATIONS: dict[int, str] = {
         refusal_rate REAL
     );
     CREATE INDEX round_eval_round ON round_eval (round);
+    """,
+    # Group-level DP releases (one per round this member's change entered a group sum),
+    # at the effective noise multiplier, written before the upload (docs/privacy.md).
+    5: """
+    CREATE TABLE group_privacy_spend (
+        ts REAL NOT NULL,
+        round INTEGER NOT NULL,
+        noise_multiplier REAL NOT NULL
+    );
     """,
 }
 
@@ -475,6 +484,22 @@ class StateStore:
                 "SELECT steps, noise_multiplier, sample_rate FROM privacy_spend ORDER BY rowid"
             ).fetchall()
         return [(int(r[0]), float(r[1]), float(r[2])) for r in rows]
+
+    def add_group_privacy_spend(self, round: int, noise_multiplier: float) -> None:
+        """Record one group-level DP release about to be made (before the upload)."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO group_privacy_spend (ts, round, noise_multiplier) VALUES (?, ?, ?)",
+                (time.time(), round, noise_multiplier),
+            )
+
+    def group_privacy_spend(self) -> list[float]:
+        """The effective noise multiplier of every recorded group-level release, in order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT noise_multiplier FROM group_privacy_spend ORDER BY rowid"
+            ).fetchall()
+        return [float(r[0]) for r in rows]
 
     def events_of_kind(self, kind: str, limit: int = 500) -> list[dict[str, Any]]:
         """The newest ``limit`` recorded events of ``kind``, oldest first."""

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from fedswarm.learning.trainer import LocalTrainer
 
+from .averaging.group_dp import GroupPrivacy
 from .averaging.secure import SecureAggregation
 from .round import RoundContext
 
@@ -73,3 +74,5 @@ class MemberParts:
     secure: SecureAggregation | None  # None when ``secure_aggregation = "none"``
     work_dir: Path  # for caches that survive restarts (the daemon's state folder)
     seed: int
+    # [privacy] group_noise_multiplier: the clipped change and its noise (lora_avg only)
+    group_dp: GroupPrivacy | None = None

@@ -196,8 +196,36 @@ class PrivacySettings:
     delta: float | None = None
     max_grad_norm: float = 1.0
     noise_multiplier: float | None = None
+    accountant: str = "rdp"  # "rdp" or "prv": Opacus's RDPAccountant or PRVAccountant
+    # Group-level (distributed) DP inside secure aggregation (docs/privacy.md): on when
+    # group_noise_multiplier is set. Each member clips its round's change to
+    # group_update_clip (L2) and adds integer noise so the group's sum is DP with respect
+    # to one member's whole change, for up to `colluders` members who pool their noise.
+    group_noise_multiplier: float | None = None
+    group_update_clip: float = 0.1
+    colluders: int = 0
+    group_target_epsilon: float | None = None  # unset: accounted and shown, not enforced
+    group_delta: float = 1e-5
+
+    @property
+    def group_dp(self) -> bool:
+        return self.group_noise_multiplier is not None
 
     def __post_init__(self) -> None:
+        _require(self.accountant in ("rdp", "prv"), "privacy.accountant",
+                 "must be 'rdp' or 'prv' (Opacus's RDP or PRV accountant)")
+        if self.group_noise_multiplier is not None:
+            _require(0 < self.group_noise_multiplier < float("inf"),
+                     "privacy.group_noise_multiplier",
+                     "must be a finite number > 0, or unset for no group-level DP")
+        _require(0 < self.group_update_clip < float("inf"), "privacy.group_update_clip",
+                 "must be a finite number > 0")
+        _require(isinstance(self.colluders, int) and self.colluders >= 0, "privacy.colluders",
+                 "must be an integer >= 0")
+        if self.group_target_epsilon is not None:
+            _require(0 < self.group_target_epsilon < float("inf"),
+                     "privacy.group_target_epsilon", "must be a finite number > 0, or unset")
+        _require(0 < self.group_delta < 1, "privacy.group_delta", "must be in (0, 1)")
         _require(0 < self.target_epsilon < float("inf"), "privacy.target_epsilon",
                  "must be a finite number > 0")
         if self.delta is not None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
+from fedswarm.secagg.distributed_dp import DDP_FIELDS_PER_SLOT, GroupNoise
 from fedswarm.secagg.errors import ParameterSecurityError
 
 PROTOCOL_V2 = "bfv-mask-shamir-v2"
@@ -75,6 +76,9 @@ class SecAggParams:
     # ciphertexts per UPLOAD / SUM / RESULT chunk message (secagg/chunks.py): fixes every
     # chunk count from the vector length KEYS agreed, so a peer cannot claim another
     stream_chunk_ciphertexts: int = 128
+    # v3 only: group-level DP, integer noise each member adds (distributed_dp.py);
+    # set with with_group_noise, which also packs 2 fields of 24 bits per slot
+    group_noise: GroupNoise | None = None
 
     @classmethod
     def v3(cls, **overrides: object) -> SecAggParams:
@@ -93,6 +97,18 @@ class SecAggParams:
         }
         fields.update(overrides)
         return cls(**fields)  # type: ignore[arg-type]
+
+    def with_group_noise(self, noise: GroupNoise | None) -> SecAggParams:
+        """These parameters with group-level DP noise (None: without).
+
+        Why 2 fields per slot: v3's 16-bit fields hold k values of 13..14 bits and no
+        room for noise; 24-bit fields hold the noise of k members (NOISE_TAIL standard
+        deviations of the sum) and values on a grid far finer than the noise, for half
+        again v3's upload (docs/privacy.md).
+        """
+        if noise is None:
+            return self
+        return replace(self, group_noise=noise, fields_per_slot=DDP_FIELDS_PER_SLOT)
 
     @property
     def packed(self) -> bool:
@@ -164,6 +180,13 @@ class SecAggParams:
         if not 1 <= self.stream_chunk_ciphertexts <= MAX_CHUNK_CIPHERTEXTS:
             raise ParameterSecurityError(
                 f"stream_chunk_ciphertexts must be in 1..{MAX_CHUNK_CIPHERTEXTS}"
+            )
+        if self.group_noise is not None and (
+            not self.packed or self.fields_per_slot != DDP_FIELDS_PER_SLOT
+        ):
+            raise ParameterSecurityError(
+                f"group-level DP needs {PROTOCOL_V3} with {DDP_FIELDS_PER_SLOT} fields per "
+                "slot (SecAggParams.with_group_noise)"
             )
         if not (self.clip_norm > 0 and self.clip_norm < float("inf")):
             raise ParameterSecurityError("clip_norm must be a positive finite number")

@@ -50,6 +50,7 @@ from fedswarm.secagg.chunks import (
     result_chunk_values,
     stream_chunk_count,
 )
+from fedswarm.secagg.distributed_dp import GroupNoise, effective_noise_multiplier
 from fedswarm.secagg.errors import (
     CiphertextLayoutError,
     ContextMismatchError,
@@ -175,6 +176,9 @@ class AggregationResult:
     # None on v2 (the clip itself). A result beyond it holds something no honest input
     # carries, though it may stay inside the clip (v3 decodes garbage within its fields).
     value_bound: float | None = None
+    # group-level DP: the noise multiplier the accountant sees for this round's sum
+    # (distributed_dp.effective_noise_multiplier on this group's grid); None without
+    effective_noise_multiplier: float | None = None
 
 
 async def run_secure_aggregation(
@@ -197,7 +201,7 @@ async def run_secure_aggregation(
     """
     prep_start = time.thread_time()
     params.validate()
-    _check_spec(spec, signer.peer_id)
+    _check_spec(spec, signer.peer_id, params.group_noise)
     flat = validate_update(update)
     quantise_weight(weight, params)
     prep_cpu_s = time.thread_time() - prep_start
@@ -225,10 +229,19 @@ async def run_secure_aggregation(
         rejected=tuple(f"{type(e).__name__}: {e}" for e in session.inbox.rejected),
         error_bound=session.grid().error_bound(total_weight),
         value_bound=(params.clip_norm / (1 << session.range_shift) if params.packed else None),
+        effective_noise_multiplier=_effective_noise(session.grid(), params, flat.size),
     )
 
 
-def _check_spec(spec: GroupSpec, me: str) -> None:
+def _effective_noise(grid: QuantisationGrid, params: SecAggParams, n_values: int) -> float | None:
+    if params.group_noise is None:
+        return None
+    return effective_noise_multiplier(
+        params.group_noise.noise_multiplier, grid.sensitivity, n_values
+    )
+
+
+def _check_spec(spec: GroupSpec, me: str, noise: GroupNoise | None = None) -> None:
     if tuple(sorted(set(spec.members))) != spec.members:
         raise ProtocolViolationError("GroupSpec.members must be sorted and distinct")
     if me not in spec.members:
@@ -237,6 +250,10 @@ def _check_spec(spec: GroupSpec, me: str) -> None:
         raise ParameterSecurityError(f"groups need at least {MIN_GROUP_SIZE} members")
     if spec.round < 0:
         raise ProtocolViolationError("round must be non-negative")
+    if noise is not None and spec.min_survivors < noise.min_survivors:
+        raise ParameterSecurityError(
+            f"group-level DP noise is calibrated for at least {noise.min_survivors} "
+            f"survivors; this session would reveal a sum of {spec.min_survivors}")
     if spec.min_survivors > len(spec.members):
         raise ParameterSecurityError(
             f"the group has {len(spec.members)} members, fewer than the "
@@ -340,13 +357,27 @@ class _Session:
         """
         if self.weight_class is None:
             return self._mask_binding()
-        return (
+        binding = (
             self._mask_binding()
             + b"weight-class"
             + bytes([self.weight_class])
             + b"range-shift"
             + bytes([self.range_shift])
         )
+        if self.params.group_noise is not None:  # other noise, other grid: no sum
+            binding += self.params.group_noise.describe()
+        return binding
+
+    def _published_range_shift(self) -> int:
+        """v3's range shift, or 0 with group-level DP.
+
+        Why 0: the shift reveals the member's largest |coordinate| to within a factor
+        of two, a fact about this round's data that no noise covers. With group-level
+        DP the grid is sized for the noise anyway (distributed_dp), so nothing is lost.
+        """
+        if self.params.group_noise is not None:
+            return 0
+        return self._local_cpu(lambda: range_shift(self.flat, self.params))
 
     def grid(self) -> QuantisationGrid:
         return QuantisationGrid.for_group(
@@ -485,9 +516,7 @@ class _Session:
             self_mask_commitment(self._seed, self._mask_binding()),
             self.n_values,
             weight_class(self.weight, self.params) if self.params.packed else None,
-            self._local_cpu(lambda: range_shift(self.flat, self.params))
-            if self.params.packed
-            else None,
+            self._published_range_shift() if self.params.packed else None,
         )
         self.keys[self.me] = mine
         await self._broadcast(self.spec.members, Step.KEYS, mine.encode())
@@ -587,8 +616,12 @@ class _Session:
         return self._local_cpu(
             lambda: EncryptJob(
                 self.public_context,
-                # half the bytes of float64 to pickle; no copy when already float32
-                np.asarray(self.flat, dtype=np.float32),
+                # half the bytes of float64 to pickle; no copy when already float32.
+                # Group-level DP keeps float64: the clip holds for anchor + delta exactly
+                np.asarray(
+                    self.flat,
+                    dtype=np.float32 if self.params.group_noise is None else np.float64,
+                ),
                 self.weight,
                 self.params,
                 self.k,

@@ -32,6 +32,11 @@ DEMO_TIMEOUT_S = 1800.0
 #: FedKSeed's steps per round in the demo: a zeroth-order step is two forward passes
 #: and moves the loss far less than a LoRA step (docs/fedkseed.md).
 FEDKSEED_DEMO_STEPS = 100
+#: ``--dp``: record-level DP-SGD that fits the demo shard (400 rows, batch 8, so q = 0.02;
+#: 3 rounds of 15 steps spend ε ≈ 0.70 at δ = 1/400, docs/privacy.md's table). The noise
+#: is fixed rather than derived: the demo's config sets no total_steps.
+DEMO_DP = {"enabled": True, "target_epsilon": 3.0, "noise_multiplier": 1.0,
+           "max_grad_norm": 1.0}
 
 
 def run_demo(
@@ -43,6 +48,7 @@ def run_demo(
     group_size: int,
     workdir: Path | None,
     json_path: Path | None,
+    dp: bool = False,
 ) -> dict[str, Any]:
     """Run the demo and return its summary (also written to ``json_path``).
 
@@ -73,13 +79,19 @@ def run_demo(
                    "top-k predictions on the public set are seen by its group; see docs/fedmkt.md")
     elif protocol == "none":
         click.echo("  WARNING: plaintext averaging; every peer sees the others' updates")
+    if dp:
+        if mode != "lora_avg":
+            raise DemoError("--dp: DP-SGD runs with --mode lora_avg only (docs/privacy.md)")
+        click.echo(f"  differential privacy: DP-SGD on every peer (noise multiplier "
+                   f"{DEMO_DP['noise_multiplier']:g}, clip {DEMO_DP['max_grad_norm']:g}, "
+                   f"budget ε {DEMO_DP['target_epsilon']:g}, unpacked rows)")
     click.echo(f"  files (identities, configs, daemon logs): {root}")
     federation: LocalFederation | None = None
     try:
         with Ticker("  preparing: ", click.echo, first="loading torch and transformers"
                     ) as ticker:
             federation = _build_federation(root, peers, total, secure, mode, group_size,
-                                           averaging, ticker)
+                                           averaging, ticker, dp)
         federation.start()
         for peer in federation.peers:
             click.echo(f"  {peer.org:<22} {_model_label(federation, peer.index)}"
@@ -122,11 +134,15 @@ class DemoInterrupted(KeyboardInterrupt):
 
 
 def _build_federation(root: Path, peers: int, total: int, secure: bool, mode: str,
-                      group_size: int, averaging: int, ticker: Ticker) -> LocalFederation:
+                      group_size: int, averaging: int, ticker: Ticker,
+                      dp: bool = False) -> LocalFederation:
     """Import the heavy parts (torch) and build model, shards and configs, under the ticker."""
     from .local_federation import LocalFederation
 
     overrides: dict[str, dict[str, Any]] = {"federation": {"final_averaging_rounds": averaging}}
+    if dp:  # DP-SGD clips each row's gradient: a packed block would mix rows
+        overrides["privacy"] = dict(DEMO_DP)
+        overrides["data"] = {"packing": False}
     if mode == "fedmkt":  # the demo's models differ: a member asking for secure would abort
         overrides["fedmkt"] = {"homogeneous_exchange": "clear"}
     protocol = PROTOCOL_NAME if secure else "none"
@@ -211,6 +227,7 @@ def _summarise(
                 "rounds_completed": status.get("rounds_completed", 0),
                 "rounds_aggregated": status.get("rounds_aggregated", 0),
                 "last_finished_round": status.get("last_finished_round", 0),
+                "privacy": _privacy_of(status),
             }
         )
         try:
@@ -221,11 +238,17 @@ def _summarise(
     diff: float | None = None  # FedMKT peers run different models: adapters not comparable
     if federation.mode != "fedmkt":
         diff = max((float(np.max(np.abs(a - b))) for a in vectors for b in vectors), default=0.0)
+    # --dp: DP-SGD's noise swamps the tiny demo model's signal (docs/results.md, measured:
+    # the eval loss stays at the untrained model's), so a falling loss is not asked for;
+    # finishing, and the budget holding, are
+    dp = "privacy" in federation.overrides
     ok = all(
         p["last_finished_round"] >= federation.rounds
         and p["eval_loss_end"] is not None
         and p["eval_loss_start"] is not None
-        and p["eval_loss_end"] < p["eval_loss_start"]
+        and (p["eval_loss_end"] < p["eval_loss_start"] if not dp else
+             p["privacy"] is not None
+             and p["privacy"]["epsilon_spent"] <= p["privacy"]["epsilon_target"])
         for p in per_peer
     )
     return {
@@ -238,8 +261,31 @@ def _summarise(
         "consensus_max_abs_diff": diff,
         "wall_s": round(wall_s, 2),
         "ok": ok,
+        "dp": dp,
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
     }
+
+
+def _privacy_of(status: dict[str, Any]) -> dict[str, Any] | None:
+    """ε a peer's DP-SGD spent (its /api/status), None without [privacy]."""
+    privacy = status.get("privacy") or {}
+    if not privacy.get("enabled"):
+        return None
+    return {key: privacy.get(key) for key in
+            ("epsilon_spent", "epsilon_target", "delta", "steps", "noise_multiplier")}
+
+
+def privacy_lines(summary: dict[str, Any]) -> list[str]:
+    """What each peer's DP-SGD spent, for the end of the demo (empty without --dp)."""
+    spent = [(p["org"], p["privacy"]) for p in summary["per_peer"] if p.get("privacy")]
+    if not spent:
+        return []
+    lines = ["differential privacy:    DP-SGD, record level, each peer's own rows (Opacus RDP)"]
+    for org, privacy in spent:
+        lines.append(f"  {org:<22} ε {privacy['epsilon_spent']:.3f} spent of "
+                     f"{privacy['epsilon_target']:g} (δ {privacy['delta']:.3g}, "
+                     f"{privacy['steps']} steps)")
+    return lines
 
 
 def read_final_adapter(checkpoint_root: Path) -> np.ndarray:
@@ -288,6 +334,8 @@ def _print_table(summary: dict[str, Any]) -> None:
         click.echo(f"consensus max abs diff:  {diff:.3g}  ({consensus_note(diff, held)})")
     elif fedmkt:
         click.echo("consensus:               none expected: FedMKT peers keep their own models")
+    for line in privacy_lines(summary):
+        click.echo(line)
     click.echo(f"wall time:               {summary['wall_s']:.1f} s")
     click.echo("result:                  " + result_line(summary))
 
@@ -319,6 +367,9 @@ def rotating_groups_note(summary: dict[str, Any]) -> list[str]:
 
 def result_line(summary: dict[str, Any]) -> str:
     """OK, or which peers failed and how."""
+    if summary["ok"] and summary.get("dp"):
+        return ("OK: every peer finished within its DP budget (DP-SGD at this noise does not "
+                "improve the tiny demo model: docs/results.md)")
     if summary["ok"]:
         return "OK: every peer finished and its eval loss fell"
     problems = []
@@ -328,6 +379,10 @@ def result_line(summary: dict[str, Any]) -> str:
             problems.append(f"{p['org']} did not finish")
         elif start is None or end is None:
             problems.append(f"{p['org']} reported no eval loss")
+        elif summary.get("dp") and not p.get("privacy"):
+            problems.append(f"{p['org']} reported no privacy budget")
+        elif summary.get("dp"):
+            problems.append(f"{p['org']} spent more than its DP budget")
         elif end >= start:
             problems.append(f"{p['org']}'s eval loss did not fall")
     return "FAILED: " + "; ".join(problems or ["see the daemons' logs"])

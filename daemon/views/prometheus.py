@@ -45,6 +45,8 @@ class MetricsSnapshot:
     # With [privacy] enabled: the DP budget's ε spent so far and its target (None: off).
     privacy_epsilon_spent: float | None = None
     privacy_epsilon_target: float | None = None
+    # With group-level DP: ε its group releases have spent so far (None: off).
+    group_privacy_epsilon_spent: float | None = None
     # With [data.screen]: rows the loader screened at start, and those dropped, by screen.
     screen_rows_checked: int | None = None
     screen_rows_dropped: dict[str, int] = field(default_factory=dict)
@@ -154,6 +156,11 @@ def render_metrics(snapshot: MetricsSnapshot) -> str:
         out.gauge("fedswarm_privacy_epsilon_remaining",
                   "Differential privacy: epsilon left before local training stops.",
                   max(0.0, target - spent))
+    if snapshot.group_privacy_epsilon_spent is not None:
+        out.gauge("fedswarm_group_privacy_epsilon_spent",
+                  "Group-level differential privacy: epsilon spent by the rounds this "
+                  "member's clipped change entered a group sum.",
+                  snapshot.group_privacy_epsilon_spent)
     if snapshot.screen_rows_checked is not None:
         out.gauge("fedswarm_screen_rows_checked",
                   "Data screen: training rows screened when the data was loaded.",

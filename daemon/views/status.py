@@ -111,6 +111,7 @@ class DaemonStatusView:
             "listen_addrs": d.node.listen_addrs if d.node else [],
             "api_url": d.api_url,
             "privacy": self.privacy(),
+            "group_privacy": self.group_privacy(),
             "screen": self.screen(),
         }
 
@@ -137,9 +138,31 @@ class DaemonStatusView:
             "noise_multiplier": plan.noise_multiplier,
             "sample_rate": plan.sample_rate,
             "max_grad_norm": plan.max_grad_norm,
-            "accountant": "Opacus RDP",
+            "accountant": "Opacus PRV" if plan.accountant == "prv" else "Opacus RDP",
             "training_stopped": bool(getattr(runner, "privacy_spent", False)),
             "not_covered": NOT_COVERED_BY_DP,
+        }
+
+    def group_privacy(self) -> dict[str, Any]:
+        """Group-level DP ([privacy] group_noise_multiplier): ε over the rounds released."""
+        privacy = getattr(self._d, "group_privacy", None)
+        if privacy is None:
+            return {"enabled": False}
+        budget, noise = privacy.budget, privacy.params.group_noise
+        history = budget.history
+        return {
+            "enabled": True,
+            "epsilon_spent": budget.epsilon(),
+            "epsilon_target": budget.target_epsilon,
+            "epsilon_remaining": budget.remaining(),
+            "delta": budget.delta,
+            "rounds": budget.rounds,
+            "noise_multiplier": noise.noise_multiplier,
+            "effective_noise_multiplier": history[-1].noise_multiplier if history else None,
+            "update_clip": noise.update_clip,
+            "colluders": noise.colluders,
+            "survivor_floor": noise.min_survivors,
+            "accountant": "Opacus PRV" if budget.accountant == "prv" else "Opacus RDP",
         }
 
     def _peers_up(self) -> int:
@@ -335,6 +358,7 @@ class DaemonStatusView:
                 secagg_rounds_total=secagg_rounds,
                 privacy_epsilon_spent=privacy.get("epsilon_spent"),
                 privacy_epsilon_target=privacy.get("epsilon_target"),
+                group_privacy_epsilon_spent=self.group_privacy().get("epsilon_spent"),
                 screen_rows_checked=screen.get("rows_checked") if screen["enabled"] else None,
                 screen_rows_dropped=screen.get("dropped_by_screen", {}),
                 **self._eval_metrics(),

@@ -32,6 +32,9 @@ class GroupAverage:
     value_bound: float | None = None
     """The largest |coordinate| honest inputs can have, when the protocol knows one
     tighter than the clip (secure aggregation v3: ``clip / 2**range_shift``)."""
+    group_noise_multiplier: float | None = None
+    """With group-level DP: the effective noise multiplier of this group's sum
+    (``secagg.distributed_dp.effective_noise_multiplier``)."""
 
     def round_record(self) -> dict[str, Any]:
         """The round log's fields for this average (``Combined.record``), one shape for

@@ -124,6 +124,7 @@ class SecureAggregation:
             timings={**result.timings, "aggregate_s": time.monotonic() - started},
             error_bound=result.error_bound,
             value_bound=result.value_bound,
+            group_noise_multiplier=result.effective_noise_multiplier,
         )
         # D (or any member, through its masked vector or weight slot) could have put
         # anything in the sum: refuse what honest clipped inputs cannot produce.

@@ -28,6 +28,7 @@ from fedswarm.learning.moment_averaging import averaged_length, explain_refusal,
 from fedswarm.learning.trainer import LocalTrainer
 
 from ..averaging.agreement import MARKER_SIZE, strip_marker, with_marker
+from ..averaging.group_dp import GroupBudgetSpentError
 from ..averaging.group_momentum import GroupMomentum
 from ..averaging.plain import KIND as PLAIN_KIND
 from ..averaging.plain import plain_group_average
@@ -133,11 +134,20 @@ class LoraAveraging:
                           if settings.group_momentum > 0.0 else None)
 
     def train(self) -> float | None:
+        group_dp = self._parts.group_dp
+        if group_dp is not None:  # the first round's start is the first anchor
+            group_dp.start(member_vector(self._parts.trainer, self._settings))
         return self._parts.trainer.train().loss
 
     async def combine(self, ctx: RoundContext, weight: float) -> Combined:
         trainer = self._parts.trainer
         vector = await asyncio.to_thread(member_vector, trainer, self._settings)
+        group_dp = self._parts.group_dp
+        if group_dp is not None:  # the change since the last release, clipped (group_dp.py)
+            try:
+                vector, _ = group_dp.prepare(vector)
+            except GroupBudgetSpentError as exc:
+                raise RoundAbortedError(str(exc)) from exc
         # Members that disagree on the layout send vectors of different lengths and
         # refuse each other; the refusal and the abort say what we send.
         adapter_size = trainer.adapter_size
@@ -146,6 +156,8 @@ class LoraAveraging:
             raise RoundAbortedError(
                 f"only {len(outcome.survivors)} of {len(ctx.members)} group members took part"
             )
+        if group_dp is not None:  # released to the group: the next change's anchor
+            group_dp.released(outcome.average)
         average = group_result(outcome.average, self._settings, outcome.error_bound)
         return Combined(
             record=outcome.round_record(),
@@ -166,13 +178,19 @@ class LoraAveraging:
         extra = (adapter_size * int(self._settings.scaffold)
                  + (MARKER_SIZE if self._settings.needs_marker else 0))
         if secure is None:
+            if self._parts.group_dp is not None:  # the config check refuses this
+                raise RoundAbortedError("group-level DP needs secure aggregation")
+
             def refuse(peer: str, why: str) -> None:
                 ctx.on_reject(peer, PLAIN_KIND,
                               explain_refusal(why, adapter_size, with_moments, extra))
 
             return await plain_group_average(ctx, vector, weight, on_reject=refuse)
+        group_dp = self._parts.group_dp
         try:
-            return await secure.average(ctx, vector, weight)
+            return await secure.average(
+                ctx, vector, weight, None if group_dp is None else group_dp.params
+            )
         except RoundAbortedError as exc:  # a failed session names our layout, the usual cause
             raise RoundAbortedError(
                 f"{exc} ({layout_note(adapter_size, with_moments, extra)})") from exc

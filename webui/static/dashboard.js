@@ -153,7 +153,7 @@
     setText("ov-secagg", typeof s.secure_aggregation === "object" && s.secure_aggregation !== null
       ? JSON.stringify(s.secure_aggregation) : s.secure_aggregation);
     setText("ov-fingerprint", s.adapter_fingerprint);
-    setText("ov-privacy", privacyText(s.privacy));
+    setText("ov-privacy", privacyText(s.privacy) + groupPrivacyText(s.group_privacy));
     renderPrivacy(s.privacy);
     setText("ov-screen", screenText(s.screen));
   }
@@ -171,6 +171,13 @@
     if (!p || !p.enabled) return "off";
     return "ε " + num(p.epsilon_spent, 3) + " spent of " + p.epsilon_target + ", " + num(p.epsilon_remaining, 3)
       + " left (δ " + Number(p.delta).toPrecision(3) + ")" + (p.training_stopped ? "; budget spent, training stopped" : "");
+  }
+
+  // group-level DP inside secure aggregation, appended to the overview's privacy row
+  function groupPrivacyText(g) {
+    if (!g || !g.enabled) return "";
+    return "; group level ε " + num(g.epsilon_spent, 3) + (g.epsilon_target != null ? " of " + g.epsilon_target : "")
+      + " over " + g.rounds + " rounds";
   }
 
   function renderPrivacy(p) {
