@@ -144,3 +144,39 @@ async def test_decryptor_in_segments_publishes_exactly_the_one_job_average(
     expected = (2.0 * np.clip(member.update, -1, 1) + own_job.update.astype(np.float64)) / 3.0
     grid = QuantisationGrid.for_group(params, k, wc)
     assert np.max(np.abs(segmented.average - expected)) <= grid.error_bound(3.0) + 1e-7
+
+
+@pytest.mark.parametrize("params", [SecAggParams.v3(), SecAggParams()], ids=["v3", "v2"])
+async def test_a_sum_that_fills_whole_segments_decrypts_its_weight_only_segment(
+    params: SecAggParams,
+) -> None:
+    """Found at a real shape (bench.shape_round, Phi-3-mini with 2 layers): 786,432 adapter
+    values + exp_avg = 1,572,864 = 128 ciphertexts of 3 fields exactly, so the weight slot
+    was a decryption segment of its own and D refused it as "must be 1-D with a weight
+    slot": every member's round aborted."""
+    from fedswarm.secagg.he import DecryptJob, decrypt_all, decrypt_and_unmask, mask_contribution
+
+    keys = create_context(params)
+    k, n = 4, 2 * params.slot_count * params.fields_per_slot  # 2 full ciphertexts + weight
+    rng = np.random.default_rng(4)
+    wc = 8 if params.packed else None
+    member = EncryptJob(keys.public_context, rng.uniform(-0.9, 0.9, n).astype(np.float32),
+                        2.0, params, k, KEYS, wc)
+    own_job = EncryptJob(keys.public_context, rng.uniform(-0.9, 0.9, n).astype(np.float32),
+                         1.0, params, k, tuple((key, -sign) for key, sign in KEYS), wc)
+    upload = encrypt_contribution(member)
+    assert upload.n_values == 2 * params.slot_count + 1
+    own = mask_contribution(own_job).values
+    job = DecryptJob(keys.secret_context, [memoryview(c) for c in upload.chunks],
+                     upload.n_values, params, k, (), own, wc, n)
+
+    async def run(segment: DecryptJob):
+        return decrypt_and_unmask(segment)
+
+    segmented = await decrypt_all(job, run, ciphertexts=1)  # segments: 4096, 4096, 1 slot
+    whole = await decrypt_all(job, run, ciphertexts=10_000)
+    assert segmented.total_weight == whole.total_weight == 3.0
+    np.testing.assert_array_equal(segmented.average, whole.average)
+    expected = (2.0 * np.clip(member.update, -1, 1) + own_job.update.astype(np.float64)) / 3.0
+    grid = QuantisationGrid.for_group(params, k, wc)
+    assert np.max(np.abs(segmented.average - expected)) <= grid.error_bound(3.0) + 1e-7
