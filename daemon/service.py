@@ -78,6 +78,18 @@ log = logging.getLogger("fedswarm.daemon")
 SHUTDOWN_GRACE_S = 30.0
 
 
+def _warn_slow_placement(trainer: object) -> None:
+    """Log bf16 on a CPU without native bf16: its steps can take minutes (docs/performance.md)."""
+    from fedswarm.learning.cpu_precision import cpu_flags, slow_bf16_warning
+
+    placement = getattr(trainer, "placement", None)
+    if placement is None:
+        return
+    message = slow_bf16_warning(placement.device, placement.dtype, cpu_flags())
+    if message is not None:
+        log.warning("%s", message)
+
+
 class Daemon:
     """Owns the daemon's parts and runs until ``request_stop`` (SIGTERM) is called."""
 
@@ -286,6 +298,7 @@ class Daemon:
             self.round_eval = await asyncio.to_thread(RoundEvalSets.load, cfg.eval)
         trainer = await asyncio.to_thread(self._build_trainer)
         self.trainer = trainer
+        _warn_slow_placement(trainer)
         self.screen = await asyncio.to_thread(record_screening, cfg.state_dir,
                                               trainer.screen_result, trainer.screened_with_round)
         if trainer.privacy is not None:  # never forget, never re-spend (docs/privacy.md)

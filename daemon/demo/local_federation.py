@@ -158,6 +158,7 @@ class LocalFederation:
         model_dir: Path | None = None,
         peer_hosts: list[str] | None = None,
         command_prefixes: list[tuple[str, ...]] | None = None,
+        demo_model: bool = True,
     ) -> None:
         if peers < 1:
             raise DemoError("a federation needs at least one peer")
@@ -184,16 +185,25 @@ class LocalFederation:
         self.model_dirs: list[Path] = []  # peer i runs model_dirs[i % len]; set by prepare()
         self.peer_hosts = peer_hosts
         self.command_prefixes = command_prefixes
+        # False: ``model_dir`` is a model folder to use as it is (bench.shape_round's real
+        # shapes): no demo build, and no demo LoRA targets, so each daemon detects its own
+        # (``detect_target_modules``) as an operator's would.
+        self.demo_model = demo_model
 
     # -- building -------------------------------------------------------------------------
 
     def prepare(self, on_progress: BuildProgress | None = None) -> None:
-        """Build the demo model, data shards, identities, roster and configs.
+        """Build the demo model (unless ``demo_model`` is False), data shards, identities,
+        roster and configs.
 
         ``on_progress`` hears what the model build is doing (``build_demo_model``).
         """
         self.workdir.mkdir(parents=True, exist_ok=True)
-        build_demo_model(self.model_dir, seed=self.seed, on_progress=on_progress)
+        if self.demo_model:
+            build_demo_model(self.model_dir, seed=self.seed, on_progress=on_progress)
+        elif self.mode != "lora_avg":
+            raise DemoError(f"mode {self.mode!r} needs the demo model; a model folder as it "
+                            "is runs lora_avg only")
         model_dirs = self.model_dirs = [self.model_dir]
         if self.mode == "fedmkt":  # heterogeneous peers: alternate model size and tokenizer
             variant = self.model_dir.with_name(f"{self.model_dir.name}-{FEDMKT_VARIANT}")
@@ -273,7 +283,8 @@ class LocalFederation:
         document["federation"]["mode"] = self.mode
         document["federation"]["heartbeat_s"] = 1.0
         document["federation"]["peer_timeout_s"] = 6.0
-        document["lora"]["target_modules"] = list(DEMO_LORA_TARGETS)
+        if self.demo_model:
+            document["lora"]["target_modules"] = list(DEMO_LORA_TARGETS)
         document.setdefault("api", {})["host"] = peer.host
         if self.public_set is not None:
             document["fedmkt"] = {

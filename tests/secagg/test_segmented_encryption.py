@@ -95,11 +95,17 @@ def test_aggregator_adds_its_own_plaintext_segment_by_segment() -> None:
 
 
 @pytest.mark.parametrize("params", [SecAggParams.v3(), SecAggParams()], ids=["v3", "v2"])
+@pytest.mark.parametrize("extra", [1_001, 0], ids=["ragged", "weight-only-last-chunk"])
 def test_decryptor_streaming_chunks_publishes_exactly_the_one_segment_average(
-    params: SecAggParams,
+    params: SecAggParams, extra: int
 ) -> None:
     """D's streamed path (stream_decrypt): SUM chunks of one ciphertext decrypted into its
-    own vector, then unmasked per chunk, the weight slot's first, equal one segment."""
+    own vector, then unmasked per chunk, the weight slot's first, equal one segment.
+
+    ``extra = 0`` was found at a real shape (bench.shape_round, Phi-3-mini with 2 layers:
+    786,432 adapter values + exp_avg = 1,572,864 = 128 v3 ciphertexts exactly): the weight
+    slot is then a chunk of its own, which D refused as "must be 1-D with a weight slot",
+    so every member's round aborted."""
     from fedswarm.secagg.chunks import chunk_slots, result_chunk_values
     from fedswarm.secagg.he import add_own_mod_p, mask_contribution
     from fedswarm.secagg.stream_decrypt import (
@@ -110,7 +116,7 @@ def test_decryptor_streaming_chunks_publishes_exactly_the_one_segment_average(
     )
 
     keys = create_context(params)
-    k, n = 4, 2 * params.slot_count * params.fields_per_slot + 1_001
+    k, n = 4, 2 * params.slot_count * params.fields_per_slot + extra
     rng = np.random.default_rng(3)
     wc = 8 if params.packed else None
     member = EncryptJob(keys.public_context, rng.uniform(-0.9, 0.9, n).astype(np.float32),
