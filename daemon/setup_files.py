@@ -140,6 +140,14 @@ enabled = false
 # max_grad_norm = 1.0              # each example's gradient is clipped to this L2 norm
 # noise_multiplier = 1.0           # noise std / max_grad_norm; unset: derived from target_epsilon
                                    # and [train] total_steps
+# accountant = "rdp"               # Opacus's "rdp" or "prv" (tighter: less noise for one epsilon)
+# Group-level DP: each member adds integer noise inside secure aggregation (v3), so every
+# group sum is DP with respect to one member's whole change in the round.
+# group_noise_multiplier = 2.0     # honest noise std / one member's sensitivity; unset: off
+# group_update_clip = 0.5          # L2 bound on a member's change per round
+# colluders = 0                    # members who may pool their own noise (at most 2)
+# group_target_epsilon = 10.0      # unset: accounted and shown, not enforced
+# group_delta = 1e-5
 
 # Ownership mark (FedIPR, docs/ownership.md): your secret bits written into the model's
 # normalisation scales during training, so you can later prove a model carries them.
