@@ -8,22 +8,8 @@ import pytest
 from fedswarm.daemon.config import load_config
 from fedswarm.daemon.errors import ConfigError
 
-MINIMAL = """
-[node]
-org = "bank-a"
-
-[model]
-path = "model"
-
-[data]
-train_path = "train.jsonl"
-"""
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "config.toml"
-    path.write_text(text)
-    return path
+from .minimal_config import MINIMAL
+from .minimal_config import write_config as write
 
 
 def test_minimal_config_loads_with_defaults_and_resolves_paths(tmp_path: Path) -> None:

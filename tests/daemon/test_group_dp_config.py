@@ -10,22 +10,11 @@ import pytest
 from fedswarm.daemon.config import load_config
 from fedswarm.daemon.errors import ConfigError
 
-MINIMAL = """
-[node]
-org = "bank-a"
-
-[model]
-path = "model"
-
-[data]
-train_path = "train.jsonl"
-"""
+from .minimal_config import MINIMAL, write_config
 
 
 def write(tmp_path: Path, extra: str) -> Path:
-    path = tmp_path / "config.toml"
-    path.write_text(MINIMAL + extra)
-    return path
+    return write_config(tmp_path, MINIMAL + extra)
 
 
 def test_group_dp_is_off_by_default_and_loads_when_set(tmp_path: Path) -> None:

@@ -9,22 +9,11 @@ from fedswarm.daemon.config import check_ownership_key, load_config
 from fedswarm.daemon.errors import ConfigError
 from fedswarm.learning.ownership.keys import write_key_file
 
-MINIMAL = """
-[node]
-org = "bank-a"
-
-[model]
-path = "model"
-
-[data]
-train_path = "train.jsonl"
-"""
+from .minimal_config import MINIMAL, write_config
 
 
 def write(tmp_path: Path, extra: str) -> Path:
-    path = tmp_path / "config.toml"
-    path.write_text(MINIMAL + extra)
-    return path
+    return write_config(tmp_path, MINIMAL + extra)
 
 
 def test_ownership_is_off_by_default(tmp_path: Path) -> None:
