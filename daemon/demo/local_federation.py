@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ from fedswarm.secagg.params import PROTOCOL_NAME
 
 from ..errors import DemoError
 from ..setup_files import init_node
+from .port_reservations import reserve_port
 
 #: The second model family of the heterogeneous (``mode="fedmkt"``) demo: odd peers use it.
 FEDMKT_VARIANT = "small-unigram"
@@ -76,10 +76,8 @@ def demo_model_cache_dir() -> Path:
 
 
 def free_port() -> int:
-    """A TCP port that was free a moment ago on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port free on 127.0.0.1 that no other live process has reserved."""
+    return reserve_port("127.0.0.1")
 
 
 @dataclass
