@@ -73,6 +73,20 @@ def _ctx() -> RoundContext:
     )
 
 
+def _mode(
+    trainer: FakeTrainer, secure: FakeSecure, privacy: GroupPrivacy, work_dir: Path
+) -> LoraAveraging:
+    """LoRA averaging (optimizer moments not averaged) over the fakes, with group-level DP."""
+    parts = MemberParts(
+        trainer=trainer,
+        secure=secure,
+        work_dir=work_dir,  # type: ignore
+        seed=0,
+        group_dp=privacy,
+    )
+    return LoraAveraging(parts, LoraAveragingSettings(average_optimizer_state=False))
+
+
 async def test_the_mode_sends_the_clipped_change_and_takes_the_result_as_its_anchor(
     tmp_path: Path,
 ) -> None:
@@ -81,14 +95,7 @@ async def test_the_mode_sends_the_clipped_change_and_takes_the_result_as_its_anc
     privacy = GroupPrivacy(
         group_dp_params(PROTOCOL_V3, NOISE), GroupBudget(1e-5), 6, on_release=released.append
     )
-    parts = MemberParts(
-        trainer=trainer,
-        secure=secure,
-        work_dir=tmp_path,  # type: ignore
-        seed=0,
-        group_dp=privacy,
-    )
-    mode = LoraAveraging(parts, LoraAveragingSettings(average_optimizer_state=False))
+    mode = _mode(trainer, secure, privacy, tmp_path)
     mode.train()
     await mode.combine(_ctx(), 400.0)
     sent, params = secure.sent[0]
@@ -104,14 +111,7 @@ async def test_the_mode_sends_the_clipped_change_and_takes_the_result_as_its_anc
 async def test_a_spent_budget_aborts_the_round_before_anything_is_sent(tmp_path: Path) -> None:
     trainer, secure = FakeTrainer(), FakeSecure()
     privacy = GroupPrivacy(group_dp_params(PROTOCOL_V3, NOISE), GroupBudget(1e-5, 0.01), 6)
-    parts = MemberParts(
-        trainer=trainer,
-        secure=secure,
-        work_dir=tmp_path,  # type: ignore
-        seed=0,
-        group_dp=privacy,
-    )
-    mode = LoraAveraging(parts, LoraAveragingSettings(average_optimizer_state=False))
+    mode = _mode(trainer, secure, privacy, tmp_path)
     mode.train()
     with pytest.raises(RoundAbortedError, match="group-level privacy budget spent"):
         await mode.combine(_ctx(), 400.0)
