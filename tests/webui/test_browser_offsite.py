@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from .test_browser_dashboard import WAIT_MS, open_dashboard
+from .mode_tabs import open_mode_tab
+from .test_browser_dashboard import WAIT_MS
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -20,17 +21,10 @@ async def test_offsite_panel_appears_in_offsite_mode_with_package_and_rounds(
     browser: Any, client: TestClient[Any, Any], fake_view: Any, token: str
 ) -> None:
     expect = pytest.importorskip("playwright.async_api").expect
-    base_url = str(client.make_url("")).rstrip("/")
-    page, problems = await open_dashboard(browser, base_url, token)
-    await expect(page.locator("#live-text")).to_have_text("live", timeout=WAIT_MS)
-    link = page.locator(".tabs a[data-tab=offsite]")
-    assert not await link.is_visible()  # not an offsite federation
-
-    fake_view.status["mode"] = "offsite"
-    fake_view.off["enabled"] = True
-    fake_view.push({"type": "round_finished", "round": 1})
-    await expect(link).to_be_visible(timeout=WAIT_MS)
-    await link.click()
+    page, problems = await open_mode_tab(
+        browser, client, fake_view, token, mode="offsite", panel=fake_view.off,
+        event={"type": "round_finished", "round": 1},
+    )
     rows = page.locator("#offsite-table tbody tr")
     await expect(rows).to_have_count(1, timeout=WAIT_MS)
     (row,) = await rows.all_text_contents()
