@@ -22,7 +22,8 @@ from pathlib import Path
 PROC = Path("/proc")
 
 
-def _field_kb(text: str, name: str) -> int:
+def field_kb(text: str, name: str) -> int:
+    """The kB value of ``name:`` in a /proc status-style text (0 when absent)."""
     for line in text.splitlines():
         if line.startswith(name + ":"):
             return int(line.split()[1])
@@ -44,7 +45,7 @@ def _peaks_kb(pid_dir: Path) -> tuple[int, int] | None:
         rollup = (pid_dir / "smaps_rollup").read_text()
     except OSError:
         return None
-    return _field_kb(status, "VmHWM"), _field_kb(rollup, "Pss")
+    return field_kb(status, "VmHWM"), field_kb(rollup, "Pss")
 
 
 class GroupPeakRss:

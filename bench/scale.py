@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from .group_rss import PROC, field_kb
 from .netns_federation import NetnsFederation, NetnsUnavailableError, unavailable_reason
 from .quality_report import machine
 
@@ -98,10 +99,12 @@ class Watcher:
 
     def _run(self) -> None:
         while not self._stop.wait(1.0):
+            running: dict[int, int] = {}  # process group (the daemon's pid) -> peer
             for i, peer in enumerate(self.federation.peers):
                 self._read_checkpoints(i, peer.state_dir / "checkpoint")
                 if peer.process is not None and peer.process.poll() is None:
-                    self._read_usage(i, peer.process.pid)
+                    running[peer.process.pid] = i
+            self._read_usage(running)
 
     def _read_checkpoints(self, i: int, root: Path) -> None:
         from fedswarm.learning.adapter_vector import flatten_state
@@ -127,29 +130,32 @@ class Watcher:
             except Exception:  # pruned or half-written under us: the next poll reads it
                 continue
 
-    def _read_usage(self, i: int, pgid: int) -> None:
+    def _read_usage(self, groups: dict[int, int]) -> None:
+        """One pass over /proc for every daemon: each process's group says whose it is."""
         ticks = os.sysconf("SC_CLK_TCK")
-        cpu, rss_kb, anon_kb = 0.0, 0, 0
-        for entry in Path("/proc").iterdir():
+        totals = {i: [0.0, 0, 0] for i in groups.values()}  # cpu s, VmHWM kB, RssAnon kB
+        for entry in PROC.iterdir():
             if not entry.name.isdigit():
                 continue
             try:
                 stat = (entry / "stat").read_text()
                 fields = stat[stat.rindex(")") + 2 :].split()
-                if int(fields[2]) != pgid:  # field 5: process group
+                i = groups.get(int(fields[2]))  # field 5: process group
+                if i is None:
                     continue
-                cpu += (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-                for line in (entry / "status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        rss_kb = max(rss_kb, int(line.split()[1]))
-                    elif line.startswith("RssAnon:"):
-                        anon_kb += int(line.split()[1])
+                status = (entry / "status").read_text()
+                cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
             except (OSError, ValueError, IndexError):
                 continue
-        usage = self.usage.setdefault(i, ProcessUsage())
-        usage.cpu_s = max(usage.cpu_s, cpu)
-        usage.peak_rss_mb = max(usage.peak_rss_mb, rss_kb / 1024)
-        usage.peak_private_mb = max(usage.peak_private_mb, anon_kb / 1024)
+            total = totals[i]
+            total[0] += cpu
+            total[1] = max(total[1], field_kb(status, "VmHWM"))
+            total[2] += field_kb(status, "RssAnon")
+        for i, (cpu_s, rss_kb, anon_kb) in totals.items():
+            usage = self.usage.setdefault(i, ProcessUsage())
+            usage.cpu_s = max(usage.cpu_s, cpu_s)
+            usage.peak_rss_mb = max(usage.peak_rss_mb, rss_kb / 1024)
+            usage.peak_private_mb = max(usage.peak_private_mb, anon_kb / 1024)
 
     def cpu_total(self, i: int) -> float:
         usage = self.usage.get(i, ProcessUsage())

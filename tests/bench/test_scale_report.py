@@ -33,3 +33,23 @@ def test_round_table_counts_statuses_abort_reasons_and_bytes_per_daemon() -> Non
     assert row["bytes_per_daemon"] == 4000  # mean of 4 000, 6 000 and 2 000
     assert row["abort_reasons"] == ["aggregator left"]
     assert row["aggregate_s"] == 2.0
+
+
+def test_usage_is_read_per_process_group_in_one_pass() -> None:
+    import subprocess
+    import sys
+    import time
+
+    from bench.scale import Watcher
+
+    code = "import time; x = bytearray(50_000_000); time.sleep(5)"
+    child = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    try:
+        time.sleep(1.5)
+        watcher = Watcher(federation=None)  # type: ignore[arg-type]  # only /proc is read
+        watcher._read_usage({child.pid: 0, 2**22 + 7: 1})  # a group with no process
+        assert watcher.usage[0].peak_private_mb >= 45  # its 50 MB, counted as its own
+        assert watcher.usage[1].peak_private_mb == 0 and watcher.usage[1].cpu_s == 0
+    finally:
+        child.kill()
+        child.wait()
