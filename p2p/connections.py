@@ -107,6 +107,7 @@ class Connections:
         the truth; the events only keep the count fresh between two passes.
         """
         network = self._ctx.handles.require_host().get_network()
+        self.forget_closed(network.get_connections())
         live: Counter[str] = Counter()
         for conn in network.get_connections():
             if not getattr(conn, "is_closed", False):
@@ -118,8 +119,40 @@ class Connections:
         # so a pass can land in that gap on an ordinary disconnect
         for peer_id in ghosts:
             if self._ctx.roster.is_member(peer_id):
-                log.debug("connection to member %s (%s) ended unreported; re-dialling",
-                          peer_id, self._ctx.roster.org_of(peer_id))
+                log.debug(
+                    "connection to member %s (%s) ended unreported; re-dialling",
+                    peer_id,
+                    self._ctx.roster.org_of(peer_id),
+                )
+
+    def forget_closed(self, conns: list[INetConn]) -> int:
+        """Take closed connections out of the swarm's table (trio thread); returns how many.
+
+        ``SwarmConn.close`` marks a connection closed first and removes it from the
+        swarm's table only at the end of its clean-up; a clean-up cancelled part-way (our
+        5 s limit in :meth:`close_peer` on a loaded machine) leaves it there for good.
+        ``host.connect`` then sees an entry for the peer and returns without dialling,
+        so the member could never be reached again: on 16 daemons sharing 2 cores, pairs
+        of members "reconnected" every 10 s for minutes without a byte between them, and
+        their groups failed. Its muxed connection is closed again in the background.
+        """
+        network = self._ctx.handles.require_host().get_network()
+        remove = getattr(network, "remove_conn", None)
+        if remove is None:
+            return 0
+        forgotten = 0
+        for conn in conns:
+            if not getattr(conn, "is_closed", False):
+                continue
+            remove(conn)
+            forgotten += 1
+            log.debug(
+                "forgot a closed connection to %s its clean-up left behind", conn.muxed_conn.peer_id
+            )
+            nursery = self._ctx.handles.nursery
+            if nursery is not None:
+                nursery.start_soon(_close_quietly, conn)
+        return forgotten
 
     async def close_peer(self, peer_id: str) -> None:
         """Close every connection to ``peer_id``; logs, never raises."""
@@ -163,6 +196,8 @@ class Connections:
             maddrs.append(m)
         if not maddrs:
             raise PeerUnreachableError(f"no known address for {peer_id}")
+        # host.connect trusts any table entry for the peer, a closed one too
+        self.forget_closed(host.get_network().get_connections(ID.from_base58(peer_id)))
         try:
             with trio.fail_after(_DIAL_TIMEOUT_S):
                 await host.connect(PeerInfo(ID.from_base58(peer_id), maddrs))
@@ -240,6 +275,12 @@ class ConnectionNotifee(INotifee):
 
     async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
         pass
+
+
+async def _close_quietly(conn: INetConn) -> None:
+    """Finish closing a connection whose clean-up was cut short; never raises."""
+    with trio.move_on_after(5), contextlib.suppress(Exception):
+        await conn.muxed_conn.close()
 
 
 def peer_id_of(addr: str) -> str:

@@ -247,3 +247,27 @@ async def test_a_connection_that_ends_unreported_is_forgotten(node_factory: Any)
     b._connections.on_connected(a.peer_id)  # the report of one closed connection never comes
     await a.stop()
     assert await wait_until(lambda: a.peer_id not in b.connected_peers(), timeout=20)
+
+
+async def test_a_connection_closed_without_its_clean_up_is_dialled_again(node_factory: Any) -> None:
+    """``SwarmConn.close`` marks a connection closed and only removes it from the swarm's
+    table at the end of its clean-up; cut short, the closed entry stays, and
+    ``host.connect`` used to return at once on seeing it: the member looked dialled and
+    was never reached again. The cut-short clean-up is played by marking the connection
+    closed and leaving it in the table."""
+    a, _, b, _ = await connected_pair(node_factory)
+    a_id = ID.from_base58(a.peer_id)
+
+    async def leave_a_closed_entry() -> None:
+        network = b._runtime._ctx.handles.require_host().get_network()
+        network.get_connections(a_id)[0].event_closed.set()
+
+    async def open_connections_to_a() -> int:
+        network = b._runtime._ctx.handles.require_host().get_network()
+        return sum(not conn.is_closed for conn in network.get_connections(a_id))
+
+    await b._call(leave_a_closed_entry)
+    assert await b._call(open_connections_to_a) == 0
+    await b.dial(a.listen_addrs[0])
+    assert await b._call(open_connections_to_a) == 1
+    await b.send_blob(a.peer_id, "update", 1, b"reached")
