@@ -86,6 +86,15 @@ class NotEnoughSurvivorsError(RoundAbortedError):
     """Fewer than the Shamir threshold t of members are left, so masks cannot be removed."""
 
 
+class MismatchedLengthsError(NotEnoughSurvivorsError):
+    """Too few members sent usable keys because some sent keys for another vector length.
+
+    Told apart from members that sent nothing: the usual cause is a ``[federation]``
+    setting that changes the averaged vector (``average_optimizer_state``, ...), which
+    the daemon then names; a member that is merely late or gone needs no such hint.
+    """
+
+
 class TooFewContributorsError(NotEnoughSurvivorsError):
     """Fewer than MIN_CONTRIBUTORS (3) uploads would be in the sum: nothing is revealed.
 

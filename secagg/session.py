@@ -55,6 +55,7 @@ from fedswarm.secagg.errors import (
     CiphertextLayoutError,
     ContextMismatchError,
     MessageFormatError,
+    MismatchedLengthsError,
     NotEnoughSurvivorsError,
     ParameterSecurityError,
     ProtocolViolationError,
@@ -521,12 +522,14 @@ class _Session:
         self.keys[self.me] = mine
         await self._broadcast(self.spec.members, Step.KEYS, mine.encode())
         others = [p for p in self.spec.members if p != self.me]
+        other_lengths = 0
         for sender, message in (
             await self.inbox.gather(Step.KEYS, others, self._deadline())
         ).items():
             try:
                 theirs = _decode_keys(message.payload, self.params, sender)
                 if theirs.n_values != self.n_values:
+                    other_lengths += 1
                     raise VectorShapeError(
                         f"{sender!r} has {theirs.n_values - 1} parameters, we have "
                         f"{self.n_values - 1}"
@@ -537,7 +540,11 @@ class _Session:
                 continue
             self.keys[sender] = theirs
         if len(self.keys) < self.t:
-            raise NotEnoughSurvivorsError(f"only {len(self.keys)} members sent keys, need {self.t}")
+            short = f"only {len(self.keys)} members sent keys, need {self.t}"
+            if other_lengths:
+                raise MismatchedLengthsError(
+                    f"{short}; {other_lengths} sent keys for another vector length")
+            raise NotEnoughSurvivorsError(short)
 
     def _index(self, peer: str) -> int:
         return self.spec.members.index(peer) + 1

@@ -16,12 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from fedswarm.secagg.errors import SecAggError
+from fedswarm.secagg.errors import MismatchedLengthsError, SecAggError
 from fedswarm.secagg.params import PROTOCOL_NAME, SecAggParams, params_for_protocol
 from fedswarm.secagg.session import GroupSpec, run_secure_aggregation
 from fedswarm.secagg.signing import Signer
 
-from ..errors import RoundAbortedError
+from ..errors import RoundAbortedError, SettingsMismatchError
 from ..groups.plan import group_id
 from ..link import SECAGG_KIND, Link
 from ..mailbox import Mailbox
@@ -107,6 +107,8 @@ class SecureAggregation:
                 step_timeout_s=self.step_timeout_s,
                 executor=self.executor(),
             )
+        except MismatchedLengthsError as exc:
+            raise SettingsMismatchError(f"secure aggregation failed: {exc}") from exc
         except SecAggError as exc:
             raise RoundAbortedError(f"secure aggregation failed: {exc}") from exc
         log.info("round %d secure aggregation phases (s): %s", ctx.round,

@@ -33,7 +33,7 @@ from ..averaging.group_momentum import GroupMomentum
 from ..averaging.plain import KIND as PLAIN_KIND
 from ..averaging.plain import plain_group_average
 from ..averaging.result import GroupAverage
-from ..errors import RoundAbortedError
+from ..errors import RoundAbortedError, SettingsMismatchError
 from ..exchange import Combined, MemberParts
 from ..round import MIN_GROUP_SIZE, RoundContext
 
@@ -191,6 +191,9 @@ class LoraAveraging:
             return await secure.average(
                 ctx, vector, weight, None if group_dp is None else group_dp.params
             )
-        except RoundAbortedError as exc:  # a failed session names our layout, the usual cause
-            raise RoundAbortedError(
+        except SettingsMismatchError as exc:
+            # a member sent keys for another length: name our layout, the usual cause (a
+            # member merely late or gone gets no such hint: it would send operators looking
+            # for a setting that is fine)
+            raise SettingsMismatchError(
                 f"{exc} ({layout_note(adapter_size, with_moments, extra)})") from exc

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from fedswarm.secagg.errors import (
     InvalidWeightError,
+    MismatchedLengthsError,
     NonFiniteUpdateError,
+    NotEnoughSurvivorsError,
     ParameterSecurityError,
     ReplayError,
     ShareRevealRefusedError,
@@ -15,6 +17,7 @@ from fedswarm.secagg.errors import (
 from fedswarm.secagg.messages import RoundBinding, Step, encode_message
 from fedswarm.secagg.params import SecAggParams
 from fedswarm.secagg.payloads import MASK_KEY_SHARE, SEED_SHARE, ShareBundle
+from fedswarm.secagg.roles import assign_roles
 from fedswarm.secagg.session import AggregationResult, run_secure_aggregation
 from fedswarm.secagg.shamir import split_secret
 from fedswarm.secagg.shares import ShareVault
@@ -149,3 +152,22 @@ def test_member_refuses_the_other_share_after_a_first_reveal():
         vault.reveal(survivors=["a"], dropped=["b"])
     # the refused request revealed nothing; repeating the first request is fine
     assert vault.reveal(survivors=["a", "b"], dropped=["c"]) == first
+
+
+async def test_members_of_another_vector_length_are_named_as_such(pool):
+    """Two of four members send keys for a longer vector: nobody has the 3 keys a sum
+    needs, and the error says why (a setting that changes the vector), where members that
+    merely sent nothing get the plain "only N sent keys" (no setting to go looking for)."""
+    group = Group(4)
+    short, long_ = random_updates(2, N_PARAMS, seed=1), random_updates(2, N_PARAMS + 8, seed=2)
+    results = await run_group(group, [*short, *long_], [1.0] * 4, pool, timeout=3.0)
+    assert all(isinstance(r, MismatchedLengthsError) for r in results), results
+    assert "2 sent keys for another vector length" in str(results[0])
+
+    roles = assign_roles(group.members, group.spec.round, group.spec.group_id)
+    leaving = [m for m in group.members if m not in roles][:2]
+    results = await run_group(group, random_updates(4, N_PARAMS), [1.0] * 4, pool,
+                              drop_at={m: Step.KEYS for m in leaving}, timeout=3.0)
+    stayed = [r for m, r in zip(group.members, results, strict=True) if m not in leaving]
+    assert all(isinstance(r, NotEnoughSurvivorsError) for r in stayed), stayed
+    assert not any(isinstance(r, MismatchedLengthsError) for r in stayed), stayed
