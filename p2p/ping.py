@@ -3,8 +3,16 @@
 TCP alone may not notice a dead link for many minutes, and a connection that looks
 open stops the reconnect loop from re-dialling. So every connected member is pinged
 on each announce interval: the round trip feeds ``P2PNode.latency_ms()`` (smoothed),
-and a member that misses two pings in a row has its connection closed so the
-reconnect loop (:mod:`.connections`) takes over.
+and a member whose pings all failed for :data:`DEAD_LINK_S` (at least
+:data:`PING_MISSES_BEFORE_CLOSE` in a row) has its connection closed so the reconnect
+loop (:mod:`.connections`) takes over.
+
+Why a time and not just two misses: on a loaded machine a ping misses its 5 s because
+the *process* is busy (a training step holding the GIL, an HE job), not the link. Two
+misses used to close the connection; both ends then redialled, handshook, re-subscribed
+and re-grafted gossip — more work on the busy machine, more slow pings. 16 daemons on 2
+cores closed a member every few seconds this way and never formed groups. A dead link
+still shows as silence, so it is still closed, in ``DEAD_LINK_S`` instead of ~10 s.
 
 The wire format is libp2p's ping in spirit: 32 bytes out, the same 32 bytes back.
 Only the trio thread runs this module's coroutines; latencies are read from asyncio,
@@ -34,7 +42,9 @@ log = logging.getLogger("fedswarm.p2p.node")
 PING_PROTOCOL = "/fedswarm/ping/1.0.0"
 _PING_BYTES = 32
 _PING_TIMEOUT_S = 5.0
-_PING_MISSES_BEFORE_CLOSE = 2
+PING_MISSES_BEFORE_CLOSE = 3
+DEAD_LINK_S = 30.0
+"""How long every ping to a member must have failed before its connection is closed."""
 # How long an inbound ping stream may take before it is reset.
 _PING_HANDLER_TIMEOUT_S = 10
 
@@ -48,6 +58,7 @@ class Pinger:
         self._lock = threading.Lock()  # guards _latency, read from asyncio
         self._latency: dict[str, float] = {}
         self._misses: dict[str, int] = {}  # trio thread only
+        self._failing_since: dict[str, float] = {}  # trio thread only: first miss in a row
 
     def latency_ms(self, peer_id: str) -> float | None:
         """Smoothed round-trip time of the last pings to ``peer_id``."""
@@ -61,23 +72,37 @@ class Pinger:
                 nursery.start_soon(self._ping_and_track, pid)
 
     async def _ping_and_track(self, peer_id: str) -> None:
-        """Measure latency; a member that misses two pings in a row is presumed
-        gone and its connection is closed so the redial loop takes over."""
+        """Measure latency; a member whose pings have all failed for ``DEAD_LINK_S`` is
+        presumed gone and its connection is closed so the redial loop takes over."""
         try:
             with trio.fail_after(_PING_TIMEOUT_S):
                 rtt = await self._ping(peer_id)
         except Exception as exc:
-            misses = self._misses.get(peer_id, 0) + 1
-            self._misses[peer_id] = misses
-            if misses >= _PING_MISSES_BEFORE_CLOSE:
-                log.warning("member %s missed %d pings (%s); closing", peer_id, misses, exc)
-                self._misses.pop(peer_id, None)
+            now = trio.current_time()
+            if self.record_miss(peer_id, now):
+                silent_s = now - self._failing_since.pop(peer_id, now)
+                misses = self._misses.pop(peer_id, 0)
+                log.warning(
+                    "member %s missed %d pings in a row over %.0f s (%s); closing",
+                    peer_id,
+                    misses,
+                    silent_s,
+                    exc,
+                )
                 await self._close_peer(peer_id)
             return
         self._misses.pop(peer_id, None)
+        self._failing_since.pop(peer_id, None)
         with self._lock:
             old = self._latency.get(peer_id)
             self._latency[peer_id] = rtt if old is None else 0.7 * old + 0.3 * rtt
+
+    def record_miss(self, peer_id: str, now: float) -> bool:
+        """Count one missed ping; True when the member's link is to be closed."""
+        misses = self._misses.get(peer_id, 0) + 1
+        self._misses[peer_id] = misses
+        since = self._failing_since.setdefault(peer_id, now)
+        return misses >= PING_MISSES_BEFORE_CLOSE and now - since >= DEAD_LINK_S
 
     async def _ping(self, peer_id: str) -> float:
         host = self._ctx.handles.require_host()

@@ -1,0 +1,68 @@
+"""When a member's connection is given up, and who redials it: the rules that keep a
+busy federation's connections up (no network: the rules alone, on trio's mock clock)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import trio
+import trio.testing
+from fedswarm.p2p.connections import SIMULTANEOUS_DIAL_GRACE_S, Connections
+from fedswarm.p2p.ping import DEAD_LINK_S, Pinger
+
+
+def _pinger(answers: list[bool]) -> tuple[Pinger, list[str]]:
+    """A pinger whose pings succeed or fail in the order of ``answers``."""
+    closed: list[str] = []
+
+    async def close_peer(peer_id: str) -> None:
+        closed.append(peer_id)
+
+    pinger = Pinger(SimpleNamespace(), close_peer=close_peer)  # type: ignore[arg-type]
+
+    async def ping(peer_id: str) -> float:
+        if answers.pop(0):
+            return 1.0
+        raise OSError("no answer")
+
+    pinger._ping = ping  # type: ignore[method-assign]
+    return pinger, closed
+
+
+def _ping_every_5_s(pinger: Pinger, times: int) -> None:
+    async def main() -> None:
+        for _ in range(times):
+            await pinger._ping_and_track("member")
+            await trio.sleep(5)
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_a_member_too_busy_to_answer_for_a_while_keeps_its_connection() -> None:
+    # 25 s of missed pings (a training step, an HE job), then an answer, then 25 s more:
+    # two misses in a row used to close it, and both ends redialled on a busy machine
+    answers = [False] * 6 + [True] + [False] * 6
+    pinger, closed = _pinger(answers)
+    _ping_every_5_s(pinger, len(answers))
+    assert closed == []
+
+
+def test_a_member_silent_for_the_dead_link_time_is_closed_once() -> None:
+    misses = int(DEAD_LINK_S // 5) + 1  # the first miss at 0 s, the last at DEAD_LINK_S
+    pinger, closed = _pinger([False] * misses)
+    _ping_every_5_s(pinger, misses)
+    assert closed == ["member"]
+
+
+def _connections(me: str) -> Any:
+    return Connections(SimpleNamespace(me=me))  # type: ignore[arg-type]
+
+
+def test_only_the_lower_peer_id_redials_a_lost_connection_at_once() -> None:
+    low, high = _connections("peer-a"), _connections("peer-b")
+    assert low.dials_now("peer-b", down_for_s=0.0)
+    assert not high.dials_now("peer-a", down_for_s=0.0)
+    assert not high.dials_now("peer-a", down_for_s=SIMULTANEOUS_DIAL_GRACE_S - 0.1)
+    # the lower id may be down or unable to reach us: the higher one dials after the grace
+    assert high.dials_now("peer-a", down_for_s=SIMULTANEOUS_DIAL_GRACE_S)
