@@ -385,7 +385,7 @@ def run(config_path: Path) -> None:
 
     from fedswarm.learning.errors import LearningError
 
-    from .errors import ConfigError, ListenError, StateError
+    from .errors import ConfigError, ListenError, NetworkLayerEndedError, StateError
     from .logging_setup import set_level
     from .service import Daemon
     from .state_lock import StateDirLock
@@ -398,7 +398,7 @@ def run(config_path: Path) -> None:
     try:
         with StateDirLock(config.state_dir):
             asyncio.run(daemon.run())
-    except (LearningError, StateError, ListenError, ConfigError) as exc:
+    except (LearningError, StateError, ListenError, ConfigError, NetworkLayerEndedError) as exc:
         # ConfigError here: what only the daemon can check (the roster's offsite roles)
         raise UserError(str(exc)) from None
 

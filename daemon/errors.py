@@ -31,6 +31,14 @@ class DemoError(DaemonError):
     """``fedswarm demo`` could not complete."""
 
 
+class NetworkLayerEndedError(DaemonError):
+    """The p2p layer's thread ended while the daemon was not stopping.
+
+    The daemon then exits non-zero rather than run on deaf: systemd's
+    ``Restart=on-failure`` starts it again, and state and checkpoints are on disk.
+    """
+
+
 class ListenError(DaemonError):
     """A port the daemon must listen on is taken or unusable.
 

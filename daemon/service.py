@@ -47,7 +47,7 @@ from fedswarm.secagg.he import make_executor
 from fedswarm.webui.app import create_app
 
 from .config import Config, load_config
-from .errors import ListenError, StateError
+from .errors import ListenError, NetworkLayerEndedError, StateError
 from .events import EventBus
 from .he_pool import HEPoolStartError, warm_up
 from .logging_setup import set_level
@@ -76,6 +76,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("fedswarm.daemon")
 
 SHUTDOWN_GRACE_S = 30.0
+NETWORK_WATCH_S = 5.0
+"""How often the daemon checks that its p2p thread is still running."""
 
 
 def _warn_slow_placement(trainer: object) -> None:
@@ -163,9 +165,17 @@ class Daemon:
             assert self.runner is not None
             self.notifier.ready()
             watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
+            network = asyncio.create_task(self._watch_network(), name="network-watch")
             round_task = asyncio.create_task(self.runner.run(), name="round-loop")
             stop_task = asyncio.create_task(self._stop.wait(), name="stop")
-            await asyncio.wait({round_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({round_task, stop_task, network},
+                               return_when=asyncio.FIRST_COMPLETED)
+            if network.done():
+                round_task.cancel()
+                stop_task.cancel()
+                watchdog.cancel()
+                network.result()  # raises NetworkLayerEndedError
+            network.cancel()
             if round_task.done():
                 error = round_task.exception()
                 if error is not None:
@@ -221,6 +231,23 @@ class Daemon:
             self.events.publish("roster", members=len(roster.members))
         finally:
             self.notifier.ready()
+
+    async def _watch_network(self) -> None:
+        """Return (raising ``NetworkLayerEndedError``) once the p2p thread has ended by itself.
+
+        The p2p layer runs on its own thread; an error that escapes libp2p ends that
+        thread and, before this watch, left a daemon that trained and served its API
+        but could reach nobody (its heartbeats logged "p2p node is not running" for
+        good). Exiting non-zero lets the service manager restart it cleanly.
+        """
+        while True:
+            await asyncio.sleep(NETWORK_WATCH_S)
+            node = self.node
+            if node is not None and node.ended_unexpectedly() and not self._stop.is_set():
+                log.critical("the p2p layer ended unexpectedly (its error is logged above); "
+                             "exiting with status 1 so the service manager restarts the "
+                             "daemon (state and checkpoints are kept)")
+                raise NetworkLayerEndedError("the p2p layer ended unexpectedly; see the log")
 
     async def _watchdog(self) -> None:
         """Ping systemd's watchdog while the event loop is alive."""

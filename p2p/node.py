@@ -241,6 +241,10 @@ class P2PNode:
         if not self._roster.is_member(peer_id):
             raise NotAMemberError(f"{peer_id} is not on the roster of {self._roster.federation_id}")
 
+    def ended_unexpectedly(self) -> bool:
+        """True once the p2p thread has ended although ``stop()`` was never called."""
+        return self._started and not self._stopped and not self._bridge.running
+
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``await fn(*args)`` on the trio thread, the only one that touches libp2p."""
         if not self._started or self._stopped or not self._bridge.running:

@@ -97,7 +97,7 @@ class NodeRuntime:
             enable_mdns=enable_mdns,
             on_refused=self._ctx.counters.reject,
         )
-        pubsub, gossipsub = build_pubsub(host, cfg)
+        pubsub, gossipsub = build_pubsub(host, cfg, self._ctx.counters.reject)
         self._ctx.handles.host, self._ctx.handles.pubsub = host, pubsub
         self._ctx.handles.messages = MessageStreams(
             host,

@@ -29,6 +29,7 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
 from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
 
 from .conftest import connected_pair, make_roster, wait_until
@@ -271,3 +272,42 @@ async def test_a_connection_closed_without_its_clean_up_is_dialled_again(node_fa
     await b.dial(a.listen_addrs[0])
     assert await b._call(open_connections_to_a) == 1
     await b.send_blob(a.peer_id, "update", 1, b"reached")
+
+
+async def test_a_pubsub_frame_that_is_not_an_rpc_costs_its_stream_not_the_node(
+    node_factory: Any,
+) -> None:
+    """py-libp2p's pubsub handler let protobuf's DecodeError escape: one such frame from
+    a connected peer ended the receiver's whole p2p thread (the daemon ran on, deaf)."""
+    a, _, b, inbox_b = await connected_pair(node_factory)
+    frame = b"\x0a\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"  # field 1, a length that never ends
+
+    async def send_garbage() -> None:
+        host = a._runtime._ctx.handles.require_host()
+        stream = await host.new_stream(ID.from_base58(b.peer_id), [PROTOCOL_ID_V11])
+        await stream.write(bytes([len(frame)]) + frame)
+        await trio.sleep(0.5)
+
+    await a._call(send_garbage)
+    assert await wait_until(lambda: b.stats()["rejected"].get("gossip_malformed", 0) == 1)
+    assert b._bridge.running
+    await a.send_blob(b.peer_id, "update", 1, b"still here")
+    assert [d for _, d in inbox_b.blobs] == [b"still here"]
+
+
+async def test_a_p2p_thread_that_ends_by_itself_is_reported(node_factory: Any) -> None:
+    """The daemon exits (and systemd restarts it) when this says so, instead of running
+    on without a network; a stop it asked for is not "unexpected"."""
+    _, _, b, _ = await connected_pair(node_factory)
+    assert not b.ended_unexpectedly()
+
+    async def let_an_error_escape() -> None:
+        async def escape() -> None:
+            raise RuntimeError("an error libp2p did not catch")
+
+        b._handles.require_nursery().start_soon(escape)
+
+    await b._call(let_an_error_escape)
+    assert await wait_until(b.ended_unexpectedly, timeout=10)
+    await b.stop()
+    assert not b.ended_unexpectedly()
