@@ -43,9 +43,12 @@ peer count in two groups. The rule that prevents this:
    and only once its *own* stand-in time for rank ``k`` has passed; until then it
    holds it, so an invitation from a higher-ranked member that arrives first still
    wins (commit-once), and a hostile member cannot use a stand-in to cut a live honest
-   leader out. The stand-in times grow with rank (each takes half the time left by
-   default), so when the leader and the next member are both silent the one after
-   them stands in, if the floor allows.
+   leader out. Both sides also wait while a member ranked before ``k`` is still
+   ``awaited`` (the daemon: a fresh heartbeat says it works on this round or an
+   earlier one): a slow but live leader is waited for as before, only a crashed or
+   departed one is replaced. The stand-in times grow with rank (each takes half the
+   time left by default), so when the leader and the next member are both silent the
+   one after them stands in, if the floor allows.
 
 Consequences: a peer is in at most one final group (it commits once, whether to a
 leader or a stand-in; a final only lists peers that committed to that leader); every
@@ -253,6 +256,21 @@ class StandInClock:
         return self.started + self.config.stand_in_time(rank)
 
 
+def _nobody(peer: str) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class RankedBeforeSilent:
+    """Whether none of the members ranked before ``rank`` is still ``awaited``."""
+
+    planned: tuple[str, ...]
+    awaited: Callable[[str], bool]
+
+    def __call__(self, rank: int) -> bool:
+        return not any(self.awaited(peer) for peer in self.planned[:rank])
+
+
 class GroupFollower:
     """A peer answering invitations and waiting for its leader's final.
 
@@ -271,6 +289,7 @@ class GroupFollower:
         *,
         admit: Callable[[Invitation], Verdict] = admit_any,
         stand_in_at: Callable[[int], float] = never,
+        ranked_before_silent: Callable[[int], bool] = lambda rank: True,
     ) -> None:
         self.me = me
         self.round = round
@@ -278,6 +297,7 @@ class GroupFollower:
         self.final_deadline = final_deadline
         self.admit = admit
         self.stand_in_at = stand_in_at
+        self.ranked_before_silent = ranked_before_silent
         self.outcome: Outcome | None = None
         self.min_members = MIN_GROUP_SIZE  # the committed invitation's floor
         self.waiting: dict[str, Invitation] = {}  # group id -> invitation being re-checked
@@ -308,9 +328,11 @@ class GroupFollower:
             self.refused.append((invitation.leader, verdict.why))
             self.last_refusal = f"refused {invitation.leader[-8:]}'s invitation: {verdict.why}"
             return None
-        if verdict.rank > 0 and now < self.stand_in_at(verdict.rank):
+        if verdict.rank > 0 and (now < self.stand_in_at(verdict.rank)
+                                 or not self.ranked_before_silent(verdict.rank)):
             # A stand-in before this peer has waited its own stand-in time for the
-            # members ranked before it: held, so their invitation still wins if it comes.
+            # members ranked before it, or while one of them still shows signs of life:
+            # held, so their invitation still wins if it comes.
             if self.book.committed is None:
                 self.held[invitation.group_id] = invitation
             return None
@@ -480,9 +502,17 @@ class GroupAgreement:
         seed: bytes = b"",
         config: AgreementConfig | None = None,
         view_now: Callable[[], Sequence[str]] | None = None,
+        awaited: Callable[[str], bool] | None = None,
     ) -> None:
         """``view`` plans this peer's own group; ``view_now`` (default: ``view``) is what
-        it sees up when it judges an invitation (``PlanMatch``)."""
+        it sees up when it judges an invitation (``PlanMatch``).
+
+        ``awaited(peer)`` says whether ``peer`` still shows signs of working towards this
+        round (the daemon: a fresh heartbeat naming this round or an earlier one): no
+        stand-in replaces a member ranked before it while that is so, since a slow but
+        live leader would otherwise lose its group and, in a federation of one group,
+        keep losing it (both halves wait out their windows, so the skew persists).
+        Default: nobody is, the stand-in times alone decide (unit tests, simulation)."""
         self.config = config or AgreementConfig()
         self.me = me
         self.round = round
@@ -490,12 +520,14 @@ class GroupAgreement:
         self.planned = planned_group(me, (*view, me), round, group_size, seed=seed)
         self.invite_deadline = now + self.config.invite_window
         fixed_view = tuple(view)
+        self.awaited = awaited or _nobody
         self.follower = GroupFollower(
             me, round, self.book, self.invite_deadline + self.config.final_grace,
             admit=PlanMatch(me, round, group_size, seed, view_now or (lambda: fixed_view)),
-            # not the bound method: a cycle would keep every agreement alive until the
+            # not bound methods: a cycle would keep every agreement alive until the
             # garbage collector runs (the 4,096-peer simulation doubled its peak RSS)
             stand_in_at=StandInClock(now, self.config),
+            ranked_before_silent=RankedBeforeSilent(self.planned or (), self.awaited),
         )
         self.leader: GroupLeader | None = None
         self.stood_in = False
@@ -560,11 +592,14 @@ class GroupAgreement:
 
     def _stand_in(self, now: float) -> list[Outgoing]:
         """Lead ``planned[rank:]`` if every lower rank stayed silent until this peer's
-        stand-in time, the window is still open and the rest still meets the floor."""
+        stand-in time (no invitation, and ``awaited`` says none of them is still
+        working on the round), the window is still open and the rest meets the floor."""
         rank = self.rank
         if self.planned is None or not rank or self.book.committed is not None:
             return []
         if self.follower.outcome is not None or not self.stand_in_at(rank) <= now:
+            return []
+        if not self.follower.ranked_before_silent(rank):
             return []
         floor = contributor_floor(len(self.planned))
         if now >= self.invite_deadline or len(self.planned) - rank < floor:

@@ -221,3 +221,21 @@ def test_stand_in_times_rise_with_rank_and_stay_inside_the_window() -> None:
     assert times == sorted(set(times)) and times[-1] < CONFIG.invite_window
     with pytest.raises(ValueError, match="stand_in_after"):
         AgreementConfig(stand_in_after=1.0)
+
+
+def test_a_slow_leader_that_still_heartbeats_is_waited_for_not_replaced() -> None:
+    working = {"a"}  # a's heartbeats say it is still training this round
+    peers = {peer: GroupAgreement(peer, 1, "abcd", 0.0, config=CONFIG,
+                                  awaited=lambda p: p in working) for peer in "bcd"}
+    _tick(peers, 0.0)
+    _tick(peers, RANK_1)
+    assert peers["b"].leader is None  # b does not stand in for a live leader
+    early = _invite("bcd")  # nor do c and d accept a (hostile) b's stand-in meanwhile
+    assert peers["c"].receive(early, "b", RANK_1) == []
+    assert peers["c"].book.committed is None
+    working.clear()  # a crashed: its heartbeats stop and grow stale
+    _tick(peers, 0.6)
+    for peer in "bcd":
+        outcome = peers[peer].outcome
+        assert isinstance(outcome, Formed), (peer, outcome)
+        assert outcome.members == tuple("bcd")
