@@ -36,11 +36,12 @@ peer count in two groups. The rule that prevents this:
    (its ``k``-th lowest id; the leader is rank 0) stands in at its own stand-in time
    ``AgreementConfig.stand_in_time(k)`` if by then it has committed to no invitation,
    and if ``planned[k:]`` still holds the ``contributor_floor`` of the planned group: it
-   leads an invitation to ``planned[k:]`` like any leader (same messages, same window
-   end). A follower accepts an invitation from rank ``k > 0`` of its own planned group
-   under every rule of 2 (the members a subset of that group, at least its floor; the
-   inviter the lowest of them, so exactly the members ranked before it are left out),
-   and only once its *own* stand-in time for rank ``k`` has passed; until then it
+   leads an invitation to those of ``planned[k:]`` it still sees up, if they meet that
+   floor, like any leader (same messages, same window end). A follower accepts an
+   invitation from rank ``k > 0`` of its own planned group under every rule of 2 (the
+   members a subset of that group, at least its floor; the inviter the lowest of them,
+   so exactly the members ranked before it are left out), and only once its *own*
+   stand-in time for rank ``k`` has passed; until then it
    holds it, so an invitation from a higher-ranked member that arrives first still
    wins (commit-once), and a hostile member cannot use a stand-in to cut a live honest
    leader out. Both sides also wait while a member ranked before ``k`` is still
@@ -520,10 +521,11 @@ class GroupAgreement:
         self.planned = planned_group(me, (*view, me), round, group_size, seed=seed)
         self.invite_deadline = now + self.config.invite_window
         fixed_view = tuple(view)
+        self.view_now = view_now or (lambda: fixed_view)
         self.awaited = awaited or _nobody
         self.follower = GroupFollower(
             me, round, self.book, self.invite_deadline + self.config.final_grace,
-            admit=PlanMatch(me, round, group_size, seed, view_now or (lambda: fixed_view)),
+            admit=PlanMatch(me, round, group_size, seed, self.view_now),
             # not bound methods: a cycle would keep every agreement alive until the
             # garbage collector runs (the 4,096-peer simulation doubled its peak RSS)
             stand_in_at=StandInClock(now, self.config),
@@ -591,9 +593,10 @@ class GroupAgreement:
         return outgoing
 
     def _stand_in(self, now: float) -> list[Outgoing]:
-        """Lead ``planned[rank:]`` if every lower rank stayed silent until this peer's
-        stand-in time (no invitation, and ``awaited`` says none of them is still
-        working on the round), the window is still open and the rest meets the floor."""
+        """Lead ``planned[rank:]`` (those of it this peer still sees up) if every lower
+        rank stayed silent until this peer's stand-in time (no invitation, and
+        ``awaited`` says none of them is still working on the round), the window is
+        still open and they meet the planned group's floor."""
         rank = self.rank
         if self.planned is None or not rank or self.book.committed is not None:
             return []
@@ -604,7 +607,14 @@ class GroupAgreement:
         floor = contributor_floor(len(self.planned))
         if now >= self.invite_deadline or len(self.planned) - rank < floor:
             return []
-        self.leader = GroupLeader(self.me, self.round, self.planned[rank:], self.book,
+        # Half a window on, a planned member that crashed may be down in the followers'
+        # views: naming it would make every follower wait for it (PlanMatch), so the
+        # stand-in leaves out whom it no longer sees up, if the floor still holds.
+        seen = {*self.view_now(), self.me}
+        members = [peer for peer in self.planned[rank:] if peer in seen]
+        if len(members) < floor:
+            return []
+        self.leader = GroupLeader(self.me, self.round, members, self.book,
                                   self.invite_deadline, min_members=floor)
         self.stood_in = True
         return self.leader.start()

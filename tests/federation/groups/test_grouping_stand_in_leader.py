@@ -239,3 +239,28 @@ def test_a_slow_leader_that_still_heartbeats_is_waited_for_not_replaced() -> Non
         outcome = peers[peer].outcome
         assert isinstance(outcome, Formed), (peer, outcome)
         assert outcome.members == tuple("bcd")
+
+
+def test_a_stand_in_leaves_out_planned_members_it_no_longer_sees_up() -> None:
+    # Planned group of six (floor 4): a is silent, and f crashed too and is down by the
+    # stand-in time in everyone's view. Naming f would leave c, d and e waiting for it.
+    up = list("abcde")
+    peers = {peer: GroupAgreement(peer, 1, "abcdef", 0.0, config=CONFIG,
+                                  view_now=lambda: up) for peer in "bcde"}
+    _tick(peers, 0.0)
+    _tick(peers, RANK_1)
+    for peer in "bcde":
+        outcome = peers[peer].outcome
+        assert isinstance(outcome, Formed), (peer, outcome)
+        assert outcome.members == tuple("bcde") and outcome.min_members == 4
+
+
+def test_no_stand_in_leads_when_those_it_still_sees_up_are_below_the_floor() -> None:
+    up = list("abcd")  # planned five (floor 4): a silent, e down: b, c, d are three
+    peers = {peer: GroupAgreement(peer, 1, "abcde", 0.0, config=CONFIG,
+                                  view_now=lambda: up) for peer in "bcd"}
+    _tick(peers, 0.0)
+    _tick(peers, RANK_1)
+    assert peers["b"].leader is None
+    _tick(peers, 3.0)
+    assert all(isinstance(agreement.outcome, Alone) for agreement in peers.values())
