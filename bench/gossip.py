@@ -8,9 +8,9 @@ group average, so it does not change convergence.
 Model: N peers start with random vectors and random sample counts (their initial
 mass). Each round, every peer independently drops out with probability ``dropout``:
 a dropped peer sends and answers nothing, keeps its vector and mass, and its planned
-group averages without it (or dissolves below 3 members; a dropped leader dissolves
-its group, as in the real protocol). The target is the global sample-weighted
-average of the initial vectors. Deviation after a round is
+group averages without it (or dissolves below its contributor floor; a dropped leader's
+group forms under a stand-in leader if the floor allows, as in the real protocol). The
+target is the global sample-weighted average of the initial vectors. Deviation after a round is
 
     max_i ||x_i - x_target||_inf / max_i ||x_i(0) - x_target||_inf
 
@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 from fedswarm.federation.averaging.weighting import carried_weight, weighted_average
 from fedswarm.federation.groups.agreement import AgreementConfig, Formed, GroupAgreement, Outgoing
-from fedswarm.federation.groups.plan import grid_shape, plan_groups
+from fedswarm.federation.groups.plan import grid_shape, largest_group, plan_groups
 from fedswarm.federation.round import contributor_floor
 
 from .machine import cpu_model
@@ -72,10 +72,11 @@ class SimulationConfig:
     dropped leader dissolves its group). ``live``: peers plan over the peers that are up
     this round (their heartbeats stopped before the round began)."""
     agreement: str = "real"
-    """``real``: every live peer runs the daemon's ``GroupAgreement``. ``stand-in``: no
-    messages; every planned group averages its live members when at least
-    ``contributor_floor`` of it are up, whoever its leader was: the most a stand-in leader
-    (issue #27) could give, not the daemon's protocol."""
+    """``real``: every live peer runs the daemon's ``GroupAgreement`` (stand-in leaders
+    included) on the timeline of ``agreement_timeline``. ``stand-in``: no messages;
+    every planned group averages its live members when at least ``contributor_floor`` of
+    it are up, whoever its leader was: the idealised best case of a stand-in leader
+    (issue #27), for comparison with the protocol."""
 
 
 @dataclass
@@ -105,11 +106,29 @@ def _peer_ids(n_peers: int) -> list[str]:
     return [f"peer-{index:04d}" for index in range(n_peers)]
 
 
+AGREEMENT = AgreementConfig(invite_window=1.0, final_grace=1.0)
+
+
+def agreement_timeline(config: AgreementConfig, group_size: int) -> list[float]:
+    """The simulated instants at which every peer's timers are polled and every message
+    sent so far is delivered.
+
+    Messages are delivered instantly, so only timers move the agreement on: the round
+    start (the leaders' invitations), the stand-in time of every rank a planned group
+    can have (a silent leader's group forms under its stand-in), the end of the
+    invitation window (a leader with a silent invitee finalises) and the followers'
+    deadline. All peers start the round together: no skew.
+    """
+    stand_ins = [config.stand_in_time(rank) for rank in range(1, largest_group(group_size))]
+    window = config.invite_window
+    return sorted({0.0, *stand_ins, window, window + config.final_grace})
+
+
 def _run_agreement(
     peers: Sequence[str], live: set[str], round: int, group_size: int, views: str = "stale"
 ) -> list[Formed]:
     """Run every live peer's real agreement state machine with instant, lossless delivery."""
-    config = AgreementConfig(invite_window=1.0, final_grace=1.0)
+    config = AGREEMENT
     view = peers if views == "stale" else [peer for peer in peers if peer in live]
     agreements = {
         peer: GroupAgreement(peer, round, view, 0.0, group_size=group_size, config=config)
@@ -128,12 +147,11 @@ def _run_agreement(
                     replies = agreements[recipient].receive(outgoing.message, sender, now)
                     queue.extend((recipient, reply) for reply in replies)
 
-    deliver(0.5)
-    for peer, agreement in agreements.items():
-        queue.extend((peer, out) for out in agreement.poll(1.0))
-    deliver(1.5)
-    for agreement in agreements.values():
-        agreement.poll(2.0)
+    for now in agreement_timeline(config, group_size):
+        undecided = [(p, a) for p, a in agreements.items() if a.outcome is None]
+        for peer, agreement in undecided:
+            queue.extend((peer, out) for out in agreement.poll(now))
+        deliver(now)
     formed: dict[tuple[str, ...], Formed] = {}
     for agreement in agreements.values():
         outcome = agreement.outcome
@@ -352,8 +370,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="stale: dropped peers stay in every view (worst case); "
                              "live: peers plan over the peers up this round")
     parser.add_argument("--agreement", choices=("real", "stand-in"), default="real",
-                        help="real: the daemon's GroupAgreement; stand-in: planned groups "
-                             "minus dropped peers (what a stand-in leader could at best give)")
+                        help="real: the daemon's GroupAgreement (with stand-in leaders); "
+                             "stand-in: planned groups minus dropped peers (what a stand-in "
+                             "leader could at best give)")
     parser.add_argument("--keep-going", action="store_true",
                         help="run every round even after reaching 1e-3")
     parser.add_argument("--sizes", default="16,64,256", help="comma-separated peer counts")

@@ -115,6 +115,32 @@ class RoundTrainer(Protocol):
     def load_checkpoint(self, directory: Path) -> int: ...
 
 
+AWAIT_HEARTBEATS = 3
+"""A planned member heard from within this many heartbeat intervals is waited for."""
+
+
+@dataclass(frozen=True)
+class HeartbeatAwaited:
+    """Whether a planned member still works towards ``round``: its latest heartbeat is
+    at most ``fresh_s`` old and names this round or an earlier one.
+
+    While that holds no stand-in replaces it (docs/aggregation.md, rule 5): a leader
+    that is only slow (its training took longer) is waited for as before, and only one
+    that crashed, left, or is already past this round is replaced. A leader replaced
+    while live would lose its group and, in a federation of one group, keep losing it:
+    both halves wait out their windows, so the skew between them persists.
+    """
+
+    view: Callable[[], dict[str, PeerView]]
+    round: int
+    fresh_s: float
+
+    def __call__(self, peer: str) -> bool:
+        seen = self.view().get(peer)
+        return (seen is not None and time.time() - seen.last_seen <= self.fresh_s
+                and seen.round <= self.round)
+
+
 @dataclass
 class MemberServices:
     """The daemon's parts a round uses; each is started before the runner is built."""
@@ -355,6 +381,7 @@ class RoundRunner:
             ),
             on_reject=lambda peer, why: s.reject(peer, "group", why),
             view_now=s.up_members,
+            awaited=HeartbeatAwaited(s.view, round, AWAIT_HEARTBEATS * fed.heartbeat_s),
         )
         return formed if isinstance(formed, Formed) else formed.reason
 

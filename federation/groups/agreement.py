@@ -12,12 +12,13 @@ peer count in two groups. The rule that prevents this:
    ``Acceptance``. Further invitations that round are ignored. Valid means it matches
    the peer's own plan (``PlanMatch``, issue #19): every invited peer is a roster
    member the peer sees up, and the members are a subset of the group its own
-   ``plan_groups`` gives it, led by that group's leader, and at least
-   ``contributor_floor`` of that planned group (more than half, plus one). An invitation
-   naming a peer it does not see up yet (a newcomer the leader heard of first) waits
-   and is checked again as heartbeats arrive, until the window closes; one naming a
-   made-up or down peer therefore never commits anyone, and a hostile leader cannot
-   choose who averages with a victim: the plan, which no single member controls, does.
+   ``plan_groups`` gives it, led by that group's leader (or by a stand-in, rule 5), and
+   at least ``contributor_floor`` of that planned group (more than half, plus one). An
+   invitation naming a peer it does not see up yet (a newcomer the leader heard of
+   first) waits and is checked again as heartbeats arrive, until the window closes; one
+   naming a made-up or down peer therefore never commits anyone, and a hostile leader
+   cannot choose who averages with a victim: the plan, which no single member controls,
+   does.
 3. The leader finalises when every invitee has accepted or when its invitation window
    closes, whichever comes first: the members that accepted in time, plus itself,
    form the group. With 3 or more it sends ``GroupFinal`` to every invitee (so a late
@@ -29,12 +30,33 @@ peer count in two groups. The rule that prevents this:
    finalises with just itself, a colluder and the victim is refused. If no such final
    arrives before its own deadline (the invitation window plus a grace period), it is
    alone this round.
+5. Stand-in leader (issue #27). A planned leader that dropped out (crashed but still
+   listed up, or never started the round) sends nothing, and without a stand-in its
+   whole planned group would train alone. The member of rank ``k`` of a planned group
+   (its ``k``-th lowest id; the leader is rank 0) stands in at its own stand-in time
+   ``AgreementConfig.stand_in_time(k)`` if by then it has committed to no invitation,
+   and if ``planned[k:]`` still holds the ``contributor_floor`` of the planned group: it
+   leads an invitation to those of ``planned[k:]`` it still sees up, if they meet that
+   floor, like any leader (same messages, same window end). A follower accepts an
+   invitation from rank ``k > 0`` of its own planned group under every rule of 2 (the
+   members a subset of that group, at least its floor; the inviter the lowest of them,
+   so exactly the members ranked before it are left out), and only once its *own*
+   stand-in time for rank ``k`` has passed; until then it
+   holds it, so an invitation from a higher-ranked member that arrives first still
+   wins (commit-once), and a hostile member cannot use a stand-in to cut a live honest
+   leader out. Both sides also wait while a member ranked before ``k`` is still
+   ``awaited`` (the daemon: a fresh heartbeat says it works on this round or an
+   earlier one): a slow but live leader is waited for as before, only a crashed or
+   departed one is replaced. The stand-in times grow with rank (each takes half the
+   time left by default), so when the leader and the next member are both silent the
+   one after them stands in, if the floor allows.
 
-Consequences: a peer is in at most one final group (it commits once; a final only
-lists peers that committed to that leader); every final group has 3 or more members,
-each of whom accepted; and every member that receives the final holds the same member
-list. A member whose final is lost is exactly a dropout for secure aggregation, which
-already tolerates those. Peers left alone keep training and join a group next round.
+Consequences: a peer is in at most one final group (it commits once, whether to a
+leader or a stand-in; a final only lists peers that committed to that leader); every
+final group has 3 or more members, each of whom accepted; and every member that
+receives the final holds the same member list. A member whose final is lost is exactly
+a dropout for secure aggregation, which already tolerates those. Peers left alone keep
+training and join a group next round.
 
 Everything here is a pure state machine: methods take decoded messages, the
 authenticated sender and the current time, and return decisions and messages to
@@ -43,6 +65,7 @@ send. No clocks, sockets or crypto.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -65,9 +88,33 @@ class AgreementConfig:
     group its leader has just finalised (it then counts as a dropout there).
     """
 
+    stand_in_after: float = 0.5
+    """Fraction of the invitation window a member waits for its leader before standing in.
+
+    Rank ``k`` of a planned group stands in at ``stand_in_time(k)``: rank 1 after this
+    fraction of the window, each further rank after the same fraction of the time left,
+    so every stand-in still has part of the window to gather acceptances. Peers start a
+    round when their training ends, so clocks are skewed by training time: a live
+    leader that starts the round more than ``stand_in_after`` of the window after its
+    members loses its group to the stand-in (and trains alone), while members that start
+    more than the rest of the window after the stand-in miss its group. Half balances
+    the two.
+    """
+
     def __post_init__(self) -> None:
         if self.invite_window <= 0 or self.final_grace <= 0:
             raise ValueError("invite_window and final_grace must be > 0")
+        if not 0.0 < self.stand_in_after < 1.0:
+            raise ValueError(
+                f"stand_in_after must lie strictly between 0 and 1 (got {self.stand_in_after})")
+
+    def stand_in_time(self, rank: int) -> float:
+        """Seconds after its round start at which rank ``rank`` of a planned group may lead
+        (and its members accept it) without an invitation from a lower rank; 0 for the
+        leader (rank 0), always less than ``invite_window``."""
+        if rank < 0:
+            raise ValueError(f"rank must be >= 0 (got {rank})")
+        return self.invite_window * (1.0 - (1.0 - self.stand_in_after) ** rank)
 
 
 @dataclass(frozen=True)
@@ -114,6 +161,9 @@ class Verdict:
     why: str = ""
     min_members: int = MIN_GROUP_SIZE
     """Fewest members a final may name for this peer to take part (its plan's floor)."""
+    rank: int = 0
+    """The inviter's rank in this peer's planned group: 0 its leader, ``k > 0`` a stand-in
+    that the follower accepts only after its own ``stand_in_time(k)``."""
 
 
 ACCEPT = Verdict(accept=True)
@@ -127,6 +177,9 @@ def admit_any(invitation: Invitation) -> Verdict:
 @dataclass(frozen=True)
 class PlanMatch:
     """Admit an invitation only if it matches this peer's own plan for the round.
+
+    The verdict carries the inviter's rank in the planned group; the follower holds an
+    invitation from a stand-in (rank > 0) until its own stand-in time for that rank.
 
     ``view_now`` returns the roster members this peer sees up *now*, so an invitation
     naming a peer it has not yet heard from can be re-checked a moment later.
@@ -152,14 +205,14 @@ class PlanMatch:
         if outside:
             return Verdict(False, why=f"invites {len(outside)} peer(s) this peer's plan puts "
                                       f"in other groups: {[p[-8:] for p in outside[:3]]}")
-        if invitation.leader != leader_of(planned):
-            return Verdict(False, why="the inviter does not lead this peer's planned group")
         floor = contributor_floor(len(planned))
         if len(invitation.members) < floor:
             return Verdict(False, why=f"invites {len(invitation.members)} of the "
                                       f"{len(planned)} peers this peer's plan groups it with; "
                                       f"at least {floor} must be asked")
-        return Verdict(True, min_members=floor)
+        # The inviter is the lowest of the members (the follower checks that), so a
+        # stand-in of rank k leaves out exactly the k members ranked before it.
+        return Verdict(True, min_members=floor, rank=planned.index(invitation.leader))
 
 
 class InvitationBook:
@@ -188,11 +241,44 @@ class InvitationBook:
         return self._committed == invitation
 
 
+def never(rank: int) -> float:
+    """No stand-in time: a follower built without one accepts only its planned leader."""
+    return math.inf
+
+
+@dataclass(frozen=True)
+class StandInClock:
+    """When, on one peer's clock, rank ``k`` of its planned group may stand in."""
+
+    started: float
+    config: AgreementConfig
+
+    def __call__(self, rank: int) -> float:
+        return self.started + self.config.stand_in_time(rank)
+
+
+def _nobody(peer: str) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class RankedBeforeSilent:
+    """Whether none of the members ranked before ``rank`` is still ``awaited``."""
+
+    planned: tuple[str, ...]
+    awaited: Callable[[str], bool]
+
+    def __call__(self, rank: int) -> bool:
+        return not any(self.awaited(peer) for peer in self.planned[:rank])
+
+
 class GroupFollower:
     """A peer answering invitations and waiting for its leader's final.
 
     ``admit`` judges each invitation (``PlanMatch`` in the daemon); invitations it says
-    to wait on are kept and judged again at every ``poll`` until the deadline.
+    to wait on are kept and judged again at every ``poll`` until the deadline. An
+    invitation from a stand-in of rank ``k`` is held until ``stand_in_at(k)`` (this
+    peer's own clock) and judged again then, unless this peer committed meanwhile.
     """
 
     def __init__(
@@ -203,15 +289,20 @@ class GroupFollower:
         final_deadline: float,
         *,
         admit: Callable[[Invitation], Verdict] = admit_any,
+        stand_in_at: Callable[[int], float] = never,
+        ranked_before_silent: Callable[[int], bool] = lambda rank: True,
     ) -> None:
         self.me = me
         self.round = round
         self.book = book
         self.final_deadline = final_deadline
         self.admit = admit
+        self.stand_in_at = stand_in_at
+        self.ranked_before_silent = ranked_before_silent
         self.outcome: Outcome | None = None
         self.min_members = MIN_GROUP_SIZE  # the committed invitation's floor
         self.waiting: dict[str, Invitation] = {}  # group id -> invitation being re-checked
+        self.held: dict[str, Invitation] = {}  # group id -> stand-in invitation, too early
         self.refused: list[tuple[str, str]] = []  # (leader, why): not accepted
         self.last_refusal = ""  # why the latest invitation was refused, for the outcome
 
@@ -225,10 +316,11 @@ class GroupFollower:
             return None
         if self.me not in invitation.members or invitation.round != self.round:
             return None
-        return self._judge(invitation)
+        return self._judge(invitation, now)
 
-    def _judge(self, invitation: Invitation) -> Acceptance | None:
+    def _judge(self, invitation: Invitation, now: float) -> Acceptance | None:
         verdict = self.admit(invitation)
+        self.held.pop(invitation.group_id, None)
         if verdict.wait:
             self.waiting[invitation.group_id] = invitation
             return None
@@ -236,6 +328,14 @@ class GroupFollower:
         if not verdict.accept:
             self.refused.append((invitation.leader, verdict.why))
             self.last_refusal = f"refused {invitation.leader[-8:]}'s invitation: {verdict.why}"
+            return None
+        if verdict.rank > 0 and (now < self.stand_in_at(verdict.rank)
+                                 or not self.ranked_before_silent(verdict.rank)):
+            # A stand-in before this peer has waited its own stand-in time for the
+            # members ranked before it, or while one of them still shows signs of life:
+            # held, so their invitation still wins if it comes.
+            if self.book.committed is None:
+                self.held[invitation.group_id] = invitation
             return None
         if not self.book.commit(invitation):
             return None
@@ -272,13 +372,18 @@ class GroupFollower:
         return self.outcome
 
     def recheck(self, now: float) -> list[Outgoing]:
-        """Judge the waiting invitations again (the view may have grown since)."""
+        """Judge the waiting invitations again (the view may have grown since) and the
+        held stand-in invitations (their time may have come), lowest inviter first: the
+        lowest rank wins when several have become acceptable."""
         if self.outcome is not None or now >= self.final_deadline or self.book.committed:
             self.waiting.clear()
+            self.held.clear()
             return []
         accepted = []
-        for invitation in list(self.waiting.values()):
-            acceptance = self._judge(invitation)
+        pending = sorted([*self.waiting.values(), *self.held.values()],
+                         key=lambda invitation: (invitation.leader, invitation.group_id))
+        for invitation in pending:
+            acceptance = self._judge(invitation, now)
             if acceptance is not None:
                 accepted.append(Outgoing((invitation.leader,), acceptance))
         return accepted
@@ -288,6 +393,9 @@ class GroupFollower:
             if self.book.committed is None and self.waiting:
                 self.outcome = Alone("the invitation named peers this peer never saw up "
                                      "before the deadline")
+            elif self.book.committed is None and self.held:
+                self.outcome = Alone("only a stand-in invited this peer, and its stand-in "
+                                     "time did not come before the deadline")
             elif self.book.committed is None:
                 self.outcome = Alone(
                     self.last_refusal or "no invitation arrived before the deadline")
@@ -395,28 +503,53 @@ class GroupAgreement:
         seed: bytes = b"",
         config: AgreementConfig | None = None,
         view_now: Callable[[], Sequence[str]] | None = None,
+        awaited: Callable[[str], bool] | None = None,
     ) -> None:
         """``view`` plans this peer's own group; ``view_now`` (default: ``view``) is what
-        it sees up when it judges an invitation (``PlanMatch``)."""
+        it sees up when it judges an invitation (``PlanMatch``).
+
+        ``awaited(peer)`` says whether ``peer`` still shows signs of working towards this
+        round (the daemon: a fresh heartbeat naming this round or an earlier one): no
+        stand-in replaces a member ranked before it while that is so, since a slow but
+        live leader would otherwise lose its group and, in a federation of one group,
+        keep losing it (both halves wait out their windows, so the skew persists).
+        Default: nobody is, the stand-in times alone decide (unit tests, simulation)."""
         self.config = config or AgreementConfig()
         self.me = me
         self.round = round
         self.book = InvitationBook(me, round)
         self.planned = planned_group(me, (*view, me), round, group_size, seed=seed)
-        invite_deadline = now + self.config.invite_window
+        self.invite_deadline = now + self.config.invite_window
         fixed_view = tuple(view)
+        self.view_now = view_now or (lambda: fixed_view)
+        self.awaited = awaited or _nobody
         self.follower = GroupFollower(
-            me, round, self.book, invite_deadline + self.config.final_grace,
-            admit=PlanMatch(me, round, group_size, seed, view_now or (lambda: fixed_view)),
+            me, round, self.book, self.invite_deadline + self.config.final_grace,
+            admit=PlanMatch(me, round, group_size, seed, self.view_now),
+            # not bound methods: a cycle would keep every agreement alive until the
+            # garbage collector runs (the 4,096-peer simulation doubled its peak RSS)
+            stand_in_at=StandInClock(now, self.config),
+            ranked_before_silent=RankedBeforeSilent(self.planned or (), self.awaited),
         )
         self.leader: GroupLeader | None = None
+        self.stood_in = False
+        """True once this peer leads a stand-in invitation (its planned leader was silent)."""
         self._initial: list[Outgoing] = []
         if self.planned is None:
             self.follower.outcome = Alone("fewer than 3 peers in this peer's view")
         elif leader_of(self.planned) == me:
-            self.leader = GroupLeader(me, round, self.planned, self.book, invite_deadline,
+            self.leader = GroupLeader(me, round, self.planned, self.book, self.invite_deadline,
                                       min_members=contributor_floor(len(self.planned)))
             self._initial = self.leader.start()
+
+    def stand_in_at(self, rank: int) -> float:
+        """When, on this peer's clock, rank ``rank`` of a planned group may stand in."""
+        return self.follower.stand_in_at(rank)
+
+    @property
+    def rank(self) -> int | None:
+        """This peer's rank in its planned group (0: it leads), None without a group."""
+        return None if self.planned is None else self.planned.index(self.me)
 
     @property
     def outcome(self) -> Outcome | None:
@@ -449,10 +582,39 @@ class GroupAgreement:
         return []
 
     def poll(self, now: float) -> list[Outgoing]:
-        """Advance timers: the leader finalises, a follower re-checks waiting invitations
-        or gives up."""
+        """Advance timers: the leader finalises, a follower re-checks waiting and held
+        invitations, stands in for a silent leader, or gives up."""
         if self.leader is not None:
             return self.leader.poll(now)
         outgoing = self.follower.recheck(now)
-        self.follower.poll(now)
+        outgoing += self._stand_in(now)
+        if self.leader is None:
+            self.follower.poll(now)
         return outgoing
+
+    def _stand_in(self, now: float) -> list[Outgoing]:
+        """Lead ``planned[rank:]`` (those of it this peer still sees up) if every lower
+        rank stayed silent until this peer's stand-in time (no invitation, and
+        ``awaited`` says none of them is still working on the round), the window is
+        still open and they meet the planned group's floor."""
+        rank = self.rank
+        if self.planned is None or not rank or self.book.committed is not None:
+            return []
+        if self.follower.outcome is not None or not self.stand_in_at(rank) <= now:
+            return []
+        if not self.follower.ranked_before_silent(rank):
+            return []
+        floor = contributor_floor(len(self.planned))
+        if now >= self.invite_deadline or len(self.planned) - rank < floor:
+            return []
+        # Half a window on, a planned member that crashed may be down in the followers'
+        # views: naming it would make every follower wait for it (PlanMatch), so the
+        # stand-in leaves out whom it no longer sees up, if the floor still holds.
+        seen = {*self.view_now(), self.me}
+        members = [peer for peer in self.planned[rank:] if peer in seen]
+        if len(members) < floor:
+            return []
+        self.leader = GroupLeader(self.me, self.round, members, self.book,
+                                  self.invite_deadline, min_members=floor)
+        self.stood_in = True
+        return self.leader.start()

@@ -37,16 +37,18 @@ async def form_group(
     on_reject: Callable[[str, str], None],
     seed: bytes = b"",
     view_now: Callable[[], Sequence[str]] | None = None,
+    awaited: Callable[[str], bool] | None = None,
 ) -> Outcome:
     """Agree with peers on this round's group; returns ``Formed`` or ``Alone``.
 
     ``view`` plans our own group; ``view_now`` is what we see up while judging
     invitations (``agreement.PlanMatch``), so a newcomer's invitation can be accepted
-    once its heartbeat arrives.
+    once its heartbeat arrives. ``awaited(peer)``: ``peer`` still works towards this
+    round, so no stand-in replaces it (``GroupAgreement``).
     """
     agreement = GroupAgreement(
         me, round, view, time.monotonic(), group_size=group_size, seed=seed, config=config,
-        view_now=view_now,
+        view_now=view_now, awaited=awaited,
     )
     sends: set[asyncio.Task[int]] = set()
 
@@ -63,7 +65,14 @@ async def form_group(
                 task.add_done_callback(sends.discard)
 
     dispatch(agreement.start())
+    stood_in = False
     while agreement.outcome is None:
+        if agreement.stood_in and not stood_in:
+            stood_in = True
+            planned = agreement.planned or ()
+            log.info("round %d: no invitation from %s before the stand-in time; leading "
+                     "the rest of the planned group", round,
+                     [peer[-8:] for peer in planned[: agreement.rank or 0]])
         try:
             letter = await mailbox.get(KIND, round, POLL_S)
         except TimeoutError:

@@ -126,6 +126,30 @@ def test_timely_delivery_in_any_order_forms_consistent_whole_groups(scenario, da
 
 @settings(max_examples=250, deadline=None)
 @given(scenario=scenarios(), data=st.data())
+def test_timely_delivery_with_stand_ins_for_silent_leaders_forms_consistent_whole_groups(
+    scenario, data
+) -> None:
+    _, live, views, starts, round = scenario
+    world = _world(live, views, starts, round)
+    # every rank-1 and rank-2 stand-in time of every start (0, 0.2, 0.5), windows open
+    for now in (0.0, 0.5, 0.7, 0.75, 0.95, 1.0, 1.25):
+        world.poll(now)
+        while world.pending:
+            world.deliver(data.draw(st.integers(0, len(world.pending) - 1)), now)
+    world.poll(1.6)  # every window has closed
+    while world.pending:
+        world.deliver(data.draw(st.integers(0, len(world.pending) - 1)), 1.6)
+    world.poll(3.0)
+    _check_safety(world)
+    for final in world.finals:  # no half-formed group: every member holds the same final
+        for member in final.members:
+            outcome = world.agreements[member].outcome
+            assert isinstance(outcome, Formed)
+            assert outcome.members == final.members
+
+
+@settings(max_examples=250, deadline=None)
+@given(scenario=scenarios(), data=st.data())
 def test_loss_late_delivery_and_reordering_never_overlap_groups(scenario, data) -> None:
     _, live, views, starts, round = scenario
     world = _world(live, views, starts, round)
