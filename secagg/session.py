@@ -808,12 +808,12 @@ class _Session:
                 plain: PlainAddend = await self._in_pool(plain_addend, segment)
                 self._charge("plain_job", plain.cpu_s)
                 first = segment.offset_slots // self.params.slot_count
-                rows.write(first, plain.rows)
+                self._local_cpu(functools.partial(rows.write, first, plain.rows))
                 del plain
         else:
             async with contextlib.aclosing(self._upload_chunks(mask_set)) as chunks:
                 async for index, ciphertexts in chunks:
-                    spool.append(self.me, index, ciphertexts)
+                    self._local_cpu(functools.partial(spool.append, self.me, index, ciphertexts))
                     del ciphertexts
         self._own_ready = time.monotonic()
         self.timings["encrypt_s"] = self._own_ready - started
@@ -834,24 +834,19 @@ class _Session:
             p for p in survivors.survivors if p != self.decryptor and (p != self.me or not raw)
         ]
         per_chunk = self.params.stream_chunk_ciphertexts
-        spool_before = spool.cpu_s
-        sum_cpu = 0.0
         for index in range(self.stream_chunks):
             first = index * per_chunk
             stop = first + chunk_ciphertexts(index, self.n_slots, self.params.slot_count, per_chunk)
-            window = self._local_cpu(
-                functools.partial(sum_window, accumulator, spool, index, first, stop, uploads, raw)
-            )
+            cpu = time.thread_time()  # reading the spool, adding, serialising: "sum"
+            window = sum_window(accumulator, spool, index, first, stop, uploads, raw)
             body = SumPayload(digest, self.n_slots, window.serialise_range(first, stop)).encode()
-            sum_cpu += window.cpu_s
             del window
             payload = add_prefix(index, self.stream_chunks, body)
             del body
+            self._charge("sum", time.thread_time() - cpu)
             if not await self._send(self.decryptor, Step.SUM, payload):
                 break  # D is gone: members find no RESULT (RoleUnavailableError)
             del payload
-        self._charge("sum", sum_cpu)
-        self._charge("spool", spool.cpu_s - spool_before)
 
     async def _collect_uploads(
         self,

@@ -29,7 +29,6 @@ import secrets
 import stat
 import struct
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -115,7 +114,6 @@ class _SpoolFile:
         except OSError as exc:
             raise _spool_error(f"cannot create spool file {self.path}", exc) from exc
         self.size = 0
-        self.cpu_s = 0.0
 
     def _fileno(self) -> int:
         if self._fd is None:
@@ -123,25 +121,19 @@ class _SpoolFile:
         return self._fd
 
     def _write(self, parts: Sequence[Buffer]) -> None:
-        start = time.thread_time()
         fd, end = self._fileno(), self.size
         try:
             for part in parts:
                 end = write_at(fd, part, end)
         except OSError as exc:
             raise _spool_error(f"cannot write spool file {self.path}", exc) from exc
-        finally:
-            self.cpu_s += time.thread_time() - start
         self.size = end
 
     def _read(self, offset: int, length: int) -> bytes:
-        start = time.thread_time()
         try:
             data = os.pread(self._fileno(), length, offset)
         except OSError as exc:
             raise _spool_error(f"cannot read spool file {self.path}", exc) from exc
-        finally:
-            self.cpu_s += time.thread_time() - start
         if len(data) != length:
             raise SpoolError(f"spool file {self.path} is shorter than what was written to it")
         return data
@@ -236,19 +228,11 @@ class RoundSpool:
         self._uploads: dict[str, UploadSpool] = {}
         self._own: RowSpool | None = None
         self._opened = 0
-        self._cpu_s = 0.0  # of files already removed
 
     @property
     def members(self) -> tuple[str, ...]:
         """Members with a spooled upload, complete or not."""
         return tuple(self._uploads)
-
-    @property
-    def cpu_s(self) -> float:
-        files: list[_SpoolFile] = [*self._uploads.values()]
-        if self._own is not None:
-            files.append(self._own)
-        return self._cpu_s + sum(f.cpu_s for f in files)
 
     def paths(self) -> list[Path]:
         """The files this round holds now (tests look for leftovers with these)."""
@@ -282,7 +266,6 @@ class RoundSpool:
         """Remove member's upload: it stopped, broke or failed a check (a dropout)."""
         spool = self._uploads.pop(member, None)
         if spool is not None:
-            self._cpu_s += spool.cpu_s
             spool.discard()
 
     def own_rows(self, row_words: int) -> RowSpool:
@@ -300,7 +283,6 @@ class RoundSpool:
         for member in list(self._uploads):
             self.drop(member)
         if self._own is not None:
-            self._cpu_s += self._own.cpu_s
             self._own.discard()
             self._own = None
 
