@@ -355,6 +355,23 @@ class _Session:
         finally:
             self._charge("loop", time.thread_time() - start)
 
+    async def _off_loop(self, part: str, fn: Callable[[], T]) -> T:
+        """Run A's spool I/O (and the sum it feeds) in a thread and charge its CPU to part.
+
+        Why: a disk that is slow or throttling writes would otherwise stall the event
+        loop, and with it every other message of the daemon, for as long as a chunk takes
+        to write. Each call is awaited before the next, so chunks stay in order.
+        """
+
+        def timed() -> tuple[T, float]:
+            start = time.thread_time()
+            result = fn()
+            return result, time.thread_time() - start
+
+        result, cpu_s = await asyncio.to_thread(timed)
+        self._charge(part, cpu_s)
+        return result
+
     async def _in_pool(self, fn: Callable[[Any], T], job: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, fn, job)
@@ -808,13 +825,14 @@ class _Session:
                 plain: PlainAddend = await self._in_pool(plain_addend, segment)
                 self._charge("plain_job", plain.cpu_s)
                 first = segment.offset_slots // self.params.slot_count
-                self._local_cpu(functools.partial(rows.write, first, plain.rows))
+                await self._off_loop("spool", functools.partial(rows.write, first, plain.rows))
                 del plain
         else:
             async with contextlib.aclosing(self._upload_chunks(mask_set)) as chunks:
                 async for index, ciphertexts in chunks:
-                    self._local_cpu(functools.partial(spool.append, self.me, index, ciphertexts))
-                    del ciphertexts
+                    append = functools.partial(spool.append, self.me, index, ciphertexts)
+                    await self._off_loop("spool", append)
+                    del ciphertexts, append
         self._own_ready = time.monotonic()
         self.timings["encrypt_s"] = self._own_ready - started
 
@@ -837,16 +855,30 @@ class _Session:
         for index in range(self.stream_chunks):
             first = index * per_chunk
             stop = first + chunk_ciphertexts(index, self.n_slots, self.params.slot_count, per_chunk)
-            cpu = time.thread_time()  # reading the spool, adding, serialising: "sum"
-            window = sum_window(accumulator, spool, index, first, stop, uploads, raw)
-            body = SumPayload(digest, self.n_slots, window.serialise_range(first, stop)).encode()
-            del window
-            payload = add_prefix(index, self.stream_chunks, body)
-            del body
-            self._charge("sum", time.thread_time() - cpu)
+            make = functools.partial(
+                self._sum_chunk, accumulator, spool, digest, index, first, stop, uploads, raw
+            )
+            payload = await self._off_loop("sum", make)
             if not await self._send(self.decryptor, Step.SUM, payload):
                 break  # D is gone: members find no RESULT (RoleUnavailableError)
             del payload
+
+    def _sum_chunk(
+        self,
+        accumulator: CiphertextAccumulator,
+        spool: RoundSpool,
+        digest: bytes,
+        index: int,
+        first: int,
+        stop: int,
+        uploads: list[str],
+        raw: bool,
+    ) -> bytearray:
+        """SUM chunk index's payload, made from the spool (runs in a thread)."""
+        window = sum_window(accumulator, spool, index, first, stop, uploads, raw)
+        body = SumPayload(digest, self.n_slots, window.serialise_range(first, stop)).encode()
+        del window
+        return add_prefix(index, self.stream_chunks, body)
 
     async def _collect_uploads(
         self,
@@ -894,8 +926,9 @@ class _Session:
             finally:
                 del message
             # a SpoolError (full disk) is A's, not the sender's: it ends the round
-            self._local_cpu(functools.partial(spool.append, sender, index, part.chunks))
-            del part
+            append = functools.partial(spool.append, sender, index, part.chunks)
+            await self._off_loop("spool", append)
+            del part, append  # the chunk's views: the message is freed before the next
             if index + 1 == self.stream_chunks:
                 waiting.discard(sender)
                 survivors.append(sender)

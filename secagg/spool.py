@@ -29,6 +29,7 @@ import secrets
 import stat
 import struct
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -103,7 +104,13 @@ def _spool_error(what: str, exc: OSError) -> SpoolError:
 
 
 class _SpoolFile:
-    """One spool file: created exclusively, written and read at offsets, removed once."""
+    """One spool file: created exclusively, written and read at offsets, removed once.
+
+    The session writes and reads from a worker thread (so a slow disk never stalls its
+    event loop) and may remove the file from the loop when the round is cancelled: a
+    lock keeps discard() from closing the descriptor under a write in flight, whose
+    number the next open() could otherwise reuse.
+    """
 
     def __init__(self, directory: Path, stem: str) -> None:
         self.path = directory / f"{stem}-{secrets.token_hex(8)}{SUFFIX}"
@@ -114,6 +121,7 @@ class _SpoolFile:
         except OSError as exc:
             raise _spool_error(f"cannot create spool file {self.path}", exc) from exc
         self.size = 0
+        self._lock = threading.Lock()
 
     def _fileno(self) -> int:
         if self._fd is None:
@@ -121,26 +129,29 @@ class _SpoolFile:
         return self._fd
 
     def _write(self, parts: Sequence[Buffer]) -> None:
-        fd, end = self._fileno(), self.size
-        try:
-            for part in parts:
-                end = write_at(fd, part, end)
-        except OSError as exc:
-            raise _spool_error(f"cannot write spool file {self.path}", exc) from exc
-        self.size = end
+        with self._lock:
+            fd, end = self._fileno(), self.size
+            try:
+                for part in parts:
+                    end = write_at(fd, part, end)
+            except OSError as exc:
+                raise _spool_error(f"cannot write spool file {self.path}", exc) from exc
+            self.size = end
 
     def _read(self, offset: int, length: int) -> bytes:
-        try:
-            data = os.pread(self._fileno(), length, offset)
-        except OSError as exc:
-            raise _spool_error(f"cannot read spool file {self.path}", exc) from exc
+        with self._lock:
+            try:
+                data = os.pread(self._fileno(), length, offset)
+            except OSError as exc:
+                raise _spool_error(f"cannot read spool file {self.path}", exc) from exc
         if len(data) != length:
             raise SpoolError(f"spool file {self.path} is shorter than what was written to it")
         return data
 
     def discard(self) -> None:
         """Close and delete the file; safe to call again."""
-        fd, self._fd = self._fd, None
+        with self._lock:  # after a write or read in flight, never under it
+            fd, self._fd = self._fd, None
         if fd is None:
             return
         with contextlib.suppress(OSError):
@@ -219,7 +230,9 @@ class RowSpool(_SpoolFile):
 class RoundSpool:
     """Every spool file A keeps in one round; close() removes them all.
 
-    ``label`` starts every file name (the round), so leftovers can be told apart.
+    ``label`` starts every file name (the round), so leftovers can be told apart. Files
+    are created from a worker thread and removed from the loop: once closed, no new file
+    is created (a lock orders the two), so none can appear after close().
     """
 
     def __init__(self, directory: Path, label: str) -> None:
@@ -228,6 +241,8 @@ class RoundSpool:
         self._uploads: dict[str, UploadSpool] = {}
         self._own: RowSpool | None = None
         self._opened = 0
+        self._closed = False
+        self._lock = threading.Lock()
 
     @property
     def members(self) -> tuple[str, ...]:
@@ -245,9 +260,12 @@ class RoundSpool:
 
     def append(self, member: str, index: int, ciphertexts: Sequence[Buffer]) -> None:
         """Chunk index of member's upload, after it has passed every check."""
-        spool = self._uploads.get(member)
-        if spool is None:
-            spool = self._uploads[member] = UploadSpool(self.directory, self._stem("upload"))
+        with self._lock:
+            if self._closed:
+                raise SpoolError("the round's spool is closed")
+            spool = self._uploads.get(member)
+            if spool is None:
+                spool = self._uploads[member] = UploadSpool(self.directory, self._stem("upload"))
         if index != spool.chunks:  # the inbox hands chunks over in order, each once
             raise SpoolError(f"chunk {index} of an upload that has {spool.chunks} spooled")
         spool.append(ciphertexts)
@@ -264,14 +282,18 @@ class RoundSpool:
 
     def drop(self, member: str) -> None:
         """Remove member's upload: it stopped, broke or failed a check (a dropout)."""
-        spool = self._uploads.pop(member, None)
+        with self._lock:
+            spool = self._uploads.pop(member, None)
         if spool is not None:
             spool.discard()
 
     def own_rows(self, row_words: int) -> RowSpool:
-        if self._own is None:
-            self._own = RowSpool(self.directory, self._stem("own"), row_words)
-        return self._own
+        with self._lock:
+            if self._closed:
+                raise SpoolError("the round's spool is closed")
+            if self._own is None:
+                self._own = RowSpool(self.directory, self._stem("own"), row_words)
+            return self._own
 
     def read_own_rows(self, first: int, stop: int) -> np.ndarray:
         if self._own is None:
@@ -280,11 +302,15 @@ class RoundSpool:
 
     def close(self) -> None:
         """Remove every file of this round; safe to call again."""
-        for member in list(self._uploads):
-            self.drop(member)
-        if self._own is not None:
-            self._own.discard()
+        with self._lock:
+            self._closed = True
+            files: list[_SpoolFile] = [*self._uploads.values()]
+            if self._own is not None:
+                files.append(self._own)
+            self._uploads.clear()
             self._own = None
+        for spool in files:
+            spool.discard()
 
 
 def sum_window(

@@ -319,8 +319,9 @@ async def test_the_aggregator_holds_one_chunk_not_the_uploads_or_the_whole_sum(p
     assert len(probe.uploads_held) == len(uploaders) * chunks
     assert len(probe.sum_held) == chunks
     # holding a member's chunks until its last one arrived kept up to 5 of them (330 kB);
-    # spooled, each is gone before the next arrives
-    assert max(probe.uploads_held) < CIPHERTEXT_BYTES
+    # spooled, each is gone once written (the thread that wrote the last one may still
+    # hold it for an instant when the next arrives: at most one)
+    assert max(probe.uploads_held) < 2 * CIPHERTEXT_BYTES
     # the whole sum was 6 ciphertexts (390 kB) through every SUM chunk; now one chunk's
     # sum is made and dropped per SUM chunk (the context's modulus row, 64 kB, stays)
     assert max(probe.sum_held) < 2 * CIPHERTEXT_BYTES
