@@ -78,7 +78,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("fedswarm.daemon")
 
 SHUTDOWN_GRACE_S = 30.0
-SPOOL_DIR = "spool"  # under the state directory: the aggregator's upload spool
 
 
 def _warn_slow_placement(trainer: object) -> None:
@@ -237,7 +236,7 @@ class Daemon:
     def _spool_dir(self) -> Path:
         """Where this daemon, as a round's aggregator, spools uploads (secagg/spool.py):
         under the state directory, so a full disk there is the operator's one place to look."""
-        return self.config.state_dir / SPOOL_DIR
+        return self.config.state_dir / "spool"
 
     def _mark_plan(self) -> MarkPlan | None:
         """With [ownership] enabled, this member's mark (the trainer is built once, so a
