@@ -8,7 +8,8 @@ real spawn process pool doing the HE work, then measures:
   * per-peer CPU seconds (worker CPU + CPU the member spent on the event loop),
   * bytes sent / received per peer and at the aggregator A and decryptor D,
   * peak RSS of an aggregator-only replay (a fresh process that receives the recorded
-    uploads one at a time through A's code path), and of the whole benchmark process,
+    uploads through A's code path: checked, spooled to disk, summed chunk by chunk from
+    the spool), and of the whole benchmark process,
   * plaintext fp32 averaging over the same star topology, and a single-shared-key CKKS
     baseline (N=8192, [60, 40, 40], scale 2^40) for one peer's update.
 Prints a table and writes JSON with machine and library versions.
@@ -55,6 +56,7 @@ from fedswarm.secagg.quantise import QuantisationGrid
 from fedswarm.secagg.roles import assign_roles
 from fedswarm.secagg.session import AggregationResult, GroupSpec, run_secure_aggregation
 from fedswarm.secagg.signing import Ed25519Signer, verifier_from_keys
+from fedswarm.secagg.spool import RoundSpool, sum_window
 
 from . import child_env, module_command
 from .machine import cpu_model
@@ -191,11 +193,13 @@ def replay_aggregator(
 ) -> dict[str, float]:
     """A's path in a fresh process and HE worker: its peak RSS is A's footprint.
 
-    A holds its own update, adds its own masked contribution as plaintext words from
-    its worker segment by segment (as _Session._aggregate does), takes each member's
-    recorded UPLOAD chunks, keeps them until that member's last one and adds them (one
-    member after another: concurrent uploads would hold one staged upload each), and
-    signs the SUM for D one chunk at a time.
+    A holds its own update and spools its own masked contribution as plaintext words
+    from its worker, segment by segment; it checks each member's recorded UPLOAD chunks
+    and appends them to that member's spool file (spool.py; as _Session._collect_uploads,
+    so the order the chunks come in no longer changes what A holds); then it makes and
+    signs the SUM for D one chunk at a time from the spool (spool.sum_window, as
+    _Session._stream_sum). The spool lies in a temporary directory; the page cache it
+    fills is not A's RSS.
     """
     keys = {m: bytes.fromhex(h) for m, h in json.loads(keys_file.read_text()).items()}
     verify = verifier_from_keys(keys)
@@ -207,60 +211,67 @@ def replay_aggregator(
     load_public_context(context.context)
     slots = -(-n_params // params.fields_per_slot) + 1
     accumulator = CiphertextAccumulator(context.context, slots, params.slot_count)
+    per_chunk = params.stream_chunk_ciphertexts
+    n_chunks = stream_chunk_count(slots, params.slot_count, per_chunk)
     start = time.process_time()
     own = _role_update(4, n_params)
     masks = tuple((secrets.token_bytes(32), 1 if i % 2 else -1) for i in range(4))
     job = EncryptJob(context.context, own, 1000.0, params, 4, masks, 16)
-    pool = make_executor(1)
-    try:
-        segments = segment_jobs(job)
-        for index, segment in enumerate(segments):
-            plain = pool.submit(plain_addend, segment).result()
-            first = segment.offset_slots // params.slot_count
-            accumulator.add_plain(plain.rows, first, last=index == len(segments) - 1)
-            del plain
-        worker_mb = pool.submit(_worker_peak_rss_mb).result()
-    finally:
-        pool.shutdown(wait=True)
-    del job, segments
-    per_chunk = params.stream_chunk_ciphertexts
-    n_chunks = stream_chunk_count(slots, params.slot_count, per_chunk)
-    senders = sorted(
-        {
-            path.name.split("-", 1)[1].rsplit("-", 1)[0]
-            for path in record.glob(f"{int(Step.UPLOAD)}-*.msg")
-        }
-    )
-    for sender in senders:  # as _Session._collect_uploads: staged until complete, added
-        staged: list[memoryview] = []
-        for path in sorted(record.glob(f"{int(Step.UPLOAD)}-{sender}-*.msg")):
-            message = decode_message(path.read_bytes(), binding, me, verify)
-            index, count, body = read_prefix(message.payload)
-            if count != n_chunks:
-                raise SystemExit(f"{path.name}: {count} chunks, expected {n_chunks}")
-            want = chunk_ciphertexts(index, slots, params.slot_count, per_chunk)
-            staged.extend(UploadPayload.decode_chunk(body, want).chunks)
-            del message, body
-        accumulator.add(staged)
-        del staged
-    # what A sends D: the sum, one signed SUM chunk at a time (as _Session._stream_sum)
-    signer = Ed25519Signer.generate(me)
-    sum_bytes = 0.0
-    for index in range(n_chunks):
-        first = index * per_chunk
-        stop = first + chunk_ciphertexts(index, slots, params.slot_count, per_chunk)
-        body = SumPayload(bytes(32), slots, accumulator.serialise_range(first, stop)).encode()
-        payload = add_prefix(index, n_chunks, body)
-        del body
-        message = encode_message(signer, binding, Step.SUM, "peer-d", bytes(32), payload)
-        sum_bytes += len(payload)
-        del payload, message
+    with tempfile.TemporaryDirectory(prefix="secagg-bench-spool-") as tmp:
+        spool = RoundSpool(Path(tmp), "r1")
+        pool = make_executor(1)
+        try:
+            rows = spool.own_rows(accumulator.plain_row_words)
+            for segment in segment_jobs(job):
+                plain = pool.submit(plain_addend, segment).result()
+                rows.write(segment.offset_slots // params.slot_count, plain.rows)
+                del plain
+            worker_mb = pool.submit(_worker_peak_rss_mb).result()
+        finally:
+            pool.shutdown(wait=True)
+        del job
+        senders = sorted(
+            {
+                path.name.split("-", 1)[1].rsplit("-", 1)[0]
+                for path in record.glob(f"{int(Step.UPLOAD)}-*.msg")
+            }
+        )
+        for sender in senders:  # as _Session._collect_uploads: checked, then spooled
+            for path in sorted(record.glob(f"{int(Step.UPLOAD)}-{sender}-*.msg")):
+                message = decode_message(path.read_bytes(), binding, me, verify)
+                index, count, body = read_prefix(message.payload)
+                if count != n_chunks:
+                    raise SystemExit(f"{path.name}: {count} chunks, expected {n_chunks}")
+                want = chunk_ciphertexts(index, slots, params.slot_count, per_chunk)
+                part = UploadPayload.decode_chunk(body, want)
+                accumulator.check(part.chunks, index * per_chunk)
+                spool.append(sender, index, part.chunks)
+                del message, body, part
+        spool_bytes = float(sum(path.stat().st_size for path in spool.paths()))
+        # what A sends D: the sum, made and signed one SUM chunk at a time from the spool
+        signer = Ed25519Signer.generate(me)
+        sum_bytes = 0.0
+        try:
+            for index in range(n_chunks):
+                first = index * per_chunk
+                stop = first + chunk_ciphertexts(index, slots, params.slot_count, per_chunk)
+                window = sum_window(accumulator, spool, index, first, stop, senders, True)
+                body = SumPayload(bytes(32), slots, window.serialise_range(first, stop)).encode()
+                del window
+                payload = add_prefix(index, n_chunks, body)
+                del body
+                message = encode_message(signer, binding, Step.SUM, "peer-d", bytes(32), payload)
+                sum_bytes += len(payload)
+                del payload, message
+        finally:
+            spool.close()
     del accumulator
     return {
         "peak_rss_mb": _own_peak_rss_mb(),
         "worker_peak_rss_mb": worker_mb,
         "cpu_s_excluding_worker": time.process_time() - start,
         "sum_bytes": sum_bytes,
+        "spool_bytes": spool_bytes,
     }
 
 
@@ -749,7 +760,8 @@ def print_table(report: dict[str, Any]) -> None:
         f"{s['decryptor_cpu_s']:.2f} s"
     )
     print(
-        f"A peak RSS (replay: own plain add, uploads, SUM) {s['aggregator_peak_rss_mb']:.0f} MB "
+        f"A peak RSS (replay: own plain add, spooled uploads, SUM) "
+        f"{s['aggregator_peak_rss_mb']:.0f} MB "
         f"(target <= {TARGET_A_RSS_MB:.0f})"
     )
     print(

@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -44,6 +45,7 @@ from fedswarm.p2p.membership import Membership, MembershipConfig
 from fedswarm.p2p.node import BlobHeader, NodeConfig, P2PNode
 from fedswarm.p2p.roster import Roster
 from fedswarm.secagg.he import make_executor
+from fedswarm.secagg.spool import remove_leftovers
 from fedswarm.webui.app import create_app
 
 from .config import Config, load_config
@@ -258,6 +260,11 @@ class Daemon:
             self.notifier.watchdog()
             await asyncio.sleep(interval)
 
+    def _spool_dir(self) -> Path:
+        """Where this daemon, as a round's aggregator, spools uploads (secagg/spool.py):
+        under the state directory, so a full disk there is the operator's one place to look."""
+        return self.config.state_dir / "spool"
+
     def _mark_plan(self) -> MarkPlan | None:
         """With [ownership] enabled, this member's mark (the trainer is built once, so a
         SIGHUP roster change does not move the split of channels)."""
@@ -269,6 +276,10 @@ class Daemon:
     async def _start(self) -> None:
         cfg = self.config
         self.store = StateStore.open(cfg.state_dir)
+        # a round's upload spool is removed when the round ends; a crash can leave one
+        leftovers = remove_leftovers(self._spool_dir())
+        if leftovers:
+            log.info("removed %d upload spool file(s) an interrupted round left", leftovers)
         rolled_back = self.store.mark_interrupted_rounds()
         if rolled_back:
             log.warning("rounds %s were interrupted by a restart and rolled back", rolled_back)
@@ -432,6 +443,7 @@ class Daemon:
                 executor=self._he_executor,
                 step_timeout_s=cfg.federation.round_deadline_s,
                 protocol=cfg.federation.secure_aggregation,
+                spool_dir=self._spool_dir(),
             )
         self.group_privacy = self._group_privacy(store) if cfg.privacy.group_dp else None
         # an offsite trainer is not a LocalTrainer; only the offsite exchange receives one

@@ -105,3 +105,15 @@ class TooFewContributorsError(NotEnoughSurvivorsError):
 
 class RoleUnavailableError(RoundAbortedError):
     """The aggregator or decryptor stopped answering, so the round cannot finish."""
+
+
+class SpoolError(RoundAbortedError):
+    """The aggregator could not write or read back its upload spool (spool.py).
+
+    Local to A (a full disk, an I/O error, a spool file changed on disk), never a
+    member's fault: A ends the round, says so to the group, and removes every spool file.
+    """
+
+
+class SpoolFullError(SpoolError):
+    """The spool's disk is full (ENOSPC, EDQUOT) while A writes an upload to it."""

@@ -12,14 +12,16 @@ UPLOAD   everyone clips, quantises and masks (in a worker).  Members other than 
          encrypt and send to A.  D never uploads: it keeps its masked vector and adds it
          to the decrypted sum itself.  A does not encrypt its own either: it adds it to
          the encrypted sum as a plaintext (BFV add_plain, see plain_add).
-SURVIVORS A adds its own plaintext, then each upload once all its chunks are in; sends
-         the signed survivor set S (D included) to everyone.
+SURVIVORS A checks each upload chunk as it arrives and spools it to disk (spool.py),
+         its own plaintext words too; a member is a survivor once all its chunks are
+         in. A sends the signed survivor set S (D included) to everyone.
 CONFIRM  members tell each other which survivor set they saw; any disagreement
          aborts before a single share is revealed, and more than half of the mask set
          other than A and D must confirm the same set (defeats a split view even by
          A and D together).
-SUM      A, once it has confirmed, streams the sum to D, who decrypts each chunk as it
-         arrives into its own masked vector.
+SUM      A, once it has confirmed, sums the spool chunk index by chunk index and
+         streams each SUM chunk to D as it is made; D decrypts each chunk as it arrives
+         into its own masked vector.
 UNMASK   members send D seed shares for S and mask-key shares for M \\ S, never both.
 RESULT   D reconstructs, unmasks, dequantises and publishes the signed average in chunks.
 
@@ -32,11 +34,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import hashlib
 import secrets
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import nacl.exceptions
@@ -62,6 +66,7 @@ from fedswarm.secagg.errors import (
     RoleUnavailableError,
     RoundAbortedError,
     SecAggError,
+    SpoolError,
     SurvivorSetMismatchError,
     TooFewContributorsError,
     VectorShapeError,
@@ -117,6 +122,7 @@ from fedswarm.secagg.roles import assign_roles
 from fedswarm.secagg.shamir import Share, reconstruct_secret, split_secret, threshold_for
 from fedswarm.secagg.shares import ShareVault
 from fedswarm.secagg.signing import Signer, Verifier
+from fedswarm.secagg.spool import RoundSpool, default_directory, sum_window
 from fedswarm.secagg.stream_decrypt import (
     SumChunkJob,
     SumChunkOutput,
@@ -193,12 +199,18 @@ async def run_secure_aggregation(
     *,
     step_timeout_s: float = 60.0,
     executor: concurrent.futures.ProcessPoolExecutor | None = None,
+    spool_dir: Path | None = None,
 ) -> AggregationResult:
     """Run this member's side of one round and return the group's average.
 
+    spool_dir: where this member, when it is the aggregator, spools uploads until the
+    sum is made (spool.py); default ``spool.default_directory()``. Its files are gone
+    when this returns or raises.
+
     Raises NonFiniteUpdateError / VectorShapeError / InvalidWeightError before anything is
     sent, NotEnoughSurvivorsError or RoleUnavailableError when the round cannot finish,
-    and ProtocolViolationError subclasses when a peer breaks the protocol.
+    SpoolError when the aggregator cannot spool (a full disk), and ProtocolViolationError
+    subclasses when a peer breaks the protocol.
     """
     prep_start = time.thread_time()
     params.validate()
@@ -210,7 +222,8 @@ async def run_secure_aggregation(
     pool = make_executor(1) if executor is None else executor
     try:
         session = _Session(
-            spec, signer, verify, flat, weight, transport, params, step_timeout_s, pool
+            spec, signer, verify, flat, weight, transport, params, step_timeout_s, pool,
+            spool_dir,
         )
         session._charge("loop", prep_cpu_s)
         average, total_weight, survivors, dropped = await session.run()
@@ -275,6 +288,7 @@ class _Session:
         params: SecAggParams,
         step_timeout_s: float,
         executor: concurrent.futures.ProcessPoolExecutor,
+        spool_dir: Path | None = None,
     ) -> None:
         self.spec = spec
         self.signer = signer
@@ -306,7 +320,11 @@ class _Session:
         )
         for step in (Step.UPLOAD, Step.SUM, Step.RESULT):  # all three cut the same way
             self.inbox.expect_chunks(step, self.stream_chunks)
-        self._sum: CiphertextAccumulator | None = None  # A: the sum, until it is streamed
+        # A: checks uploads and makes the sum's windows; the spool holds the uploads
+        self._accumulator: CiphertextAccumulator | None = None
+        self.spool_dir = spool_dir
+        self._spool: RoundSpool | None = None
+        self._own_ready = 0.0  # A: when its own contribution was spooled (monotonic)
         self.context_hash = bytes(32)
         self.public_context = b""
         self.secret_context = b""
@@ -337,6 +355,23 @@ class _Session:
             return fn()
         finally:
             self._charge("loop", time.thread_time() - start)
+
+    async def _off_loop(self, part: str, fn: Callable[[], T]) -> T:
+        """Run A's spool I/O (and the sum it feeds) in a thread and charge its CPU to part.
+
+        Why: a disk that is slow or throttling writes would otherwise stall the event
+        loop, and with it every other message of the daemon, for as long as a chunk takes
+        to write. Each call is awaited before the next, so chunks stay in order.
+        """
+
+        def timed() -> tuple[T, float]:
+            start = time.thread_time()
+            result = fn()
+            return result, time.thread_time() - start
+
+        result, cpu_s = await asyncio.to_thread(timed)
+        self._charge(part, cpu_s)
+        return result
 
     async def _in_pool(self, fn: Callable[[Any], T], job: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -426,6 +461,14 @@ class _Session:
     # -- the round ------------------------------------------------------------------
 
     async def run(self) -> tuple[np.ndarray, float, tuple[str, ...], tuple[str, ...]]:
+        """The round; A's spool files are removed however it ends (cancelled too)."""
+        try:
+            return await self._run()
+        finally:
+            if self._spool is not None:
+                self._spool.close()
+
+    async def _run(self) -> tuple[np.ndarray, float, tuple[str, ...], tuple[str, ...]]:
         await self._context_step()
         self._lap("context")
         await self._keys_step()
@@ -450,7 +493,7 @@ class _Session:
         if self.me == self.aggregator:
             # the sum goes to D only once A has confirmed the survivor set: D decrypts each
             # chunk as it arrives instead of holding the whole sum through CONFIRM
-            await self._stream_sum(digest)
+            await self._stream_sum(survivors, digest)
         self._lap("confirm")
         revealed = self.vault.reveal(survivors.survivors, survivors.dropped)
         unmask = UnmaskPayload(digest, revealed)
@@ -638,19 +681,6 @@ class _Session:
             )
         )
 
-    async def _encrypt(self, mask_set: tuple[str, ...]) -> EncryptOutput:
-        """Encrypt in segments (he.segment_jobs): no whole-update pickle either way."""
-        job = self._contribution_job(mask_set)
-        chunks: list[bytes] = []
-        n_values = 0
-        for segment in self._local_cpu(lambda: segment_jobs(job)):
-            output = await self._in_pool(encrypt_contribution, segment)
-            self._charge("encrypt_job", output.cpu_s)
-            chunks.extend(output.chunks)
-            n_values += output.n_values
-            del output
-        return EncryptOutput(chunks, n_values, 0.0)
-
     async def _own_masked(self, mask_set: tuple[str, ...]) -> np.ndarray:
         """D's masked vector, made in segments (he.segment_jobs) into one int64 array."""
         job = self._contribution_job(mask_set)
@@ -702,11 +732,12 @@ class _Session:
         body = UploadPayload(mask_set, self.n_slots, ciphertexts).encode()
         return add_prefix(index, self.stream_chunks, body)
 
-    async def _stream_upload(self, mask_set: tuple[str, ...]) -> bool:
-        """UPLOAD as upload_chunks signed chunk messages, each sent once it is full.
+    async def _upload_chunks(
+        self, mask_set: tuple[str, ...]
+    ) -> AsyncGenerator[tuple[int, list[bytes]], None]:
+        """This member's ciphertexts cut into UPLOAD chunks (chunks.py), one at a time.
 
         Holds at most one chunk and one segment of ciphertexts, never the whole upload.
-        False when the aggregator is unreachable (the member is then not a survivor).
         """
         per_chunk = self.params.stream_chunk_ciphertexts
         pending: list[bytes] = []
@@ -716,133 +747,223 @@ class _Session:
                 pending.extend(ciphertexts)
                 del ciphertexts
                 while len(pending) >= per_chunk and index < self.stream_chunks - 1:
-                    payload = self._upload_chunk(mask_set, index, pending[:per_chunk])
+                    chunk = pending[:per_chunk]
                     del pending[:per_chunk]
-                    if not await self._send(self.aggregator, Step.UPLOAD, payload):
-                        return False
-                    del payload
+                    yield index, chunk
+                    del chunk
                     index += 1
         if index != self.stream_chunks - 1 or len(pending) != chunk_ciphertexts(
             index, self.n_slots, self.params.slot_count, per_chunk
         ):
             raise VectorShapeError(f"{len(pending)} ciphertexts left for the last chunk {index}")
-        return await self._send(
-            self.aggregator, Step.UPLOAD, self._upload_chunk(mask_set, index, pending)
-        )
+        yield index, pending
+
+    async def _stream_upload(self, mask_set: tuple[str, ...]) -> bool:
+        """UPLOAD as signed chunk messages, each sent once it is full.
+
+        False when the aggregator is unreachable (the member is then not a survivor).
+        """
+        async with contextlib.aclosing(self._upload_chunks(mask_set)) as chunks:
+            async for index, ciphertexts in chunks:
+                payload = self._upload_chunk(mask_set, index, ciphertexts)
+                del ciphertexts
+                if not await self._send(self.aggregator, Step.UPLOAD, payload):
+                    return False
+                del payload
+        return True
+
+    def _spool_directory(self) -> Path:
+        return self.spool_dir if self.spool_dir is not None else default_directory()
 
     async def _aggregate(self, mask_set: tuple[str, ...]) -> bytes:
-        """A: add its own contribution as a plaintext, then uploads in place as they arrive;
-        publish the sum and the survivor set (D included: D never uploads)."""
-        accumulator = self._local_cpu(
+        """A: spool its own contribution and every upload as it arrives (spool.py), then
+        publish the survivor set (D included: D never uploads). No sum is made here:
+        _stream_sum makes it from the spool, one SUM chunk at a time.
+
+        Its own contribution is spooled while the uploads arrive, not before: uploads
+        that came in meanwhile would wait in the transport, in memory.
+        """
+        accumulator = self._accumulator = self._local_cpu(
             lambda: CiphertextAccumulator(
                 self.public_context, self.n_slots, self.params.slot_count
             )
         )
-        if accumulator.adds_raw:
-            # own contribution first, segment by segment (he.segment_jobs): its words are
-            # added at once and dropped, never held while the uploads arrive
-            job = self._contribution_job(mask_set)
-            segments = self._local_cpu(lambda: segment_jobs(job))
-            for index, segment in enumerate(segments):
-                plain: PlainAddend = await self._in_pool(plain_addend, segment)
-                self._charge("plain_job", plain.cpu_s)
-                first = segment.offset_slots // self.params.slot_count
-                accumulator.add_plain(plain.rows, first, last=index == len(segments) - 1)
-                del plain
-            del job, segments
-        else:  # TenSEAL-only parameters: A encrypts its own, as every member once did
-            own = await self._encrypt(mask_set)
-            accumulator.add(own.chunks)
-            del own
-        self._lap("encrypt")
+        spool = self._spool = self._local_cpu(
+            lambda: RoundSpool(self._spool_directory(), f"r{self.spec.round}")
+        )
         survivors = [self.me]
         if self.decryptor in mask_set:
             survivors.append(self.decryptor)
         waiting = {p for p in mask_set if p not in (self.me, self.decryptor)}
-        await self._collect_uploads(accumulator, mask_set, waiting, survivors)
+        own = asyncio.create_task(self._spool_own(mask_set, accumulator, spool))
+        try:
+            await self._collect_uploads(accumulator, spool, mask_set, waiting, survivors, own)
+            await own
+        except SpoolError as error:
+            # A's own trouble (a full disk): say so, or every member waits for a survivor
+            # set until its deadline
+            await self._abort(f"the aggregator could not spool the uploads: {error}", ABORT_OTHER)
+            raise
+        finally:
+            if not own.done():
+                own.cancel()
+            await asyncio.gather(own, return_exceptions=True)
         self._charge("accumulate", accumulator.cpu_s)
         if len(survivors) < self.floor:
             await self._abort(f"{len(survivors)} uploads, need {self.floor}")
             kind = TooFewContributorsError if len(survivors) >= self.t else NotEnoughSurvivorsError
             raise kind(f"only {len(survivors)} members uploaded, need {self.floor}")
         survivors_bytes = SurvivorsPayload(tuple(sorted(survivors)), mask_set).encode()
-        self._sum = accumulator
-        del accumulator
         await self._broadcast(self.spec.members, Step.SURVIVORS, survivors_bytes)
         return survivors_bytes
 
-    async def _stream_sum(self, digest: bytes) -> None:
-        """A: the sum to D as upload_chunks signed SUM chunks, each serialised when sent."""
-        accumulator, self._sum = self._sum, None
-        if accumulator is None:
+    async def _spool_own(
+        self, mask_set: tuple[str, ...], accumulator: CiphertextAccumulator, spool: RoundSpool
+    ) -> None:
+        """A's own contribution into the spool, segment by segment (he.segment_jobs): as
+        add_plain words (plain_add) where the context is raw-readable, else encrypted and
+        spooled like any member's upload (TenSEAL-only parameters)."""
+        started = time.monotonic()
+        if accumulator.adds_raw:
+            job = self._contribution_job(mask_set)
+            segments = self._local_cpu(lambda: segment_jobs(job))
+            rows = spool.own_rows(accumulator.plain_row_words)
+            for segment in segments:
+                plain: PlainAddend = await self._in_pool(plain_addend, segment)
+                self._charge("plain_job", plain.cpu_s)
+                first = segment.offset_slots // self.params.slot_count
+                await self._off_loop("spool", functools.partial(rows.write, first, plain.rows))
+                del plain
+        else:
+            async with contextlib.aclosing(self._upload_chunks(mask_set)) as chunks:
+                async for index, ciphertexts in chunks:
+                    append = functools.partial(spool.append, self.me, index, ciphertexts)
+                    await self._off_loop("spool", append)
+                    del ciphertexts, append
+        self._own_ready = time.monotonic()
+        self.timings["encrypt_s"] = self._own_ready - started
+
+    async def _stream_sum(self, survivors: SurvivorsPayload, digest: bytes) -> None:
+        """A: the sum to D as signed SUM chunks, each made from the spool when it is sent.
+
+        Chunk i of A's own words and of every survivor's upload is read, added (checked
+        word by word again), serialised, sent and dropped before chunk i + 1 is read:
+        A holds one chunk per contributor, never an upload or the whole sum.
+        """
+        accumulator, spool = self._accumulator, self._spool
+        self._accumulator = None
+        if accumulator is None or spool is None:
             raise ProtocolViolationError("no sum to send")
+        raw = accumulator.adds_raw
+        uploads = [
+            p for p in survivors.survivors if p != self.decryptor and (p != self.me or not raw)
+        ]
         per_chunk = self.params.stream_chunk_ciphertexts
-        before = accumulator.cpu_s
         for index in range(self.stream_chunks):
             first = index * per_chunk
             stop = first + chunk_ciphertexts(index, self.n_slots, self.params.slot_count, per_chunk)
-            body = SumPayload(
-                digest, self.n_slots, accumulator.serialise_range(first, stop)
-            ).encode()
-            payload = add_prefix(index, self.stream_chunks, body)
-            del body
+            make = functools.partial(
+                self._sum_chunk, accumulator, spool, digest, index, first, stop, uploads, raw
+            )
+            payload = await self._off_loop("sum", make)
             if not await self._send(self.decryptor, Step.SUM, payload):
                 break  # D is gone: members find no RESULT (RoleUnavailableError)
             del payload
-        self._charge("sum_serialise", accumulator.cpu_s - before)
+
+    def _sum_chunk(
+        self,
+        accumulator: CiphertextAccumulator,
+        spool: RoundSpool,
+        digest: bytes,
+        index: int,
+        first: int,
+        stop: int,
+        uploads: list[str],
+        raw: bool,
+    ) -> bytearray:
+        """SUM chunk index's payload, made from the spool (runs in a thread)."""
+        window = sum_window(accumulator, spool, index, first, stop, uploads, raw)
+        body = SumPayload(digest, self.n_slots, window.serialise_range(first, stop)).encode()
+        del window
+        return add_prefix(index, self.stream_chunks, body)
 
     async def _collect_uploads(
         self,
         accumulator: CiphertextAccumulator,
+        spool: RoundSpool,
         mask_set: tuple[str, ...],
         waiting: set[str],
         survivors: list[str],
+        own: asyncio.Task[None],
     ) -> None:
-        """A: take UPLOAD chunks as they arrive; add a member's only once all are in.
+        """A: check UPLOAD chunks as they arrive and spool them; a member whose last chunk
+        is in is a survivor.
 
-        Why not add each chunk at once: a member that stops mid-upload would leave its
-        first chunks (its values under its self and pairwise masks) in the sum, and
-        nobody can take them out again: D removes masks for the whole vector, as a
+        Why spool and not add each chunk at once: a member that stops mid-upload would
+        leave its first chunks (its values under its self and pairwise masks) in the sum,
+        and nobody can take them out again: D removes masks for the whole vector, as a
         survivor's or as a dropped member's, never for part of it (revealing both would
         unmask its ciphertexts to A and D). So every chunk is checked on arrival (mask
-        set, length, ciphertext count for its index) and kept; the member's chunks are
-        added, checked word by word, when its last one arrives, and dropped. A member
-        whose stream stops, breaks or fails a check is a dropout with nothing in the sum
+        set, length, ciphertext count for its index, every ciphertext word by word) and
+        appended to its sender's spool file; nothing enters the sum before the survivor
+        set is fixed (_stream_sum). A member whose stream stops, breaks or fails a check
+        is a dropout: its file is deleted and nothing of it is in the sum
         (docs/security.md, "Streamed uploads").
+
+        The deadline runs from when A's own contribution is spooled, as it did when A
+        made it before collecting.
         """
-        per_chunk = self.params.stream_chunk_ciphertexts
-        staged: dict[str, list[memoryview]] = {}
         deadline = self._deadline()
         while waiting:
             message = await self.inbox.next((Step.UPLOAD,), waiting, deadline)
             if message is None:
-                break
+                await own  # raises what stopped it
+                if self._own_ready + self.timeout <= deadline:
+                    break
+                deadline = self._own_ready + self.timeout
+                continue
             sender, index = message.sender, message.chunk
             try:
-                part = UploadPayload.decode_chunk(
-                    message.payload,
-                    chunk_ciphertexts(index, self.n_slots, self.params.slot_count, per_chunk),
-                )
-                del message
-                if part.mask_set != mask_set:
-                    raise SurvivorSetMismatchError(
-                        f"{part.mask_set} masked with another set than {mask_set}"
-                    )
-                if part.n_values != self.n_slots:
-                    raise VectorShapeError(f"upload has {part.n_values} slots, not {self.n_slots}")
-                held = staged.setdefault(sender, [])
-                held.extend(memoryview(c) for c in part.chunks)
-                del part
-                if index + 1 < self.stream_chunks:
-                    continue
-                accumulator.add(staged.pop(sender))
+                part = self._checked_upload_chunk(accumulator, mask_set, index, message.payload)
             except SecAggError as error:
                 self.inbox.rejected.append(error)
-                staged.pop(sender, None)
+                spool.drop(sender)
                 waiting.discard(sender)
                 continue
-            waiting.discard(sender)
-            survivors.append(sender)
+            finally:
+                del message
+            # a SpoolError (full disk) is A's, not the sender's: it ends the round
+            append = functools.partial(spool.append, sender, index, part.chunks)
+            await self._off_loop("spool", append)
+            del part, append  # the chunk's views: the message is freed before the next
+            if index + 1 == self.stream_chunks:
+                waiting.discard(sender)
+                survivors.append(sender)
+            if own.done() and not own.cancelled() and own.exception() is not None:
+                break  # A cannot finish: the await in _aggregate raises it
+        for sender in waiting:  # stopped mid-upload: nothing of it stays
+            spool.drop(sender)
+
+    def _checked_upload_chunk(
+        self,
+        accumulator: CiphertextAccumulator,
+        mask_set: tuple[str, ...],
+        index: int,
+        payload: bytes | memoryview,
+    ) -> UploadPayload:
+        """One UPLOAD chunk as A spools it: every check the sum would make, made now."""
+        per_chunk = self.params.stream_chunk_ciphertexts
+        part = UploadPayload.decode_chunk(
+            payload, chunk_ciphertexts(index, self.n_slots, self.params.slot_count, per_chunk)
+        )
+        if part.mask_set != mask_set:
+            raise SurvivorSetMismatchError(
+                f"{part.mask_set} masked with another set than {mask_set}"
+            )
+        if part.n_values != self.n_slots:
+            raise VectorShapeError(f"upload has {part.n_values} slots, not {self.n_slots}")
+        accumulator.check(part.chunks, index * per_chunk)
+        return part
 
     async def _receive_survivors(self, mask_set: tuple[str, ...], uploaded: bool) -> bytes:
         message = await self.inbox.next(

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from fedswarm.secagg.errors import MismatchedLengthsError, SecAggError
@@ -73,6 +74,9 @@ class SecureAggregation:
     step_timeout_s: float
     protocol: str = PROTOCOL_NAME
     """``[federation] secure_aggregation``: whose default parameters a session uses."""
+    spool_dir: Path | None = None
+    """Where this member, as the aggregator, spools uploads (secagg/spool.py); a daemon
+    passes ``<state dir>/spool``. None: the library's folder in the system temp dir."""
 
     async def average(
         self,
@@ -106,6 +110,7 @@ class SecureAggregation:
                 params,
                 step_timeout_s=self.step_timeout_s,
                 executor=self.executor(),
+                spool_dir=self.spool_dir,
             )
         except MismatchedLengthsError as exc:
             raise SettingsMismatchError(f"secure aggregation failed: {exc}") from exc

@@ -179,3 +179,37 @@ def test_more_uploads_than_unreduced_words_can_hold_still_sum_exactly(material):
         accumulator.add(encrypt_vector(context, values, SMALL_PARAMS.slot_count))
         expected = (expected + values) % keys.plain_modulus
     np.testing.assert_array_equal(_decrypted_sum(keys, accumulator), expected)
+
+
+def test_windows_sum_to_exactly_the_whole_sum_cut_at_their_ciphertexts(material):
+    # A makes each SUM chunk as a window of ciphertexts from the spool (spool.sum_window)
+    keys, _, uploads = material
+    whole = _accumulator(keys)
+    for upload in uploads:
+        whole.add(upload)
+    expected = whole.serialise()
+    pieces: list[bytes] = []
+    for first, stop in ((0, 1), (1, 3)):
+        window = whole.window(first, stop)
+        assert window.count == 0
+        for upload in uploads:
+            window.add(upload[first:stop])
+        pieces.extend(window.serialise_range(first, stop))
+        with pytest.raises(VectorShapeError):
+            window.add(uploads[0])  # a whole upload is not this window's ciphertexts
+    assert pieces == expected
+
+
+def test_check_refuses_what_add_refuses_and_adds_nothing(material):
+    keys, values, uploads = material
+    accumulator = _accumulator(keys)
+    accumulator.check(uploads[0][1:], 1)  # a chunk of the upload, at its index
+    with pytest.raises(CiphertextLayoutError):
+        accumulator.check([uploads[0][1][:-100]], 1)
+    with pytest.raises(VectorShapeError, match="holds"):
+        accumulator.check([uploads[0][2]], 1)  # the short last ciphertext at index 1
+    with pytest.raises(VectorShapeError):
+        accumulator.check(uploads[0], 1)  # past the vector's ciphertexts
+    assert accumulator.count == 0
+    accumulator.add(uploads[0])
+    np.testing.assert_array_equal(_decrypted_sum(keys, accumulator), values[0])
