@@ -105,6 +105,17 @@ def _check_safety(world: World) -> None:
                 assert (member, final.group_id) in world.acceptances
 
 
+def _check_whole_groups(world: World) -> None:
+    """Safety, and no half-formed group: every member of a final holds that final."""
+    _check_safety(world)
+    for final in world.finals:
+        for member in final.members:
+            outcome = world.agreements[member].outcome
+            assert isinstance(outcome, Formed)
+            assert outcome.members == final.members
+
+
+
 @settings(max_examples=250, deadline=None)
 @given(scenario=scenarios(), data=st.data())
 def test_timely_delivery_in_any_order_forms_consistent_whole_groups(scenario, data) -> None:
@@ -116,12 +127,7 @@ def test_timely_delivery_in_any_order_forms_consistent_whole_groups(scenario, da
     while world.pending:
         world.deliver(data.draw(st.integers(0, len(world.pending) - 1)), 1.5)
     world.poll(3.0)
-    _check_safety(world)
-    for final in world.finals:  # no half-formed group: every member holds the same final
-        for member in final.members:
-            outcome = world.agreements[member].outcome
-            assert isinstance(outcome, Formed)
-            assert outcome.members == final.members
+    _check_whole_groups(world)
 
 
 @settings(max_examples=250, deadline=None)
@@ -140,12 +146,7 @@ def test_timely_delivery_with_stand_ins_for_silent_leaders_forms_consistent_whol
     while world.pending:
         world.deliver(data.draw(st.integers(0, len(world.pending) - 1)), 1.6)
     world.poll(3.0)
-    _check_safety(world)
-    for final in world.finals:  # no half-formed group: every member holds the same final
-        for member in final.members:
-            outcome = world.agreements[member].outcome
-            assert isinstance(outcome, Formed)
-            assert outcome.members == final.members
+    _check_whole_groups(world)
 
 
 @settings(max_examples=250, deadline=None)
