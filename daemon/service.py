@@ -172,6 +172,10 @@ class Daemon:
             stop_task = asyncio.create_task(self._stop.wait(), name="stop")
             await asyncio.wait({round_task, stop_task, network},
                                return_when=asyncio.FIRST_COMPLETED)
+            if not network.done() and round_task.done() and round_task.exception() is None \
+                    and self.config.federation.after_rounds == "serve":
+                # rounds done: keep serving peers and the API until stopped (still watched)
+                await asyncio.wait({stop_task, network}, return_when=asyncio.FIRST_COMPLETED)
             if network.done():
                 round_task.cancel()
                 stop_task.cancel()
@@ -182,8 +186,6 @@ class Daemon:
                 error = round_task.exception()
                 if error is not None:
                     raise error
-                if self.config.federation.after_rounds == "serve":
-                    await stop_task  # rounds done: keep serving peers and the API until stopped
             else:
                 self._set_state(Phase.STOPPING)
                 try:
