@@ -134,11 +134,16 @@ class HeartbeatAwaited:
     view: Callable[[], dict[str, PeerView]]
     round: int
     fresh_s: float
+    earlier_only: bool = False
+    """Only a member still finishing the *previous* round counts (``behind`` in
+    ``GroupAgreement``: windows stretch for it, ``AgreementConfig.late_wait``). One further
+    behind (a restart) skips ahead by catching up rather than joining this round."""
 
     def __call__(self, peer: str) -> bool:
         seen = self.view().get(peer)
-        return (seen is not None and time.time() - seen.last_seen <= self.fresh_s
-                and seen.round <= self.round)
+        if seen is None or time.time() - seen.last_seen > self.fresh_s:
+            return False
+        return seen.round == self.round - 1 if self.earlier_only else seen.round <= self.round
 
 
 @dataclass
@@ -382,6 +387,8 @@ class RoundRunner:
             on_reject=lambda peer, why: s.reject(peer, "group", why),
             view_now=s.up_members,
             awaited=HeartbeatAwaited(s.view, round, AWAIT_HEARTBEATS * fed.heartbeat_s),
+            behind=HeartbeatAwaited(s.view, round, AWAIT_HEARTBEATS * fed.heartbeat_s,
+                                    earlier_only=True),
         )
         return formed if isinstance(formed, Formed) else formed.reason
 

@@ -101,9 +101,25 @@ class AgreementConfig:
     the two.
     """
 
+    late_wait: float = 1.0
+    """How far, as a fraction of the invitation window, a leader's window and a follower's
+    deadline stretch while a member they wait for is still finishing an earlier round.
+
+    Peers start a round when their last one ends, and a group whose secure aggregation
+    waited out a dropout ends it up to a round deadline later than the others. Its
+    members then reach the next round after the other groups' leaders have closed their
+    windows, and both halves keep missing each other: among 16 daemons with faulty
+    links, one slow group in round 4 left 11 of 16 alone in round 5. A member whose
+    signed heartbeat names an earlier round is alive and on its way (``behind``); it is
+    waited for, at most this much longer. A member that pretends to be behind can delay
+    its groups by this much, no more.
+    """
+
     def __post_init__(self) -> None:
         if self.invite_window <= 0 or self.final_grace <= 0:
             raise ValueError("invite_window and final_grace must be > 0")
+        if self.late_wait < 0:
+            raise ValueError(f"late_wait must be >= 0 (got {self.late_wait})")
         if not 0.0 < self.stand_in_after < 1.0:
             raise ValueError(
                 f"stand_in_after must lie strictly between 0 and 1 (got {self.stand_in_after})")
@@ -272,6 +288,34 @@ class RankedBeforeSilent:
         return not any(self.awaited(peer) for peer in self.planned[:rank])
 
 
+class FollowerStretch:
+    """Whether a follower's deadline is stretched at ``now`` (``AgreementConfig.late_wait``).
+
+    Asked only once the deadline has passed: it is stretched, until ``until``, from the
+    first time a member of the invitation it committed to (before it commits: of its
+    planned group) is seen ``behind``, finishing an earlier round. Sticky: that member
+    turning to this round is the moment it is about to accept, not a reason to give up.
+    """
+
+    def __init__(self, book: InvitationBook, planned: tuple[str, ...],
+                 behind: Callable[[str], bool], until: float) -> None:
+        self.book = book
+        self.planned = planned
+        self.behind = behind
+        self.until = until
+        self.stretched = False
+
+    def __call__(self, now: float) -> bool:
+        if now >= self.until:
+            return False
+        if not self.stretched:
+            committed = self.book.committed
+            waiting_on = committed.members if committed is not None else self.planned
+            self.stretched = any(self.behind(peer) for peer in waiting_on
+                                 if peer != self.book.me)
+        return self.stretched
+
+
 class GroupFollower:
     """A peer answering invitations and waiting for its leader's final.
 
@@ -291,11 +335,13 @@ class GroupFollower:
         admit: Callable[[Invitation], Verdict] = admit_any,
         stand_in_at: Callable[[int], float] = never,
         ranked_before_silent: Callable[[int], bool] = lambda rank: True,
+        stretched: Callable[[float], bool] = lambda now: False,
     ) -> None:
         self.me = me
         self.round = round
         self.book = book
         self.final_deadline = final_deadline
+        self.stretched = stretched
         self.admit = admit
         self.stand_in_at = stand_in_at
         self.ranked_before_silent = ranked_before_silent
@@ -306,9 +352,14 @@ class GroupFollower:
         self.refused: list[tuple[str, str]] = []  # (leader, why): not accepted
         self.last_refusal = ""  # why the latest invitation was refused, for the outcome
 
+    def _past_deadline(self, now: float) -> bool:
+        """Past ``final_deadline``, unless a member it waits for is still behind
+        (``AgreementConfig.late_wait``)."""
+        return now >= self.final_deadline and not self.stretched(now)
+
     def on_invitation(self, invitation: Invitation, sender: str, now: float) -> Acceptance | None:
         """Accept the first valid invitation naming this peer; re-accept the same one if resent."""
-        if self.outcome is not None or now >= self.final_deadline:
+        if self.outcome is not None or self._past_deadline(now):
             return None
         if sender != invitation.leader or invitation.leader == self.me:
             return None
@@ -345,7 +396,7 @@ class GroupFollower:
 
     def on_final(self, final: GroupFinal, sender: str, now: float) -> Outcome | None:
         committed = self.book.committed
-        if self.outcome is not None or committed is None or now >= self.final_deadline:
+        if self.outcome is not None or committed is None or self._past_deadline(now):
             return None
         if sender != final.leader or not _answers(committed, final.round, final.group_id, sender):
             return None
@@ -375,7 +426,7 @@ class GroupFollower:
         """Judge the waiting invitations again (the view may have grown since) and the
         held stand-in invitations (their time may have come), lowest inviter first: the
         lowest rank wins when several have become acceptable."""
-        if self.outcome is not None or now >= self.final_deadline or self.book.committed:
+        if self.outcome is not None or self._past_deadline(now) or self.book.committed:
             self.waiting.clear()
             self.held.clear()
             return []
@@ -389,7 +440,7 @@ class GroupFollower:
         return accepted
 
     def poll(self, now: float) -> Outcome | None:
-        if self.outcome is None and now >= self.final_deadline:
+        if self.outcome is None and self._past_deadline(now):
             if self.book.committed is None and self.waiting:
                 self.outcome = Alone("the invitation named peers this peer never saw up "
                                      "before the deadline")
@@ -424,7 +475,11 @@ class GroupLeader:
         invite_deadline: float,
         *,
         min_members: int = MIN_GROUP_SIZE,
+        behind: Callable[[str], bool] = _nobody,
+        late_until: float | None = None,
     ) -> None:
+        """``behind(peer)``: ``peer`` is alive and still finishing an earlier round; the
+        window stays open for such an invitee until ``late_until`` (default: it does not)."""
         members = tuple(sorted(set(planned)))
         if leader_of(members) != me:
             raise ValueError(f"{me} is not the lowest peer id of {members}")
@@ -433,6 +488,9 @@ class GroupLeader:
         self.invitation = Invitation(round, group_id(round, members), me, members)
         self.book = book
         self.invite_deadline = invite_deadline
+        self.behind = behind
+        self.late_until = invite_deadline if late_until is None else late_until
+        self.late: set[str] = set()  # invitees seen behind once the window had closed
         self.min_members = max(MIN_GROUP_SIZE, min_members)
         self.accepted: set[str] = set()
         self.floors: dict[str, int] = {}  # acceptor -> the smallest final it takes part in
@@ -453,7 +511,7 @@ class GroupLeader:
     def on_acceptance(self, acceptance: Acceptance, sender: str, now: float) -> list[Outgoing]:
         if not self.leading or self.outcome is not None:
             return []
-        if now >= self.invite_deadline:
+        if self._window_closed(now):
             return self._finalise()
         if sender != acceptance.peer or sender not in self.invitees:
             return []
@@ -468,9 +526,22 @@ class GroupLeader:
         return []
 
     def poll(self, now: float) -> list[Outgoing]:
-        if self.leading and self.outcome is None and now >= self.invite_deadline:
+        if self.leading and self.outcome is None and self._window_closed(now):
             return self._finalise()
         return []
+
+    def _window_closed(self, now: float) -> bool:
+        """Past the invitation window, unless ``late_until`` has not come and an invitee
+        seen behind (alive, finishing an earlier round) since the window closed has not
+        accepted yet. Sticky per invitee: its turning to this round is the moment it is
+        about to accept."""
+        if now < self.invite_deadline:
+            return False
+        if now >= self.late_until:
+            return True
+        self.late.update(peer for peer in self.invitees
+                         if peer not in self.accepted and self.behind(peer))
+        return not (self.late - self.accepted)
 
     def _finalise(self) -> list[Outgoing]:
         members = tuple(sorted(self.accepted | {self.me}))
@@ -504,9 +575,14 @@ class GroupAgreement:
         config: AgreementConfig | None = None,
         view_now: Callable[[], Sequence[str]] | None = None,
         awaited: Callable[[str], bool] | None = None,
+        behind: Callable[[str], bool] | None = None,
     ) -> None:
         """``view`` plans this peer's own group; ``view_now`` (default: ``view``) is what
         it sees up when it judges an invitation (``PlanMatch``).
+
+        ``behind(peer)``: ``peer`` is alive and still finishing an earlier round (the
+        daemon: a fresh heartbeat naming an earlier round); windows and deadlines stretch
+        for such a member by ``AgreementConfig.late_wait``. Default: nobody is.
 
         ``awaited(peer)`` says whether ``peer`` still shows signs of working towards this
         round (the daemon: a fresh heartbeat naming this round or an earlier one): no
@@ -523,13 +599,19 @@ class GroupAgreement:
         fixed_view = tuple(view)
         self.view_now = view_now or (lambda: fixed_view)
         self.awaited = awaited or _nobody
+        self.behind = behind or _nobody
+        self.late_until = self.invite_deadline + self.config.late_wait * self.config.invite_window
+        final_deadline = self.invite_deadline + self.config.final_grace
         self.follower = GroupFollower(
-            me, round, self.book, self.invite_deadline + self.config.final_grace,
+            me, round, self.book, final_deadline,
             admit=PlanMatch(me, round, group_size, seed, self.view_now),
             # not bound methods: a cycle would keep every agreement alive until the
             # garbage collector runs (the 4,096-peer simulation doubled its peak RSS)
             stand_in_at=StandInClock(now, self.config),
             ranked_before_silent=RankedBeforeSilent(self.planned or (), self.awaited),
+            stretched=FollowerStretch(
+                self.book, self.planned or (), self.behind,
+                final_deadline + self.config.late_wait * self.config.invite_window),
         )
         self.leader: GroupLeader | None = None
         self.stood_in = False
@@ -539,7 +621,8 @@ class GroupAgreement:
             self.follower.outcome = Alone("fewer than 3 peers in this peer's view")
         elif leader_of(self.planned) == me:
             self.leader = GroupLeader(me, round, self.planned, self.book, self.invite_deadline,
-                                      min_members=contributor_floor(len(self.planned)))
+                                      min_members=contributor_floor(len(self.planned)),
+                                      behind=self.behind, late_until=self.late_until)
             self._initial = self.leader.start()
 
     def stand_in_at(self, rank: int) -> float:
@@ -615,6 +698,7 @@ class GroupAgreement:
         if len(members) < floor:
             return []
         self.leader = GroupLeader(self.me, self.round, members, self.book,
-                                  self.invite_deadline, min_members=floor)
+                                  self.invite_deadline, min_members=floor,
+                                  behind=self.behind, late_until=self.late_until)
         self.stood_in = True
         return self.leader.start()
