@@ -59,7 +59,7 @@ def _runner(tmp_path: Path, trainer: SlowTrainer) -> tuple[RoundRunner, StateSto
         config=SimpleNamespace(  # type: ignore[arg-type]
             federation=SimpleNamespace(max_eval_loss_increase=None, rounds=0, group_size=4,
                                        round_deadline_s=1.0, final_averaging_rounds=0,
-                                       mode="lora_avg"),
+                                       mode="lora_avg", heartbeat_s=2.0),
             train=SimpleNamespace(samples_per_round=2, sample_max_new_tokens=8),
             state_dir=tmp_path,
         ),

@@ -89,6 +89,7 @@ def _runner(
                 round_deadline_s=1.0,
                 final_averaging_rounds=0,
                 mode="lora_avg",
+                heartbeat_s=2.0,
             ),
             train=SimpleNamespace(samples_per_round=0, sample_max_new_tokens=8),
             state_dir=tmp_path,
