@@ -29,12 +29,20 @@ def daemon_pids(workdir: Path) -> list[int]:
     return pids
 
 
+def _sigint_as_in_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_stops_all_daemons(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
     demo = subprocess.Popen(
         [sys.executable, "-m", "fedswarm.daemon.cli", "demo", "--peers", "3", "--rounds", "50",
          "--workdir", str(workdir)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ),
+        # Ctrl-C as a terminal delivers it: a suite started in the background (`cmd &` in a
+        # script) passes SIGINT down as ignored, and Python then never raises
+        # KeyboardInterrupt, so the demo would run on regardless of what it does with one
+        preexec_fn=_sigint_as_in_a_terminal,
     )
     try:
         deadline = time.monotonic() + 300

@@ -68,8 +68,9 @@ def test_late_joiner_paused_and_killed_peers_catch_up_without_stalling_others(
     tmp_path: Path,
 ) -> None:
     deadline_s = 20.0
+    rounds = 16  # the pause and kill scenarios need 4 rounds after the late joiner's 3
     federation = LocalFederation(
-        tmp_path, peers=4, rounds=14, group_size=4, local_steps=5,
+        tmp_path, peers=4, rounds=rounds, group_size=4, local_steps=5,
         round_deadline_s=deadline_s, wait_for_peers=3,
     )
     federation.prepare()
@@ -87,7 +88,7 @@ def test_late_joiner_paused_and_killed_peers_catch_up_without_stalling_others(
 
         # A member paused past the deadline does not hold the others back.
         before = max(r["round"] for r in rounds_of(first) if r["finished_at"])
-        assert before <= 10, "the federation finished too early for the pause scenario"
+        assert before <= rounds - 4, "the federation finished too early for the pause scenario"
         paused.process.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
         paused_at = time.monotonic()
         federation.wait_rounds(before + 1, timeout_s=3 * deadline_s + 60,
@@ -101,10 +102,10 @@ def test_late_joiner_paused_and_killed_peers_catch_up_without_stalling_others(
         federation.kill_peer(killed, signal.SIGKILL)
         federation.wait_rounds(before + 3, timeout_s=400, peers=[first, late])
         federation.start_peer(killed)
-        federation.wait_rounds(14, timeout_s=500)
+        federation.wait_rounds(rounds, timeout_s=500)
         for peer in (paused, killed):
             log = rounds_of(peer)
-            assert max(r["round"] for r in log) == 14, log
+            assert max(r["round"] for r in log) == rounds, log
         assert any(r["status"] == "caught_up" for r in rounds_of(killed))
     finally:
         federation.stop()
