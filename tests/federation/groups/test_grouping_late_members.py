@@ -19,6 +19,8 @@ from fedswarm.federation.groups.agreement import (
     Outgoing,
 )
 
+from .test_grouping_stand_in_leader import _exchange
+
 CONFIG = AgreementConfig(invite_window=1.0, final_grace=1.0, late_wait=1.0)
 GROUP = "abcd"
 
@@ -28,20 +30,9 @@ def _agreement(peer: str, start: float, behind: Callable[[str], bool]) -> GroupA
                           awaited=behind)
 
 
-def _deliver(peers: dict[str, GroupAgreement], sender: str, outgoing: list[Outgoing],
-             now: float) -> None:
-    queue = [(sender, out) for out in outgoing]
-    while queue:
-        origin, out = queue.pop(0)
-        for recipient in out.recipients:
-            if recipient in peers:
-                queue.extend((recipient, reply)
-                             for reply in peers[recipient].receive(out.message, origin, now))
-
-
 def _tick(peers: dict[str, GroupAgreement], now: float) -> None:
     for peer, agreement in peers.items():
-        _deliver(peers, peer, agreement.start() + agreement.poll(now), now)
+        _exchange(peers, peer, agreement.start() + agreement.poll(now), now)
 
 
 def _late_d_joins_at(arrives: float, behind_until: float) -> dict[str, GroupAgreement]:
@@ -58,7 +49,7 @@ def _late_d_joins_at(arrives: float, behind_until: float) -> dict[str, GroupAgre
         if "d" not in peers and now >= arrives:
             peers["d"] = _agreement("d", now, behind)
             # the invitation a sent at 0 waits in d's mailbox: delivered on arrival
-            _deliver(peers, "a", [Outgoing(("d",), peers["a"].leader.invitation)], now)
+            _exchange(peers, "a", [Outgoing(("d",), peers["a"].leader.invitation)], now)
         _tick(peers, now)
     return peers
 
@@ -79,7 +70,7 @@ def test_without_the_wait_the_late_member_misses_its_group() -> None:
         now = clock["now"] = step / 10
         if "d" not in peers and now >= 1.5:
             peers["d"] = GroupAgreement("d", 1, GROUP, now, config=CONFIG)
-            _deliver(peers, "a", [Outgoing(("d",), peers["a"].leader.invitation)], now)
+            _exchange(peers, "a", [Outgoing(("d",), peers["a"].leader.invitation)], now)
         _tick(peers, now)
     assert peers["a"].outcome.members == tuple("abc")
 
