@@ -600,7 +600,8 @@ class GroupAgreement:
         self.view_now = view_now or (lambda: fixed_view)
         self.awaited = awaited or _nobody
         self.behind = behind or _nobody
-        self.late_until = self.invite_deadline + self.config.late_wait * self.config.invite_window
+        stretch = self.config.late_wait * self.config.invite_window
+        self.late_until = self.invite_deadline + stretch
         final_deadline = self.invite_deadline + self.config.final_grace
         self.follower = GroupFollower(
             me, round, self.book, final_deadline,
@@ -611,7 +612,7 @@ class GroupAgreement:
             ranked_before_silent=RankedBeforeSilent(self.planned or (), self.awaited),
             stretched=FollowerStretch(
                 self.book, self.planned or (), self.behind,
-                final_deadline + self.config.late_wait * self.config.invite_window),
+                final_deadline + stretch),
         )
         self.leader: GroupLeader | None = None
         self.stood_in = False
