@@ -1,4 +1,4 @@
-"""The dashboard's FedMKT panel: who taught whom each round, and each model's public-set loss.
+"""The dashboard's FedMKT panel: who taught whom, public-set losses, and the loss at home.
 
 The round log (SQLite) is the durable record of a FedMKT round: its ``survivors`` are
 this daemon plus the members whose knowledge it distilled from, and its ``note`` carries
@@ -6,6 +6,11 @@ the share of aligned positions. The public-set losses of the models exist only i
 live ``fedmkt`` event (the round log has no column for them), so ``FedMKTEventLog``
 keeps the last few of those events in memory. After a restart, older rounds still show
 their edges from the log, with losses ``None``.
+
+Beside the public-set losses the panel shows this member's *own-domain* loss (its eval
+set) after local training and after distillation, both from the round log: FedMKT's
+promise is that nobody gets worse at home, and a distillation that undoes local
+training shows up here as a rise (``own_loss_change`` > 0) before it shows anywhere else.
 """
 
 from __future__ import annotations
@@ -107,6 +112,13 @@ def _finite(value: Any) -> float | None:
     return number if number == number and abs(number) != float("inf") else None
 
 
+def own_loss_change(before: float | None, after: float | None) -> float | None:
+    """Relative change of the own-domain loss across distillation; > 0 is a regression."""
+    if before is None or after is None or before <= 0.0:
+        return None
+    return after / before - 1.0
+
+
 def fedmkt_round(
     record: RoundRecord | None,
     event: dict[str, Any] | None,
@@ -129,6 +141,8 @@ def fedmkt_round(
         for peer, loss in (losses.items() if isinstance(losses, dict) else [])
     ]
     public_losses.sort(key=lambda entry: (entry["peer_id"] != me, entry["peer_id"]))
+    own_before = _finite(record.eval_loss_before) if record is not None else None
+    own_after = _finite(record.eval_loss_after) if record is not None else None
     exchange = event.get("exchange") if event is not None else None
     if exchange not in ("secure", "clear"):
         exchange = exchange_from_note(record.note if record is not None else None)
@@ -144,6 +158,9 @@ def fedmkt_round(
         ],
         "aligned_fraction": aligned,
         "public_losses": public_losses,
+        "own_loss_before": own_before,
+        "own_loss_after": own_after,
+        "own_loss_change": own_loss_change(own_before, own_after),
         "dropped": list(record.dropped or []) if record is not None else [],
         "distill": distill if isinstance(distill, dict) else None,
         "note": record.note if record is not None else None,
@@ -159,11 +176,19 @@ def fedmkt_panel(
     org_of: Callable[[str], str | None],
 ) -> dict[str, Any]:
     """``GET /api/fedmkt``: every FedMKT round this daemon knows of, oldest first."""
+    records = list(records)
     by_round = {r.round: r for r in records if r.protocol == PROTOCOL and r.round > 0}
     numbers = sorted(set(by_round) | {n for n in events.rounds() if n > 0})
+    start = next((r for r in records if r.round == 0), None)
+    rounds = [fedmkt_round(by_round.get(n), events.get(n), me, org_of) for n in numbers]
+    latest = next((r["own_loss_after"] for r in reversed(rounds)
+                   if r["own_loss_after"] is not None), None)
     return {
         "enabled": enabled,
         "peer_id": me,
         "org": org_of(me),
-        "rounds": [fedmkt_round(by_round.get(n), events.get(n), me, org_of) for n in numbers],
+        # own-domain eval loss before any training (round 0) and after the latest round
+        "own_loss_start": _finite(start.eval_loss_after) if start is not None else None,
+        "own_loss_latest": latest,
+        "rounds": rounds,
     }

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -142,6 +142,9 @@ class FedMKTLearner:
     section: FedMKTSection
     mapping_cache: VocabMappingCache | None = None
     seed: int = 0
+    #: Token ids of this member's own training examples, replayed in distillation
+    #: batches (``[fedmkt] replay_fraction``); empty: no replay.
+    replay_ids: Sequence[Sequence[int]] = ()
 
 
 async def run_fedmkt_exchange(
@@ -238,6 +241,7 @@ class _Round:
             learning_rate=section.distill_lr,
             mapping_cache=learner.mapping_cache,
             seed=learner.seed,
+            replay_ids=learner.replay_ids,
         )
         return stats, time.monotonic() - began
 

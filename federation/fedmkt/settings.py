@@ -48,6 +48,10 @@ class FedMKTSection:
     homogeneous_exchange: Literal["secure", "clear"] = "secure"
     #: Frequent public-set tokens per row of the securely averaged vector (docs/fedmkt.md).
     support_size: int = 30
+    #: Share of each distillation batch that is the member's own training data under the
+    #: plain LM loss (own-data replay): what keeps distillation from undoing local
+    #: training at home (docs/fedmkt.md lever table). 0 turns it off.
+    replay_fraction: float = 0.75
 
     def __post_init__(self) -> None:
         if self.public_sha256:
@@ -82,5 +86,6 @@ class FedMKTSection:
             public_sha256=self.public_sha256 or None,
             max_length=self.max_length,
             knowledge_batch_size=self.knowledge_batch_size,
+            replay_fraction=self.replay_fraction,
         )
 

@@ -4,7 +4,8 @@ Local training is the same LoRA training as ``lora_avg``; the group then exchang
 predictions on the shared public set and each member distils from the others
 (``fedmkt/exchange.py``) instead of averaging weights: models, tokenizers and adapter
 shapes may all differ, so nothing is averaged and catch-up cannot adopt a neighbour's
-adapter.
+adapter. Distillation batches replay the member's own training examples
+(``[fedmkt] replay_fraction``) so the exchange does not undo local training at home.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class FedMKTDistillation:
             section=self._section,
             mapping_cache=self._mapping_cache,
             seed=self._parts.seed * _SEED_STRIDE + ctx.round,
+            replay_ids=self._replay_ids(),
         )
         secure = self._parts.secure
         secure_average = None if secure is None else functools.partial(secure.average, ctx)
@@ -62,6 +64,12 @@ class FedMKTDistillation:
             record=fedmkt_record(ctx.me, outcome),
             event=("fedmkt", fedmkt_event(ctx.me, ctx.round, outcome)),
         )
+
+    def _replay_ids(self) -> list[list[int]]:
+        """Own training examples' token ids, for ``[fedmkt] replay_fraction`` (none at 0)."""
+        if self._section.replay_fraction <= 0.0:
+            return []
+        return [example.input_ids for example in self._parts.trainer.data.train]
 
     async def _public_set(self) -> PublicDataset:
         """The agreed public set, loaded (and its hash checked) once."""

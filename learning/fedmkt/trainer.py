@@ -130,6 +130,7 @@ def distill(
     mapping_cache: VocabMappingCache | None = None,
     seed: int = 0,
     replay_texts: Sequence[str] | None = None,
+    replay_ids: Sequence[Sequence[int]] | None = None,
 ) -> DistillStats:
     """Train ``model`` on the public set with ``alpha * lm + (1 - alpha) * distill``.
 
@@ -140,7 +141,9 @@ def distill(
     With ``settings.replay_fraction`` > 0 and ``replay_texts`` (the member's private
     texts), that share of every batch's examples is own data under the plain LM loss:
     the step's loss is the example-weighted mean of the public loss and the replay loss,
-    so a step still sees ``batch_size`` examples.
+    so a step still sees ``batch_size`` examples. ``replay_ids`` is the same own data
+    already tokenised (the daemon passes its training examples' token ids, so nothing is
+    read or tokenised twice); both may be given.
     """
     targets = build_example_targets(own, peers, settings, mapping_cache)
     rows = sum(t.indices.shape[0] for t in targets)
@@ -151,6 +154,9 @@ def distill(
     order = random.Random(seed)
     indices = [i for i, e in enumerate(own.examples) if len(e.input_ids) > 1]
     replay = _encode(tokenizer, replay_texts or [], settings.max_length)
+    replay += [
+        [int(i) for i in ids[: settings.max_length]] for ids in replay_ids or [] if len(ids) > 1
+    ]
     replay_size = round(batch_size * settings.replay_fraction) if replay else 0
     replay_size = min(replay_size, batch_size - 1)
     public_size = batch_size - replay_size

@@ -116,3 +116,20 @@ def test_panel_says_which_exchange_a_round_used_from_event_or_note() -> None:
     assert by_round[1]["exchange"] == "secure"  # after a restart: from the round log
     assert by_round[2]["exchange"] is None  # a note from before exchanges were named
     assert by_round[3]["exchange"] == "clear"
+
+
+def test_own_domain_loss_beside_the_public_one_shows_a_regression_at_home() -> None:
+    rows = [
+        record(0, protocol=None, status="initial", eval_loss_after=2.0),
+        record(1, eval_loss_before=1.50, eval_loss_after=1.20),  # distillation helped at home
+        record(2, eval_loss_before=1.10, eval_loss_after=1.21),  # and here it undid training
+        record(3, eval_loss_before=None, eval_loss_after=None),  # aborted before evaluation
+    ]
+    data = panel(rows, FedMKTEventLog())
+    first, second, third = data["rounds"]
+    assert (first["own_loss_before"], first["own_loss_after"]) == (1.50, 1.20)
+    assert math.isclose(first["own_loss_change"], -0.2)
+    assert math.isclose(second["own_loss_change"], 0.1)
+    assert third["own_loss_change"] is None
+    assert data["own_loss_start"] == 2.0
+    assert data["own_loss_latest"] == 1.21

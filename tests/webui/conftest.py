@@ -174,6 +174,8 @@ class FakeView:
             "enabled": False,
             "peer_id": me,
             "org": orgs[me],
+            "own_loss_start": 4.0,
+            "own_loss_latest": 2.2,
             "rounds": [
                 {
                     "round": 1,
@@ -190,6 +192,9 @@ class FakeView:
                         {"peer_id": p, "org": orgs[p], "loss": loss}
                         for p, loss in ((me, 3.25), (peer_b, 2.5), (peer_c, math.nan))
                     ],
+                    "own_loss_before": 2.0,
+                    "own_loss_after": 2.2,
+                    "own_loss_change": 0.1,
                     "dropped": [],
                     "distill": {"steps": 4, "first_loss": 3.1, "last_loss": 2.9},
                     "note": "fedmkt: learnt from two peers (62% positions aligned)",

@@ -73,5 +73,10 @@ async def test_fedmkt_panel_shows_edges_and_steps_arrive_live(
     assert await page.locator("#fedmkt-table .model-loss.best").all_text_contents() == [
         f"{hostile_org}: 2.500"
     ]
+    # the own-domain loss sits beside the public-set one, a rise at home marked
+    own = page.locator("#fedmkt-table .own-loss.status-bad")
+    assert await own.all_text_contents() == ["2.000 → 2.200 (+10.0 %)"]
+    await expect(page.locator("#fedmkt-summary")).to_contain_text(
+        "own-domain loss 4.000 before training, 2.200 now")
     assert await page.locator("#fedmkt-table img, #fedmkt-table script").count() == 0
     assert problems == []

@@ -437,6 +437,16 @@
     return cell;
   }
 
+  // own-domain (eval set) loss after local training -> after distillation; a rise is marked
+  function ownLossCell(r) {
+    const before = num(r.own_loss_before), after = num(r.own_loss_after);
+    if (before === null || after === null) return td(null, "num");
+    const change = typeof r.own_loss_change === "number" ? r.own_loss_change : null;
+    const text = before + " → " + after + (change === null ? "" : " (" + (change > 0 ? "+" : "") + (100 * change).toFixed(1) + " %)");
+    return el("td", { cls: "num own-loss" + (change !== null && change > 0 ? " status-bad" : ""), text: text,
+      title: change !== null && change > 0 ? "distillation raised the loss on this member's own data" : "" });
+  }
+
   function renderFedMKT() {
     const f = state.fedmkt || {};
     const rounds = Array.isArray(f.rounds) ? realRounds(f.rounds).slice().reverse() : [];
@@ -456,11 +466,16 @@
         td(typeof r.aligned_fraction === "number" ? (100 * r.aligned_fraction).toFixed(0) + " %" : null, "num"),
         lines(losses, (m) => el("div", { cls: "model-loss" + (best !== null && m.loss === best ? " best" : ""), title: m.peer_id,
           text: orgOr(m.org, m.peer_id) + ": " + (num(m.loss) ?? "–") })),
+        ownLossCell(r),
         el("td", { text: dropped.length ? dropped.map(nameOf).join(", ") : "none" }),
         td(d && typeof d.first_loss === "number" ? num(d.first_loss) + " → " + num(d.last_loss) : null, "num"),
       ]);
     });
-    setText("fedmkt-summary", rounds.length ? rounds.length + " FedMKT round(s) recorded" : "no FedMKT rounds yet");
+    let summary = rounds.length ? rounds.length + " FedMKT round(s) recorded" : "no FedMKT rounds yet";
+    if (typeof f.own_loss_start === "number" && typeof f.own_loss_latest === "number") {
+      summary += "; own-domain loss " + num(f.own_loss_start) + " before training, " + num(f.own_loss_latest) + " now";
+    }
+    setText("fedmkt-summary", summary);
   }
 
   // ---------- FedKSeed ----------

@@ -39,7 +39,8 @@ def test_replay_fraction_is_bounded(fraction: float) -> None:
         FedMKTSettings(replay_fraction=fraction)
 
 
-def test_replay_keeps_the_own_domain_while_distilling_on_public_text() -> None:
+@pytest.mark.parametrize("given_as", ["texts", "token_ids"])
+def test_replay_keeps_the_own_domain_while_distilling_on_public_text(given_as: str) -> None:
     own_texts = domain_texts("kitchen", 48, seed=0)
     public_texts = domain_texts("harbour", 24, seed=1)
     tokenizer = train_byte_bpe(own_texts + public_texts, 300)
@@ -50,9 +51,12 @@ def test_replay_keeps_the_own_domain_while_distilling_on_public_text() -> None:
         model = tiny_llama(len(tokenizer), 32, 1, seed=0)
         own = compute_public_knowledge(model, tokenizer, public.texts, public.sha256, top_k=4)
         settings = FedMKTSettings(top_k=4, alpha=1.0, replay_fraction=fraction)
-        stats = distill(
-            model, tokenizer, own, [], settings, 25, learning_rate=3e-3, replay_texts=own_texts
+        # the daemon hands its already tokenised training examples, the bench raw texts
+        replay = (
+            {"replay_texts": own_texts} if given_as == "texts"
+            else {"replay_ids": [tokenizer(t)["input_ids"] for t in own_texts]}
         )
+        stats = distill(model, tokenizer, own, [], settings, 25, learning_rate=3e-3, **replay)
         assert np.isfinite(stats.last_loss)
         losses[fraction] = evaluate_lm_loss(model, tokenizer, own_texts[:16])
     assert losses[0.5] < 0.9 * losses[0.0], losses
@@ -62,5 +66,9 @@ def test_the_daemon_section_accepts_token_min_ce() -> None:
     from fedswarm.federation.fedmkt.settings import FedMKTSection
 
     assert FedMKTSection(selection="token_min_ce").settings().selection == "token_min_ce"
+    assert FedMKTSection().settings().replay_fraction == 0.75  # the measured winner
+    assert FedMKTSection(replay_fraction=0.0).settings().replay_fraction == 0.0
+    with pytest.raises(ValueError, match="replay_fraction"):
+        FedMKTSection(replay_fraction=1.0)
     with pytest.raises(ValueError):
         FedMKTSection(selection="per_token")  # type: ignore[arg-type]
