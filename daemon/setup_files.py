@@ -175,6 +175,7 @@ key_file = "ownership.key"         # your secret (mode 0600), made by init; env 
 # distill_lr = 1e-3
 # homogeneous_exchange = "secure"  # secure | clear, for members sharing a tokenizer
 # support_size = 30
+# replay_fraction = 0.75           # share of each distillation batch that is own training data
 
 # Only for mode = "fedkseed" (docs/fedkseed.md): zeroth-order full-model tuning along K shared seeds.
 # [fedkseed]
