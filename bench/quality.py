@@ -128,7 +128,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                        else args.fedprox_mu),
                            average_optimizer_state=not args.no_average_optimizer_state,
                            freeze_lora_a=args.freeze_lora_a,
-                           group_momentum=args.group_momentum, scaffold=args.scaffold)
+                           group_momentum=args.group_momentum, scaffold=args.scaffold,
+                           schedule=args.schedule)
     if args.sweep_local_steps:
         return run_sweep(args, variant, settings)
     if args.peers < 3:
@@ -269,6 +270,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="override the variant's rounds")
     parser.add_argument("--local-steps", type=int, help="override the variant's steps per round")
     parser.add_argument("--lr", type=float, help="override the variant's lr (every arm)")
+    parser.add_argument("--schedule", choices=("constant", "cosine", "linear"), default="constant",
+                        help="lr schedule of every arm, decaying over rounds x local steps "
+                             "([train] schedule and total_steps)")
     parser.add_argument("--fedprox-mu", type=float,
                         help="override the variant's FedProx mu (federated arms only)")
     parser.add_argument("--no-average-optimizer-state", action="store_true",

@@ -99,7 +99,7 @@ def run_daemon_arm(name: str, workdir: Path, model_dir: Path, settings: RunSetti
         group_size=group_size, local_steps=settings.local_steps,
         batch_size=settings.batch_size, max_length=settings.max_length, lr=settings.lr,
         seed=settings.seed, model_dir=model_dir, round_deadline_s=ROUND_DEADLINE_S,
-        overrides={"train": {"fedprox_mu": settings.fedprox_mu},
+        overrides={"train": {"fedprox_mu": settings.fedprox_mu, **settings.train_schedule()},
                    "federation": {"average_optimizer_state": settings.average_optimizer_state,
                                   "freeze_lora_a": settings.freeze_lora_a,
                                   "group_momentum": settings.group_momentum,

@@ -63,6 +63,7 @@ class GroupOutcome:
     total_weight: float
     survivors: int
     bytes_sent: int
+    error_bound: float = 0.0  # the secure average's stated per-coordinate error
 
 
 def run_local_only(model_dir: Path, settings: RunSettings, data: BenchData,
@@ -164,7 +165,7 @@ class FederatedArm:
                 spec, self.signers[me], self.verify, vectors[me], self.mass[me],
                 transports[me], self.params, step_timeout_s=STEP_TIMEOUT_S, executor=pool)
             return me, GroupOutcome(out.average, out.total_weight, len(out.survivors),
-                                    out.bytes_sent)
+                                    out.bytes_sent, out.error_bound)
 
         return dict(await asyncio.gather(*(member(m) for m in group)))
 
@@ -193,10 +194,11 @@ class FederatedArm:
         """What ``LoraAveraging.combine`` sends (lora_avg's own codec)."""
         return member_vector(trainer, self.lora)
 
-    def _apply(self, pid: str, average: np.ndarray) -> None:
-        """What ``LoraAveraging`` applies: marker checked, momentum step, c loaded."""
+    def _apply(self, pid: str, out: GroupOutcome) -> None:
+        """What ``LoraAveraging`` applies: marker checked (within the average's error, as
+        the daemon checks it), momentum step, c loaded."""
         apply_average(self.trainers[pid], self.lora, self.momentum[pid],
-                      group_result(average, self.lora))
+                      group_result(out.average, self.lora, out.error_bound))
 
     def run(self) -> tuple[float, dict[str, LocalTrainer]]:
         """All rounds; returns the wall time (training + averaging) and the trainers."""
@@ -221,7 +223,7 @@ class FederatedArm:
                 for pid, out in outcomes.items():
                     if out.survivors != len(plan_group_of(pid, groups)):
                         raise QualityBenchError(f"round {round}: {pid}'s group lost members")
-                    self._apply(pid, out.average)
+                    self._apply(pid, out)
                     self.mass[pid] = out.total_weight / out.survivors
                     self.bytes_sent.append(out.bytes_sent)
         finally:

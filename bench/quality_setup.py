@@ -14,6 +14,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from fedswarm.learning.adapter_vector import state_fingerprint
@@ -30,6 +31,7 @@ from fedswarm.learning.settings import (
     DataSettings,
     LoraSettings,
     ModelSettings,
+    ScheduleName,
     TrainSettings,
 )
 from fedswarm.learning.trainer import LocalTrainer
@@ -153,10 +155,19 @@ class RunSettings:
     batch_size: int = BATCH_SIZE
     max_length: int = DEMO_MAX_LENGTH
     packing: bool = True
+    #: lr schedule of every arm over ``total_steps`` ([train] schedule); "constant" keeps
+    #: the rate fixed, as every run before issue #28's schedule lever did.
+    schedule: ScheduleName = "constant"
 
     @property
     def total_steps(self) -> int:
         return self.rounds * self.local_steps
+
+    def train_schedule(self) -> dict[str, Any]:
+        """[train] schedule and total_steps for this run (a decay spans the whole run)."""
+        if self.schedule == "constant":
+            return {"schedule": "constant"}
+        return {"schedule": self.schedule, "total_steps": self.total_steps}
 
 
 def make_trainer(model_dir: Path, settings: RunSettings, train_path: Path, eval_path: Path,
@@ -179,7 +190,7 @@ def make_trainer(model_dir: Path, settings: RunSettings, train_path: Path, eval_
                          packing=settings.packing),
             TrainSettings(local_steps=settings.local_steps, batch_size=settings.batch_size,
                           grad_accum=grad_accum, lr=settings.lr, seed=seed,
-                          fedprox_mu=fedprox_mu),
+                          fedprox_mu=fedprox_mu, **settings.train_schedule()),
             freeze_lora_a=freeze_lora_a, scaffold=scaffold, screen=screen,
             alignment=alignment,
         )

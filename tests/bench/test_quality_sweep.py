@@ -44,3 +44,17 @@ def test_the_table_keeps_its_columns_for_long_lever_names() -> None:
            "bytes_per_peer_run": 1e6, "wall_s": 1.0}
     lines = sweep_table([row], 1.0, 0.79).splitlines()
     assert lines[-1].index("0.8000") + len("0.8000") == lines[2].index("union") + len("union")
+
+
+def test_a_schedule_decays_over_the_whole_run_at_every_split() -> None:
+    from fedswarm.learning.schedule import learning_rate
+    from fedswarm.learning.settings import TrainSettings
+
+    base = RunSettings(rounds=1, local_steps=100, lr=1e-2, schedule="cosine")
+    for point in sweep_points(100, [2, 25, 50], ["none"]):
+        train = TrainSettings(lr=base.lr, **settings_for(base, point, 0.5).train_schedule())
+        assert train.total_steps == 100
+        assert learning_rate(0, train) == pytest.approx(1e-2)
+        assert learning_rate(99, train) < 1e-4  # the last local step of the last round
+    constant = TrainSettings(lr=1e-2, **RunSettings(rounds=4, local_steps=25).train_schedule())
+    assert learning_rate(99, constant) == pytest.approx(1e-2)
