@@ -65,6 +65,25 @@ def test_a_layer_wide_shift_of_the_scales_does_not_move_any_reading() -> None:
     assert torch.allclose(signature.readings(delta), signature.readings(shifted), atol=1e-5)
 
 
+def test_the_task_moves_only_the_members_own_scales_and_none_of_its_readings() -> None:
+    """What the task may change of the scales: its own share, orthogonally to every bit."""
+    from fedswarm.learning.ownership import MarkLoss, derive_signature, install_scale_deltas
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 96), torch.nn.LayerNorm(96),
+                                torch.nn.Linear(96, 96), torch.nn.LayerNorm(96))
+    deltas = install_scale_deltas(model)
+    share = member_share([96, 96], list(ROSTER), "bank-a", 16)
+    mark = MarkLoss(deltas, derive_signature(key(1), share, 16), weight=1.0, margin=0.0)
+    for delta in deltas:
+        delta.grad = torch.randn_like(delta)
+    mark.replace_gradients()  # margin 0 at Δ = 0: the sign loss adds nothing
+    grad = torch.cat([d.grad for d in deltas if d.grad is not None])
+    others = np.setdiff1d(np.arange(192), share.channels)
+    assert not grad[torch.as_tensor(others)].any()
+    assert grad[torch.as_tensor(share.channels)].abs().sum() > 1.0
+    assert mark.signature.readings(grad).abs().max() < 1e-4
+
+
 def test_a_model_without_normalisation_layers_is_refused_in_one_line() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
     with pytest.raises(NoNormLayersError, match="no RMSNorm/LayerNorm scale") as info:
