@@ -70,7 +70,7 @@ class OwnershipBenchSettings:
     local_steps: int = 20
     bits: int = 32
     weight: float = 1.0
-    margin: float = 0.2
+    margin: float = 0.15
     theft_steps: int = 200
     theft_full_lr: float = 5e-4
     prune_fraction: float = 0.2

@@ -252,7 +252,7 @@ class OwnershipSettings:
     key_file: str = "ownership.key"
     bits: int = 32
     weight: float = 1.0
-    margin: float = 0.2
+    margin: float = 0.15
 
     def __post_init__(self) -> None:
         _require(isinstance(self.key_file, str) and self.key_file != "", "ownership.key_file",
