@@ -3,7 +3,8 @@
 ``keys`` holds the member's secret, ``layout`` splits the channels between members,
 ``signature`` derives the bits and projection and reads them, ``embedding`` makes the
 scales trainable and defines the sign loss, ``verify`` checks any model against a key.
-``attach_mark`` is what ``LocalTrainer`` calls (docs/ownership.md).
+``triggers`` derives the optional black-box mark (secret prompts the model learns to
+answer) and measures it. ``attach_mark`` is what ``LocalTrainer`` calls (docs/ownership.md).
 
 Only the key file and ``MarkPlan`` are imported eagerly: ``fedswarm config check`` reads
 the key without paying for torch; everything else is imported on first use (PEP 562).
