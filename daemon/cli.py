@@ -709,7 +709,8 @@ def ownership_verify(config_path: Path, model_dir: Path | None,
 
     The reference is [model] path, the base every member started from; the key and the
     triggers stay secret (only the key's id is printed). About 0.5 of the bits is chance,
-    and about one trigger in the vocabulary size: a model without the mark.
+    and about one trigger in the vocabulary size (more when a target is a common token,
+    which any fine-tuned model may predict): a model without the mark.
     """
     from fedswarm.learning.errors import LearningError
     from fedswarm.learning.ownership import verify_model
@@ -744,7 +745,8 @@ def ownership_verify(config_path: Path, model_dir: Path | None,
                f"in {where} (chance is about 0.5)")
     if answered is not None:
         click.echo(f"key {result.key_id}: {answered[0]:.3f} of {plan.settings.triggers} "
-                   f"secret triggers answered by {where} (chance is about 1/{answered[1]})")
+                   f"secret triggers answered by {where} (chance is about 1/{answered[1]} "
+                   "a trigger, more for a common target token)")
 
 
 @main.group(short_help="Offsite-tuning: build the emulator package a model owner sends.",
