@@ -289,8 +289,10 @@ class LocalTrainer:
             if self.triggers is not None:
                 self._trigger_gradient()
             if self.mark is not None:
-                # The scales' deltas follow the sign loss alone (no data in it, so it also
-                # comes after DP-SGD's noise, like FedProx's pull).
+                # The scales' deltas follow the sign loss (no data in it, so it also comes
+                # after DP-SGD's noise, like FedProx's pull) plus the task's gradient on
+                # this member's share where no bit reads (of the noisy gradient under
+                # DP-SGD: post-processing, no ε).
                 self.mark.replace_gradients()
 
             if not math.isfinite(step_loss):
