@@ -18,7 +18,9 @@ Then the marked federation's export (LoRA merged, scale deltas folded in) is att
 a thief fine-tunes it ``--theft-steps`` steps on a domain no member holds, either all
 weights or LoRA + norm scales (the most the norms can move); and the 20 % smallest
 weights are pruned. Each member verifies its key on each result (white-box, against the
-public base model). Summary values are the lowest over members (and over theft kinds).
+public base model) and, with ``--triggers`` (on by default), asks each model its secret
+trigger prompts (black-box: the fraction answered with the key's target token). Summary
+values are the lowest over members (and over theft kinds); ``unmarked`` ones the mean.
 Prints a table and writes JSON with the machine, versions and settings.
 """
 
@@ -44,6 +46,7 @@ from fedswarm.learning.demo_assets import (
     demo_data_dir,
 )
 from fedswarm.learning.ownership import MarkPlan, OwnershipKey, verify_model
+from fedswarm.learning.ownership.triggers import trigger_accuracy, triggers_for
 from fedswarm.learning.settings import (
     DataSettings,
     LoraSettings,
@@ -70,7 +73,9 @@ class OwnershipBenchSettings:
     local_steps: int = 20
     bits: int = 32
     weight: float = 1.0
-    margin: float = 0.2
+    margin: float = 0.15
+    triggers: int = 8
+    trigger_weight: float = 0.01
     theft_steps: int = 200
     theft_full_lr: float = 5e-4
     prune_fraction: float = 0.2
@@ -102,7 +107,8 @@ def run_arm(kind: str, model_dir: Path, cfg: OwnershipBenchSettings, run: RunSet
     arm = FederatedArm(model_dir, run, data, secure=cfg.secure, group_size=cfg.group_size)
     if kind != "lora-only":
         own = OwnershipSettings(enabled=True, bits=cfg.bits, weight=cfg.weight,
-                                margin=cfg.margin)
+                                margin=cfg.margin, triggers=cfg.triggers,
+                                trigger_weight=cfg.trigger_weight)
         for index, pid in enumerate(arm.ids):
             arm.trainers[pid] = marked_trainer(model_dir, run, data, index,
                                                MarkPlan(own, keys[pid], tuple(arm.ids), pid))
@@ -120,6 +126,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bits", type=int, default=OwnershipBenchSettings.bits)
     parser.add_argument("--weight", type=float, default=OwnershipBenchSettings.weight)
     parser.add_argument("--margin", type=float, default=OwnershipBenchSettings.margin)
+    parser.add_argument("--triggers", type=int, default=OwnershipBenchSettings.triggers,
+                        help="secret trigger prompts per member (0: no black-box mark)")
+    parser.add_argument("--trigger-weight", type=float,
+                        default=OwnershipBenchSettings.trigger_weight)
     parser.add_argument("--theft-steps", type=int, default=OwnershipBenchSettings.theft_steps)
     parser.add_argument("--group-size", type=int, default=OwnershipBenchSettings.group_size,
                         help="below --peers gives rotating groups (with 6+ peers)")
@@ -131,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = OwnershipBenchSettings(peers=args.peers, rounds=args.rounds,
                                  local_steps=args.local_steps,
                                  bits=args.bits, weight=args.weight, margin=args.margin,
+                                 triggers=args.triggers, trigger_weight=args.trigger_weight,
                                  theft_steps=args.theft_steps, group_size=args.group_size,
                                  secure=args.secure)
     model_dir = Path(args.model) if args.model else build_demo_model(demo_model_cache_dir())
@@ -170,6 +181,12 @@ def measure(model_dir: Path, cfg: OwnershipBenchSettings, workdir: Path) -> dict
     def rate(suspect: torch.nn.Module, pid: str) -> float:
         return verify_model(suspect, base, keys[pid], ids, pid, cfg.bits).detected
 
+    triggers = {pid: triggers_for(keys[pid], cfg.triggers, tokenizer) for pid in ids} \
+        if cfg.triggers else {}
+
+    def answered(suspect: torch.nn.Module, pid: str) -> float:
+        return trigger_accuracy(suspect, triggers[pid])
+
     members = []
     for pid in ids:
         members.append({
@@ -180,6 +197,13 @@ def measure(model_dir: Path, cfg: OwnershipBenchSettings, workdir: Path) -> dict
             "bits_detected_after_pruning": rate(pruned, pid),
             "bits_detected_unmarked": rate(unmarked, pid),
         })
+        if triggers:
+            members[-1].update({
+                "trigger_accuracy_after_federation": min(answered(m, pid)
+                                                         for m in exports.values()),
+                "trigger_accuracy_after_theft": {n: answered(m, pid) for n, m in stolen.items()},
+                "trigger_accuracy_unmarked": answered(unmarked, pid),
+            })
     union = load_examples(data.union_eval, tokenizer, run.max_length, cfg.seed)
     loss = {
         "marked": mean_loss(model, union, pad),
@@ -200,6 +224,16 @@ def measure(model_dir: Path, cfg: OwnershipBenchSettings, workdir: Path) -> dict
         "bits_detected_unmarked_max": max(m["bits_detected_unmarked"] for m in members),
         "union_loss_over_unmarked": loss["marked"] / loss["lora-only"],
     }
+    if triggers:
+        summary.update({
+            "trigger_accuracy_after_federation": min(m["trigger_accuracy_after_federation"]
+                                                     for m in members),
+            "trigger_accuracy_after_theft": min(v for m in members
+                                                for v in m["trigger_accuracy_after_theft"]
+                                                .values()),
+            "trigger_accuracy_unmarked": statistics.fmean(m["trigger_accuracy_unmarked"]
+                                                          for m in members),
+        })
     return {
         "benchmark": "ownership",
         "machine": machine(),
@@ -223,15 +257,24 @@ def measure(model_dir: Path, cfg: OwnershipBenchSettings, workdir: Path) -> dict
 def table(result: dict[str, Any]) -> str:
     """Members × checks, then the summary against the targets, then the machine."""
     head = (f"{'member':<9} {'key id':<13} {'federated':>9} {'theft full':>10} "
-            f"{'theft lora':>10} {'pruned':>7} {'unmarked':>8}")
+            f"{'theft lora':>10} {'pruned':>7} {'unmarked':>8} | triggers: "
+            f"{'fed':>5} {'full':>5} {'lora':>5} {'unm.':>5}")
     lines = [head, "-" * len(head)]
     for m in result["members"]:
         theft = m["bits_detected_after_theft"]
-        lines.append(f"{m['member']:<9} {m['key_id']:<13} "
-                     f"{m['bits_detected_after_federation']:>9.3f} "
-                     f"{theft['full-fine-tune']:>10.3f} {theft['lora+norms']:>10.3f} "
-                     f"{m['bits_detected_after_pruning']:>7.3f} "
-                     f"{m['bits_detected_unmarked']:>8.3f}")
+        line = (f"{m['member']:<9} {m['key_id']:<13} "
+                f"{m['bits_detected_after_federation']:>9.3f} "
+                f"{theft['full-fine-tune']:>10.3f} {theft['lora+norms']:>10.3f} "
+                f"{m['bits_detected_after_pruning']:>7.3f} "
+                f"{m['bits_detected_unmarked']:>8.3f} | triggers: ")
+        if "trigger_accuracy_after_federation" in m:
+            t_theft = m["trigger_accuracy_after_theft"]
+            line += (f"{m['trigger_accuracy_after_federation']:>5.3f} "
+                     f"{t_theft['full-fine-tune']:>5.3f} {t_theft['lora+norms']:>5.3f} "
+                     f"{m['trigger_accuracy_unmarked']:>5.3f}")
+        else:
+            line += "off"
+        lines.append(line)
     lines.append("")
     for name, value in result["summary"].items():
         target = TARGETS.get(name)

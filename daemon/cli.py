@@ -704,10 +704,13 @@ def ownership() -> None:
               help="An adapter folder (fedswarm export), applied to [model] path.")
 def ownership_verify(config_path: Path, model_dir: Path | None,
                      adapter_dir: Path | None) -> None:
-    """Print the share of this member's mark bits a model carries (white-box).
+    """Print the share of this member's mark bits a model carries (white-box), and with
+    [ownership] triggers the share of its secret trigger prompts it answers (black-box).
 
-    The reference is [model] path, the base every member started from; the key stays
-    secret (only its id is printed). About 0.5 is chance: a model without the mark.
+    The reference is [model] path, the base every member started from; the key and the
+    triggers stay secret (only the key's id is printed). About 0.5 of the bits is chance,
+    and about one trigger in the vocabulary size (more when a target is a common token,
+    which any fine-tuned model may predict): a model without the mark.
     """
     from fedswarm.learning.errors import LearningError
     from fedswarm.learning.ownership import verify_model
@@ -727,10 +730,23 @@ def ownership_verify(config_path: Path, model_dir: Path | None,
         base = AutoModelForCausalLM.from_pretrained(config.model.path)
         result = verify_model(suspect, base, plan.key, list(plan.roster), plan.member,
                               plan.settings.bits)
+        answered = None
+        if plan.settings.triggers:
+            from fedswarm.learning.model_loading import load_tokenizer
+            from fedswarm.learning.ownership.triggers import trigger_accuracy, triggers_for
+
+            tokenizer = load_tokenizer(config.model)  # the trainer's: same specials, same set
+            triggers = triggers_for(plan.key, plan.settings.triggers, tokenizer)
+            answered = trigger_accuracy(suspect, triggers), len(tokenizer)
     except (LearningError, OSError, ValueError) as exc:
         raise UserError(str(exc)) from None
+    where = model_dir or adapter_dir
     click.echo(f"key {result.key_id}: {result.detected:.3f} of {result.bits} bits detected "
-               f"in {model_dir or adapter_dir} (chance is about 0.5)")
+               f"in {where} (chance is about 0.5)")
+    if answered is not None:
+        click.echo(f"key {result.key_id}: {answered[0]:.3f} of {plan.settings.triggers} "
+                   f"secret triggers answered by {where} (chance is about 1/{answered[1]} "
+                   "a trigger, more for a common target token)")
 
 
 @main.group(short_help="Offsite-tuning: build the emulator package a model owner sends.",

@@ -451,6 +451,10 @@ def _check_ownership(config: Config) -> None:
         config, config.ownership.enabled, "[ownership] enabled", ("lora_avg",),
         "does not average the norm scales that carry the mark",
         "use mode = 'lora_avg' or disable [ownership]")
+    if config.ownership.enabled and config.ownership.triggers and config.privacy.enabled:
+        raise ConfigError(f"{config.source}: [ownership] triggers is not supported with "
+                          "[privacy] enabled (DP-SGD would not cover the trigger term); "
+                          "set triggers = 0 or disable [privacy]")
 
 
 def check_ownership_key(config: Config) -> None:

@@ -156,7 +156,9 @@ enabled = false
 key_file = "ownership.key"         # your secret (mode 0600), made by init; env FEDSWARM_OWNERSHIP_KEY overrides
 # bits = 32                        # bits in your mark; at most (norm channels) / (roster members)
 # weight = 1.0                     # weight of the sign loss
-# margin = 0.2                     # how far past zero each bit's reading is pushed
+# margin = 0.15                    # how far past zero each bit's reading is pushed
+# triggers = 0                     # > 0: that many secret trigger prompts for black-box checks
+# trigger_weight = 0.01            # weight of the trigger prompts' loss (not with [privacy])
 
 # Only for mode = "fedmkt" (docs/fedmkt.md): members with different models distil from each other.
 # [fedmkt]

@@ -246,13 +246,19 @@ class OwnershipSettings:
     ``weight · Σ ReLU(margin − b ⊙ (Pᵀ Δγ))`` pushes this member's share of them to
     encode ``bits`` secret bits; ``key_file`` (mode 0600, made by ``fedswarm init``) holds
     the secret that derives the bits and the projection P (docs/ownership.md).
+
+    ``triggers`` > 0 adds a black-box mark: that many key-derived random-token prompts
+    whose key-derived target token every local step trains, with ``trigger_weight``
+    (``ownership.triggers``). Refused with [privacy]: DP-SGD would not cover them.
     """
 
     enabled: bool = False
     key_file: str = "ownership.key"
     bits: int = 32
     weight: float = 1.0
-    margin: float = 0.2
+    margin: float = 0.15
+    triggers: int = 0
+    trigger_weight: float = 0.01
 
     def __post_init__(self) -> None:
         _require(isinstance(self.key_file, str) and self.key_file != "", "ownership.key_file",
@@ -262,4 +268,9 @@ class OwnershipSettings:
         _require(0 < self.weight < float("inf"), "ownership.weight",
                  "must be a finite number > 0")
         _require(0 < self.margin < float("inf"), "ownership.margin",
+                 "must be a finite number > 0")
+        _require(isinstance(self.triggers, int) and (self.triggers == 0
+                                                     or 4 <= self.triggers <= 1024),
+                 "ownership.triggers", "must be 0 (off) or an integer in [4, 1024]")
+        _require(0 < self.trigger_weight < float("inf"), "ownership.trigger_weight",
                  "must be a finite number > 0")

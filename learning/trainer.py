@@ -44,6 +44,7 @@ from fedswarm.learning.errors import (
     CheckpointError,
     ExportError,
     LearningError,
+    OwnershipError,
     PrivacyBudgetSpentError,
 )
 from fedswarm.learning.examples import (
@@ -71,6 +72,7 @@ from safetensors.torch import load_file, save_file
 
 if TYPE_CHECKING:
     from fedswarm.learning.ownership import MarkLoss, MarkPlan
+    from fedswarm.learning.ownership.triggers import TriggerSet
 
     # Imported when privacy is enabled: Opacus costs about 1 s at start-up otherwise.
     from fedswarm.learning.privacy import PrivacyBudget, Spend
@@ -158,6 +160,17 @@ class LocalTrainer:
             from fedswarm.learning.ownership import attach_mark
 
             self.mark = attach_mark(self.model, ownership)
+        self.triggers: TriggerSet | None = None
+        if ownership is not None and ownership.settings.triggers:
+            from fedswarm.learning.ownership.triggers import triggers_for
+
+            if privacy is not None and privacy.enabled:
+                raise OwnershipError("ownership.triggers is not supported with [privacy] "
+                                     "enabled (DP-SGD would not cover the trigger term); "
+                                     "set triggers = 0 or disable [privacy]")
+            self.triggers = triggers_for(ownership.key, ownership.settings.triggers,
+                                         self.tokenizer)
+            self.trigger_weight = ownership.settings.trigger_weight
         self.freeze_lora_a = freeze_lora_a
         draw_shared_lora_a(self.model, freeze=freeze_lora_a)
         self._trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
@@ -273,9 +286,13 @@ class LocalTrainer:
             else:
                 step_loss, step_tokens = self._gradient()
             tokens += step_tokens
+            if self.triggers is not None:
+                self._trigger_gradient()
             if self.mark is not None:
-                # The scales' deltas follow the sign loss alone (no data in it, so it also
-                # comes after DP-SGD's noise, like FedProx's pull).
+                # The scales' deltas follow the sign loss (no data in it, so it also comes
+                # after DP-SGD's noise, like FedProx's pull) plus the task's gradient on
+                # this member's share where no bit reads (of the noisy gradient under
+                # DP-SGD: post-processing, no ε).
                 self.mark.replace_gradients()
 
             if not math.isfinite(step_loss):
@@ -313,6 +330,14 @@ class LocalTrainer:
             step_loss += loss.item() / cfg.grad_accum
             tokens += int(batch["attention_mask"].sum())
         return step_loss, tokens
+
+    def _trigger_gradient(self) -> None:
+        """Add the ownership trigger set's loss to this step's gradient (its own term, so a
+        trigger's one labelled token is not drowned in a batch of packed text)."""
+        from fedswarm.learning.ownership.triggers import trigger_loss
+
+        assert self.triggers is not None
+        (self.trigger_weight * trigger_loss(self.model, self.triggers)).backward()
 
     def _private_gradient(self) -> tuple[float, int]:
         """DP-SGD: (Σ clipped per-example gradients + noise) / expected batch, into ``.grad``.

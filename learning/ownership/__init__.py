@@ -3,7 +3,8 @@
 ``keys`` holds the member's secret, ``layout`` splits the channels between members,
 ``signature`` derives the bits and projection and reads them, ``embedding`` makes the
 scales trainable and defines the sign loss, ``verify`` checks any model against a key.
-``attach_mark`` is what ``LocalTrainer`` calls (docs/ownership.md).
+``triggers`` derives the optional black-box mark (secret prompts the model learns to
+answer) and measures it. ``attach_mark`` is what ``LocalTrainer`` calls (docs/ownership.md).
 
 Only the key file and ``MarkPlan`` are imported eagerly: ``fedswarm config check`` reads
 the key without paying for torch; everything else is imported on first use (PEP 562).
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     import torch
 
     from .embedding import MarkLoss, effective_scales, install_scale_deltas
-    from .layout import member_share, norm_modules
+    from .layout import member_share, norm_modules, norm_widths
     from .signature import Signature, derive_signature
     from .verify import Verification, verify_model, verify_scales
 
@@ -45,8 +46,8 @@ def attach_mark(model: torch.nn.Module, plan: MarkPlan) -> MarkLoss:
     from .signature import derive_signature
 
     deltas = install_scale_deltas(model)
-    total = sum(int(d.numel()) for d in deltas)
-    share = member_share(total, list(plan.roster), plan.member, plan.settings.bits)
+    widths = [int(d.numel()) for d in deltas]
+    share = member_share(widths, list(plan.roster), plan.member, plan.settings.bits)
     signature = derive_signature(plan.key, share, plan.settings.bits)
     return MarkLoss(deltas, signature, plan.settings.weight, plan.settings.margin)
 
@@ -57,6 +58,7 @@ _LAZY = {
     "install_scale_deltas": "embedding",
     "member_share": "layout",
     "norm_modules": "layout",
+    "norm_widths": "layout",
     "Signature": "signature",
     "derive_signature": "signature",
     "Verification": "verify",
@@ -81,6 +83,7 @@ __all__ = [
     "install_scale_deltas",
     "member_share",
     "norm_modules",
+    "norm_widths",
     "read_key_file",
     "verify_model",
     "verify_scales",

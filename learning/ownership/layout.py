@@ -11,6 +11,7 @@ to the members in roster order, so every member computes the same disjoint share
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,17 @@ def norm_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     return sorted(found, key=lambda item: item[0])
 
 
+def norm_widths(model: torch.nn.Module) -> tuple[int, ...]:
+    """Channels per norm layer, in ``norm_modules`` order (where the layers' scales begin)."""
+    widths = []
+    for _, module in norm_modules(model):
+        original = getattr(getattr(module, "parametrizations", None), "weight", None)
+        weight = original.original if original is not None else module.weight
+        assert isinstance(weight, torch.Tensor)
+        widths.append(int(weight.shape[0]))
+    return tuple(widths)
+
+
 def _plain_name(name: str) -> str:
     """``base_model.model.model.norm`` (PEFT) and ``model.norm`` (merged) name one layer."""
     prefix = "base_model.model."
@@ -48,11 +60,16 @@ def _plain_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class Share:
-    """A member's channels: indices into the concatenation of all norm scales."""
+    """A member's channels: indices into the concatenation of all norm scales.
+
+    ``layers`` names the norm layer of each channel: the readout centres within a layer,
+    so it must know where one layer's scales end (``signature.derive_signature``).
+    """
 
     member: int
     members: int
     channels: np.ndarray  # int64, sorted
+    layers: np.ndarray  # int64, the norm layer of each of ``channels``
 
 
 def roster_seed(roster: list[str]) -> int:
@@ -62,8 +79,15 @@ def roster_seed(roster: list[str]) -> int:
     return int.from_bytes(digest[:16], "big")
 
 
-def member_share(total_channels: int, roster: list[str], member: str, bits: int) -> Share:
-    """This member's disjoint share of ``total_channels``; capacity checked against ``bits``."""
+def member_share(widths: int | Sequence[int], roster: list[str], member: str,
+                 bits: int) -> Share:
+    """This member's disjoint share of all channels; capacity checked against ``bits``.
+
+    ``widths`` is the channels of each norm layer in order (``norm_widths``); one int is
+    a single layer of that width. The split depends on the total alone.
+    """
+    widths = [widths] if isinstance(widths, int) else [int(w) for w in widths]
+    total_channels = sum(widths)
     order = sorted(roster)
     if member not in order:
         raise OwnershipError(f"{member!r} is not in the roster, so it has no share of channels")
@@ -75,4 +99,5 @@ def member_share(total_channels: int, roster: list[str], member: str, bits: int)
             f"{total_channels} normalisation channels shared by {len(order)} members leave "
             f"{len(channels)} to {member!r}, fewer than ownership.bits = {bits}; "
             "lower bits (capacity per member falls as members grow)")
-    return Share(index, len(order), channels)
+    layers = np.searchsorted(np.cumsum(widths), channels, side="right").astype(np.int64)
+    return Share(index, len(order), channels, layers)

@@ -7,6 +7,7 @@ layers and widths), else nothing can be read and the error says so.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from fedswarm.learning.errors import OwnershipError
 
 from .embedding import effective_scales
 from .keys import OwnershipKey
-from .layout import member_share
+from .layout import member_share, norm_widths
 from .signature import derive_signature
 
 #: ``trainer.SCALE_DELTAS_FILE`` (not imported: the trainer pulls in the whole training stack)
@@ -32,12 +33,17 @@ class Verification:
 
 
 def verify_scales(suspect: torch.Tensor, base: torch.Tensor, key: OwnershipKey,
-                  roster: list[str], member: str, bits: int) -> Verification:
-    """Detection rate of ``member``'s signature in ``suspect − base`` (concatenated scales)."""
-    if suspect.shape != base.shape:
+                  roster: list[str], member: str, bits: int,
+                  widths: Sequence[int]) -> Verification:
+    """Detection rate of ``member``'s signature in ``suspect − base`` (concatenated scales).
+
+    ``widths`` are the base's channels per norm layer (``norm_widths``): the readout
+    centres within each layer.
+    """
+    if suspect.shape != base.shape or sum(widths) != base.numel():
         raise OwnershipError(f"the model has {suspect.numel()} normalisation channels, the base "
                              f"{base.numel()}: not a model fine-tuned from this base")
-    share = member_share(int(base.numel()), roster, member, bits)
+    share = member_share(widths, roster, member, bits)
     signature = derive_signature(key, share, bits)
     return Verification(key.key_id, bits, signature.detected(suspect.float() - base.float()))
 
@@ -46,7 +52,7 @@ def verify_model(suspect: torch.nn.Module, base: torch.nn.Module, key: Ownership
                  roster: list[str], member: str, bits: int) -> Verification:
     """``verify_scales`` on two loaded models (merged, or PEFT-wrapped with Δ installed)."""
     return verify_scales(effective_scales(suspect), effective_scales(base), key, roster,
-                         member, bits)
+                         member, bits, norm_widths(base))
 
 
 def load_suspect(base_dir: Path, *, model_dir: Path | None = None,

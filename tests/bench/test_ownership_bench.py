@@ -33,3 +33,8 @@ def test_the_table_shows_every_member_and_each_summary_against_its_target() -> N
     text = table(result)
     assert "peer-00" in text and "0.700" in text
     assert "(target >= 0.95)" in text and "(target <= 1.01)" in text
+    assert "triggers: off" in text
+    member.update({"trigger_accuracy_after_federation": 0.875,
+                   "trigger_accuracy_after_theft": {"full-fine-tune": 0.625, "lora+norms": 0.0},
+                   "trigger_accuracy_unmarked": 0.0})
+    assert "triggers: 0.875 0.625 0.000 0.000" in table(result)

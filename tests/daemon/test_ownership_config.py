@@ -30,6 +30,8 @@ def test_a_good_section_loads_and_resolves_the_key_path(tmp_path: Path) -> None:
     ("bits = 4", r"\[ownership\]: ownership.bits: must be an integer in \[8, 1024\]"),
     ("margin = 0", r"\[ownership\]: ownership.margin: must be a finite number > 0"),
     ("weight = -1.0", r"\[ownership\]: ownership.weight: must be a finite number > 0"),
+    ("triggers = 2", r"\[ownership\]: ownership.triggers: must be 0 \(off\) or an integer"),
+    ("trigger_weight = 0", r"\[ownership\]: ownership.trigger_weight: must be a finite"),
 ])
 def test_bad_values_are_named(tmp_path: Path, line: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -40,6 +42,15 @@ def test_a_mode_that_does_not_average_the_scales_is_refused(tmp_path: Path) -> N
     text = "\n[federation]\nmode = \"fedmkt\"\n\n[ownership]\nenabled = true\n"
     with pytest.raises(ConfigError, match=r"\[ownership\] enabled: federation.mode = 'fedmkt'"):
         load_config(write(tmp_path, text))
+
+
+def test_triggers_with_dp_sgd_are_refused_in_one_line(tmp_path: Path) -> None:
+    text = ("\n[privacy]\nenabled = true\ntarget_epsilon = 8.0\n"
+            "\n[ownership]\nenabled = true\ntriggers = 8\n")
+    with pytest.raises(ConfigError, match=r"\[ownership\] triggers is not supported with "
+                                          r"\[privacy\]") as info:
+        load_config(write(tmp_path, text))
+    assert "\n" not in str(info.value)
 
 
 def test_a_group_readable_key_file_is_refused_in_one_line(tmp_path: Path) -> None:

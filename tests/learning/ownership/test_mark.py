@@ -16,6 +16,7 @@ from fedswarm.learning.ownership import (
     effective_scales,
     member_share,
     norm_modules,
+    norm_widths,
     verify_model,
     verify_scales,
 )
@@ -53,6 +54,36 @@ def test_more_bits_than_a_members_share_is_refused_with_the_numbers() -> None:
         member_share(480, list(ROSTER), "bank-a", 200)
 
 
+def test_a_layer_wide_shift_of_the_scales_does_not_move_any_reading() -> None:
+    """A thief's norm retraining moves a layer's scales together; the readout ignores that."""
+    from fedswarm.learning.ownership import derive_signature
+
+    widths = [96, 96, 96]
+    signature = derive_signature(key(1), member_share(widths, list(ROSTER), "bank-a", 16), 16)
+    delta = torch.randn(288)
+    shifted = delta + torch.repeat_interleave(torch.tensor([0.5, -0.3, 2.0]), 96)
+    assert torch.allclose(signature.readings(delta), signature.readings(shifted), atol=1e-5)
+
+
+def test_the_task_moves_only_the_members_own_scales_and_none_of_its_readings() -> None:
+    """What the task may change of the scales: its own share, orthogonally to every bit."""
+    from fedswarm.learning.ownership import MarkLoss, derive_signature, install_scale_deltas
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 96), torch.nn.LayerNorm(96),
+                                torch.nn.Linear(96, 96), torch.nn.LayerNorm(96))
+    deltas = install_scale_deltas(model)
+    share = member_share([96, 96], list(ROSTER), "bank-a", 16)
+    mark = MarkLoss(deltas, derive_signature(key(1), share, 16), weight=1.0, margin=0.0)
+    for delta in deltas:
+        delta.grad = torch.randn_like(delta)
+    mark.replace_gradients()  # margin 0 at Δ = 0: the sign loss adds nothing
+    grad = torch.cat([d.grad for d in deltas if d.grad is not None])
+    others = np.setdiff1d(np.arange(192), share.channels)
+    assert not grad[torch.as_tensor(others)].any()
+    assert grad[torch.as_tensor(share.channels)].abs().sum() > 1.0
+    assert mark.signature.readings(grad).abs().max() < 1e-4
+
+
 def test_a_model_without_normalisation_layers_is_refused_in_one_line() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
     with pytest.raises(NoNormLayersError, match="no RMSNorm/LayerNorm scale") as info:
@@ -79,9 +110,11 @@ def test_training_writes_the_mark_the_right_key_reads_and_a_wrong_one_does_not(
     assert trainer.train(40).mark_detected == 1.0
     marked = effective_scales(trainer.model)
     assert not torch.equal(marked, base)
-    right = verify_scales(marked, base, key(1), list(ROSTER), "bank-a", SETTINGS.bits)
+    widths = norm_widths(trainer.model)
+    right = verify_scales(marked, base, key(1), list(ROSTER), "bank-a", SETTINGS.bits, widths)
     assert right.detected == 1.0
-    wrong = [verify_scales(marked, base, key(n), list(ROSTER), "bank-a", SETTINGS.bits).detected
+    wrong = [verify_scales(marked, base, key(n), list(ROSTER), "bank-a", SETTINGS.bits,
+                           widths).detected
              for n in range(2, 8)]
     assert max(wrong) < 0.9 and 0.2 < float(np.mean(wrong)) < 0.8
 
@@ -101,7 +134,7 @@ def test_averaging_two_members_keeps_both_marks(demo_model_dir: Path,
     scales = effective_scales(a.model)
     for member, n in (("bank-a", 1), ("bank-b", 2)):
         assert verify_scales(scales, base, key(n), list(ROSTER), member,
-                             SETTINGS.bits).detected == 1.0
+                             SETTINGS.bits, norm_widths(a.model)).detected == 1.0
 
 
 def test_checkpoints_and_exports_carry_the_scale_deltas(demo_model_dir: Path,
