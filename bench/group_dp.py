@@ -34,7 +34,7 @@ from fedswarm.secagg.distributed_dp import GroupNoise
 from fedswarm.secagg.params import SecAggParams
 
 from .quality import QUICK
-from .quality_inprocess import FederatedArm
+from .quality_inprocess import FederatedArm, GroupOutcome
 from .quality_report import machine
 from .quality_setup import BenchData, Evaluator, RunSettings, demo_data
 
@@ -68,9 +68,9 @@ class GroupDPArm(FederatedArm):
         self.change_norms.append(privacy.anchor.last_change_norm)
         return sent
 
-    def _apply(self, pid: str, average: np.ndarray) -> None:
-        super()._apply(pid, average)
-        self.privacy[pid].released(average)
+    def _apply(self, pid: str, out: GroupOutcome) -> None:
+        super()._apply(pid, out)
+        self.privacy[pid].released(out.average)
 
 
 def run_arm(
