@@ -63,7 +63,6 @@ def load_suspect(base_dir: Path, *, model_dir: Path | None = None,
     scales' deltas (``ownership_scale_deltas.safetensors``) when it was trained with marks.
     """
     from peft import PeftModel
-    from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
     from .embedding import apply_deltas
@@ -78,7 +77,19 @@ def load_suspect(base_dir: Path, *, model_dir: Path | None = None,
         model = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
         deltas = Path(adapter_dir) / DELTAS_FILE
         if deltas.is_file():
-            apply_deltas(model, load_file(str(deltas)))
+            apply_deltas(model, _read_deltas(deltas))
         return model
     except (OSError, ValueError, KeyError) as exc:
         raise OwnershipError(f"cannot load the model to verify: {exc}") from None
+
+
+def _read_deltas(path: Path) -> dict[str, torch.Tensor]:
+    """The exported scale deltas; a truncated or foreign file is an ``OwnershipError``
+    naming it (safetensors raises its own exception class, not an ``OSError``)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except SafetensorError as exc:
+        raise OwnershipError(f"{path}: not a readable scale-deltas file ({exc})") from None

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fedswarm.learning.errors import MarkCapacityError, NoNormLayersError
+from fedswarm.learning.errors import MarkCapacityError, NoNormLayersError, OwnershipError
 from fedswarm.learning.ownership import (
     MarkPlan,
     OwnershipKey,
@@ -162,6 +162,16 @@ def test_an_exported_adapter_verifies_against_the_base_and_only_with_the_right_k
     assert verify_model(suspect, base, key(1), list(ROSTER), "bank-a", 16).detected == 1.0
     assert verify_model(base, base, key(1), list(ROSTER), "bank-a", 16).detected == 0.0
     assert verify_model(suspect, base, key(9), list(ROSTER), "bank-a", 16).detected < 0.9
+
+
+def test_a_corrupt_scale_deltas_file_is_a_clear_error_naming_it(
+        demo_model_dir: Path, demo_shard_dir: Path, tmp_path: Path) -> None:
+    trainer = marked_trainer(demo_model_dir, demo_shard_dir, plan())
+    trainer.export_adapter(tmp_path / "export")
+    deltas = tmp_path / "export" / SCALE_DELTAS_FILE
+    deltas.write_bytes(deltas.read_bytes()[:40])  # truncated in transit
+    with pytest.raises(OwnershipError, match=SCALE_DELTAS_FILE):
+        load_suspect(demo_model_dir, adapter_dir=tmp_path / "export")
 
 
 def marked_trainer(model_dir: Path, shard_dir: Path, mark: MarkPlan) -> LocalTrainer:
