@@ -8,7 +8,13 @@ Peer 0's training file gets canaries (random 6-digit secrets, each row repeated
 averaging vector (adapter and AdamW exp_avg, ``LocalTrainer.averaging_vector``) weighted
 by row counts — and differs only in ``[privacy]``: off, or DP-SGD with the noise derived
 for ε ∈ ``--epsilons`` over all its steps (δ = 1/n, the daemon's default). Every arm
-trains on unpacked rows (DP needs them), so the arms differ in DP alone.
+trains on unpacked rows (DP needs them), so the arms differ in DP alone: batch
+(``--batch-size``, the DP arms' expected Poisson batch), lr (``--lr``), seeds and steps
+are every arm's, the references' included. The defaults, batch 128 (q ≈ 0.3 of a
+peer's 400 rows) and a per-example clip of 0.5 (``--max-grad-norm``, the DP arms' only
+own setting), are what made ε = 8 learn (docs/results.md): at batch 8 DP-SGD's noise
+per coordinate was about 9× a clipped gradient's and the DP arms ended where the
+untrained model starts.
 
 On the final (averaged) model it measures, for peer 0's data (bench/privacy_audit.py):
 exposure of each canary, the loss-threshold membership-inference AUC of training rows
@@ -22,12 +28,14 @@ model, unpacked rows, seeds and step budget: local-only (each peer trains alone 
 trainer on the pooled rows, same steps, ``grad_accum = peers``). Each arm's
 ``gap_closed`` is bench.quality's: (local − arm) / (local − centralised). The untrained
 model's union loss is reported beside them: on this small non-IID demo local-only can end
-worse than where it started, which flatters every arm's ``gap_closed``.
+worse than where it started, which flatters every arm's ``gap_closed``; so each arm
+also gets ``gap_closed_from_untrained`` = (untrained − arm) / (untrained − no-dp), the
+share of what the non-private federation learns that the arm learns too.
 
 Prints a table and writes JSON with the machine, versions, arms, references, settings and
 a ``summary``: per arm ``epsilon_spent``, ``union_loss``, ``gap_closed``,
-``canary_exposure`` (mean rank exposure over the canaries, bits), ``mia_auc``, and
-``targets`` for the ε = 8 arm (issue #21: gap_closed ≥ 0.5, mia_auc ≤ 0.6).
+``gap_closed_from_untrained``, ``canary_exposure`` (mean rank exposure over the canaries,
+bits), ``mia_auc``, and ``targets`` for the ε = 8 arm (issue #21: gap_closed ≥ 0.5, mia_auc ≤ 0.6).
 """
 
 from __future__ import annotations
@@ -87,7 +95,7 @@ class AuditSettings:
     peers: int = 3
     rounds: int = 3
     local_steps: int = 15
-    batch_size: int = 8
+    batch_size: int = 128  # every arm's; the DP arms' expected batch (q = 128 / rows)
     max_length: int = 128
     canaries: int = 4
     repeats: int = 10
@@ -98,7 +106,9 @@ class AuditSettings:
     seed: int = 0
     accountant: str = "rdp"  # [privacy] accountant: the DP arms' σ is derived with it
     lr: float = DEMO_LR  # every arm's, references included
-    max_grad_norm: float = 1.0  # [privacy] max_grad_norm: the DP arms' per-example clip
+    # [privacy] max_grad_norm, the DP arms' per-example clip: below the median per-example
+    # gradient norm of the demo's rows (about 0.78 untrained), so most rows are clipped
+    max_grad_norm: float = 0.5
 
 
 @dataclass
@@ -416,7 +426,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     shared: dict[str, Any] = {"repeats": args.repeats, "accountant": args.accountant,
-              "batch_size": args.batch_size, "lr": args.lr, "max_grad_norm": args.max_grad_norm}
+                              "batch_size": args.batch_size, "lr": args.lr,
+                              "max_grad_norm": args.max_grad_norm}
     a = AuditSettings(rounds=args.rounds, local_steps=args.local_steps, **shared)
     if args.quick:
         a = AuditSettings(rounds=2, local_steps=5, candidates=200, members=40, **shared)
