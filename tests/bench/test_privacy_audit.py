@@ -51,7 +51,7 @@ def test_canaries_are_reproducible_and_candidates_never_include_the_secret() -> 
 SUMMARY_KEYS = {"epsilon_spent", "union_loss", "gap_closed", "canary_exposure", "mia_auc"}
 
 
-@pytest.mark.slow  # about 100 s on 2 shared cores: 4 + 3 trainers per arm, on CPU
+@pytest.mark.slow  # about 280 s on 2 shared cores (batch 128): 4 + 3 trainers per arm, on CPU
 @pytest.mark.timeout(900)
 def test_the_quick_audit_runs_and_reports_every_arm(tmp_path: Path) -> None:
     out = tmp_path / "privacy.json"
