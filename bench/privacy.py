@@ -8,7 +8,13 @@ Peer 0's training file gets canaries (random 6-digit secrets, each row repeated
 averaging vector (adapter and AdamW exp_avg, ``LocalTrainer.averaging_vector``) weighted
 by row counts — and differs only in ``[privacy]``: off, or DP-SGD with the noise derived
 for ε ∈ ``--epsilons`` over all its steps (δ = 1/n, the daemon's default). Every arm
-trains on unpacked rows (DP needs them), so the arms differ in DP alone.
+trains on unpacked rows (DP needs them), so the arms differ in DP alone: batch
+(``--batch-size``, the DP arms' expected Poisson batch), lr (``--lr``), seeds and steps
+are every arm's, the references' included. The defaults, batch 128 (q ≈ 0.3 of a
+peer's 400 rows) and a per-example clip of 0.5 (``--max-grad-norm``, the DP arms' only
+own setting), are what made ε = 8 learn (docs/results.md): at batch 8 DP-SGD's noise
+per coordinate was about 9× a clipped gradient's and the DP arms ended where the
+untrained model starts.
 
 On the final (averaged) model it measures, for peer 0's data (bench/privacy_audit.py):
 exposure of each canary, the loss-threshold membership-inference AUC of training rows
@@ -22,12 +28,14 @@ model, unpacked rows, seeds and step budget: local-only (each peer trains alone 
 trainer on the pooled rows, same steps, ``grad_accum = peers``). Each arm's
 ``gap_closed`` is bench.quality's: (local − arm) / (local − centralised). The untrained
 model's union loss is reported beside them: on this small non-IID demo local-only can end
-worse than where it started, which flatters every arm's ``gap_closed``.
+worse than where it started, which flatters every arm's ``gap_closed``; so each arm
+also gets ``gap_closed_from_untrained`` = (untrained − arm) / (untrained − no-dp), the
+share of what the non-private federation learns that the arm learns too.
 
 Prints a table and writes JSON with the machine, versions, arms, references, settings and
 a ``summary``: per arm ``epsilon_spent``, ``union_loss``, ``gap_closed``,
-``canary_exposure`` (mean rank exposure over the canaries, bits), ``mia_auc``, and
-``targets`` for the ε = 8 arm (issue #21: gap_closed ≥ 0.5, mia_auc ≤ 0.6).
+``gap_closed_from_untrained``, ``canary_exposure`` (mean rank exposure over the canaries,
+bits), ``mia_auc``, and ``targets`` for the ε = 8 arm (issue #21: gap_closed ≥ 0.5, mia_auc ≤ 0.6).
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ import numpy as np
 import torch
 from fedswarm.daemon.demo.local_federation import demo_model_cache_dir
 from fedswarm.learning.demo_assets import DEMO_LORA_TARGETS, DEMO_LR, build_demo_model
+from fedswarm.learning.dp_sgd import PerExampleGradients
 from fedswarm.learning.examples import IGNORE_INDEX, Example, collate
 from fedswarm.learning.settings import (
     DataSettings,
@@ -86,14 +95,20 @@ class AuditSettings:
     peers: int = 3
     rounds: int = 3
     local_steps: int = 15
-    batch_size: int = 8
+    batch_size: int = 128  # every arm's; the DP arms' expected batch (q = 128 / rows)
     max_length: int = 128
     canaries: int = 4
     repeats: int = 10
     candidates: int = 1000
-    members: int = 200  # training rows scored for membership inference (and as many held out)
+    # training rows scored for membership inference, and as many held out: at most the
+    # held-out rows there are (the demo's 40 per domain)
+    members: int = 200
     seed: int = 0
     accountant: str = "rdp"  # [privacy] accountant: the DP arms' σ is derived with it
+    lr: float = DEMO_LR  # every arm's, references included
+    # [privacy] max_grad_norm, the DP arms' per-example clip: below the median per-example
+    # gradient norm of the demo's rows (about 0.78 untrained), so most rows are clipped
+    max_grad_norm: float = 0.5
 
 
 @dataclass
@@ -109,6 +124,9 @@ class ArmResult:
     union_eval_loss: float
     train_s: float
     eval_loss_by_set: dict[str, float] = field(default_factory=dict)  # each eval set
+    # per-example gradient norms of peer 0's first rows under the final model (gradient_norms)
+    grad_norms: dict[str, float] = field(default_factory=dict)
+    membership_rows: int = 0  # members scored, and as many held-out rows
 
 
 @dataclass
@@ -121,6 +139,33 @@ class ReferenceResult:
     train_s: float  # model loading included
     note: str | None
     eval_loss_by_set: dict[str, float] = field(default_factory=dict)  # mean over peers
+    grad_norms: dict[str, float] = field(default_factory=dict)  # untrained only
+
+
+GRAD_NORM_ROWS = 64
+
+
+def gradient_norms(trainer: LocalTrainer, rows: int = GRAD_NORM_ROWS) -> dict[str, float]:
+    """Percentiles of the L2 norm of each example's adapter gradient (what DP-SGD clips).
+
+    The first ``rows`` training examples of ``trainer``, each example's loss the mean over
+    its own tokens, exactly as ``dp_sgd.clipped_sum`` computes them before clipping.
+    """
+    trainable = [(n, p) for n, p in trainer.model.named_parameters() if p.requires_grad]
+    per_example = PerExampleGradients(trainer.model, trainable, vectorised=True)
+    examples = trainer.data.train[:rows]
+    pad = int(trainer.tokenizer.pad_token_id)
+    trainer.model.train()
+    norms: list[float] = []
+    for start in range(0, len(examples), 16):
+        batch = {k: v.to(trainer.input_device)
+                 for k, v in collate(examples[start:start + 16], pad).items()}
+        grads, _ = per_example(batch)
+        norms.extend(torch.stack([g.reshape(g.shape[0], -1).float().norm(dim=1)
+                                  for g in grads.values()], dim=1).norm(dim=1).tolist())
+    values = np.array(norms)
+    return {"rows": float(len(values)), "p10": float(np.percentile(values, 10)),
+            "median": float(np.median(values)), "p90": float(np.percentile(values, 90))}
 
 
 def _with_canaries(train: Path, out: Path, canaries: list[Canary], repeats: int,
@@ -138,11 +183,11 @@ def _trainer(model_dir: Path, a: AuditSettings, train: Path, eval_path: Path, se
         ModelSettings(str(model_dir)),
         LoraSettings(target_modules=list(DEMO_LORA_TARGETS)),
         DataSettings(str(train), str(eval_path), max_length=a.max_length, packing=False),
-        TrainSettings(local_steps=a.local_steps, batch_size=a.batch_size, lr=DEMO_LR,
+        TrainSettings(local_steps=a.local_steps, batch_size=a.batch_size, lr=a.lr,
                       schedule="constant", total_steps=a.rounds * a.local_steps, seed=seed,
                       samples_per_round=0),
         privacy=PrivacySettings(enabled=epsilon is not None, target_epsilon=epsilon or 1.0,
-                                accountant=a.accountant),
+                                accountant=a.accountant, max_grad_norm=a.max_grad_norm),
     )
 
 
@@ -212,13 +257,15 @@ def run_arm(name: str, epsilon: float | None, model_dir: Path, a: AuditSettings,
                          _losses(victim, rng.sample(held_out, n), True))
     budget = victim.privacy
     losses = evaluator.evaluate(victim.adapter_state())
+    norms = gradient_norms(victim)
     return ArmResult(
         arm=name, target_epsilon=epsilon,
         epsilon_spent=None if budget is None else budget.epsilon(),
         delta=None if budget is None else budget.plan.delta,
         noise_multiplier=None if budget is None else budget.plan.noise_multiplier,
         exposure_rank=ranks, exposure_fit=fits, membership_auc=auc,
-        union_eval_loss=losses.union, train_s=train_s, eval_loss_by_set=losses.by_set)
+        union_eval_loss=losses.union, train_s=train_s, eval_loss_by_set=losses.by_set,
+        grad_norms=norms, membership_rows=n)
 
 
 def audit_data(data: BenchData, peer0_train: Path, workdir: Path) -> BenchData:
@@ -237,16 +284,17 @@ def run_references(model_dir: Path, a: AuditSettings, data: BenchData,
     rows the federated arms see; rows are unpacked, as DP-SGD requires, and lr, batch,
     max length, seeds (``seed + peer``) and ``rounds × local_steps`` are the audit's.
     """
-    settings = RunSettings(rounds=a.rounds, local_steps=a.local_steps, seed=a.seed,
+    settings = RunSettings(rounds=a.rounds, local_steps=a.local_steps, seed=a.seed, lr=a.lr,
                            batch_size=a.batch_size, max_length=a.max_length, packing=False)
     # The starting point, for reading the others: LoRA starts as the identity (B = 0).
     base = make_trainer(model_dir, settings, data.peers[0].train_path, data.peers[0].eval_path,
                         seed=a.seed)
     untrained = evaluator.evaluate(base.adapter_state())
+    norms = gradient_norms(base)
     del base
     out = [ReferenceResult("untrained", untrained.union, [untrained.union], 0.0,
                            "the base model (LoRA initialised to the identity)",
-                           untrained.by_set)]
+                           untrained.by_set, norms)]
     for name, run in (("local-only", run_local_only), ("centralised", run_centralised)):
         arm = run(model_dir, settings, data, evaluator)
         out.append(ReferenceResult(name, arm.union, [p.union for p in arm.per_peer],
@@ -258,12 +306,16 @@ def summarise(arms: list[ArmResult], references: list[ReferenceResult]) -> dict[
     """Issue #21's per-ε summary, and its ε = 8 targets (``None`` when ε = 8 did not run)."""
     refs = {r.arm: r.union_eval_loss for r in references}
     local, central = refs["local-only"], refs["centralised"]
+    untrained = refs.get("untrained")
+    no_dp = next((r.union_eval_loss for r in arms if r.target_epsilon is None), None)
     per_arm: dict[str, dict[str, Any]] = {
         r.arm: {
             "target_epsilon": r.target_epsilon,
             "epsilon_spent": r.epsilon_spent,
             "union_loss": r.union_eval_loss,
             "gap_closed": gap_closed(local, r.union_eval_loss, central),
+            "gap_closed_from_untrained": (None if untrained is None or no_dp is None
+                                          else gap_closed(untrained, r.union_eval_loss, no_dp)),
             "canary_exposure": float(np.mean(r.exposure_rank)),
             "canary_exposure_max": float(np.max(r.exposure_rank)),
             "canary_exposure_fit": float(np.mean(r.exposure_fit)),
@@ -278,7 +330,8 @@ def summarise(arms: list[ArmResult], references: list[ReferenceResult]) -> dict[
         targets["gap_closed>=0.5"] = gap is not None and gap >= TARGET_GAP_CLOSED
         targets["mia_auc<=0.6"] = per_arm[target]["mia_auc"] <= TARGET_MIA_AUC
     return {
-        "untrained_union_loss": refs.get("untrained"),
+        "untrained_union_loss": untrained,
+        "no_dp_union_loss": no_dp,
         "local_only_union_loss": local,
         "centralised_union_loss": central,
         "arms": per_arm,
@@ -293,26 +346,34 @@ def _percent(value: float | None) -> str:
 def _table(arms: list[ArmResult], references: list[ReferenceResult],
            summary: dict[str, Any], a: AuditSettings) -> str:
     head = (f"{'arm':<11} {'ε spent':>8} {'σ':>6} {'exposure rank':>14} {'exposure fit':>13}"
-            f" {'MIA AUC':>8} {'union loss':>11} {'gap closed':>11} {'train s':>8}")
+            f" {'MIA AUC':>8} {'union loss':>11} {'gap closed':>11} {'from untr.':>11}"
+            f" {'train s':>8}")
     lines = [head, "-" * len(head)]
     local, central = summary["local_only_union_loss"], summary["centralised_union_loss"]
     for ref in references:
         lines.append(f"{ref.arm:<11} {'-':>8} {'-':>6} {'-':>14} {'-':>13} {'-':>8}"
                      f" {ref.union_eval_loss:>11.4f}"
                      f" {_percent(gap_closed(local, ref.union_eval_loss, central)):>11}"
-                     f" {ref.train_s:>8.1f}")
+                     f" {'-':>11} {ref.train_s:>8.1f}")
     for r in arms:
         eps = "-" if r.epsilon_spent is None else f"{r.epsilon_spent:.2f}"
         sigma = "-" if r.noise_multiplier is None else f"{r.noise_multiplier:.2f}"
         gap = summary["arms"][r.arm]["gap_closed"]
+        from_untrained = summary["arms"][r.arm]["gap_closed_from_untrained"]
         lines.append(f"{r.arm:<11} {eps:>8} {sigma:>6} {np.mean(r.exposure_rank):>14.2f}"
                      f" {np.mean(r.exposure_fit):>13.2f} {r.membership_auc:>8.3f}"
-                     f" {r.union_eval_loss:>11.4f} {_percent(gap):>11} {r.train_s:>8.1f}")
+                     f" {r.union_eval_loss:>11.4f} {_percent(gap):>11}"
+                     f" {_percent(from_untrained):>11} {r.train_s:>8.1f}")
     lines.append(f"exposure: mean over {a.canaries} canaries × {a.repeats} repeats, bits of "
                  f"{SECRET_DIGITS * np.log2(10):.1f} possible ({a.candidates} sampled "
-                 f"candidates); MIA: {a.members} train vs held-out rows of peer 0")
+                 f"candidates); MIA: {arms[0].membership_rows if arms else 0} train vs as "
+                 "many held-out rows of peer 0")
     lines.append("gap closed: (local-only − arm) / (local-only − centralised) union loss; "
-                 "references are non-private, unpacked rows, same steps")
+                 "from untr.: (untrained − arm) / (untrained − no-dp); references are "
+                 "non-private, unpacked rows, same steps, batch and lr")
+    lines.append(f"every arm: batch {a.batch_size} (the DP arms' expected Poisson batch), "
+                 f"lr {a.lr:g}, {a.rounds} × {a.local_steps} steps; DP arms: per-example "
+                 f"clip {a.max_grad_norm:g}, δ = 1/n, {a.accountant.upper()} accountant")
     targets = summary["targets"]
     if targets["arm"] is None:
         lines.append(f"targets: no ε = {TARGET_EPSILON:g} arm ran (--epsilons)")
@@ -351,6 +412,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=AuditSettings.rounds)
     parser.add_argument("--local-steps", type=int, default=AuditSettings.local_steps)
     parser.add_argument("--repeats", type=int, default=AuditSettings.repeats)
+    parser.add_argument("--batch-size", type=int, default=AuditSettings.batch_size,
+                        help="every arm's batch size (the DP arms' expected Poisson batch)")
+    parser.add_argument("--lr", type=float, default=AuditSettings.lr,
+                        help="every arm's learning rate, references included")
+    parser.add_argument("--max-grad-norm", type=float, default=AuditSettings.max_grad_norm,
+                        help="the DP arms' per-example clip ([privacy] max_grad_norm)")
     parser.add_argument("--quick", action="store_true",
                         help="2 rounds of 5 steps, 200 candidates (a smoke test, not an audit)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -358,11 +425,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="Opacus accountant the DP arms derive σ with and count ε by")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    a = AuditSettings(rounds=args.rounds, local_steps=args.local_steps, repeats=args.repeats,
-                      accountant=args.accountant)
+    shared: dict[str, Any] = {"repeats": args.repeats, "accountant": args.accountant,
+                              "batch_size": args.batch_size, "lr": args.lr,
+                              "max_grad_norm": args.max_grad_norm}
+    a = AuditSettings(rounds=args.rounds, local_steps=args.local_steps, **shared)
     if args.quick:
-        a = AuditSettings(rounds=2, local_steps=5, repeats=args.repeats, candidates=200,
-                          members=40, accountant=args.accountant)
+        a = AuditSettings(rounds=2, local_steps=5, candidates=200, members=40, **shared)
     model_dir = Path(args.model) if args.model else build_demo_model(demo_model_cache_dir())
     work = Path(tempfile.mkdtemp(prefix="fedswarm-privacy-"))
     data = demo_data(work, a.peers, a.seed)

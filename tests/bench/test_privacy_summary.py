@@ -19,6 +19,7 @@ def _arm(name: str, epsilon: float | None, union: float, auc: float) -> ArmResul
 
 REFERENCES = [ReferenceResult("local-only", 0.9, [0.9], 1.0, None),
               ReferenceResult("centralised", 0.7, [0.7], 1.0, None)]
+WITH_UNTRAINED = [ReferenceResult("untrained", 0.8, [0.8], 0.0, None), *REFERENCES]
 
 
 def test_each_arm_gets_the_issue_keys_and_gap_closed_against_the_references() -> None:
@@ -62,3 +63,28 @@ def test_epsilons_take_the_issue_s_comma_form() -> None:
         _epsilons("1,x")
     with pytest.raises(argparse.ArgumentTypeError):
         _epsilons("0,3")
+
+
+def test_gap_closed_from_untrained_measures_dp_against_the_untrained_model_and_no_dp() -> None:
+    # local-only (0.9) is worse than untrained (0.8): an arm that learns nothing still
+    # "closes" half the local → centralised gap, and 0 % of the untrained → no-DP one
+    summary = summarise([_arm("no-dp", None, 0.72, 0.58), _arm("eps-8", 8.0, 0.76, 0.55),
+                         _arm("eps-1", 1.0, 0.8, 0.52), _arm("eps-0.1", 0.1, 0.84, 0.5)],
+                        WITH_UNTRAINED)
+    assert summary["untrained_union_loss"] == 0.8
+    assert summary["no_dp_union_loss"] == 0.72
+    rows = summary["arms"]
+    assert rows["no-dp"]["gap_closed_from_untrained"] == pytest.approx(1.0)
+    assert rows["eps-8"]["gap_closed_from_untrained"] == pytest.approx(0.5)
+    assert rows["eps-1"]["gap_closed"] == pytest.approx(0.5)
+    assert rows["eps-1"]["gap_closed_from_untrained"] == pytest.approx(0.0)
+    assert rows["eps-0.1"]["gap_closed_from_untrained"] == pytest.approx(-0.5)
+
+
+def test_gap_closed_from_untrained_is_none_without_an_untrained_or_a_no_dp_arm() -> None:
+    no_untrained = summarise([_arm("no-dp", None, 0.72, 0.5), _arm("eps-8", 8.0, 0.76, 0.5)],
+                             REFERENCES)
+    assert no_untrained["arms"]["eps-8"]["gap_closed_from_untrained"] is None
+    no_baseline = summarise([_arm("eps-8", 8.0, 0.76, 0.5)], WITH_UNTRAINED)
+    assert no_baseline["no_dp_union_loss"] is None
+    assert no_baseline["arms"]["eps-8"]["gap_closed_from_untrained"] is None
