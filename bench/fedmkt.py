@@ -255,6 +255,9 @@ class PaperConfig:
     selection: str = "token_min_ce"
     replay_fraction: float = 0.75
     large_replay_fraction: float | None = None  # the large model's own, if it differs
+    #: The large model's distillation steps per round, if it differs; its local steps make
+    #: up the rest, so every model still takes local_steps + distill_steps a round.
+    large_distill_steps: int | None = None
     private_count: int = 64
     public_count: int = 48
     seed: int = 0
@@ -317,6 +320,12 @@ def paper_federated(
                 peer.settings = dataclasses.replace(
                     settings, replay_fraction=config.large_replay_fraction
                 )
+    if config.large_distill_steps is not None:
+        for peer in peers:
+            if peer.name == LARGE:
+                peer.distill_steps = config.large_distill_steps
+                peer.local_steps = (config.local_steps + config.distill_steps
+                                    - config.large_distill_steps)
     aligned: dict[str, list[float]] = {p.name: [] for p in peers}
     for number in range(config.rounds):
         report = mutual_round(
@@ -433,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay-fraction", type=float, default=PaperConfig.replay_fraction)
     parser.add_argument("--top-k", type=int, default=PaperConfig.top_k)
     parser.add_argument("--large-replay-fraction", type=float, default=None)
+    parser.add_argument("--large-distill-steps", type=int, default=None,
+                        help="the large model's distillation steps a round (its local steps "
+                        "make up the rest; default: as every model)")
     parser.add_argument("--seed", type=int, default=PaperConfig.seed)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -446,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
             selection=args.selection,
             replay_fraction=args.replay_fraction,
             large_replay_fraction=args.large_replay_fraction,
+            large_distill_steps=args.large_distill_steps,
             top_k=args.top_k,
             seed=args.seed,
         )

@@ -38,6 +38,10 @@ class Participant:
     #: This member's own settings for its distillation (e.g. its replay_fraction); the
     #: round's settings when None. Knowledge (top_k, max_length) always uses the round's.
     settings: FedMKTSettings | None = None
+    #: This member's own split of a round's steps (local training, distillation); the
+    #: round's when None. A member chooses its own ``[fedmkt] distill_steps``.
+    local_steps: int | None = None
+    distill_steps: int | None = None
 
 
 @dataclass
@@ -75,7 +79,7 @@ def mutual_round(
             peer.model,
             peer.tokenizer,
             peer.private_texts,
-            local_steps,
+            local_steps if peer.local_steps is None else peer.local_steps,
             batch_size=batch_size,
             learning_rate=learning_rate,
             max_length=settings.max_length,
@@ -103,7 +107,7 @@ def mutual_round(
             own_knowledge[peer.name],
             accepted,
             peer.settings or settings,
-            distill_steps,
+            distill_steps if peer.distill_steps is None else peer.distill_steps,
             batch_size=batch_size,
             learning_rate=learning_rate,
             mapping_cache=cache,
