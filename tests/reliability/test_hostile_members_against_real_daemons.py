@@ -377,7 +377,10 @@ def test_extreme_plaintext_weights_are_refused_and_adapters_stay_honest(
 ) -> None:
     """Weights 1e300, 1e308, inf and NaN with a vector of the attacker's choice, in a
     federation without secure aggregation (``secure_aggregation = "none"``)."""
-    rounds = 2
+    # Three rounds, though the four weights fit in two rounds' six sends: an attacker
+    # whose first round ran late joins only from round 2 (seen under load), and three
+    # sends cannot carry four weights.
+    rounds = 3
     federation = LocalFederation(
         tmp_path, peers=4, rounds=rounds, group_size=4, local_steps=1, batch_size=2,
         round_deadline_s=DEADLINE_S, secure_aggregation="none",
@@ -403,7 +406,7 @@ def test_extreme_plaintext_weights_are_refused_and_adapters_stay_honest(
         rep = reports[peer.peer_id]
         reasons = rep.rejected_reasons()
         weights_to_peer = [e["weight"] for e in sent if e["peer"] == peer.peer_id]
-        assert len(weights_to_peer) == rounds, sent
+        assert len(weights_to_peer) >= rounds - 1, sent
         for n in range(1, rounds + 1):
             record = rep.round(n)
             assert record["status"] == "complete", record
