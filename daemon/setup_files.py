@@ -112,7 +112,9 @@ batch_size = {batch_size}
 lr = {lr}                        # AdamW learning rate
 # warmup_steps = 0
 # schedule = "cosine"              # cosine | linear | constant; decays over total_steps
-# total_steps = 600                # whole federation; unset: constant rate after warm-up
+# total_steps = 600                # whole federation; unset: constant rate after warm-up.
+                                   # Rounds far apart (tens of local steps): set it to
+                                   # rounds x local_steps (docs/learning.md)
 # max_grad_norm = 1.0
 # weight_decay = 0.0
 seed = {seed}
