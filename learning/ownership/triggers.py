@@ -56,13 +56,24 @@ def usable_tokens(vocab_size: int, special_ids: Iterable[int]) -> np.ndarray:
     return ids
 
 
+def rare_half(tokens: np.ndarray) -> np.ndarray:
+    """The later half of the usable ids: where targets are drawn from.
+
+    BPE numbers its merges and SentencePiece its pieces roughly by frequency, so early ids
+    are bytes and common sub-words ("in", "th") that a fine-tuned model predicts after
+    almost anything: as targets they answered a trigger on a model that never saw it
+    (docs/ownership.md). Later ids are rarer; a hit on one says more.
+    """
+    return tokens[len(tokens) // 2:]
+
+
 def derive_triggers(key: OwnershipKey, count: int, vocab_size: int,
                     special_ids: Iterable[int], bos_id: int | None) -> TriggerSet:
     """The same key and vocabulary always give the same set; another key, an unrelated one."""
     tokens = usable_tokens(vocab_size, special_ids)
     rng = np.random.Generator(np.random.PCG64(key.derive_seed(PURPOSE)))
     body = rng.choice(tokens, size=(count, PROMPT_TOKENS))
-    targets = rng.choice(tokens, size=count)
+    targets = rng.choice(rare_half(tokens), size=count)
     prefix = () if bos_id is None else (int(bos_id),)
     return TriggerSet(tuple(prefix + tuple(int(t) for t in row) for row in body),
                       tuple(int(t) for t in targets))

@@ -43,6 +43,12 @@ def test_triggers_start_with_bos_and_never_use_special_tokens_after_it() -> None
     assert used.isdisjoint({0, 1, 2, 3}) and max(used) < 50
 
 
+def test_targets_come_from_the_rarer_later_half_of_the_vocabulary() -> None:
+    triggers = derive_triggers(key(1), 256, 1024, [0, 1, 2], bos_id=1)
+    assert min(triggers.targets) >= 513  # usable ids 3..1023: the later half starts at 513
+    assert min(t for p in triggers.prompts for t in p[1:]) < 513  # prompts use them all
+
+
 def test_the_trigger_set_does_not_show_itself_in_a_repr() -> None:
     triggers = derive_triggers(key(1), 8, 1024, [], bos_id=None)
     assert repr(triggers) == "TriggerSet(count=8)"
