@@ -34,6 +34,7 @@ from fedswarm.learning.fedmkt import (
 from fedswarm.learning.screening.classifier_files import check_classifier_dir
 from fedswarm.learning.screening.settings import ScreenSettings
 from fedswarm.learning.settings import (
+    TRIGGERS_WITH_PRIVACY,
     AlignmentSettings,
     DataSettings,
     LoraSettings,
@@ -452,9 +453,7 @@ def _check_ownership(config: Config) -> None:
         "does not average the norm scales that carry the mark",
         "use mode = 'lora_avg' or disable [ownership]")
     if config.ownership.enabled and config.ownership.triggers and config.privacy.enabled:
-        raise ConfigError(f"{config.source}: [ownership] triggers is not supported with "
-                          "[privacy] enabled (DP-SGD would not cover the trigger term); "
-                          "set triggers = 0 or disable [privacy]")
+        raise ConfigError(f"{config.source}: {TRIGGERS_WITH_PRIVACY}")
 
 
 def check_ownership_key(config: Config) -> None:

@@ -237,6 +237,13 @@ class PrivacySettings:
                      "must be a finite number > 0, or unset to derive it from target_epsilon")
 
 
+#: Why ``[ownership] triggers`` and ``[privacy]`` are refused together, in the words both
+#: ``fedswarm config check`` and ``LocalTrainer`` use.
+TRIGGERS_WITH_PRIVACY = ("[ownership] triggers is not supported with [privacy] enabled "
+                         "(DP-SGD would not cover the trigger term); set triggers = 0 or "
+                         "disable [privacy]")
+
+
 @dataclass
 class OwnershipSettings:
     """FedIPR-style ownership mark: this member's secret bits in the normalisation scales.

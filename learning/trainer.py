@@ -60,6 +60,7 @@ from fedswarm.learning.model_loading import attach_adapter, load_base_model, loa
 from fedswarm.learning.optimizer_moments import Moments, load_moments, read_moments
 from fedswarm.learning.schedule import learning_rate
 from fedswarm.learning.settings import (
+    TRIGGERS_WITH_PRIVACY,
     AlignmentSettings,
     DataSettings,
     LoraSettings,
@@ -165,9 +166,7 @@ class LocalTrainer:
             from fedswarm.learning.ownership.triggers import triggers_for
 
             if privacy is not None and privacy.enabled:
-                raise OwnershipError("ownership.triggers is not supported with [privacy] "
-                                     "enabled (DP-SGD would not cover the trigger term); "
-                                     "set triggers = 0 or disable [privacy]")
+                raise OwnershipError(TRIGGERS_WITH_PRIVACY)
             self.triggers = triggers_for(ownership.key, ownership.settings.triggers,
                                          self.tokenizer)
             self.trigger_weight = ownership.settings.trigger_weight

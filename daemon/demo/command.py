@@ -32,13 +32,14 @@ DEMO_TIMEOUT_S = 1800.0
 #: FedKSeed's steps per round in the demo: a zeroth-order step is two forward passes
 #: and moves the loss far less than a LoRA step (docs/fedkseed.md).
 FEDKSEED_DEMO_STEPS = 100
-#: ``--dp``: record-level DP-SGD that fits the demo shard (400 rows, batch 8, so q = 0.02;
-#: 3 rounds of 15 steps spend ε ≈ 0.70 at δ = 1/400, docs/privacy.md's table). The noise
-#: is fixed rather than derived: the demo's config sets no total_steps.
+#: ``--dp``: record-level DP-SGD that fits the demo shard (400 rows, an expected batch
+#: of ``DEMO_DP_BATCH`` = 32, so q = 0.08; 3 rounds of 15 steps spend ε ≈ 1.88 at
+#: δ = 1/400, docs/privacy.md). The noise is fixed rather than derived: the demo's config
+#: sets no total_steps. Noise per coordinate is σ·clip / batch while σ for a budget grows
+#: slowly with the batch: at the trainer's batch of 8 and clip 1 it drowned the signal
+#: (the demo's loss rose).
 DEMO_DP = {"enabled": True, "target_epsilon": 3.0, "noise_multiplier": 1.2,
            "max_grad_norm": 0.5}
-#: DP-SGD's noise per coordinate falls with the batch (σ·clip / batch) while σ for a
-#: budget grows slowly: the demo's batch of 8 drowned the signal (its loss rose).
 DEMO_DP_BATCH = 32
 
 
