@@ -44,7 +44,14 @@ class NodeConfig:
     # already need 32 msg/s. 200 leaves 6x headroom (py-libp2p default: 10).
     gossip_max_msgs_per_s: float = 200.0
     gossip_max_age_s: float = 300.0
+    # Address announcements: announce_burst of them announce_interval_s apart at start
+    # and when our addresses change, then one every announce_refresh_s (kept below
+    # gossip_max_age_s, which refuses older ones). See p2p/announce_schedule.py.
     announce_interval_s: float = 5.0
+    announce_burst: int = 6
+    announce_refresh_s: float = 60.0
+    # Each connected member is pinged this often, on one long-lived stream (p2p/ping.py).
+    ping_interval_s: float = 5.0
     # Signed address announcements on gossip. Turning them off leaves discovery
     # to the roster, bootstrap, heartbeats and (if enabled) the DHT.
     announce_addrs: bool = True

@@ -209,6 +209,7 @@ class Connections:
             raise PeerUnreachableError(f"no known address for {peer_id}")
         # host.connect trusts any table entry for the peer, a closed one too
         self.forget_closed(host.get_network().get_connections(ID.from_base58(peer_id)))
+        self._ctx.counters.add("dials", 1)
         try:
             with trio.fail_after(_DIAL_TIMEOUT_S):
                 await host.connect(PeerInfo(ID.from_base58(peer_id), maddrs))

@@ -31,6 +31,11 @@ COUNTER_NAMES = (
     "message_streams_opened",
     "gossip_published",
     "gossip_received",
+    # liveness and links: what an idle member costs (bench.idle_mesh)
+    "pings_sent",
+    "ping_streams_opened",
+    "dead_links_closed",
+    "dials",
 )
 
 

@@ -36,6 +36,7 @@ from .config import NodeConfig
 from .context import NodeContext
 from .envelope import MAX_GOSSIP_PAYLOAD, GossipEnvelope, open_envelope, seal
 from .errors import GossipRejectedError
+from .pubsub_records import install as install_record_cache
 from .streams import reset_stream
 
 # The logger of P2PNode before it was split into modules: log filters keep matching.
@@ -59,14 +60,21 @@ def build_pubsub(
 ) -> tuple[Pubsub, GossipSub]:
     """GossipSub v1.1 with a mesh sized for a consortium, and its pubsub front.
 
+    Each peer's signed peer record is checked once, not on every RPC
+    (:mod:`.pubsub_records`).
+
     Must be called on the trio thread; both are started by :mod:`.runtime`.
     ``reject(reason, peer, detail)`` counts a malformed pubsub stream.
     """
+    install_record_cache()
     gossipsub = GossipSub(
         [PROTOCOL_ID_V11],
-        degree=6,
-        degree_low=4,
-        degree_high=12,
+        # Each member receives every message from up to `degree` mesh peers; 6/4/12
+        # (the spec's defaults) cost 32 idle members on 2 cores more than 4/3/6 with the
+        # same delivery (bench.idle_mesh; docs/reliability.md). log4(64) = 3 hops.
+        degree=4,
+        degree_low=3,
+        degree_high=6,
         heartbeat_interval=1,
         max_messages_per_topic_per_second=config.gossip_max_msgs_per_s,
     )

@@ -14,7 +14,19 @@ and re-grafted gossip — more work on the busy machine, more slow pings. 16 dae
 cores closed a member every few seconds this way and never formed groups. A dead link
 still shows as silence, so it is still closed, in ``DEAD_LINK_S`` instead of ~10 s.
 
-The wire format is libp2p's ping in spirit: 32 bytes out, the same 32 bytes back.
+The wire format is libp2p's ping: 32 random bytes out, the same 32 bytes back, any
+number of times on one stream. Each member keeps **one ping stream per member** and
+reuses it every interval. A fresh stream per ping cost a Yamux stream and a
+multistream-select negotiation each time — for 32 members 992 of them every 5 s, which
+kept a 2-core box busy enough that pings missed and healthy links were closed
+(docs/reliability.md, "32 real daemons"; ``python -m bench.idle_mesh``). A reused stream
+that fails (its connection dropped, the other end reset it) is replaced once within the
+same ping; a ping that timed out drops its stream, since its echo may still arrive.
+
+The answering side serves one stream until it ends, idles for
+:data:`PING_STREAM_IDLE_S`, or echoes something that is not 32 bytes; a member may hold
+at most :data:`MAX_PING_STREAMS_PER_PEER` ping streams to us at once.
+
 Only the trio thread runs this module's coroutines; latencies are read from asyncio,
 so a lock guards them.
 """
@@ -22,8 +34,10 @@ so a lock guards them.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 
 import trio
@@ -34,7 +48,7 @@ from libp2p.peer.id import ID
 from . import framing
 from .context import NodeContext
 from .errors import P2PError
-from .streams import reset_stream, stream_reader
+from .streams import close_stream_quietly, reset_stream, stream_reader
 
 # The logger of P2PNode before it was split into modules: log filters keep matching.
 log = logging.getLogger("fedswarm.p2p.node")
@@ -45,8 +59,12 @@ _PING_TIMEOUT_S = 5.0
 PING_MISSES_BEFORE_CLOSE = 3
 DEAD_LINK_S = 30.0
 """How long every ping to a member must have failed before its connection is closed."""
-# How long an inbound ping stream may take before it is reset.
-_PING_HANDLER_TIMEOUT_S = 10
+PING_STREAM_IDLE_S = 120.0
+"""How long an inbound ping stream may wait for its next ping before it is closed (a
+member pings every ``announce_interval_s``; the next ping reopens a stream)."""
+MAX_PING_STREAMS_PER_PEER = 2
+"""Inbound ping streams one member may hold open at once: its current one and the one
+replacing it; more are reset, so a member cannot tie up handlers with idle streams."""
 
 
 class Pinger:
@@ -59,6 +77,8 @@ class Pinger:
         self._latency: dict[str, float] = {}
         self._misses: dict[str, int] = {}  # trio thread only
         self._failing_since: dict[str, float] = {}  # trio thread only: first miss in a row
+        self._streams: dict[str, INetStream] = {}  # trio thread only: our stream per member
+        self._inbound: Counter[str] = Counter()  # trio thread only: their streams to us
 
     def latency_ms(self, peer_id: str) -> float | None:
         """Smoothed round-trip time of the last pings to ``peer_id``."""
@@ -89,6 +109,8 @@ class Pinger:
                     silent_s,
                     exc,
                 )
+                self._ctx.counters.add("dead_links_closed", 1)
+                await self._drop_stream(peer_id)
                 await self._close_peer(peer_id)
             return
         self._misses.pop(peer_id, None)
@@ -105,32 +127,69 @@ class Pinger:
         return misses >= PING_MISSES_BEFORE_CLOSE and now - since >= DEAD_LINK_S
 
     async def _ping(self, peer_id: str) -> float:
-        host = self._ctx.handles.require_host()
-        stream = await host.new_stream(ID.from_base58(peer_id), [TProtocol(PING_PROTOCOL)])
-        try:
-            token = b"p" * _PING_BYTES
-            start = time.perf_counter()
-            await stream.write(token)
-            echoed = await framing.read_exactly(stream_reader(stream), _PING_BYTES)
-            rtt_ms = (time.perf_counter() - start) * 1000.0
-            if echoed != token:
-                raise P2PError("bad ping echo")
-            await stream.close()
-            return rtt_ms
-        except BaseException:
-            await reset_stream(stream)
-            raise
+        """One round trip on this member's ping stream; a failed reused stream is
+        replaced once (the member may have restarted, or reset an idle stream)."""
+        for _attempt in range(2):
+            stream = self._streams.get(peer_id)
+            fresh = stream is None
+            if stream is None:
+                host = self._ctx.handles.require_host()
+                stream = await host.new_stream(ID.from_base58(peer_id),
+                                               [TProtocol(PING_PROTOCOL)])
+                self._streams[peer_id] = stream
+                self._ctx.counters.add("ping_streams_opened", 1)
+            try:
+                return await self._round_trip(stream)
+            except Exception:
+                await self._drop_stream(peer_id)
+                if fresh:
+                    raise
+            except BaseException:  # cancelled or timed out: its echo may still come
+                await self._drop_stream(peer_id)
+                raise
+        raise P2PError(f"ping to {peer_id} failed on a fresh stream")  # not reached
+
+    async def _round_trip(self, stream: INetStream) -> float:
+        token = os.urandom(_PING_BYTES)
+        self._ctx.counters.add("pings_sent", 1)
+        start = time.perf_counter()
+        await stream.write(token)
+        echoed = await framing.read_exactly(stream_reader(stream), _PING_BYTES)
+        rtt_ms = (time.perf_counter() - start) * 1000.0
+        if echoed != token:
+            raise P2PError("bad ping echo")
+        return rtt_ms
+
+    async def _drop_stream(self, peer_id: str) -> None:
+        stream = self._streams.pop(peer_id, None)
+        if stream is not None:
+            with trio.CancelScope(shield=True):
+                await reset_stream(stream)
 
     async def handle_stream(self, stream: INetStream) -> None:
-        """Stream handler: echo a member's ping; never raises (it would kill the host)."""
-        try:
-            with trio.fail_after(_PING_HANDLER_TIMEOUT_S):
-                if not self._ctx.roster.is_member(str(stream.muxed_conn.peer_id)):
-                    await reset_stream(stream)
-                    return
-                data = await framing.read_exactly(stream_reader(stream), _PING_BYTES)
-                await stream.write(data)
-                await stream.close()
-        except Exception as exc:
-            log.debug("ping stream failed: %s", exc)
+        """Stream handler: echo a member's pings until its stream ends; never raises (it
+        would kill the host)."""
+        remote = str(stream.muxed_conn.peer_id)
+        if (not self._ctx.roster.is_member(remote)
+                or self._inbound[remote] >= MAX_PING_STREAMS_PER_PEER):
             await reset_stream(stream)
+            return
+        self._inbound[remote] += 1
+        try:
+            read = stream_reader(stream)
+            while True:
+                with trio.move_on_after(PING_STREAM_IDLE_S) as idle:
+                    first = await read(_PING_BYTES)
+                if idle.cancelled_caught or not first:
+                    break  # idle, or the member closed it
+                with trio.fail_after(_PING_TIMEOUT_S):
+                    rest = await framing.read_exactly(read, _PING_BYTES - len(first))
+                await stream.write(first + rest)
+            await close_stream_quietly(stream)
+        except Exception as exc:
+            log.debug("ping stream from %s failed: %s", remote, exc)
+            await reset_stream(stream)
+        finally:
+            self._inbound[remote] -= 1
+            if self._inbound[remote] <= 0:
+                del self._inbound[remote]

@@ -12,7 +12,8 @@ order.
 
 Then two loops keep the federation connected without the daemon's help: the
 maintenance loop re-dials members (:mod:`.connections`), announces our addresses
-and pings members (:mod:`.ping`); with the DHT on, the DHT loop publishes our
+(a burst, then a slow refresh: :mod:`.announce_schedule`) and pings members
+(:mod:`.ping`); with the DHT on, the DHT loop publishes our
 signed record and looks up members we cannot reach. All of this runs on the trio
 thread, the only one that touches libp2p objects (:mod:`.trio_bridge`).
 """
@@ -30,6 +31,7 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 
 from . import framing
+from .announce_schedule import AnnounceSchedule
 from .blob_receiver import BlobHandler, BlobReceiver
 from .blob_sender import BlobSender
 from .connections import ConnectionNotifee, Connections, is_dialable
@@ -155,19 +157,22 @@ class NodeRuntime:
 
     async def _maintenance_loop(self) -> None:
         """Keep members connected, announce our addresses, measure latency."""
-        next_announce = 0.0
+        config = self._ctx.config
+        announce = AnnounceSchedule(config.announce_interval_s, config.announce_burst,
+                                    config.announce_refresh_s)
+        next_ping = 0.0
         while True:
             now = trio.current_time()
             self.connections.reconcile()
             self.connections.reconnect_members(now)
-            if now >= next_announce:
-                next_announce = now + self._ctx.config.announce_interval_s
-                self._ctx.handles.require_nursery().start_soon(self._announce_and_ping)
-            await trio.sleep(self._ctx.config.maintenance_interval_s)
-
-    async def _announce_and_ping(self) -> None:
-        await self.gossip.announce_addrs(self._dialable_listen_addrs())
-        await self.pinger.ping_all(self.connections.connected_peers())
+            nursery = self._ctx.handles.require_nursery()
+            addrs = self._dialable_listen_addrs()
+            if announce.due(now, addrs):
+                nursery.start_soon(self.gossip.announce_addrs, addrs)
+            if now >= next_ping:
+                next_ping = now + config.ping_interval_s
+                nursery.start_soon(self.pinger.ping_all, self.connections.connected_peers())
+            await trio.sleep(config.maintenance_interval_s)
 
     async def _dht_loop(self, dht: DhtDiscovery) -> None:
         """Publish our signed record and look up members we are not connected to."""

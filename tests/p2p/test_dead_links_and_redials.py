@@ -9,6 +9,7 @@ from typing import Any
 import trio
 import trio.testing
 from fedswarm.p2p.connections import SIMULTANEOUS_DIAL_GRACE_S, Connections
+from fedswarm.p2p.counters import NodeCounters
 from fedswarm.p2p.ping import DEAD_LINK_S, Pinger
 
 
@@ -19,7 +20,8 @@ def _pinger(answers: list[bool]) -> tuple[Pinger, list[str]]:
     async def close_peer(peer_id: str) -> None:
         closed.append(peer_id)
 
-    pinger = Pinger(SimpleNamespace(), close_peer=close_peer)  # type: ignore[arg-type]
+    pinger = Pinger(SimpleNamespace(counters=NodeCounters()),  # type: ignore[arg-type]
+                    close_peer=close_peer)
 
     async def ping(peer_id: str) -> float:
         if answers.pop(0):

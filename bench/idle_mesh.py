@@ -1,0 +1,222 @@
+"""What an idle federation costs: N bare p2p nodes, one process each, on loopback.
+
+    python -m bench.idle_mesh --peers 32 --seconds 120 [--json out.json]
+
+Issue #27: 32 daemons never formed a federation on a 2-core box, and 32 *bare* nodes
+(no model, no training, no secure aggregation) lost links for good there. This
+benchmark isolates that idle cost. Every node is a real :class:`~fedswarm.p2p.node.P2PNode`
+in its own process, with every other member's address in the roster (so every node
+dials every other, as daemons do), running its maintenance loop (announcements over
+GossipSub, pings to every member, redials) and nothing else, for ``--seconds``.
+
+It reports, per node and over the mesh: CPU seconds (the process's own user + system
+time) and the cores the whole mesh kept busy, members connected at the end (of
+N − 1) and the fewest any node had over the run's second half, pings sent and ping
+streams opened, connections closed as dead, and dials. A healthy idle mesh keeps every
+member connected with few dials after start-up and uses a small share of the cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from fedswarm.p2p.identity import Identity
+from fedswarm.p2p.roster import Member, Roster
+
+from .machine import cpu_model
+
+START_SLACK_S = 60.0
+"""Seconds allowed for N processes to import and start on a small box before the
+measured window begins (every node's window ends at the same wall-clock time)."""
+_LINGER_S = 5.0
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ports the kernel hands out now; held open together so none repeats."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+# ------------------------------------------------------------------------------ child
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _child(seed_hex: str, roster_path: str, listen: str, end_at: float) -> dict[str, Any]:
+    """Run one node until the wall-clock ``end_at`` that every node shares, snapshot it,
+    and stay up a few seconds more so the others' snapshots see it connected."""
+    from fedswarm.p2p.framing import BlobHeader
+    from fedswarm.p2p.node import NodeConfig, P2PNode
+
+    async def ignore_blob(header: BlobHeader, data: bytes) -> None:
+        pass
+
+    async def ignore_gossip(topic: str, sender: str, payload: bytes) -> None:
+        pass
+
+    node = P2PNode(Identity(bytes.fromhex(seed_hex)), Roster.load(Path(roster_path)),
+                   NodeConfig(listen=listen), on_blob=ignore_blob, on_gossip=ignore_gossip)
+    members = len(Roster.load(Path(roster_path)).members)
+    await node.start()
+    started, cpu_started = time.time(), _cpu_s()
+    seconds = max(end_at - started, 1.0)
+    samples: list[tuple[float, int]] = []
+    try:
+        while (elapsed := time.time() - started) < seconds:
+            samples.append((elapsed, len(node.connected_peers())))
+            await asyncio.sleep(1.0)
+        stats = node.stats()
+        connected = len(node.connected_peers())
+        cpu = _cpu_s() - cpu_started
+        await asyncio.sleep(_LINGER_S)
+    finally:
+        await node.stop()
+    second_half = [n for t, n in samples if t >= seconds / 2] or [connected]
+    return {
+        "peer_id": node.peer_id,
+        "seconds_up": round(seconds, 1),
+        "cpu_s": round(cpu, 2),
+        "connected_end": connected,
+        "connected_min_second_half": min(second_half),
+        "first_full_s": next((round(t, 1) for t, n in samples if n == members - 1), None),
+        "counters": {k: stats.get(k, 0) for k in ("pings_sent", "ping_streams_opened",
+                                                   "dead_links_closed", "dials",
+                                                   "gossip_received", "gossip_published")},
+    }
+
+
+# ----------------------------------------------------------------------------- parent
+
+
+def run(peers: int, seconds: float, workdir: Path,
+        start_slack_s: float = START_SLACK_S) -> dict[str, Any]:
+    ids = [Identity.generate() for _ in range(peers)]
+    ports = _free_ports(peers)
+    roster = Roster("idle-mesh", tuple(
+        Member(org=f"org{i}", peer_id=ident.peer_id,
+               addrs=(f"/ip4/127.0.0.1/tcp/{port}/p2p/{ident.peer_id}",))
+        for i, (ident, port) in enumerate(zip(ids, ports, strict=True))))
+    roster_path = workdir / "roster.toml"
+    roster.save(roster_path)
+    procs = []
+    end_at = time.time() + start_slack_s + seconds
+    for i, (ident, port) in enumerate(zip(ids, ports, strict=True)):
+        log = (workdir / f"node{i:02d}.log").open("w")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "bench.idle_mesh", "--child", ident.seed.hex(),
+             str(roster_path), f"/ip4/127.0.0.1/tcp/{port}", str(end_at)],
+            stdout=subprocess.PIPE, stderr=log, text=True,
+            cwd=Path(__file__).resolve().parent.parent))
+    nodes: list[dict[str, Any]] = []
+    failed = 0
+    for proc in procs:
+        try:
+            out, _ = proc.communicate(timeout=max(end_at - time.time(), 0) + _LINGER_S + 30)
+            nodes.append(json.loads(out.strip().splitlines()[-1]))
+        except (subprocess.TimeoutExpired, json.JSONDecodeError, IndexError):
+            failed += 1
+            proc.kill()
+            with contextlib.suppress(Exception):
+                proc.communicate(timeout=10)
+    return {"benchmark": "idle_mesh", "peers": peers, "seconds": seconds,
+            "start_slack_s": start_slack_s, "nodes_failed": failed, "nodes": nodes,
+            "summary": summarise(nodes, peers), "machine": machine()}
+
+
+def summarise(nodes: list[dict[str, Any]], peers: int) -> dict[str, Any]:
+    """Mesh-wide figures. ``cores_busy``: the nodes' CPU from their start to the shared
+    end, over the median node's time up (start-up imports excluded)."""
+    if not nodes:
+        return {}
+    cpu = [n["cpu_s"] for n in nodes]
+
+    def total(key: str) -> int:
+        return sum(int(n["counters"][key]) for n in nodes)
+
+    return {
+        "cpu_s_median": round(statistics.median(cpu), 2),
+        "cpu_s_max": round(max(cpu), 2),
+        "cores_busy": round(sum(cpu) / statistics.median(n["seconds_up"] for n in nodes), 2),
+        "first_full_s_max": max((n["first_full_s"] for n in nodes
+                                 if n["first_full_s"] is not None), default=None),
+        "connected_end_min": min(n["connected_end"] for n in nodes),
+        "connected_end_median": statistics.median(n["connected_end"] for n in nodes),
+        "connected_second_half_min": min(n["connected_min_second_half"] for n in nodes),
+        "full_mesh_share": round(sum(n["connected_end"] == peers - 1 for n in nodes)
+                                 / len(nodes), 3),
+        "pings_sent": total("pings_sent"),
+        "ping_streams_opened": total("ping_streams_opened"),
+        "dead_links_closed": total("dead_links_closed"),
+        "dials": total("dials"),
+        "gossip_received": total("gossip_received"),
+    }
+
+
+def machine() -> dict[str, Any]:
+    import platform
+    from importlib.metadata import version
+
+    return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(), "libp2p": version("libp2p")}
+
+
+def _table(result: dict[str, Any]) -> str:
+    s = result["summary"]
+    rows = [("peers", result["peers"]), ("seconds", result["seconds"]),
+            ("nodes failed", result["nodes_failed"]), *s.items()]
+    return "\n".join(f"{k:<28}{v}" for k, v in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--peers", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=120.0,
+                        help="how long each node runs, up to one shared end time")
+    parser.add_argument("--start-slack", type=float, default=START_SLACK_S,
+                        help="seconds for the processes to start before the shared window")
+    parser.add_argument("--json")
+    parser.add_argument("--child", nargs=4, metavar=("SEED", "ROSTER", "LISTEN", "END_AT"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        seed, roster_path, listen, end_at = args.child
+        print(json.dumps(asyncio.run(_child(seed, roster_path, listen, float(end_at)))),
+              flush=True)
+        return 0
+    if args.peers < 2:
+        parser.error("--peers: at least 2")
+    with tempfile.TemporaryDirectory(prefix="fs-idle-") as tmp:
+        result = run(args.peers, args.seconds, Path(tmp), args.start_slack)
+    print(_table(result))
+    print(f"machine: {result['machine']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0 if not result["nodes_failed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

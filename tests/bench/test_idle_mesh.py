@@ -1,0 +1,24 @@
+"""The idle-mesh benchmark runs real nodes in their own processes and reports what an
+idle federation costs: connections, pings on reused streams, CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from bench import idle_mesh
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+
+def test_three_idle_nodes_stay_fully_connected_and_reuse_ping_streams(tmp_path: Path) -> None:
+    result = idle_mesh.run(peers=3, seconds=12.0, workdir=tmp_path, start_slack_s=20.0)
+    assert result["nodes_failed"] == 0
+    summary = result["summary"]
+    assert summary["full_mesh_share"] == 1.0
+    assert summary["connected_second_half_min"] == 2
+    assert summary["dead_links_closed"] == 0
+    # each node pings its 2 members every 5 s on one stream each
+    assert summary["pings_sent"] >= 3 * 2 * 2
+    assert summary["ping_streams_opened"] <= 3 * 2 + 2
+    assert summary["cpu_s_median"] > 0
