@@ -104,8 +104,7 @@ async def _child(seed_hex: str, roster_path: str, listen: str, end_at: float) ->
         "connected_min_second_half": min(second_half),
         "first_full_s": next((round(t, 1) for t, n in samples if n == members - 1), None),
         "counters": {k: stats.get(k, 0) for k in ("pings_sent", "ping_streams_opened",
-                                                   "dead_links_closed", "dials",
-                                                   "gossip_received", "gossip_published")},
+                                                   "dead_links_closed", "dials")},
     }
 
 
@@ -172,7 +171,6 @@ def summarise(nodes: list[dict[str, Any]], peers: int) -> dict[str, Any]:
         "ping_streams_opened": total("ping_streams_opened"),
         "dead_links_closed": total("dead_links_closed"),
         "dials": total("dials"),
-        "gossip_received": total("gossip_received"),
     }
 
 

@@ -23,9 +23,10 @@ kept a 2-core box busy enough that pings missed and healthy links were closed
 that fails (its connection dropped, the other end reset it) is replaced once within the
 same ping; a ping that timed out drops its stream, since its echo may still arrive.
 
-The answering side serves one stream until it ends, idles for
-:data:`PING_STREAM_IDLE_S`, or echoes something that is not 32 bytes; a member may hold
-at most :data:`MAX_PING_STREAMS_PER_PEER` ping streams to us at once.
+Pings to one member never overlap (a stream carries one ping at a time: a ping still
+waiting when the next interval comes is not doubled). The answering side serves one
+stream until it ends or idles for :data:`PING_STREAM_IDLE_S`; a member may hold at most
+:data:`MAX_PING_STREAMS_PER_PEER` ping streams to us at once.
 
 Only the trio thread runs this module's coroutines; latencies are read from asyncio,
 so a lock guards them.
@@ -61,7 +62,7 @@ DEAD_LINK_S = 30.0
 """How long every ping to a member must have failed before its connection is closed."""
 PING_STREAM_IDLE_S = 120.0
 """How long an inbound ping stream may wait for its next ping before it is closed (a
-member pings every ``announce_interval_s``; the next ping reopens a stream)."""
+member pings every ``ping_interval_s``; its next ping opens a new stream)."""
 MAX_PING_STREAMS_PER_PEER = 2
 """Inbound ping streams one member may hold open at once: its current one and the one
 replacing it; more are reset, so a member cannot tie up handlers with idle streams."""
@@ -78,6 +79,7 @@ class Pinger:
         self._misses: dict[str, int] = {}  # trio thread only
         self._failing_since: dict[str, float] = {}  # trio thread only: first miss in a row
         self._streams: dict[str, INetStream] = {}  # trio thread only: our stream per member
+        self._in_flight: set[str] = set()  # trio thread only: members being pinged now
         self._inbound: Counter[str] = Counter()  # trio thread only: their streams to us
 
     def latency_ms(self, peer_id: str) -> float | None:
@@ -94,6 +96,15 @@ class Pinger:
     async def _ping_and_track(self, peer_id: str) -> None:
         """Measure latency; a member whose pings have all failed for ``DEAD_LINK_S`` is
         presumed gone and its connection is closed so the redial loop takes over."""
+        if peer_id in self._in_flight:
+            return  # the last ping is still waiting on this member's one stream
+        self._in_flight.add(peer_id)
+        try:
+            await self._ping_once_and_track(peer_id)
+        finally:
+            self._in_flight.discard(peer_id)
+
+    async def _ping_once_and_track(self, peer_id: str) -> None:
         try:
             with trio.fail_after(_PING_TIMEOUT_S):
                 rtt = await self._ping(peer_id)

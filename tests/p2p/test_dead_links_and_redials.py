@@ -68,3 +68,31 @@ def test_only_the_lower_peer_id_redials_a_lost_connection_at_once() -> None:
     assert not high.dials_now("peer-a", down_for_s=SIMULTANEOUS_DIAL_GRACE_S - 0.1)
     # the lower id may be down or unable to reach us: the higher one dials after the grace
     assert high.dials_now("peer-a", down_for_s=SIMULTANEOUS_DIAL_GRACE_S)
+
+
+def test_a_ping_still_waiting_is_not_doubled_on_the_members_one_stream() -> None:
+    closed: list[str] = []
+
+    async def close_peer(peer_id: str) -> None:
+        closed.append(peer_id)
+
+    pinger = Pinger(SimpleNamespace(counters=NodeCounters()),  # type: ignore[arg-type]
+                    close_peer=close_peer)
+    started: list[float] = []
+
+    async def slow_ping(peer_id: str) -> float:
+        started.append(trio.current_time())
+        await trio.sleep(4)  # answers within the 5 s timeout, after the next interval
+        return 1.0
+
+    pinger._ping = slow_ping  # type: ignore[method-assign]
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            for _ in range(4):  # ping_all every 2 s while each ping takes 4 s
+                nursery.start_soon(pinger.ping_all, ["member"])
+                await trio.sleep(2)
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert started == [0.0, 4.0]  # the pings at 2 s and 6 s found one in flight
+    assert closed == []
