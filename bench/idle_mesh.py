@@ -66,29 +66,45 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def _child(seed_hex: str, roster_path: str, listen: str, end_at: float) -> dict[str, Any]:
+HEARTBEAT_TOPIC = "bench-heartbeat"
+HEARTBEAT_BYTES = 300  # about a daemon's membership heartbeat
+
+
+async def _child(seed_hex: str, roster_path: str, listen: str, end_at: float,
+                 heartbeat_s: float) -> dict[str, Any]:
     """Run one node until the wall-clock ``end_at`` that every node shares, snapshot it,
-    and stay up a few seconds more so the others' snapshots see it connected."""
+    and stay up a few seconds more so the others' snapshots see it connected.
+
+    ``heartbeat_s`` > 0: the node also publishes a 300-byte message on one topic that
+    every node subscribes to, that often — a daemon's membership heartbeat."""
     from fedswarm.p2p.framing import BlobHeader
     from fedswarm.p2p.node import NodeConfig, P2PNode
 
     async def ignore_blob(header: BlobHeader, data: bytes) -> None:
         pass
 
-    async def ignore_gossip(topic: str, sender: str, payload: bytes) -> None:
-        pass
+    heard = [0]
+
+    async def count_gossip(topic: str, sender: str, payload: bytes) -> None:
+        heard[0] += 1
 
     node = P2PNode(Identity(bytes.fromhex(seed_hex)), Roster.load(Path(roster_path)),
-                   NodeConfig(listen=listen), on_blob=ignore_blob, on_gossip=ignore_gossip)
+                   NodeConfig(listen=listen), on_blob=ignore_blob, on_gossip=count_gossip)
     members = len(Roster.load(Path(roster_path)).members)
     await node.start()
+    if heartbeat_s > 0:
+        await node.subscribe(HEARTBEAT_TOPIC)
     started, cpu_started = time.time(), _cpu_s()
+    next_beat = started
     seconds = max(end_at - started, 1.0)
     samples: list[tuple[float, int]] = []
     try:
         while (elapsed := time.time() - started) < seconds:
             samples.append((elapsed, len(node.connected_peers())))
-            await asyncio.sleep(1.0)
+            if heartbeat_s > 0 and time.time() >= next_beat:
+                next_beat += heartbeat_s
+                await node.publish(HEARTBEAT_TOPIC, os.urandom(HEARTBEAT_BYTES))
+            await asyncio.sleep(min(1.0, heartbeat_s) if heartbeat_s > 0 else 1.0)
         stats = node.stats()
         connected = len(node.connected_peers())
         cpu = _cpu_s() - cpu_started
@@ -103,6 +119,7 @@ async def _child(seed_hex: str, roster_path: str, listen: str, end_at: float) ->
         "connected_end": connected,
         "connected_min_second_half": min(second_half),
         "first_full_s": next((round(t, 1) for t, n in samples if n == members - 1), None),
+        "heartbeats_heard": heard[0],
         "counters": {k: stats.get(k, 0) for k in ("pings_sent", "ping_streams_opened",
                                                    "dead_links_closed", "dials")},
     }
@@ -112,7 +129,7 @@ async def _child(seed_hex: str, roster_path: str, listen: str, end_at: float) ->
 
 
 def run(peers: int, seconds: float, workdir: Path,
-        start_slack_s: float = START_SLACK_S) -> dict[str, Any]:
+        start_slack_s: float = START_SLACK_S, heartbeat_s: float = 0.0) -> dict[str, Any]:
     ids = [Identity.generate() for _ in range(peers)]
     ports = _free_ports(peers)
     roster = Roster("idle-mesh", tuple(
@@ -127,7 +144,7 @@ def run(peers: int, seconds: float, workdir: Path,
         log = (workdir / f"node{i:02d}.log").open("w")
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "bench.idle_mesh", "--child", ident.seed.hex(),
-             str(roster_path), f"/ip4/127.0.0.1/tcp/{port}", str(end_at)],
+             str(roster_path), f"/ip4/127.0.0.1/tcp/{port}", str(end_at), str(heartbeat_s)],
             stdout=subprocess.PIPE, stderr=log, text=True,
             cwd=Path(__file__).resolve().parent.parent))
     nodes: list[dict[str, Any]] = []
@@ -142,6 +159,7 @@ def run(peers: int, seconds: float, workdir: Path,
             with contextlib.suppress(Exception):
                 proc.communicate(timeout=10)
     return {"benchmark": "idle_mesh", "peers": peers, "seconds": seconds,
+            "heartbeat_s": heartbeat_s,
             "start_slack_s": start_slack_s, "nodes_failed": failed, "nodes": nodes,
             "summary": summarise(nodes, peers), "machine": machine()}
 
@@ -171,6 +189,7 @@ def summarise(nodes: list[dict[str, Any]], peers: int) -> dict[str, Any]:
         "ping_streams_opened": total("ping_streams_opened"),
         "dead_links_closed": total("dead_links_closed"),
         "dials": total("dials"),
+        "heartbeats_heard_median": statistics.median(n["heartbeats_heard"] for n in nodes),
     }
 
 
@@ -185,6 +204,7 @@ def machine() -> dict[str, Any]:
 def _table(result: dict[str, Any]) -> str:
     s = result["summary"]
     rows = [("peers", result["peers"]), ("seconds", result["seconds"]),
+            ("heartbeat every s", result["heartbeat_s"] or "off"),
             ("nodes failed", result["nodes_failed"]), *s.items()]
     return "\n".join(f"{k:<28}{v}" for k, v in rows)
 
@@ -197,18 +217,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start-slack", type=float, default=START_SLACK_S,
                         help="seconds for the processes to start before the shared window")
     parser.add_argument("--json")
-    parser.add_argument("--child", nargs=4, metavar=("SEED", "ROSTER", "LISTEN", "END_AT"),
+    parser.add_argument("--heartbeat", type=float, default=0.0,
+                        help="every node also gossips a 300-byte heartbeat this often "
+                             "(seconds; a daemon's [federation] heartbeat_s; 0: off)")
+    parser.add_argument("--child", nargs=5,
+                        metavar=("SEED", "ROSTER", "LISTEN", "END_AT", "HEARTBEAT_S"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        seed, roster_path, listen, end_at = args.child
-        print(json.dumps(asyncio.run(_child(seed, roster_path, listen, float(end_at)))),
+        seed, roster_path, listen, end_at, heartbeat_s = args.child
+        print(json.dumps(asyncio.run(_child(seed, roster_path, listen, float(end_at),
+                                            float(heartbeat_s)))),
               flush=True)
         return 0
     if args.peers < 2:
         parser.error("--peers: at least 2")
     with tempfile.TemporaryDirectory(prefix="fs-idle-") as tmp:
-        result = run(args.peers, args.seconds, Path(tmp), args.start_slack)
+        result = run(args.peers, args.seconds, Path(tmp), args.start_slack, args.heartbeat)
     print(_table(result))
     print(f"machine: {result['machine']}")
     if args.json:

@@ -6,13 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from bench import idle_mesh
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 
 def test_three_idle_nodes_stay_fully_connected_and_reuse_ping_streams(tmp_path: Path) -> None:
-    result = idle_mesh.run(peers=3, seconds=12.0, workdir=tmp_path, start_slack_s=20.0)
+    result = idle_mesh.run(peers=3, seconds=12.0, workdir=tmp_path, start_slack_s=20.0,
+                           heartbeat_s=2.0)
     assert result["nodes_failed"] == 0
     summary = result["summary"]
     assert summary["full_mesh_share"] == 1.0
@@ -22,3 +24,5 @@ def test_three_idle_nodes_stay_fully_connected_and_reuse_ping_streams(tmp_path: 
     assert summary["pings_sent"] >= 3 * 2 * 2
     assert summary["ping_streams_opened"] <= 3 * 2 + 2
     assert summary["cpu_s_median"] > 0
+    # 2 other members' heartbeats every 2 s for at least the 12 s window
+    assert summary["heartbeats_heard_median"] >= 2 * 6
