@@ -1,6 +1,6 @@
 """What an idle federation costs: N bare p2p nodes, one process each, on loopback.
 
-    python -m bench.idle_mesh --peers 32 --seconds 120 [--json out.json]
+    python -m bench.idle_mesh --peers 32 --seconds 120 [--heartbeat 2] [--json out.json]
 
 Issue #27: 32 daemons never formed a federation on a 2-core box, and 32 *bare* nodes
 (no model, no training, no secure aggregation) lost links for good there. This
@@ -14,6 +14,10 @@ time) and the cores the whole mesh kept busy, members connected at the end (of
 N − 1) and the fewest any node had over the run's second half, pings sent and ping
 streams opened, connections closed as dead, and dials. A healthy idle mesh keeps every
 member connected with few dials after start-up and uses a small share of the cores.
+
+``--heartbeat S`` adds what a daemon adds on top of the node: every node gossips a
+300-byte message every S seconds on one topic all subscribe to (its membership
+heartbeat), and each node counts how many it heard.
 """
 
 from __future__ import annotations
@@ -88,9 +92,10 @@ async def _child(seed_hex: str, roster_path: str, listen: str, end_at: float,
     async def count_gossip(topic: str, sender: str, payload: bytes) -> None:
         heard[0] += 1
 
-    node = P2PNode(Identity(bytes.fromhex(seed_hex)), Roster.load(Path(roster_path)),
-                   NodeConfig(listen=listen), on_blob=ignore_blob, on_gossip=count_gossip)
-    members = len(Roster.load(Path(roster_path)).members)
+    roster = Roster.load(Path(roster_path))
+    members = len(roster.members)
+    node = P2PNode(Identity(bytes.fromhex(seed_hex)), roster, NodeConfig(listen=listen),
+                   on_blob=ignore_blob, on_gossip=count_gossip)
     await node.start()
     if heartbeat_s > 0:
         await node.subscribe(HEARTBEAT_TOPIC)
