@@ -1,6 +1,7 @@
 """What an idle federation costs: N bare p2p nodes, one process each, on loopback.
 
-    python -m bench.idle_mesh --peers 32 --seconds 120 [--heartbeat 2] [--json out.json]
+    python -m bench.idle_mesh --peers 32 --seconds 120 [--heartbeat 3.9
+        [--heartbeat-via messages]] [--json out.json]
 
 Issue #27: 32 daemons never formed a federation on a 2-core box, and 32 *bare* nodes
 (no model, no training, no secure aggregation) lost links for good there. This
@@ -15,9 +16,12 @@ N − 1) and the fewest any node had over the run's second half, pings sent and 
 streams opened, connections closed as dead, and dials. A healthy idle mesh keeps every
 member connected with few dials after start-up and uses a small share of the cores.
 
-``--heartbeat S`` adds what a daemon adds on top of the node: every node gossips a
-300-byte message every S seconds on one topic all subscribe to (its membership
-heartbeat), and each node counts how many it heard.
+``--heartbeat S`` adds what a daemon adds on top of the node: every node sends a
+300-byte beat every S seconds (±20 %), and each node counts how many it heard. With
+``--heartbeat-via gossip`` (the default, how daemons sent heartbeats before) the beat
+is published on one topic all subscribe to; with ``messages`` (how daemons send them
+now) it is written to each connected member's message stream
+(``P2PNode.send_to_connected``), and such messages spare the pings (``p2p/ping.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import resource
 import socket
 import statistics
@@ -75,19 +80,21 @@ HEARTBEAT_BYTES = 300  # about a daemon's membership heartbeat
 
 
 async def _child(seed_hex: str, roster_path: str, listen: str, end_at: float,
-                 heartbeat_s: float) -> dict[str, Any]:
+                 heartbeat_s: float, via: str = "gossip") -> dict[str, Any]:
     """Run one node until the wall-clock ``end_at`` that every node shares, snapshot it,
     and stay up a few seconds more so the others' snapshots see it connected.
 
     ``heartbeat_s`` > 0: the node also publishes a 300-byte message on one topic that
     every node subscribes to, that often — a daemon's membership heartbeat."""
+    from fedswarm.p2p.errors import P2PError
     from fedswarm.p2p.framing import BlobHeader
     from fedswarm.p2p.node import NodeConfig, P2PNode
 
-    async def ignore_blob(header: BlobHeader, data: bytes) -> None:
-        pass
-
     heard = [0]
+
+    async def count_message(header: BlobHeader, data: bytes) -> None:
+        if header.kind == HEARTBEAT_TOPIC:
+            heard[0] += 1
 
     async def count_gossip(topic: str, sender: str, payload: bytes) -> None:
         heard[0] += 1
@@ -95,21 +102,34 @@ async def _child(seed_hex: str, roster_path: str, listen: str, end_at: float,
     roster = Roster.load(Path(roster_path))
     members = len(roster.members)
     node = P2PNode(Identity(bytes.fromhex(seed_hex)), roster, NodeConfig(listen=listen),
-                   on_blob=ignore_blob, on_gossip=count_gossip)
+                   on_blob=count_message, on_gossip=count_gossip)
     await node.start()
     if heartbeat_s > 0:
         await node.subscribe(HEARTBEAT_TOPIC)
     started, cpu_started = time.time(), _cpu_s()
-    next_beat = started
     seconds = max(end_at - started, 1.0)
     samples: list[tuple[float, int]] = []
+
+    async def beat_forever() -> None:
+        """A daemon's membership beat: its own task, ±20 % jitter, never queued."""
+        while True:
+            beat = os.urandom(HEARTBEAT_BYTES)
+            try:
+                if via == "gossip":
+                    await node.publish(HEARTBEAT_TOPIC, beat)
+                else:
+                    await node.send_to_connected(HEARTBEAT_TOPIC, 0, beat, timeout=heartbeat_s)
+            except P2PError as exc:
+                print(f"heartbeat not sent: {exc}", file=sys.stderr)
+            await asyncio.sleep(heartbeat_s * random.uniform(0.8, 1.2))
+
+    beating = asyncio.create_task(beat_forever()) if heartbeat_s > 0 else None
     try:
         while (elapsed := time.time() - started) < seconds:
             samples.append((elapsed, len(node.connected_peers())))
-            if heartbeat_s > 0 and time.time() >= next_beat:
-                next_beat += heartbeat_s
-                await node.publish(HEARTBEAT_TOPIC, os.urandom(HEARTBEAT_BYTES))
-            await asyncio.sleep(min(1.0, heartbeat_s) if heartbeat_s > 0 else 1.0)
+            await asyncio.sleep(1.0)
+        if beating is not None:
+            beating.cancel()
         stats = node.stats()
         connected = len(node.connected_peers())
         cpu = _cpu_s() - cpu_started
@@ -125,8 +145,9 @@ async def _child(seed_hex: str, roster_path: str, listen: str, end_at: float,
         "connected_min_second_half": min(second_half),
         "first_full_s": next((round(t, 1) for t, n in samples if n == members - 1), None),
         "heartbeats_heard": heard[0],
-        "counters": {k: stats.get(k, 0) for k in ("pings_sent", "ping_streams_opened",
-                                                   "dead_links_closed", "dials")},
+        "counters": {k: stats.get(k, 0) for k in (
+            "pings_sent", "ping_streams_opened", "dead_links_closed", "dials",
+            "messages_skipped_busy", "messages_not_sent")},
     }
 
 
@@ -134,7 +155,8 @@ async def _child(seed_hex: str, roster_path: str, listen: str, end_at: float,
 
 
 def run(peers: int, seconds: float, workdir: Path,
-        start_slack_s: float = START_SLACK_S, heartbeat_s: float = 0.0) -> dict[str, Any]:
+        start_slack_s: float = START_SLACK_S, heartbeat_s: float = 0.0,
+        heartbeat_via: str = "gossip") -> dict[str, Any]:
     ids = [Identity.generate() for _ in range(peers)]
     ports = _free_ports(peers)
     roster = Roster("idle-mesh", tuple(
@@ -149,7 +171,8 @@ def run(peers: int, seconds: float, workdir: Path,
         log = (workdir / f"node{i:02d}.log").open("w")
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "bench.idle_mesh", "--child", ident.seed.hex(),
-             str(roster_path), f"/ip4/127.0.0.1/tcp/{port}", str(end_at), str(heartbeat_s)],
+             str(roster_path), f"/ip4/127.0.0.1/tcp/{port}", str(end_at), str(heartbeat_s),
+             heartbeat_via],
             stdout=subprocess.PIPE, stderr=log, text=True,
             cwd=Path(__file__).resolve().parent.parent))
     nodes: list[dict[str, Any]] = []
@@ -164,7 +187,7 @@ def run(peers: int, seconds: float, workdir: Path,
             with contextlib.suppress(Exception):
                 proc.communicate(timeout=10)
     return {"benchmark": "idle_mesh", "peers": peers, "seconds": seconds,
-            "heartbeat_s": heartbeat_s,
+            "heartbeat_s": heartbeat_s, "heartbeat_via": heartbeat_via,
             "start_slack_s": start_slack_s, "nodes_failed": failed, "nodes": nodes,
             "summary": summarise(nodes, peers), "machine": machine()}
 
@@ -194,6 +217,8 @@ def summarise(nodes: list[dict[str, Any]], peers: int) -> dict[str, Any]:
         "ping_streams_opened": total("ping_streams_opened"),
         "dead_links_closed": total("dead_links_closed"),
         "dials": total("dials"),
+        "heartbeats_skipped_busy": total("messages_skipped_busy"),
+        "heartbeats_not_sent": total("messages_not_sent"),
         "heartbeats_heard_median": statistics.median(n["heartbeats_heard"] for n in nodes),
     }
 
@@ -210,6 +235,7 @@ def _table(result: dict[str, Any]) -> str:
     s = result["summary"]
     rows = [("peers", result["peers"]), ("seconds", result["seconds"]),
             ("heartbeat every s", result["heartbeat_s"] or "off"),
+            ("heartbeat via", result["heartbeat_via"]),
             ("nodes failed", result["nodes_failed"]), *s.items()]
     return "\n".join(f"{k:<28}{v}" for k, v in rows)
 
@@ -225,20 +251,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heartbeat", type=float, default=0.0,
                         help="every node also gossips a 300-byte heartbeat this often "
                              "(seconds; a daemon's [federation] heartbeat_s; 0: off)")
-    parser.add_argument("--child", nargs=5,
-                        metavar=("SEED", "ROSTER", "LISTEN", "END_AT", "HEARTBEAT_S"),
+    parser.add_argument("--heartbeat-via", choices=("gossip", "messages"), default="gossip",
+                        help="gossip: one GossipSub publish per beat; messages: one message "
+                             "to each connected member on its long-lived message stream")
+    parser.add_argument("--child", nargs=6,
+                        metavar=("SEED", "ROSTER", "LISTEN", "END_AT", "HEARTBEAT_S", "VIA"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        seed, roster_path, listen, end_at, heartbeat_s = args.child
+        seed, roster_path, listen, end_at, heartbeat_s, via = args.child
         print(json.dumps(asyncio.run(_child(seed, roster_path, listen, float(end_at),
-                                            float(heartbeat_s)))),
+                                            float(heartbeat_s), via))),
               flush=True)
         return 0
     if args.peers < 2:
         parser.error("--peers: at least 2")
     with tempfile.TemporaryDirectory(prefix="fs-idle-") as tmp:
-        result = run(args.peers, args.seconds, Path(tmp), args.start_slack, args.heartbeat)
+        result = run(args.peers, args.seconds, Path(tmp), args.start_slack, args.heartbeat,
+                     args.heartbeat_via)
     print(_table(result))
     print(f"machine: {result['machine']}")
     if args.json:

@@ -160,6 +160,9 @@ class MemberServices:
     exchange: Exchange
     adapters: AdapterExchange
     view: Callable[[], dict[str, PeerView]]  # the membership view, from heartbeats
+    # seconds between a member's heartbeats now ([federation] heartbeat_s, stretched for
+    # a large roster: p2p.membership.Membership.pace)
+    heartbeat_interval: Callable[[], float]
     is_member: Callable[[str], bool]
     up_members: Callable[[], list[str]]  # roster members up now, ourselves included
     set_phase: Callable[[Phase], None]
@@ -386,8 +389,8 @@ class RoundRunner:
             ),
             on_reject=lambda peer, why: s.reject(peer, "group", why),
             view_now=s.up_members,
-            awaited=HeartbeatAwaited(s.view, round, AWAIT_HEARTBEATS * fed.heartbeat_s),
-            behind=HeartbeatAwaited(s.view, round, AWAIT_HEARTBEATS * fed.heartbeat_s,
+            awaited=HeartbeatAwaited(s.view, round, AWAIT_HEARTBEATS * s.heartbeat_interval()),
+            behind=HeartbeatAwaited(s.view, round, AWAIT_HEARTBEATS * s.heartbeat_interval(),
                                     earlier_only=True),
         )
         return formed if isinstance(formed, Formed) else formed.reason

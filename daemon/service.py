@@ -41,7 +41,7 @@ from fedswarm.federation.round import Phase
 from fedswarm.learning.evaluation.per_round import RoundEvalSets
 from fedswarm.learning.trainer import LocalTrainer
 from fedswarm.p2p.identity import Identity, verify_signature
-from fedswarm.p2p.membership import Membership, MembershipConfig
+from fedswarm.p2p.membership import HEARTBEAT_KIND, Membership, MembershipConfig
 from fedswarm.p2p.node import BlobHeader, NodeConfig, P2PNode
 from fedswarm.p2p.roster import Roster
 from fedswarm.secagg.he import make_executor
@@ -470,6 +470,8 @@ class Daemon:
             exchange=exchange,
             adapters=self.adapter_exchange,
             view=lambda: self.membership.view() if self.membership is not None else {},
+            heartbeat_interval=lambda: (self.membership.interval() if self.membership is not None
+                                        else cfg.federation.heartbeat_s),
             is_member=lambda peer: self.roster.is_member(peer),
             up_members=self.up_members,
             set_phase=self._set_state,
@@ -551,7 +553,7 @@ class Daemon:
     def up_members(self) -> list[str]:
         """Roster members we consider up now, including ourselves, sorted."""
         assert self.membership is not None
-        up = set(self.membership.up_peers(self.config.federation.peer_timeout_s))
+        up = set(self.membership.up_peers())  # peer_timeout_s, stretched for large rosters
         up.add(self.identity.peer_id)
         return sorted(p for p in up if self.roster.is_member(p))
 
@@ -561,7 +563,12 @@ class Daemon:
     # -- callbacks from the network and the trainer ------------------------------------
 
     async def _on_blob(self, header: BlobHeader, payload: bytes) -> None:
-        """Route a blob or message by kind: catch-up answers now, the rest to the mailbox."""
+        """Route a blob or message by kind: heartbeats to membership, catch-up answers
+        now, the rest to the mailbox."""
+        if header.kind == HEARTBEAT_KIND:
+            if self.membership is not None:
+                await self.membership.handle_message(header.sender, payload)
+            return
         if header.kind in CATCH_UP_KINDS:
             if self.adapter_exchange is None:
                 return

@@ -59,6 +59,7 @@ wait_for_peers = {wait_for_peers}  # before round 1, wait until this many member
 wait_for_peers_s = 120.0
 # heartbeat_s = 2.0                # how often this daemon tells members its round and state
 # peer_timeout_s = 10.0            # a member not heard from for this long counts as down
+#                                  # (above 17 members both stretch: each member hears <= 8 beats/s)
 
 [model]
 path = {model_path}              # a local Hugging Face model directory (save_pretrained)

@@ -14,6 +14,7 @@ Only the trio thread runs this module's coroutines.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
@@ -51,6 +52,7 @@ _FIRST_WRITE = min(CHUNK_BYTES, _YAMUX_WINDOW)
 # between 2 and 4 MiB (docs/performance.md).
 _INLINE_HASH_MAX_BYTES = 2 * 1024 * 1024
 _BLOB_PROPOSAL = proposal(TProtocol(framing.BLOB_PROTOCOL))
+_log = logging.getLogger("fedswarm.p2p.messages")
 
 
 class BlobSender:
@@ -183,6 +185,36 @@ class BlobSender:
             raise
         except Exception as exc:  # libp2p stream/muxer errors while opening the stream
             raise BlobRejectedError(f"message stream failed: {type(exc).__name__}: {exc}") from exc
+
+    async def send_message_to_idle(
+        self, peers: list[str], kind: str, round: int, payload: bytes, timeout: float
+    ) -> int:
+        """Write ``payload`` to each of ``peers`` whose message stream is idle, at once.
+
+        A member whose previous message is still being written is skipped, not queued
+        behind it; a failed write is dropped (the next one opens a new stream). For news
+        that the next copy supersedes. Returns how many were written.
+        """
+        messages = self._ctx.handles.messages
+        assert messages is not None
+        written = 0
+
+        async def one(peer_id: str) -> None:
+            nonlocal written
+            try:
+                await self.send_message(peer_id, kind, round, payload, timeout)
+                written += 1
+            except P2PError as exc:
+                self._ctx.counters.add("messages_not_sent", 1)
+                _log.debug("%s to %s not sent: %s", kind, peer_id, exc)
+
+        async with trio.open_nursery() as nursery:
+            for peer_id in peers:
+                if messages.busy(peer_id):
+                    self._ctx.counters.add("messages_skipped_busy", 1)
+                else:
+                    nursery.start_soon(one, peer_id)
+        return written
 
 
 async def _digest(payload: bytes) -> bytes:

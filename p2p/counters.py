@@ -29,6 +29,10 @@ COUNTER_NAMES = (
     "messages_sent",
     "messages_received",
     "message_streams_opened",
+    # send_to_connected (heartbeats): members skipped while a write to them was still
+    # going, and writes that failed; neither is retried, the next beat supersedes it
+    "messages_skipped_busy",
+    "messages_not_sent",
     "gossip_published",
     "gossip_received",
     # liveness and links: what an idle member costs (bench.idle_mesh)

@@ -1,15 +1,24 @@
 """Live membership view from signed heartbeats.
 
-Each node publishes a small :class:`Heartbeat` on one topic every few seconds;
-:class:`Membership` keeps ``{peer_id: PeerView}`` for the daemon's grouping
-and the dashboard. Heartbeats are signed envelopes (see :mod:`.envelope`), so
-sender, federation and age are already checked by the node; here we also
-refuse heartbeats whose body disagrees with the envelope or is stale.
+Each node tells every member it is connected to a small :class:`Heartbeat` every few
+seconds; :class:`Membership` keeps ``{peer_id: PeerView}`` for the daemon's grouping
+and the dashboard. A heartbeat arrives either as a message on the member's long-lived
+message stream (signed header: sender and federation checked by the node) or, every
+``gossip_every_s``, as a signed GossipSub envelope, which also reaches members this
+node has no link to. Here we also refuse heartbeats whose body disagrees with the
+signer or is stale.
 
-Rate: GossipSub in py-libp2p throttles each forwarding peer per topic
-(``NodeConfig.gossip_max_msgs_per_s``, 200 by default here). 64 members every
-``interval_s=5`` s make ~13 msg/s through every relay, far below that; a
-random jitter of up to 20% keeps members from publishing in lockstep.
+Why direct messages and not gossip every beat: each GossipSub delivery in py-libp2p
+costs milliseconds of CPU and reaches a member from several mesh peers, and queued
+deliveries on a starved machine arrived 1-5 minutes late; 32 members gossiping every
+6 s saturated two cores (docs/reliability.md). A direct message is one copy, and a
+member whose stream is still busy is skipped rather than queued for.
+
+Rate: a member receives ``(members - 1) / interval`` heartbeats a second. Above
+``max_received_per_s`` the interval and the down-after time stretch in proportion
+(:meth:`Membership.pace`), so a large federation costs each member a bounded rate;
+a change of round or state still goes out at once (at most once per ``interval_s``).
+A random jitter of up to 20% keeps members from beating in lockstep.
 """
 
 from __future__ import annotations
@@ -40,7 +49,8 @@ class HeartbeatRejectedError(GossipRejectedError):
     peer than its signer), ``heartbeat_stale`` (sent more than ``max_age_s`` ago or
     ahead: clock skew, or heartbeats GossipSub queued for us while we were away and
     delivers at once after a restart), ``heartbeat_out_of_order`` (older than one
-    already seen).
+    already seen: :meth:`Membership.accept` raises it, but the handlers drop such a
+    copy without counting a refusal, since a beat travels two ways).
     """
 
     def __init__(self, reason: str, message: str) -> None:
@@ -49,6 +59,8 @@ class HeartbeatRejectedError(GossipRejectedError):
 
 
 HEARTBEAT_TOPIC = "heartbeat"
+HEARTBEAT_KIND = "heartbeat"
+"""The message kind a heartbeat travels as on a member's message stream."""
 _MAX_ADDRS = 8
 
 
@@ -146,7 +158,14 @@ class _Node(Protocol):
     @property
     def listen_addrs(self) -> list[str]: ...
 
+    @property
+    def member_count(self) -> int: ...
+
     async def publish(self, topic: str, payload: bytes) -> None: ...
+
+    async def send_to_connected(
+        self, kind: str, round: int, payload: bytes, *, timeout: float | None = None
+    ) -> int: ...
 
     async def subscribe(self, topic: str) -> None: ...
 
@@ -161,6 +180,13 @@ class MembershipConfig:
     max_age_s: float = 60.0  # heartbeats older than this are refused
     down_after_s: float = 20.0  # a peer is "up" if heard from within this
     version: str = "0"
+    max_received_per_s: float = 8.0
+    """The most heartbeats a member receives a second, all members together. With more
+    than ``max_received_per_s * interval_s`` other members (16 at the daemon's 2 s),
+    :meth:`Membership.pace` stretches the interval and ``down_after_s`` alike."""
+    gossip_every_s: float = 30.0
+    """A heartbeat also goes out by GossipSub this often: relays carry it to members
+    this node has no link to."""
 
 
 @dataclass
@@ -193,7 +219,9 @@ class Membership:
         self._local = _LocalState()
         self._view: dict[str, PeerView] = {}
         self._task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
         self.rejected = 0
+        self.superseded = 0  # older copies of a heartbeat already seen: dropped, not refused
 
     def update_local(
         self,
@@ -203,15 +231,24 @@ class Membership:
         fingerprint: str | None = None,
         adapter_round: int | None = None,
     ) -> None:
-        """Change what our next heartbeat says (``adapter_round``: the fingerprint's round)."""
+        """Change what our next heartbeat says (``adapter_round``: the fingerprint's round).
+
+        A new round or state is sent at once (at most once per ``interval_s``), not at
+        the next, possibly stretched, beat. Call on the event loop Membership runs on.
+        """
+        local = self._local
+        if (round is not None and round != local.round) or (
+            state is not None and state != local.state
+        ):
+            self._changed.set()
         if round is not None:
-            self._local.round = round
+            local.round = round
         if state is not None:
-            self._local.state = state
+            local.state = state
         if fingerprint is not None:
-            self._local.adapter_fingerprint = fingerprint
+            local.adapter_fingerprint = fingerprint
         if adapter_round is not None:
-            self._local.adapter_round = adapter_round
+            local.adapter_round = adapter_round
 
     def heartbeat(self) -> Heartbeat:
         return Heartbeat(
@@ -226,6 +263,21 @@ class Membership:
             adapter_round=self._local.adapter_round,
         )
 
+    def pace(self) -> float:
+        """How many times ``interval_s`` and ``down_after_s`` are stretched (>= 1): the
+        factor that keeps the heartbeats a member receives within ``max_received_per_s``."""
+        others = max(self._node.member_count - 1, 0)
+        budget = self.config.max_received_per_s * self.config.interval_s
+        return max(1.0, others / budget) if budget > 0 else 1.0
+
+    def interval(self) -> float:
+        """Seconds between our heartbeats now (``interval_s`` stretched by :meth:`pace`)."""
+        return self.config.interval_s * self.pace()
+
+    def down_after(self) -> float:
+        """A member not heard from for this long is down (``down_after_s`` × :meth:`pace`)."""
+        return self.config.down_after_s * self.pace()
+
     async def start(self) -> None:
         await self._node.subscribe(HEARTBEAT_TOPIC)
         self._task = asyncio.create_task(self._run(), name="fedswarm-membership")
@@ -237,36 +289,69 @@ class Membership:
                 await self._task
             self._task = None
 
-    async def publish_now(self) -> None:
-        await self._node.publish(HEARTBEAT_TOPIC, self.heartbeat().encode())
-
-    async def _run(self) -> None:
-        while True:
+    async def publish_now(self, *, gossip: bool = True) -> None:
+        """Send our heartbeat to every connected member now; ``gossip``: also publish it."""
+        payload = self.heartbeat().encode()
+        try:
+            await self._node.send_to_connected(
+                HEARTBEAT_KIND, self._local.round, payload, timeout=self.interval()
+            )
+        except P2PError as exc:
+            log.warning("heartbeat not sent: %s", exc)
+        if gossip:
             try:
-                await self.publish_now()
+                await self._node.publish(HEARTBEAT_TOPIC, payload)
             except P2PError as exc:
                 log.warning("heartbeat not published: %s", exc)
-            jitter = random.uniform(0.8, 1.2)
-            await asyncio.sleep(self.config.interval_s * jitter)
+
+    async def _run(self) -> None:
+        next_gossip = 0.0
+        while True:
+            now = time.monotonic()
+            gossip = now >= next_gossip
+            if gossip:
+                next_gossip = now + self.config.gossip_every_s
+            self._changed.clear()
+            beat_at = time.monotonic()
+            await self.publish_now(gossip=gossip)
+            try:
+                await asyncio.wait_for(
+                    self._changed.wait(), self.interval() * random.uniform(0.8, 1.2)
+                )
+            except TimeoutError:
+                continue
+            # a change of round or state: out now, but not sooner than interval_s
+            await asyncio.sleep(max(0.0, self.config.interval_s - (time.monotonic() - beat_at)))
 
     async def handle_gossip(self, topic: str, sender: str, payload: bytes) -> None:
         """``on_gossip`` callback: folds heartbeats in, ignores other topics."""
-        if topic != HEARTBEAT_TOPIC:
-            return
+        if topic == HEARTBEAT_TOPIC:
+            self._fold(sender, payload)
+
+    async def handle_message(self, sender: str, payload: bytes) -> None:
+        """A ``HEARTBEAT_KIND`` message from ``sender`` (its signed header checked)."""
+        self._fold(sender, payload)
+
+    def _fold(self, sender: str, payload: bytes) -> None:
         try:
             self.accept(sender, payload)
+        except HeartbeatRejectedError as exc:
+            if exc.reason == "heartbeat_out_of_order":
+                # Normal with two paths: the gossip copy of a beat arriving after the
+                # next direct one, or GossipSub's replay to a restarted peer. Not a refusal.
+                self.superseded += 1
+                return
+            self._refuse(sender, exc.reason, exc)
         except GossipRejectedError as exc:
-            self.rejected += 1
-            reason = exc.reason if isinstance(exc, HeartbeatRejectedError) else "heartbeat_invalid"
-            if self._on_reject is not None:
-                self._on_reject(reason, sender, str(exc))
-            # One condition per reason: a burst of stale heartbeats after a restart
-            # must not hide a forged one in the log's once-a-minute summary. Older than
-            # one seen is normal (GossipSub delivers what it queued for a restarted
-            # peer, dozens at once): counted, logged at debug only.
-            level = logging.DEBUG if reason == "heartbeat_out_of_order" else logging.WARNING
-            log.log(level, "heartbeat from %s refused: %s", sender, exc,
-                    extra={"condition": reason})
+            self._refuse(sender, "heartbeat_invalid", exc)
+
+    def _refuse(self, sender: str, reason: str, exc: Exception) -> None:
+        self.rejected += 1
+        if self._on_reject is not None:
+            self._on_reject(reason, sender, str(exc))
+        # One condition per reason: a burst of stale heartbeats after a restart must not
+        # hide a forged one in the log's once-a-minute summary.
+        log.warning("heartbeat from %s refused: %s", sender, exc, extra={"condition": reason})
 
     def accept(self, sender: str, payload: bytes, now: float | None = None) -> Heartbeat:
         """Validate one heartbeat (already signature-checked by the node)."""
@@ -305,20 +390,20 @@ class Membership:
         """A snapshot of every peer ever heard from, with ``up`` recomputed."""
         now = time.time() if now is None else now
         out: dict[str, PeerView] = {}
+        down_after = self.down_after()
         for pid, v in self._view.items():
-            out[pid] = PeerView(
-                **{**asdict(v), "up": now - v.last_seen <= self.config.down_after_s}
-            )
+            out[pid] = PeerView(**{**asdict(v), "up": now - v.last_seen <= down_after})
         return out
 
     def up_peers(self, timeout_s: float | None = None, now: float | None = None) -> set[str]:
-        """Peers heard from within ``timeout_s`` (default ``down_after_s``)."""
+        """Peers heard from within ``timeout_s`` (default :meth:`down_after`)."""
         now = time.time() if now is None else now
-        limit = self.config.down_after_s if timeout_s is None else timeout_s
+        limit = self.down_after() if timeout_s is None else timeout_s
         return {pid for pid, v in self._view.items() if now - v.last_seen <= limit}
 
 
 __all__ = [
+    "HEARTBEAT_KIND",
     "HEARTBEAT_TOPIC",
     "Heartbeat",
     "HeartbeatRejectedError",

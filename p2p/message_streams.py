@@ -62,6 +62,7 @@ class MessageStreams:
         deliver: Deliver,
         count_reject: Callable[[str, str | None, str], None],
         add_stat: Callable[[str, int], None],
+        heard: Callable[[str], None] = lambda peer_id: None,
     ) -> None:
         self._host = host
         self._me = me
@@ -71,6 +72,7 @@ class MessageStreams:
         self._deliver = deliver
         self._count_reject = count_reject
         self._add_stat = add_stat
+        self._heard = heard  # a valid message proves the sender's link (ping.Pinger.heard)
         self._out: dict[str, INetStream] = {}
         self._locks: dict[str, trio.Lock] = {}
         self._inbound: Counter[str] = Counter()
@@ -111,6 +113,15 @@ class MessageStreams:
                 self._add_stat("messages_sent", 1)
                 self._add_stat("bytes_sent", body_bytes)
                 return
+
+    def busy(self, peer_id: str) -> bool:
+        """Whether a message to ``peer_id`` is being written (or waits to be) now.
+
+        A sender of periodic news (heartbeats) skips a busy member rather than queue
+        behind it: on a starved machine queued beats arrived minutes late and stale.
+        """
+        lock = self._locks.get(peer_id)
+        return lock is not None and lock.locked()
 
     async def _drop(self, peer_id: str, stream: INetStream) -> None:
         if self._out.get(peer_id) is stream:
@@ -175,6 +186,7 @@ class MessageStreams:
                 raise _Refused(f"truncated: {exc}") from exc
             if hashlib.sha256(data).digest() != header.sha256:
                 raise _Refused(f"{framing.REASON_CORRUPT}: sha256 mismatch")
+            self._heard(remote)
             self._add_stat("messages_received", 1)
             self._add_stat("bytes_received", len(data))
             try:

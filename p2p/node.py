@@ -118,6 +118,11 @@ class P2PNode:
         return list(self._runtime.listen_addrs)
 
     @property
+    def member_count(self) -> int:
+        """Members on the roster now, this node included."""
+        return len(self._roster.members)
+
+    @property
     def roster(self) -> Roster:
         return self._roster
 
@@ -179,6 +184,29 @@ class P2PNode:
             )
         limit = self.config.blob_timeout_s if timeout is None else timeout
         await self._call(self._sender.send_message, peer_id, kind, round, payload, limit)
+
+    async def send_to_connected(
+        self, kind: str, round: int, payload: bytes, *, timeout: float | None = None
+    ) -> int:
+        """Send a small payload to every member connected now whose message stream is idle.
+
+        For periodic news the next copy supersedes (membership heartbeats): a member
+        still being written to is skipped rather than queued for, and a failed write is
+        dropped, never raised (counted as ``messages_skipped_busy`` and
+        ``messages_not_sent``). Direct, so each member receives one copy, where a gossip
+        message reaches it from several mesh peers and relays. Returns how many members
+        it was written to.
+        """
+        if len(payload) > self.config.max_message_bytes:
+            raise BlobTooLargeError(
+                f"message is {len(payload)} bytes, limit {self.config.max_message_bytes}"
+            )
+        peers = sorted(p for p in self.connected_peers()
+                       if p != self.peer_id and self._roster.is_member(p))
+        limit = self.config.blob_timeout_s if timeout is None else timeout
+        written: int = await self._call(
+            self._sender.send_message_to_idle, peers, kind, round, payload, limit)
+        return written
 
     async def publish(self, topic: str, payload: bytes) -> None:
         """Publish a small signed message (< 64 KiB) to ``topic``."""

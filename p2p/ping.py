@@ -28,6 +28,13 @@ waiting when the next interval comes is not doubled). The answering side serves 
 stream until it ends or idles for :data:`PING_STREAM_IDLE_S`; a member may hold at most
 :data:`MAX_PING_STREAMS_PER_PEER` ping streams to us at once.
 
+A message that arrives from a member on its message stream proves the link as well as
+a ping's echo (:meth:`Pinger.heard`): a member heard from within
+:data:`HEARD_COUNTS_FOR_S` is not pinged, except once per :data:`LATENCY_REFRESH_S` to
+keep its latency current. Daemons send each other heartbeats on those streams every
+few seconds, so between daemons pings all but stop; for 32 members that was about 400
+messages a second across the mesh, half its idle CPU (docs/reliability.md).
+
 Only the trio thread runs this module's coroutines; latencies are read from asyncio,
 so a lock guards them.
 """
@@ -63,6 +70,10 @@ DEAD_LINK_S = 30.0
 PING_STREAM_IDLE_S = 120.0
 """How long an inbound ping stream may wait for its next ping before it is closed (a
 member pings every ``ping_interval_s``; its next ping opens a new stream)."""
+HEARD_COUNTS_FOR_S = 10.0
+"""A message from a member this recent stands in for a ping: its link is alive."""
+LATENCY_REFRESH_S = 60.0
+"""A member heard from is still pinged this often, for its latency."""
 MAX_PING_STREAMS_PER_PEER = 2
 """Inbound ping streams one member may hold open at once: its current one and the one
 replacing it; more are reset, so a member cannot tie up handlers with idle streams."""
@@ -81,17 +92,36 @@ class Pinger:
         self._streams: dict[str, INetStream] = {}  # trio thread only: our stream per member
         self._in_flight: set[str] = set()  # trio thread only: members being pinged now
         self._inbound: Counter[str] = Counter()  # trio thread only: their streams to us
+        self._heard: dict[str, float] = {}  # trio thread only: last message from a member
+        self._pinged: dict[str, float] = {}  # trio thread only: last answered ping
 
     def latency_ms(self, peer_id: str) -> float | None:
         """Smoothed round-trip time of the last pings to ``peer_id``."""
         with self._lock:
             return self._latency.get(peer_id)
 
+    def heard(self, peer_id: str) -> None:
+        """A message from ``peer_id`` arrived on its connection: the link is alive."""
+        self._heard[peer_id] = trio.current_time()
+        self._misses.pop(peer_id, None)
+        self._failing_since.pop(peer_id, None)
+
+    def needs_ping(self, peer_id: str, now: float) -> bool:
+        """False while a recent message vouches for the link and the latency is fresh."""
+        heard = self._heard.get(peer_id)
+        if heard is None or now - heard > HEARD_COUNTS_FOR_S:
+            return True
+        pinged = self._pinged.get(peer_id)
+        return pinged is None or now - pinged >= LATENCY_REFRESH_S
+
     async def ping_all(self, peers: Iterable[str]) -> None:
-        """Ping every peer at once; returns when all answered or missed."""
+        """Ping every peer not vouched for by a recent message, at once; returns when
+        all answered or missed."""
+        now = trio.current_time()
         async with trio.open_nursery() as nursery:
             for pid in list(peers):
-                nursery.start_soon(self._ping_and_track, pid)
+                if self.needs_ping(pid, now):
+                    nursery.start_soon(self._ping_and_track, pid)
 
     async def _ping_and_track(self, peer_id: str) -> None:
         """Measure latency; a member whose pings have all failed for ``DEAD_LINK_S`` is
@@ -126,6 +156,7 @@ class Pinger:
             return
         self._misses.pop(peer_id, None)
         self._failing_since.pop(peer_id, None)
+        self._pinged[peer_id] = trio.current_time()
         with self._lock:
             old = self._latency.get(peer_id)
             self._latency[peer_id] = rtt if old is None else 0.7 * old + 0.3 * rtt

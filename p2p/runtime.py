@@ -110,6 +110,7 @@ class NodeRuntime:
             deliver=self.receiver.hand_to_daemon,
             count_reject=self._ctx.counters.reject,
             add_stat=self._ctx.counters.add,
+            heard=self.pinger.heard,
         )
         return host, pubsub, gossipsub
 

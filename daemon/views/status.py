@@ -175,7 +175,7 @@ class DaemonStatusView:
     def peers(self) -> list[dict[str, Any]]:
         d = self._d
         views = d.membership.view() if d.membership else {}
-        timeout = d.config.federation.peer_timeout_s
+        timeout = d.membership.down_after() if d.membership else d.config.federation.peer_timeout_s
         result = []
         for member in d.roster.members:
             entry: dict[str, Any] = {

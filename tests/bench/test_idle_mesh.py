@@ -26,3 +26,14 @@ def test_three_idle_nodes_stay_fully_connected_and_reuse_ping_streams(tmp_path: 
     assert summary["cpu_s_median"] > 0
     # 2 other members' heartbeats every 2 s for at least the 12 s window
     assert summary["heartbeats_heard_median"] >= 2 * 6
+
+
+def test_direct_heartbeats_reach_every_member_and_spare_the_pings(tmp_path: Path) -> None:
+    result = idle_mesh.run(peers=3, seconds=12.0, workdir=tmp_path, start_slack_s=20.0,
+                           heartbeat_s=2.0, heartbeat_via="messages")
+    assert result["nodes_failed"] == 0
+    summary = result["summary"]
+    assert summary["full_mesh_share"] == 1.0
+    assert summary["heartbeats_heard_median"] >= 2 * 5
+    # a member's beats vouch for its link: one ping each for its latency, not one every 5 s
+    assert summary["pings_sent"] <= 3 * 2 * 2

@@ -71,6 +71,7 @@ def _runner(tmp_path: Path, trainer: SlowTrainer) -> tuple[RoundRunner, StateSto
         exchange=SimpleNamespace(train=lambda: 0.5),  # type: ignore[arg-type]
         adapters=None,  # type: ignore[arg-type]
         view=dict,
+        heartbeat_interval=lambda: 2.0,
         is_member=lambda peer: True,
         up_members=lambda: ["me"],  # alone: no group can form
         set_phase=lambda phase: None,

@@ -51,6 +51,7 @@ def _runner(exchange: BudgetSpentExchange) -> RoundRunner:
         exchange=exchange,  # type: ignore[arg-type]
         adapters=None,  # type: ignore[arg-type]
         view=dict,
+        heartbeat_interval=lambda: 2.0,
         is_member=lambda peer: True,
         up_members=lambda: ["me"],
         set_phase=lambda phase: None,

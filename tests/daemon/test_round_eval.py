@@ -102,6 +102,7 @@ def _runner(
         exchange=SimpleNamespace(train=train),  # type: ignore[arg-type]
         adapters=None,  # type: ignore[arg-type]
         view=dict,
+        heartbeat_interval=lambda: 2.0,
         is_member=lambda peer: True,
         up_members=lambda: ["me"],  # alone: no group, the round keeps its local training
         set_phase=lambda phase: None,

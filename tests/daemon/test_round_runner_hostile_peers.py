@@ -118,6 +118,7 @@ def _runner(tmp_path: Path, *, exchange: Any = None, view: dict[str, Advert] | N
         exchange=exchange or RaisingExchange(RuntimeError("unused")),
         adapters=adapters or FakeAdapters((0, np.zeros(8, np.float32))),  # type: ignore[arg-type]
         view=lambda: dict(view or {}),  # type: ignore[arg-type]
+        heartbeat_interval=lambda: 2.0,
         is_member=lambda peer: peer in members,
         up_members=lambda: sorted(members),
         set_phase=lambda phase: None,

@@ -54,6 +54,7 @@ def _runner(gate: float | None) -> tuple[RoundRunner, LossIsTheMean, list[tuple[
         exchange=None,  # type: ignore[arg-type]
         adapters=None,  # type: ignore[arg-type]
         view=dict,
+        heartbeat_interval=lambda: 2.0,
         is_member=lambda peer: True,
         up_members=lambda: ["me"],
         set_phase=lambda phase: None,

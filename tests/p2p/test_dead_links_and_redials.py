@@ -10,7 +10,7 @@ import trio
 import trio.testing
 from fedswarm.p2p.connections import SIMULTANEOUS_DIAL_GRACE_S, Connections
 from fedswarm.p2p.counters import NodeCounters
-from fedswarm.p2p.ping import DEAD_LINK_S, Pinger
+from fedswarm.p2p.ping import DEAD_LINK_S, HEARD_COUNTS_FOR_S, LATENCY_REFRESH_S, Pinger
 
 
 def _pinger(answers: list[bool]) -> tuple[Pinger, list[str]]:
@@ -95,4 +95,48 @@ def test_a_ping_still_waiting_is_not_doubled_on_the_members_one_stream() -> None
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     assert started == [0.0, 4.0]  # the pings at 2 s and 6 s found one in flight
+    assert closed == []
+
+
+def test_a_member_whose_messages_arrive_is_pinged_only_for_its_latency() -> None:
+    """Daemons heartbeat each other on their message streams every few seconds: those
+    messages prove the link, so the ping loop (every 5 s) pings such a member once a
+    LATENCY_REFRESH_S, and again as soon as the messages stop."""
+    pinger, closed = _pinger([True] * 100)
+    pinged: list[float] = []
+    answer = pinger._ping
+
+    async def counted_ping(peer_id: str) -> float:
+        pinged.append(trio.current_time())
+        return await answer(peer_id)
+
+    pinger._ping = counted_ping  # type: ignore[method-assign]
+
+    async def main() -> None:
+        for second in range(0, 150, 5):  # the ping loop every 5 s
+            if second < 100:
+                pinger.heard("member")  # a heartbeat arrived just now
+            await pinger.ping_all(["member"])
+            await trio.sleep(5)
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    silent_from = 95 + HEARD_COUNTS_FOR_S  # the last message at 95 s
+    refreshes = [t for t in pinged if t < silent_from]
+    assert refreshes == [0.0, LATENCY_REFRESH_S]  # heard, yet pinged once a minute
+    assert [t for t in pinged if t > silent_from] == [
+        float(t) for t in range(110, 150, 5)]  # silent: every interval again
+    assert closed == []
+
+
+def test_a_message_from_a_member_clears_its_missed_pings() -> None:
+    pinger, closed = _pinger([False] * 5)
+
+    async def main() -> None:
+        for _ in range(5):
+            await pinger._ping_and_track("member")
+            await trio.sleep(5)
+        pinger.heard("member")  # 25 s of misses, then a message: the link works
+        assert "member" not in pinger._failing_since
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     assert closed == []

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 from fedswarm.p2p.errors import GossipRejectedError
 from fedswarm.p2p.identity import Identity
-from fedswarm.p2p.membership import HEARTBEAT_TOPIC, Heartbeat, Membership, MembershipConfig
+from fedswarm.p2p.membership import (
+    HEARTBEAT_KIND,
+    HEARTBEAT_TOPIC,
+    Heartbeat,
+    Membership,
+    MembershipConfig,
+)
 
 
 class StaticNode:
     """The few node attributes Membership reads; no network involved."""
 
-    def __init__(self) -> None:
+    def __init__(self, members: int = 4) -> None:
+        self.members = members
+        self.sent: list[tuple[str, bytes]] = []
         self.peer_id = Identity.generate().peer_id
         self.listen_addrs = ["/ip4/127.0.0.1/tcp/1/p2p/" + self.peer_id]
         self.published: list[tuple[str, bytes]] = []
@@ -24,6 +33,16 @@ class StaticNode:
 
     async def subscribe(self, topic: str) -> None:
         pass
+
+    @property
+    def member_count(self) -> int:
+        return self.members
+
+    async def send_to_connected(
+        self, kind: str, round: int, payload: bytes, *, timeout: float | None = None
+    ) -> int:
+        self.sent.append((kind, payload))
+        return 1
 
     def latency_ms(self, peer_id: str) -> float | None:
         return 1.5
@@ -116,6 +135,75 @@ async def test_each_refused_heartbeat_is_reported_with_its_reason() -> None:
         ("heartbeat_stale", peer),
         ("heartbeat_forged", other),
         ("heartbeat_invalid", peer),
-        ("heartbeat_out_of_order", peer),
     ]
-    assert m.rejected == 4
+    assert m.rejected == 3
+
+
+async def test_an_older_copy_of_a_heartbeat_is_dropped_without_a_refusal() -> None:
+    """A beat travels two ways (direct, and by gossip every 30 s): the gossip copy
+    arriving after the next direct beat is superseded, not a refusal to count."""
+    refused: list[tuple[str, str, str]] = []
+    m = Membership(StaticNode(), "me", on_reject=lambda *r: refused.append(r))
+    peer = Identity.generate().peer_id
+    now = time.time()
+    await m.handle_message(peer, _hb(peer, now, round=4).encode())
+    await m.handle_gossip(HEARTBEAT_TOPIC, peer, _hb(peer, now - 1, round=3).encode())
+    assert refused == [] and m.rejected == 0 and m.superseded == 1
+    assert m.view()[peer].round == 4
+
+
+async def test_heartbeats_go_to_connected_members_directly_and_by_gossip_now_and_then() -> None:
+    node = StaticNode()
+    m = Membership(node, "me", MembershipConfig(gossip_every_s=30.0))
+    await m.publish_now(gossip=False)
+    await m.publish_now()
+    assert [kind for kind, _ in node.sent] == [HEARTBEAT_KIND, HEARTBEAT_KIND]
+    assert [topic for topic, _ in node.published] == [HEARTBEAT_TOPIC]
+    assert Heartbeat.decode(node.sent[0][1]).peer_id == node.peer_id
+
+
+@pytest.mark.parametrize(("members", "pace"), [(2, 1.0), (17, 1.0), (33, 2.0), (65, 4.0)])
+def test_a_large_roster_stretches_the_interval_and_the_down_time_alike(
+    members: int, pace: float
+) -> None:
+    """Each member receives at most max_received_per_s heartbeats a second in all."""
+    m = Membership(StaticNode(members), "me",
+                   MembershipConfig(interval_s=2.0, down_after_s=10.0, max_received_per_s=8.0))
+    assert m.pace() == pytest.approx(pace)
+    assert m.interval() == pytest.approx(2.0 * pace)
+    assert m.down_after() == pytest.approx(10.0 * pace)
+    assert (members - 1) / m.interval() <= 8.0 + 1e-9
+    peer = Identity.generate().peer_id
+    now = time.time()
+    m.accept(peer, _hb(peer, now).encode(), now=now)
+    assert m.up_peers(now=now + 10.0 * pace - 0.1) == {peer}
+    assert m.up_peers(now=now + 10.0 * pace + 0.1) == set()
+
+
+async def test_a_new_round_or_state_goes_out_before_the_stretched_beat() -> None:
+    """With 65 members and interval_s 1 s the keep-alive beat is every 4 s (±20 %); a
+    change of state goes out 1 s after the last beat, not at the next stretched one."""
+    node = StaticNode(65)
+    m = Membership(node, "me", MembershipConfig(interval_s=1.0, max_received_per_s=16.0,
+                                                gossip_every_s=3600.0))
+    assert m.interval() == pytest.approx(4.0)
+
+    async def sent(count: int, within_s: float) -> float:
+        started = time.monotonic()
+        while len(node.sent) < count and time.monotonic() - started < within_s:
+            await asyncio.sleep(0.01)
+        assert len(node.sent) == count
+        return time.monotonic()
+
+    await m.start()
+    try:
+        first = await sent(1, 2.0)
+        m.update_local(state="training")
+        second = await sent(2, 5.0)
+        assert 0.9 <= second - first < 3.2  # interval_s after the last beat; 3.2 s: stretched
+        assert Heartbeat.decode(node.sent[1][1]).state == "training"
+        m.update_local(fingerprint="new", round=0)  # neither round nor state changes
+        await asyncio.sleep(1.5)
+        assert len(node.sent) == 2
+    finally:
+        await m.stop()

@@ -641,7 +641,7 @@ def catch_up_takeover(hostile: Hostile) -> None:
     from fedswarm.federation.catch_up import RESPONSE_KIND, AdapterExchange
     from fedswarm.federation.link import send_before
     from fedswarm.learning.adapter_vector import flatten_state, state_fingerprint, unflatten_state
-    from fedswarm.p2p.membership import HEARTBEAT_TOPIC, Membership
+    from fedswarm.p2p.membership import HEARTBEAT_KIND, HEARTBEAT_TOPIC, Membership
 
     poison: dict[str, Any] = {}
 
@@ -659,9 +659,9 @@ def catch_up_takeover(hostile: Hostile) -> None:
     real_publish = Membership.publish_now
     sent = {"count": 0}
 
-    async def hostile_publish(self: Any) -> None:
+    async def hostile_publish(self: Any, *, gossip: bool = True) -> None:
         if not hostile.active("catch_up_takeover"):
-            return await real_publish(self)
+            return await real_publish(self, gossip=gossip)
         _, fingerprint = poisoned()
         bad = TAKEOVER_BAD_ROUNDS[sent["count"] % len(TAKEOVER_BAD_ROUNDS)]
         sent["count"] += 1
@@ -672,6 +672,8 @@ def catch_up_takeover(hostile: Hostile) -> None:
                 doc["adapter_round"] = advertised - 1  # "my adapter is that of round 999998"
             if sent["count"] <= len(TAKEOVER_BAD_ROUNDS):
                 hostile.record("catch_up_takeover", heartbeat_round=advertised)
+            # both ways a heartbeat travels: direct messages and gossip
+            await self._node.send_to_connected(HEARTBEAT_KIND, 0, json.dumps(doc).encode())
             await self._node.publish(HEARTBEAT_TOPIC, json.dumps(doc).encode())
 
     def hostile_on_request(self: AdapterExchange, sender: str) -> str | None:
