@@ -1,5 +1,6 @@
 """A peer's signed peer record is verified once, not on each of its pubsub RPCs; a
-record with other bytes (new addresses, a forgery) is always verified."""
+record with other bytes (new addresses, a forgery) is always verified. Our own record
+is built once per RESEND_CHECK_S, not for every RPC we send."""
 
 from __future__ import annotations
 
@@ -85,3 +86,34 @@ def test_installed_nodes_use_the_cache() -> None:
     pubsub_records.install()
     assert pubsub.maybe_consume_signed_record is pubsub_records.consume_once
     assert gossipsub.maybe_consume_signed_record is pubsub_records.consume_once
+    assert pubsub.env_to_send_in_RPC is pubsub_records.envelope_once
+    assert gossipsub.env_to_send_in_RPC is pubsub_records.envelope_once
+
+
+@pytest.fixture
+def builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every time py-libp2p's own env_to_send_in_RPC ran, for which host."""
+    seen: list[str] = []
+
+    def original(host: Any) -> tuple[bytes, bool]:
+        seen.append(host.get_id())
+        return f"record-of-{host.get_id()}-{len(seen)}".encode(), True
+
+    monkeypatch.setattr(pubsub_records, "_ORIGINAL_ENVELOPE", original)
+    monkeypatch.setattr(pubsub_records, "_ours", {})
+    return seen
+
+
+def test_our_record_is_built_once_per_host_not_for_every_rpc_sent(
+    builds: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(pubsub_records.time, "monotonic", lambda: now[0])
+    me, other = _Host("me"), _Host("other")
+    sent = [pubsub_records.envelope_once(me)[0] for _ in range(50)]
+    assert set(sent) == {b"record-of-me-1"} and builds == ["me"]
+    assert pubsub_records.envelope_once(other)[0] == b"record-of-other-2"  # per host
+    # after RESEND_CHECK_S py-libp2p is asked again: a changed address gets out
+    now[0] += pubsub_records.RESEND_CHECK_S
+    assert pubsub_records.envelope_once(me)[0] == b"record-of-me-3"
+    assert builds == ["me", "other", "me"]
