@@ -63,6 +63,7 @@ class BlobSender:
     ) -> None:
         self._ctx = ctx
         self._ensure_connected = ensure_connected
+        self._writing: set[str] = set()  # members a send_message_to_idle write is going to
 
     def header_to(
         self, peer_id: str, kind: str, round: int, length: int, sha256: bytes
@@ -189,32 +190,36 @@ class BlobSender:
     async def send_message_to_idle(
         self, peers: list[str], kind: str, round: int, payload: bytes, timeout: float
     ) -> int:
-        """Write ``payload`` to each of ``peers`` whose message stream is idle, at once.
+        """Start writing ``payload`` to each of ``peers`` whose message stream is idle.
 
-        A member whose previous message is still being written is skipped, not queued
-        behind it; a failed write is dropped (the next one opens a new stream). For news
-        that the next copy supersedes. Returns how many were written.
+        Returns at once, with how many writes it started: each runs in the node's
+        nursery for up to ``timeout``, so one slow member holds up neither the others
+        nor the caller. A member whose previous write is still going (this kind or any
+        other message) is skipped, not queued behind it; a failed write is counted and
+        dropped (the next one opens a new stream). For news the next copy supersedes.
         """
         messages = self._ctx.handles.messages
         assert messages is not None
-        written = 0
+        nursery = self._ctx.handles.require_nursery()
+        started = 0
 
         async def one(peer_id: str) -> None:
-            nonlocal written
             try:
                 await self.send_message(peer_id, kind, round, payload, timeout)
-                written += 1
             except P2PError as exc:
                 self._ctx.counters.add("messages_not_sent", 1)
                 _log.debug("%s to %s not sent: %s", kind, peer_id, exc)
+            finally:
+                self._writing.discard(peer_id)
 
-        async with trio.open_nursery() as nursery:
-            for peer_id in peers:
-                if messages.busy(peer_id):
-                    self._ctx.counters.add("messages_skipped_busy", 1)
-                else:
-                    nursery.start_soon(one, peer_id)
-        return written
+        for peer_id in peers:
+            if peer_id in self._writing or messages.busy(peer_id):
+                self._ctx.counters.add("messages_skipped_busy", 1)
+                continue
+            self._writing.add(peer_id)
+            nursery.start_soon(one, peer_id)
+            started += 1
+        return started
 
 
 async def _digest(payload: bytes) -> bytes:

