@@ -24,7 +24,6 @@ A random jitter of up to 20% keeps members from beating in lockstep.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
@@ -283,11 +282,11 @@ class Membership:
         self._task = asyncio.create_task(self._run(), name="fedswarm-membership")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """End the beat loop and wait for it; a cancel of the caller still propagates."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
 
     async def publish_now(self, *, gossip: bool = True) -> None:
         """Send our heartbeat to every connected member now; ``gossip``: also publish it.
@@ -321,10 +320,12 @@ class Membership:
             self._changed.clear()
             beat_at = time.monotonic()
             await self.publish_now(gossip=gossip)
+            # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that arrives as
+            # the event is set — exactly shutdown (state "stopped", then stop()) — and
+            # the daemon then never exited on SIGTERM.
             try:
-                await asyncio.wait_for(
-                    self._changed.wait(), self.interval() * random.uniform(0.8, 1.2)
-                )
+                async with asyncio.timeout(self.interval() * random.uniform(0.8, 1.2)):
+                    await self._changed.wait()
             except TimeoutError:
                 continue
             # a change of round or state: out now, but not sooner than interval_s

@@ -207,3 +207,22 @@ async def test_a_new_round_or_state_goes_out_before_the_stretched_beat() -> None
         assert len(node.sent) == 2
     finally:
         await m.stop()
+
+
+@pytest.mark.timeout(30)  # the bug this guards against hung the loop for good
+async def test_stop_ends_the_beat_even_when_a_change_arrives_with_it() -> None:
+    """The daemon's shutdown sets the state "stopped" and stops membership at once; the
+    beat loop must end however the two interleave (it once swallowed the cancel, and the
+    daemon never exited on SIGTERM)."""
+    for yields in range(4):
+        m = Membership(StaticNode(), "me", MembershipConfig(interval_s=5.0,
+                                                            gossip_every_s=3600.0))
+        await m.start()
+        await asyncio.sleep(0.05)  # the first beat went out; the loop waits for a change
+        started = time.monotonic()
+        m.update_local(state="stopped")  # the daemon's order: no await in between
+        for _ in range(yields):
+            await asyncio.sleep(0)
+        await m.stop()
+        assert time.monotonic() - started < 2.5, yields  # not after another 5 s beat
+        assert m._task is None
