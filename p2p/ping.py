@@ -2,7 +2,8 @@
 
 TCP alone may not notice a dead link for many minutes, and a connection that looks
 open stops the reconnect loop from re-dialling. So every connected member is pinged
-on each announce interval: the round trip feeds ``P2PNode.latency_ms()`` (smoothed),
+every ``ping_interval_s`` (unless its messages vouch for the link, below): the round
+trip feeds ``P2PNode.latency_ms()`` (smoothed),
 and a member whose pings all failed for :data:`DEAD_LINK_S` (at least
 :data:`PING_MISSES_BEFORE_CLOSE` in a row) has its connection closed so the reconnect
 loop (:mod:`.connections`) takes over.
