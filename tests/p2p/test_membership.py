@@ -16,39 +16,7 @@ from fedswarm.p2p.membership import (
     MembershipConfig,
 )
 
-
-class StaticNode:
-    """The few node attributes Membership reads; no network involved."""
-
-    def __init__(self, members: int = 4) -> None:
-        self.members = members
-        self.sent: list[tuple[str, bytes]] = []
-        self.peer_id = Identity.generate().peer_id
-        self.listen_addrs = ["/ip4/127.0.0.1/tcp/1/p2p/" + self.peer_id]
-        self.published: list[tuple[str, bytes]] = []
-        self.learned: dict[str, tuple[str, ...]] = {}
-
-    async def publish(self, topic: str, payload: bytes) -> None:
-        self.published.append((topic, payload))
-
-    async def subscribe(self, topic: str) -> None:
-        pass
-
-    @property
-    def member_count(self) -> int:
-        return self.members
-
-    async def send_to_connected(
-        self, kind: str, round: int, payload: bytes, *, timeout: float | None = None
-    ) -> int:
-        self.sent.append((kind, payload))
-        return 1
-
-    def latency_ms(self, peer_id: str) -> float | None:
-        return 1.5
-
-    def add_peer_addrs(self, peer_id: str, addrs: list[str] | tuple[str, ...]) -> None:
-        self.learned[peer_id] = tuple(addrs)
+from .conftest import StaticNode
 
 
 def _hb(peer_id: str, sent_at: float, round: int = 3) -> Heartbeat:

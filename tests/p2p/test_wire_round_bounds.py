@@ -18,37 +18,7 @@ from fedswarm.p2p.framing import MAX_ROUND, BlobHeader
 from fedswarm.p2p.identity import Identity
 from fedswarm.p2p.membership import Heartbeat, Membership
 
-
-class StaticNode:
-    """The few node attributes Membership reads; no network involved."""
-
-    def __init__(self, members: int = 4) -> None:
-        self.members = members
-        self.sent: list[tuple[str, bytes]] = []
-        self.peer_id = "me"
-        self.listen_addrs: list[str] = []
-
-    async def publish(self, topic: str, payload: bytes) -> None:
-        pass
-
-    async def subscribe(self, topic: str) -> None:
-        pass
-
-    @property
-    def member_count(self) -> int:
-        return self.members
-
-    async def send_to_connected(
-        self, kind: str, round: int, payload: bytes, *, timeout: float | None = None
-    ) -> int:
-        self.sent.append((kind, payload))
-        return 1
-
-    def latency_ms(self, peer_id: str) -> float | None:
-        return None
-
-    def add_peer_addrs(self, peer_id: str, addrs: list[str] | tuple[str, ...]) -> None:
-        pass
+from .conftest import StaticNode
 
 
 def _hb(peer: str, **fields: object) -> Heartbeat:
