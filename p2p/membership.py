@@ -318,7 +318,7 @@ class Membership:
             if gossip:
                 next_gossip = now + self.config.gossip_every_s
             self._changed.clear()
-            beat_at = time.monotonic()
+            beat_at = now
             await self.publish_now(gossip=gossip)
             # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that arrives as
             # the event is set — exactly shutdown (state "stopped", then stop()) — and

@@ -177,11 +177,7 @@ class P2PNode:
         :class:`BlobError` / :class:`PeerUnreachableError` when it cannot be written.
         """
         self._require_member(peer_id)
-        if len(payload) > self.config.max_message_bytes:
-            raise BlobTooLargeError(
-                f"message is {len(payload)} bytes, limit {self.config.max_message_bytes}; "
-                "use send_blob"
-            )
+        self._require_message_size(payload)
         limit = self.config.blob_timeout_s if timeout is None else timeout
         await self._call(self._sender.send_message, peer_id, kind, round, payload, limit)
 
@@ -198,10 +194,7 @@ class P2PNode:
         each member receives one copy, where a gossip message reaches it from several
         mesh peers and relays.
         """
-        if len(payload) > self.config.max_message_bytes:
-            raise BlobTooLargeError(
-                f"message is {len(payload)} bytes, limit {self.config.max_message_bytes}"
-            )
+        self._require_message_size(payload)
         peers = sorted(self.connected_peers() - {self.peer_id})  # members only
         limit = self.config.blob_timeout_s if timeout is None else timeout
         started: int = await self._call(
@@ -264,6 +257,13 @@ class P2PNode:
         await self.stop()
 
     # ------------------------------------------------------------------ helpers
+
+    def _require_message_size(self, payload: bytes) -> None:
+        if len(payload) > self.config.max_message_bytes:
+            raise BlobTooLargeError(
+                f"message is {len(payload)} bytes, limit {self.config.max_message_bytes}; "
+                "use send_blob"
+            )
 
     def _require_member(self, peer_id: str) -> None:
         if not self._roster.is_member(peer_id):
