@@ -165,6 +165,9 @@ class MemberServices:
     heartbeat_interval: Callable[[], float]
     is_member: Callable[[str], bool]
     up_members: Callable[[], list[str]]  # roster members up now, ourselves included
+    # roster members group plans count (up, or heard within a few down times: a late
+    # heartbeat must not reshuffle everyone's plan), ourselves included
+    planning_members: Callable[[], list[str]]
     set_phase: Callable[[Phase], None]
     reject: Callable[[str | None, str, str], None]  # (peer, kind, why)
     stopping: asyncio.Event
@@ -374,7 +377,7 @@ class RoundRunner:
         """This round's agreed group, or why there is none."""
         s, fed = self.s, self.s.config.federation
         s.set_phase(Phase.GROUPING)
-        view = s.up_members()
+        view = s.planning_members()
         if not self._averaging_only(round):
             self._refresh_mass(round, len(view))
         formed = await form_group(
@@ -388,7 +391,8 @@ class RoundRunner:
                 invite_window=fed.round_deadline_s, final_grace=min(10.0, fed.round_deadline_s)
             ),
             on_reject=lambda peer, why: s.reject(peer, "group", why),
-            view_now=s.up_members,
+            view_now=s.planning_members,
+            up_now=s.up_members,
             awaited=HeartbeatAwaited(s.view, round, AWAIT_HEARTBEATS * s.heartbeat_interval()),
             behind=HeartbeatAwaited(s.view, round, AWAIT_HEARTBEATS * s.heartbeat_interval(),
                                     earlier_only=True),

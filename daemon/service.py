@@ -474,6 +474,7 @@ class Daemon:
                                         else cfg.federation.heartbeat_s),
             is_member=lambda peer: self.roster.is_member(peer),
             up_members=self.up_members,
+            planning_members=self.planning_members,
             set_phase=self._set_state,
             reject=self._reject,
             stopping=self._stop,
@@ -553,9 +554,17 @@ class Daemon:
     def up_members(self) -> list[str]:
         """Roster members we consider up now, including ourselves, sorted."""
         assert self.membership is not None
-        up = set(self.membership.up_peers())  # peer_timeout_s, stretched for large rosters
-        up.add(self.identity.peer_id)
-        return sorted(p for p in up if self.roster.is_member(p))
+        # peer_timeout_s, stretched for large rosters
+        return self._members_and_me(self.membership.up_peers())
+
+    def planning_members(self) -> list[str]:
+        """Roster members present for group plans (heard within three down times, so a
+        late heartbeat does not reshuffle the plan), including ourselves, sorted."""
+        assert self.membership is not None
+        return self._members_and_me(self.membership.present_peers())
+
+    def _members_and_me(self, peers: set[str]) -> list[str]:
+        return sorted(p for p in {*peers, self.identity.peer_id} if self.roster.is_member(p))
 
     def _verify_member_signature(self, peer_id: str, data: bytes, signature: bytes) -> bool:
         return self.roster.is_member(peer_id) and verify_signature(peer_id, data, signature)

@@ -62,6 +62,15 @@ HEARTBEAT_KIND = "heartbeat"
 """The message kind a heartbeat travels as on a member's message stream."""
 _MAX_ADDRS = 8
 
+PRESENT_FOR_DOWN_TIMES = 3.0
+"""A member stays *present* (in group plans) this many down times after its last heartbeat.
+
+Why longer than "up": plans are computed by each member from its own view, and one member
+more or less reshuffles the whole grid. Under load (32 daemons on two cores) heartbeats
+arrive late and views said 9 to 31 members up at one moment, so every plan differed and
+every invitation was refused. A member that is late but present keeps its place in
+everyone's plan; the leader invites only those it sees up (``federation.groups``)."""
+
 
 @dataclass(frozen=True)
 class Heartbeat:
@@ -403,6 +412,15 @@ class Membership:
             out[pid] = PeerView(**{**asdict(v), "up": now - v.last_seen <= down_after})
         return out
 
+    def present_after(self) -> float:
+        """A member not heard from for this long leaves group plans
+        (:data:`PRESENT_FOR_DOWN_TIMES` × :meth:`down_after`)."""
+        return PRESENT_FOR_DOWN_TIMES * self.down_after()
+
+    def present_peers(self, now: float | None = None) -> set[str]:
+        """Peers heard from within :meth:`present_after`: whom group plans count."""
+        return self.up_peers(self.present_after(), now)
+
     def up_peers(self, timeout_s: float | None = None, now: float | None = None) -> set[str]:
         """Peers heard from within ``timeout_s`` (default :meth:`down_after`)."""
         now = time.time() if now is None else now
@@ -413,6 +431,7 @@ class Membership:
 __all__ = [
     "HEARTBEAT_KIND",
     "HEARTBEAT_TOPIC",
+    "PRESENT_FOR_DOWN_TIMES",
     "Heartbeat",
     "HeartbeatRejectedError",
     "Membership",

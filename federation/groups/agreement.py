@@ -11,12 +11,13 @@ peer count in two groups. The rule that prevents this:
    (a leader is committed to its own from the start), and answers with an
    ``Acceptance``. Further invitations that round are ignored. Valid means it matches
    the peer's own plan (``PlanMatch``, issue #19): every invited peer is a roster
-   member the peer sees up, and the members are a subset of the group its own
+   member present in the peer's view (the daemon: heard from within a few down times,
+   the set its plans count), and the members are a subset of the group its own
    ``plan_groups`` gives it, led by that group's leader (or by a stand-in, rule 5), and
    at least ``contributor_floor`` of that planned group (more than half, plus one). An
-   invitation naming a peer it does not see up yet (a newcomer the leader heard of
+   invitation naming a peer it has not heard from yet (a newcomer the leader heard of
    first) waits and is checked again as heartbeats arrive, until the window closes; one
-   naming a made-up or down peer therefore never commits anyone, and a hostile leader
+   naming a made-up or long-gone peer therefore never commits anyone, and a hostile leader
    cannot choose who averages with a victim: the plan, which no single member controls,
    does.
 3. The leader finalises when every invitee has accepted or when its invitation window
@@ -197,8 +198,9 @@ class PlanMatch:
     The verdict carries the inviter's rank in the planned group; the follower holds an
     invitation from a stand-in (rank > 0) until its own stand-in time for that rank.
 
-    ``view_now`` returns the roster members this peer sees up *now*, so an invitation
-    naming a peer it has not yet heard from can be re-checked a moment later.
+    ``view_now`` returns the roster members present in this peer's view *now* (the
+    daemon: heard from within a few down times), so an invitation naming a peer it has
+    not yet heard from can be re-checked a moment later.
     """
 
     me: str
@@ -212,7 +214,7 @@ class PlanMatch:
         unseen = sorted(set(invitation.members) - seen)
         if unseen:
             return Verdict(False, wait=True,
-                           why=f"invites {len(unseen)} peer(s) this peer does not see up: "
+                           why=f"invites {len(unseen)} peer(s) this peer has not heard from: "
                                f"{[p[-8:] for p in unseen[:3]]}")
         planned = planned_group(self.me, seen, self.round, self.group_size, seed=self.seed)
         if planned is None:
@@ -442,7 +444,7 @@ class GroupFollower:
     def poll(self, now: float) -> Outcome | None:
         if self.outcome is None and self._past_deadline(now):
             if self.book.committed is None and self.waiting:
-                self.outcome = Alone("the invitation named peers this peer never saw up "
+                self.outcome = Alone("the invitation named peers this peer never heard from "
                                      "before the deadline")
             elif self.book.committed is None and self.held:
                 self.outcome = Alone("only a stand-in invited this peer, and its stand-in "
@@ -574,11 +576,19 @@ class GroupAgreement:
         seed: bytes = b"",
         config: AgreementConfig | None = None,
         view_now: Callable[[], Sequence[str]] | None = None,
+        up_now: Callable[[], Sequence[str]] | None = None,
         awaited: Callable[[str], bool] | None = None,
         behind: Callable[[str], bool] | None = None,
     ) -> None:
         """``view`` plans this peer's own group; ``view_now`` (default: ``view``) is what
-        it sees up when it judges an invitation (``PlanMatch``).
+        it sees present when it judges an invitation (``PlanMatch``).
+
+        ``up_now`` (default: ``view_now``) is whom this peer sees up now, a subset of the
+        present members: as a leader (or stand-in) it invites the members of its planned
+        group that are up, if they meet the group's floor, and the whole planned group
+        otherwise. The daemon plans over members heard within a few down times, so that a
+        heartbeat that arrives late does not reshuffle its plan, but it does not make a
+        group wait out its window for a member that crashed a minute ago.
 
         ``behind(peer)``: ``peer`` is alive and still finishing an earlier round (the
         daemon: a fresh heartbeat naming an earlier round); windows and deadlines stretch
@@ -598,6 +608,7 @@ class GroupAgreement:
         self.invite_deadline = now + self.config.invite_window
         fixed_view = tuple(view)
         self.view_now = view_now or (lambda: fixed_view)
+        self.up_now = up_now or self.view_now
         self.awaited = awaited or _nobody
         self.behind = behind or _nobody
         stretch = self.config.late_wait * self.config.invite_window
@@ -621,10 +632,17 @@ class GroupAgreement:
         if self.planned is None:
             self.follower.outcome = Alone("fewer than 3 peers in this peer's view")
         elif leader_of(self.planned) == me:
-            self.leader = GroupLeader(me, round, self.planned, self.book, self.invite_deadline,
-                                      min_members=contributor_floor(len(self.planned)),
+            floor = contributor_floor(len(self.planned))
+            up = self._up_of(self.planned)
+            self.leader = GroupLeader(me, round, up if len(up) >= floor else self.planned,
+                                      self.book, self.invite_deadline, min_members=floor,
                                       behind=self.behind, late_until=self.late_until)
             self._initial = self.leader.start()
+
+    def _up_of(self, peers: Sequence[str]) -> list[str]:
+        """Those of ``peers`` this peer sees up now (itself always), in their order."""
+        up = {*self.up_now(), self.me}
+        return [peer for peer in peers if peer in up]
 
     def stand_in_at(self, rank: int) -> float:
         """When, on this peer's clock, rank ``rank`` of a planned group may stand in."""
@@ -691,11 +709,11 @@ class GroupAgreement:
         floor = contributor_floor(len(self.planned))
         if now >= self.invite_deadline or len(self.planned) - rank < floor:
             return []
-        # Half a window on, a planned member that crashed may be down in the followers'
-        # views: naming it would make every follower wait for it (PlanMatch), so the
-        # stand-in leaves out whom it no longer sees up, if the floor still holds.
-        seen = {*self.view_now(), self.me}
-        members = [peer for peer in self.planned[rank:] if peer in seen]
+        # Half a window on, a planned member that crashed may be gone from the followers'
+        # views: naming it would make every follower wait for it (PlanMatch), and waiting
+        # for its acceptance would hold the group to the window's end, so the stand-in
+        # leaves out whom it no longer sees up, if the floor still holds.
+        members = self._up_of(self.planned[rank:])
         if len(members) < floor:
             return []
         self.leader = GroupLeader(self.me, self.round, members, self.book,

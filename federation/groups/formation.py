@@ -37,20 +37,22 @@ async def form_group(
     on_reject: Callable[[str, str], None],
     seed: bytes = b"",
     view_now: Callable[[], Sequence[str]] | None = None,
+    up_now: Callable[[], Sequence[str]] | None = None,
     awaited: Callable[[str], bool] | None = None,
     behind: Callable[[str], bool] | None = None,
 ) -> Outcome:
     """Agree with peers on this round's group; returns ``Formed`` or ``Alone``.
 
-    ``view`` plans our own group; ``view_now`` is what we see up while judging
+    ``view`` plans our own group; ``view_now`` is what we see present while judging
     invitations (``agreement.PlanMatch``), so a newcomer's invitation can be accepted
-    once its heartbeat arrives. ``awaited(peer)``: ``peer`` still works towards this
+    once its heartbeat arrives; ``up_now`` is whom we see up, the members we invite
+    when we lead (``GroupAgreement``). ``awaited(peer)``: ``peer`` still works towards this
     round, so no stand-in replaces it; ``behind(peer)``: ``peer`` is still finishing an
     earlier round, so windows stretch for it (``GroupAgreement``).
     """
     agreement = GroupAgreement(
         me, round, view, time.monotonic(), group_size=group_size, seed=seed, config=config,
-        view_now=view_now, awaited=awaited, behind=behind,
+        view_now=view_now, up_now=up_now, awaited=awaited, behind=behind,
     )
     sends: set[asyncio.Task[int]] = set()
 

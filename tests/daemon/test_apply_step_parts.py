@@ -74,6 +74,7 @@ def _runner(tmp_path: Path, trainer: SlowTrainer) -> tuple[RoundRunner, StateSto
         heartbeat_interval=lambda: 2.0,
         is_member=lambda peer: True,
         up_members=lambda: ["me"],  # alone: no group can form
+        planning_members=lambda: ["me"],
         set_phase=lambda phase: None,
         reject=lambda *args: None,
         stopping=asyncio.Event(),

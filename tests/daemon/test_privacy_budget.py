@@ -54,6 +54,7 @@ def _runner(exchange: BudgetSpentExchange) -> RoundRunner:
         heartbeat_interval=lambda: 2.0,
         is_member=lambda peer: True,
         up_members=lambda: ["me"],
+        planning_members=lambda: ["me"],
         set_phase=lambda phase: None,
         reject=lambda *args: None,
         stopping=asyncio.Event(),

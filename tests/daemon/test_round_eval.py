@@ -105,6 +105,7 @@ def _runner(
         heartbeat_interval=lambda: 2.0,
         is_member=lambda peer: True,
         up_members=lambda: ["me"],  # alone: no group, the round keeps its local training
+        planning_members=lambda: ["me"],
         set_phase=lambda phase: None,
         reject=lambda *args: None,
         stopping=asyncio.Event(),

@@ -121,6 +121,7 @@ def _runner(tmp_path: Path, *, exchange: Any = None, view: dict[str, Advert] | N
         heartbeat_interval=lambda: 2.0,
         is_member=lambda peer: peer in members,
         up_members=lambda: sorted(members),
+        planning_members=lambda: sorted(members),
         set_phase=lambda phase: None,
         reject=lambda peer, kind, why: rejections.append((peer, kind, why)),
         stopping=asyncio.Event(),

@@ -57,6 +57,7 @@ def _runner(gate: float | None) -> tuple[RoundRunner, LossIsTheMean, list[tuple[
         heartbeat_interval=lambda: 2.0,
         is_member=lambda peer: True,
         up_members=lambda: ["me"],
+        planning_members=lambda: ["me"],
         set_phase=lambda phase: None,
         reject=lambda *args: rejections.append(args),
         stopping=asyncio.Event(),

@@ -78,6 +78,19 @@ def test_peer_goes_down_after_silence() -> None:
     assert m.up_peers(timeout_s=20, now=now + 11) == {peer}
 
 
+def test_a_member_down_for_a_moment_stays_present_for_group_plans() -> None:
+    """Present (planned with) for three down times after its last heartbeat, so a late
+    heartbeat does not reshuffle every member's plan; then it leaves the plans too."""
+    m = Membership(StaticNode(), "me", MembershipConfig(down_after_s=10))
+    peer = Identity.generate().peer_id
+    now = time.time()
+    m.accept(peer, _hb(peer, now).encode(), now=now)
+    assert m.present_after() == pytest.approx(30.0)
+    assert (m.up_peers(now=now + 11), m.present_peers(now=now + 11)) == (set(), {peer})
+    assert m.present_peers(now=now + 29) == {peer}
+    assert m.present_peers(now=now + 31) == set()
+
+
 async def test_handle_gossip_ignores_other_topics_and_counts_rejects() -> None:
     m = Membership(StaticNode(), "me")
     peer = Identity.generate().peer_id

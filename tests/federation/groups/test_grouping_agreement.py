@@ -65,13 +65,20 @@ def scenarios(draw):
             views[peer] = [p for p in everyone if p == peer or draw(st.booleans())]
     starts = {peer: draw(st.sampled_from([0.0, 0.2, 0.5])) for peer in live}
     round = draw(st.integers(0, 5))
-    return everyone, live, views, starts, round
+    # whom each peer sees up now: its whole (present) view, or part of it (a leader
+    # invites only the members of its planned group it sees up, if they meet the floor)
+    ups = {peer: view if draw(st.booleans()) else [p for p in view if draw(st.booleans())]
+           for peer, view in views.items()}
+    return everyone, live, views, starts, round, ups
 
 
-def _world(live, views, starts, round) -> World:
+def _world(live, views, starts, round, ups=None) -> World:
     world = World(
         {
-            peer: GroupAgreement(peer, round, views[peer], starts[peer], config=CONFIG)
+            peer: GroupAgreement(
+                peer, round, views[peer], starts[peer], config=CONFIG,
+                up_now=None if ups is None else (lambda up=tuple(ups[peer]): up),
+            )
             for peer in live
         }
     )
@@ -119,8 +126,8 @@ def _check_whole_groups(world: World) -> None:
 @settings(max_examples=250, deadline=None)
 @given(scenario=scenarios(), data=st.data())
 def test_timely_delivery_in_any_order_forms_consistent_whole_groups(scenario, data) -> None:
-    _, live, views, starts, round = scenario
-    world = _world(live, views, starts, round)
+    _, live, views, starts, round, ups = scenario
+    world = _world(live, views, starts, round, ups)
     while world.pending:  # invitations and acceptances, before any deadline
         world.deliver(data.draw(st.integers(0, len(world.pending) - 1)), 0.5)
     world.poll(1.5)  # every leader's window has closed
@@ -135,8 +142,8 @@ def test_timely_delivery_in_any_order_forms_consistent_whole_groups(scenario, da
 def test_timely_delivery_with_stand_ins_for_silent_leaders_forms_consistent_whole_groups(
     scenario, data
 ) -> None:
-    _, live, views, starts, round = scenario
-    world = _world(live, views, starts, round)
+    _, live, views, starts, round, ups = scenario
+    world = _world(live, views, starts, round, ups)
     # every rank-1 and rank-2 stand-in time of every start (0, 0.2, 0.5), windows open
     for now in (0.0, 0.5, 0.7, 0.75, 0.95, 1.0, 1.25):
         world.poll(now)
@@ -152,8 +159,8 @@ def test_timely_delivery_with_stand_ins_for_silent_leaders_forms_consistent_whol
 @settings(max_examples=250, deadline=None)
 @given(scenario=scenarios(), data=st.data())
 def test_loss_late_delivery_and_reordering_never_overlap_groups(scenario, data) -> None:
-    _, live, views, starts, round = scenario
-    world = _world(live, views, starts, round)
+    _, live, views, starts, round, ups = scenario
+    world = _world(live, views, starts, round, ups)
     now = 0.5
     for _ in range(200):
         if now > 3.0 and not world.pending:

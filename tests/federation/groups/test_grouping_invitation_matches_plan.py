@@ -2,11 +2,11 @@
 
 The attack: a member whose peer id sorts lowest invites a victim to a "group" of
 itself, the victim and a made-up (or absent) peer id, or of itself, a colluder and the
-victim. The rule (``agreement.PlanMatch``): every invited peer is a roster member the
-follower sees up, the members are a subset of the group the follower's own
+victim. The rule (``agreement.PlanMatch``): every invited peer is a roster member
+present in the follower's view, the members are a subset of the group the follower's own
 ``plan_groups`` gives it, the inviter leads that planned group, and the invitation (and
 then the final) names at least ``contributor_floor`` of that planned group. An
-invitation naming a peer the follower does not see up yet waits and is judged again as
+invitation naming a peer the follower has not heard from yet waits and is judged again as
 its view grows.
 """
 
