@@ -29,8 +29,9 @@ peer count in two groups. The rule that prevents this:
    the leader it accepted, and names at least the ``contributor_floor`` of the
    follower's own planned group: a hostile leader that invites everyone and then
    finalises with just itself, a colluder and the victim is refused. If no such final
-   arrives before its own deadline (the invitation window plus a grace period), it is
-   alone this round.
+   arrives before its own deadline (the invitation window plus a grace period, or, once
+   it committed, a stretched window plus the grace after it committed: the leader's
+   window runs from the leader's own round start), it is alone this round.
 5. Stand-in leader (issue #27). A planned leader that dropped out (crashed but still
    listed up, or never started the round) sends nothing, and without a stand-in its
    whole planned group would train alone. The member of rank ``k`` of a planned group
@@ -338,11 +339,18 @@ class GroupFollower:
         stand_in_at: Callable[[int], float] = never,
         ranked_before_silent: Callable[[int], bool] = lambda rank: True,
         stretched: Callable[[float], bool] = lambda now: False,
+        wait_after_commit: float = 0.0,
     ) -> None:
+        """``wait_after_commit``: once committed, wait at least this long for the final.
+        The leader's window runs from *its* round start, and peers start a round when
+        their last one ends: among 32 daemons a leader started 80 s after a follower,
+        the follower gave up on the final at its own deadline, and the group then ran
+        secure aggregation with an absent decryptor and stalled for 4.5 minutes."""
         self.me = me
         self.round = round
         self.book = book
         self.final_deadline = final_deadline
+        self.wait_after_commit = wait_after_commit
         self.stretched = stretched
         self.admit = admit
         self.stand_in_at = stand_in_at
@@ -390,8 +398,11 @@ class GroupFollower:
             if self.book.committed is None:
                 self.held[invitation.group_id] = invitation
             return None
+        first = self.book.committed is None
         if not self.book.commit(invitation):
             return None
+        if first:
+            self.final_deadline = max(self.final_deadline, now + self.wait_after_commit)
         self.min_members = max(MIN_GROUP_SIZE, verdict.min_members)
         return Acceptance(round=self.round, group_id=invitation.group_id, peer=self.me,
                           min_members=self.min_members)
@@ -479,9 +490,17 @@ class GroupLeader:
         min_members: int = MIN_GROUP_SIZE,
         behind: Callable[[str], bool] = _nobody,
         late_until: float | None = None,
+        up_now: Callable[[], Sequence[str]] | None = None,
+        down_wait_until: float | None = None,
     ) -> None:
         """``behind(peer)``: ``peer`` is alive and still finishing an earlier round; the
-        window stays open for such an invitee until ``late_until`` (default: it does not)."""
+        window stays open for such an invitee until ``late_until`` (default: it does not).
+
+        ``up_now``: whom the leader sees up now. From ``down_wait_until`` on, once the
+        acceptors meet the floor and every invitee still missing is down in that view,
+        the leader finalises without waiting for the rest of the window: a member that
+        crashed a minute ago is still planned (plans count present members), and its
+        group need not wait the whole window for it. Default: the window decides."""
         members = tuple(sorted(set(planned)))
         if leader_of(members) != me:
             raise ValueError(f"{me} is not the lowest peer id of {members}")
@@ -493,6 +512,8 @@ class GroupLeader:
         self.behind = behind
         self.late_until = invite_deadline if late_until is None else late_until
         self.late: set[str] = set()  # invitees seen behind once the window had closed
+        self.up_now = up_now
+        self.down_wait_until = invite_deadline if down_wait_until is None else down_wait_until
         self.min_members = max(MIN_GROUP_SIZE, min_members)
         self.accepted: set[str] = set()
         self.floors: dict[str, int] = {}  # acceptor -> the smallest final it takes part in
@@ -528,9 +549,21 @@ class GroupLeader:
         return []
 
     def poll(self, now: float) -> list[Outgoing]:
-        if self.leading and self.outcome is None and self._window_closed(now):
+        if self.leading and self.outcome is None and (
+            self._window_closed(now) or self._only_down_missing(now)
+        ):
             return self._finalise()
         return []
+
+    def _only_down_missing(self, now: float) -> bool:
+        """Past ``down_wait_until``, the acceptors meet every floor and each invitee that
+        has not accepted is down in ``up_now``: waiting on would only delay the group."""
+        if self.up_now is None or now < self.down_wait_until:
+            return False
+        if len(self.accepted) + 1 < max([self.min_members, *self.floors.values()]):
+            return False
+        missing = set(self.invitees) - self.accepted
+        return not missing & set(self.up_now())
 
     def _window_closed(self, now: float) -> bool:
         """Past the invitation window, unless ``late_until`` has not come and an invitee
@@ -584,11 +617,13 @@ class GroupAgreement:
         it sees present when it judges an invitation (``PlanMatch``).
 
         ``up_now`` (default: ``view_now``) is whom this peer sees up now, a subset of the
-        present members: as a leader (or stand-in) it invites the members of its planned
-        group that are up, if they meet the group's floor, and the whole planned group
-        otherwise. The daemon plans over members heard within a few down times, so that a
-        heartbeat that arrives late does not reshuffle its plan, but it does not make a
-        group wait out its window for a member that crashed a minute ago.
+        present members. A leader invites its whole planned group (a member whose
+        heartbeats are late is alive more often than not), and from the rank-1 stand-in
+        time on finalises without waiting for invitees it sees down once the acceptors
+        meet the floor (``GroupLeader``); a stand-in invites only the members it sees
+        up. The daemon plans over members heard within a few down times, so that a
+        heartbeat that arrives late does not reshuffle its plan, but a member that
+        crashed a minute ago then holds its group half a window, not a whole one.
 
         ``behind(peer)``: ``peer`` is alive and still finishing an earlier round (the
         daemon: a fresh heartbeat naming an earlier round); windows and deadlines stretch
@@ -609,6 +644,7 @@ class GroupAgreement:
         fixed_view = tuple(view)
         self.view_now = view_now or (lambda: fixed_view)
         self.up_now = up_now or self.view_now
+        self._finalise_without_down = up_now is not None
         self.awaited = awaited or _nobody
         self.behind = behind or _nobody
         stretch = self.config.late_wait * self.config.invite_window
@@ -624,6 +660,9 @@ class GroupAgreement:
             stretched=FollowerStretch(
                 self.book, self.planned or (), self.behind,
                 final_deadline + stretch),
+            # the leader finalises at most a window, stretched, after it sent the
+            # invitation, which was before this peer got it
+            wait_after_commit=self.config.invite_window + stretch + self.config.final_grace,
         )
         self.leader: GroupLeader | None = None
         self.stood_in = False
@@ -632,11 +671,11 @@ class GroupAgreement:
         if self.planned is None:
             self.follower.outcome = Alone("fewer than 3 peers in this peer's view")
         elif leader_of(self.planned) == me:
-            floor = contributor_floor(len(self.planned))
-            up = self._up_of(self.planned)
-            self.leader = GroupLeader(me, round, up if len(up) >= floor else self.planned,
-                                      self.book, self.invite_deadline, min_members=floor,
-                                      behind=self.behind, late_until=self.late_until)
+            self.leader = GroupLeader(
+                me, round, self.planned, self.book, self.invite_deadline,
+                min_members=contributor_floor(len(self.planned)),
+                behind=self.behind, late_until=self.late_until, up_now=up_now,
+                down_wait_until=now + self.config.stand_in_time(1))
             self._initial = self.leader.start()
 
     def _up_of(self, peers: Sequence[str]) -> list[str]:
@@ -718,6 +757,8 @@ class GroupAgreement:
             return []
         self.leader = GroupLeader(self.me, self.round, members, self.book,
                                   self.invite_deadline, min_members=floor,
-                                  behind=self.behind, late_until=self.late_until)
+                                  behind=self.behind, late_until=self.late_until,
+                                  up_now=self.up_now if self._finalise_without_down else None,
+                                  down_wait_until=now)
         self.stood_in = True
         return self.leader.start()

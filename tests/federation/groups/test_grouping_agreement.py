@@ -65,8 +65,9 @@ def scenarios(draw):
             views[peer] = [p for p in everyone if p == peer or draw(st.booleans())]
     starts = {peer: draw(st.sampled_from([0.0, 0.2, 0.5])) for peer in live}
     round = draw(st.integers(0, 5))
-    # whom each peer sees up now: its whole (present) view, or part of it (a leader
-    # invites only the members of its planned group it sees up, if they meet the floor)
+    # whom each peer sees up now: its whole (present) view, or part of it (a leader stops
+    # waiting for invitees it sees down from half the window on; a stand-in invites only
+    # members it sees up)
     ups = {peer: view if draw(st.booleans()) else [p for p in view if draw(st.booleans())]
            for peer, view in views.items()}
     return everyone, live, views, starts, round, ups

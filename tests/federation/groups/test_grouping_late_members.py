@@ -117,3 +117,31 @@ def test_a_follower_waits_for_the_final_while_its_leader_is_behind() -> None:
     clock["now"] = 3.1  # past the stretch (deadline 2 s + 1 s)
     b.poll(3.1)
     assert isinstance(b.outcome, Alone)
+
+
+def test_a_follower_that_committed_waits_for_a_leader_that_started_its_round_later() -> None:
+    # b starts round 1 at 0 (deadline 2 s); its leader a starts at 1.5 and invites b at
+    # once; c and d never answer, so a finalises with a, b, c... only at its own window's
+    # end, 2.5 s: after b's own deadline. b committed at 1.5, so it waits for that final.
+    a = GroupAgreement("a", 1, "abc", 1.5, config=CONFIG)
+    b = GroupAgreement("b", 1, "abc", 0.0, config=CONFIG)
+    c = GroupAgreement("c", 1, "abc", 1.5, config=CONFIG)
+    (invitation,) = a.start()
+    (b_accepts,) = b.receive(invitation.message, "a", 1.5)
+    assert a.receive(b_accepts.message, "b", 1.6) == []  # c has not answered yet
+    for now in (2.0, 2.1, 2.4):
+        assert b.poll(now) == [] and b.outcome is None, now
+    (c_accepts,) = c.receive(invitation.message, "a", 2.45)
+    (final,) = a.receive(c_accepts.message, "c", 2.45)
+    b.receive(final.message, "a", 2.5)
+    assert isinstance(b.outcome, Formed) and b.outcome.members == ("a", "b", "c")
+
+
+def test_a_follower_whose_leader_falls_silent_after_inviting_gives_up_a_window_later() -> None:
+    b = GroupAgreement("b", 1, "abc", 0.0, config=CONFIG)
+    (invitation,) = GroupAgreement("a", 1, "abc", 1.5, config=CONFIG).start()
+    b.receive(invitation.message, "a", 1.5)
+    b.poll(4.4)  # 1.5 + window 1 + late_wait 1 + grace 1 = 4.5
+    assert b.outcome is None
+    b.poll(4.5)
+    assert isinstance(b.outcome, Alone)

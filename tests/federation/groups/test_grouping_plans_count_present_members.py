@@ -1,9 +1,11 @@
-"""Plans count present members; leaders invite the members they see up (issue #27).
+"""Plans count present members; a leader stops waiting for members it sees down (#27).
 
 The daemon plans over members heard within a few down times (``present``), so a
-heartbeat that arrives late does not reshuffle everyone's plan, and a leader invites
-only those of its planned group it sees up *now*, so a member that crashed a minute ago
-does not hold its group to the end of the invitation window.
+heartbeat that arrives late does not reshuffle everyone's plan. A leader invites its
+whole planned group — a member whose heartbeats are late is usually alive — and from
+the rank-1 stand-in time on (half the window) it finalises without the invitees it sees
+down once the acceptors meet the floor, so a member that crashed a minute ago does not
+hold its group to the end of the window.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from fedswarm.federation.groups.agreement import AgreementConfig, Formed, GroupA
 from fedswarm.federation.groups.messages import Acceptance, GroupFinal, Invitation
 from fedswarm.federation.groups.plan import plan_groups
 
-CONFIG = AgreementConfig(invite_window=1.0, final_grace=1.0)
+CONFIG = AgreementConfig(invite_window=1.0, final_grace=1.0)  # stand-in time 0.5
 PRESENT = ("a", "b", "c", "d", "e", "f")  # six: one group of everyone, floor 4
 
 
@@ -22,40 +24,43 @@ def _invitation(agreement: GroupAgreement) -> Invitation:
     return outgoing.message
 
 
-def test_a_leader_invites_only_the_planned_members_it_sees_up() -> None:
-    leader = GroupAgreement("a", 0, PRESENT, 0.0, config=CONFIG,
-                            up_now=lambda: ("a", "b", "c", "d", "e"))
-    assert _invitation(leader).members == ("a", "b", "c", "d", "e")
-
-
-def test_a_leader_invites_the_whole_planned_group_when_too_few_are_up() -> None:
-    leader = GroupAgreement("a", 0, PRESENT, 0.0, config=CONFIG, up_now=lambda: ("b", "c"))
-    assert _invitation(leader).members == PRESENT
-
-
-def test_a_follower_that_still_counts_a_silent_member_accepts_the_smaller_invitation() -> None:
-    # b's view still lists f (heard from 30 s ago), a's up view does not: same plan, and
-    # a's invitation without f is within b's planned group and above its floor of 4.
-    leader = GroupAgreement("a", 0, PRESENT, 0.0, config=CONFIG,
-                            up_now=lambda: ("b", "c", "d", "e"))
+def _leader_with_acceptances(up: tuple[str, ...], acceptors: str) -> GroupAgreement:
+    leader = GroupAgreement("a", 0, PRESENT, 0.0, config=CONFIG, up_now=lambda: up)
     invitation = _invitation(leader)
-    follower = GroupAgreement("b", 0, PRESENT, 0.0, config=CONFIG)
-    (reply,) = follower.receive(invitation, "a", 0.1)
-    assert isinstance(reply.message, Acceptance)
+    assert invitation.members == PRESENT  # everyone planned is invited, up or not
+    for peer in acceptors:
+        assert leader.receive(Acceptance(0, invitation.group_id, peer), peer, 0.1) == []
+    return leader
 
 
-def test_a_group_forms_at_once_without_waiting_for_a_member_seen_down() -> None:
-    up = ("a", "b", "c", "d", "e")
-    agreements = {peer: GroupAgreement(peer, 0, PRESENT, 0.0, config=CONFIG,
-                                       up_now=lambda: up) for peer in up}
-    pending = [("a", recipient, message) for out in agreements["a"].start()
-               for recipient, message in ((r, out.message) for r in out.recipients)]
-    while pending:  # every message delivered at 0.1 s, long before the 1 s window ends
-        sender, recipient, message = pending.pop(0)
-        for out in agreements[recipient].receive(message, sender, 0.1):
-            pending += [(recipient, r, out.message) for r in out.recipients]
-    outcomes = {peer: agreement.outcome for peer, agreement in agreements.items()}
-    assert all(isinstance(o, Formed) and o.members == up for o in outcomes.values()), outcomes
+def _final_members(sent) -> tuple[str, ...]:
+    (out,) = sent
+    assert isinstance(out.message, GroupFinal)
+    return out.message.members
+
+
+def test_a_leader_stops_waiting_for_a_member_it_sees_down_after_half_the_window() -> None:
+    leader = _leader_with_acceptances(("a", "b", "c", "d", "e"), "bcde")
+    assert leader.poll(0.45) == []  # before the stand-in time: f may still answer
+    assert _final_members(leader.poll(0.55)) == ("a", "b", "c", "d", "e")
+
+
+def test_a_leader_waits_out_the_window_for_a_member_it_sees_up() -> None:
+    leader = _leader_with_acceptances(PRESENT, "bcde")
+    assert leader.poll(0.9) == []
+    assert _final_members(leader.poll(1.0)) == ("a", "b", "c", "d", "e")
+
+
+def test_a_leader_below_the_floor_waits_out_the_window_even_for_members_it_sees_down() -> None:
+    leader = _leader_with_acceptances(("a", "b", "c"), "bc")
+    assert leader.poll(0.9) == []
+    assert leader.poll(1.0)[0].message.KIND == "dissolved"
+
+
+def test_a_member_whose_heartbeats_are_late_is_still_invited_and_joins() -> None:
+    leader = _leader_with_acceptances(("a", "b", "c", "d", "e"), "bcde")
+    gid = _invitation(GroupAgreement("a", 0, PRESENT, 0.0, config=CONFIG)).group_id
+    assert _final_members(leader.receive(Acceptance(0, gid, "f"), "f", 0.3)) == PRESENT
 
 
 def test_members_whose_up_views_differ_but_present_views_agree_plan_the_same_groups() -> None:
@@ -74,18 +79,18 @@ def test_members_whose_up_views_differ_but_present_views_agree_plan_the_same_gro
             assert agreement.planned in expected
 
 
-def test_a_final_from_a_leader_that_invited_its_up_members_is_held_by_each_of_them() -> None:
-    leader = GroupAgreement("a", 0, PRESENT, 0.0, config=CONFIG,
-                            up_now=lambda: ("a", "b", "c", "d"))
-    invitation = _invitation(leader)
-    followers = {peer: GroupAgreement(peer, 0, PRESENT, 0.0, config=CONFIG)
-                 for peer in ("b", "c", "d")}
-    finals = []
-    for peer, follower in followers.items():
-        (reply,) = follower.receive(invitation, "a", 0.1)
-        finals += leader.receive(reply.message, peer, 0.2)
-    (final,) = finals
-    assert isinstance(final.message, GroupFinal) and final.message.members == ("a", "b", "c", "d")
-    for peer, follower in followers.items():
-        follower.receive(final.message, "a", 0.3)
-        assert isinstance(follower.outcome, Formed), peer
+def test_followers_hold_the_final_a_leader_sent_without_a_member_it_saw_down() -> None:
+    up = ("a", "b", "c", "d", "e")
+    agreements = {peer: GroupAgreement(peer, 0, PRESENT, 0.0, config=CONFIG,
+                                       up_now=lambda: up) for peer in up}
+    pending = [("a", r, out.message) for out in agreements["a"].start() for r in out.recipients]
+    for now in (0.1, 0.6):  # acceptances at 0.1; the leader's poll at 0.6 finalises
+        pending += [("a", r, out.message) for out in agreements["a"].poll(now)
+                    for r in out.recipients]
+        while pending:
+            sender, recipient, message = pending.pop(0)
+            if recipient in agreements:  # f is down: it hears nothing
+                for out in agreements[recipient].receive(message, sender, now):
+                    pending += [(recipient, r, out.message) for r in out.recipients]
+    outcomes = {peer: agreement.outcome for peer, agreement in agreements.items()}
+    assert all(isinstance(o, Formed) and o.members == up for o in outcomes.values()), outcomes
