@@ -189,6 +189,24 @@ class PeerIntegrity:
         return not self.problems
 
 
+def rounds_without_a_record(rows: list[tuple[int, str]]) -> list[int]:
+    """Rounds from 1 to the last one started that no row accounts for.
+
+    A catch-up writes one ``caught_up`` row, at the round it skipped to, for every round
+    it skipped (its note names the range): the rounds missing just before such a row are
+    accounted for.
+    """
+    status = {r: s for r, s in rows if r > 0}
+    missing: list[int] = []
+    for number in range(1, max(status, default=0) + 1):
+        if number in status:
+            continue
+        following = min((r for r in status if r > number), default=None)
+        if following is None or status[following] != "caught_up":
+            missing.append(number)
+    return missing
+
+
 def check_peer_state(peer: PeerProcess) -> PeerIntegrity:
     """Open a (stopped) daemon's SQLite and checkpoint read-only and account for its rounds.
 
@@ -222,9 +240,8 @@ def check_peer_state(peer: PeerProcess) -> PeerIntegrity:
     statuses: dict[str, int] = {}
     for _, status in rows:
         statuses[status] = statuses.get(status, 0) + 1
-    numbered = [r for r, _ in rows if r > 0]
-    last_started = max(numbered, default=0)
-    missing = sorted(set(range(1, last_started + 1)) - set(numbered))
+    last_started = max((r for r, _ in rows if r > 0), default=0)
+    missing = rounds_without_a_record(rows)
     if missing:
         problems.append(f"rounds without a record: {missing}")
     for round_no, status in rows:

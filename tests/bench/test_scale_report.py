@@ -53,3 +53,13 @@ def test_usage_is_read_per_process_group_in_one_pass() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_rounds_a_catch_up_skipped_count_as_recorded_and_a_plain_gap_does_not() -> None:
+    from bench.netns_federation import rounds_without_a_record
+
+    caught_up = [(0, "initial"), (1, "aborted"), (4, "caught_up"), (5, "complete")]
+    assert rounds_without_a_record(caught_up) == []  # one caught_up row covers 2-4
+    gap = [(0, "initial"), (1, "complete"), (4, "complete"), (5, "in_progress")]
+    assert rounds_without_a_record(gap) == [2, 3]
+    assert rounds_without_a_record([(0, "initial")]) == []
