@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
-from fedswarm.secagg.errors import NotEnoughSurvivorsError
+from fedswarm.secagg.errors import NotEnoughSurvivorsError, RoleUnavailableError
 from fedswarm.secagg.messages import Step, peek_binding
 from fedswarm.secagg.roles import assign_roles
 from fedswarm.secagg.session import AggregationResult
@@ -107,3 +109,23 @@ async def test_fewer_than_threshold_survivors_aborts_cleanly_for_everyone(pool):
             assert isinstance(r, MemberCrashed)
         else:
             assert isinstance(r, NotEnoughSurvivorsError), r
+
+
+async def test_a_decryptor_that_never_joins_is_given_up_on_after_one_step_wait(pool):
+    """The context is D's first act and waits on no one: the others give up after one
+    step's wait, not the three that waits on A or D's later work get (issue #27: a
+    decryptor that had given up on its group's final held the group 4.5 minutes)."""
+    k = 4
+    group = Group(k)
+    _, decryptor = assign_roles(group.members, group.spec.round, group.spec.group_id)
+    step_wait = 4.0
+    started = time.monotonic()
+    results = await run_group(group, random_updates(k, N_PARAMS, seed=5), [1.0] * k, pool,
+                              drop_at={decryptor: int(Step.CONTEXT)}, timeout=step_wait)
+    elapsed = time.monotonic() - started
+    for m, r in zip(group.members, results, strict=True):
+        if m == decryptor:
+            assert isinstance(r, MemberCrashed)
+        else:
+            assert isinstance(r, RoleUnavailableError) and "no context" in str(r), r
+    assert step_wait <= elapsed < 2 * step_wait  # three waits would be 12 s
