@@ -69,7 +69,8 @@ Why longer than "up": plans are computed by each member from its own view, and o
 more or less reshuffles the whole grid. Under load (32 daemons on two cores) heartbeats
 arrive late and views said 9 to 31 members up at one moment, so every plan differed and
 every invitation was refused. A member that is late but present keeps its place in
-everyone's plan; the leader invites only those it sees up (``federation.groups``)."""
+everyone's plan; a leader stops waiting for invitees it sees down from half its window on
+(``federation.groups.agreement``)."""
 
 
 @dataclass(frozen=True)

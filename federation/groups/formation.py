@@ -45,8 +45,9 @@ async def form_group(
 
     ``view`` plans our own group; ``view_now`` is what we see present while judging
     invitations (``agreement.PlanMatch``), so a newcomer's invitation can be accepted
-    once its heartbeat arrives; ``up_now`` is whom we see up, the members we invite
-    when we lead (``GroupAgreement``). ``awaited(peer)``: ``peer`` still works towards this
+    once its heartbeat arrives; ``up_now`` is whom we see up: as a leader we stop
+    waiting for invitees that are not from half the window on, as a stand-in we invite
+    only those that are (``GroupAgreement``). ``awaited(peer)``: ``peer`` still works towards this
     round, so no stand-in replaces it; ``behind(peer)``: ``peer`` is still finishing an
     earlier round, so windows stretch for it (``GroupAgreement``).
     """
