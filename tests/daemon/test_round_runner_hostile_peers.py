@@ -6,6 +6,10 @@
 * catch-up follows only a quorum of up members: never a round beyond the federation's
   target, never an adapter that does not hash to what the quorum advertises, and a
   failed catch-up leaves the member training on.
+
+And, with the same fakes, whom a round's group agreement counts (issue #27): plans
+count the members present, invitations are judged against them, and only the leader's
+"stop waiting" rule looks at who is up now.
 """
 
 from __future__ import annotations
@@ -101,13 +105,16 @@ class Recorder:
 
 
 def _runner(tmp_path: Path, *, exchange: Any = None, view: dict[str, Advert] | None = None,
-            adapters: FakeAdapters | None = None, rounds: int = 0) -> tuple[RoundRunner, list]:
+            adapters: FakeAdapters | None = None, rounds: int = 0,
+            up: list[str] | None = None) -> tuple[RoundRunner, list]:
+    """``up``: the members seen up now (default: every member, all present too)."""
     rejections: list[tuple[str | None, str, str]] = []
     members = {"me", *(view or {})} - {"stranger"}
     services = MemberServices(
         me="me",
         config=SimpleNamespace(  # type: ignore[arg-type]
-            federation=SimpleNamespace(round_deadline_s=5.0, rounds=rounds),
+            federation=SimpleNamespace(round_deadline_s=5.0, rounds=rounds, group_size=4,
+                                       final_averaging_rounds=0),
             state_dir=tmp_path,
         ),
         trainer=FakeTrainer(),  # type: ignore[arg-type]
@@ -120,7 +127,7 @@ def _runner(tmp_path: Path, *, exchange: Any = None, view: dict[str, Advert] | N
         view=lambda: dict(view or {}),  # type: ignore[arg-type]
         heartbeat_interval=lambda: 2.0,
         is_member=lambda peer: peer in members,
-        up_members=lambda: sorted(members),
+        up_members=lambda: sorted(members) if up is None else sorted(up),
         planning_members=lambda: sorted(members),
         set_phase=lambda phase: None,
         reject=lambda peer, kind, why: rejections.append((peer, kind, why)),
@@ -233,3 +240,25 @@ async def test_claims_beyond_the_target_vouch_for_nothing(tmp_path: Path) -> Non
 
     assert await runner._catch_up() is False
     assert runner.progress.round == 0
+
+
+# -- whom the group agreement counts -----------------------------------------------------
+
+
+async def test_a_round_plans_over_the_members_present_and_invites_those_seen_down_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # b and c are present (heard within three down times) but not up: late heartbeats
+    runner, _ = _runner(tmp_path, view={"b": Advert(0, "f"), "c": Advert(0, "f")},
+                        up=["me"])
+    seen: dict[str, Any] = {}
+
+    async def agree(**kwargs: Any) -> Any:
+        seen.update(kwargs)
+        return SimpleNamespace(reason="recorded")
+
+    monkeypatch.setattr("fedswarm.daemon.round_runner.form_group", agree)
+    assert await runner._form_group(1) == "recorded"
+    assert list(seen["view"]) == ["b", "c", "me"]  # planned with, not only "me"
+    assert list(seen["view_now"]()) == ["b", "c", "me"]  # invitations judged against them
+    assert list(seen["up_now"]()) == ["me"]  # the leader's stop-waiting rule only
