@@ -644,7 +644,8 @@ class GroupAgreement:
         fixed_view = tuple(view)
         self.view_now = view_now or (lambda: fixed_view)
         self.up_now = up_now or self.view_now
-        self._finalise_without_down = up_now is not None
+        # given only by the daemon: then a leader stops waiting for invitees seen down
+        self._leader_up_now = up_now
         self.awaited = awaited or _nobody
         self.behind = behind or _nobody
         stretch = self.config.late_wait * self.config.invite_window
@@ -674,7 +675,7 @@ class GroupAgreement:
             self.leader = GroupLeader(
                 me, round, self.planned, self.book, self.invite_deadline,
                 min_members=contributor_floor(len(self.planned)),
-                behind=self.behind, late_until=self.late_until, up_now=up_now,
+                behind=self.behind, late_until=self.late_until, up_now=self._leader_up_now,
                 down_wait_until=now + self.config.stand_in_time(1))
             self._initial = self.leader.start()
 
@@ -758,7 +759,7 @@ class GroupAgreement:
         self.leader = GroupLeader(self.me, self.round, members, self.book,
                                   self.invite_deadline, min_members=floor,
                                   behind=self.behind, late_until=self.late_until,
-                                  up_now=self.up_now if self._finalise_without_down else None,
+                                  up_now=self._leader_up_now,
                                   down_wait_until=now)
         self.stood_in = True
         return self.leader.start()
