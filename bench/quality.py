@@ -4,6 +4,8 @@
     python -m bench.quality --quick --json quality-quick.json      # in-process, CI
     python -m bench.quality --quick --total-steps 100 --sweep-local-steps 2,10,25,50 \
         --sweep-levers none,freeze_a,momentum --json sweep.json    # rounds far apart
+    python -m bench.quality --quick --rounds 4 --local-steps 25 --public-share 0.4 \
+        --json public.json                                       # every arm mixes a public set
 
 Arms (same demo model, same optimiser steps per peer, same seeds):
   local_only         each peer trains alone on its own domain
@@ -21,6 +23,9 @@ centralised always run in process (there is nothing federated about them).
 Prints a table, writes JSON with a ``summary`` and the machine and library versions.
 ``--sweep-local-steps`` runs the baselines once and then one federated arm per split
 and lever instead (``bench/quality_sweep.py``).
+``--public-share S`` mixes a shared public set into every arm's training, baselines
+included, as ``[data.alignment]`` does in a daemon: fresh rows of the peers' demo domains
+(``--public-rows`` per domain), or ``--public FILE`` with ``--data``.
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ from .quality_setup import (
     QualityBenchError,
     RunSettings,
     demo_data,
+    demo_public_set,
+    file_public_set,
     folder_data,
     make_trainer,
 )
@@ -119,6 +126,26 @@ def secagg_params(protocol: str, fields_per_slot: int | None = None) -> SecAggPa
     return SecAggParams.v3(fields_per_slot=fields_per_slot)
 
 
+def bench_data(args: argparse.Namespace, workdir: Path) -> BenchData:
+    """The peers' shards (demo or ``--data``), with the public set when one is asked for."""
+    data = (folder_data(workdir, args.data, args.peers) if args.data
+            else demo_data(workdir, args.peers, args.seed))
+    if not args.public_share:
+        return data
+    public = (file_public_set(args.public, args.public_share) if args.public
+              else demo_public_set(workdir, data, args.public_rows, args.public_share))
+    return replace(data, public=public)
+
+
+def public_report(data: BenchData) -> dict[str, Any] | None:
+    """What the JSON says about the public set: None when there was none."""
+    if data.public is None:
+        return None
+    return {"share": data.public.share, "sha256": data.public.sha256,
+            "rows": len(Path(data.public.path).read_text(encoding="utf-8").splitlines()),
+            "arms": "every arm, baselines included"}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     variant = QUICK if args.quick else FULL
     settings = RunSettings(rounds=args.rounds or variant.rounds,
@@ -138,8 +165,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     try:
-        data: BenchData = (folder_data(workdir, args.data, args.peers) if args.data
-                           else demo_data(workdir, args.peers, args.seed))
+        data = bench_data(args, workdir)
+        public = public_report(data)  # reads the file: before the workdir may go
         model_dir = build_demo_model(demo_model_cache_dir())
         evaluator = Evaluator(model_dir, settings, data)
         arms: dict[str, ArmResult] = {}
@@ -182,6 +209,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "domains": data.domains,
         "settings": asdict(settings),
         "data": str(args.data) if args.data else "bundled demo shards (one domain per peer)",
+        "public_set": public,
         "union_definition": "token-weighted eval loss over the peers' domain eval sets; "
                             "per arm, the mean over peers of each peer's final adapter",
         "arms": {name: arm.as_dict() for name, arm in arms.items()},
@@ -208,8 +236,8 @@ def run_sweep(args: argparse.Namespace, variant: Variant,
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     try:
-        data: BenchData = (folder_data(workdir, args.data, args.peers) if args.data
-                           else demo_data(workdir, args.peers, args.seed))
+        data = bench_data(args, workdir)
+        public = public_report(data)  # reads the file: before the workdir may go
         model_dir = build_demo_model(demo_model_cache_dir())
         evaluator = Evaluator(model_dir, base, data)
         _progress("local_only")
@@ -247,6 +275,7 @@ def run_sweep(args: argparse.Namespace, variant: Variant,
         "sweep_arm": args.sweep_arm,
         "group_momentum_of_momentum_lever": momentum,
         "data": str(args.data) if args.data else "bundled demo shards (one domain per peer)",
+        "public_set": public,
         "baselines": {"local_only": local, "centralised": central},
         "rows": rows,
         "total_wall_s": round(time.perf_counter() - started, 1),
@@ -296,6 +325,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="sweep: which federated arm (secure aggregation or plaintext)")
     parser.add_argument("--total-steps", type=int,
                         help="sweep: optimiser steps per peer (default rounds x local steps)")
+    parser.add_argument("--public-share", type=float, default=0.0, metavar="S",
+                        help="every arm mixes a shared public set into training at this share "
+                             "of its examples ([data.alignment] share); 0: none")
+    parser.add_argument("--public-rows", type=int, default=32, metavar="N",
+                        help="demo data: fresh public rows per peer domain (default 32)")
+    parser.add_argument("--public", type=Path, metavar="FILE",
+                        help="the public set as JSONL {\"text\": ...} rows (needed with --data)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--secagg-protocol", choices=PROTOCOLS, default=PROTOCOL_NAME,
                         help="secure-aggregation protocol of the in-process secure arms "
@@ -320,6 +356,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--group-momentum must be in [0, 1)")
     if args.total_steps is not None and args.total_steps < 1:
         parser.error("--total-steps must be at least 1")
+    if not 0.0 <= args.public_share < 1.0:
+        parser.error("--public-share must be in [0, 1)")
+    if args.public_rows < 1:
+        parser.error("--public-rows must be at least 1")
+    if args.public is not None and not args.public_share:
+        parser.error("--public needs --public-share")
     if args.threads < 1:
         parser.error("--threads must be at least 1")
     return args

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import statistics
 import tomllib
+from dataclasses import asdict
 from pathlib import Path
 
 import tomli_w
@@ -103,7 +104,8 @@ def run_daemon_arm(name: str, workdir: Path, model_dir: Path, settings: RunSetti
                    "federation": {"average_optimizer_state": settings.average_optimizer_state,
                                   "freeze_lora_a": settings.freeze_lora_a,
                                   "group_momentum": settings.group_momentum,
-                                  "scaffold": settings.scaffold}},
+                                  "scaffold": settings.scaffold},
+                   **({"data": {"alignment": asdict(data.public)}} if data.public else {})},
     )
     try:
         federation.prepare()

@@ -73,7 +73,7 @@ def run_local_only(model_dir: Path, settings: RunSettings, data: BenchData,
     for index, peer in enumerate(data.peers):
         started = time.perf_counter()
         trainer = make_trainer(model_dir, settings, peer.train_path, peer.eval_path,
-                               seed=settings.seed + index)
+                               seed=settings.seed + index, alignment=data.public)
         for _ in range(settings.rounds):
             trainer.train(settings.local_steps)
         wall += time.perf_counter() - started
@@ -87,7 +87,8 @@ def run_centralised(model_dir: Path, settings: RunSettings, data: BenchData,
     """One model, pooled data, same optimiser steps, ``peers``× examples per step."""
     started = time.perf_counter()
     trainer = make_trainer(model_dir, settings, data.pooled_train, data.union_eval,
-                           seed=settings.seed, grad_accum=len(data.peers))
+                           seed=settings.seed, grad_accum=len(data.peers),
+                           alignment=data.public)
     for _ in range(settings.rounds):
         trainer.train(settings.local_steps)
     wall = time.perf_counter() - started
@@ -106,6 +107,7 @@ class FederatedArm:
         self.secure = secure
         self.group_size = group_size
         self.ids = [f"peer-{i:02d}" for i in range(len(data.peers))]
+        alignment = alignment if alignment is not None else data.public
         self.trainers: dict[str, LocalTrainer] = {
             pid: make_trainer(model_dir, settings, peer.train_path, peer.eval_path,
                               seed=settings.seed + index, fedprox_mu=settings.fedprox_mu,

@@ -11,6 +11,7 @@ Evaluation uses ``LocalTrainer`` itself (one per eval set, adapter swapped in wi
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,10 @@ from fedswarm.learning.demo_assets import (
     DEMO_MAX_LENGTH,
     write_demo_shards,
 )
+from fedswarm.learning.demo_corpus import DOMAIN_GRAMMARS, domain_rows
 from fedswarm.learning.errors import LearningError
+from fedswarm.learning.fedmkt.errors import PublicDataError
+from fedswarm.learning.fedmkt.public_data import content_sha256, load_public_dataset
 from fedswarm.learning.screening.settings import ScreenSettings
 from fedswarm.learning.settings import (
     AlignmentSettings,
@@ -54,12 +58,18 @@ class PeerData:
 
 @dataclass(frozen=True)
 class BenchData:
-    """Per-peer shards plus the pooled files the centralised arm and the union eval use."""
+    """Per-peer shards plus the pooled files the centralised arm and the union eval use.
+
+    ``public`` is the shared public set (``--public-share``): every arm, baselines
+    included, mixes it into training as a daemon mixes ``[data.alignment]``, since every
+    organisation could use a public set without federating.
+    """
 
     peers: list[PeerData]
     pooled_train: Path
     union_eval: Path
     eval_all: Path | None
+    public: AlignmentSettings | None = None
 
     @property
     def domains(self) -> list[str]:
@@ -113,6 +123,42 @@ def folder_data(workdir: Path, folder: Path, n_peers: int) -> BenchData:
         evalf = shutil.copyfile(folder / f"{name}.eval.jsonl", copy_dir / f"{name}.eval.jsonl")
         peers.append(PeerData(name, Path(train), Path(evalf)))
     return with_pooled(workdir, peers, None)
+
+
+PUBLIC_SEED = 3
+"""The demo corpus draws train rows with seed 1 and eval rows with seed 2; public rows
+with 3 are new sentences of the same domains, in no peer's shard and no eval set."""
+
+
+def demo_public_set(workdir: Path, data: BenchData, rows_per_domain: int,
+                    share: float) -> AlignmentSettings:
+    """A public set of the peers' domains, ``rows_per_domain`` fresh rows each.
+
+    It stands for the public text of a consortium's field (published reports, textbooks
+    of the domain) that members agree on: written from the demo grammars with a seed no
+    private shard or eval set uses, pinned by its content hash as ``[data.alignment]``
+    requires.
+    """
+    grammars = {grammar.name: grammar for grammar in DOMAIN_GRAMMARS}
+    unknown = [domain for domain in data.domains if domain not in grammars]
+    if unknown:
+        raise QualityBenchError(f"--public-share: no demo grammar for {unknown}; "
+                                "with --data, give the public set with --public FILE")
+    texts = [row["text"] for domain in data.domains
+             for row in domain_rows(grammars[domain], rows_per_domain, PUBLIC_SEED)]
+    path = workdir / "public.jsonl"
+    path.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts),
+                    encoding="utf-8")
+    return AlignmentSettings(str(path), content_sha256(texts), share)
+
+
+def file_public_set(path: Path, share: float) -> AlignmentSettings:
+    """A user's public set (``--public FILE``, JSONL ``{"text": ...}`` rows)."""
+    try:
+        dataset = load_public_dataset(str(path))
+    except PublicDataError as exc:
+        raise QualityBenchError(f"--public {path}: {exc}") from None
+    return AlignmentSettings(str(path), content_sha256(dataset.texts), share)
 
 
 def with_pooled(workdir: Path, peers: list[PeerData], eval_all: Path | None) -> BenchData:
