@@ -146,6 +146,32 @@ class HeartbeatAwaited:
         return seen.round == self.round - 1 if self.earlier_only else seen.round <= self.round
 
 
+_PAST_GROUPING = frozenset({Phase.AGGREGATING, Phase.APPLYING, Phase.CHECKPOINTING, Phase.DONE,
+                            Phase.STOPPING, Phase.STOPPED})
+
+
+@dataclass(frozen=True)
+class HeartbeatPast:
+    """Whether a member has left ``round``'s grouping: its latest heartbeat names a later
+    round, or this one in a phase that comes after grouping (``GroupAgreement``'s
+    ``past``).
+
+    No freshness bound: a member's round and phases only move forward, so an old
+    heartbeat that says so is still true, unless the member restarted since (then its
+    next heartbeat says otherwise, and at worst this member goes alone one round).
+    """
+
+    view: Callable[[], dict[str, PeerView]]
+    round: int
+
+    def __call__(self, peer: str) -> bool:
+        seen = self.view().get(peer)
+        if seen is None:
+            return False
+        return seen.round > self.round or (seen.round == self.round
+                                           and seen.state in _PAST_GROUPING)
+
+
 @dataclass
 class MemberServices:
     """The daemon's parts a round uses; each is started before the runner is built."""
@@ -396,6 +422,7 @@ class RoundRunner:
             awaited=HeartbeatAwaited(s.view, round, AWAIT_HEARTBEATS * s.heartbeat_interval()),
             behind=HeartbeatAwaited(s.view, round, AWAIT_HEARTBEATS * s.heartbeat_interval(),
                                     earlier_only=True),
+            past=HeartbeatPast(s.view, round),
         )
         return formed if isinstance(formed, Formed) else formed.reason
 

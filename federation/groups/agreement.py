@@ -52,6 +52,14 @@ peer count in two groups. The rule that prevents this:
    departed one is replaced. The stand-in times grow with rank (each takes half the
    time left by default), so when the leader and the next member are both silent the
    one after them stands in, if the floor allows.
+6. Members past the round (issue #27). A member whose heartbeat says it has left this
+   round's grouping (a later round, or a phase after grouping: ``past``) will neither
+   invite nor accept. An uncommitted follower whose planned group has so many such
+   members that the rest could not reach the floor goes alone at once; a leader stops
+   waiting for past invitees and dissolves at once when the floor is out of reach. A
+   follower remembers a dissolve that arrives before it committed (a leader that gives
+   up early can dissolve before a held stand-in invitation becomes acceptable) and never
+   accepts that invitation afterwards.
 
 Consequences: a peer is in at most one final group (it commits once, whether to a
 leader or a stand-in; a final only lists peers that committed to that leader); every
@@ -361,6 +369,8 @@ class GroupFollower:
         self.held: dict[str, Invitation] = {}  # group id -> stand-in invitation, too early
         self.refused: list[tuple[str, str]] = []  # (leader, why): not accepted
         self.last_refusal = ""  # why the latest invitation was refused, for the outcome
+        # (leader, group id) of invitations dissolved before this peer committed to them
+        self.dissolved: set[tuple[str, str]] = set()
 
     def _past_deadline(self, now: float) -> bool:
         """Past ``final_deadline``, unless a member it waits for is still behind
@@ -380,6 +390,10 @@ class GroupFollower:
         return self._judge(invitation, now)
 
     def _judge(self, invitation: Invitation, now: float) -> Acceptance | None:
+        if (invitation.leader, invitation.group_id) in self.dissolved:
+            self.held.pop(invitation.group_id, None)
+            self.waiting.pop(invitation.group_id, None)
+            return None
         verdict = self.admit(invitation)
         self.held.pop(invitation.group_id, None)
         if verdict.wait:
@@ -426,9 +440,16 @@ class GroupFollower:
 
     def on_dissolved(self, dissolved: GroupDissolved, sender: str, now: float) -> Outcome | None:
         committed = self.book.committed
-        if self.outcome is not None or committed is None:
+        if self.outcome is not None or sender != dissolved.leader:
             return None
-        if sender != dissolved.leader:
+        if committed is None:
+            # A leader that gave up early (rule 7) can dissolve before this peer's stand-in
+            # time lets it accept the held invitation: never commit to it afterwards.
+            self.dissolved.add((sender, dissolved.group_id))
+            for pending in (self.held, self.waiting):
+                invitation = pending.get(dissolved.group_id)
+                if invitation is not None and invitation.leader == sender:
+                    del pending[dissolved.group_id]
             return None
         if not _answers(committed, dissolved.round, dissolved.group_id, sender):
             return None
@@ -492,9 +513,15 @@ class GroupLeader:
         late_until: float | None = None,
         up_now: Callable[[], Sequence[str]] | None = None,
         down_wait_until: float | None = None,
+        past: Callable[[str], bool] = _nobody,
     ) -> None:
         """``behind(peer)``: ``peer`` is alive and still finishing an earlier round; the
         window stays open for such an invitee until ``late_until`` (default: it does not).
+
+        ``past(peer)``: ``peer`` has left this round's grouping (it is in another group or
+        a later round), so it will not accept: the leader stops waiting for it, finalising
+        once the acceptors meet the floor, or dissolving at once when the invitees still
+        able to accept could not reach it.
 
         ``up_now``: whom the leader sees up now. From ``down_wait_until`` on, once the
         acceptors meet the floor and every invitee still missing is down in that view,
@@ -514,6 +541,7 @@ class GroupLeader:
         self.late: set[str] = set()  # invitees seen behind once the window had closed
         self.up_now = up_now
         self.down_wait_until = invite_deadline if down_wait_until is None else down_wait_until
+        self.past = past
         self.min_members = max(MIN_GROUP_SIZE, min_members)
         self.accepted: set[str] = set()
         self.floors: dict[str, int] = {}  # acceptor -> the smallest final it takes part in
@@ -550,17 +578,29 @@ class GroupLeader:
 
     def poll(self, now: float) -> list[Outgoing]:
         if self.leading and self.outcome is None and (
-            self._window_closed(now) or self._only_down_missing(now)
+            self._window_closed(now) or self._only_down_missing(now) or self._settled()
         ):
             return self._finalise()
         return []
+
+    def _settled(self) -> bool:
+        """Every invitee that has not accepted is ``past`` this round's grouping, or too
+        few of them are left to reach the floor: waiting on cannot change the group."""
+        missing = set(self.invitees) - self.accepted
+        able = [peer for peer in missing if not self.past(peer)]
+        if not able:
+            return True
+        return len(self.accepted) + 1 + len(able) < self._need()
+
+    def _need(self) -> int:
+        return max([self.min_members, *self.floors.values()])
 
     def _only_down_missing(self, now: float) -> bool:
         """Past ``down_wait_until``, the acceptors meet every floor and each invitee that
         has not accepted is down in ``up_now``: waiting on would only delay the group."""
         if self.up_now is None or now < self.down_wait_until:
             return False
-        if len(self.accepted) + 1 < max([self.min_members, *self.floors.values()]):
+        if len(self.accepted) + 1 < self._need():
             return False
         missing = set(self.invitees) - self.accepted
         return not missing & set(self.up_now())
@@ -581,7 +621,7 @@ class GroupLeader:
     def _finalise(self) -> list[Outgoing]:
         members = tuple(sorted(self.accepted | {self.me}))
         invitation_id = self.invitation.group_id
-        need = max([self.min_members, *self.floors.values()])
+        need = self._need()
         if len(members) >= need:
             self.outcome = Formed(self.round, members, self.me, invitation_id, self.min_members)
             final = GroupFinal(self.round, invitation_id, self.me, members)
@@ -612,6 +652,7 @@ class GroupAgreement:
         up_now: Callable[[], Sequence[str]] | None = None,
         awaited: Callable[[str], bool] | None = None,
         behind: Callable[[str], bool] | None = None,
+        past: Callable[[str], bool] | None = None,
     ) -> None:
         """``view`` plans this peer's own group; ``view_now`` (default: ``view``) is what
         it sees present when it judges an invitation (``PlanMatch``).
@@ -634,7 +675,17 @@ class GroupAgreement:
         stand-in replaces a member ranked before it while that is so, since a slow but
         live leader would otherwise lose its group and, in a federation of one group,
         keep losing it (both halves wait out their windows, so the skew persists).
-        Default: nobody is, the stand-in times alone decide (unit tests, simulation)."""
+        Default: nobody is, the stand-in times alone decide (unit tests, simulation).
+
+        ``past(peer)``: ``peer`` has left this round's grouping: the daemon's latest
+        heartbeat from it names a later round, or this round in a phase after grouping.
+        Once so many of this peer's planned group are past that the rest could not
+        reach its floor, no invitation it may accept can come: a follower gives up at
+        once instead of waiting out its deadline (a member restarted into a round whose
+        groups formed while it was down waited 100 s, then skipped the next round too),
+        and a leader stops waiting for such invitees. A member that lies about being
+        past only leaves its own groups, which it could do by staying silent. Default:
+        nobody is."""
         self.config = config or AgreementConfig()
         self.me = me
         self.round = round
@@ -648,6 +699,7 @@ class GroupAgreement:
         self._leader_up_now = up_now
         self.awaited = awaited or _nobody
         self.behind = behind or _nobody
+        self.past = past or _nobody
         stretch = self.config.late_wait * self.config.invite_window
         self.late_until = self.invite_deadline + stretch
         final_deadline = self.invite_deadline + self.config.final_grace
@@ -676,7 +728,7 @@ class GroupAgreement:
                 me, round, self.planned, self.book, self.invite_deadline,
                 min_members=contributor_floor(len(self.planned)),
                 behind=self.behind, late_until=self.late_until, up_now=self._leader_up_now,
-                down_wait_until=now + self.config.stand_in_time(1))
+                down_wait_until=now + self.config.stand_in_time(1), past=self.past)
             self._initial = self.leader.start()
 
     def _up_of(self, peers: Sequence[str]) -> list[str]:
@@ -731,8 +783,24 @@ class GroupAgreement:
         outgoing = self.follower.recheck(now)
         outgoing += self._stand_in(now)
         if self.leader is None:
+            self._give_up_if_formed_without_me()
             self.follower.poll(now)
         return outgoing
+
+    def _give_up_if_formed_without_me(self) -> None:
+        """Alone at once when, uncommitted, too few of the planned group are still in this
+        round's grouping to reach its floor (``past``): no acceptable invitation can come."""
+        if self.planned is None or self.follower.outcome is not None:
+            return
+        if self.book.committed is not None:
+            return
+        others = [peer for peer in self.planned if peer != self.me]
+        gone = [peer for peer in others if self.past(peer)]
+        floor = contributor_floor(len(self.planned))
+        if gone and len(self.planned) - len(gone) < floor:
+            self.follower.outcome = Alone(
+                f"{len(gone)} of the {len(others)} peers planned with this peer are past "
+                f"this round's grouping; fewer than {floor} could still form its group")
 
     def _stand_in(self, now: float) -> list[Outgoing]:
         """Lead ``planned[rank:]`` (those of it this peer still sees up) if every lower
@@ -760,6 +828,6 @@ class GroupAgreement:
                                   self.invite_deadline, min_members=floor,
                                   behind=self.behind, late_until=self.late_until,
                                   up_now=self._leader_up_now,
-                                  down_wait_until=now)
+                                  down_wait_until=now, past=self.past)
         self.stood_in = True
         return self.leader.start()

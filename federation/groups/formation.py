@@ -40,6 +40,7 @@ async def form_group(
     up_now: Callable[[], Sequence[str]] | None = None,
     awaited: Callable[[str], bool] | None = None,
     behind: Callable[[str], bool] | None = None,
+    past: Callable[[str], bool] | None = None,
 ) -> Outcome:
     """Agree with peers on this round's group; returns ``Formed`` or ``Alone``.
 
@@ -49,11 +50,12 @@ async def form_group(
     waiting for invitees that are not from half the window on, as a stand-in we invite
     only those that are (``GroupAgreement``). ``awaited(peer)``: ``peer`` still works towards this
     round, so no stand-in replaces it; ``behind(peer)``: ``peer`` is still finishing an
-    earlier round, so windows stretch for it (``GroupAgreement``).
+    earlier round, so windows stretch for it; ``past(peer)``: ``peer`` has left this round's
+    grouping, so nobody waits for it (``GroupAgreement``).
     """
     agreement = GroupAgreement(
         me, round, view, time.monotonic(), group_size=group_size, seed=seed, config=config,
-        view_now=view_now, up_now=up_now, awaited=awaited, behind=behind,
+        view_now=view_now, up_now=up_now, awaited=awaited, behind=behind, past=past,
     )
     sends: set[asyncio.Task[int]] = set()
 

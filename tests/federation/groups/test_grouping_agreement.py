@@ -70,15 +70,21 @@ def scenarios(draw):
     # members it sees up)
     ups = {peer: view if draw(st.booleans()) else [p for p in view if draw(st.booleans())]
            for peer, view in views.items()}
-    return everyone, live, views, starts, round, ups
+    # whom each peer believes past this round's grouping (rule 7): true or not, since a
+    # heartbeat can be stale or a lie, so the beliefs are drawn freely
+    pasts = {peer: frozenset(p for p in everyone
+                             if p != peer and draw(st.booleans()) and draw(st.booleans()))
+             for peer in live}
+    return everyone, live, views, starts, round, ups, pasts
 
 
-def _world(live, views, starts, round, ups=None) -> World:
+def _world(live, views, starts, round, ups=None, pasts=None) -> World:
     world = World(
         {
             peer: GroupAgreement(
                 peer, round, views[peer], starts[peer], config=CONFIG,
                 up_now=None if ups is None else (lambda up=tuple(ups[peer]): up),
+                past=None if pasts is None else pasts[peer].__contains__,
             )
             for peer in live
         }
@@ -127,8 +133,8 @@ def _check_whole_groups(world: World) -> None:
 @settings(max_examples=250, deadline=None)
 @given(scenario=scenarios(), data=st.data())
 def test_timely_delivery_in_any_order_forms_consistent_whole_groups(scenario, data) -> None:
-    _, live, views, starts, round, ups = scenario
-    world = _world(live, views, starts, round, ups)
+    _, live, views, starts, round, ups, pasts = scenario
+    world = _world(live, views, starts, round, ups, pasts)
     while world.pending:  # invitations and acceptances, before any deadline
         world.deliver(data.draw(st.integers(0, len(world.pending) - 1)), 0.5)
     world.poll(1.5)  # every leader's window has closed
@@ -143,8 +149,8 @@ def test_timely_delivery_in_any_order_forms_consistent_whole_groups(scenario, da
 def test_timely_delivery_with_stand_ins_for_silent_leaders_forms_consistent_whole_groups(
     scenario, data
 ) -> None:
-    _, live, views, starts, round, ups = scenario
-    world = _world(live, views, starts, round, ups)
+    _, live, views, starts, round, ups, pasts = scenario
+    world = _world(live, views, starts, round, ups, pasts)
     # every rank-1 and rank-2 stand-in time of every start (0, 0.2, 0.5), windows open
     for now in (0.0, 0.5, 0.7, 0.75, 0.95, 1.0, 1.25):
         world.poll(now)
@@ -160,8 +166,8 @@ def test_timely_delivery_with_stand_ins_for_silent_leaders_forms_consistent_whol
 @settings(max_examples=250, deadline=None)
 @given(scenario=scenarios(), data=st.data())
 def test_loss_late_delivery_and_reordering_never_overlap_groups(scenario, data) -> None:
-    _, live, views, starts, round, ups = scenario
-    world = _world(live, views, starts, round, ups)
+    _, live, views, starts, round, ups, pasts = scenario
+    world = _world(live, views, starts, round, ups, pasts)
     now = 0.5
     for _ in range(200):
         if now > 3.0 and not world.pending:

@@ -1,0 +1,39 @@
+"""Which members the daemon counts as past a round's grouping, from their heartbeats.
+
+``HeartbeatPast`` feeds ``GroupAgreement(past=)``: a member whose latest heartbeat
+names a later round, or this round in a phase after grouping, will not invite or accept
+any more this round (docs/aggregation.md, rule 7). Round and phase only move forward, so
+an old heartbeat that says so is still believed; one that names this round while still
+training or grouping, an earlier round, or a phase it does not know, is not.
+"""
+
+from __future__ import annotations
+
+import time
+
+from fedswarm.daemon.round_runner import HeartbeatPast
+from fedswarm.p2p.membership import PeerView
+
+
+def _seen(round: int, state: str, age_s: float = 1.0) -> PeerView:
+    return PeerView(last_seen=time.time() - age_s, latency_ms=None, round=round,
+                    state=state, fingerprint="", addrs=())
+
+
+def test_a_later_round_or_a_phase_after_grouping_is_past_and_nothing_else_is() -> None:
+    views = {
+        "aggregating": _seen(7, "aggregating"),
+        "applying": _seen(7, "applying", age_s=300.0),  # old, still true
+        "next_round": _seen(8, "training"),
+        "done": _seen(7, "done"),
+        "grouping": _seen(7, "grouping"),
+        "training": _seen(7, "training"),
+        "behind": _seen(6, "checkpointing"),
+        "made_up_state": _seen(7, "finished-honest"),
+    }
+    past = HeartbeatPast(lambda: views, round=7)
+    assert past("aggregating") and past("applying") and past("next_round") and past("done")
+    assert not past("grouping") and not past("training")
+    assert not past("behind")  # finishing round 6: on its way to this one
+    assert not past("made_up_state")
+    assert not past("never-heard-from")
