@@ -163,11 +163,16 @@ class HeartbeatPast:
 
     view: Callable[[], dict[str, PeerView]]
     round: int
+    later_round_only: bool = False
+    """Only a later round counts (``GroupAgreement``'s ``moved_on``): a leader aggregating
+    this round has sent its final, which may still be on its way."""
 
     def __call__(self, peer: str) -> bool:
         seen = self.view().get(peer)
         if seen is None:
             return False
+        if self.later_round_only:
+            return seen.round > self.round
         return seen.round > self.round or (seen.round == self.round
                                            and seen.state in _PAST_GROUPING)
 
@@ -423,6 +428,7 @@ class RoundRunner:
             behind=HeartbeatAwaited(s.view, round, AWAIT_HEARTBEATS * s.heartbeat_interval(),
                                     earlier_only=True),
             past=HeartbeatPast(s.view, round),
+            moved_on=HeartbeatPast(s.view, round, later_round_only=True),
         )
         return formed if isinstance(formed, Formed) else formed.reason
 

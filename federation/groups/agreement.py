@@ -57,9 +57,11 @@ peer count in two groups. The rule that prevents this:
    invite nor accept. An uncommitted follower whose planned group has so many such
    members that the rest could not reach the floor goes alone at once; a leader stops
    waiting for past invitees and dissolves at once when the floor is out of reach. A
-   follower remembers a dissolve that arrives before it committed (a leader that gives
-   up early can dissolve before a held stand-in invitation becomes acceptable) and never
-   accepts that invitation afterwards.
+   follower that accepted a leader gives up on its final once that leader is in a later
+   round (``moved_on``; a later phase of this round does not count). A follower
+   remembers a dissolve that arrives before it committed (a leader that gives up early
+   can dissolve before a held stand-in invitation becomes acceptable) and never accepts
+   that invitation afterwards.
 
 Consequences: a peer is in at most one final group (it commits once, whether to a
 leader or a stand-in; a final only lists peers that committed to that leader); every
@@ -653,6 +655,7 @@ class GroupAgreement:
         awaited: Callable[[str], bool] | None = None,
         behind: Callable[[str], bool] | None = None,
         past: Callable[[str], bool] | None = None,
+        moved_on: Callable[[str], bool] | None = None,
     ) -> None:
         """``view`` plans this peer's own group; ``view_now`` (default: ``view``) is what
         it sees present when it judges an invitation (``PlanMatch``).
@@ -685,7 +688,14 @@ class GroupAgreement:
         groups formed while it was down waited 100 s, then skipped the next round too),
         and a leader stops waiting for such invitees. A member that lies about being
         past only leaves its own groups, which it could do by staying silent. Default:
-        nobody is."""
+        nobody is.
+
+        ``moved_on(peer)``: ``peer`` is in a later round (the daemon: its latest heartbeat
+        says so). A follower that accepted a leader gives up on the final once that
+        leader has moved on: it finished this round without sending it (it crashed and
+        restarted into a later round, or its group ran without this peer). Only a later
+        round counts, not a later phase: a leader that is aggregating this round has
+        sent its final, which may still be on its way. Default: nobody has."""
         self.config = config or AgreementConfig()
         self.me = me
         self.round = round
@@ -700,6 +710,7 @@ class GroupAgreement:
         self.awaited = awaited or _nobody
         self.behind = behind or _nobody
         self.past = past or _nobody
+        self.moved_on = moved_on or _nobody
         stretch = self.config.late_wait * self.config.invite_window
         self.late_until = self.invite_deadline + stretch
         final_deadline = self.invite_deadline + self.config.final_grace
@@ -789,10 +800,16 @@ class GroupAgreement:
 
     def _give_up_if_formed_without_me(self) -> None:
         """Alone at once when, uncommitted, too few of the planned group are still in this
-        round's grouping to reach its floor (``past``): no acceptable invitation can come."""
+        round's grouping to reach its floor (``past``): no acceptable invitation can come;
+        or when, committed, the leader it accepted has ``moved_on`` to a later round."""
         if self.planned is None or self.follower.outcome is not None:
             return
-        if self.book.committed is not None:
+        committed = self.book.committed
+        if committed is not None:
+            if self.moved_on(committed.leader):
+                self.follower.outcome = Alone(
+                    f"the leader it accepted, {committed.leader[-8:]}, moved on to a later "
+                    "round without sending its final")
             return
         others = [peer for peer in self.planned if peer != self.me]
         gone = [peer for peer in others if self.past(peer)]

@@ -41,6 +41,7 @@ async def form_group(
     awaited: Callable[[str], bool] | None = None,
     behind: Callable[[str], bool] | None = None,
     past: Callable[[str], bool] | None = None,
+    moved_on: Callable[[str], bool] | None = None,
 ) -> Outcome:
     """Agree with peers on this round's group; returns ``Formed`` or ``Alone``.
 
@@ -51,11 +52,13 @@ async def form_group(
     only those that are (``GroupAgreement``). ``awaited(peer)``: ``peer`` still works towards this
     round, so no stand-in replaces it; ``behind(peer)``: ``peer`` is still finishing an
     earlier round, so windows stretch for it; ``past(peer)``: ``peer`` has left this round's
-    grouping, so nobody waits for it (``GroupAgreement``).
+    grouping, so nobody waits for it; ``moved_on(peer)``: ``peer`` is in a later round, so
+    a follower that accepted it stops waiting for its final (``GroupAgreement``).
     """
     agreement = GroupAgreement(
         me, round, view, time.monotonic(), group_size=group_size, seed=seed, config=config,
         view_now=view_now, up_now=up_now, awaited=awaited, behind=behind, past=past,
+        moved_on=moved_on,
     )
     sends: set[asyncio.Task[int]] = set()
 

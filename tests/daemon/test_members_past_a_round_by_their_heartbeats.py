@@ -37,3 +37,12 @@ def test_a_later_round_or_a_phase_after_grouping_is_past_and_nothing_else_is() -
     assert not past("behind")  # finishing round 6: on its way to this one
     assert not past("made_up_state")
     assert not past("never-heard-from")
+
+
+def test_only_a_later_round_says_a_leader_moved_on() -> None:
+    views = {"aggregating": _seen(7, "aggregating"), "next_round": _seen(8, "grouping"),
+             "behind": _seen(6, "done")}
+    moved_on = HeartbeatPast(lambda: views, round=7, later_round_only=True)
+    assert moved_on("next_round")
+    assert not moved_on("aggregating")  # it has sent its final: it may still arrive
+    assert not moved_on("behind") and not moved_on("never-heard-from")

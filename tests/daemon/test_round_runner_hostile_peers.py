@@ -263,3 +263,4 @@ async def test_a_round_plans_over_the_members_present_and_invites_those_seen_dow
     assert list(seen["view_now"]()) == ["b", "c", "me"]  # invitations judged against them
     assert list(seen["up_now"]()) == ["me"]  # the leader's stop-waiting rule only
     assert seen["past"].round == 1 and seen["past"]("b") is False  # b's heartbeat: round 0
+    assert seen["moved_on"].round == 1 and seen["moved_on"].later_round_only

@@ -133,3 +133,33 @@ def test_an_invitation_dissolved_before_the_follower_could_accept_it_is_never_ac
     assert follower.book.committed is None
     follower.poll(2.3)
     assert isinstance(follower.outcome, Alone)
+
+
+def _committed_follower(moved_on: set[str], past: set[str]) -> tuple[GroupAgreement, Invitation]:
+    follower = GroupAgreement("d", 0, FOUR, 0.0, config=CONFIG, past=past.__contains__,
+                              moved_on=moved_on.__contains__)
+    (invite,) = GroupAgreement("a", 0, FOUR, 0.0, config=CONFIG).start()
+    assert isinstance(invite.message, Invitation)
+    assert follower.receive(invite.message, "a", 0.1)
+    return follower, invite.message
+
+
+def test_a_follower_stops_waiting_for_the_final_of_a_leader_in_a_later_round() -> None:
+    # the leader was killed after d accepted, restarted and caught up to the next round:
+    # its final for this round will never come (d waited a stretched window before)
+    moved_on: set[str] = set()
+    follower, _ = _committed_follower(moved_on, past=set())
+    follower.poll(0.5)
+    assert follower.outcome is None
+    moved_on.add("a")
+    follower.poll(0.6)
+    assert isinstance(follower.outcome, Alone)
+    assert "moved on to a later round" in follower.outcome.reason
+
+
+def test_a_leader_aggregating_this_round_is_waited_for_its_final_may_be_on_its_way() -> None:
+    follower, invitation = _committed_follower(moved_on=set(), past={"a", "b", "c"})
+    follower.poll(0.5)
+    assert follower.outcome is None
+    follower.receive(GroupFinal(0, invitation.group_id, "a", FOUR), "a", 0.6)
+    assert isinstance(follower.outcome, Formed)
