@@ -203,7 +203,11 @@ def decode_message(
         raise ProtocolViolationError(f"message addressed to {parsed.recipient!r}, not to me")
     if parsed.step is Step.CONTEXT and parsed.context_hash != own_hash:
         raise ContextMismatchError("context message hash does not match its payload")
-    if context_hash is not None and parsed.context_hash != context_hash:
+    # ABORT is the one step not bound to the context: an aggregator that never received
+    # the decryptor's context must still be able to end its members' waits, and an abort
+    # gives A or D nothing they could not get by falling silent.
+    if (context_hash is not None and parsed.context_hash != context_hash
+            and parsed.step is not Step.ABORT):
         raise ContextMismatchError(f"{parsed.step.name} is bound to another BFV context")
     return Message(
         step=parsed.step,

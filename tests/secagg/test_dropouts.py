@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import numpy as np
 import pytest
-from fedswarm.secagg.errors import NotEnoughSurvivorsError, RoleUnavailableError
+from fedswarm.secagg.errors import (
+    NotEnoughSurvivorsError,
+    RoleUnavailableError,
+    RoundAbortedError,
+)
 from fedswarm.secagg.messages import Step, peek_binding
 from fedswarm.secagg.roles import assign_roles
-from fedswarm.secagg.session import AggregationResult
+from fedswarm.secagg.session import AggregationResult, run_secure_aggregation
 
 from .conftest import Group, MemberCrashed, group_grid, random_updates
-from .test_round_average import N_PARAMS, run_group, weighted_average
+from .test_round_average import N_PARAMS, SMALL_PARAMS, run_group, weighted_average
 
 TIMEOUT = 1.5
 
@@ -129,3 +134,49 @@ async def test_a_decryptor_that_never_joins_is_given_up_on_after_one_step_wait(p
         else:
             assert isinstance(r, RoleUnavailableError) and "no context" in str(r), r
     assert step_wait <= elapsed < 2 * step_wait  # three waits would be 12 s
+
+
+class _LosesContextTo:
+    """The decryptor's transport, losing its CONTEXT to one member (a dropped message)."""
+
+    def __init__(self, inner, victim: str) -> None:
+        self.inner = inner
+        self.victim = victim
+
+    async def send(self, recipient: str, data: bytes) -> None:
+        _, step, _ = peek_binding(data)
+        if recipient == self.victim and step is Step.CONTEXT:
+            return
+        await self.inner.send(recipient, data)
+
+    async def receive(self, timeout: float):
+        return await self.inner.receive(timeout)
+
+
+async def test_an_aggregator_that_gives_up_tells_its_members_at_once(pool):
+    """Issue #27: an aggregator whose copy of the decryptor's context was lost ended its
+    own session after one step's wait without a word; its members, who had the context,
+    waited through keys, shares and three steps for the survivor set (6 to 9 minutes
+    among 32 daemons). Its ABORT, not bound to a context it never had, ends every wait."""
+    k = 4
+    group = Group(k)
+    aggregator, decryptor = assign_roles(group.members, group.spec.round, group.spec.group_id)
+    step_wait = 3.0
+    updates = random_updates(k, N_PARAMS, seed=6)
+    started = time.monotonic()
+    results = await asyncio.gather(*(
+        run_secure_aggregation(
+            group.spec, group.signers[m], group.verify, updates[i], 1.0,
+            (_LosesContextTo(group.network.transport(m), aggregator) if m == decryptor
+             else group.network.transport(m)),
+            SMALL_PARAMS, step_timeout_s=step_wait, executor=pool)
+        for i, m in enumerate(group.members)), return_exceptions=True)
+    elapsed = time.monotonic() - started
+    for m, r in zip(group.members, results, strict=True):
+        if m == aggregator:
+            assert isinstance(r, RoleUnavailableError) and "no context" in str(r), r
+        else:
+            assert isinstance(r, RoundAbortedError), r
+            assert "the aggregator gave up" in str(r)
+    # one step's wait for the context at A, then its abort: not keys + shares + 3 steps
+    assert step_wait <= elapsed < 2 * step_wait

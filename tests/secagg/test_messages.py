@@ -86,6 +86,19 @@ def test_ciphertext_under_another_context_raises_context_mismatch():
         decode_message(message(ctx=other_ctx), BINDING, "bob", VERIFY, CTX)
 
 
+def test_an_abort_is_accepted_from_a_role_that_never_received_the_context():
+    # an aggregator that lost the decryptor's context must still end its members' waits;
+    # everything else stays bound to the context
+    no_ctx = bytes(32)
+    abort = encode_message(ALICE, BINDING, Step.ABORT, "bob", no_ctx, b"why")
+    assert decode_message(abort, BINDING, "bob", VERIFY, CTX).step is Step.ABORT
+    with pytest.raises(ContextMismatchError):
+        decode_message(message(ctx=no_ctx), BINDING, "bob", VERIFY, CTX)
+    with pytest.raises(ReplayError):  # still bound to its round and group
+        decode_message(encode_message(ALICE, RoundBinding("fed", "group", 8), Step.ABORT, "bob",
+                                      no_ctx, b"why"), BINDING, "bob", VERIFY, CTX)
+
+
 def test_message_for_someone_else_is_a_protocol_violation():
     with pytest.raises(ProtocolViolationError):
         decode_message(message(), BINDING, "carol", VERIFY, CTX)
