@@ -1305,5 +1305,3 @@ def _check_x25519(keys: KeysPayload, sender: str) -> None:
         pairwise_secret(probe, keys.mask_public_key)
     except nacl.exceptions.CryptoError as exc:
         raise ProtocolViolationError(f"{sender!r} published an unusable X25519 key") from exc
-
-

@@ -70,6 +70,16 @@ class MemoryTransport:
         return await asyncio.wait_for(self.network.queues[self.me].get(), timeout)
 
 
+class NowhereTransport:
+    """For an Inbox tested on its own: nothing arrives, and it never sends."""
+
+    async def send(self, recipient: str, data: bytes) -> None:
+        raise AssertionError("the inbox never sends")
+
+    async def receive(self, timeout: float) -> tuple[str, bytes]:
+        raise TimeoutError
+
+
 class Group:
     """k members with identities, a verifier over all of them, and a network."""
 

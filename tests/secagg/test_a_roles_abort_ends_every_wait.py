@@ -19,17 +19,9 @@ from fedswarm.secagg.messages import RoundBinding, Step, encode_message
 from fedswarm.secagg.payloads import ABORT_OTHER, AbortPayload
 from fedswarm.secagg.roles import assign_roles
 
-from .conftest import Group
+from .conftest import Group, NowhereTransport
 
 CONTEXT = hashlib.sha256(b"the decryptor's context").digest()
-
-
-class _Nowhere:
-    async def send(self, recipient: str, data: bytes) -> None:
-        raise AssertionError("the inbox never sends")
-
-    async def receive(self, timeout: float) -> tuple[str, bytes]:
-        raise TimeoutError
 
 
 def _setup() -> tuple[Group, Inbox, RoundBinding, str, str, str]:
@@ -38,7 +30,8 @@ def _setup() -> tuple[Group, Inbox, RoundBinding, str, str, str]:
     me = next(m for m in group.members if m not in (a, d))
     other = next(m for m in group.members if m not in (a, d, me))
     binding = RoundBinding(group.spec.federation_id, group.spec.group_id, group.spec.round)
-    inbox = Inbox(_Nowhere(), binding, me, group.verify, Roles(frozenset(group.members), a, d))
+    roles = Roles(frozenset(group.members), a, d)
+    inbox = Inbox(NowhereTransport(), binding, me, group.verify, roles)
     inbox.set_context(CONTEXT)
     return group, inbox, binding, me, a, other
 

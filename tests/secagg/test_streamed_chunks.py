@@ -38,7 +38,14 @@ from fedswarm.secagg.roles import assign_roles
 from fedswarm.secagg.session import AggregationResult
 from fedswarm.secagg.signing import Ed25519Signer, verifier_from_keys
 
-from .conftest import SMALL_PARAMS, Group, MemberCrashed, MemoryTransport, random_updates
+from .conftest import (
+    SMALL_PARAMS,
+    Group,
+    MemberCrashed,
+    MemoryTransport,
+    NowhereTransport,
+    random_updates,
+)
 from .test_dropouts import TIMEOUT, check_survivor_average
 from .test_round_average import run_group, weighted_average
 
@@ -69,19 +76,11 @@ def test_the_vector_length_fixes_every_chunk_count_and_cut() -> None:
 # -- the inbox refuses bad chunks ------------------------------------------------------
 
 
-class _Nowhere:
-    async def send(self, recipient: str, data: bytes) -> None:
-        raise AssertionError("the inbox never sends")
-
-    async def receive(self, timeout: float) -> tuple[str, bytes]:
-        raise TimeoutError
-
-
 def _inbox(group: Group, me: str) -> Inbox:
     a, d = assign_roles(group.members, group.spec.round, group.spec.group_id)
     binding = RoundBinding(group.spec.federation_id, group.spec.group_id, group.spec.round)
     roles = Roles(frozenset(group.members), a, d)
-    inbox = Inbox(_Nowhere(), binding, me, group.verify, roles)
+    inbox = Inbox(NowhereTransport(), binding, me, group.verify, roles)
     inbox.set_context(CONTEXT)
     inbox.expect_chunks(Step.UPLOAD, CHUNKS)
     return inbox
