@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,9 +33,11 @@ import numpy as np
 from fedswarm.federation.catch_up import (
     AdapterExchange,
     AdoptAdapter,
+    PulledAdapter,
     SkipAhead,
     catch_up_plan,
     check_pulled,
+    quorum_for,
 )
 from fedswarm.federation.errors import RoundAbortedError
 from fedswarm.federation.exchange import Combined, Exchange
@@ -447,6 +448,7 @@ class RoundRunner:
             deadline=time.monotonic() + s.config.federation.round_deadline_s,
             on_reject=s.reject,
             min_contributors=min_contributors,
+            moved_on=HeartbeatPast(s.view, round, later_round_only=True),
         )
         try:
             combined = await s.exchange.combine(ctx, self.progress.mass)
@@ -616,13 +618,22 @@ class RoundRunner:
 
     async def _adopt_quorum_adapter(self, plan: AdoptAdapter) -> bool:
         s, p = self.s, self.progress
-        peer = random.choice(plan.holders)  # a holder that does not answer costs one try
+        peer = s.adapters.least_recently_asked(plan.holders)
         log.info("%d of %d up members hold the adapter of round %d, we are at %d: "
                  "pulling it from %s", len(plan.holders), plan.up_members, plan.round,
                  p.round, peer[-8:])
         try:
             pulled = await s.adapters.pull(peer, p.round, s.trainer.adapter_size,
                                            CATCH_UP_TIMEOUT_S)
+            newest = s.config.federation.rounds or MAX_ROUND
+            if plan.round < pulled.round <= newest:
+                newer = await self._quorum_for_newer(pulled)
+                if newer is None:
+                    log.info("catch-up: %s answered with its round %d, newer than the "
+                             "quorum's %d, and no quorum advertises it yet; training on",
+                             peer[-8:], pulled.round, plan.round)
+                    return False  # the holder moved on, as honest ones do: no blame
+                plan = newer
             check_pulled(pulled, plan, s.trainer.fingerprint_of)
             await asyncio.to_thread(s.trainer.load_adapter_vector, pulled.vector)
         except _FATAL:
@@ -635,6 +646,19 @@ class RoundRunner:
             return False
         await self._adopt(pulled.round, peer, skipped_from=p.round + 1)
         return True
+
+    async def _quorum_for_newer(self, pulled: PulledAdapter) -> AdoptAdapter | None:
+        """The quorum advertising ``pulled`` (a holder's round newer than planned), once
+        their heartbeats say so: waits up to ``AWAIT_HEARTBEATS`` heartbeats."""
+        s = self.s
+        fingerprint = await asyncio.to_thread(s.trainer.fingerprint_of, pulled.vector)
+        give_up = time.monotonic() + AWAIT_HEARTBEATS * s.heartbeat_interval()
+        while not s.stopping.is_set():
+            quorum = quorum_for(s.view(), s.is_member, s.me, pulled.round, fingerprint)
+            if quorum is not None or time.monotonic() >= give_up:
+                return quorum
+            await asyncio.sleep(0.2)
+        return None
 
     async def _adopt(self, round: int, source: str | None, skipped_from: int) -> None:
         """Record a catch-up to ``round``: the adapter from ``source`` is already loaded.

@@ -22,7 +22,9 @@ rounds``) or the wire bound count towards nothing. ``catch_up_plan`` decides:
 * **adopt** a neighbour's adapter when a quorum advertise the same adapter round
   *and* fingerprint, ahead of our own round. The response must come from one of
   those holders, name exactly that round, and hash to that fingerprint *before*
-  anything is loaded (``check_pulled``);
+  anything is loaded (``check_pulled``). A holder that finished another round while we
+  asked answers with that newer adapter: it is adopted once a quorum advertise it too
+  (``quorum_for``), and dropped without blame otherwise;
 * otherwise **skip ahead** to the highest round a quorum have completed (each
   advertises ``adapter_round`` at least that), keeping our own adapter, when that is
   ahead of our own last complete round. With several groups per round no single adapter
@@ -34,6 +36,7 @@ rounds``) or the wire bound count towards nothing. ``catch_up_plan`` decides:
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
@@ -119,7 +122,7 @@ def catch_up_plan(
     counts in the denominator: an up member that does not vouch for a round is one
     that does not vouch for it.
     """
-    up = sorted(pid for pid, v in view.items() if v.up and pid != me and is_member(pid))
+    up = _up_others(view, is_member, me)
     denominator = len(up) + 1
     need = quorum_size(denominator)
     holders: dict[tuple[int, str], list[str]] = defaultdict(list)
@@ -145,6 +148,33 @@ def catch_up_plan(
                 return SkipAhead(round, at_least, denominator)
             break
     return None
+
+
+def _up_others(view: Mapping[str, PeerRound], is_member: Callable[[str], bool],
+               me: str) -> list[str]:
+    return sorted(pid for pid, v in view.items() if v.up and pid != me and is_member(pid))
+
+
+def quorum_for(
+    view: Mapping[str, PeerRound],
+    is_member: Callable[[str], bool],
+    me: str,
+    round: int,
+    fingerprint: str,
+) -> AdoptAdapter | None:
+    """The quorum of up members that advertise exactly ``(round, fingerprint)``, or None.
+
+    A holder answers a pull with its newest adapter. In a federation whose rounds are
+    short it often finished another round between the plan and the answer; the answer
+    may be adopted once a quorum advertise *that* adapter (the member who pulled waits
+    a few heartbeats for them) -- never on the holder's word alone.
+    """
+    up = _up_others(view, is_member, me)
+    holders = tuple(pid for pid in up if view[pid].adapter_round == round
+                    and view[pid].fingerprint == fingerprint)
+    if not fingerprint or len(holders) < quorum_size(len(up) + 1):
+        return None
+    return AdoptAdapter(round, fingerprint, holders, len(up) + 1)
 
 
 def check_pulled(
@@ -175,7 +205,8 @@ class AdapterExchange:
         """``current()`` returns (last complete round, adapter vector, mass), or None."""
         self._link = link
         self._current = current
-        self._last_request: dict[str, float] = {}
+        self._last_request: dict[str, float] = {}  # requests we served, by requester
+        self._asked: dict[str, float] = {}  # requests we sent, by holder
         self._waiting: dict[str, asyncio.Future[tuple[int, bytes]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -207,9 +238,27 @@ class AdapterExchange:
         waiter.set_result((round, payload))
         return None
 
+    def least_recently_asked(self, peers: tuple[str, ...]) -> str:
+        """One of ``peers`` we asked longest ago (or never), at random among equals.
+
+        A holder refuses a second request within ``MIN_REQUEST_INTERVAL_S`` and the
+        refused request times out: asking the same holder again at once cost a member
+        catching up in a fast federation 30 s.
+        """
+        oldest = min(self._asked.get(p, -1e9) for p in peers)
+        return random.choice([p for p in peers if self._asked.get(p, -1e9) == oldest])
+
     async def pull(self, peer: str, own_round: int, expected_size: int,
                    timeout: float) -> PulledAdapter:
-        """Ask ``peer`` for its adapter; raises ``TimeoutError`` or ``ValueError``."""
+        """Ask ``peer`` for its adapter; raises ``TimeoutError`` or ``ValueError``.
+
+        Waits first, when ``peer`` was asked less than ``MIN_REQUEST_INTERVAL_S`` ago:
+        it would refuse the request.
+        """
+        since = time.monotonic() - self._asked.get(peer, -1e9)
+        if since < MIN_REQUEST_INTERVAL_S:
+            await asyncio.sleep(MIN_REQUEST_INTERVAL_S - since)
+        self._asked[peer] = time.monotonic()
         future: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
         self._waiting[peer] = future
         try:

@@ -71,6 +71,9 @@ class RoundContext:
     min_contributors: int = MIN_GROUP_SIZE
     """Fewest members whose inputs this member lets a revealed sum hold
     (``contributor_floor`` of its planned group); secure aggregation enforces it."""
+    moved_on: Callable[[str], bool] | None = None
+    """Whether a member has left this round for a later one, by its signed heartbeat: it
+    sends nothing more for this round, so waits on it end early. None: never assumed."""
 
     @property
     def others(self) -> list[str]:

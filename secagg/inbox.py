@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from fedswarm.secagg.chunks import check_chunk, read_prefix
@@ -33,6 +33,11 @@ from fedswarm.secagg.signing import Verifier
 from fedswarm.secagg.transport import Transport
 
 MAX_REJECTED = 1000
+MOVED_ON_POLL_S = 1.0
+"""How often a wait looks again at whether the peers it waits for have moved on."""
+MOVED_ON_GRACE_S = 10.0
+"""How long a wait goes on after every peer it waits for has moved on: what a peer sent
+just before it left may still be on its way."""
 
 
 @dataclass(frozen=True)
@@ -68,8 +73,19 @@ class Inbox:
     """The session's only reader of the transport."""
 
     def __init__(
-        self, transport: Transport, binding: RoundBinding, me: str, verify: Verifier, roles: Roles
+        self,
+        transport: Transport,
+        binding: RoundBinding,
+        me: str,
+        verify: Verifier,
+        roles: Roles,
+        moved_on: Callable[[str], bool] | None = None,
+        moved_on_grace_s: float = MOVED_ON_GRACE_S,
     ) -> None:
+        """``moved_on(peer)``: whether ``peer`` has left this round for a later one (the
+        daemon asks its signed heartbeat). Such a peer sends nothing more for this round,
+        so a wait for it alone ends ``moved_on_grace_s`` later instead of at its deadline.
+        """
         self._transport = transport
         self._binding = binding
         self._me = me
@@ -82,6 +98,9 @@ class Inbox:
         self._next_chunk: dict[tuple[Step, str], int] = {}
         self.rejected: list[SecAggError] = []
         self.role_aborted = False  # an ABORT from the aggregator or decryptor arrived
+        self._moved_on = moved_on
+        self._moved_on_grace_s = moved_on_grace_s
+        self.left: set[str] = set()  # peers a wait gave up on because they moved on
         self.bytes_received = 0
         self.cpu_s = 0.0  # CPU spent checking messages (sha256 of large payloads)
 
@@ -169,11 +188,13 @@ class Inbox:
     ) -> Message | None:
         """The next buffered or arriving message of one of steps from one of senders.
 
-        Returns None once the monotonic deadline passes. An ABORT from the aggregator or
-        the decryptor ends any other wait at once (``RoundAbortedError``): a role that gave
-        up (an aggregator that never got the context) used to leave its members waiting
-        through every later step, 6 to 9 minutes among 32 daemons.
+        Returns None once the monotonic deadline passes, or ``moved_on_grace_s`` after
+        every one of senders has moved on to a later round (``left`` names them then): a
+        member whose aggregator gave up and went on used to wait out three step timeouts
+        (8 minutes among 32 daemons). An ABORT from the aggregator or the decryptor ends
+        any other wait at once (``RoundAbortedError``).
         """
+        all_left_since: float | None = None
         while True:
             for key in self._buffer:
                 if key[0] in steps and key[1] in senders:
@@ -183,13 +204,26 @@ class Inbox:
                     abort = self._buffer.get((Step.ABORT, role, 0))
                     if abort is not None:
                         raise abort_error(abort.payload)
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            remaining = deadline - now
             if remaining <= 0:
                 return None
+            wait = remaining
+            if self._moved_on is not None and senders:
+                if all(self._moved_on(peer) for peer in senders):
+                    all_left_since = now if all_left_since is None else all_left_since
+                    if now - all_left_since >= self._moved_on_grace_s:
+                        self.left.update(senders)
+                        return None
+                else:
+                    all_left_since = None
+                wait = min(remaining, MOVED_ON_POLL_S)
             try:
-                sender, data = await self._transport.receive(remaining)
+                sender, data = await self._transport.receive(wait)
             except TimeoutError:
-                return None
+                if self._moved_on is None:
+                    return None
+                continue  # the loop checks the deadline and who has moved on
             self.accept(sender, data)
 
     async def gather(

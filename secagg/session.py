@@ -82,7 +82,7 @@ from fedswarm.secagg.he import (
     mask_contribution,
     segment_jobs,
 )
-from fedswarm.secagg.inbox import Inbox, Roles, abort_error
+from fedswarm.secagg.inbox import MOVED_ON_GRACE_S, Inbox, Roles, abort_error
 from fedswarm.secagg.masking import (
     derive_mask_key,
     pairwise_secret,
@@ -200,12 +200,18 @@ async def run_secure_aggregation(
     step_timeout_s: float = 60.0,
     executor: concurrent.futures.ProcessPoolExecutor | None = None,
     spool_dir: Path | None = None,
+    moved_on: Callable[[str], bool] | None = None,
 ) -> AggregationResult:
     """Run this member's side of one round and return the group's average.
 
     spool_dir: where this member, when it is the aggregator, spools uploads until the
     sum is made (spool.py); default ``spool.default_directory()``. Its files are gone
     when this returns or raises.
+
+    moved_on(peer): whether a member has left this round for a later one (the daemon
+    reads its signed heartbeat). A wait on members who all moved on ends shortly after
+    (``inbox.MOVED_ON_GRACE_S``) instead of at its step deadline; a member that lies
+    about it only takes itself out of this round, as silence would.
 
     Raises NonFiniteUpdateError / VectorShapeError / InvalidWeightError before anything is
     sent, NotEnoughSurvivorsError or RoleUnavailableError when the round cannot finish,
@@ -223,7 +229,7 @@ async def run_secure_aggregation(
     try:
         session = _Session(
             spec, signer, verify, flat, weight, transport, params, step_timeout_s, pool,
-            spool_dir,
+            spool_dir, moved_on,
         )
         session._charge("loop", prep_cpu_s)
         average, total_weight, survivors, dropped = await session.run()
@@ -289,6 +295,7 @@ class _Session:
         step_timeout_s: float,
         executor: concurrent.futures.ProcessPoolExecutor,
         spool_dir: Path | None = None,
+        moved_on: Callable[[str], bool] | None = None,
     ) -> None:
         self.spec = spec
         self.signer = signer
@@ -312,7 +319,9 @@ class _Session:
         self.aggregator, self.decryptor = assign_roles(spec.members, spec.round, spec.group_id)
         self.binding = RoundBinding(spec.federation_id, spec.group_id, spec.round)
         roles = Roles(frozenset(spec.members), self.aggregator, self.decryptor)
-        self.inbox = Inbox(transport, self.binding, self.me, verify, roles)
+        # a step's wait is the most a grace for messages in flight needs
+        self.inbox = Inbox(transport, self.binding, self.me, verify, roles, moved_on,
+                           min(MOVED_ON_GRACE_S, step_timeout_s))
         # UPLOAD, SUM and RESULT stream in chunks whose count the vector length fixes
         # (KEYS refuses a peer with another length, so every honest member counts the same)
         self.stream_chunks = stream_chunk_count(
@@ -377,6 +386,10 @@ class _Session:
     async def _in_pool(self, fn: Callable[[Any], T], job: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, fn, job)
+
+    def _left(self, role: str) -> str:
+        """Why a role went silent, when we know: it moved on to a later round."""
+        return " (it moved on to a later round)" if role in self.inbox.left else ""
 
     def _deadline(self, factor: float = 1.0) -> float:
         return time.monotonic() + self.timeout * factor
@@ -554,7 +567,9 @@ class _Session:
         # given up on the group's final) held its group 4.5 minutes at three steps.
         message = await self.inbox.next((Step.CONTEXT,), (self.decryptor,), self._deadline())
         if message is None:
-            raise RoleUnavailableError(f"decryptor {self.decryptor!r} published no context")
+            raise RoleUnavailableError(
+                f"decryptor {self.decryptor!r} published no context{self._left(self.decryptor)}"
+            )
         context = ContextPayload.decode(message.payload)
         expected_p = batching_plain_modulus(params.poly_modulus_degree, params.plain_modulus_bits)
         _refuse_other_protocol(context, params)
@@ -989,7 +1004,10 @@ class _Session:
             (Step.SURVIVORS, Step.ABORT), (self.aggregator,), self._deadline(ROLE_WAIT_FACTOR)
         )
         if message is None:
-            raise RoleUnavailableError(f"aggregator {self.aggregator!r} sent no survivor set")
+            raise RoleUnavailableError(
+                f"aggregator {self.aggregator!r} sent no survivor set"
+                f"{self._left(self.aggregator)}"
+            )
         if message.step is Step.ABORT:
             raise abort_error(message.payload)
         survivors = SurvivorsPayload.decode(message.payload)
@@ -1124,7 +1142,7 @@ class _Session:
             if message is None:
                 raise RoleUnavailableError(
                     f"aggregator {self.aggregator!r} sent {index} of {self.stream_chunks} "
-                    "sum chunks"
+                    f"sum chunks{self._left(self.aggregator)}"
                 )
             # the inbox hands chunks over in order, each index once (chunks.py)
             part = SumPayload.decode_chunk(
@@ -1240,7 +1258,7 @@ class _Session:
             if message is None:
                 raise RoleUnavailableError(
                     f"decryptor {self.decryptor!r} published {index} of {self.stream_chunks} "
-                    "result chunks"
+                    f"result chunks{self._left(self.decryptor)}"
                 )
             if message.step is Step.ABORT:
                 raise abort_error(message.payload)

@@ -111,6 +111,7 @@ class SecureAggregation:
                 step_timeout_s=self.step_timeout_s,
                 executor=self.executor(),
                 spool_dir=self.spool_dir,
+                moved_on=ctx.moved_on,
             )
         except MismatchedLengthsError as exc:
             raise SettingsMismatchError(f"secure aggregation failed: {exc}") from exc

@@ -98,14 +98,21 @@ def test_late_joiner_paused_and_killed_peers_catch_up_without_stalling_others(
         paused.process.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
         assert others_took < 3 * deadline_s + 60
 
-        # A member killed with SIGKILL and restarted resumes and catches up.
+        # A member killed with SIGKILL and restarted resumes and catches up. It must be
+        # restarted two rounds behind its checkpoint: rounds here take about a second, so
+        # a member killed late in the pause's wake may have checkpointed the round the
+        # others are still in, and then rejoins it without any catching up.
         federation.kill_peer(killed, signal.SIGKILL)
-        federation.wait_rounds(before + 3, timeout_s=400, peers=[first, late])
+        resumes_at = int(federation.checkpoint_meta(killed)["round"])
+        assert resumes_at <= rounds - 2, "the federation finished too early for the kill"
+        federation.wait_rounds(resumes_at + 2, timeout_s=400, peers=[first, late])
         federation.start_peer(killed)
         federation.wait_rounds(rounds, timeout_s=500)
         for peer in (paused, killed):
             log = rounds_of(peer)
             assert max(r["round"] for r in log) == rounds, log
-        assert any(r["status"] == "caught_up" for r in rounds_of(killed))
+        killed_log = rounds_of(killed)
+        assert any(r["status"] == "caught_up" and r["round"] > resumes_at
+                   for r in killed_log), (resumes_at, killed_log)
     finally:
         federation.stop()

@@ -5,7 +5,9 @@
   shutdown and this member's own disk or checkpoint failures propagate;
 * catch-up follows only a quorum of up members: never a round beyond the federation's
   target, never an adapter that does not hash to what the quorum advertises, and a
-  failed catch-up leaves the member training on.
+  failed catch-up leaves the member training on. A holder that finished another round
+  while we asked (an honest race in a fast federation) is believed only once a quorum
+  advertise its newer adapter, and is not blamed when none does.
 
 And, with the same fakes, whom a round's group agreement counts (issue #27): plans
 count the members present, invitations are judged against them, and only the leader's
@@ -80,6 +82,9 @@ class FakeAdapters:
         self.answer = answer
         self.pulls: list[str] = []
 
+    def least_recently_asked(self, peers: tuple[str, ...]) -> str:
+        return next((p for p in peers if p not in self.pulls), peers[0])
+
     async def pull(self, peer: str, own_round: int, size: int, timeout: float) -> PulledAdapter:
         self.pulls.append(peer)
         round, vector = self.answer
@@ -106,7 +111,7 @@ class Recorder:
 
 def _runner(tmp_path: Path, *, exchange: Any = None, view: dict[str, Advert] | None = None,
             adapters: FakeAdapters | None = None, rounds: int = 0,
-            up: list[str] | None = None) -> tuple[RoundRunner, list]:
+            up: list[str] | None = None, heartbeat_s: float = 2.0) -> tuple[RoundRunner, list]:
     """``up``: the members seen up now (default: every member, all present too)."""
     rejections: list[tuple[str | None, str, str]] = []
     members = {"me", *(view or {})} - {"stranger"}
@@ -125,7 +130,7 @@ def _runner(tmp_path: Path, *, exchange: Any = None, view: dict[str, Advert] | N
         exchange=exchange or RaisingExchange(RuntimeError("unused")),
         adapters=adapters or FakeAdapters((0, np.zeros(8, np.float32))),  # type: ignore[arg-type]
         view=lambda: dict(view or {}),  # type: ignore[arg-type]
-        heartbeat_interval=lambda: 2.0,
+        heartbeat_interval=lambda: heartbeat_s,
         is_member=lambda peer: peer in members,
         up_members=lambda: sorted(members) if up is None else sorted(up),
         planning_members=lambda: sorted(members),
@@ -232,6 +237,66 @@ async def test_without_a_quorum_adapter_the_round_is_skipped_with_our_own(
     assert runner.progress.round == 6
     assert adapters.pulls == []
     assert runner.s.trainer.loaded == []  # type: ignore[attr-defined]
+
+
+NEWER = np.full(8, 0.5, np.float32)
+
+
+async def test_a_holders_newer_adapter_is_adopted_once_a_quorum_advertise_it(
+    tmp_path: Path,
+) -> None:
+    """The late joiner of a fast federation (rounds of a second) was refused every
+    holder's answer: each had finished another round since the plan ("response is for
+    round 9, the quorum advertises 8"), and was blamed for it."""
+    view = {name: Advert(8, _fp(GOOD)) for name in ("a", "b", "c")}
+    adapters = FakeAdapters((9, NEWER))  # the holder finished round 9 meanwhile
+    runner, rejections = _runner(tmp_path, view=view, adapters=adapters, rounds=20)
+
+    async def heartbeats_catch_up() -> None:
+        await asyncio.sleep(0.5)
+        view.update({name: Advert(9, _fp(NEWER)) for name in ("a", "b", "c")})
+
+    beat = asyncio.create_task(heartbeats_catch_up())
+    assert await runner._catch_up() is True
+    await beat
+    assert runner.progress.round == 9
+    np.testing.assert_array_equal(runner.s.trainer.vector, NEWER)  # type: ignore[attr-defined]
+    assert rejections == []
+
+
+async def test_a_newer_adapter_no_quorum_advertises_is_dropped_without_blame(
+    tmp_path: Path,
+) -> None:
+    view = {name: Advert(8, _fp(GOOD)) for name in ("b", "c", "d")}
+    view["a"] = Advert(9, _fp(EVIL))  # only a member outside the quorum vouches for it
+    adapters = FakeAdapters((9, EVIL))
+    runner, rejections = _runner(tmp_path, view=view, adapters=adapters, rounds=20,
+                                 heartbeat_s=0.2)
+
+    assert await runner._catch_up() is False
+    assert runner.progress.round == 0
+    assert runner.s.trainer.loaded == []  # type: ignore[attr-defined]
+    assert rejections == []  # an honest holder moves on; a hostile one gains nothing
+
+
+async def test_an_older_answer_than_advertised_is_still_refused(tmp_path: Path) -> None:
+    view = {name: Advert(8, _fp(GOOD)) for name in ("a", "b", "c")}
+    runner, rejections = _runner(tmp_path, view=view, adapters=FakeAdapters((7, GOOD)),
+                                 rounds=20)
+
+    assert await runner._catch_up() is False
+    assert runner.s.trainer.loaded == []  # type: ignore[attr-defined]
+    assert rejections and "response is for round 7" in rejections[0][2]
+
+
+async def test_a_newer_answer_beyond_the_target_is_refused(tmp_path: Path) -> None:
+    view = {name: Advert(8, _fp(GOOD)) for name in ("a", "b", "c")}
+    runner, rejections = _runner(tmp_path, view=view, adapters=FakeAdapters((11, EVIL)),
+                                 rounds=10)
+
+    assert await runner._catch_up() is False
+    assert runner.s.trainer.loaded == []  # type: ignore[attr-defined]
+    assert rejections and "response is for round 11" in rejections[0][2]
 
 
 async def test_claims_beyond_the_target_vouch_for_nothing(tmp_path: Path) -> None:

@@ -11,18 +11,24 @@ skipped to with our own adapter.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from fedswarm.federation import catch_up
+from fedswarm.federation.averaging.plain import encode_update
 from fedswarm.federation.catch_up import (
+    AdapterExchange,
     AdoptAdapter,
     CatchUpRefusedError,
     PulledAdapter,
     SkipAhead,
     catch_up_plan,
     check_pulled,
+    quorum_for,
     quorum_size,
 )
 from fedswarm.learning.adapter_vector import vector_fingerprint
@@ -154,3 +160,50 @@ def test_vector_fingerprint_matches_the_state_fingerprint_heartbeats_advertise()
     assert state_fingerprint(unflatten_state(vector, MANIFEST)) == vector_fingerprint(
         vector, MANIFEST
     )
+
+
+def test_a_newer_adapter_counts_only_with_a_quorum_advertising_exactly_it() -> None:
+    view = {"a": Advert(9, "f9"), "b": Advert(9, "f9"), "c": Advert(8, "f8"),
+            "evil": Advert(9, "forged")}
+    members = _members(*view)
+    assert quorum_for(view, members, "me", 9, "f9") is None  # 2 of 5
+    view["c"] = Advert(9, "f9")
+    assert quorum_for(view, members, "me", 9, "f9") == AdoptAdapter(
+        9, "f9", ("a", "b", "c"), up_members=5)
+    assert quorum_for(view, members, "me", 9, "forged") is None
+    assert quorum_for(view, members, "me", 9, "") is None  # no fingerprint vouches for nothing
+
+
+class _AnsweringLink:
+    """A link whose holders answer every adapter request at once with their round."""
+
+    def __init__(self) -> None:
+        self.exchange: AdapterExchange | None = None
+        self.requests: list[tuple[str, float]] = []
+
+    async def send_blob(self, peer: str, kind: str, round: int, data: bytes) -> None:
+        self.requests.append((peer, time.monotonic()))
+        assert self.exchange is not None
+        payload = encode_update(np.zeros(4, np.float32), 1.0)
+        asyncio.get_running_loop().call_soon(self.exchange.on_response, peer, 5, payload)
+
+
+async def test_a_member_never_asks_one_holder_twice_within_its_rate_limit(monkeypatch) -> None:
+    """A holder refuses a second request within MIN_REQUEST_INTERVAL_S, and the refused
+    request waits out its whole timeout (30 s in a daemon): the asker spreads its
+    requests over the holders and, asking one again, first waits out the interval."""
+    monkeypatch.setattr(catch_up, "MIN_REQUEST_INTERVAL_S", 0.3)
+    link = _AnsweringLink()
+    exchange = AdapterExchange(link, lambda: None)  # type: ignore[arg-type]
+    link.exchange = exchange
+    holders = ("a", "b")
+    first = exchange.least_recently_asked(holders)
+    await exchange.pull(first, 0, 4, 5.0)
+    second = exchange.least_recently_asked(holders)
+    assert second != first
+    await exchange.pull(second, 0, 4, 5.0)
+    again = exchange.least_recently_asked(holders)
+    assert again == first
+    await exchange.pull(again, 0, 4, 5.0)
+    asked_at = {peer: [t for p, t in link.requests if p == peer] for peer in holders}
+    assert asked_at[first][1] - asked_at[first][0] >= 0.3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ async def run_group(
     params: SecAggParams = SMALL_PARAMS,
     drop_at: dict[str, int] | None = None,
     timeout: float = 20.0,
+    moved_on: Callable[[str], bool] | None = None,
 ) -> list[AggregationResult | BaseException]:
     drop_at = drop_at or {}
     tasks = [
@@ -36,6 +38,7 @@ async def run_group(
             params,
             step_timeout_s=timeout,
             executor=pool,
+            moved_on=moved_on,
         )
         for i, m in enumerate(group.members)
     ]
