@@ -99,7 +99,7 @@ class Inbox:
         self.rejected: list[SecAggError] = []
         self.role_aborted = False  # an ABORT from the aggregator or decryptor arrived
         self._moved_on = moved_on
-        self._moved_on_grace_s = moved_on_grace_s
+        self.moved_on_grace_s = moved_on_grace_s
         self.left: set[str] = set()  # peers a wait gave up on because they moved on
         self.bytes_received = 0
         self.cpu_s = 0.0  # CPU spent checking messages (sha256 of large payloads)
@@ -180,6 +180,15 @@ class Inbox:
         self._next_chunk[stream] = index + 1
         return dataclasses.replace(message, payload=body, chunk=index)
 
+    @property
+    def watches_moved_on(self) -> bool:
+        """Whether this round was told how to see that a peer moved on."""
+        return self._moved_on is not None
+
+    def has_moved_on(self, peer: str) -> bool:
+        """Whether ``peer`` has left this round for a later one, as far as we know."""
+        return self._moved_on is not None and self._moved_on(peer)
+
     def take(self, step: Step, sender: str) -> Message | None:
         return self._buffer.pop((step, sender, 0), None)
 
@@ -210,9 +219,9 @@ class Inbox:
                 return None
             wait = remaining
             if self._moved_on is not None and senders:
-                if all(self._moved_on(peer) for peer in senders):
+                if all(self.has_moved_on(peer) for peer in senders):
                     all_left_since = now if all_left_since is None else all_left_since
-                    if now - all_left_since >= self._moved_on_grace_s:
+                    if now - all_left_since >= self.moved_on_grace_s:
                         self.left.update(senders)
                         return None
                 else:

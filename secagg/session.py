@@ -82,7 +82,7 @@ from fedswarm.secagg.he import (
     mask_contribution,
     segment_jobs,
 )
-from fedswarm.secagg.inbox import MOVED_ON_GRACE_S, Inbox, Roles, abort_error
+from fedswarm.secagg.inbox import MOVED_ON_GRACE_S, MOVED_ON_POLL_S, Inbox, Roles, abort_error
 from fedswarm.secagg.masking import (
     derive_mask_key,
     pairwise_secret,
@@ -441,18 +441,51 @@ class _Session:
         payload: bytes | bytearray,
         digest: bytes | None = None,
     ) -> bool:
-        """Sign and send; False when the transport says the peer is unreachable."""
+        """Sign and send; False when the peer is unreachable (``_deliver`` says when)."""
         data = self._local_cpu(
             lambda: encode_message(
                 self.signer, self.binding, step, recipient, self.context_hash, payload, digest
             )
         )
         try:
-            await self.transport.send(recipient, data)
+            await self._deliver(recipient, data)
         except Exception:  # any transport failure means "peer unreachable" here
             return False
         self.bytes_sent += len(data)
         return True
+
+    async def _deliver(self, recipient: str, data: bytes) -> None:
+        """``transport.send``, given up after a step's wait, or a grace after the recipient
+        moved on to a later round (``Inbox.has_moved_on``).
+
+        Among 32 daemons a member's upload to an aggregator whose connection hung held
+        its session 90 s past the group's ABORT, which it only read once the send gave
+        up; by then the federation had finished the next round without it. A send the
+        recipient has stopped waiting for is worth nothing.
+        """
+        if not self.inbox.watches_moved_on:
+            await asyncio.wait_for(self.transport.send(recipient, data), self.timeout)
+            return
+        sending = asyncio.ensure_future(self.transport.send(recipient, data))
+        deadline = self._deadline()
+        left_since: float | None = None
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= deadline:
+                    raise TimeoutError(f"sending to {recipient!r} took a step's wait")
+                if self.inbox.has_moved_on(recipient):
+                    left_since = now if left_since is None else left_since
+                    if now - left_since >= self.inbox.moved_on_grace_s:
+                        raise TimeoutError(f"{recipient!r} moved on while we sent")
+                done, _ = await asyncio.wait({sending}, timeout=min(MOVED_ON_POLL_S,
+                                                                     deadline - now))
+                if done:
+                    sending.result()
+                    return
+        finally:
+            if not sending.done():
+                sending.cancel()
 
     async def _broadcast(self, recipients: Iterable[str], step: Step, payload: bytes) -> None:
         """Send one payload to many; a large one (D's RESULT) one recipient at a time.

@@ -52,10 +52,19 @@ class LinkTransport:
         self._round = round
 
     async def send(self, recipient: str, data: bytes) -> None:
-        if len(data) <= self._link.max_message_bytes:
-            await self._link.send_message(recipient, KIND, self._round, data)
-        else:
-            await self._link.send_blob(recipient, KIND, self._round, data)
+        """Deliver, or raise; a failure is logged here because the protocol treats it as
+        the recipient's silence and says no more (which member could not reach which is
+        what an operator needs when a group keeps losing uploads)."""
+        try:
+            if len(data) <= self._link.max_message_bytes:
+                await self._link.send_message(recipient, KIND, self._round, data)
+            else:
+                await self._link.send_blob(recipient, KIND, self._round, data)
+        except Exception as exc:
+            log.warning("round %d: secure-aggregation message of %d bytes to %s not "
+                        "delivered: %s: %s", self._round, len(data), recipient[-8:],
+                        type(exc).__name__, exc)
+            raise
 
     async def receive(self, timeout: float) -> tuple[str, bytes]:
         letter = await self._mailbox.get(KIND, self._round, timeout)

@@ -15,9 +15,10 @@ import hashlib
 import time
 
 import numpy as np
+from fedswarm.secagg import session as session_module
 from fedswarm.secagg.errors import RoleUnavailableError
 from fedswarm.secagg.inbox import Inbox, Roles
-from fedswarm.secagg.messages import RoundBinding, Step, encode_message
+from fedswarm.secagg.messages import RoundBinding, Step, encode_message, peek_binding
 from fedswarm.secagg.roles import assign_roles
 from fedswarm.secagg.session import (
     ROLE_WAIT_FACTOR,
@@ -138,3 +139,52 @@ async def test_a_view_that_says_everyone_moved_on_does_not_stop_a_prompt_round(p
     results = await run_group(group, updates, [1.0] * k, pool, moved_on=lambda peer: True)
     assert all(isinstance(r, AggregationResult) for r in results), results
     assert all(np.array_equal(r.average, results[0].average) for r in results)  # type: ignore[union-attr]
+
+
+class _HangsUploadingTo:
+    """A member's transport whose UPLOAD to one peer never completes (a hung stream)."""
+
+    def __init__(self, inner, stuck_with: str) -> None:
+        self.inner = inner
+        self.stuck_with = stuck_with
+
+    async def send(self, recipient: str, data: bytes) -> None:
+        _, step, _ = peek_binding(data)
+        if recipient == self.stuck_with and step is Step.UPLOAD:
+            await asyncio.Event().wait()
+        await self.inner.send(recipient, data)
+
+    async def receive(self, timeout: float):
+        return await self.inner.receive(timeout)
+
+
+async def test_a_send_to_a_peer_that_moved_on_is_given_up(pool, monkeypatch) -> None:
+    """Among 32 daemons an upload to an aggregator whose connection hung held a member
+    90 s past its group's ABORT. The send is now given up a grace after the aggregator
+    moves on (here it finishes without that upload), not at the end of the stuck
+    member's own step wait (a longer one than the others', as its config may say)."""
+    monkeypatch.setattr(session_module, "MOVED_ON_GRACE_S", 0.5)
+    k = 5
+    group = Group(k)
+    aggregator, decryptor = assign_roles(group.members, group.spec.round, group.spec.group_id)
+    stuck = next(m for m in group.members if m not in (aggregator, decryptor))
+    finished: dict[str, float] = {}
+    step_wait = 4.0
+    updates = random_updates(k, N_PARAMS, seed=11)
+
+    async def member(i: int, m: str):
+        transport = group.network.transport(m)
+        try:
+            return await run_secure_aggregation(
+                group.spec, group.signers[m], group.verify, updates[i], 1.0,
+                _HangsUploadingTo(transport, aggregator) if m == stuck else transport,
+                SMALL_PARAMS, step_timeout_s=4 * step_wait if m == stuck else step_wait,
+                executor=pool, moved_on=lambda peer: peer in finished)
+        finally:
+            finished[m] = time.monotonic()  # its heartbeat names the next round now
+
+    results = await asyncio.gather(*(member(i, m) for i, m in enumerate(group.members)),
+                                   return_exceptions=True)
+    others = [r for m, r in zip(group.members, results, strict=True) if m != stuck]
+    assert all(isinstance(r, AggregationResult) and stuck in r.dropped for r in others), others
+    assert finished[stuck] - finished[aggregator] < step_wait  # not 4 x step_wait
