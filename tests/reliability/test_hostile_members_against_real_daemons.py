@@ -293,10 +293,12 @@ def test_a_member_holding_its_inbound_share_keeps_no_other_peer_out(
     assert record["aggregator"] == victim_id, record
     assert honest_in_group <= set(record["survivors"]), record  # every honest upload got in
     assert len(honest_in_group) >= 3, record
-    # the attacker's excess waited for room and was refused (its two extra streams, and
-    # its own upload), while the honest uploads were admitted
+    # the attacker's excess waited for room while the honest uploads were admitted, and
+    # none of it got in: the victim refuses a blob that waited 15 s as "busy", and the
+    # attacker's own upload, sent by the product's session, is given up once the victim
+    # has left the round or after a step's wait (8 s here), whichever comes first: which
+    # one ends it is timing (tests/p2p/test_inbound_limits.py checks "busy" on its own)
     assert victim.traffic["inbound_waited"] >= 2, victim.traffic
-    assert victim.traffic["rejected"].get("busy", 0) >= 1, victim.traffic
     assert run.attacker.peer_id not in record["survivors"], record
     _assert_honest_alive(run)
 
