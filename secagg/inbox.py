@@ -69,6 +69,29 @@ class Roles:
             raise UnexpectedStepError("only the aggregator or decryptor may abort")
 
 
+class MovedOnTimer:
+    """For one wait: whether every one of some peers has looked moved on for a grace.
+
+    ``Inbox.next`` uses one to stop waiting on peers that left the round, the session
+    one to stop sending to a recipient that left it; a peer seen back in the round (a
+    view that changed its mind) starts the grace again.
+    """
+
+    def __init__(self, moved_on: Callable[[str], bool], grace_s: float) -> None:
+        self._moved_on = moved_on
+        self._grace_s = grace_s
+        self._since: float | None = None
+
+    def expired(self, peers: Collection[str]) -> bool:
+        now = time.monotonic()
+        if not peers or not all(self._moved_on(peer) for peer in peers):
+            self._since = None
+            return False
+        if self._since is None:
+            self._since = now
+        return now - self._since >= self._grace_s
+
+
 class Inbox:
     """The session's only reader of the transport."""
 
@@ -99,7 +122,7 @@ class Inbox:
         self.rejected: list[SecAggError] = []
         self.role_aborted = False  # an ABORT from the aggregator or decryptor arrived
         self._moved_on = moved_on
-        self.moved_on_grace_s = moved_on_grace_s
+        self._moved_on_grace_s = moved_on_grace_s
         self.left: set[str] = set()  # peers a wait gave up on because they moved on
         self.bytes_received = 0
         self.cpu_s = 0.0  # CPU spent checking messages (sha256 of large payloads)
@@ -180,14 +203,11 @@ class Inbox:
         self._next_chunk[stream] = index + 1
         return dataclasses.replace(message, payload=body, chunk=index)
 
-    @property
-    def watches_moved_on(self) -> bool:
-        """Whether this round was told how to see that a peer moved on."""
-        return self._moved_on is not None
-
-    def has_moved_on(self, peer: str) -> bool:
-        """Whether ``peer`` has left this round for a later one, as far as we know."""
-        return self._moved_on is not None and self._moved_on(peer)
+    def moved_on_timer(self) -> MovedOnTimer | None:
+        """A fresh timer for one wait or send, or None when nobody said how to tell."""
+        if self._moved_on is None:
+            return None
+        return MovedOnTimer(self._moved_on, self._moved_on_grace_s)
 
     def take(self, step: Step, sender: str) -> Message | None:
         return self._buffer.pop((step, sender, 0), None)
@@ -203,7 +223,7 @@ class Inbox:
         (8 minutes among 32 daemons). An ABORT from the aggregator or the decryptor ends
         any other wait at once (``RoundAbortedError``).
         """
-        all_left_since: float | None = None
+        timer = self.moved_on_timer()
         while True:
             for key in self._buffer:
                 if key[0] in steps and key[1] in senders:
@@ -217,20 +237,14 @@ class Inbox:
             remaining = deadline - now
             if remaining <= 0:
                 return None
-            wait = remaining
-            if self._moved_on is not None and senders:
-                if all(self.has_moved_on(peer) for peer in senders):
-                    all_left_since = now if all_left_since is None else all_left_since
-                    if now - all_left_since >= self.moved_on_grace_s:
-                        self.left.update(senders)
-                        return None
-                else:
-                    all_left_since = None
-                wait = min(remaining, MOVED_ON_POLL_S)
+            if timer is not None and timer.expired(senders):
+                self.left.update(senders)
+                return None
+            wait = remaining if timer is None else min(remaining, MOVED_ON_POLL_S)
             try:
                 sender, data = await self._transport.receive(wait)
             except TimeoutError:
-                if self._moved_on is None:
+                if timer is None:
                     return None
                 continue  # the loop checks the deadline and who has moved on
             self.accept(sender, data)

@@ -456,30 +456,24 @@ class _Session:
 
     async def _deliver(self, recipient: str, data: bytes) -> None:
         """``transport.send``, given up after a step's wait, or a grace after the recipient
-        moved on to a later round (``Inbox.has_moved_on``).
+        moved on to a later round (``Inbox.moved_on_timer``).
 
         Among 32 daemons a member's upload to an aggregator whose connection hung held
         its session 90 s past the group's ABORT, which it only read once the send gave
         up; by then the federation had finished the next round without it. A send the
         recipient has stopped waiting for is worth nothing.
         """
-        if not self.inbox.watches_moved_on:
-            await asyncio.wait_for(self.transport.send(recipient, data), self.timeout)
-            return
+        timer = self.inbox.moved_on_timer()
         sending = asyncio.ensure_future(self.transport.send(recipient, data))
         deadline = self._deadline()
-        left_since: float | None = None
         try:
             while True:
-                now = time.monotonic()
-                if now >= deadline:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
                     raise TimeoutError(f"sending to {recipient!r} took a step's wait")
-                if self.inbox.has_moved_on(recipient):
-                    left_since = now if left_since is None else left_since
-                    if now - left_since >= self.inbox.moved_on_grace_s:
-                        raise TimeoutError(f"{recipient!r} moved on while we sent")
-                done, _ = await asyncio.wait({sending}, timeout=min(MOVED_ON_POLL_S,
-                                                                     deadline - now))
+                if timer is not None and timer.expired((recipient,)):
+                    raise TimeoutError(f"{recipient!r} moved on while we sent")
+                done, _ = await asyncio.wait({sending}, timeout=min(MOVED_ON_POLL_S, remaining))
                 if done:
                     sending.result()
                     return
