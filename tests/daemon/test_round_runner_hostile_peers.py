@@ -279,24 +279,18 @@ async def test_a_newer_adapter_no_quorum_advertises_is_dropped_without_blame(
     assert rejections == []  # an honest holder moves on; a hostile one gains nothing
 
 
-async def test_an_older_answer_than_advertised_is_still_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("answer_round", "target"), [(7, 20), (11, 10)],
+                         ids=["older-than-advertised", "beyond-the-target"])
+async def test_an_answer_older_than_advertised_or_beyond_the_target_is_refused(
+    tmp_path: Path, answer_round: int, target: int
+) -> None:
     view = {name: Advert(8, _fp(GOOD)) for name in ("a", "b", "c")}
-    runner, rejections = _runner(tmp_path, view=view, adapters=FakeAdapters((7, GOOD)),
-                                 rounds=20)
+    runner, rejections = _runner(tmp_path, view=view, rounds=target,
+                                 adapters=FakeAdapters((answer_round, EVIL)))
 
     assert await runner._catch_up() is False
     assert runner.s.trainer.loaded == []  # type: ignore[attr-defined]
-    assert rejections and "response is for round 7" in rejections[0][2]
-
-
-async def test_a_newer_answer_beyond_the_target_is_refused(tmp_path: Path) -> None:
-    view = {name: Advert(8, _fp(GOOD)) for name in ("a", "b", "c")}
-    runner, rejections = _runner(tmp_path, view=view, adapters=FakeAdapters((11, EVIL)),
-                                 rounds=10)
-
-    assert await runner._catch_up() is False
-    assert runner.s.trainer.loaded == []  # type: ignore[attr-defined]
-    assert rejections and "response is for round 11" in rejections[0][2]
+    assert rejections and f"response is for round {answer_round}" in rejections[0][2]
 
 
 async def test_claims_beyond_the_target_vouch_for_nothing(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 from fedswarm.secagg.he import make_executor
-from fedswarm.secagg.messages import peek_binding
+from fedswarm.secagg.messages import Step, peek_binding
 from fedswarm.secagg.params import PROTOCOL_V3, SecAggParams
 from fedswarm.secagg.quantise import QuantisationGrid, weight_class
 from fedswarm.secagg.session import GroupSpec
@@ -68,6 +68,29 @@ class MemoryTransport:
 
     async def receive(self, timeout: float) -> tuple[str, bytes]:
         return await asyncio.wait_for(self.network.queues[self.me].get(), timeout)
+
+
+class FailsOneStep:
+    """A member's transport that loses (``hang=False``) or never finishes (``hang=True``)
+    its message of one step to one recipient: a dropped message or a hung stream."""
+
+    def __init__(self, inner: MemoryTransport, recipient: str, step: Step, *,
+                 hang: bool) -> None:
+        self.inner = inner
+        self.recipient = recipient
+        self.step = step
+        self.hang = hang
+
+    async def send(self, recipient: str, data: bytes) -> None:
+        _, step, _ = peek_binding(data)
+        if recipient == self.recipient and step is self.step:
+            if not self.hang:
+                return
+            await asyncio.Event().wait()
+        await self.inner.send(recipient, data)
+
+    async def receive(self, timeout: float) -> tuple[str, bytes]:
+        return await self.inner.receive(timeout)
 
 
 class NowhereTransport:

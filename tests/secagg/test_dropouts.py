@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import numpy as np
@@ -14,10 +13,10 @@ from fedswarm.secagg.errors import (
 )
 from fedswarm.secagg.messages import Step, peek_binding
 from fedswarm.secagg.roles import assign_roles
-from fedswarm.secagg.session import AggregationResult, run_secure_aggregation
+from fedswarm.secagg.session import AggregationResult
 
-from .conftest import Group, MemberCrashed, group_grid, random_updates
-from .test_round_average import N_PARAMS, SMALL_PARAMS, run_group, weighted_average
+from .conftest import FailsOneStep, Group, MemberCrashed, group_grid, random_updates
+from .test_round_average import N_PARAMS, run_group, weighted_average
 
 TIMEOUT = 1.5
 
@@ -136,23 +135,6 @@ async def test_a_decryptor_that_never_joins_is_given_up_on_after_one_step_wait(p
     assert step_wait <= elapsed < 2 * step_wait  # three waits would be 12 s
 
 
-class _LosesContextTo:
-    """The decryptor's transport, losing its CONTEXT to one member (a dropped message)."""
-
-    def __init__(self, inner, victim: str) -> None:
-        self.inner = inner
-        self.victim = victim
-
-    async def send(self, recipient: str, data: bytes) -> None:
-        _, step, _ = peek_binding(data)
-        if recipient == self.victim and step is Step.CONTEXT:
-            return
-        await self.inner.send(recipient, data)
-
-    async def receive(self, timeout: float):
-        return await self.inner.receive(timeout)
-
-
 async def test_an_aggregator_that_gives_up_tells_its_members_at_once(pool):
     """Issue #27: an aggregator whose copy of the decryptor's context was lost ended its
     own session after one step's wait without a word; its members, who had the context,
@@ -163,14 +145,11 @@ async def test_an_aggregator_that_gives_up_tells_its_members_at_once(pool):
     aggregator, decryptor = assign_roles(group.members, group.spec.round, group.spec.group_id)
     step_wait = 3.0
     updates = random_updates(k, N_PARAMS, seed=6)
+    loses_context = {decryptor: lambda own: FailsOneStep(own, aggregator, Step.CONTEXT,
+                                                         hang=False)}
     started = time.monotonic()
-    results = await asyncio.gather(*(
-        run_secure_aggregation(
-            group.spec, group.signers[m], group.verify, updates[i], 1.0,
-            (_LosesContextTo(group.network.transport(m), aggregator) if m == decryptor
-             else group.network.transport(m)),
-            SMALL_PARAMS, step_timeout_s=step_wait, executor=pool)
-        for i, m in enumerate(group.members)), return_exceptions=True)
+    results = await run_group(group, updates, [1.0] * k, pool, timeout=step_wait,
+                              wrap=loses_context)
     elapsed = time.monotonic() - started
     for m, r in zip(group.members, results, strict=True):
         if m == aggregator:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from fedswarm.secagg.params import SecAggParams
 from fedswarm.secagg.session import AggregationResult, run_secure_aggregation
+from fedswarm.secagg.transport import Transport
 
 from .conftest import SMALL_PARAMS, Group, group_grid, random_updates
 
@@ -25,8 +26,17 @@ async def run_group(
     drop_at: dict[str, int] | None = None,
     timeout: float = 20.0,
     moved_on: Callable[[str], bool] | None = None,
+    wrap: dict[str, Callable[[Transport], Transport]] | None = None,
 ) -> list[AggregationResult | BaseException]:
+    """Every member's session at once; ``wrap[m]`` replaces member m's transport by a
+    wrapper around it (a lost or hung message)."""
     drop_at = drop_at or {}
+    wrap = wrap or {}
+
+    def transport(m: str) -> Transport:
+        own: Transport = group.network.transport(m, drop_at.get(m))
+        return wrap[m](own) if m in wrap else own
+
     tasks = [
         run_secure_aggregation(
             group.spec,
@@ -34,7 +44,7 @@ async def run_group(
             group.verify,
             updates[i],
             weights[i],
-            group.network.transport(m, drop_at.get(m)),
+            transport(m),
             params,
             step_timeout_s=timeout,
             executor=pool,

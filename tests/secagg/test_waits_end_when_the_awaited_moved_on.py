@@ -18,7 +18,7 @@ import numpy as np
 from fedswarm.secagg import session as session_module
 from fedswarm.secagg.errors import RoleUnavailableError
 from fedswarm.secagg.inbox import Inbox, Roles
-from fedswarm.secagg.messages import RoundBinding, Step, encode_message, peek_binding
+from fedswarm.secagg.messages import RoundBinding, Step, encode_message
 from fedswarm.secagg.roles import assign_roles
 from fedswarm.secagg.session import (
     ROLE_WAIT_FACTOR,
@@ -26,7 +26,7 @@ from fedswarm.secagg.session import (
     run_secure_aggregation,
 )
 
-from .conftest import Group, MemberCrashed, random_updates
+from .conftest import FailsOneStep, Group, MemberCrashed, random_updates
 from .test_round_average import N_PARAMS, SMALL_PARAMS, run_group
 
 CONTEXT = hashlib.sha256(b"the decryptor's context").digest()
@@ -114,13 +114,9 @@ async def test_members_stop_waiting_for_an_aggregator_that_left_the_round(pool) 
     step_wait = 3.0
     updates = random_updates(k, N_PARAMS, seed=9)
     started = time.monotonic()
-    results = await asyncio.gather(*(
-        run_secure_aggregation(
-            group.spec, group.signers[m], group.verify, updates[i], 1.0,
-            group.network.transport(m, int(Step.SURVIVORS) if m == aggregator else None),
-            SMALL_PARAMS, step_timeout_s=step_wait, executor=pool,
-            moved_on=lambda peer: peer in group.network.dead)
-        for i, m in enumerate(group.members)), return_exceptions=True)
+    results = await run_group(group, updates, [1.0] * k, pool, timeout=step_wait,
+                              drop_at={aggregator: int(Step.SURVIVORS)},
+                              moved_on=lambda peer: peer in group.network.dead)
     elapsed = time.monotonic() - started
     for m, r in zip(group.members, results, strict=True):
         if m == aggregator:
@@ -139,23 +135,6 @@ async def test_a_view_that_says_everyone_moved_on_does_not_stop_a_prompt_round(p
     results = await run_group(group, updates, [1.0] * k, pool, moved_on=lambda peer: True)
     assert all(isinstance(r, AggregationResult) for r in results), results
     assert all(np.array_equal(r.average, results[0].average) for r in results)  # type: ignore[union-attr]
-
-
-class _HangsUploadingTo:
-    """A member's transport whose UPLOAD to one peer never completes (a hung stream)."""
-
-    def __init__(self, inner, stuck_with: str) -> None:
-        self.inner = inner
-        self.stuck_with = stuck_with
-
-    async def send(self, recipient: str, data: bytes) -> None:
-        _, step, _ = peek_binding(data)
-        if recipient == self.stuck_with and step is Step.UPLOAD:
-            await asyncio.Event().wait()
-        await self.inner.send(recipient, data)
-
-    async def receive(self, timeout: float):
-        return await self.inner.receive(timeout)
 
 
 async def test_a_send_to_a_peer_that_moved_on_is_given_up(pool, monkeypatch) -> None:
@@ -177,7 +156,8 @@ async def test_a_send_to_a_peer_that_moved_on_is_given_up(pool, monkeypatch) -> 
         try:
             return await run_secure_aggregation(
                 group.spec, group.signers[m], group.verify, updates[i], 1.0,
-                _HangsUploadingTo(transport, aggregator) if m == stuck else transport,
+                (FailsOneStep(transport, aggregator, Step.UPLOAD, hang=True) if m == stuck
+                 else transport),
                 SMALL_PARAMS, step_timeout_s=4 * step_wait if m == stuck else step_wait,
                 executor=pool, moved_on=lambda peer: peer in finished)
         finally:
