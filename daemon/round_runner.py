@@ -33,7 +33,6 @@ import numpy as np
 from fedswarm.federation.catch_up import (
     AdapterExchange,
     AdoptAdapter,
-    PulledAdapter,
     SkipAhead,
     catch_up_plan,
     check_pulled,
@@ -625,16 +624,17 @@ class RoundRunner:
         try:
             pulled = await s.adapters.pull(peer, p.round, s.trainer.adapter_size,
                                            CATCH_UP_TIMEOUT_S)
+            fingerprint = await asyncio.to_thread(s.trainer.fingerprint_of, pulled.vector)
             newest = s.config.federation.rounds or MAX_ROUND
             if plan.round < pulled.round <= newest:
-                newer = await self._quorum_for_newer(pulled)
+                newer = await self._quorum_for_newer(pulled.round, fingerprint)
                 if newer is None:
                     log.info("catch-up: %s answered with its round %d, newer than the "
                              "quorum's %d, and no quorum advertises it yet; training on",
                              peer[-8:], pulled.round, plan.round)
                     return False  # the holder moved on, as honest ones do: no blame
                 plan = newer
-            check_pulled(pulled, plan, s.trainer.fingerprint_of)
+            check_pulled(pulled, plan, fingerprint)
             await asyncio.to_thread(s.trainer.load_adapter_vector, pulled.vector)
         except _FATAL:
             raise
@@ -647,14 +647,13 @@ class RoundRunner:
         await self._adopt(pulled.round, peer, skipped_from=p.round + 1)
         return True
 
-    async def _quorum_for_newer(self, pulled: PulledAdapter) -> AdoptAdapter | None:
-        """The quorum advertising ``pulled`` (a holder's round newer than planned), once
-        their heartbeats say so: waits up to ``AWAIT_HEARTBEATS`` heartbeats."""
+    async def _quorum_for_newer(self, round: int, fingerprint: str) -> AdoptAdapter | None:
+        """The quorum advertising ``(round, fingerprint)`` (a holder's answer newer than
+        planned), once their heartbeats say so: waits up to ``AWAIT_HEARTBEATS`` heartbeats."""
         s = self.s
-        fingerprint = await asyncio.to_thread(s.trainer.fingerprint_of, pulled.vector)
         give_up = time.monotonic() + AWAIT_HEARTBEATS * s.heartbeat_interval()
         while not s.stopping.is_set():
-            quorum = quorum_for(s.view(), s.is_member, s.me, pulled.round, fingerprint)
+            quorum = quorum_for(s.view(), s.is_member, s.me, round, fingerprint)
             if quorum is not None or time.monotonic() >= give_up:
                 return quorum
             await asyncio.sleep(0.2)

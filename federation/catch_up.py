@@ -177,20 +177,22 @@ def quorum_for(
     return AdoptAdapter(round, fingerprint, holders, len(up) + 1)
 
 
-def check_pulled(
-    pulled: PulledAdapter, target: AdoptAdapter, fingerprint_of: Callable[[np.ndarray], str]
-) -> None:
-    """Refuse a response that is not exactly the quorum's adapter (``CatchUpRefusedError``)."""
+def check_pulled(pulled: PulledAdapter, target: AdoptAdapter, fingerprint: str) -> None:
+    """Refuse a response that is not exactly the quorum's adapter (``CatchUpRefusedError``).
+
+    ``fingerprint`` is what ``pulled.vector`` hashes to: the caller computes it once, off
+    the event loop (hashing a real adapter takes a while), and uses it for
+    ``quorum_for`` as well.
+    """
     if pulled.peer_id not in target.holders:
         raise CatchUpRefusedError(f"{pulled.peer_id} is not one of the quorum's holders")
     if pulled.round != target.round:
         raise CatchUpRefusedError(
             f"response is for round {pulled.round}, the quorum advertises {target.round}"
         )
-    got = fingerprint_of(pulled.vector)
-    if got != target.fingerprint:
+    if fingerprint != target.fingerprint:
         raise CatchUpRefusedError(
-            f"adapter hashes to {got}, the quorum advertises {target.fingerprint}"
+            f"adapter hashes to {fingerprint}, the quorum advertises {target.fingerprint}"
         )
 
 

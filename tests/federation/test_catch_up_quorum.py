@@ -134,7 +134,7 @@ def _fingerprint_of(vector: np.ndarray) -> str:
 
 def test_the_quorums_adapter_passes_the_check() -> None:
     target, vector = _target_and_vector()
-    check_pulled(PulledAdapter("b", 7, vector.copy(), 1.0), target, _fingerprint_of)
+    check_pulled(PulledAdapter("b", 7, vector.copy(), 1.0), target, _fingerprint_of(vector))
 
 
 def test_an_adapter_that_does_not_hash_to_the_quorums_fingerprint_is_refused() -> None:
@@ -142,15 +142,15 @@ def test_an_adapter_that_does_not_hash_to_the_quorums_fingerprint_is_refused() -
     poisoned = vector.copy()
     poisoned[3] += 1e-3
     with pytest.raises(CatchUpRefusedError, match="hashes to"):
-        check_pulled(PulledAdapter("b", 7, poisoned, 1.0), target, _fingerprint_of)
+        check_pulled(PulledAdapter("b", 7, poisoned, 1.0), target, _fingerprint_of(poisoned))
 
 
 def test_a_response_for_another_round_or_from_a_non_holder_is_refused() -> None:
     target, vector = _target_and_vector()
     with pytest.raises(CatchUpRefusedError, match="round 999999"):
-        check_pulled(PulledAdapter("b", 999_999, vector, 1.0), target, _fingerprint_of)
+        check_pulled(PulledAdapter("b", 999_999, vector, 1.0), target, _fingerprint_of(vector))
     with pytest.raises(CatchUpRefusedError, match="holders"):
-        check_pulled(PulledAdapter("evil", 7, vector, 1.0), target, _fingerprint_of)
+        check_pulled(PulledAdapter("evil", 7, vector, 1.0), target, _fingerprint_of(vector))
 
 
 def test_vector_fingerprint_matches_the_state_fingerprint_heartbeats_advertise() -> None:
