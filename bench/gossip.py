@@ -27,6 +27,11 @@ N and dropout, the rounds taken, the bound and pass/fail; the JSON also has the 
 time per run and the process's peak RSS.
 
     python -m bench.gossip --group 4 --sizes 16,64,256,1024,4096 --json out.json
+
+``--returning adopt`` measures the alternative to a dropped peer keeping its vector:
+it takes its planned group's result (FedAvg's rule for a dropped client). That run is
+judged by the spread (consensus wherever it lies; it cannot grow either, every vector
+stays a convex combination of the last round's) and reports the consensus's ``bias``.
 """
 
 from __future__ import annotations
@@ -77,6 +82,14 @@ class SimulationConfig:
     every planned group averages its live members when at least ``contributor_floor`` of
     it are up, whoever its leader was: the idealised best case of a stand-in leader
     (issue #27), for comparison with the protocol."""
+    returning: str = "keep"
+    """What a peer that dropped out of a round holds afterwards. ``keep`` (the daemon's
+    rule): its own vector and mass, so the average stays the exact sample-weighted one.
+    ``adopt`` (an alternative measured for issue #27, not the daemon's rule): the result
+    of the group it was planned into, if that group formed, with its own mass -- FedAvg's
+    rule that a dropped client's round is lost. Its stale vector no longer holds the
+    federation back, but its contribution is gone, so the consensus moves away from the
+    exact average: judge it by ``spreads``, and read ``bias``."""
 
 
 @dataclass
@@ -86,16 +99,26 @@ class SimulationResult:
     """Relative deviation of the worst peer after each round (index 0 = after round 0)."""
     median_deviations: list[float] = field(default_factory=list)
     """The same for the median peer: how far the bulk of the federation is."""
+    spreads: list[float] = field(default_factory=list)
+    """Consensus alone: ``max_j (max_i x_ij - min_i x_ij)`` over its initial value, the
+    daemons' measure (``bench.scale``); it ignores where the consensus lies."""
+    bias: float = 0.0
+    """How far the mass-weighted mean of the vectors after the last round lies from the
+    target, in units of the initial worst deviation: 0 up to rounding when the protocol
+    conserves the weighted average (``returning = "keep"``)."""
     peers_aggregated: list[int] = field(default_factory=list)
     groups_formed: list[int] = field(default_factory=list)
     mass_drift: float = 0.0
     """Largest relative change of total mass seen (should be rounding noise only)."""
 
-    def rounds_to(self, threshold: float = TARGET, *, median: bool = False) -> int | None:
+    def rounds_to(
+        self, threshold: float = TARGET, *, median: bool = False, spread: bool = False
+    ) -> int | None:
         """Rounds needed until the deviation first drops below ``threshold``; None if never.
 
-        ``median``: the same for the median peer (the bulk of the federation)."""
-        series = self.median_deviations if median else self.deviations
+        ``median``: the same for the median peer (the bulk of the federation).
+        ``spread``: the same for the spread (consensus, wherever it lies)."""
+        series = self.spreads if spread else self.median_deviations if median else self.deviations
         for index, deviation in enumerate(series):
             if deviation < threshold:
                 return index + 1
@@ -186,6 +209,7 @@ def simulate(config: SimulationConfig) -> SimulationResult:
     initial_spread = max(
         float(np.max(np.abs(vectors[p].astype(np.float64) - target))) for p in peers
     )
+    initial_range = _range(vectors)
     total_mass = math.fsum(mass.values())
     result = SimulationResult(config)
     for round in range(config.rounds):
@@ -201,19 +225,44 @@ def simulate(config: SimulationConfig) -> SimulationResult:
             for peer in members:
                 vectors[peer] = average
                 mass[peer] = shared
+        if config.returning == "adopt":
+            _adopt_planned_results(vectors, peers, live, groups, round, config.group_size)
         per_peer = [
             float(np.max(np.abs(vectors[p].astype(np.float64) - target))) / initial_spread
             for p in peers
         ]
         result.deviations.append(max(per_peer))
         result.median_deviations.append(float(np.median(per_peer)))
+        result.spreads.append(_range(vectors) / initial_range)
         result.groups_formed.append(len(groups))
         result.peers_aggregated.append(sum(len(group.members) for group in groups))
         drift = abs(math.fsum(mass.values()) - total_mass) / total_mass
         result.mass_drift = max(result.mass_drift, drift)
-        if config.stop_at_target and result.deviations[-1] < TARGET:
+        judged = result.spreads if config.returning == "adopt" else result.deviations
+        if config.stop_at_target and judged[-1] < TARGET:
             break
+    mean = weighted_average([vectors[p] for p in peers], [mass[p] for p in peers])
+    result.bias = float(np.max(np.abs(mean.astype(np.float64) - target))) / initial_spread
     return result
+
+
+def _range(vectors: dict[str, np.ndarray]) -> float:
+    stacked = np.stack(list(vectors.values())).astype(np.float64)
+    return float(np.max(stacked.max(axis=0) - stacked.min(axis=0)))
+
+
+def _adopt_planned_results(
+    vectors: dict[str, np.ndarray], peers: Sequence[str], live: set[str],
+    groups: Sequence[Formed], round: int, group_size: int,
+) -> None:
+    """``returning = "adopt"``: each dropped peer takes the result its planned group formed
+    without it (a planned group forms at most one group: its members, less the dropped)."""
+    result_of = {peer: vectors[peer] for group in groups for peer in group.members}
+    for planned in plan_groups(peers, round, group_size):
+        formed = [result_of[peer] for peer in planned if peer in result_of]
+        for peer in planned:
+            if peer not in live and formed:
+                vectors[peer] = formed[0]
 
 
 def log_rounds(n_peers: int, group_size: int) -> int:
@@ -259,6 +308,7 @@ def _parse_list(text: str, kind: type) -> list[Any]:
 def run_benchmark(
     group_size: int, rounds: int, sizes: Sequence[int], dropouts: Sequence[float], dim: int,
     seed: int, *, stop_at_target: bool = True, views: str = "stale", agreement: str = "real",
+    returning: str = "keep",
 ) -> dict[str, Any]:
     """``rounds`` 0 runs each N for three times its 0%-dropout bound (at least 10 rounds),
     so a run that misses the 10%-dropout bound still shows how many rounds it took."""
@@ -267,12 +317,12 @@ def run_benchmark(
         for dropout in dropouts:
             budget = rounds or max(10, 3 * (log_rounds(n_peers, group_size) + 2))
             config = SimulationConfig(n_peers, group_size, budget, dim, dropout, seed,
-                                      stop_at_target, views, agreement)
+                                      stop_at_target, views, agreement, returning)
             started = time.perf_counter()
             result = simulate(config)
             wall = time.perf_counter() - started
             bound = round_bound(n_peers, group_size, dropout)
-            taken = result.rounds_to(TARGET)
+            taken = result.rounds_to(TARGET, spread=returning == "adopt")
             runs.append(
                 {
                     "n_peers": n_peers,
@@ -282,10 +332,13 @@ def run_benchmark(
                     "rounds_run": len(result.deviations),
                     "rounds_to_1e-3": taken,
                     "median_peer_rounds_to_1e-3": result.rounds_to(TARGET, median=True),
+                    "spread_rounds_to_1e-3": result.rounds_to(TARGET, spread=True),
+                    "bias": result.bias,
                     "bound": bound,
                     "pass": None if bound is None else taken is not None and taken <= bound,
                     "deviation_per_round": result.deviations,
                     "median_deviation_per_round": result.median_deviations,
+                    "spread_per_round": result.spreads,
                     "peers_aggregated_per_round": result.peers_aggregated,
                     "groups_formed_per_round": result.groups_formed,
                     "mass_drift": result.mass_drift,
@@ -308,7 +361,11 @@ def run_benchmark(
             "stop_at_target": stop_at_target,
             "views": views,
             "agreement": agreement,
-            "metric": "max_i ||x_i - x_target||_inf / max_i ||x_i(0) - x_target||_inf",
+            "returning": returning,
+            "metric": "max_i ||x_i - x_target||_inf / max_i ||x_i(0) - x_target||_inf"
+            if returning == "keep" else
+            "spread max_j (max_i x_ij - min_i x_ij) over its initial value "
+            "(adopt moves the consensus off the target: see bias)",
             "bound": "ceil(log_g N) + 2 at 0% dropout, 2 x that at <= 10%",
         },
         "runs": runs,
@@ -320,6 +377,7 @@ def run_benchmark(
                     "dropout": run["dropout"],
                     "rounds_to_1e-3": run["rounds_to_1e-3"],
                     "median_peer_rounds_to_1e-3": run["median_peer_rounds_to_1e-3"],
+                    "bias": run["bias"],
                     "bound": run["bound"],
                     "pass": run["pass"],
                 }
@@ -340,9 +398,13 @@ def _failure(run: dict[str, Any]) -> str:
 
 
 def format_table(report: dict[str, Any]) -> str:
-    rounds = max(len(run["deviation_per_round"]) for run in report["runs"])
-    header = ["N", "drop", "grid", "ceil(log_g N)", "rounds<1e-3", "median peer", "bound",
-              "pass"] + [
+    """One row per run; the per-round columns are the judged series (the deviation, or the
+    spread for ``--returning adopt``)."""
+    judged = ("spread_per_round" if report["parameters"]["returning"] == "adopt"
+              else "deviation_per_round")
+    rounds = max(len(run[judged]) for run in report["runs"])
+    header = ["N", "drop", "grid", "ceil(log_g N)", "rounds<1e-3", "median peer", "bias",
+              "bound", "pass"] + [
         f"r{index + 1}" for index in range(rounds)
     ]
     lines = [" | ".join(header), " | ".join("---" for _ in header)]
@@ -354,9 +416,10 @@ def format_table(report: dict[str, Any]) -> str:
             str(run["log_g_n"]),
             str(run["rounds_to_1e-3"]) if run["rounds_to_1e-3"] is not None else "-",
             str(run["median_peer_rounds_to_1e-3"] or "-"),
+            f"{run['bias']:.1e}",
             str(run["bound"]) if run["bound"] is not None else "-",
             {True: "pass", False: "FAIL", None: "-"}[run["pass"]],
-        ] + [f"{value:.1e}" for value in run["deviation_per_round"]]
+        ] + [f"{value:.1e}" for value in run[judged]]
         lines.append(" | ".join(cells))
     return "\n".join(lines)
 
@@ -373,6 +436,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="real: the daemon's GroupAgreement (with stand-in leaders); "
                              "stand-in: planned groups minus dropped peers (what a stand-in "
                              "leader could at best give)")
+    parser.add_argument("--returning", choices=("keep", "adopt"), default="keep",
+                        help="keep: a dropped peer keeps its vector (the daemon's rule); "
+                             "adopt: it takes its planned group's result (judged by the "
+                             "spread; the JSON's bias says how far that moves the consensus)")
     parser.add_argument("--keep-going", action="store_true",
                         help="run every round even after reaching 1e-3")
     parser.add_argument("--sizes", default="16,64,256", help="comma-separated peer counts")
@@ -389,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("dropout probabilities must lie in [0, 1)")
     report = run_benchmark(args.group, args.rounds, sizes, dropouts, args.dim, args.seed,
                            stop_at_target=not args.keep_going, views=args.views,
-                           agreement=args.agreement)
+                           agreement=args.agreement, returning=args.returning)
     text = json.dumps(report, indent=2)
     print(text)
     print()

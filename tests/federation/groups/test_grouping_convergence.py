@@ -80,3 +80,17 @@ def test_summary_judges_each_run_against_the_issue_bound(tmp_path) -> None:
     assert judged[(64, 0.0)]["rounds_to_1e-3"] == 3 and judged[(64, 0.0)]["pass"] is True
     assert judged[(64, 0.3)]["bound"] is None and judged[(64, 0.3)]["pass"] is None
     assert summary["all_within_bound"] is True and summary["failed"] == []
+
+
+def test_a_dropped_peer_that_adopts_its_groups_result_shortens_consensus_but_biases_it() -> None:
+    """``returning = "adopt"`` (issue #27's alternative, not the daemon's rule): with the
+    same dropout draws the spread falls faster than when dropped peers keep their vectors,
+    and the consensus leaves the exact weighted average, which keeping never does."""
+    keep = simulate(SimulationConfig(64, 4, rounds=9, dim=20, dropout=0.1, seed=1))
+    adopt = simulate(SimulationConfig(64, 4, rounds=9, dim=20, dropout=0.1, seed=1,
+                                      returning="adopt"))
+    assert keep.bias < 1e-5
+    assert adopt.bias > 1e-3
+    assert adopt.spreads[-1] < keep.spreads[-1]
+    steps = zip(adopt.spreads, adopt.spreads[1:], strict=False)
+    assert all(later <= earlier + 1e-12 for earlier, later in steps)
