@@ -100,8 +100,9 @@ class SimulationResult:
     median_deviations: list[float] = field(default_factory=list)
     """The same for the median peer: how far the bulk of the federation is."""
     spreads: list[float] = field(default_factory=list)
-    """Consensus alone: ``max_j (max_i x_ij - min_i x_ij)`` over its initial value, the
-    daemons' measure (``bench.scale``); it ignores where the consensus lies."""
+    """Consensus alone: ``max_j (max_i x_ij - min_i x_ij)`` over its initial value (what
+    ``bench.scale`` measures among daemons, there over the largest value); it ignores
+    where the consensus lies."""
     bias: float = 0.0
     """How far the mass-weighted mean of the vectors after the last round lies from the
     target, in units of the initial worst deviation: 0 up to rounding when the protocol
