@@ -473,7 +473,8 @@ class _Session:
                     raise TimeoutError(f"sending to {recipient!r} took a step's wait")
                 if timer is not None and timer.expired((recipient,)):
                     raise TimeoutError(f"{recipient!r} moved on while we sent")
-                done, _ = await asyncio.wait({sending}, timeout=min(MOVED_ON_POLL_S, remaining))
+                wait = remaining if timer is None else min(remaining, MOVED_ON_POLL_S)
+                done, _ = await asyncio.wait({sending}, timeout=wait)
                 if done:
                     sending.result()
                     return
