@@ -25,6 +25,14 @@ The rule implemented here:
   smallest dimension, 1,024 and 4,096 peers got 5x6x6x6 and 4x5x6x6x6 grids with 56
   and 224 empty cells and missed the ``ceil(log_g N) + 2`` round bound; the extra
   dimension costs at most ``ceil(log_g N)`` rounds per epoch, which the bound allows.
+* A paired last axis: a grid may end in an axis of side 2 when that makes it perfect
+  (8 = 4x2, 32 = 4x4x2, 128 = 4x4x4x2 for g = 4). Lines of two never average as
+  pairs (a pair's average reveals each one's update to the other); on that axis every
+  group is ``g // 2`` whole lines (at least 2). Why it is still exact: after the other
+  axes each of the two halves of the grid is uniform, and every group holds as many
+  members of one half as of the other. Without it every power of two that is not a
+  power of 4 (8, 128, 512, 2048) had empty cells and missed the ``ceil(log_g N) + 2``
+  bound with no dropout at all (8 peers: 5 rounds on 3x3; 128: 7 on 4x6x6).
 * Epoch: round r belongs to epoch ``r // d`` and uses axis ``r % d``. Each epoch
   places peers on the grid in the order of ``sha256(seed, epoch, peer id)``, so every
   pass over the axes uses a different grid and a peer meets new peers each pass.
@@ -59,6 +67,9 @@ DEFAULT_GROUP_SIZE = 4
 
 _SIDE_SLACK = 2
 """Grid sides may exceed ``group_size`` by this much, so awkward N still get few empty cells."""
+
+PAIRED_SIDE = 2
+"""The side of a paired last axis, whose lines of two are grouped several at a time."""
 
 Group = tuple[str, ...]
 
@@ -115,6 +126,7 @@ def grid_shape(n_members: int, group_size: int = DEFAULT_GROUP_SIZE) -> GridShap
     while group_size**largest_dimension < n_members:
         largest_dimension += 1
     best: tuple[int, int, int, tuple[int, ...]] | None = None
+    paired: tuple[int, int, int, tuple[int, ...]] | None = None
     for dimension in range(smallest_dimension, largest_dimension + 1):
         # An extra dimension only with sides of at least g: 27 = 3x3x3 would be exact but
         # put every member in groups of 3, where one straggler ends the group's round
@@ -133,8 +145,44 @@ def grid_shape(n_members: int, group_size: int = DEFAULT_GROUP_SIZE) -> GridShap
             )
             if best is None or score < best:
                 best = score
+        for dims in _paired_grids(n_members, sides, dimension, group_size):
+            score = (0, dimension, _distance(dims, group_size), dims)
+            if paired is None or score < paired:
+                paired = score
     assert best is not None  # (g + 2) ** d >= n_members guarantees a candidate
+    if paired is not None and best[0] > 0:
+        # Only where every plain grid has empty cells: sizes with a perfect plain grid
+        # plan exactly as they did before the paired axis existed.
+        return GridShape(paired[3])
     return GridShape(best[3])
+
+
+def _paired_grids(
+    n_members: int, sides: range, dimension: int, group_size: int
+) -> Iterable[tuple[int, ...]]:
+    """Perfect grids of ``dimension`` axes whose last axis is paired (side 2), if the
+    paired axis' groups stay within ``largest_group``."""
+    if dimension < 2 or n_members % PAIRED_SIDE:
+        return
+    lines = n_members // PAIRED_SIDE
+    runs = _even_runs(lines, _lines_per_paired_group(group_size))
+    if max(stop - start for start, stop in runs) * PAIRED_SIDE > largest_group(group_size):
+        return
+    for dims in itertools.combinations_with_replacement(sides, dimension - 1):
+        if math.prod(dims) * PAIRED_SIDE == n_members:
+            yield (*dims, PAIRED_SIDE)
+
+
+def _lines_per_paired_group(group_size: int) -> int:
+    return max(2, group_size // PAIRED_SIDE)
+
+
+def _distance(dims: tuple[int, ...], group_size: int) -> int:
+    """How far a grid's groups are from ``group_size`` (a paired axis by its groups)."""
+    paired = PAIRED_SIDE * _lines_per_paired_group(group_size)
+    return sum(
+        abs((paired if side == PAIRED_SIDE else side) - group_size) for side in dims
+    )
 
 
 def epoch_of(round: int, n_members: int, group_size: int = DEFAULT_GROUP_SIZE) -> int:
@@ -235,6 +283,8 @@ def _partition(view: list[str], round: int, group_size: int, seed: bytes) -> lis
     for index, peer in enumerate(placed):
         digit = (index // stride) % side
         lines.setdefault(index - digit * stride, []).append(peer)
+    if side == PAIRED_SIDE:
+        return _paired_groups([lines[key] for key in sorted(lines)], group_size)
     groups: list[list[str]] = []
     pool: list[str] = []
     for key in sorted(lines):
@@ -250,6 +300,32 @@ def _partition(view: list[str], round: int, group_size: int, seed: bytes) -> lis
             smallest = min(range(len(groups)), key=lambda i: (len(groups[i]), i))
             groups[smallest].append(peer)
     return sorted(tuple(sorted(group)) for group in groups)
+
+
+def _paired_groups(lines: list[list[str]], group_size: int) -> list[Group]:
+    """The paired axis' groups: whole lines of two, about ``g // 2`` of them (at least 2)
+    per group, split as evenly as whole lines allow.
+
+    Whole lines keep every group balanced between the two halves of the grid, which is
+    what makes the pass exact; a pool split as in rule 5 would cut lines apart."""
+    groups = []
+    for start, stop in _even_runs(len(lines), _lines_per_paired_group(group_size)):
+        groups.append(tuple(sorted(peer for line in lines[start:stop] for peer in line)))
+    return sorted(groups)
+
+
+def _even_runs(count: int, per_run: int) -> list[tuple[int, int]]:
+    """``count`` lines cut into about ``count / per_run`` runs of at least two lines
+    (four members), whose lengths differ by at most one, as ``(start, stop)`` pairs."""
+    runs = max(1, min(count // 2, math.floor(count / per_run + 0.5)))
+    base, extra = divmod(count, runs)
+    bounds = []
+    start = 0
+    for index in range(runs):
+        stop = start + base + (1 if index < extra else 0)
+        bounds.append((start, stop))
+        start = stop
+    return bounds
 
 
 def group_of(peer_id: str, groups: Sequence[Group]) -> Group | None:

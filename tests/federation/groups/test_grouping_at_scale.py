@@ -35,24 +35,52 @@ def test_grid_never_takes_more_rounds_per_epoch_than_ceil_log_g_n(group_size: in
 
 def test_an_extra_dimension_is_used_only_when_it_leaves_fewer_empty_cells() -> None:
     assert grid_shape(100, 4).dims == (4, 5, 5)  # perfect in 3 dimensions: no 4th
-    assert grid_shape(32, 4).dims == (6, 6)  # 3 dimensions leave as many empty cells
-    assert grid_shape(1000, 4).dims == (4, 4, 4, 4, 4)  # 24 empty instead of 80 (5x6x6x6)
+    assert grid_shape(36, 4).dims == (6, 6)  # perfect in 2: no 3rd
+    assert grid_shape(1023, 4).dims == (4, 4, 4, 4, 4)  # 1 empty instead of 57 (5x6x6x6)
+    assert grid_shape(1000, 4).dims == (4, 5, 5, 5, 2)  # perfect with a paired axis
     # exact in 3 or 4 dimensions with sides of 3, but groups of 3 stop at one straggler
     assert grid_shape(27, 4).dims == (5, 6)
     assert grid_shape(81, 4).dims == (3, 5, 6)
 
 
 def test_plans_of_sizes_whose_grid_did_not_change_are_those_of_the_previous_planner() -> None:
-    """Daemons of the release before issue #27 plan these sizes identically, so they can
-    still agree on groups with this one. The digest was computed with both planners
-    (identical for every N < 400 whose grid is unchanged, g = 4, rounds 0..5)."""
+    """Daemons of earlier releases plan these sizes identically, so they can still agree
+    on groups with this one. The digest was computed with this planner, the one before
+    the paired axis (c01fc29) and the one before issue #27's grid change (identical for
+    every N < 400 whose grid is unchanged, g = 4, rounds 0..5). 8, 10 and 32 members
+    plan differently since the paired axis (next test)."""
     plans = [
         [plan_groups([f"12D3KooW{i:05d}" for i in range(n)], round, seed=b"fed")
          for round in range(6)]
-        for n in [*range(3, 26), 32, 36, 64, 100, 256]
+        for n in [*range(3, 8), 9, *range(11, 26), 36, 64, 100, 256]
     ]
     digest = hashlib.sha256(json.dumps(plans).encode()).hexdigest()
-    assert digest == "983082a2191242a007b3fcf9363be4a6a27eab987127275c2a9d4fe83cd103e4"
+    assert digest == "b8b5dbdc2c2b39c9e97b1fe2f28fab599f9c634aef9f99f3d4051c34851f53fa"
+
+
+@pytest.mark.parametrize(
+    ("n", "dims"),
+    [(8, (4, 2)), (32, (4, 4, 2)), (128, (4, 4, 4, 2)), (512, (4, 4, 4, 4, 2))],
+)
+def test_powers_of_two_reach_the_exact_average_in_one_pass_over_a_paired_axis(
+    n: int, dims: tuple[int, ...]
+) -> None:
+    """Every plain grid for these sizes has empty cells (8 was 3x3 and took 5 rounds to
+    1e-3, 128 was 4x6x6 and took 7); a last axis of two, whose lines are grouped two at a
+    time, makes the grid perfect and the pass exact."""
+    assert grid_shape(n, 4).dims == dims
+    last_axis = plan_groups(_peers(n), len(dims) - 1)
+    assert all(len(group) == 4 for group in last_axis)
+    result = simulate(SimulationConfig(n_peers=n, rounds=len(dims), dim=8, agreement="stand-in"))
+    assert result.deviations[-1] < 1e-6
+    assert result.rounds_to(1e-3) == log_rounds(n, 4)
+
+
+def test_a_paired_axis_is_used_only_where_every_plain_grid_has_empty_cells() -> None:
+    assert grid_shape(12, 4).dims == (3, 4)  # perfect without it
+    assert grid_shape(24, 4).dims == (4, 6)
+    assert grid_shape(12, 5).dims == (3, 4)
+    assert grid_shape(10, 4).dims == (5, 2)  # was 3x4 with two empty cells
 
 
 def test_log_rounds_is_exact_at_powers_where_float_log_is_not() -> None:
