@@ -177,6 +177,26 @@ class HeartbeatPast:
                                            and seen.state in _PAST_GROUPING)
 
 
+@dataclass(frozen=True)
+class HeartbeatLeft:
+    """Whether a wait in ``round``'s exchange may stop expecting a member: its latest
+    heartbeat names a later round (it moved on), or none arrived within the membership's
+    down time (it crashed or was cut off). Either way it sends nothing more for this
+    round, so secure aggregation stops waiting ``MOVED_ON_GRACE_S`` after instead of at
+    its step deadline, and a view that changes its mind (the member is heard again)
+    starts that grace over. Issue #27: a killed decryptor cost its group its step waits
+    (up to three, 120 s each) where one that had moved on cost 10 s."""
+
+    view: Callable[[], dict[str, PeerView]]
+    round: int
+
+    def __call__(self, peer: str) -> bool:
+        seen = self.view().get(peer)
+        if seen is None:
+            return False
+        return seen.round > self.round or not seen.up
+
+
 @dataclass
 class MemberServices:
     """The daemon's parts a round uses; each is started before the runner is built."""
@@ -447,7 +467,7 @@ class RoundRunner:
             deadline=time.monotonic() + s.config.federation.round_deadline_s,
             on_reject=s.reject,
             min_contributors=min_contributors,
-            moved_on=HeartbeatPast(s.view, round, later_round_only=True),
+            moved_on=HeartbeatLeft(s.view, round),
         )
         try:
             combined = await s.exchange.combine(ctx, self.progress.mass)

@@ -72,8 +72,9 @@ class RoundContext:
     """Fewest members whose inputs this member lets a revealed sum hold
     (``contributor_floor`` of its planned group); secure aggregation enforces it."""
     moved_on: Callable[[str], bool] | None = None
-    """Whether a member has left this round for a later one, by its signed heartbeat: it
-    sends nothing more for this round, so waits on it end early. None: never assumed."""
+    """Whether a member has left this round, by its signed heartbeats (a later round, or
+    none within the down time): it sends nothing more for this round, so waits on it end
+    early. None: never assumed."""
 
     @property
     def others(self) -> list[str]:

@@ -105,9 +105,10 @@ class Inbox:
         moved_on: Callable[[str], bool] | None = None,
         moved_on_grace_s: float = MOVED_ON_GRACE_S,
     ) -> None:
-        """``moved_on(peer)``: whether ``peer`` has left this round for a later one (the
-        daemon asks its signed heartbeat). Such a peer sends nothing more for this round,
-        so a wait for it alone ends ``moved_on_grace_s`` later instead of at its deadline.
+        """``moved_on(peer)``: whether ``peer`` has left this round (the daemon asks its
+        signed heartbeats: a later round, or none within the down time). Such a peer sends
+        nothing more for this round, so a wait for it alone ends ``moved_on_grace_s``
+        later instead of at its deadline.
         """
         self._transport = transport
         self._binding = binding
@@ -123,7 +124,7 @@ class Inbox:
         self.role_aborted = False  # an ABORT from the aggregator or decryptor arrived
         self._moved_on = moved_on
         self._moved_on_grace_s = moved_on_grace_s
-        self.left: set[str] = set()  # peers a wait gave up on because they moved on
+        self.left: set[str] = set()  # peers a wait gave up on because they left the round
         self.bytes_received = 0
         self.cpu_s = 0.0  # CPU spent checking messages (sha256 of large payloads)
 
@@ -218,7 +219,7 @@ class Inbox:
         """The next buffered or arriving message of one of steps from one of senders.
 
         Returns None once the monotonic deadline passes, or ``moved_on_grace_s`` after
-        every one of senders has moved on to a later round (``left`` names them then): a
+        every one of senders has left the round (``left`` names them then): a
         member whose aggregator gave up and went on used to wait out three step timeouts
         (8 minutes among 32 daemons). An ABORT from the aggregator or the decryptor ends
         any other wait at once (``RoundAbortedError``).

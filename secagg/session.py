@@ -208,10 +208,11 @@ async def run_secure_aggregation(
     sum is made (spool.py); default ``spool.default_directory()``. Its files are gone
     when this returns or raises.
 
-    moved_on(peer): whether a member has left this round for a later one (the daemon
-    reads its signed heartbeat). A wait on members who all moved on ends shortly after
-    (``inbox.MOVED_ON_GRACE_S``) instead of at its step deadline; a member that lies
-    about it only takes itself out of this round, as silence would.
+    moved_on(peer): whether a member has left this round (the daemon reads its signed
+    heartbeats: one names a later round, or none came within the down time). A wait on
+    members who all left ends shortly after (``inbox.MOVED_ON_GRACE_S``) instead of at
+    its step deadline; a member that lies about it only takes itself out of this round,
+    as silence would.
 
     Raises NonFiniteUpdateError / VectorShapeError / InvalidWeightError before anything is
     sent, NotEnoughSurvivorsError or RoleUnavailableError when the round cannot finish,
@@ -388,8 +389,9 @@ class _Session:
         return await loop.run_in_executor(self.executor, fn, job)
 
     def _left(self, role: str) -> str:
-        """Why a role went silent, when we know: it moved on to a later round."""
-        return " (it moved on to a later round)" if role in self.inbox.left else ""
+        """Why a role went silent, when we know: its heartbeats say it left the round."""
+        return (" (it left the round: its heartbeat names a later round, or none came "
+                "within the down time)") if role in self.inbox.left else ""
 
     def _deadline(self, factor: float = 1.0) -> float:
         return time.monotonic() + self.timeout * factor
@@ -456,7 +458,7 @@ class _Session:
 
     async def _deliver(self, recipient: str, data: bytes) -> None:
         """``transport.send``, given up after a step's wait, or a grace after the recipient
-        moved on to a later round (``Inbox.moved_on_timer``).
+        left the round (``Inbox.moved_on_timer``).
 
         Among 32 daemons a member's upload to an aggregator whose connection hung held
         its session 90 s past the group's ABORT, which it only read once the send gave

@@ -9,9 +9,10 @@ training or grouping, an earlier round, or a phase it does not know, is not.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
-from fedswarm.daemon.round_runner import HeartbeatPast
+from fedswarm.daemon.round_runner import HeartbeatLeft, HeartbeatPast
 from fedswarm.p2p.membership import PeerView
 
 
@@ -46,3 +47,25 @@ def test_only_a_later_round_says_a_leader_moved_on() -> None:
     assert moved_on("next_round")
     assert not moved_on("aggregating")  # it has sent its final: it may still arrive
     assert not moved_on("behind") and not moved_on("never-heard-from")
+
+
+def _down(view: PeerView) -> PeerView:
+    return dataclasses.replace(view, up=False)
+
+
+def test_an_exchange_stops_expecting_a_member_that_moved_on_or_went_down() -> None:
+    """``HeartbeatLeft`` feeds the exchange's waits (``RoundContext.moved_on``): a killed
+    decryptor sends no heartbeat naming a later round, yet sends nothing more either."""
+    views = {
+        "next_round": _seen(8, "grouping"),
+        "killed": _down(_seen(7, "aggregating", age_s=60.0)),
+        "killed_behind": _down(_seen(6, "done", age_s=60.0)),
+        "aggregating": _seen(7, "aggregating"),
+        "late_but_up": _seen(7, "training", age_s=8.0),
+    }
+    left = HeartbeatLeft(lambda: views, round=7)
+    assert left("next_round") and left("killed") and left("killed_behind")
+    assert not left("aggregating") and not left("late_but_up")
+    assert not left("never-heard-from")
+    views["killed"] = _seen(7, "aggregating")  # heard again: expected again
+    assert not left("killed")

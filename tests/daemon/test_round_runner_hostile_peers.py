@@ -323,3 +323,23 @@ async def test_a_round_plans_over_the_members_present_and_invites_those_seen_dow
     assert list(seen["up_now"]()) == ["me"]  # the leader's stop-waiting rule only
     assert seen["past"].round == 1 and seen["past"]("b") is False  # b's heartbeat: round 0
     assert seen["moved_on"].round == 1 and seen["moved_on"].later_round_only
+
+
+async def test_the_exchange_stops_expecting_members_whose_heartbeats_stopped(
+    tmp_path: Path,
+) -> None:
+    """A killed member (down: no heartbeat within the down time) is given up like one that
+    moved on, so its group does not wait out the step deadlines (issue #27)."""
+    seen: dict[str, Any] = {}
+
+    class Recording(RaisingExchange):
+        async def combine(self, ctx: Any, weight: float) -> Any:
+            seen["moved_on"] = ctx.moved_on
+            raise RoundAbortedError("recorded")
+
+    view = {"killed": Advert(0, "f", up=False, round=4), "alive": Advert(0, "f", round=4),
+            "ahead": Advert(0, "f", round=5)}
+    runner, _ = _runner(tmp_path, exchange=Recording(RuntimeError("unused")), view=view)
+    await runner._combine(4, ("alive", "ahead", "killed", "me"), 3)
+    left = seen["moved_on"]
+    assert left("killed") and left("ahead") and not left("alive")
