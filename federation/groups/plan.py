@@ -161,11 +161,13 @@ def _paired_grids(
     n_members: int, sides: range, dimension: int, group_size: int
 ) -> Iterable[tuple[int, ...]]:
     """Perfect grids of ``dimension`` axes whose last axis is paired (side 2), if the
-    paired axis' groups stay within ``largest_group``."""
+    paired axis forms at least two groups, each within ``largest_group``."""
     if dimension < 2 or n_members % PAIRED_SIDE:
         return
     lines = n_members // PAIRED_SIDE
     runs = _even_runs(lines, _lines_per_paired_group(group_size))
+    if len(runs) < 2:
+        return  # one group of everyone is for N <= g + 2 only (6 peers at g = 3: 3x3)
     if max(stop - start for start, stop in runs) * PAIRED_SIDE > largest_group(group_size):
         return
     for dims in itertools.combinations_with_replacement(sides, dimension - 1):

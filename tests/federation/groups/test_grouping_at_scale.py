@@ -83,6 +83,16 @@ def test_a_paired_axis_is_used_only_where_every_plain_grid_has_empty_cells() -> 
     assert grid_shape(10, 4).dims == (5, 2)  # was 3x4 with two empty cells
 
 
+@pytest.mark.parametrize("group_size", [3, 4, 5, 8])
+def test_past_g_plus_2_members_every_round_has_several_groups(group_size: int) -> None:
+    """A paired axis of three pairs would be one group of everyone (6 peers at g = 3):
+    that is what N <= g + 2 gets, not a federation that asked for groups."""
+    assert grid_shape(6, 3).dims == (3, 3)
+    for n in range(group_size + 3, 200):
+        for round in range(grid_shape(n, group_size).rounds_per_epoch):
+            assert len(plan_groups(_peers(n), round, group_size)) >= 2, (n, round)
+
+
 def test_log_rounds_is_exact_at_powers_where_float_log_is_not() -> None:
     assert [log_rounds(n, 4) for n in (16, 17, 64, 4096, 4097)] == [2, 3, 3, 6, 7]
     assert log_rounds(243, 3) == 5
