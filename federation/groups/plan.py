@@ -59,6 +59,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TypeVar
 
 from ..errors import GroupSizeError
 from ..round import MIN_GROUP_SIZE
@@ -72,6 +73,7 @@ PAIRED_SIDE = 2
 """The side of a paired last axis, whose lines of two are grouped several at a time."""
 
 Group = tuple[str, ...]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -164,11 +166,11 @@ def _paired_grids(
     paired axis forms at least two groups, each within ``largest_group``."""
     if dimension < 2 or n_members % PAIRED_SIDE:
         return
-    lines = n_members // PAIRED_SIDE
-    runs = _even_runs(lines, _lines_per_paired_group(group_size))
+    lines = list(range(n_members // PAIRED_SIDE))
+    runs = _split_evenly(lines, _lines_per_paired_group(group_size), 2)
     if len(runs) < 2:
         return  # one group of everyone is for N <= g + 2 only (6 peers at g = 3: 3x3)
-    if max(stop - start for start, stop in runs) * PAIRED_SIDE > largest_group(group_size):
+    if max(len(run) for run in runs) * PAIRED_SIDE > largest_group(group_size):
         return
     for dims in itertools.combinations_with_replacement(sides, dimension - 1):
         if math.prod(dims) * PAIRED_SIDE == n_members:
@@ -202,17 +204,18 @@ def _placement_prefix(seed: bytes, epoch: int) -> hashlib._Hash:
     return digest
 
 
-def _split_evenly(peers: list[str], group_size: int) -> list[list[str]]:
-    """Split 3 or more peers into groups of about ``group_size``, none below 3."""
-    count = max(1, min(len(peers) // MIN_GROUP_SIZE, math.floor(len(peers) / group_size + 0.5)))
-    base, extra = divmod(len(peers), count)
-    groups: list[list[str]] = []
+def _split_evenly(items: list[T], target: int, smallest: int) -> list[list[T]]:
+    """Split ``items`` into about ``len(items) / target`` runs of at least ``smallest``
+    (when there are that many), whose lengths differ by at most one."""
+    count = max(1, min(len(items) // smallest, math.floor(len(items) / target + 0.5)))
+    base, extra = divmod(len(items), count)
+    runs: list[list[T]] = []
     start = 0
     for index in range(count):
         size = base + (1 if index < extra else 0)
-        groups.append(peers[start : start + size])
+        runs.append(items[start : start + size])
         start += size
-    return groups
+    return runs
 
 
 def plan_groups(
@@ -296,7 +299,7 @@ def _partition(view: list[str], round: int, group_size: int, seed: bytes) -> lis
         else:
             pool.extend(line)
     if len(pool) >= MIN_GROUP_SIZE:
-        groups.extend(_split_evenly(pool, group_size))
+        groups.extend(_split_evenly(pool, group_size, MIN_GROUP_SIZE))
     else:
         for peer in pool:
             smallest = min(range(len(groups)), key=lambda i: (len(groups[i]), i))
@@ -310,24 +313,8 @@ def _paired_groups(lines: list[list[str]], group_size: int) -> list[Group]:
 
     Whole lines keep every group balanced between the two halves of the grid, which is
     what makes the pass exact; a pool split as in rule 5 would cut lines apart."""
-    groups = []
-    for start, stop in _even_runs(len(lines), _lines_per_paired_group(group_size)):
-        groups.append(tuple(sorted(peer for line in lines[start:stop] for peer in line)))
-    return sorted(groups)
-
-
-def _even_runs(count: int, per_run: int) -> list[tuple[int, int]]:
-    """``count`` lines cut into about ``count / per_run`` runs of at least two lines
-    (four members), whose lengths differ by at most one, as ``(start, stop)`` pairs."""
-    runs = max(1, min(count // 2, math.floor(count / per_run + 0.5)))
-    base, extra = divmod(count, runs)
-    bounds = []
-    start = 0
-    for index in range(runs):
-        stop = start + base + (1 if index < extra else 0)
-        bounds.append((start, stop))
-        start = stop
-    return bounds
+    runs = _split_evenly(lines, _lines_per_paired_group(group_size), 2)
+    return sorted(tuple(sorted(peer for line in run for peer in line)) for run in runs)
 
 
 def group_of(peer_id: str, groups: Sequence[Group]) -> Group | None:
