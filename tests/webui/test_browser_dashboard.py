@@ -66,7 +66,8 @@ async def test_dashboard_shows_state_and_updates_live(
     fake_view.status["state"] = "aggregating"
     fake_view.push({"type": "state", "state": "aggregating", "round": 7})
     await expect(page.locator("#ov-round")).to_have_text("7", timeout=WAIT_MS)
-    assert await page.text_content("#ov-state") == "aggregating"
+    # Round and state can land in separate renders; under load the state came a beat later.
+    await expect(page.locator("#ov-state")).to_have_text("aggregating", timeout=WAIT_MS)
     assert await page.evaluate("window.__noReloadMarker") == 42
 
     # Peers: the hostile org name is shown literally, and nothing it contains ran.
