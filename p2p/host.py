@@ -22,6 +22,7 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from .identity import Identity
+from .inbound_connections import release_inbound_slots_on_close
 from .refusals import RefusalCountingUpgrader, RefusedHook
 
 
@@ -47,7 +48,8 @@ def build_host(
         enable_mDNS=enable_mdns,
         enable_quic=False,
     )
+    swarm = host.get_network()
+    release_inbound_slots_on_close(swarm, on_refused)
     if on_refused is not None:
-        swarm = host.get_network()
         swarm.upgrader = RefusalCountingUpgrader(swarm.upgrader, on_refused)  # type: ignore[attr-defined]
     return host

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 def refusal_kind(reason: str) -> str:
     """What a node-level refusal reason refused: a connection, a heartbeat, gossip, ..."""
-    if reason in ("not_member", "security_refused", "handshake_failed", "muxer_refused"):
+    if reason in ("not_member", "security_refused", "handshake_failed", "muxer_refused",
+                  "inbound_cap"):
         return "connection"
     for prefix in ("heartbeat", "gossip", "dht"):
         if reason.startswith(prefix):
