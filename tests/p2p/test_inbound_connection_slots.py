@@ -17,7 +17,10 @@ import trio
 from fedswarm.p2p.host import build_host
 from fedswarm.p2p.identity import Identity
 from fedswarm.p2p.inbound_connections import INBOUND_CAP
+from fedswarm.p2p.node import NodeConfig, P2PNode
 from libp2p.peer.peerinfo import PeerInfo
+
+from .conftest import Inbox, make_roster, wait_until
 
 LOOPBACK = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
 CAP = 3
@@ -116,3 +119,37 @@ def test_connections_over_the_cap_are_refused_and_counted() -> None:
             assert len(refusals) == refused
 
     assert run_listener(body)
+
+
+async def test_a_member_restarting_again_and_again_leaves_no_slot_or_task_behind(
+    node_factory: Any,
+) -> None:
+    """The product node, pubsub and message streams included: a member that connects,
+    sends and leaves twelve times takes no inbound slot and no task with it."""
+    ids = [Identity.generate(), Identity.generate()]
+    roster = make_roster(ids)
+    a, inbox = await node_factory(ids[0], roster)
+    swarm = a._host.get_network()
+
+    async def living_tasks() -> int:
+        return trio.lowlevel.current_statistics().tasks_living
+
+    tasks_after_first = 0
+    for cycle in range(12):
+        b = P2PNode(ids[1], roster, NodeConfig(), on_blob=Inbox().on_blob,
+                    on_gossip=Inbox().on_gossip)
+        await b.start()
+        try:
+            await b.dial(a.listen_addrs[0])
+            assert await wait_until(lambda: ids[1].peer_id in a.connected_peers())
+            await b.send_blob(a.peer_id, "test", cycle, b"x" * 2_000)
+            await b._call(b._close_peer, a.peer_id)
+        finally:
+            await b.stop()
+        assert await wait_until(lambda: swarm._inbound_limiter.borrowed_tokens == 0), cycle
+        if cycle == 0:
+            tasks_after_first = await a._call(living_tasks)
+    assert len(inbox.blobs) == 12
+    assert swarm.fedswarm_inbound.open == 0
+    # A few tasks come and go (pings, redials); a leak would add one per cycle.
+    assert await a._call(living_tasks) <= tasks_after_first + 4
