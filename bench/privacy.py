@@ -432,7 +432,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         a = AuditSettings(rounds=2, local_steps=5, candidates=200, members=40, **shared)
     model_dir = Path(args.model) if args.model else build_demo_model(demo_model_cache_dir())
-    work = Path(tempfile.mkdtemp(prefix="fedswarm-privacy-"))
+    with tempfile.TemporaryDirectory(prefix="fedswarm-privacy-") as work_dir:
+        _run(args, a, model_dir, Path(work_dir))
+
+
+def _run(args: argparse.Namespace, a: AuditSettings, model_dir: Path, work: Path) -> None:
+    """The audit itself; ``work`` holds the run's data and is removed afterwards."""
     data = demo_data(work, a.peers, a.seed)
     canaries = make_canaries(a.canaries, a.seed)
     peer0_train = _with_canaries(data.peers[0].train_path, work / "peer0-canaries.jsonl",

@@ -46,7 +46,9 @@ ALICE, BOB = Ed25519Signer.generate("alice"), Ed25519Signer.generate("bob")
 VERIFY = verifier_from_keys({"alice": ALICE.verify_key, "bob": BOB.verify_key})
 BINDING = RoundBinding("fed", "group", 7)
 CTX = hashlib.sha256(b"context").digest()
-ROSTER_DIR = Path(tempfile.mkdtemp(prefix="fedswarm-fuzz-roster-"))
+# Removed when the test process ends (a bare mkdtemp left one folder per run in /tmp).
+_ROSTER_TMP = tempfile.TemporaryDirectory(prefix="fedswarm-fuzz-roster-")
+ROSTER_DIR = Path(_ROSTER_TMP.name)
 
 
 def _reader(data: bytes) -> Callable[[int], object]:
