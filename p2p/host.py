@@ -3,7 +3,10 @@
 py-libp2p's default security options also accept secio and *plaintext*
 dialers, and its default muxer list includes Mplex. We pass explicit
 single-entry maps so a peer that cannot speak Noise and Yamux never gets a
-connection. Must be called on the p2p (trio) thread.
+connection. Two py-libp2p defaults are changed on the swarm as well: an inbound
+connection's slot is given back when it closes (:mod:`.inbound_connections`), and the
+auto-connector that dials every peer in the peerstore stays off
+(:mod:`.auto_connector_off`). Must be called on the p2p (trio) thread.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
+from .auto_connector_off import turn_off_auto_connector
 from .identity import Identity
 from .inbound_connections import release_inbound_slots_on_close
 from .refusals import RefusalCountingUpgrader, RefusedHook
@@ -50,6 +54,7 @@ def build_host(
     )
     swarm = host.get_network()
     release_inbound_slots_on_close(swarm, on_refused)
+    turn_off_auto_connector(swarm)
     if on_refused is not None:
         swarm.upgrader = RefusalCountingUpgrader(swarm.upgrader, on_refused)  # type: ignore[attr-defined]
     return host
