@@ -106,3 +106,31 @@ async def send_before(
     except Exception as exc:
         log.warning("round %d: %s to %s not delivered: %s", round, kind, peer[-8:], exc)
         return 0
+
+
+#: Pauses before the second, third and fourth try of :func:`send_retrying`.
+RETRY_PAUSES_S = (0.5, 1.0, 2.0)
+
+
+async def send_retrying(
+    link: Link, peer: str, kind: str, round: int, payload: bytes,
+    pauses_s: tuple[float, ...] = RETRY_PAUSES_S,
+) -> int:
+    """Send one small protocol message, trying again after ``pauses_s`` when it fails.
+
+    For messages whose loss costs a whole window and that the receiver takes twice
+    without harm (group invitations, acceptances, finals: a resent invitation is
+    re-accepted, an acceptance or final counted once). One group invitation lost to a
+    connection being replaced left its group waiting out the 90 s window among 16
+    daemons, and the skew it left cost two more windows (docs/reliability.md). Returns
+    the bytes delivered, 0 when every try failed (each failure is logged).
+    """
+    sent = await send_before(link, peer, kind, round, payload, deadline=None)
+    for pause in pauses_s:
+        if sent:
+            break
+        await asyncio.sleep(pause)
+        sent = await send_before(link, peer, kind, round, payload, deadline=None)
+        if sent:
+            log.info("round %d: %s to %s delivered on a later try", round, kind, peer[-8:])
+    return sent

@@ -3,7 +3,9 @@
 ``agreement`` decides; this module only feeds it the messages that arrive
 (kind ``group`` in the mailbox, sender authenticated by the blob signature),
 sends what it asks to send, and polls its timers until it reaches an outcome.
-Sends run as background tasks so one unreachable peer never delays the others.
+Sends run as background tasks so one unreachable peer never delays the others, and a
+send that fails is tried again a few times (``link.send_retrying``): one lost invitation
+used to cost its group the whole window.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from ..errors import GroupMessageError
-from ..link import GROUP_KIND, Link, send_before
+from ..link import GROUP_KIND, Link, send_retrying
 from ..mailbox import Mailbox
 from .agreement import AgreementConfig, GroupAgreement, Outcome, Outgoing
 from .messages import decode_message
@@ -69,7 +71,7 @@ async def form_group(
                 if recipient == me:
                     continue
                 task = asyncio.create_task(
-                    send_before(link, recipient, KIND, round, payload, deadline=None)
+                    send_retrying(link, recipient, KIND, round, payload)
                 )
                 sends.add(task)
                 task.add_done_callback(sends.discard)
