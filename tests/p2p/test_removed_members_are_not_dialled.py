@@ -18,7 +18,7 @@ from fedswarm.p2p.roster import Roster
 
 from .conftest import make_roster, wait_until
 
-WATCH_S = 20.0
+WATCH_S = 10.0
 
 
 async def test_nobody_dials_a_member_once_every_roster_dropped_it(node_factory: Any) -> None:
