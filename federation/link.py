@@ -108,15 +108,15 @@ async def send_before(
         return 0
 
 
-#: Pauses before the second, third and fourth try of :func:`send_retrying`.
+#: Pauses before the second, third and fourth try of a message :func:`resend` sends.
 RETRY_PAUSES_S = (0.5, 1.0, 2.0)
 
 
-async def send_retrying(
+async def resend(
     link: Link, peer: str, kind: str, round: int, payload: bytes,
     pauses_s: tuple[float, ...] = RETRY_PAUSES_S,
 ) -> int:
-    """Send one small protocol message, trying again after ``pauses_s`` when it fails.
+    """Send again, after each of ``pauses_s``, a small message whose first send failed.
 
     For messages whose loss costs a whole window and that the receiver takes twice
     without harm (group invitations, acceptances, finals: a resent invitation is
@@ -125,12 +125,10 @@ async def send_retrying(
     daemons, and the skew it left cost two more windows (docs/reliability.md). Returns
     the bytes delivered, 0 when every try failed (each failure is logged).
     """
-    sent = await send_before(link, peer, kind, round, payload, deadline=None)
     for pause in pauses_s:
-        if sent:
-            break
         await asyncio.sleep(pause)
         sent = await send_before(link, peer, kind, round, payload, deadline=None)
         if sent:
             log.info("round %d: %s to %s delivered on a later try", round, kind, peer[-8:])
-    return sent
+            return sent
+    return 0

@@ -4,8 +4,9 @@
 (kind ``group`` in the mailbox, sender authenticated by the blob signature),
 sends what it asks to send, and polls its timers until it reaches an outcome.
 Sends run as background tasks so one unreachable peer never delays the others, and a
-send that fails is tried again a few times (``link.send_retrying``): one lost invitation
-used to cost its group the whole window.
+send that fails is tried again a few times in the background (``link.resend``): one lost
+invitation used to cost its group the whole window. Only first tries are waited for
+before aggregation starts, so a member that is down costs no more than it did.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from ..errors import GroupMessageError
-from ..link import GROUP_KIND, Link, send_retrying
+from ..link import GROUP_KIND, Link, resend, send_before
 from ..mailbox import Mailbox
 from .agreement import AgreementConfig, GroupAgreement, Outcome, Outgoing
 from .messages import decode_message
@@ -25,6 +26,9 @@ log = logging.getLogger("fedswarm.federation.groups")
 
 KIND = GROUP_KIND
 POLL_S = 0.2
+
+_RESENDING: set[asyncio.Task[int]] = set()
+"""Later tries still going after ``form_group`` returned (asyncio keeps tasks weakly)."""
 
 
 async def form_group(
@@ -64,15 +68,21 @@ async def form_group(
     )
     sends: set[asyncio.Task[int]] = set()
 
+    async def send(recipient: str, payload: bytes) -> int:
+        sent = await send_before(link, recipient, KIND, round, payload, deadline=None)
+        if not sent:
+            again = asyncio.create_task(resend(link, recipient, KIND, round, payload))
+            _RESENDING.add(again)
+            again.add_done_callback(_RESENDING.discard)
+        return sent
+
     def dispatch(outgoing: list[Outgoing]) -> None:
         for item in outgoing:
             payload = item.message.encode()
             for recipient in item.recipients:
                 if recipient == me:
                     continue
-                task = asyncio.create_task(
-                    send_retrying(link, recipient, KIND, round, payload)
-                )
+                task = asyncio.create_task(send(recipient, payload))
                 sends.add(task)
                 task.add_done_callback(sends.discard)
 
@@ -102,7 +112,8 @@ async def form_group(
         agreement.follower.refused.clear()
         dispatch(agreement.poll(time.monotonic()))
     if sends:
-        # Let finals and dissolutions reach followers before aggregation starts.
+        # Let finals and dissolutions reach followers before aggregation starts (first
+        # tries only: the later ones go on in the background).
         await asyncio.wait(sends, timeout=10)
     outcome = agreement.outcome
     assert outcome is not None

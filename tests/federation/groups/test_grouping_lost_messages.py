@@ -67,3 +67,33 @@ async def test_without_losses_each_message_is_sent_once() -> None:
     assert all(isinstance(o, Formed) and o.members == tuple(NAMES) for o in outcomes.values())
     # the leader's invitation and final to each of 3 followers, and their acceptances
     assert sum(network.tries.values()) == 9
+
+
+async def test_a_member_that_is_down_does_not_hold_the_group_through_the_resends() -> None:
+    """Only first tries are waited for before aggregation; later ones go on behind it."""
+
+    class DownMember(LossyNetwork):
+        def link(self, me: str) -> FunctionLink:
+            async def send(peer: str, kind: str, round: int, payload: bytes) -> None:
+                self.tries[(me, peer)] += 1
+                if peer == "m3":
+                    raise ConnectionError("no connection to m3")
+                self.mailboxes[peer].put(Letter(me, round, kind, payload))
+
+            return FunctionLink(send)
+
+    network = DownMember(lose_first=False)
+    config = AgreementConfig(invite_window=2.0, final_grace=1.0)
+    started = time.monotonic()
+    outcomes = await asyncio.gather(*(
+        form_group(me=name, round=1, view=NAMES, group_size=4, link=network.link(name),
+                   mailbox=network.mailboxes[name], config=config,
+                   on_reject=lambda peer, why: None)
+        for name in NAMES[:3]
+    ))
+    took = time.monotonic() - started
+    assert all(isinstance(o, Formed) and o.members == ("m0", "m1", "m2") for o in outcomes)
+    # the window, not the window plus the 3.5 s of pauses before the last resend to m3
+    assert took < config.invite_window + 1.5
+    await asyncio.sleep(4.0)
+    assert network.tries[("m0", "m3")] == 2 * 4  # invitation and final, each tried 4 times
