@@ -25,16 +25,13 @@ counts (``inbound_cap``), where the library only logs it at debug.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 
 import trio
 from libp2p.io.abc import ReadWriteCloser
 from multiaddr import Multiaddr
 
-from .refusals import RefusedHook
-
-log = logging.getLogger("fedswarm.p2p.node")
+from .refusals import RefusedHook, report_refusal
 
 #: The reason an inbound connection refused at the swarm's cap is counted under.
 INBOUND_CAP = "inbound_cap"
@@ -68,7 +65,6 @@ class ClosureTrackingStream(ReadWriteCloser):
 
     def get_remote_address(self) -> tuple[str, int] | None:
         return self.inner.get_remote_address()
-
 
 
 class InboundConnections:
@@ -111,12 +107,7 @@ class InboundConnections:
         where = f"{remote[0]}:{remote[1]}" if remote else "an unknown address"
         detail = (f"inbound connection from {where}: {self.open} inbound connections are "
                   f"open, the swarm's cap is {int(self._limiter.total_tokens)}")
-        try:
-            self._on_refused(INBOUND_CAP, None, detail)
-            log.warning("refused %s", detail, extra={"condition": INBOUND_CAP,
-                                                     "reason": INBOUND_CAP})
-        except Exception:  # a counter must never break the listener
-            log.debug("could not count a refused connection", exc_info=True)
+        report_refusal(self._on_refused, INBOUND_CAP, None, detail)
 
 
 def release_inbound_slots_on_close(swarm: object, on_refused: RefusedHook | None) -> None:

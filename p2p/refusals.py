@@ -70,12 +70,18 @@ class RefusalCountingUpgrader(TransportUpgrader):
             raise
 
     def _report(self, reason: str, peer_id: str | None, detail: str) -> None:
-        """Count and log; never lets a counting problem change libp2p's own handling."""
-        try:
-            self._on_refused(reason, peer_id, detail)
-            log.warning("refused %s", detail, extra={"condition": reason, "reason": reason})
-        except Exception:  # a counter must never break the listener
-            log.debug("could not count a refused connection", exc_info=True)
+        report_refusal(self._on_refused, reason, peer_id, detail)
+
+
+def report_refusal(on_refused: RefusedHook, reason: str, peer_id: str | None,
+                   detail: str) -> None:
+    """Count and log a refused connection; a counting problem never changes libp2p's own
+    handling of it."""
+    try:
+        on_refused(reason, peer_id, detail)
+        log.warning("refused %s", detail, extra={"condition": reason, "reason": reason})
+    except Exception:  # a counter must never break the listener
+        log.debug("could not count a refused connection", exc_info=True)
 
 
 def _remote(conn: IRawConnection | ISecureConn) -> str:

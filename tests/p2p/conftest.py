@@ -67,7 +67,10 @@ async def connected_pair(
     a, inbox_a = await node_factory(ids[0], roster, config)
     b, inbox_b = await node_factory(ids[1], roster, config)
     assert await b.dial(a.listen_addrs[0]) == a.peer_id
+    # Both ends: the dialler sees the connection a moment before the listener has
+    # registered it, and a test that then opens a stream from ``a`` would dial instead.
     assert await wait_until(lambda: a.peer_id in b.connected_peers())
+    assert await wait_until(lambda: b.peer_id in a.connected_peers())
     return a, inbox_a, b, inbox_b
 
 
