@@ -88,8 +88,7 @@ class InboundConnections:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._run_then_stop, tracked, listen_addr, nursery)
                 await tracked.closed.wait()
-                with trio.move_on_after(CLOSE_GRACE_S):
-                    await trio.sleep_forever()
+                await trio.sleep(CLOSE_GRACE_S)  # cut short if the handler returns first
                 nursery.cancel_scope.cancel()
         finally:
             self.open -= 1

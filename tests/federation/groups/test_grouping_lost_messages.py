@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Callable
 
 from fedswarm.federation.groups.agreement import AgreementConfig, Formed
 from fedswarm.federation.groups.formation import form_group
@@ -19,79 +20,61 @@ from fedswarm.federation.link import FunctionLink
 from fedswarm.federation.mailbox import Letter, Mailbox
 
 NAMES = ["m0", "m1", "m2", "m3"]
-WINDOW_S = 6.0
+WINDOW = AgreementConfig(invite_window=6.0, final_grace=2.0)
 
 
 class LossyNetwork:
-    """Mailboxes per member; the first send from each member to each peer raises."""
+    """Mailboxes per member; a send for which ``fails(sender, recipient, try)`` holds raises."""
 
-    def __init__(self, lose_first: bool) -> None:
+    def __init__(self, fails: Callable[[str, str, int], bool]) -> None:
         self.mailboxes = {n: Mailbox(max_bytes_per_sender_per_round=2**20) for n in NAMES}
-        self.lose_first = lose_first
+        self.fails = fails
         self.tries: Counter[tuple[str, str]] = Counter()
 
     def link(self, me: str) -> FunctionLink:
         async def send(peer: str, kind: str, round: int, payload: bytes) -> None:
             self.tries[(me, peer)] += 1
-            if self.lose_first and self.tries[(me, peer)] == 1:
-                raise ConnectionError("the stream was closed while negotiating")
+            if self.fails(me, peer, self.tries[(me, peer)]):
+                raise ConnectionError(f"the stream to {peer} was closed while negotiating")
             self.mailboxes[peer].put(Letter(me, round, kind, payload))
 
         return FunctionLink(send)
 
 
-async def _agree(network: LossyNetwork) -> tuple[dict[str, object], float]:
-    config = AgreementConfig(invite_window=WINDOW_S, final_grace=2.0)
+async def _agree(network: LossyNetwork, config: AgreementConfig,
+                 names: list[str] = NAMES) -> tuple[list[object], float]:
+    """Every one of ``names`` runs ``form_group``; their outcomes and the time it took."""
     started = time.monotonic()
     outcomes = await asyncio.gather(*(
         form_group(me=name, round=1, view=NAMES, group_size=4, link=network.link(name),
                    mailbox=network.mailboxes[name], config=config,
                    on_reject=lambda peer, why: None)
-        for name in NAMES
+        for name in names
     ))
-    return dict(zip(NAMES, outcomes, strict=True)), time.monotonic() - started
+    return list(outcomes), time.monotonic() - started
 
 
 async def test_a_group_forms_at_once_though_every_first_message_is_lost() -> None:
-    network = LossyNetwork(lose_first=True)
-    outcomes, took = await _agree(network)
-    assert all(isinstance(o, Formed) and o.members == tuple(NAMES) for o in outcomes.values()), (
-        outcomes)
-    assert took < WINDOW_S  # formed by the retries, not by the window running out
+    network = LossyNetwork(lambda sender, recipient, attempt: attempt == 1)
+    outcomes, took = await _agree(network, WINDOW)
+    assert all(isinstance(o, Formed) and o.members == tuple(NAMES) for o in outcomes), outcomes
+    assert took < WINDOW.invite_window  # formed by the retries, not by the window running out
     assert sum(network.tries.values()) == 9 + 6  # the 6 lost first messages, sent again
 
 
 async def test_without_losses_each_message_is_sent_once() -> None:
-    network = LossyNetwork(lose_first=False)
-    outcomes, _ = await _agree(network)
-    assert all(isinstance(o, Formed) and o.members == tuple(NAMES) for o in outcomes.values())
+    network = LossyNetwork(lambda sender, recipient, attempt: False)
+    outcomes, _ = await _agree(network, WINDOW)
+    assert all(isinstance(o, Formed) and o.members == tuple(NAMES) for o in outcomes)
     # the leader's invitation and final to each of 3 followers, and their acceptances
     assert sum(network.tries.values()) == 9
 
 
 async def test_a_member_that_is_down_does_not_hold_the_group_through_the_resends() -> None:
     """Only first tries are waited for before aggregation; later ones go on behind it."""
-
-    class DownMember(LossyNetwork):
-        def link(self, me: str) -> FunctionLink:
-            async def send(peer: str, kind: str, round: int, payload: bytes) -> None:
-                self.tries[(me, peer)] += 1
-                if peer == "m3":
-                    raise ConnectionError("no connection to m3")
-                self.mailboxes[peer].put(Letter(me, round, kind, payload))
-
-            return FunctionLink(send)
-
-    network = DownMember(lose_first=False)
+    network = LossyNetwork(lambda sender, recipient, attempt: recipient == "m3")
     config = AgreementConfig(invite_window=2.0, final_grace=1.0)
-    started = time.monotonic()
-    outcomes = await asyncio.gather(*(
-        form_group(me=name, round=1, view=NAMES, group_size=4, link=network.link(name),
-                   mailbox=network.mailboxes[name], config=config,
-                   on_reject=lambda peer, why: None)
-        for name in NAMES[:3]
-    ))
-    took = time.monotonic() - started
+    outcomes, took = await _agree(network, config, names=NAMES[:3])
     assert all(isinstance(o, Formed) and o.members == ("m0", "m1", "m2") for o in outcomes)
     # the window, not the window plus the 3.5 s of pauses before the last resend to m3
     assert took < config.invite_window + 1.5
