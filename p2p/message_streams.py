@@ -35,6 +35,7 @@ from . import framing
 from .admission import header_refusal
 from .errors import BlobRejectedError, BlobSignatureError, BlobTruncatedError
 from .framing import BlobHeader
+from .read_ahead import ReadAhead
 from .roster import Roster
 from .streams import reset_stream, stream_reader
 
@@ -161,7 +162,10 @@ class MessageStreams:
         log.warning("refused message from %s: %s", remote, reason)
 
     async def _read_messages(self, stream: INetStream, remote: str) -> None:
-        read = stream_reader(stream)
+        # Every byte on this stream is a message for this loop, so it may read ahead:
+        # one read (and one Yamux window update to the sender) per arriving chunk
+        # instead of three per message (read_ahead.py).
+        read = ReadAhead(stream_reader(stream)).read
         while True:
             started = _Started(read)
             try:
