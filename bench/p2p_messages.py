@@ -30,6 +30,7 @@ import time
 from importlib.metadata import version
 from typing import Any
 
+from fedswarm.p2p import framing
 from fedswarm.p2p.framing import BlobHeader
 from fedswarm.p2p.identity import Identity
 from fedswarm.p2p.node import NodeConfig, P2PNode
@@ -131,8 +132,6 @@ class MessagePair:
 
 def wire_bytes_of(payload_bytes: int, pair: MessagePair) -> int:
     """What one ``send_message`` of this payload puts on the stream (header frame + body)."""
-    from fedswarm.p2p import framing
-
     header = BlobHeader(federation_id="bench-messages", sender=pair.sender.peer_id,
                         recipient=pair.receiver.peer_id, kind="bench", round=1,
                         length=payload_bytes, sha256=b"\0" * 32, sent_at=time.time())
