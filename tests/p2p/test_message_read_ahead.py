@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -77,25 +78,27 @@ async def test_small_messages_cost_the_sender_one_window_update_each(
 ) -> None:
     """py-libp2p answers every read that returns data with a WINDOW_UPDATE frame; read
     field by field (prefix, header, body) each message cost three."""
-    updates: list[int] = []
+    updates: Counter[int] = Counter()  # window updates sent, per Yamux stream
     library_update = YamuxStream.send_window_update
 
     async def counted(self: YamuxStream, increment: int, skip_lock: bool = False) -> None:
-        updates.append(increment)
+        updates[id(self)] += 1
         await library_update(self, increment, skip_lock)
 
     monkeypatch.setattr(YamuxStream, "send_window_update", counted)
     a, _, b, inbox_b = await connected_pair(node_factory)
     await a.send_message(b.peer_id, "warm-up", 0, b"open the stream")
     assert await wait_until(lambda: len(inbox_b.blobs) == 1)
-    before = len(updates)
+    before = Counter(updates)
     sent = 30
     for i in range(sent):
         await a.send_message(b.peer_id, "beat", i, os.urandom(300))
     assert await wait_until(lambda: len(inbox_b.blobs) == 1 + sent)
-    spent = len(updates) - before
-    # at most one per message (fewer when messages arrive together); a ping may add one
-    assert 0 < spent <= sent + 2, spent
+    # The message stream is the busiest one; other streams (the nodes' start-up address
+    # announcements over pubsub) may send a few updates of their own meanwhile.
+    spent = max((updates - before).values())
+    # at most one per message (fewer when messages arrive together)
+    assert 0 < spent <= sent, spent
 
 
 @pytest.mark.slow
