@@ -6,7 +6,8 @@ costs a Noise encryption and a socket write here, and a socket read, a decryptio
 dispatch at the sender. A small message read field by field (the 8-byte prefix, then the
 signed header, then the body) cost three frames back; read from one chunk it costs one.
 On the membership heartbeats that every member sends every other every few seconds,
-that is most of what a message costs (docs/performance.md, "Small messages").
+that was more than half of what a message cost (docs/performance.md, "Small messages read
+ahead").
 
 Only for a stream whose every byte belongs to one reader that checks it in order: the
 long-lived message stream. A blob stream must not read past its header before the
