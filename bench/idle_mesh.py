@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from fedswarm.p2p.identity import Identity
+from fedswarm.p2p.membership import MembershipConfig
 from fedswarm.p2p.roster import Member, Roster
 
 from .machine import cpu_model
@@ -75,8 +77,18 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+TIMELINE_EVERY_S = 10
+TIMELINE_COUNTERS = ("dials", "dead_links_closed", "messages_not_sent")
+"""Each node's ``timeline`` row: wall-clock time, members connected, CPU s since its start,
+then these counters so far, so a mesh that formed and then fell apart shows when it did."""
+
 HEARTBEAT_TOPIC = "bench-heartbeat"
 HEARTBEAT_BYTES = 300  # about a daemon's membership heartbeat
+HEARTBEAT_WRITE_TIMEOUT_S = MembershipConfig().max_age_s / 2
+"""How long one beat's write to one member may take: the daemon's own limit
+(``Membership.publish_now``). Cut at the beat interval instead, a write that waits for a
+member's stream to open under load drops the half-open stream, the next beat starts
+over, and on a busy box none gets through while each try costs a negotiation."""
 
 
 async def _child(seed_hex: str, roster_path: str, listen: str, end_at: float,
@@ -109,6 +121,7 @@ async def _child(seed_hex: str, roster_path: str, listen: str, end_at: float,
     started, cpu_started = time.time(), _cpu_s()
     seconds = max(end_at - started, 1.0)
     samples: list[tuple[float, int]] = []
+    timeline: list[list[float]] = []  # every TIMELINE_EVERY_S: elapsed, connected, CPU, counters
 
     async def beat_forever() -> None:
         """A daemon's membership beat: its own task, ±20 % jitter, never queued."""
@@ -118,7 +131,8 @@ async def _child(seed_hex: str, roster_path: str, listen: str, end_at: float,
                 if via == "gossip":
                     await node.publish(HEARTBEAT_TOPIC, beat)
                 else:
-                    await node.send_to_connected(HEARTBEAT_TOPIC, 0, beat, timeout=heartbeat_s)
+                    await node.send_to_connected(HEARTBEAT_TOPIC, 0, beat,
+                                                 timeout=HEARTBEAT_WRITE_TIMEOUT_S)
             except P2PError as exc:
                 print(f"heartbeat not sent: {exc}", file=sys.stderr)
             await asyncio.sleep(heartbeat_s * random.uniform(0.8, 1.2))
@@ -127,6 +141,11 @@ async def _child(seed_hex: str, roster_path: str, listen: str, end_at: float,
     try:
         while (elapsed := time.time() - started) < seconds:
             samples.append((elapsed, len(node.connected_peers())))
+            if len(samples) % TIMELINE_EVERY_S == 1:
+                now = node.stats()
+                timeline.append([round(time.time(), 1), samples[-1][1],
+                                 round(_cpu_s() - cpu_started, 2),
+                                 *(int(now.get(k, 0)) for k in TIMELINE_COUNTERS)])
             await asyncio.sleep(1.0)
         if beating is not None:
             beating.cancel()
@@ -145,6 +164,7 @@ async def _child(seed_hex: str, roster_path: str, listen: str, end_at: float,
         "connected_min_second_half": min(second_half),
         "first_full_s": next((round(t, 1) for t, n in samples if n == members - 1), None),
         "heartbeats_heard": heard[0],
+        "timeline": timeline,
         "counters": {k: stats.get(k, 0) for k in (
             "pings_sent", "ping_streams_opened", "dead_links_closed", "dials",
             "messages_skipped_busy", "messages_not_sent")},
@@ -189,7 +209,33 @@ def run(peers: int, seconds: float, workdir: Path,
     return {"benchmark": "idle_mesh", "peers": peers, "seconds": seconds,
             "heartbeat_s": heartbeat_s, "heartbeat_via": heartbeat_via,
             "start_slack_s": start_slack_s, "nodes_failed": failed, "nodes": nodes,
-            "summary": summarise(nodes, peers), "machine": machine()}
+            "summary": summarise(nodes, peers), "timeline": mesh_timeline(nodes, end_at),
+            "machine": machine()}
+
+
+def mesh_timeline(nodes: list[dict[str, Any]], end_at: float) -> list[dict[str, Any]]:
+    """The mesh window by window (``TIMELINE_EVERY_S``, counted back from the shared end):
+    cores busy, the fewest and the median members connected, dials and dead-link closings.
+
+    Each node's rows are cumulative; a window gets the difference between a node's
+    consecutive rows, assigned to the window the later row falls in."""
+    windows: dict[int, dict[str, Any]] = {}
+    for node in nodes:
+        rows = node.get("timeline", [])
+        for before, row in itertools.pairwise(rows):
+            index = int((end_at - row[0]) // TIMELINE_EVERY_S)
+            w = windows.setdefault(index, {"cpu": 0.0, "connected": [], "dials": 0, "dead": 0})
+            w["cpu"] += row[2] - before[2]
+            w["connected"].append(row[1])
+            w["dials"] += row[3] - before[3]
+            w["dead"] += row[4] - before[4]
+    return [{"seconds_before_end": (index + 1) * TIMELINE_EVERY_S,
+             "nodes": len(w["connected"]),
+             "cores_busy": round(w["cpu"] / TIMELINE_EVERY_S, 2),
+             "connected_min": min(w["connected"]),
+             "connected_median": statistics.median(w["connected"]),
+             "dials": w["dials"], "dead_links_closed": w["dead"]}
+            for index, w in sorted(windows.items(), reverse=True)]
 
 
 def summarise(nodes: list[dict[str, Any]], peers: int) -> dict[str, Any]:
@@ -240,6 +286,15 @@ def _table(result: dict[str, Any]) -> str:
     return "\n".join(f"{k:<28}{v}" for k, v in rows)
 
 
+def _timeline_table(timeline: list[dict[str, Any]]) -> str:
+    head = f"{'s before end':>12} {'nodes':>5} {'cores':>6} {'conn min':>8} {'conn med':>8} " \
+           f"{'dials':>6} {'dead':>5}"
+    return "\n".join([head, *(
+        f"{w['seconds_before_end']:>12} {w['nodes']:>5} {w['cores_busy']:>6} "
+        f"{w['connected_min']:>8} {w['connected_median']:>8} {w['dials']:>6} "
+        f"{w['dead_links_closed']:>5}" for w in timeline)])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peers", type=int, default=32)
@@ -270,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run(args.peers, args.seconds, Path(tmp), args.start_slack, args.heartbeat,
                      args.heartbeat_via)
     print(_table(result))
+    print(_timeline_table(result["timeline"]))
     print(f"machine: {result['machine']}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

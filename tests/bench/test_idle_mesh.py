@@ -26,6 +26,13 @@ def test_three_idle_nodes_stay_fully_connected_and_reuse_ping_streams(tmp_path: 
     assert summary["cpu_s_median"] > 0
     # 2 other members' heartbeats every 2 s for at least the 12 s window
     assert summary["heartbeats_heard_median"] >= 2 * 6
+    # the mesh window by window, counted back from the shared end
+    timeline = result["timeline"]
+    assert timeline, "no window in the timeline"
+    ends = [w["seconds_before_end"] for w in timeline]
+    assert ends == sorted(ends, reverse=True)
+    assert timeline[-1]["connected_min"] == 2
+    assert all(w["cores_busy"] >= 0 and w["dead_links_closed"] == 0 for w in timeline)
 
 
 def test_direct_heartbeats_reach_every_member_and_spare_the_pings(tmp_path: Path) -> None:
