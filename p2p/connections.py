@@ -16,6 +16,7 @@ runs on the trio thread only.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 from collections import Counter
@@ -340,8 +341,27 @@ def peer_id_of(addr: str) -> str:
     return str(value)
 
 
+MAX_ADDR_CHARS = 512
+"""No dialable multiaddr is longer (a DNS name is at most 253 characters); a longer
+string from the wire is refused without being parsed or remembered."""
+
+
 def is_dialable(addr: str) -> bool:
-    """Valid TCP multiaddr not bound to an unspecified address."""
+    """Valid TCP multiaddr not bound to an unspecified address.
+
+    Remembered per string: py-multiaddr parses a string in about 0.1 ms of pure Python,
+    and the maintenance pass checks our own listen addresses every second and every
+    member's candidates on each redial, so parsing was a fifth of an idle node's CPU
+    (two nodes on loopback, sampled; docs/performance.md). The answer depends on the
+    string alone, and the cache is bounded, as are the strings it holds.
+    """
+    if len(addr) > MAX_ADDR_CHARS:
+        return False
+    return _is_dialable(addr)
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_dialable(addr: str) -> bool:
     try:
         m = multiaddr.Multiaddr(addr)
         host = m.value_for_protocol("ip4") if "ip4" in addr else m.value_for_protocol("ip6")
