@@ -13,7 +13,9 @@ GossipSub, pings to every member, redials) and nothing else, for ``--seconds``.
 It reports, per node and over the mesh: CPU seconds (the process's own user + system
 time) and the cores the whole mesh kept busy, members connected at the end (of
 N − 1) and the fewest any node had over the run's second half, pings sent and ping
-streams opened, connections closed as dead, and dials. A healthy idle mesh keeps every
+streams opened, connections closed as dead, and dials; and a ``timeline`` of the mesh in
+10 s windows (cores busy, members connected, dials, dead-link closings), which tells a mesh
+that never formed from one that formed and then fell apart. A healthy idle mesh keeps every
 member connected with few dials after start-up and uses a small share of the cores.
 
 ``--heartbeat S`` adds what a daemon adds on top of the node: every node sends a
@@ -121,7 +123,7 @@ async def _child(seed_hex: str, roster_path: str, listen: str, end_at: float,
     started, cpu_started = time.time(), _cpu_s()
     seconds = max(end_at - started, 1.0)
     samples: list[tuple[float, int]] = []
-    timeline: list[list[float]] = []  # every TIMELINE_EVERY_S: elapsed, connected, CPU, counters
+    timeline: list[list[float]] = []  # rows of TIMELINE_COUNTERS' docstring, every 10th sample
 
     async def beat_forever() -> None:
         """A daemon's membership beat: its own task, ±20 % jitter, never queued."""

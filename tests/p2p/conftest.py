@@ -20,6 +20,7 @@ class Inbox:
         self.blobs: list[tuple[BlobHeader, bytes]] = []
         self.gossip: list[tuple[str, str, bytes]] = []
         self.fail_blobs = False
+        self.failed = 0  # handler calls that raised because of fail_blobs
         # When set, the handler holds each blob (keeps it "in flight") until
         # the gate opens; ``holding`` counts blobs currently held.
         self.gate: asyncio.Event | None = None
@@ -27,6 +28,7 @@ class Inbox:
 
     async def on_blob(self, header: BlobHeader, data: bytes) -> None:
         if self.fail_blobs:
+            self.failed += 1
             raise RuntimeError("handler exploded on purpose")
         if self.gate is not None:
             self.holding += 1

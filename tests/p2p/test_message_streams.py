@@ -95,7 +95,9 @@ async def test_a_failing_handler_does_not_end_the_stream(node_factory: Any) -> N
     inbox_b.fail_blobs = True
     await a.send_message(b.peer_id, "keys", 1, b"first")
     await a.send_message(b.peer_id, "keys", 2, b"second")
-    assert await wait_until(lambda: b.stats()["messages_received"] == 2)
+    # the count of messages received moves before the handler runs: wait for the handler
+    assert await wait_until(lambda: inbox_b.failed == 2)
+    assert b.stats()["messages_received"] == 2
     inbox_b.fail_blobs = False
     await a.send_message(b.peer_id, "keys", 3, b"third")
     assert await wait_until(lambda: len(inbox_b.blobs) == 1)
