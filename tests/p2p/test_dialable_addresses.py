@@ -26,43 +26,40 @@ def test_only_tcp_addresses_with_a_concrete_host_are_dialable(addr: str, dialabl
     assert is_dialable(addr) is dialable
 
 
-def test_an_overlong_address_from_the_wire_is_refused_unparsed_and_unremembered(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    parsed: list[str] = []
+@pytest.fixture
+def parsed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every string py-multiaddr is asked to parse from here on, with nothing remembered."""
+    strings: list[str] = []
     real = multiaddr.Multiaddr
 
     def counting(addr: str) -> multiaddr.Multiaddr:
-        parsed.append(addr)
+        strings.append(addr)
         return real(addr)
 
     monkeypatch.setattr(connections.multiaddr, "Multiaddr", counting)
     connections._is_dialable.cache_clear()
+    return strings
+
+
+def test_an_overlong_address_from_the_wire_is_refused_unparsed_and_unremembered(
+    parsed: list[str],
+) -> None:
     long_addr = "/ip4/127.0.0.1/tcp/4001/p2p/" + "x" * MAX_ADDR_CHARS
     assert is_dialable(long_addr) is False
     assert parsed == []
     assert connections._is_dialable.cache_info().currsize == 0
 
 
-def test_an_address_checked_again_is_not_parsed_again(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_address_checked_again_is_not_parsed_again(parsed: list[str]) -> None:
     """The maintenance pass checks the node's listen addresses every second: py-multiaddr's
     parse was a fifth of an idle node's CPU."""
-    parsed: list[str] = []
-    real = multiaddr.Multiaddr
-
-    def counting(addr: str) -> multiaddr.Multiaddr:
-        parsed.append(addr)
-        return real(addr)
-
-    monkeypatch.setattr(connections.multiaddr, "Multiaddr", counting)
-    connections._is_dialable.cache_clear()
     for _ in range(50):
         assert is_dialable("/ip4/127.0.0.1/tcp/4001")
         assert not is_dialable("/ip4/0.0.0.0/tcp/4001")
     assert sorted(parsed) == ["/ip4/0.0.0.0/tcp/4001", "/ip4/127.0.0.1/tcp/4001"]
 
 
-def test_the_remembered_answers_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_remembered_answers_are_bounded() -> None:
     connections._is_dialable.cache_clear()
     for port in range(1, 3000):
         is_dialable(f"/ip4/127.0.0.1/tcp/{port}")
