@@ -46,6 +46,7 @@ class ModuleScheduling(LoadScopeScheduling):
         return _unit_of(nodeid)
 
 
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: unknown when run with -p no:xdist
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> ModuleScheduling:
     return ModuleScheduling(config, log)
 
