@@ -86,7 +86,7 @@ then these counters so far, so a mesh that formed and then fell apart shows when
 
 HEARTBEAT_TOPIC = "bench-heartbeat"
 HEARTBEAT_BYTES = 300  # about a daemon's membership heartbeat
-HEARTBEAT_WRITE_TIMEOUT_S = MembershipConfig().max_age_s / 2
+HEARTBEAT_WRITE_TIMEOUT_S = MembershipConfig().write_timeout_s
 """How long one beat's write to one member may take: the daemon's own limit
 (``Membership.publish_now``). Cut at the beat interval instead, a write that waits for a
 member's stream to open under load drops the half-open stream, the next beat starts

@@ -197,6 +197,13 @@ class MembershipConfig:
     """A heartbeat also goes out by GossipSub this often: relays carry it to members
     this node has no link to."""
 
+    @property
+    def write_timeout_s(self) -> float:
+        """How long one beat's write to one member may take: half of ``max_age_s``, so a
+        beat that got through is still young enough to be accepted (see
+        :meth:`Membership.publish_now`)."""
+        return self.max_age_s / 2
+
 
 @dataclass
 class _LocalState:
@@ -310,7 +317,7 @@ class Membership:
         payload = self.heartbeat().encode()
         try:
             await self._node.send_to_connected(
-                HEARTBEAT_KIND, self._local.round, payload, timeout=self.config.max_age_s / 2
+                HEARTBEAT_KIND, self._local.round, payload, timeout=self.config.write_timeout_s
             )
         except P2PError as exc:
             log.warning("heartbeat not sent: %s", exc)

@@ -29,12 +29,8 @@ from xdist.scheduler import LoadScopeScheduling
 NETNS_UNIT = "network-namespace tests"
 
 
-def _module_of(nodeid: str) -> str:
-    return nodeid.split("::", 1)[0]
-
-
 def _unit_of(nodeid: str) -> str:
-    module = _module_of(nodeid)
+    module = nodeid.split("::", 1)[0]
     return NETNS_UNIT if "netns" in module.rsplit("/", 1)[-1] else module
 
 
