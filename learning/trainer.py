@@ -448,8 +448,13 @@ class LocalTrainer:
             raise CheckpointError(f"{folder}: adapter does not match this model/LoRA config")
         set_peft_model_state_dict(self.model, adapter)
 
+    @torch.no_grad()
     def evaluate(self) -> EvalReport:
-        """Loss weighted by the number of predicted tokens, on fixed eval batches."""
+        """Loss weighted by the number of predicted tokens, on fixed eval batches.
+
+        Without autograd: a graph recorded here would keep every layer's activations
+        until the loss is read, for a backward that never comes.
+        """
         if not self.data.eval:
             raise LearningError("no eval data: set data.eval_path or data.eval_fraction > 0")
         was_training = self.model.training

@@ -38,6 +38,23 @@ def test_training_reduces_eval_loss_on_demo_data(make_trainer: MakeTrainer) -> N
     assert after.perplexity < before.perplexity
 
 
+def test_evaluation_records_no_autograd_graph(make_trainer: MakeTrainer) -> None:
+    """Every round evaluates twice; with autograd on, each forward keeps its activations
+    for a backward that never comes (a real model's eval then peaks far above training's
+    memory per example) and warns about it in the daemon's log."""
+    trainer = make_trainer()
+    grad_enabled: list[bool] = []
+    hook = trainer.model.get_input_embeddings().register_forward_hook(
+        lambda module, args, output: grad_enabled.append(torch.is_grad_enabled()))
+    try:
+        trainer.evaluate()
+    finally:
+        hook.remove()
+    assert grad_enabled and not any(grad_enabled)
+    assert torch.is_grad_enabled()  # and training afterwards still records its graph
+    assert trainer.train(1).steps == 1
+
+
 def test_optimizer_state_carries_across_train_calls(make_trainer: MakeTrainer) -> None:
     split = make_trainer(warmup_steps=2, total_steps=10)
     split.train(2)
