@@ -321,6 +321,7 @@ def run_arm(settings: ArmSettings, workdir: Path) -> dict[str, Any]:
         "killed_and_restarted": killed,
         "faults": fed.faults_as_dicts(),
         "latency_loss_via": "tc netem" if fed.net.netem else "tun switch",
+        "switch": fed.net.switch.counters.as_dict(),
         "rounds_to_consensus": to_consensus,
         "consensus_bound": math.ceil(math.log(settings.peers, 4)) + 2,
         "spread_by_averaging_round": spreads,
@@ -375,6 +376,13 @@ def print_table(result: dict[str, Any]) -> None:
             f"private MB {arm['daemon_peak_private_mb']}; "
             f"integrity {'OK' if arm['integrity_ok'] else arm['integrity_problems']}"
         )
+        switch = arm.get("switch")
+        if switch:
+            print(
+                f"wire (tun switch): {switch['forwarded']} "
+                f"packets, late {switch['late']}, latest {switch['late_max_s']} s; dropped "
+                f"{switch['dropped_loss']} (loss) {switch['dropped_cut']} (cut)"
+            )
         if arm["abort_reasons"]:
             print(f"abort reasons: {arm['abort_reasons']}")
     print(f"\nmachine: {result['machine']}")

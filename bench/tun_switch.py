@@ -13,6 +13,11 @@ down`` (a real link cut) still work on the TUN devices themselves.
 One reader thread multiplexes all ports with ``select``; one writer thread
 releases delayed packets in deadline order (FIFO per equal deadline, so a link
 with constant delay never reorders).
+
+The switch stands for the network, which in a deployment spends none of the
+daemons' CPU; on a bench box it shares the cores (and this process's GIL) with
+everything it serves. So the writer counts how late each packet left against its
+release time (:class:`SwitchCounters`): a run can tell a slow wire from slow daemons.
 """
 
 from __future__ import annotations
@@ -64,6 +69,10 @@ class LinkShape:
     up: bool = True
 
 
+LATE_BUCKETS_S = (0.01, 0.1, 1.0)
+"""Upper edges of the lateness buckets (seconds past a packet's release time)."""
+
+
 @dataclass
 class SwitchCounters:
     forwarded: int = 0
@@ -71,6 +80,31 @@ class SwitchCounters:
     dropped_cut: int = 0
     dropped_unroutable: int = 0
     per_port_sent: dict[str, int] = field(default_factory=dict)
+    # forwarded packets by how late they left: <= 10 ms, <= 100 ms, <= 1 s, later
+    late_counts: list[int] = field(default_factory=lambda: [0] * (len(LATE_BUCKETS_S) + 1))
+    late_max_s: float = 0.0
+
+    def count_late(self, late_s: float) -> None:
+        for i, edge in enumerate(LATE_BUCKETS_S):
+            if late_s <= edge:
+                self.late_counts[i] += 1
+                break
+        else:
+            self.late_counts[-1] += 1
+        self.late_max_s = max(self.late_max_s, late_s)
+
+    def as_dict(self) -> dict[str, object]:
+        """What a bench reports: totals and the lateness histogram."""
+        names = [f"<={edge * 1000:g}ms" for edge in LATE_BUCKETS_S] + [
+            f">{LATE_BUCKETS_S[-1] * 1000:g}ms"]
+        return {
+            "forwarded": self.forwarded,
+            "dropped_loss": self.dropped_loss,
+            "dropped_cut": self.dropped_cut,
+            "dropped_unroutable": self.dropped_unroutable,
+            "late": dict(zip(names, self.late_counts, strict=True)),
+            "late_max_s": round(self.late_max_s, 3),
+        }
 
 
 class TunSwitch:
@@ -190,10 +224,11 @@ class TunSwitch:
                     self._cond.wait(timeout)
                 if self._stopping:
                     return
-                _, _, fd, packet = heapq.heappop(self._heap)
+                release, _, fd, packet = heapq.heappop(self._heap)
             try:
                 os.write(fd, packet)
                 self.counters.forwarded += 1
+                self.counters.count_late(time.monotonic() - release)
             except OSError:
                 self.counters.dropped_unroutable += 1
 
