@@ -379,9 +379,9 @@ def print_table(result: dict[str, Any]) -> None:
         switch = arm.get("switch")
         if switch:
             print(
-                f"wire (tun switch): {switch['forwarded']} "
-                f"packets, late {switch['late']}, latest {switch['late_max_s']} s; dropped "
-                f"{switch['dropped_loss']} (loss) {switch['dropped_cut']} (cut)"
+                f"wire (tun switch): {switch['forwarded']} packets, late {switch['late']}, "
+                f"latest {switch['late_max_s']} s; dropped {switch['dropped_loss']} (loss) "
+                f"{switch['dropped_cut']} (cut)"
             )
         if arm["abort_reasons"]:
             print(f"abort reasons: {arm['abort_reasons']}")

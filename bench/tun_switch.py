@@ -22,6 +22,7 @@ release time (:class:`SwitchCounters`): a run can tell a slow wire from slow dae
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import fcntl
 import heapq
@@ -85,12 +86,8 @@ class SwitchCounters:
     late_max_s: float = 0.0
 
     def count_late(self, late_s: float) -> None:
-        for i, edge in enumerate(LATE_BUCKETS_S):
-            if late_s <= edge:
-                self.late_counts[i] += 1
-                break
-        else:
-            self.late_counts[-1] += 1
+        """One forwarded packet: into the first bucket whose edge it does not pass."""
+        self.late_counts[bisect.bisect_left(LATE_BUCKETS_S, late_s)] += 1
         self.late_max_s = max(self.late_max_s, late_s)
 
     def as_dict(self) -> dict[str, object]:
